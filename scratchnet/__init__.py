@@ -1,0 +1,14 @@
+"""scratchnet: a deep-learning framework written from scratch on NumPy (CPU) and CuPy (GPU).
+
+    import scratchnet as sn
+    x = sn.tensor([[1.0, 2.0]], requires_grad=True)
+
+This file only re-exports; nothing inside the package imports it.
+"""
+from . import functional, nn
+from .autograd import Function, Tensor, backward, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
+from .backend import DeviceError, get_default_dtype, gpu_available, manual_seed, set_default_dtype
+from .functional.math import cat, split, stack
+from .gradcheck import GradcheckError, gradcheck
+
+__version__ = "0.1.0"

@@ -1,0 +1,171 @@
+"""Convolution by im2col + one (batched) GEMM.
+
+im2col lays every receptive field out as a column; the convolution is then a
+single matrix product per group. The column layout used here is
+``(C, kh, kw, N, oh, ow)``: reshaped to ``(groups, C/groups*kh*kw, N*oh*ow)``
+it is contiguous, so grouped and depthwise convolution are one batched
+matmul, never a Python loop over groups.
+
+col2im is the *adjoint* of im2col, not its inverse: overlapping windows
+accumulate. Forward keeps ``x`` (not the kh*kw-times larger column buffer)
+and backward rebuilds the columns, trading one im2col for memory.
+"""
+import numpy as np
+
+from .. import backend
+from ..autograd import Function
+from .math import check_float
+
+
+def pair(value, name="argument"):
+    """An int or a pair of ints as a pair."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def conv_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
+    """Output length along one axis; the one rule shared by conv and pooling."""
+    span = dilation * (kernel - 1) + 1
+    if ceil_mode:
+        out = -(-(size + 2 * padding - span) // stride) + 1
+        # torch: the last window must start inside the input or left padding
+        if (out - 1) * stride >= size + padding:
+            out -= 1
+        return out
+    return (size + 2 * padding - span) // stride + 1
+
+
+def im2col(x, kernel, stride, padding, dilation, out_size=None, pad_value=0):
+    """Columns of ``x`` (N, C, H, W): an array of shape (C, kh, kw, N, oh, ow).
+
+    ``out_size`` overrides the output size (pooling with ceil_mode pads the
+    bottom/right further); ``pad_value`` fills the padding (-inf for max pool).
+    """
+    xp = backend.get_array_module(x)
+    n, c, h, w = x.shape
+    (kh, kw), (sy, sx), (ph, pw), (dy, dx) = kernel, stride, padding, dilation
+    if out_size is None:
+        out_size = (conv_output_size(h, kh, sy, ph, dy), conv_output_size(w, kw, sx, pw, dx))
+    oh, ow = out_size
+    # extra bottom/right padding so every window in out_size is in bounds
+    extra_h = max(0, (oh - 1) * sy + dy * (kh - 1) + 1 - (h + 2 * ph))
+    extra_w = max(0, (ow - 1) * sx + dx * (kw - 1) + 1 - (w + 2 * pw))
+    padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph + extra_h), (pw, pw + extra_w)), constant_values=pad_value)
+    col = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        top = i * dy
+        for j in range(kw):
+            left = j * dx
+            window = padded[:, :, top:top + sy * (oh - 1) + 1:sy, left:left + sx * (ow - 1) + 1:sx]
+            col[:, i, j] = window.transpose(1, 0, 2, 3)
+    return col
+
+
+def col2im(col, x_shape, stride, padding, dilation):
+    """The adjoint of im2col: add every column entry back to the pixel it came from."""
+    xp = backend.get_array_module(col)
+    c, kh, kw, n, oh, ow = col.shape
+    _, _, h, w = x_shape
+    (sy, sx), (ph, pw), (dy, dx) = stride, padding, dilation
+    extra_h = max(0, (oh - 1) * sy + dy * (kh - 1) + 1 - (h + 2 * ph))
+    extra_w = max(0, (ow - 1) * sx + dx * (kw - 1) + 1 - (w + 2 * pw))
+    padded = xp.zeros((n, c, h + 2 * ph + extra_h, w + 2 * pw + extra_w), dtype=col.dtype)
+    for i in range(kh):
+        top = i * dy
+        for j in range(kw):
+            left = j * dx
+            padded[:, :, top:top + sy * (oh - 1) + 1:sy, left:left + sx * (ow - 1) + 1:sx] += \
+                col[:, i, j].transpose(1, 0, 2, 3)
+    return padded[:, :, ph:ph + h, pw:pw + w]
+
+
+class Conv2d(Function):
+    """y[n, o] = sum over the group's channels and window of w[o] * x[n] (+ b[o])."""
+
+    def __init__(self, stride, padding, dilation, groups):
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+
+    def forward(self, x, w, b=None):
+        n = x.shape[0]
+        c_out, c_group, kh, kw = w.shape
+        g = self.groups
+        col = im2col(x, (kh, kw), self.stride, self.padding, self.dilation)
+        oh, ow = col.shape[-2:]
+        y = w.reshape(g, c_out // g, c_group * kh * kw) @ col.reshape(g, c_group * kh * kw, n * oh * ow)
+        y = y.reshape(c_out, n, oh, ow).transpose(1, 0, 2, 3)
+        if b is not None:
+            y = y + b.reshape(1, -1, 1, 1)
+        xp = backend.get_array_module(x)
+        self.x = x if self.needs_input_grad[1] else None  # w's gradient needs the columns of x
+        self.x_shape = x.shape
+        self.w = w if self.needs_input_grad[0] else None
+        self.w_shape = w.shape
+        return xp.ascontiguousarray(y)
+
+    def backward(self, gy):
+        n, c_out, oh, ow = gy.shape
+        _, c_group, kh, kw = self.w_shape
+        g = self.groups
+        gy_groups = gy.transpose(1, 0, 2, 3).reshape(g, c_out // g, n * oh * ow)
+        gx = gw = gb = None
+        if self.needs_input_grad[0]:
+            gcol = self.w.reshape(g, c_out // g, -1).transpose(0, 2, 1) @ gy_groups
+            gcol = gcol.reshape(c_group * g, kh, kw, n, oh, ow)
+            gx = col2im(gcol, self.x_shape, self.stride, self.padding, self.dilation)
+        if self.needs_input_grad[1]:
+            col = im2col(self.x, (kh, kw), self.stride, self.padding, self.dilation, out_size=(oh, ow))
+            col = col.reshape(g, c_group * kh * kw, n * oh * ow)
+            gw = (gy_groups @ col.transpose(0, 2, 1)).reshape(self.w_shape)
+        if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
+            gb = gy.sum(axis=(0, 2, 3))
+        return (gx, gw, gb) if len(self.needs_input_grad) > 2 else (gx, gw)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation), as torch.nn.functional.conv2d.
+
+    x: (N, C_in, H, W); weight: (C_out, C_in/groups, kh, kw); bias: (C_out,).
+    ``padding`` may be an int, a pair, 'valid' or 'same' (stride 1).
+    """
+    check_float("conv2d", x, weight, bias)
+    if x.ndim != 4:
+        raise ValueError(f"conv2d expects input of shape (N, C, H, W), got {x.shape}")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d expects weight of shape (C_out, C_in/groups, kh, kw), got {weight.shape}")
+    c_in, (c_out, c_group, kh, kw) = x.shape[1], weight.shape
+    if groups < 1 or c_in % groups or c_out % groups:
+        raise ValueError(f"conv2d: groups={groups} must divide both in-channels ({c_in}) and "
+                         f"out-channels ({c_out})")
+    if c_group * groups != c_in:
+        raise ValueError(f"conv2d: input has {c_in} channels but weight {weight.shape} expects "
+                         f"{c_group * groups} (= {c_group} per group x groups={groups})")
+    if bias is not None and bias.shape != (c_out,):
+        raise ValueError(f"conv2d: bias must have shape ({c_out},), got {bias.shape}")
+    stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
+    padding = _resolve_padding(padding, (kh, kw), stride, dilation)
+    out = [conv_output_size(x.shape[2 + i], (kh, kw)[i], stride[i], padding[i], dilation[i]) for i in range(2)]
+    if min(out) < 1:
+        raise ValueError(f"conv2d: input {x.shape[2:]} (padding {padding}) is smaller than the "
+                         f"dilated kernel {(kh, kw)} (dilation {dilation})")
+    fn = Conv2d(stride, padding, dilation, groups)
+    return fn(x, weight) if bias is None else fn(x, weight, bias)
+
+
+def _resolve_padding(padding, kernel, stride, dilation):
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        if stride != (1, 1):
+            raise ValueError("conv2d: padding='same' needs stride 1")
+        total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        if any(t % 2 for t in total):
+            raise ValueError("conv2d: padding='same' with an even dilated kernel is asymmetric; pad explicitly")
+        return total[0] // 2, total[1] // 2
+    return pair(padding, "padding")
+
+
+def conv_transpose2d(*a, **k):
+    raise NotImplementedError

@@ -1,0 +1,29 @@
+"""linear: y = x W^T + b (torch.nn.functional.linear)."""
+from ..autograd import Function
+from .math import check_float
+
+
+class Linear(Function):
+    def forward(self, x, w, b=None):
+        self.x = x if self.needs_input_grad[1] else None
+        self.w = w if self.needs_input_grad[0] else None
+        y = x @ w.T
+        return y if b is None else y + b
+
+    def backward(self, gy):
+        gx = gy @ self.w if self.needs_input_grad[0] else None
+        gw = None
+        if self.needs_input_grad[1]:
+            gw = gy.reshape(-1, gy.shape[-1]).T @ self.x.reshape(-1, self.x.shape[-1])
+        if len(self.needs_input_grad) == 3:
+            gb = gy.reshape(-1, gy.shape[-1]).sum(axis=0) if self.needs_input_grad[2] else None
+            return gx, gw, gb
+        return gx, gw
+
+
+def linear(x, weight, bias=None):
+    check_float("linear", x, weight, bias)
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} has last dim {x.shape[-1] if x.ndim else None}, "
+                         f"but weight {weight.shape} expects {weight.shape[1]} features")
+    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)

@@ -1,0 +1,373 @@
+"""Module and Parameter: the containers every layer and model is built from.
+
+As in torch: assigning a ``Parameter``, a ``Module`` or (through
+``register_buffer``) a buffer to an attribute registers it, in assignment
+order, so ``parameters()`` and ``state_dict()`` have a fixed, deterministic
+order and torch's key names (``features.0.weight``, ``bn1.running_mean``).
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor
+
+
+class Parameter(Tensor):
+    """A tensor that is a learnable weight of a module (requires grad by default)."""
+
+    def __init__(self, data, requires_grad=True):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not backend.is_floating(data.dtype):
+            raise TypeError(f"a Parameter must be floating point, got {data.dtype}")
+        super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class StateDictError(KeyError):
+    """load_state_dict found missing, unexpected or mis-shaped entries."""
+
+    def __str__(self):  # KeyError would quote the message
+        return self.args[0]
+
+
+class Module:
+    """Base class of every layer and model: subclass, build in __init__, compute in forward."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", [])
+        object.__setattr__(self, "training", True)
+
+    # -- registration
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                                 f"before assigning attributes")
+        if name in self._buffers and not isinstance(value, (Parameter, Module)):
+            self._buffers[name] = value if value is None or isinstance(value, Tensor) else Tensor(value)
+            return
+        for table in (self._parameters, self._buffers, self._modules):
+            table.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        else:
+            object.__setattr__(self, name, value)
+            return
+        self.__dict__.pop(name, None)
+
+    def __getattr__(self, name):
+        for table in ("_parameters", "_buffers", "_modules"):
+            entries = self.__dict__.get(table)
+            if entries is not None and name in entries:
+                return entries[name]
+        raise AttributeError(f"'{type(self).__name__}' has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        for table in (self._parameters, self._buffers, self._modules):
+            if name in table:
+                del table[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name, param):
+        """Register a Parameter (or None, to keep a slot such as a missing bias)."""
+        if param is None:
+            self._parameters.pop(name, None)
+            object.__setattr__(self, name, None)
+        else:
+            setattr(self, name, param)
+
+    def register_buffer(self, name, value, persistent=True):
+        """A tensor that is state but not learned (running mean/var); saved in state_dict if persistent."""
+        if value is not None and not isinstance(value, Tensor):
+            value = Tensor(value)
+        self.__dict__.pop(name, None)
+        self._buffers[name] = value
+        if not persistent:
+            self._non_persistent.add(name)
+
+    def add_module(self, name, module):
+        setattr(self, name, module)
+
+    # -- calling
+    def __call__(self, *args, **kwargs):
+        out = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks):
+            replaced = hook(self, args, out)
+            if replaced is not None:
+                out = replaced
+        return out
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, inputs, output)`` after every forward; returns a handle with remove()."""
+        self._forward_hooks.append(hook)
+        return _ListHandle(self._forward_hooks, hook)
+
+    # -- traversal
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def children(self):
+        return (m for _, m in self.named_children())
+
+    def named_modules(self, prefix=""):
+        """This module and every descendant, depth first, with dotted names (walked without recursion)."""
+        stack, seen = [(prefix, self)], set()
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            children = [(f"{name}.{child}" if name else child, m) for child, m in module._modules.items()
+                        if m is not None]
+            stack.extend(reversed(children))
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def named_parameters(self, prefix="", recurse=True):
+        seen = set()
+        for name, module in (self.named_modules(prefix) if recurse else [(prefix, self)]):
+            for pname, p in module._parameters.items():
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    yield (f"{name}.{pname}" if name else pname), p
+
+    def parameters(self, recurse=True):
+        return (p for _, p in self.named_parameters(recurse=recurse))
+
+    def named_buffers(self, prefix=""):
+        for name, module in self.named_modules(prefix):
+            for bname, b in module._buffers.items():
+                if b is not None:
+                    yield (f"{name}.{bname}" if name else bname), b
+
+    def buffers(self):
+        return (b for _, b in self.named_buffers())
+
+    def apply(self, fn):
+        """Call fn on every submodule (children first) and on self, like torch."""
+        for module in reversed(list(self.modules())):
+            fn(module)
+        return self
+
+    def num_parameters(self, trainable_only=False):
+        return sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # -- modes and devices
+    def train(self, mode=True):
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, device=None, dtype=None):
+        """Move parameters and buffers to a device and/or cast floating ones to ``dtype``, in place."""
+        device = backend.check_device(device) if device is not None else None
+        dtype = np.dtype(dtype) if dtype is not None else None
+        if dtype is not None and not backend.is_floating(dtype):
+            raise TypeError(f"Module.to: dtype must be floating point, got {dtype}")
+        for t in list(self.parameters()) + list(self.buffers()):
+            data = t.data if device is None else backend.to_device(t.data, device)
+            if dtype is not None and backend.is_floating(data.dtype):
+                data = data.astype(dtype)
+            t.data = data
+            if t.grad is not None:
+                t.grad = None
+        return self
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    @property
+    def device(self):
+        first = next(iter(self.parameters()), None)
+        return first.device if first is not None else "cpu"
+
+    # -- state
+    def state_dict(self):
+        """Ordered dict of host (NumPy) arrays: parameters and persistent buffers, torch's key names."""
+        state = OrderedDict()
+        for name, module in self.named_modules():
+            prefix = f"{name}." if name else ""
+            for pname, p in module._parameters.items():
+                if p is not None:
+                    state[prefix + pname] = backend.to_numpy(p.data).copy()
+            for bname, b in module._buffers.items():
+                if b is not None and bname not in module._non_persistent:
+                    state[prefix + bname] = backend.to_numpy(b.data).copy()
+        return state
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into parameters and buffers, keeping each on its device and dtype.
+
+        With ``strict`` every key must match: the error lists every missing,
+        unexpected and mis-shaped key at once, and nothing is changed.
+        Returns (missing_keys, unexpected_keys).
+        """
+        own = OrderedDict()
+        for name, module in self.named_modules():
+            prefix = f"{name}." if name else ""
+            for pname, p in module._parameters.items():
+                if p is not None:
+                    own[prefix + pname] = p
+            for bname, b in module._buffers.items():
+                if b is not None and bname not in module._non_persistent:
+                    own[prefix + bname] = b
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        mismatched = [f"{k}: checkpoint {tuple(np.shape(state_dict[k]))} vs model {own[k].shape}"
+                      for k in own if k in state_dict and tuple(np.shape(state_dict[k])) != own[k].shape]
+        problems = []
+        if mismatched:
+            problems.append("shape mismatch for " + "; ".join(mismatched))
+        if strict and missing:
+            problems.append("missing keys: " + ", ".join(missing))
+        if strict and unexpected:
+            problems.append("unexpected keys: " + ", ".join(unexpected))
+        if problems:
+            raise StateDictError(f"load_state_dict for {type(self).__name__} failed: " + " | ".join(problems))
+        for key, t in own.items():
+            if key in state_dict:
+                value = state_dict[key]
+                value = value.data if isinstance(value, Tensor) else value
+                xp = backend.get_array_module(t.data)
+                t.data = xp.asarray(backend.to_numpy(value) if xp is np else value).astype(t.dtype, copy=True)
+        return missing, unexpected
+
+    # -- printing
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+class _ListHandle:
+    def __init__(self, entries, entry):
+        self._entries, self._entry = entries, entry
+
+    def remove(self):
+        if self._entry in self._entries:
+            self._entries.remove(self._entry)
+
+
+class Sequential(Module):
+    """Modules applied in order; children are named '0', '1', ... or by an OrderedDict's keys."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for index, module in enumerate(modules):
+                self.add_module(str(index), module)
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def __getitem__(self, index):
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(*modules[index])
+        return modules[index]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+
+class ModuleList(Module):
+    """A list of modules, registered as '0', '1', ... (no forward of its own)."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        for module in modules:
+            self.append(module)
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def __getitem__(self, index):
+        modules = list(self._modules.values())
+        return ModuleList(modules[index]) if isinstance(index, slice) else modules[index]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class ModuleDict(Module):
+    """Named modules, in insertion order."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        for name, module in (modules or {}).items():
+            self.add_module(name, module)
+
+    def __getitem__(self, name):
+        return self._modules[name]
+
+    def __setitem__(self, name, module):
+        self.add_module(name, module)
+
+    def __contains__(self, name):
+        return name in self._modules
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def keys(self):
+        return self._modules.keys()
+
+    def items(self):
+        return self._modules.items()
+
+    def values(self):
+        return self._modules.values()

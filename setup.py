@@ -1,0 +1,22 @@
+"""scratchnet: a deep-learning framework written from scratch on NumPy and CuPy."""
+from setuptools import find_packages, setup
+
+setup(
+    name="scratchnet",
+    version="0.1.0",
+    description="A from-scratch deep-learning framework (NumPy/CuPy) with every classic CNN",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    # kernels/ (CUDA sources + Numba kernels) lives at the top of the repo and
+    # ships inside the package as scratchnet.kernels, .cu files included.
+    packages=find_packages(include=["scratchnet", "scratchnet.*"]) + ["scratchnet.kernels"],
+    package_dir={"scratchnet.kernels": "kernels"},
+    package_data={"scratchnet.kernels": ["*.cu", "*.cuh", "*.h"]},
+    install_requires=["numpy>=1.23", "numba>=0.58", "tqdm>=4.60", "matplotlib>=3.5"],
+    extras_require={
+        "gpu": ["cupy-cuda12x>=13"],
+        # torch (CPU build) is the reference oracle the tests compare against.
+        "dev": ["pytest>=7", "pytest-xdist>=3", "torch==2.13.0"],
+    },
+)
