@@ -1,0 +1,53 @@
+"""Shared fixtures: the devices to run on, seeded RNGs, and the real-data folder."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet import backend
+
+_GPU_REASON = backend.gpu_status()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (runs when CuPy finds one, skipped otherwise)")
+    config.addinivalue_line("markers", "slow: longer tests (still run in CI)")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason=f"no GPU: {_GPU_REASON}")
+    for item in items:
+        if "gpu" in item.keywords and _GPU_REASON is not None:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def device(request):
+    """Run a test on the CPU, and again on the GPU when one is present."""
+    return request.param
+
+
+@pytest.fixture
+def xp(device):
+    return backend.xp_for(device)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    sn.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The real datasets (../shared/data beside the repo, or $SCRATCHNET_DATA)."""
+    root = Path(os.environ.get("SCRATCHNET_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not root.is_dir():
+        pytest.fail(f"real data folder {root} not found: set SCRATCHNET_DATA to the shared data folder")
+    return root
