@@ -1,1 +1,21 @@
-"""Hot-path kernels: CUDA RawKernels (*.cu) with their launcher, and Numba CPU kernels."""
+"""Hot-path kernels: CUDA RawKernels (*.cu) with their launcher, and Numba CPU kernels.
+
+Raw arrays in, raw arrays out (no autograd here). ``for_array(x)`` returns the
+module for x's device; both modules share one API:
+
+    im2col, col2im, depthwise_forward, depthwise_backward_input,
+    depthwise_backward_weight, max_pool2d_forward, max_pool2d_backward
+
+and, on the GPU only, the direct dense convolution (``conv2d_forward``,
+``conv2d_backward_input``, ``conv2d_backward_weight``).
+"""
+from ..backend import device_of
+
+
+def for_array(array):
+    """kernels.cpu (Numba) for NumPy arrays, kernels.cuda (CuPy) for CuPy arrays."""
+    if device_of(array) == "gpu":
+        from . import cuda
+        return cuda
+    from . import cpu
+    return cpu

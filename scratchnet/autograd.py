@@ -12,7 +12,7 @@ records an edge per input in the graph:
 Outputs are *not* kept alive by the graph (a function holds only weak
 references to them), so an activation that no backward needs is freed as
 soon as the user drops it. ``backward`` walks functions in decreasing
-generation order with a heap, never by recursion, so 1000-layer graphs work.
+generation order with a heap, never by recursion, so graphs of any depth work.
 """
 import contextlib
 import heapq
@@ -64,6 +64,8 @@ class Tensor:
     __array_priority__ = 200  # make `ndarray + Tensor` call Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, name=None):
+        if requires_grad:
+            _check_can_require_grad(data)
         self.data = data
         self.grad = None
         self.requires_grad = bool(requires_grad)
@@ -133,11 +135,15 @@ class Tensor:
     def requires_grad_(self, requires_grad=True):
         if not self.is_leaf:
             raise RuntimeError("requires_grad_ can only be set on leaf tensors; use .detach() first")
+        if requires_grad:
+            _check_can_require_grad(self.data)
         self.requires_grad = bool(requires_grad)
         return self
 
     def retain_grad(self):
         """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it)."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad() on a tensor that does not require grad: it will never get one")
         self._retains_grad = True
         if self.creator is not None:
             self.creator.retained_outputs[self.output_index] = weakref.ref(self)
@@ -200,6 +206,13 @@ class Tensor:
         return id(self)
 
 
+def _check_can_require_grad(data):
+    dtype = getattr(data, "dtype", None)
+    if dtype is None or not backend.is_floating(dtype):
+        raise TypeError(f"only floating-point tensors can require grad, got dtype {dtype}; "
+                        f"convert first with .float() / .double() (or pass dtype=np.float32)")
+
+
 class _HookHandle:
     def __init__(self, hooks, hook):
         self._hooks, self._hook = hooks, hook
@@ -224,9 +237,6 @@ def tensor(data, requires_grad=False, device="cpu", dtype=None):
         dtype = backend.get_default_dtype() if probe.dtype.kind == "f" else None
         data = probe
     array = xp.array(data, dtype=dtype, copy=True)
-    if requires_grad and not backend.is_floating(array.dtype):
-        raise TypeError(f"only floating-point tensors can require grad, got dtype {array.dtype}; "
-                        f"pass dtype=np.float32 (or float64)")
     return Tensor(array, requires_grad=requires_grad)
 
 
@@ -265,7 +275,8 @@ class Function:
         outputs = self.forward(*[t.data for t in tensors])
         single = not isinstance(outputs, tuple)
         outputs = (outputs,) if single else outputs
-        results = [Tensor(y, requires_grad=record) for y in outputs]
+        # an integer output (an index, a count) never carries a gradient, as in torch
+        results = [Tensor(y, requires_grad=record and backend.is_floating(y.dtype)) for y in outputs]
         if record:
             self.generation = max(t.generation for t in tensors)
             self.input_meta = [(t.shape, t.dtype) for t in tensors]
@@ -274,6 +285,8 @@ class Function:
             self.output_hooks = [[] for _ in outputs]
             self.retained_outputs = [None] * len(outputs)
             for index, result in enumerate(results):
+                if not result.requires_grad:
+                    continue
                 result.creator = self
                 result.output_index = index
                 result.generation = self.generation + 1
@@ -352,7 +365,11 @@ def backward(outputs, grad_outputs=None, retain_graph=False):
                 raise RuntimeError(f"backward() without a gradient needs a one-element output, got shape "
                                    f"{out.shape}; pass grad= of the same shape")
             seed = xp.ones_like(out.data)
-        seed = seed.data if isinstance(seed, Tensor) else xp.asarray(seed, dtype=out.dtype)
+        # a copy: the seed may end up as a leaf's .grad, which must not alias the caller's array
+        seed = xp.array(seed.data if isinstance(seed, Tensor) else seed, dtype=out.dtype)
+        if tuple(seed.shape) != out.shape:
+            raise RuntimeError(f"backward(): grad has shape {tuple(seed.shape)} but the output has shape "
+                               f"{out.shape}; they must match")
         send(_edge(out), seed, (out.shape, out.dtype))
 
     while heap:
@@ -362,9 +379,7 @@ def backward(outputs, grad_outputs=None, retain_graph=False):
             if grad is None:
                 continue
             for hook in fn.output_hooks[index]:
-                replaced = hook(grad)
-                if replaced is not None:
-                    grad = replaced.data if isinstance(replaced, Tensor) else replaced
+                grad = _run_hook(hook, grad)
             retained = fn.retained_outputs[index]
             if retained is not None and retained() is not None:
                 kept = retained()
@@ -381,18 +396,31 @@ def backward(outputs, grad_outputs=None, retain_graph=False):
         if len(input_grads) != len(fn.edges):
             raise RuntimeError(f"internal error: {fn.name}.backward returned {len(input_grads)} gradients "
                                f"for {len(fn.edges)} inputs")
-        for edge, grad, meta in zip(fn.edges, input_grads, fn.input_meta):
+        for i, (edge, grad, meta) in enumerate(zip(fn.edges, input_grads, fn.input_meta)):
             if edge is not None and grad is not None:
+                if tuple(grad.shape) != tuple(meta[0]):
+                    raise RuntimeError(f"{fn.name}.backward returned a gradient of shape {tuple(grad.shape)} "
+                                       f"for input {i} of shape {meta[0]}")
                 send(edge, grad, meta)
         if not retain_graph:
             _free(fn)
 
     for leaf, grad in leaf_grads.values():
         for hook in leaf._leaf_hooks:
-            replaced = hook(grad)
-            if replaced is not None:
-                grad = replaced.data if isinstance(replaced, Tensor) else replaced
+            grad = _run_hook(hook, grad)
         leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+
+
+def _run_hook(hook, grad):
+    """Call a tensor hook; what it returns (array or tensor) replaces the gradient, same shape only."""
+    replaced = hook(grad)
+    if replaced is None:
+        return grad
+    replaced = replaced.data if isinstance(replaced, Tensor) else replaced
+    if tuple(replaced.shape) != tuple(grad.shape):
+        raise RuntimeError(f"hook {getattr(hook, '__name__', hook)!r} changed the gradient's shape from "
+                           f"{tuple(grad.shape)} to {tuple(replaced.shape)}")
+    return replaced
 
 
 def _free(fn):

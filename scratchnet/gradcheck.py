@@ -12,7 +12,7 @@ for a fixed random ``r`` (so every output element matters):
 import numpy as np
 
 from . import backend
-from .autograd import Tensor, backward
+from .autograd import Tensor, backward, no_grad
 
 
 class GradcheckError(AssertionError):
@@ -25,23 +25,31 @@ def gradcheck(fn, inputs, params=(), eps=1e-6, atol=1e-5, rtol=1e-4, directions=
 
     ``inputs``: tensors (or other arguments passed through unchanged); those with
     ``requires_grad`` are checked. ``params``: more tensors to check that ``fn``
-    reads without taking them as arguments (e.g. ``model.parameters()``).
+    reads without taking them as arguments: a list of tensors, or named ones
+    (``model.named_parameters()`` or a dict) so a failure names them.
     ``fn`` must be deterministic: seed any randomness inside it.
     Returns True, or raises ``GradcheckError`` naming the tensor and entry.
     """
     inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-    checked = [t for t in inputs if isinstance(t, Tensor) and t.requires_grad] + list(params)
+    named = [(t.name or f"input {i}", t) for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    params = list(params.items()) if isinstance(params, dict) else list(params)
+    for j, entry in enumerate(params):
+        name, t = entry if isinstance(entry, tuple) else (entry.name or f"params[{j}]", entry)
+        named.append((name, t))
+    checked = [t for _, t in named]
+    labels = [f"{name} (shape {t.shape})" for name, t in named]
     if not checked:
         raise ValueError("gradcheck: no input or parameter requires grad")
-    for t in checked:
+    for label, t in zip(labels, checked):
         if t.dtype != np.float64:
             raise TypeError(f"gradcheck needs float64 tensors (finite differences in float32 fail for "
-                            f"precision, not bugs); got {t.dtype} for a tensor of shape {t.shape}: "
+                            f"precision, not bugs); got {t.dtype} for {label}: "
                             f"use .double() / model.to(dtype=np.float64)")
     generator = np.random.default_rng(seed)
 
     def loss_value(weights):
-        out = fn(*inputs)
+        with no_grad():  # finite differences need values only: build no graph
+            out = fn(*inputs)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         outs = [o for o in outs if isinstance(o, Tensor) and backend.is_floating(o.dtype)]
         return outs, sum(float((backend.to_numpy(o.data) * w).sum()) for o, w in zip(outs, weights))
@@ -71,17 +79,32 @@ def gradcheck(fn, inputs, params=(), eps=1e-6, atol=1e-5, rtol=1e-4, directions=
             for t, original in zip(checked, originals):
                 t.data = original
 
+    def directional_failure(direction):
+        """None if backward agrees with finite differences along ``direction``, else the two numbers."""
+        norm = np.sqrt(sum((d ** 2).sum() for d in direction if d is not None))
+        direction = [None if d is None else d / norm for d in direction]
+        plus = perturbed([None if d is None else eps * d for d in direction])
+        minus = perturbed([None if d is None else -eps * d for d in direction])
+        numeric = (plus - minus) / (2 * eps)
+        expected = sum(float((a * d).sum()) for a, d in zip(analytic, direction) if d is not None)
+        if np.isclose(expected, numeric, atol=atol, rtol=rtol):
+            return None
+        return f"backward gives {expected:.10g}, finite differences {numeric:.10g}"
+
     failures = []
     for k in range(directions):
         direction = [generator.standard_normal(t.shape) for t in checked]
-        norm = np.sqrt(sum((d ** 2).sum() for d in direction))
-        direction = [d / norm for d in direction]
-        plus = perturbed([eps * d for d in direction])
-        minus = perturbed([-eps * d for d in direction])
-        numeric = (plus - minus) / (2 * eps)
-        expected = sum(float((a * d).sum()) for a, d in zip(analytic, direction))
-        if not np.isclose(expected, numeric, atol=atol, rtol=rtol):
-            failures.append(f"direction {k}: backward gives {expected:.10g}, finite differences {numeric:.10g}")
+        failure = directional_failure(direction)
+        if failure is None:
+            continue
+        failures.append(f"direction {k} over all tensors: {failure}")
+        # the same direction, one tensor at a time, to name the culprit(s)
+        for which, label in enumerate(labels):
+            alone = [d if i == which else None for i, d in enumerate(direction)]
+            culprit = directional_failure(alone)
+            if culprit is not None:
+                failures.append(f"  {label}: {culprit}")
+        break
 
     total = sum(t.size for t in checked)
     if total <= max_elements:
@@ -100,7 +123,7 @@ def gradcheck(fn, inputs, params=(), eps=1e-6, atol=1e-5, rtol=1e-4, directions=
             bad = ~np.isclose(analytic[which], numeric, atol=atol, rtol=rtol)
             if bad.any():
                 index = tuple(int(i) for i in np.argwhere(bad)[0])
-                failures.append(f"tensor {which} (shape {t.shape}): {int(bad.sum())} entries differ, first at "
+                failures.append(f"{labels[which]}: {int(bad.sum())} entries differ, first at "
                                 f"{index}: backward {analytic[which][index]:.10g}, numeric {numeric[index]:.10g}")
     if failures:
         if raise_exception:

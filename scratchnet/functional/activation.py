@@ -1,4 +1,13 @@
-"""Activations: relu, leaky_relu, sigmoid, tanh, silu, softmax, log_softmax."""
+"""Activations: relu, leaky_relu, sigmoid, tanh, silu, softmax, log_softmax.
+
+Each keeps for backward the one array its derivative is cheapest to write in:
+a mask for the ReLUs, the output for sigmoid/tanh/softmax/log_softmax (their
+derivatives are functions of the output), the input and sigmoid for SiLU.
+
+softmax/log_softmax take ``dim`` as torch does; torch warns when it is left
+out and guesses, scratchnet picks ``dim=-1`` (the last axis, the class axis
+of an (N, C) batch of logits) and says so here instead of guessing by rank.
+"""
 from .. import backend
 from ..autograd import Function
 from .math import check_float
@@ -13,12 +22,133 @@ class ReLU(Function):
         return (gy * self.mask,)
 
 
+class LeakyReLU(Function):
+    """x where x > 0, negative_slope * x elsewhere (the slope also at 0, as torch)."""
+
+    def __init__(self, negative_slope):
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        self.mask = x > 0
+        return xp.where(self.mask, x, x * x.dtype.type(self.negative_slope))
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        return (xp.where(self.mask, gy, gy * gy.dtype.type(self.negative_slope)),)
+
+
+def _stable_sigmoid(x):
+    """1 / (1 + e^-x) without overflow: use e^-|x| <= 1 on both sides of zero."""
+    xp = backend.get_array_module(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        self.y = _stable_sigmoid(x)
+        return self.y
+
+    def backward(self, gy):
+        return (gy * self.y * (1 - self.y),)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        self.y = backend.get_array_module(x).tanh(x)
+        return self.y
+
+    def backward(self, gy):
+        return (gy * (1 - self.y * self.y),)
+
+
+class SiLU(Function):
+    """x * sigmoid(x) (swish); d/dx = s * (1 + x * (1 - s))."""
+
+    def forward(self, x):
+        self.x, self.s = x, _stable_sigmoid(x)
+        return x * self.s
+
+    def backward(self, gy):
+        s = self.s
+        return (gy * s * (1 + self.x * (1 - s)),)
+
+
+class Softmax(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        e = xp.exp(x - x.max(axis=self.axis, keepdims=True))  # shift: exp never overflows
+        self.y = e / e.sum(axis=self.axis, keepdims=True)
+        return self.y
+
+    def backward(self, gy):
+        y = self.y
+        return (y * (gy - (gy * y).sum(axis=self.axis, keepdims=True)),)
+
+
+class LogSoftmax(Function):
+    """x - logsumexp(x), with the max shifted out so it neither overflows nor loses the small terms."""
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        shifted = x - x.max(axis=self.axis, keepdims=True)
+        self.y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        return self.y
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        return (gy - xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True),)
+
+
 def relu(x):
     check_float("relu", x)
     return ReLU()(x)
-def leaky_relu(*a, **k): raise NotImplementedError
-def sigmoid(*a, **k): raise NotImplementedError
-def tanh(*a, **k): raise NotImplementedError
-def silu(*a, **k): raise NotImplementedError
-def softmax(*a, **k): raise NotImplementedError
-def log_softmax(*a, **k): raise NotImplementedError
+
+
+def leaky_relu(x, negative_slope=0.01):
+    check_float("leaky_relu", x)
+    return LeakyReLU(negative_slope)(x)
+
+
+def sigmoid(x):
+    check_float("sigmoid", x)
+    return Sigmoid()(x)
+
+
+def tanh(x):
+    check_float("tanh", x)
+    return Tanh()(x)
+
+
+def silu(x):
+    check_float("silu", x)
+    return SiLU()(x)
+
+
+def _softmax_axis(op, x, dim):
+    if dim is None:
+        dim = -1  # documented choice (module docstring): torch would warn and guess by rank
+    if x.ndim == 0:
+        raise ValueError(f"{op}: needs at least one dimension, got a 0-d tensor")
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"{op}: dim={dim} is out of range for a tensor of shape {x.shape}")
+    return dim % x.ndim
+
+
+def softmax(x, dim=None):
+    """exp(x) / sum(exp(x)) along ``dim`` (None means -1, see the module docstring)."""
+    check_float("softmax", x)
+    return Softmax(_softmax_axis("softmax", x, dim))(x)
+
+
+def log_softmax(x, dim=None):
+    """log(softmax(x)) computed stably along ``dim`` (None means -1)."""
+    check_float("log_softmax", x)
+    return LogSoftmax(_softmax_axis("log_softmax", x, dim))(x)

@@ -85,14 +85,15 @@ def col2im(col, x_shape, stride, padding, dilation):
 class Conv2d(Function):
     """y[n, o] = sum over the group's channels and window of w[o] * x[n] (+ b[o])."""
 
-    def __init__(self, stride, padding, dilation, groups):
+    def __init__(self, stride, padding, dilation, groups, out_size=None):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.out_size = out_size  # given only for 'same' with an even kernel (one more pixel bottom/right)
 
     def forward(self, x, w, b=None):
         n = x.shape[0]
         c_out, c_group, kh, kw = w.shape
         g = self.groups
-        col = im2col(x, (kh, kw), self.stride, self.padding, self.dilation)
+        col = im2col(x, (kh, kw), self.stride, self.padding, self.dilation, out_size=self.out_size)
         oh, ow = col.shape[-2:]
         y = w.reshape(g, c_out // g, c_group * kh * kw) @ col.reshape(g, c_group * kh * kw, n * oh * ow)
         y = y.reshape(c_out, n, oh, ow).transpose(1, 0, 2, 3)
@@ -145,12 +146,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if bias is not None and bias.shape != (c_out,):
         raise ValueError(f"conv2d: bias must have shape ({c_out},), got {bias.shape}")
     stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
+    same = isinstance(padding, str) and padding == "same"
     padding = _resolve_padding(padding, (kh, kw), stride, dilation)
-    out = [conv_output_size(x.shape[2 + i], (kh, kw)[i], stride[i], padding[i], dilation[i]) for i in range(2)]
+    out = list(x.shape[2:]) if same else \
+        [conv_output_size(x.shape[2 + i], (kh, kw)[i], stride[i], padding[i], dilation[i]) for i in range(2)]
     if min(out) < 1:
         raise ValueError(f"conv2d: input {x.shape[2:]} (padding {padding}) is smaller than the "
                          f"dilated kernel {(kh, kw)} (dilation {dilation})")
-    fn = Conv2d(stride, padding, dilation, groups)
+    # 'same' with an even dilated kernel: torch pads the odd pixel at the bottom/right, which im2col
+    # does when asked for an output as large as the input
+    fn = Conv2d(stride, padding, dilation, groups, out_size=tuple(x.shape[2:]) if same else None)
     return fn(x, weight) if bias is None else fn(x, weight, bias)
 
 
@@ -161,11 +166,95 @@ def _resolve_padding(padding, kernel, stride, dilation):
         if stride != (1, 1):
             raise ValueError("conv2d: padding='same' needs stride 1")
         total = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        if any(t % 2 for t in total):
-            raise ValueError("conv2d: padding='same' with an even dilated kernel is asymmetric; pad explicitly")
-        return total[0] // 2, total[1] // 2
+        return total[0] // 2, total[1] // 2  # an odd total puts its extra pixel bottom/right (torch)
+    if isinstance(padding, str):
+        raise ValueError(f"conv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
     return pair(padding, "padding")
 
 
-def conv_transpose2d(*a, **k):
-    raise NotImplementedError
+class ConvTranspose2d(Function):
+    """The adjoint of Conv2d's input gradient: scatter every input pixel through the kernel.
+
+    Forward is conv2d's backward-to-input (one batched GEMM, then col2im);
+    backward to the input is conv2d's forward (im2col, then GEMM), and the
+    weight gradient is one more GEMM against the same columns.
+    """
+
+    def __init__(self, stride, padding, dilation, groups, out_size):
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.out_size = out_size
+
+    def forward(self, x, w, b=None):
+        n, c_in, h, w_in = x.shape
+        _, c_group_out, kh, kw = w.shape  # (C_in, C_out/groups, kh, kw) as torch
+        g = self.groups
+        x_groups = x.transpose(1, 0, 2, 3).reshape(g, c_in // g, n * h * w_in)
+        col = w.reshape(g, c_in // g, c_group_out * kh * kw).transpose(0, 2, 1) @ x_groups
+        col = col.reshape(g * c_group_out, kh, kw, n, h, w_in)
+        y = col2im(col, (n, g * c_group_out) + self.out_size, self.stride, self.padding, self.dilation)
+        if b is not None:
+            y = y + b.reshape(1, -1, 1, 1)
+        self.x = x if self.needs_input_grad[1] else None
+        self.w = w if self.needs_input_grad[0] else None
+        self.x_shape, self.w_shape = x.shape, w.shape
+        return backend.get_array_module(x).ascontiguousarray(y)
+
+    def backward(self, gy):
+        n, c_in, h, w_in = self.x_shape
+        _, c_group_out, kh, kw = self.w_shape
+        g = self.groups
+        has_bias = len(self.needs_input_grad) > 2
+        gx = gw = gb = None
+        if self.needs_input_grad[0] or self.needs_input_grad[1]:
+            col = im2col(gy, (kh, kw), self.stride, self.padding, self.dilation, out_size=(h, w_in))
+            col = col.reshape(g, c_group_out * kh * kw, n * h * w_in)
+        if self.needs_input_grad[0]:
+            gx = self.w.reshape(g, c_in // g, c_group_out * kh * kw) @ col
+            gx = backend.get_array_module(gy).ascontiguousarray(
+                gx.reshape(c_in, n, h, w_in).transpose(1, 0, 2, 3))
+        if self.needs_input_grad[1]:
+            x_groups = self.x.transpose(1, 0, 2, 3).reshape(g, c_in // g, n * h * w_in)
+            gw = (x_groups @ col.transpose(0, 2, 1)).reshape(self.w_shape)
+        if has_bias and self.needs_input_grad[2]:
+            gb = gy.sum(axis=(0, 2, 3))
+        return (gx, gw, gb) if has_bias else (gx, gw)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed convolution, as torch.nn.functional.conv_transpose2d (note: groups before dilation).
+
+    x: (N, C_in, H, W); weight: (C_in, C_out/groups, kh, kw); bias: (C_out,).
+    Output size: (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1.
+    """
+    check_float("conv_transpose2d", x, weight, bias)
+    if x.ndim != 4:
+        raise ValueError(f"conv_transpose2d expects input of shape (N, C, H, W), got {x.shape}")
+    if weight.ndim != 4:
+        raise ValueError(f"conv_transpose2d expects weight of shape (C_in, C_out/groups, kh, kw), "
+                         f"got {weight.shape}")
+    c_in, (c_w, c_group_out, kh, kw) = x.shape[1], weight.shape
+    if groups < 1 or c_w % groups:
+        raise ValueError(f"conv_transpose2d: groups={groups} must divide the in-channels of weight "
+                         f"{weight.shape} ({c_w})")
+    if c_in != c_w:
+        raise ValueError(f"conv_transpose2d: input has {c_in} channels but weight {weight.shape} expects "
+                         f"{c_w} (weight is (C_in, C_out/groups, kh, kw))")
+    c_out = c_group_out * groups
+    if bias is not None and bias.shape != (c_out,):
+        raise ValueError(f"conv_transpose2d: bias must have shape ({c_out},), got {bias.shape}")
+    stride, padding = pair(stride, "stride"), pair(padding, "padding")
+    output_padding, dilation = pair(output_padding, "output_padding"), pair(dilation, "dilation")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise ValueError(f"conv_transpose2d: needs stride >= 1, dilation >= 1 and padding >= 0, got "
+                         f"stride={stride}, dilation={dilation}, padding={padding}")
+    for op, s, d in zip(output_padding, stride, dilation):
+        if not 0 <= op < max(s, d):
+            raise ValueError(f"conv_transpose2d: output_padding {output_padding} must be smaller than "
+                             f"either stride {stride} or dilation {dilation}")
+    out = tuple((x.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * ((kh, kw)[i] - 1)
+                + output_padding[i] + 1 for i in range(2))
+    if min(out) < 1:
+        raise ValueError(f"conv_transpose2d: output size {out} is too small (input {x.shape[2:]}, "
+                         f"padding {padding}); reduce the padding")
+    fn = ConvTranspose2d(stride, padding, dilation, groups, out)
+    return fn(x, weight) if bias is None else fn(x, weight, bias)

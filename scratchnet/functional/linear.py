@@ -4,6 +4,8 @@ from .math import check_float
 
 
 class Linear(Function):
+    """x (..., in) @ W^T (in, out) + b; W is (out, in) as torch, any leading dims batch."""
+
     def forward(self, x, w, b=None):
         self.x = x if self.needs_input_grad[1] else None
         self.w = w if self.needs_input_grad[0] else None
@@ -23,6 +25,11 @@ class Linear(Function):
 
 def linear(x, weight, bias=None):
     check_float("linear", x, weight, bias)
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be (out_features, in_features), got shape {weight.shape}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},) for weight {weight.shape}, "
+                         f"got {bias.shape}")
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {x.shape} has last dim {x.shape[-1] if x.ndim else None}, "
                          f"but weight {weight.shape} expects {weight.shape[1]} features")

@@ -1,4 +1,203 @@
-"""(being written by the functional-ops helper)"""
-def cross_entropy(*a, **k): raise NotImplementedError
-def mse_loss(*a, **k): raise NotImplementedError
-def nll_loss(*a, **k): raise NotImplementedError
+"""Losses: cross_entropy (fused log_softmax + nll), nll_loss, mse_loss — torch's numbers and reductions.
+
+Class-index targets are integers of shape (N,) for input (N, C), or
+(N, d1, ...) for input (N, C, d1, ...) (a class per pixel). torch's weighted
+mean divides by the summed weights of the counted targets, not by their
+number; entries equal to ``ignore_index`` count for nothing (all ignored
+gives nan, as torch).
+
+cross_entropy's backward is the fused ``softmax - onehot`` (scaled by the
+class weights and the label smoothing), never a trip through log and exp.
+"""
+import numpy as np
+
+from .. import backend
+from ..autograd import Function, Tensor, as_tensor
+from .math import check_float
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _class_rows(op, x, target, weight, ignore_index):
+    """Validate the target against input (N, C, d1, ...) or (C,).
+
+    Returns the flat target (M,), the output shape for reduction='none', and
+    the raw weight (or None).
+    """
+    if not isinstance(target, Tensor):
+        target = as_tensor(target)
+    if backend.is_floating(target.dtype):
+        raise TypeError(f"{op}: target must hold integer class indices, got dtype {target.dtype}; "
+                        f"convert labels with .long() (class-probability targets are not supported)")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices, got dtype {target.dtype}")
+    if x.ndim == 0:
+        raise ValueError(f"{op}: input must be (N, C, d1, ...) or (C,) class scores, got a 0-d tensor")
+    if x.ndim == 1:  # unbatched: input (C,), target ()
+        if target.ndim != 0:
+            raise ValueError(f"{op}: unbatched input {x.shape} needs a 0-d target, got {target.shape}")
+        t, out_shape, c = target.data.reshape(1), (), x.shape[0]
+    else:
+        if target.shape != (x.shape[0],) + x.shape[2:]:
+            raise ValueError(f"{op}: input {x.shape} (N, C, d1, ...) needs target of shape "
+                             f"{(x.shape[0],) + x.shape[2:]} (N, d1, ...), got {target.shape}")
+        t, out_shape, c = target.data.reshape(-1), target.shape, x.shape[1]
+    w = None
+    if weight is not None:
+        if tuple(weight.shape) != (c,):
+            raise ValueError(f"{op}: weight must have shape ({c},) (one per class), got {tuple(weight.shape)}")
+        w = backend.to_device(weight.data, x.device)
+    t = backend.to_device(t, x.device)  # labels often arrive on the host: follow the input
+    bad = (t != ignore_index) & ((t < 0) | (t >= c))
+    if bool(bad.any()):
+        first = int(t[bad][0])
+        raise ValueError(f"{op}: target holds class {first}, outside [0, {c}) for input with {c} classes "
+                         f"(ignore_index={ignore_index})")
+    return t, out_shape, w
+
+
+def _check_reduction(op, reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+class _ClassLoss(Function):
+    """Shared by NLL and cross-entropy: per-row losses on (M, C) rows, then torch's reduction."""
+
+    def __init__(self, target, weight, ignore_index, reduction, out_shape, x_shape):
+        self.target, self.weight, self.ignore_index = target, weight, ignore_index
+        self.reduction, self.out_shape, self.x_shape = reduction, out_shape, x_shape
+
+    def _setup(self, rows):
+        xp = backend.get_array_module(rows)
+        self.keep = self.target != self.ignore_index
+        self.safe_target = xp.where(self.keep, self.target, 0)  # a valid index even where ignored
+        self.row_index = xp.arange(rows.shape[0])
+        self.n_classes = rows.shape[1]
+        w_t = xp.ones(rows.shape[0], dtype=rows.dtype) if self.weight is None else \
+            self.weight.astype(rows.dtype)[self.safe_target]
+        self.w_t = w_t * self.keep  # each row's weight; 0 for ignored rows
+        self.denominator = self.w_t.sum()
+
+    def _reduce(self, losses):
+        if self.reduction == "none":
+            return losses.reshape(self.out_shape)
+        total = losses.sum()
+        if self.reduction == "sum":
+            return total
+        with np.errstate(invalid="ignore"):  # every target ignored: 0 / 0 = nan, silently, as torch
+            return total / self.denominator
+
+    def _row_grad_scale(self, gy):
+        """dL/d(row loss) for every row, as a column (M, 1)."""
+        xp = backend.get_array_module(gy)
+        if self.reduction == "none":
+            return gy.reshape(-1, 1)
+        g = gy / self.denominator if self.reduction == "mean" else gy
+        return xp.broadcast_to(g, (self.target.shape[0], 1))
+
+    def _unrows(self, g_rows):
+        """Put (M, C) row gradients back in the input's (N, C, d1, ...) layout."""
+        xp = backend.get_array_module(g_rows)
+        if len(self.x_shape) == 1:
+            return g_rows.reshape(self.x_shape)
+        n, c, rest = self.x_shape[0], self.x_shape[1], self.x_shape[2:]
+        return xp.ascontiguousarray(xp.moveaxis(g_rows.reshape((n,) + rest + (c,)), -1, 1))
+
+
+class NLLLoss(_ClassLoss):
+    def forward(self, log_probs):
+        rows = _to_rows(log_probs)
+        self._setup(rows)
+        return self._reduce(-self.w_t * rows[self.row_index, self.safe_target])
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        g_rows = xp.zeros((self.target.shape[0], self.n_classes), dtype=gy.dtype)
+        g_rows[self.row_index, self.safe_target] = -self.w_t * self._row_grad_scale(gy)[:, 0]
+        return (self._unrows(g_rows),)
+
+
+class CrossEntropy(_ClassLoss):
+    """(1 - eps) * w_t * -log p_t + eps / C * sum_c w_c * -log p_c per row (eps: label smoothing)."""
+
+    def __init__(self, label_smoothing, *args):
+        super().__init__(*args)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits):
+        xp = backend.get_array_module(logits)
+        rows = _to_rows(logits)
+        self._setup(rows)
+        shifted = rows - rows.max(axis=1, keepdims=True)
+        log_p = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        self.p = xp.exp(log_p)
+        eps, c = self.label_smoothing, rows.shape[1]
+        losses = -(1 - eps) * self.w_t * log_p[self.row_index, self.safe_target]
+        if eps:
+            w = xp.ones(c, dtype=rows.dtype) if self.weight is None else self.weight.astype(rows.dtype)
+            losses = losses - (eps / c) * (log_p * w).sum(axis=1) * self.keep
+        return self._reduce(losses)
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        eps, c = self.label_smoothing, self.p.shape[1]
+        # d(-log p_j)/dz = p - onehot_j, so row grad = (1-eps) w_t (p - e_t) + eps/C (W p - w)
+        g_rows = (1 - eps) * self.w_t[:, None] * self.p
+        g_rows[self.row_index, self.safe_target] -= (1 - eps) * self.w_t
+        if eps:
+            w = xp.ones(c, dtype=self.p.dtype) if self.weight is None else self.weight.astype(self.p.dtype)
+            g_rows += (eps / c) * self.keep[:, None] * (w.sum() * self.p - w)
+        return (self._unrows(g_rows * self._row_grad_scale(gy)),)
+
+
+def _to_rows(x):
+    xp = backend.get_array_module(x)
+    return x.reshape(1, -1) if x.ndim == 1 else xp.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+
+
+def nll_loss(log_probs, target, weight=None, reduction="mean", ignore_index=-100):
+    """Negative log-likelihood of class-index targets, as torch.nn.functional.nll_loss."""
+    check_float("nll_loss", log_probs, weight)
+    _check_reduction("nll_loss", reduction)
+    t, out_shape, w = _class_rows("nll_loss", log_probs, target, weight, ignore_index)
+    return NLLLoss(t, w, ignore_index, reduction, out_shape, log_probs.shape)(log_probs)
+
+
+def cross_entropy(input, target, weight=None, reduction="mean", ignore_index=-100,  # noqa: A002 - torch's name
+                  label_smoothing=0.0):
+    """log_softmax over the class axis (1) + nll_loss, fused; as torch.nn.functional.cross_entropy."""
+    check_float("cross_entropy", input, weight)
+    _check_reduction("cross_entropy", reduction)
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    t, out_shape, w = _class_rows("cross_entropy", input, target, weight, ignore_index)
+    return CrossEntropy(label_smoothing, t, w, ignore_index, reduction, out_shape, input.shape)(input)
+
+
+class MSELoss(Function):
+    def __init__(self, reduction):
+        self.reduction = reduction
+
+    def forward(self, x, target):
+        self.diff = x - target
+        squared = self.diff * self.diff
+        if self.reduction == "none":
+            return squared
+        return squared.mean() if self.reduction == "mean" else squared.sum()
+
+    def backward(self, gy):
+        g = 2 * self.diff * gy
+        if self.reduction == "mean":
+            g = g / self.diff.size
+        return g if self.needs_input_grad[0] else None, -g if self.needs_input_grad[1] else None
+
+
+def mse_loss(input, target, reduction="mean"):  # noqa: A002 - torch's name
+    """Mean squared error, as torch.nn.functional.mse_loss (shapes must match: torch only warns)."""
+    check_float("mse_loss", input, target)
+    _check_reduction("mse_loss", reduction)
+    if input.shape != target.shape:
+        raise ValueError(f"mse_loss: input {input.shape} and target {target.shape} must have the same shape "
+                         f"(torch would broadcast with a warning; reshape the target explicitly)")
+    return MSELoss(reduction)(input, target)

@@ -189,11 +189,8 @@ class MatMul(Function):
         # lift 1-d operands to matrices so one formula serves every case
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g = gy
-        if a.ndim == 1:
-            g = xp.expand_dims(g, -2)
-        if b.ndim == 1:
-            g = xp.expand_dims(g, -1)
+        # the gradient in the lifted shape (also when gy is 0-d, from vector @ vector)
+        g = gy.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
         if self.needs_input_grad[0]:
             ga = sum_to(g @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
@@ -298,7 +295,7 @@ class Transpose(Function):
         return x.transpose(self.axes)
 
     def backward(self, gy):
-        return (gy.transpose(np.argsort(self.axes)),)
+        return (gy.transpose(tuple(np.argsort(self.axes).tolist())),)
 
 
 class BroadcastTo(Function):

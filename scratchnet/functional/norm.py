@@ -1,3 +1,162 @@
-"""(being written by the functional-ops helper)"""
-def batch_norm(*a, **k): raise NotImplementedError
-def local_response_norm(*a, **k): raise NotImplementedError
+"""Normalisation: batch_norm and local_response_norm, with closed-form backwards.
+
+batch_norm
+    Training normalises with the batch's mean and *biased* variance, and
+    updates the running statistics in place with the *unbiased* variance
+    (n / (n - 1)), exactly as torch: ``running = (1 - momentum) * running +
+    momentum * batch``. Evaluation normalises with the running statistics,
+    so the output is an affine map of the input. Mixing the two up is the
+    classic batch-norm bug: a model must be switched with ``.train()`` /
+    ``.eval()``.
+
+local_response_norm (torch's formula)
+    ``b_c = a_c / (k + alpha / size * sum(a_j^2 for j in the window of c)) ** beta``,
+    the window holding ``size`` channels: ``size // 2`` before c and
+    ``(size - 1) // 2`` after, zero padded at the ends.
+
+    The AlexNet paper (Krizhevsky et al. 2012, section 3.3) writes
+    ``b = a / (k + alpha * sum a^2) ** beta`` with k=2, n=5, alpha=1e-4,
+    beta=0.75: its alpha is *not* divided by n. torch (and scratchnet)
+    divide alpha by size, so the paper's layer is
+    ``local_response_norm(x, size=5, alpha=5e-4, beta=0.75, k=2.0)``
+    (alpha = 1e-4 * 5). Chainer follows the paper's convention; torchvision's
+    AlexNet has no LRN at all.
+"""
+from .. import backend
+from ..autograd import Function, Tensor
+from .math import check_float
+
+# --------------------------------------------------------------------------- batch norm
+
+
+class BatchNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel (axis 1)."""
+
+    def __init__(self, mean, var, eps, training, has_weight, has_bias):
+        self.mean, self.var, self.eps = mean, var, eps  # None when training (batch stats are computed)
+        self.training, self.has_weight, self.has_bias = training, has_weight, has_bias
+
+    def forward(self, x, *affine):
+        xp = backend.get_array_module(x)
+        self.axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # a per-channel vector broadcast against x
+        if self.training:
+            self.mean = x.mean(axis=self.axes)
+            self.var = x.var(axis=self.axes)  # biased: the batch is normalised with its own spread
+        self.inv_std = (1 / xp.sqrt(self.var + self.eps)).astype(x.dtype).reshape(shape)
+        self.x_hat = (x - self.mean.astype(x.dtype).reshape(shape)) * self.inv_std
+        weight = affine[0].reshape(shape) if self.has_weight else None
+        self.weight = weight
+        y = self.x_hat if weight is None else self.x_hat * weight
+        if self.has_bias:
+            y = y + affine[-1].reshape(shape)
+        return y
+
+    def backward(self, gy):
+        needs = self.needs_input_grad
+        g_hat = gy if self.weight is None else gy * self.weight
+        gx = None
+        if needs[0]:
+            if self.training:
+                # the standard closed form: the mean and variance depend on x too
+                count = gy.size // gy.shape[1]
+                sum_g = g_hat.sum(axis=self.axes, keepdims=True)
+                sum_gx = (g_hat * self.x_hat).sum(axis=self.axes, keepdims=True)
+                gx = self.inv_std / count * (count * g_hat - sum_g - self.x_hat * sum_gx)
+            else:
+                gx = g_hat * self.inv_std
+        grads = [gx]
+        if self.has_weight:
+            grads.append((gy * self.x_hat).sum(axis=self.axes) if needs[1] else None)
+        if self.has_bias:
+            grads.append(gy.sum(axis=self.axes) if needs[-1] else None)
+        return tuple(grads)
+
+
+def _raw(t):
+    return t.data if isinstance(t, Tensor) else t
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalisation over (N, C), (N, C, L) or (N, C, H, W) input, as torch.nn.functional.batch_norm.
+
+    ``running_mean`` / ``running_var`` are tensors (the module's buffers) updated
+    in place when ``training``; they may be None when training (no tracking).
+    """
+    check_float("batch_norm", x, weight, bias)
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {x.shape}")
+    c = x.shape[1]
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None and tuple(t.shape) != (c,):
+            raise ValueError(f"batch_norm: {name} must have shape ({c},) for input {x.shape}, got {tuple(t.shape)}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
+    count = x.size // c
+    if training and count <= 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+    if not training and running_mean is None:
+        raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
+    if training and running_mean is not None and momentum is None:
+        raise ValueError("batch_norm: momentum must be a number; momentum=None (a cumulative average, torch's "
+                         "BatchNorm option) is computed by the module as 1 / num_batches_tracked")
+    affine = [t for t in (weight, bias) if t is not None]
+    if training:
+        fn = BatchNorm(None, None, eps, True, weight is not None, bias is not None)
+    else:
+        fn = BatchNorm(_raw(running_mean), _raw(running_var), eps, False, weight is not None, bias is not None)
+    y = fn(x, *affine)
+    if training and running_mean is not None:
+        # in place on the buffers' arrays, so every holder of them sees the update (torch's semantics)
+        mean_buf, var_buf = _raw(running_mean), _raw(running_var)
+        mean_buf[...] = (1 - momentum) * mean_buf + momentum * fn.mean
+        var_buf[...] = (1 - momentum) * var_buf + momentum * fn.var * (count / (count - 1))  # unbiased
+    return y
+
+
+# --------------------------------------------------------------------------- local response norm
+
+
+def _channel_window_sum(a, before, after):
+    """s[:, c] = sum of a[:, c - before : c + after + 1] (zero outside), for any trailing dims.
+
+    A loop over the few window offsets (size is 5 in AlexNet), never over channels.
+    """
+    xp = backend.get_array_module(a)
+    c = a.shape[1]
+    padded = xp.pad(a, [(0, 0), (before, after)] + [(0, 0)] * (a.ndim - 2))
+    total = padded[:, 0:c].copy()
+    for offset in range(1, before + after + 1):
+        total += padded[:, offset:offset + c]
+    return total
+
+
+class LocalResponseNorm(Function):
+    def __init__(self, size, alpha, beta, k):
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x):
+        size = self.size
+        self.scale = self.k + (self.alpha / size) * _channel_window_sum(x * x, size // 2, (size - 1) // 2)
+        self.x = x
+        self.factor = self.scale ** -self.beta
+        return x * self.factor
+
+    def backward(self, gy):
+        # x_c enters its own output directly and every output whose window holds c:
+        # gx_c = gy_c s_c^-beta - 2 alpha beta / size * x_c * sum_{j: c in win(j)} gy_j x_j s_j^(-beta-1)
+        size = self.size
+        spread = gy * self.x * self.factor / self.scale
+        # the windows containing c are the mirror image: (size-1)//2 before, size//2 after
+        back = _channel_window_sum(spread, (size - 1) // 2, size // 2)
+        return (gy * self.factor - (2 * self.alpha * self.beta / size) * self.x * back,)
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """torch.nn.functional.local_response_norm (alpha is divided by size; see the module docstring)."""
+    check_float("local_response_norm", x)
+    if x.ndim < 3:
+        raise ValueError(f"local_response_norm expects input of 3 or more dims (N, C, ...), got {x.shape}")
+    if int(size) != size or size < 1:
+        raise ValueError(f"local_response_norm: size must be a positive int, got {size!r}")
+    return LocalResponseNorm(int(size), alpha, beta, k)(x)

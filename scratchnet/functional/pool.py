@@ -1,4 +1,205 @@
-"""(being written by the functional-ops helper)"""
-def max_pool2d(*a, **k): raise NotImplementedError
-def avg_pool2d(*a, **k): raise NotImplementedError
-def adaptive_avg_pool2d(*a, **k): raise NotImplementedError
+"""Pooling: max_pool2d, avg_pool2d, adaptive_avg_pool2d (torch's numbers, rounding and divisors).
+
+Max and average pooling are built on conv's ``im2col``: the columns
+(C, kh, kw, N, oh, ow) hold every window, so pooling is a reduction over the
+kernel axes and its backward is ``col2im`` (the adjoint: overlapping windows,
+as in AlexNet's 3x3/2 pool, add up). Output sizes come from the same
+``conv_output_size`` as convolution, so pooled and convolved branches agree
+(Inception's concat depends on it).
+
+torch's rules kept here:
+
+* ``ceil_mode`` adds a last window that may hang off the bottom/right edge,
+  but only if it starts inside the input or its left padding.
+* max pooling pads with -inf and sends the gradient to the first maximum of
+  each window (row-major order inside the window), as torch does (and, like
+  torch, to the last NaN of a window holding NaNs).
+* average pooling divides a window by its size clipped to the padded input
+  (``count_include_pad=True``) or to the real input (``False``); a ceil_mode
+  window hanging past the padding is divided by the clipped size even with
+  ``count_include_pad=True``. ``divisor_override`` replaces the divisor.
+* padding may be at most half the kernel.
+"""
+from .. import backend
+from ..autograd import Function, Tensor
+from .conv import col2im, conv_output_size, im2col, pair
+from .math import check_float, mean
+
+
+def _pool_geometry(op, x, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate the options and return the pairs and the output size."""
+    check_float(op, x)
+    if x.ndim != 4:
+        raise ValueError(f"{op} expects input of shape (N, C, H, W), got {x.shape}")
+    kernel = pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None or stride == [] else pair(stride, "stride")
+    padding, dilation = pair(padding, "padding"), pair(dilation, "dilation")
+    if min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise ValueError(f"{op}: needs kernel_size, stride, dilation >= 1 and padding >= 0, got "
+                         f"kernel_size={kernel}, stride={stride}, dilation={dilation}, padding={padding}")
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(f"{op}: pad should be at most half of kernel size, but got padding={padding} "
+                         f"for kernel_size={kernel}")
+    out = tuple(conv_output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i], ceil_mode)
+                for i in range(2))
+    if min(out) < 1:
+        raise ValueError(f"{op}: input {x.shape} is too small for kernel_size={kernel}, dilation={dilation}, "
+                         f"padding={padding} (output size would be {out})")
+    return kernel, stride, padding, dilation, out
+
+
+def _window_argmax(col, y):
+    """Which entry along axis 1 is the window's max ``y``: torch's choice, the first maximum, or the last NaN.
+
+    A few elementwise passes over the kernel positions (NumPy's strided argmax
+    over axis 1 is several times slower).
+    """
+    xp = backend.get_array_module(col)
+    index = xp.zeros(y.shape, dtype=xp.int64)
+    for k in range(col.shape[1] - 1, -1, -1):  # backwards, so the first match is written last
+        index[col[:, k] == y] = k
+    if bool(xp.isnan(y).any()):  # torch's kernel takes every NaN it meets, so the last one wins
+        for k in range(col.shape[1]):
+            index[xp.isnan(col[:, k])] = k
+    return index
+
+
+class MaxPool2d(Function):
+    def __init__(self, kernel, stride, padding, dilation, out_size):
+        self.kernel, self.stride, self.padding, self.dilation = kernel, stride, padding, dilation
+        self.out_size = out_size
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        n, c = x.shape[:2]
+        kh, kw = self.kernel
+        oh, ow = self.out_size
+        col = im2col(x, self.kernel, self.stride, self.padding, self.dilation, self.out_size,
+                     pad_value=-xp.inf).reshape(c, kh * kw, n, oh, ow)
+        y = col.max(axis=1)
+        self.argmax = _window_argmax(col, y)
+        self.x_shape = x.shape
+        return xp.ascontiguousarray(y.transpose(1, 0, 2, 3))
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        c, n, oh, ow = self.argmax.shape
+        kh, kw = self.kernel
+        # one-hot over the window positions: an elementwise scatter that runs on any device
+        onehot = xp.arange(kh * kw).reshape(1, -1, 1, 1, 1) == self.argmax[:, None]
+        gcol = (onehot * gy.transpose(1, 0, 2, 3)[:, None]).reshape(c, kh, kw, n, oh, ow)
+        return (col2im(gcol, self.x_shape, self.stride, self.padding, self.dilation),)
+
+    def indices(self):
+        """torch's return_indices: each maximum's flat position h * W + w in its input plane."""
+        xp = backend.get_array_module(self.argmax)
+        kh, kw = self.kernel
+        (sy, sx), (py, px), (dy, dx) = self.stride, self.padding, self.dilation
+        oh, ow = self.out_size
+        rows = xp.arange(oh).reshape(-1, 1) * sy - py + (self.argmax // kw) * dy
+        cols = xp.arange(ow) * sx - px + (self.argmax % kw) * dx
+        return (rows * self.x_shape[3] + cols).transpose(1, 0, 2, 3).astype(xp.int64)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Max over each window, as torch.nn.functional.max_pool2d (stride defaults to kernel_size).
+
+    With ``return_indices=True`` also returns an int64 tensor of each maximum's
+    flat index h * W + w in its (H, W) plane, as torch does.
+    """
+    kernel, stride, padding, dilation, out = _pool_geometry("max_pool2d", x, kernel_size, stride, padding,
+                                                            dilation, ceil_mode)
+    fn = MaxPool2d(kernel, stride, padding, dilation, out)
+    y = fn(x)
+    return (y, Tensor(fn.indices())) if return_indices else y
+
+
+def _window_counts(xp, size, kernel, stride, padding, out, include_pad):
+    """How many input (or padded-input) positions each window covers along one axis (torch's rule)."""
+    start = xp.arange(out) * stride - padding
+    end = xp.minimum(start + kernel, size + padding)  # never past the right padding
+    if include_pad:
+        return end - start
+    return xp.minimum(end, size) - xp.maximum(start, 0)
+
+
+class AvgPool2d(Function):
+    def __init__(self, kernel, stride, padding, out_size, count_include_pad, divisor_override):
+        self.kernel, self.stride, self.padding, self.out_size = kernel, stride, padding, out_size
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        n, c = x.shape[:2]
+        oh, ow = self.out_size
+        self.x_shape = x.shape
+        if self.divisor_override:
+            self.divisor = x.dtype.type(self.divisor_override)
+        else:
+            counts = [_window_counts(xp, x.shape[2 + i], self.kernel[i], self.stride[i], self.padding[i],
+                                     self.out_size[i], self.count_include_pad) for i in range(2)]
+            self.divisor = (counts[0].reshape(-1, 1) * counts[1]).astype(x.dtype)
+        col = im2col(x, self.kernel, self.stride, self.padding, (1, 1), self.out_size)
+        sums = col.reshape(c, -1, n, oh, ow).sum(axis=1)
+        return xp.ascontiguousarray((sums / self.divisor).transpose(1, 0, 2, 3))
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        n, c, oh, ow = gy.shape
+        kh, kw = self.kernel
+        share = (gy / self.divisor).transpose(1, 0, 2, 3)  # each window's gradient, spread evenly
+        gcol = xp.broadcast_to(share[:, None, None], (c, kh, kw, n, oh, ow))
+        return (col2im(gcol, self.x_shape, self.stride, self.padding, (1, 1)),)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Mean over each window, as torch.nn.functional.avg_pool2d (divisors explained in the module doc)."""
+    kernel, stride, padding, _, out = _pool_geometry("avg_pool2d", x, kernel_size, stride, padding, 1, ceil_mode)
+    if divisor_override is not None and divisor_override == 0:
+        raise ValueError("avg_pool2d: divisor_override must be non-zero")
+    return AvgPool2d(kernel, stride, padding, out, count_include_pad, divisor_override)(x)
+
+
+class AdaptiveAvgPool2d(Function):
+    """Mean over torch's bins [floor(i*H/out), ceil((i+1)*H/out)): y = A_h x A_w^T with averaging matrices."""
+
+    def __init__(self, out_size):
+        self.out_size = out_size
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        self.a_h, self.a_w = (_bin_matrix(xp, x.shape[2 + i], self.out_size[i], x.dtype) for i in range(2))
+        return self.a_h @ x @ self.a_w.T
+
+    def backward(self, gy):
+        return (self.a_h.T @ gy @ self.a_w,)
+
+
+def _bin_matrix(xp, size, out, dtype):
+    """(out, size) matrix whose row i averages bin i of an axis of length ``size``."""
+    i = xp.arange(out).reshape(-1, 1)
+    start, end = (i * size) // out, -((-(i + 1) * size) // out)
+    position = xp.arange(size)
+    inside = (position >= start) & (position < end)
+    return (inside / (end - start)).astype(dtype)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average pooling to a fixed output size (int or pair; None keeps that input size), as torch."""
+    check_float("adaptive_avg_pool2d", x)
+    if x.ndim != 4:
+        raise ValueError(f"adaptive_avg_pool2d expects input of shape (N, C, H, W), got {x.shape}")
+    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    if len(sizes) != 2:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}")
+    out = tuple(x.shape[2 + i] if s is None else int(s) for i, s in enumerate(sizes))
+    if min(out) < 1:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {output_size!r}")
+    h, w = x.shape[2:]
+    if out == (1, 1):  # global average pooling (GoogLeNet, ResNet, SENet's squeeze)
+        return mean(x, (2, 3), keepdim=True)
+    if h % out[0] == 0 and w % out[1] == 0:  # equal bins: a plain average pool
+        kernel = (h // out[0], w // out[1])
+        return avg_pool2d(x, kernel, kernel)
+    return AdaptiveAvgPool2d(out)(x)

@@ -16,6 +16,24 @@ def _empty(*shape, dtype=None):
     return np.zeros(shape, dtype=dtype or backend.get_default_dtype())
 
 
+def _conv_repr(conv):
+    """torch's _ConvNd.extra_repr: options shown only when not at their default."""
+    s = f"{conv.in_channels}, {conv.out_channels}, kernel_size={conv.kernel_size}, stride={conv.stride}"
+    if conv.padding != (0, 0):  # a string ('same', 'valid') prints bare, as in torch
+        s += f", padding={conv.padding}"
+    if conv.dilation != (1, 1):
+        s += f", dilation={conv.dilation}"
+    if getattr(conv, "output_padding", (0, 0)) != (0, 0):
+        s += f", output_padding={conv.output_padding}"
+    if conv.groups != 1:
+        s += f", groups={conv.groups}"
+    return s + ("" if conv.bias is not None else ", bias=False")
+
+
+def _inplace_repr(module):
+    return "inplace=True" if module.inplace else ""
+
+
 # --------------------------------------------------------------------------- linear and conv
 
 
@@ -69,14 +87,7 @@ class Conv2d(Module):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding not in ((0, 0), "valid"):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        return s + ("" if self.bias is not None else ", bias=False")
+        return _conv_repr(self)
 
 
 class ConvTranspose2d(Module):
@@ -105,8 +116,7 @@ class ConvTranspose2d(Module):
                                   self.groups, self.dilation)
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        return _conv_repr(self)
 
 
 class Flatten(Module):
@@ -117,6 +127,9 @@ class Flatten(Module):
     def forward(self, x):
         return F.flatten(x, self.start_dim, self.end_dim)
 
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
 
 # --------------------------------------------------------------------------- activations
 
@@ -124,21 +137,25 @@ class Flatten(Module):
 class ReLU(Module):
     def __init__(self, inplace=False):  # inplace is accepted for torch compatibility; ops never mutate
         super().__init__()
+        self.inplace = inplace
 
     def forward(self, x):
         return F.relu(x)
+
+    def extra_repr(self):
+        return _inplace_repr(self)
 
 
 class LeakyReLU(Module):
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope, self.inplace = negative_slope, inplace
 
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)
 
     def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
 class Sigmoid(Module):
@@ -154,9 +171,13 @@ class Tanh(Module):
 class SiLU(Module):
     def __init__(self, inplace=False):
         super().__init__()
+        self.inplace = inplace
 
     def forward(self, x):
         return F.silu(x)
+
+    def extra_repr(self):
+        return _inplace_repr(self)
 
 
 class Softmax(Module):
@@ -167,6 +188,9 @@ class Softmax(Module):
     def forward(self, x):
         return F.softmax(x, self.dim)
 
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
 
 class LogSoftmax(Module):
     def __init__(self, dim=None):
@@ -176,6 +200,9 @@ class LogSoftmax(Module):
     def forward(self, x):
         return F.log_softmax(x, self.dim)
 
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
 
 # --------------------------------------------------------------------------- pooling
 
@@ -183,6 +210,8 @@ class LogSoftmax(Module):
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
+        # torch stores stride=None as the kernel size (non-overlapping windows)
+        stride = kernel_size if stride is None else stride
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
 
@@ -190,13 +219,14 @@ class MaxPool2d(Module):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
     def extra_repr(self):
-        return (f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, "
-                f"padding={self.padding}, ceil_mode={self.ceil_mode}")
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
 
 class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__()
+        stride = kernel_size if stride is None else stride
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
 
@@ -205,7 +235,7 @@ class AvgPool2d(Module):
                             self.count_include_pad)
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}, padding={self.padding}"
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class AdaptiveAvgPool2d(Module):
@@ -224,13 +254,14 @@ class AdaptiveAvgPool2d(Module):
 
 
 class _BatchNorm(Module):
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *, bias=True):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
             self.weight = Parameter(np.ones(num_features, dtype=backend.get_default_dtype()))
-            self.bias = Parameter(np.zeros(num_features, dtype=backend.get_default_dtype()))
+            bias = Parameter(np.zeros(num_features, dtype=backend.get_default_dtype())) if bias else None
+            self.register_parameter("bias", bias)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -250,13 +281,18 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}({self.num_features}) got input with {x.shape[1]} "
                              f"channels (shape {x.shape})")
         use_batch_stats = self.training or not self.track_running_stats
+        momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.data = self.num_batches_tracked.data + 1
+            count = self.num_batches_tracked.data
+            self.num_batches_tracked.data = backend.get_array_module(count).asarray(count + 1, dtype=count.dtype)
+            if self.momentum is None:  # torch: a cumulative (equal-weight) average of all batches so far
+                momentum = 1.0 / float(self.num_batches_tracked.data)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            use_batch_stats, self.momentum, self.eps)
+                            use_batch_stats, momentum, self.eps)
 
     def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):
@@ -293,10 +329,59 @@ class Dropout(Module):
         super().__init__()
         if not 0 <= p <= 1:
             raise ValueError(f"Dropout probability must be in [0, 1], got {p}")
-        self.p = p
+        self.p, self.inplace = p, inplace
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+# --------------------------------------------------------------------------- losses
+
+
+class _Loss(Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"{type(self).__name__}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        self.reduction = reduction
+
+
+class CrossEntropyLoss(_Loss):
+    """Log-softmax + negative log-likelihood on class-index targets (torch.nn.CrossEntropyLoss)."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__(reduction)
+        self.weight, self.ignore_index, self.label_smoothing = weight, ignore_index, label_smoothing
+
+    def forward(self, input, target):
+        options = {"reduction": self.reduction}
+        # pass the rarer options only when used, so the functional op sees torch's defaults otherwise
+        if self.weight is not None:
+            options["weight"] = self.weight
+        if self.ignore_index != -100:
+            options["ignore_index"] = self.ignore_index
+        if self.label_smoothing:
+            options["label_smoothing"] = self.label_smoothing
+        return F.cross_entropy(input, target, **options)
+
+
+class NLLLoss(_Loss):
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+        super().__init__(reduction)
+        self.weight, self.ignore_index = weight, ignore_index
+
+    def forward(self, input, target):
+        options = {"reduction": self.reduction}
+        if self.weight is not None:
+            options["weight"] = self.weight
+        if self.ignore_index != -100:
+            options["ignore_index"] = self.ignore_index
+        return F.nll_loss(input, target, **options)
+
+
+class MSELoss(_Loss):
+    def forward(self, input, target):
+        return F.mse_loss(input, target, reduction=self.reduction)

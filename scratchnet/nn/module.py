@@ -5,7 +5,7 @@ As in torch: assigning a ``Parameter``, a ``Module`` or (through
 order, so ``parameters()`` and ``state_dict()`` have a fixed, deterministic
 order and torch's key names (``features.0.weight``, ``bn1.running_mean``).
 """
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
@@ -34,6 +34,10 @@ class StateDictError(KeyError):
         return self.args[0]
 
 
+# what load_state_dict returns, with torch's field names
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
 class Module:
     """Base class of every layer and model: subclass, build in __init__, compute in forward."""
 
@@ -43,6 +47,7 @@ class Module:
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_forward_hooks", [])
+        object.__setattr__(self, "_forward_pre_hooks", [])
         object.__setattr__(self, "training", True)
 
     # -- registration
@@ -50,6 +55,14 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning attributes")
+        # as torch: a registered weight or submodule is never silently replaced by something else
+        if name in self._parameters and value is not None and not isinstance(value, Parameter):
+            raise TypeError(f"cannot assign a {type(value).__name__} as parameter '{name}' of "
+                            f"{type(self).__name__} (a Parameter or None expected); to change its values "
+                            f"assign to .{name}.data")
+        if name in self._modules and value is not None and not isinstance(value, Module):
+            raise TypeError(f"cannot assign a {type(value).__name__} as child module '{name}' of "
+                            f"{type(self).__name__} (a Module or None expected)")
         if name in self._buffers and not isinstance(value, (Parameter, Module)):
             self._buffers[name] = value if value is None or isinstance(value, Tensor) else Tensor(value)
             return
@@ -100,6 +113,10 @@ class Module:
 
     # -- calling
     def __call__(self, *args, **kwargs):
+        for hook in list(self._forward_pre_hooks):
+            replaced = hook(self, args)
+            if replaced is not None:
+                args = replaced if isinstance(replaced, tuple) else (replaced,)
         out = self.forward(*args, **kwargs)
         for hook in list(self._forward_hooks):
             replaced = hook(self, args, out)
@@ -115,6 +132,11 @@ class Module:
         self._forward_hooks.append(hook)
         return _ListHandle(self._forward_hooks, hook)
 
+    def register_forward_pre_hook(self, hook):
+        """Call ``hook(module, inputs)`` before every forward; a returned value replaces the inputs."""
+        self._forward_pre_hooks.append(hook)
+        return _ListHandle(self._forward_pre_hooks, hook)
+
     # -- traversal
     def named_children(self):
         return iter(self._modules.items())
@@ -122,14 +144,19 @@ class Module:
     def children(self):
         return (m for _, m in self.named_children())
 
-    def named_modules(self, prefix=""):
-        """This module and every descendant, depth first, with dotted names (walked without recursion)."""
+    def named_modules(self, prefix="", remove_duplicate=True):
+        """This module and every descendant, depth first, with dotted names (walked without recursion).
+
+        A module reachable by two paths is listed once, unless ``remove_duplicate=False``
+        (state_dict lists it under every name, as torch does).
+        """
         stack, seen = [(prefix, self)], set()
         while stack:
             name, module = stack.pop()
-            if id(module) in seen:
-                continue
-            seen.add(id(module))
+            if remove_duplicate:
+                if id(module) in seen:
+                    continue
+                seen.add(id(module))
             yield name, module
             children = [(f"{name}.{child}" if name else child, m) for child, m in module._modules.items()
                         if m is not None]
@@ -176,9 +203,18 @@ class Module:
     def eval(self):
         return self.train(False)
 
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
         for p in self.parameters():
-            p.grad = None
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad = backend.get_array_module(p.grad).zeros_like(p.grad)
+
+    def requires_grad_(self, requires_grad=True):
+        """Freeze (False) or unfreeze every parameter, e.g. for fine-tuning."""
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
 
     def to(self, device=None, dtype=None):
         """Move parameters and buffers to a device and/or cast floating ones to ``dtype``, in place."""
@@ -186,13 +222,17 @@ class Module:
         dtype = np.dtype(dtype) if dtype is not None else None
         if dtype is not None and not backend.is_floating(dtype):
             raise TypeError(f"Module.to: dtype must be floating point, got {dtype}")
+        def convert(array):
+            array = array if device is None else backend.to_device(array, device)
+            # only floating arrays are cast: num_batches_tracked stays int64
+            if dtype is not None and backend.is_floating(array.dtype):
+                array = array.astype(dtype)
+            return array
+
         for t in list(self.parameters()) + list(self.buffers()):
-            data = t.data if device is None else backend.to_device(t.data, device)
-            if dtype is not None and backend.is_floating(data.dtype):
-                data = data.astype(dtype)
-            t.data = data
+            t.data = convert(t.data)
             if t.grad is not None:
-                t.grad = None
+                t.grad = convert(t.grad)
         return self
 
     def double(self):
@@ -207,39 +247,35 @@ class Module:
         return first.device if first is not None else "cpu"
 
     # -- state
-    def state_dict(self):
-        """Ordered dict of host (NumPy) arrays: parameters and persistent buffers, torch's key names."""
-        state = OrderedDict()
-        for name, module in self.named_modules():
+    def _state_entries(self):
+        """(key, tensor) for every parameter and persistent buffer, in torch's state_dict order."""
+        for name, module in self.named_modules(remove_duplicate=False):
             prefix = f"{name}." if name else ""
             for pname, p in module._parameters.items():
                 if p is not None:
-                    state[prefix + pname] = backend.to_numpy(p.data).copy()
+                    yield prefix + pname, p
             for bname, b in module._buffers.items():
                 if b is not None and bname not in module._non_persistent:
-                    state[prefix + bname] = backend.to_numpy(b.data).copy()
-        return state
+                    yield prefix + bname, b
+
+    def state_dict(self):
+        """Ordered dict of host (NumPy) arrays: parameters and persistent buffers, torch's key names."""
+        return OrderedDict((key, backend.to_numpy(t.data).copy()) for key, t in self._state_entries())
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into parameters and buffers, keeping each on its device and dtype.
 
-        With ``strict`` every key must match: the error lists every missing,
-        unexpected and mis-shaped key at once, and nothing is changed.
-        Returns (missing_keys, unexpected_keys).
+        The module never moves: a GPU model gets its arrays copied to the GPU.
+        Every problem is reported at once (all missing, unexpected and mis-shaped
+        keys; shapes are checked even when ``strict=False``, as in torch), and on
+        failure nothing is changed. Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
         """
-        own = OrderedDict()
-        for name, module in self.named_modules():
-            prefix = f"{name}." if name else ""
-            for pname, p in module._parameters.items():
-                if p is not None:
-                    own[prefix + pname] = p
-            for bname, b in module._buffers.items():
-                if b is not None and bname not in module._non_persistent:
-                    own[prefix + bname] = b
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
-        mismatched = [f"{k}: checkpoint {tuple(np.shape(state_dict[k]))} vs model {own[k].shape}"
-                      for k in own if k in state_dict and tuple(np.shape(state_dict[k])) != own[k].shape]
+        own = OrderedDict(self._state_entries())
+        values = OrderedDict((k, v.data if isinstance(v, Tensor) else v) for k, v in state_dict.items())
+        missing = [k for k in own if k not in values]
+        unexpected = [k for k in values if k not in own]
+        mismatched = [f"{k}: checkpoint {tuple(np.shape(values[k]))} vs model {own[k].shape}"
+                      for k in own if k in values and tuple(np.shape(values[k])) != own[k].shape]
         problems = []
         if mismatched:
             problems.append("shape mismatch for " + "; ".join(mismatched))
@@ -249,24 +285,32 @@ class Module:
             problems.append("unexpected keys: " + ", ".join(unexpected))
         if problems:
             raise StateDictError(f"load_state_dict for {type(self).__name__} failed: " + " | ".join(problems))
+        # convert everything first, assign after: a failure half way must not leave a half-loaded model
+        converted = {}
         for key, t in own.items():
-            if key in state_dict:
-                value = state_dict[key]
-                value = value.data if isinstance(value, Tensor) else value
+            if key in values:
                 xp = backend.get_array_module(t.data)
-                t.data = xp.asarray(backend.to_numpy(value) if xp is np else value).astype(t.dtype, copy=True)
-        return missing, unexpected
+                value = values[key]
+                host = backend.to_numpy(value) if xp is np else value
+                converted[key] = xp.array(host, dtype=t.dtype, copy=True)
+        for key, array in converted.items():
+            own[key].data = array
+        return IncompatibleKeys(missing, unexpected)
 
     # -- printing
     def extra_repr(self):
         return ""
 
     def __repr__(self):
-        lines = [f"({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()]
-        head = f"{type(self).__name__}({self.extra_repr()}"
-        if not lines:
-            return head + ")"
-        return head + "\n  " + "\n  ".join(lines) + "\n)"
+        # torch's layout, so the two print the same tree
+        extra = self.extra_repr().split("\n") if self.extra_repr() else []
+        children = [f"({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()]
+        body = ""
+        if len(extra) == 1 and not children:
+            body = extra[0]
+        elif extra or children:
+            body = "\n  " + "\n  ".join(extra + children) + "\n"
+        return f"{type(self).__name__}({body})"
 
 
 class _ListHandle:

@@ -1,0 +1,80 @@
+"""Saving and loading weights as ``.npz`` (a zip of ``.npy`` arrays, one per state_dict key).
+
+    sn.save(model, "lenet.npz")                  # or sn.save(model.state_dict(), path)
+    model.load_state_dict(sn.load("lenet.npz"))  # arrays go to each parameter's device
+
+Writes are atomic: the archive is written to a temporary file in the same
+folder and moved over the target with ``os.replace``, so a crash mid-save
+never leaves a half-written file where the old weights were. Loading never
+unpickles (``allow_pickle=False``): a weights file cannot run code.
+"""
+import os
+import tempfile
+import zipfile
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor
+from .module import Module
+
+
+class WeightsFileError(ValueError):
+    """A file that should hold scratchnet weights is not a readable ``.npz`` archive."""
+
+
+def _as_arrays(obj):
+    """A model or a state dict as an ordered dict of host arrays."""
+    if isinstance(obj, Module):
+        return obj.state_dict()
+    if not hasattr(obj, "items"):
+        raise TypeError(f"save: expected a Module or a state dict (name -> array), got {type(obj).__name__}")
+    arrays = OrderedDict()
+    for key, value in obj.items():
+        value = value.data if isinstance(value, Tensor) else value
+        if not hasattr(value, "shape"):
+            raise TypeError(f"save: entry {key!r} is a {type(value).__name__}, not an array or tensor; "
+                            f"only arrays can be stored in a weights file")
+        arrays[str(key)] = backend.to_numpy(value)
+    return arrays
+
+
+def save(obj, path):
+    """Write a model's state_dict (or a state dict) to ``path`` as ``.npz``, atomically."""
+    arrays = _as_arrays(obj)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)  # a file object: numpy adds no ".npz" to the name
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load(path):
+    """Read a ``.npz`` weights file into an ordered dict of NumPy arrays (a state dict).
+
+    A missing file raises FileNotFoundError; a truncated, corrupted or non-npz
+    file raises WeightsFileError naming the file. Nothing is loaded into any
+    model here, so a bad file can never leave a model half-updated.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path!r} does not exist")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single .npy array, not an .npz archive")
+        with archive:
+            # read every array now: a damaged member only shows when it is read (CRC check)
+            return OrderedDict((key, archive[key]) for key in archive.files)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise WeightsFileError(f"{path} is not a valid scratchnet weights file (truncated or corrupted?): "
+                               f"re-save it or pass the right path [{type(exc).__name__}: {exc}]") from exc

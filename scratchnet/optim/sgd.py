@@ -1,0 +1,35 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay (torch.optim.SGD)."""
+from .optimizer import Optimizer, check_hyper
+
+
+class SGD(Optimizer):
+    """torch's rule, per parameter p with gradient g::
+
+        g = g + weight_decay * p
+        buf = g (first step)  or  momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf (nesterov)  or  buf
+        p = p - lr * g
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, maximize=False):
+        check_hyper("learning rate", lr)
+        check_hyper("momentum", momentum)
+        check_hyper("weight_decay", weight_decay)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: Nesterov momentum requires a momentum > 0 and zero dampening")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                                      nesterov=nesterov, maximize=maximize))
+
+    def _update(self, p, grad, state, group):
+        if group["weight_decay"] != 0:
+            grad = grad + group["weight_decay"] * p.data
+        momentum = group["momentum"]
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = grad.copy()  # our own copy, never the grad itself
+            else:
+                buf *= momentum
+                buf += (1 - group["dampening"]) * grad
+            grad = grad + momentum * buf if group["nesterov"] else buf
+        p.data = p.data - group["lr"] * grad

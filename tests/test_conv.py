@@ -1,0 +1,193 @@
+"""conv2d and conv_transpose2d against torch (forward and gradients) and the numeric gradient check."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import scratchnet as sn
+import scratchnet.nn.functional as F
+from scratchnet.functional.conv import col2im, conv_output_size, im2col
+
+# torch's own note that it copies the input for padding='same' with an even kernel
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-5, atol=1e-5)}
+
+
+def assert_like_torch(ours, theirs, dtype):
+    ours = ours.numpy() if isinstance(ours, sn.Tensor) else sn.backend.to_numpy(ours)
+    theirs = theirs.detach().numpy()
+    assert ours.shape == theirs.shape
+    assert ours.dtype == theirs.dtype
+    np.testing.assert_allclose(ours, theirs, **TOL[dtype])
+
+
+def run_both(op, torch_op, arrays, device, **options):
+    """Forward and backward (of sum(y * r)) in scratchnet and torch; compare outputs and all gradients."""
+    dtype = arrays[0].dtype.type
+    ours = [sn.tensor(a, requires_grad=True, device=device) if a is not None else None for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) if a is not None else None for a in arrays]
+    y, y_ref = op(*ours, **options), torch_op(*theirs, **options)
+    assert_like_torch(y, y_ref, dtype)
+    r = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+    (y * sn.tensor(r, device=device)).sum().backward()
+    (y_ref * torch.tensor(r)).sum().backward()
+    for a, b in zip(ours, theirs):
+        if a is not None:
+            assert_like_torch(a.grad, b.grad, dtype)
+
+
+CONV_CASES = [
+    # (N, C_in, H, W), (C_out, kh, kw), options
+    ((2, 3, 7, 6), (4, 3, 3), dict()),
+    ((2, 3, 7, 6), (4, 3, 3), dict(stride=2, padding=1)),
+    ((1, 2, 8, 9), (3, 2, 3), dict(stride=(2, 1), padding=(1, 0))),  # non-square kernel, pairs
+    ((1, 2, 7, 7), (3, 3, 3), dict(dilation=2, padding=2)),
+    ((1, 2, 9, 8), (2, 3, 2), dict(dilation=(2, 1), stride=(1, 3))),
+    ((2, 4, 6, 6), (6, 3, 3), dict(groups=2, padding=1)),  # AlexNet-style two-tower split
+    ((2, 4, 6, 6), (4, 3, 3), dict(groups=4, padding=1)),  # depthwise
+    ((2, 3, 6, 6), (6, 3, 3), dict(groups=3, stride=2)),  # depthwise with channel multiplier 2
+    ((2, 3, 5, 5), (4, 1, 1), dict()),  # pointwise 1x1
+    ((1, 2, 6, 5), (3, 3, 3), dict(padding="same")),
+    ((1, 2, 7, 5), (3, 5, 3), dict(padding="same", dilation=(1, 2))),
+    ((1, 2, 6, 5), (3, 2, 4), dict(padding="same")),  # even kernels: the odd pixel is padded bottom/right
+    ((1, 2, 1, 5), (3, 2, 3), dict(padding="same", dilation=(1, 2))),
+    ((1, 2, 6, 5), (3, 3, 2), dict(padding="valid")),
+    ((1, 3, 11, 11), (4, 11, 11), dict(stride=4)),  # AlexNet conv1 geometry, shrunk
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,options", CONV_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv2d_matches_torch(x_shape, w_shape, options, dtype, with_bias, device, rng):
+    groups = options.get("groups", 1)
+    c_out, kh, kw = w_shape
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((c_out, x_shape[1] // groups, kh, kw)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype) if with_bias else None
+    run_both(F.conv2d, TF.conv2d, [x, w, b], device, **options)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,options", [CONV_CASES[i] for i in (1, 2, 4, 5, 7, 10, 11)])
+def test_conv2d_gradcheck(x_shape, w_shape, options, rng):
+    groups = options.get("groups", 1)
+    c_out, kh, kw = w_shape
+    x = sn.tensor(rng.standard_normal((1,) + x_shape[1:]), requires_grad=True)
+    w = sn.tensor(rng.standard_normal((c_out, x_shape[1] // groups, kh, kw)), requires_grad=True)
+    b = sn.tensor(rng.standard_normal(c_out), requires_grad=True)
+    assert sn.gradcheck(lambda x, w, b: F.conv2d(x, w, b, **options), [x, w, b])
+
+
+def test_conv2d_only_weight_needs_grad(rng):
+    """A frozen input (the first layer) still gets a correct weight gradient, and no input gradient."""
+    x = sn.tensor(rng.standard_normal((2, 3, 5, 5)))
+    w = sn.tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    F.conv2d(x, w, padding=1).sum().backward()
+    w_ref = torch.tensor(w.data, requires_grad=True)
+    TF.conv2d(torch.tensor(x.data), w_ref, padding=1).sum().backward()
+    np.testing.assert_allclose(w.grad, w_ref.grad.numpy(), rtol=1e-10, atol=1e-10)
+    assert x.grad is None
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda x, w: F.conv2d(x, w[:, :2]), "input has 3 channels but weight"),
+    (lambda x, w: F.conv2d(x, w, groups=2), "groups=2 must divide"),
+    (lambda x, w: F.conv2d(x.long(), w), "needs floating-point"),
+    (lambda x, w: F.conv2d(x[0], w), r"expects input of shape \(N, C, H, W\)"),
+    (lambda x, w: F.conv2d(x, w, sn.tensor(np.zeros(3))), r"bias must have shape \(4,\)"),
+    (lambda x, w: F.conv2d(x, w, stride=2, padding="same"), "padding='same' needs stride 1"),
+    (lambda x, w: F.conv2d(x[:, :, :2, :2], w), "smaller than the dilated kernel"),
+    (lambda x, w: F.conv2d(x, w, padding="full"), "padding must be an int, a pair, 'same' or 'valid'"),
+])
+def test_conv2d_errors(call, message, rng):
+    x = sn.tensor(rng.standard_normal((1, 3, 5, 5)))
+    w = sn.tensor(rng.standard_normal((4, 3, 3, 3)))
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(x, w)
+
+
+def test_col2im_is_the_adjoint_of_im2col(rng):
+    """<im2col(x), c> == <x, col2im(c)>: col2im accumulates overlaps, it does not invert."""
+    x = rng.standard_normal((2, 3, 7, 6))
+    geometry = dict(kernel=(3, 2), stride=(2, 1), padding=(1, 1), dilation=(1, 2))
+    col = im2col(x, **geometry)
+    c = rng.standard_normal(col.shape)
+    back = col2im(c, x.shape, geometry["stride"], geometry["padding"], geometry["dilation"])
+    np.testing.assert_allclose((col * c).sum(), (x * back).sum(), rtol=1e-12)
+    # overlapping windows: col2im(im2col(x)) counts each pixel once per window holding it
+    ones = col2im(im2col(np.ones((1, 1, 5, 5)), (3, 3), (1, 1), (0, 0), (1, 1)), (1, 1, 5, 5),
+                  (1, 1), (0, 0), (1, 1))
+    assert ones[0, 0, 2, 2] == 9 and ones[0, 0, 0, 0] == 1
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding,dilation,ceil,expected", [
+    (227, 11, 4, 0, 1, False, 55),  # AlexNet conv1
+    (55, 3, 2, 0, 1, False, 27),  # AlexNet overlapping pool
+    (112, 3, 2, 0, 1, True, 56),  # GoogLeNet pools use ceil_mode
+    (4, 2, 2, 1, 1, True, 3),  # the extra ceil window starts inside the input: kept
+    (5, 3, 3, 1, 1, True, 2),  # it would start in the right padding: dropped (torch's rule)
+    (5, 3, 3, 1, 1, False, 2),
+])
+def test_conv_output_size(size, kernel, stride, padding, dilation, ceil, expected):
+    assert conv_output_size(size, kernel, stride, padding, dilation, ceil_mode=ceil) == expected
+
+
+TRANSPOSE_CASES = [
+    # (N, C_in, H, W), (C_out, kh, kw), options
+    ((2, 3, 4, 5), (2, 3, 3), dict()),
+    ((2, 3, 4, 5), (2, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+    ((1, 4, 3, 4), (6, 3, 2), dict(stride=(2, 3), groups=2, output_padding=(1, 2))),
+    ((1, 2, 3, 3), (2, 3, 3), dict(dilation=2, padding=1, output_padding=1)),  # output_padding < dilation
+    ((1, 3, 4, 4), (3, 4, 4), dict(stride=2, padding=1, groups=3)),  # depthwise upsampling (DCGAN-like)
+    ((2, 2, 3, 3), (3, 1, 1), dict()),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,options", TRANSPOSE_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv_transpose2d_matches_torch(x_shape, w_shape, options, dtype, with_bias, device, rng):
+    groups = options.get("groups", 1)
+    c_out, kh, kw = w_shape
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((x_shape[1], c_out // groups, kh, kw)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype) if with_bias else None
+    run_both(F.conv_transpose2d, TF.conv_transpose2d, [x, w, b], device, **options)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,options", TRANSPOSE_CASES[1:5])
+def test_conv_transpose2d_gradcheck(x_shape, w_shape, options, rng):
+    groups = options.get("groups", 1)
+    c_out, kh, kw = w_shape
+    x = sn.tensor(rng.standard_normal((1,) + x_shape[1:]), requires_grad=True)
+    w = sn.tensor(rng.standard_normal((x_shape[1], c_out // groups, kh, kw)), requires_grad=True)
+    b = sn.tensor(rng.standard_normal(c_out), requires_grad=True)
+    assert sn.gradcheck(lambda x, w, b: F.conv_transpose2d(x, w, b, **options), [x, w, b])
+
+
+def test_conv_transpose2d_is_the_adjoint_of_conv2d(rng):
+    """<conv2d(x, w), y> == <x, conv_transpose2d(y, w)> for the same weight tensor."""
+    x = sn.tensor(rng.standard_normal((2, 4, 7, 6)))
+    w = sn.tensor(rng.standard_normal((6, 2, 3, 3)))
+    options = dict(stride=2, padding=1, dilation=1, groups=2)
+    y = F.conv2d(x, w, **options)
+    r = sn.tensor(rng.standard_normal(y.shape))
+    back = F.conv_transpose2d(r, w, output_padding=(0, 1), **options)  # output_padding restores 7x6
+    assert back.shape == x.shape
+    np.testing.assert_allclose((y.data * r.data).sum(), (x.data * back.data).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda x, w: F.conv_transpose2d(x[:, :2], w), "input has 2 channels but weight"),
+    (lambda x, w: F.conv_transpose2d(x, w, groups=2), "groups=2 must divide"),
+    (lambda x, w: F.conv_transpose2d(x, w, stride=2, output_padding=2), "output_padding"),
+    (lambda x, w: F.conv_transpose2d(x.long(), w), "needs floating-point"),
+    (lambda x, w: F.conv_transpose2d(x, w, sn.tensor(np.zeros(3))), r"bias must have shape \(2,\)"),
+    (lambda x, w: F.conv_transpose2d(x, w, padding=4), "too small"),
+])
+def test_conv_transpose2d_errors(call, message, rng):
+    x = sn.tensor(rng.standard_normal((1, 3, 3, 3)))
+    w = sn.tensor(rng.standard_normal((3, 2, 3, 3)))
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(x, w)

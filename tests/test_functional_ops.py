@@ -1,0 +1,293 @@
+"""Activations, linear, dropout and losses against torch; gradients through residual and concat joins."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import scratchnet as sn
+import scratchnet.nn.functional as F
+
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-5, atol=1e-6)}
+
+
+def compare_with_torch(op, torch_op, arrays, device, constants=()):
+    """Outputs and gradients (of sum(y * r)) of op vs torch_op; None entries pass through.
+
+    Float arrays require grad except those at the positions in ``constants`` (class weights).
+    """
+    dtype = next(a for a in arrays if a is not None).dtype.type
+    grads = [isinstance(a, np.ndarray) and a.dtype.kind == "f" and i not in constants for i, a in enumerate(arrays)]
+    ours = [sn.tensor(a, requires_grad=g, device=device) if isinstance(a, np.ndarray) else a
+            for a, g in zip(arrays, grads)]
+    theirs = [torch.tensor(a, requires_grad=g) if isinstance(a, np.ndarray) else a for a, g in zip(arrays, grads)]
+    y, y_ref = op(*ours), torch_op(*theirs)
+    assert y.shape == tuple(y_ref.shape) and y.dtype == y_ref.detach().numpy().dtype
+    np.testing.assert_allclose(y.numpy(), y_ref.detach().numpy(), **TOL[dtype])
+    r = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+    (y * sn.tensor(r, device=device)).sum().backward()
+    (y_ref * torch.tensor(r)).sum().backward()
+    for a, b in zip(ours, theirs):
+        if isinstance(a, sn.Tensor) and a.requires_grad:
+            np.testing.assert_allclose(sn.backend.to_numpy(a.grad), b.grad.numpy(), **TOL[dtype])
+
+
+# --------------------------------------------------------------------------- activations
+
+ACTIVATIONS = [
+    ("relu", F.relu, TF.relu),
+    ("leaky_relu", F.leaky_relu, TF.leaky_relu),
+    ("leaky_relu_0.1", lambda x: F.leaky_relu(x, 0.1), lambda x: TF.leaky_relu(x, 0.1)),  # YOLOv1
+    ("sigmoid", F.sigmoid, torch.sigmoid),
+    ("tanh", F.tanh, torch.tanh),
+    ("silu", F.silu, TF.silu),
+    ("softmax_last", lambda x: F.softmax(x, -1), lambda x: TF.softmax(x, -1)),
+    ("softmax_0", lambda x: F.softmax(x, 0), lambda x: TF.softmax(x, 0)),
+    ("softmax_1", lambda x: F.softmax(x, 1), lambda x: TF.softmax(x, 1)),
+    ("log_softmax_1", lambda x: F.log_softmax(x, 1), lambda x: TF.log_softmax(x, 1)),
+    ("log_softmax_last", lambda x: F.log_softmax(x, -1), lambda x: TF.log_softmax(x, -1)),
+]
+
+
+@pytest.mark.parametrize("name,op,torch_op", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_activation_matches_torch(name, op, torch_op, dtype, device, rng):
+    x = (rng.standard_normal((3, 4, 5)) * 3).astype(dtype)
+    x[0, 0, :2] = 0.0  # the kink of relu/leaky_relu: torch's subgradient there
+    compare_with_torch(op, torch_op, [x], device)
+
+
+@pytest.mark.parametrize("name,op,torch_op", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_activation_gradcheck(name, op, torch_op, rng):
+    x = rng.standard_normal((3, 4))
+    x[np.abs(x) < 1e-3] = 0.5  # keep finite differences off the relu kink
+    assert sn.gradcheck(op, [sn.tensor(x, requires_grad=True)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activations_are_stable_at_extremes(dtype, device):
+    x = np.array([[-1000.0, -80.0, 0.0, 80.0, 1000.0]], dtype=dtype)
+    for op, torch_op in [(F.sigmoid, torch.sigmoid), (F.silu, TF.silu), (lambda t: F.softmax(t, 1),
+                         lambda t: TF.softmax(t, 1)), (lambda t: F.log_softmax(t, 1), lambda t: TF.log_softmax(t, 1))]:
+        y = op(sn.tensor(x, device=device)).numpy()
+        assert np.isfinite(y).all()
+        np.testing.assert_allclose(y, torch_op(torch.tensor(x)).numpy(), **TOL[dtype])
+
+
+def test_softmax_dim_none_means_last_axis(rng):
+    x = sn.tensor(rng.standard_normal((2, 3, 4)))
+    np.testing.assert_allclose(F.softmax(x).data, F.softmax(x, -1).data)
+    np.testing.assert_allclose(F.log_softmax(x).data, F.log_softmax(x, 2).data)
+    with pytest.raises(ValueError, match="out of range"):
+        F.softmax(x, 3)
+    with pytest.raises(TypeError, match="needs floating-point"):
+        F.sigmoid(x.long())
+
+
+# --------------------------------------------------------------------------- linear
+
+
+@pytest.mark.parametrize("x_shape", [(4,), (3, 4), (2, 3, 4)])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_matches_torch(x_shape, with_bias, dtype, device, rng):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((5, 4)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype) if with_bias else None
+    compare_with_torch(F.linear, TF.linear, [x, w, b], device)
+
+
+def test_linear_gradcheck_and_errors(rng):
+    x, w, b = (sn.tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 4), (5, 4), (5,)])
+    assert sn.gradcheck(F.linear, [x, w, b])
+    with pytest.raises(ValueError, match="expects 4 features"):
+        F.linear(sn.tensor(np.zeros((2, 3))), w)
+    with pytest.raises(ValueError, match=r"bias must have shape \(5,\)"):
+        F.linear(x, w, sn.tensor(np.zeros(4)))
+    with pytest.raises(ValueError, match="weight must be"):
+        F.linear(x, sn.tensor(np.zeros(4)))
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+def test_dropout_inverted_scaling_and_gradient(device):
+    x = sn.tensor(np.ones((200, 50)), requires_grad=True, device=device)
+    y = F.dropout(x, 0.3)
+    values = np.unique(y.numpy())
+    np.testing.assert_allclose(values, [0.0, 1 / 0.7])
+    kept = (y.numpy() != 0).mean()
+    assert abs(kept - 0.7) < 0.02  # 10000 draws: 5 standard deviations is 0.023
+    y.sum().backward()
+    np.testing.assert_allclose(sn.backend.to_numpy(x.grad), y.numpy())  # the same mask, the same scale
+
+
+def test_dropout_repeatable_with_manual_seed(device):
+    x = sn.tensor(np.ones((8, 8)), device=device)
+    sn.manual_seed(7)
+    first = F.dropout(x, 0.5).numpy()
+    second = F.dropout(x, 0.5).numpy()
+    sn.manual_seed(7)
+    np.testing.assert_array_equal(F.dropout(x, 0.5).numpy(), first)
+    assert not np.array_equal(first, second)
+
+
+def test_dropout_edge_cases(rng):
+    x = sn.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    assert F.dropout(x, 0.5, training=False) is x
+    assert F.dropout(x, 0.0) is x
+    y = F.dropout(x, 1.0)
+    np.testing.assert_array_equal(y.data, 0.0)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, 0.0)
+    assert F.dropout(sn.tensor(np.ones(4, dtype=np.float32)), 0.5).dtype == np.float32
+    for p in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            F.dropout(x, p)
+
+
+def test_dropout_gradcheck():
+    x = sn.tensor(np.random.default_rng(0).standard_normal((4, 5)), requires_grad=True)
+
+    def fn(x):
+        sn.manual_seed(3)  # the same mask on every evaluation
+        return F.dropout(x, 0.4)
+    assert sn.gradcheck(fn, [x])
+
+
+# --------------------------------------------------------------------------- losses
+
+CLASS_SHAPES = [((6, 4), (6,)), ((3, 4, 2, 3), (3, 2, 3)), ((4,), ())]  # (N, C), per-pixel, unbatched
+
+
+def class_problem(rng, x_shape, t_shape, dtype=np.float64):
+    x = (rng.standard_normal(x_shape) * 2).astype(dtype)
+    t = rng.integers(0, 4, t_shape).astype(np.int64)
+    if t.ndim:
+        t.flat[1] = -100  # one ignored entry
+    return x, t
+
+
+@pytest.mark.parametrize("x_shape,t_shape", CLASS_SHAPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cross_entropy_matches_torch(x_shape, t_shape, reduction, weighted, label_smoothing, dtype, device, rng):
+    x, t = class_problem(rng, x_shape, t_shape, dtype)
+    w = (rng.random(4) + 0.2).astype(dtype) if weighted else None
+
+    def ours(x, t, w):
+        return F.cross_entropy(x, t, w, reduction=reduction, label_smoothing=label_smoothing)
+
+    def theirs(x, t, w):
+        return TF.cross_entropy(x, t, w, reduction=reduction, label_smoothing=label_smoothing)
+    compare_with_torch(ours, theirs, [x, t, w], device, constants=(2,))
+
+
+@pytest.mark.parametrize("x_shape,t_shape", CLASS_SHAPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_nll_loss_matches_torch(x_shape, t_shape, reduction, weighted, device, rng):
+    x, t = class_problem(rng, x_shape, t_shape)
+    w = rng.random(4) + 0.2 if weighted else None
+    compare_with_torch(lambda x, t, w: F.nll_loss(x, t, w, reduction=reduction),
+                       lambda x, t, w: TF.nll_loss(x, t, w, reduction=reduction), [x, t, w], device,
+                       constants=(2,))
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_class_loss_gradcheck(loss, reduction, rng):
+    x, t = class_problem(rng, (3, 4, 2, 2), (3, 2, 2))
+    t[t == -100] = 2  # ignore a real class this time
+    w = sn.tensor(rng.random(4) + 0.2)
+    options = dict(reduction=reduction, ignore_index=2)
+    if loss == "cross_entropy":
+        options["label_smoothing"] = 0.1
+    op = getattr(F, loss)
+    assert sn.gradcheck(lambda x: op(x, sn.tensor(t), w, **options), [sn.tensor(x, requires_grad=True)])
+
+
+def test_cross_entropy_all_ignored_is_nan_like_torch():
+    x, t = np.zeros((2, 3)), np.full(2, -100)
+    ours = F.cross_entropy(sn.tensor(x), sn.tensor(t)).item()
+    assert np.isnan(ours) and np.isnan(TF.cross_entropy(torch.tensor(x), torch.tensor(t)).item())
+
+
+def test_cross_entropy_huge_logits_stay_finite():
+    x = sn.tensor(np.array([[1000.0, -1000.0, 0.0]]), requires_grad=True)
+    loss = F.cross_entropy(x, sn.tensor(np.array([1])))
+    assert loss.item() == 2000.0
+    loss.backward()
+    np.testing.assert_allclose(x.grad, [[1.0, -1.0, 0.0]])
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda x: F.cross_entropy(x, sn.tensor(np.zeros(3))), TypeError, "integer class indices"),
+    (lambda x: F.cross_entropy(x, sn.tensor(np.array([0, 4, 1]))), ValueError, r"class 4, outside \[0, 4\)"),
+    (lambda x: F.cross_entropy(x, sn.tensor(np.array([0, -1, 1]))), ValueError, "class -1"),
+    (lambda x: F.cross_entropy(x, sn.tensor(np.array([0, 1]))), ValueError, r"needs target of shape \(3,\)"),
+    (lambda x: F.nll_loss(x, sn.tensor(np.array([[0], [1], [1]]))), ValueError, "needs target of shape"),
+    (lambda x: F.cross_entropy(x[0], sn.tensor(np.array([1]))), ValueError, "needs a 0-d target"),
+    (lambda x: F.cross_entropy(x[0, 0], sn.tensor(np.array(1))), ValueError, "got a 0-d tensor"),
+    (lambda x: F.cross_entropy(x, sn.tensor(np.array([0, 1, 1])), reduction="avg"), ValueError, "reduction"),
+    (lambda x: F.cross_entropy(x, sn.tensor(np.array([0, 1, 1])), sn.tensor(np.ones(3))), ValueError,
+     r"weight must have shape \(4,\)"),
+    (lambda x: F.mse_loss(x, sn.tensor(np.zeros((3, 1)))), ValueError, "must have the same shape"),
+    (lambda x: F.mse_loss(x, sn.tensor(np.zeros((3, 4), dtype=np.int64))), TypeError, "floating-point"),
+])
+def test_loss_errors(call, error, message, rng):
+    with pytest.raises(error, match=message):
+        call(sn.tensor(rng.standard_normal((3, 4))))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mse_loss_matches_torch(reduction, dtype, device, rng):
+    x, y = rng.standard_normal((2, 3, 4)).astype(dtype), rng.standard_normal((2, 3, 4)).astype(dtype)
+    compare_with_torch(lambda a, b: F.mse_loss(a, b, reduction), lambda a, b: TF.mse_loss(a, b, reduction=reduction),
+                       [x, y], device)
+    a, b = (sn.tensor(v.astype(np.float64), requires_grad=True) for v in (x, y))
+    assert sn.gradcheck(lambda a, b: F.mse_loss(a, b, reduction), [a, b])
+
+
+# --------------------------------------------------------------------------- joins: residual + and concat
+
+
+def test_gradient_through_residual_join(rng):
+    """y = relu(conv(x)) + x: x's gradient is the sum of the skip path and the conv path."""
+    x = rng.standard_normal((2, 3, 5, 5))
+    w = rng.standard_normal((3, 3, 3, 3)) * 0.3
+    xs, ws = sn.tensor(x, requires_grad=True), sn.tensor(w, requires_grad=True)
+    assert sn.gradcheck(lambda x, w: F.relu(F.conv2d(x, w, padding=1)) + x, [xs, ws])
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    r = rng.standard_normal((2, 3, 5, 5))
+    xs.grad = ws.grad = None
+    ((F.relu(F.conv2d(xs, ws, padding=1)) + xs) * sn.tensor(r)).sum().backward()
+    ((TF.relu(TF.conv2d(xt, wt, padding=1)) + xt) * torch.tensor(r)).sum().backward()
+    np.testing.assert_allclose(xs.grad, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ws.grad, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_gradient_through_concat_join(rng):
+    """y = cat([conv1x1(x), maxpool(x)], 1), an Inception-style join: each branch gets its slice back."""
+    x = rng.standard_normal((2, 3, 6, 6))
+    w = rng.standard_normal((4, 3, 1, 1))
+
+    def branches(x, w, F, cat):
+        a = F.conv2d(x, w)
+        b = F.max_pool2d(x, 3, stride=1, padding=1)
+        return cat([a, b], 1)
+    xs, ws = sn.tensor(x, requires_grad=True), sn.tensor(w, requires_grad=True)
+    assert sn.gradcheck(lambda x, w: branches(x, w, F, sn.cat), [xs, ws])
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    xs.grad = ws.grad = None
+    y = branches(xs, ws, F, sn.cat)
+    y_ref = branches(xt, wt, TF, torch.cat)
+    assert y.shape == (2, 7, 6, 6)
+    np.testing.assert_allclose(y.data, y_ref.detach().numpy(), rtol=1e-10, atol=1e-10)
+    r = rng.standard_normal(y.shape)
+    (y * sn.tensor(r)).sum().backward()
+    (y_ref * torch.tensor(r)).sum().backward()
+    np.testing.assert_allclose(xs.grad, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ws.grad, wt.grad.numpy(), rtol=1e-10, atol=1e-10)

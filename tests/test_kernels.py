@@ -1,0 +1,201 @@
+"""The kernels (raw arrays in and out) against torch and the NumPy im2col route.
+
+One API, three implementations, each test run on all of them:
+  numba     kernels/cpu.py
+  emulator  the exact CUDA sources on the CPU emulator (g++ + kernels/cuda_emu.h)
+            with the grid/block kernels/launch.py gives a GPU, on guarded
+            buffers, in launch order and in a shuffled thread/block order
+  cuda      kernels/cuda.py on a real GPU (skipped without one)
+over odd sizes, partial tiles, stride, padding, dilation, groups and depthwise
+multipliers, in float32 and float64.
+"""
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+from scratchnet.functional.conv import col2im, conv_output_size, im2col
+from scratchnet import backend
+from scratchnet.kernels import cpu
+from scratchnet.kernels import emulator as emulation
+
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+@pytest.fixture(scope="session")
+def emu(tmp_path_factory):
+    """One emulator per test session: every source compiled once per dtype, outside the repo."""
+    emulator = emulation.Emulator(tmp_path_factory.mktemp("cuda_emu"))
+    emulator.build_all()
+    return emulator
+
+
+class Implementation:
+    """Calls one kernel API on NumPy inputs and returns NumPy results, once per variant."""
+
+    def __init__(self, apis, device="cpu"):
+        self.apis, self.device = apis, device
+
+    def __call__(self, name, *args):
+        args = [backend.to_device(a, self.device) if isinstance(a, np.ndarray) else a for a in args]
+        for api in self.apis:
+            out = getattr(api, name)(*args)
+            yield tuple(map(backend.to_numpy, out)) if isinstance(out, tuple) else backend.to_numpy(out)
+
+
+GPU = pytest.param("cuda", marks=pytest.mark.gpu)
+
+
+@pytest.fixture(params=["numba", "emulator", GPU])
+def impl(request):
+    """Every implementation of the shared API."""
+    return _implementation(request)
+
+
+@pytest.fixture(params=["emulator", GPU])
+def cuda_impl(request):
+    """The CUDA sources only (the direct dense convolution has no CPU kernel: im2col + BLAS is faster)."""
+    return _implementation(request)
+
+
+def _implementation(request):
+    if request.param == "numba":
+        return Implementation([cpu])
+    if request.param == "emulator":
+        if emulation.compiler() is None:
+            pytest.skip("the CUDA emulator needs g++")
+        emu = request.getfixturevalue("emu")
+        return Implementation([emu.device(0), emu.device(7)])  # launch order, then shuffled
+    from scratchnet.kernels import cuda
+    return Implementation([cuda], "gpu")
+
+
+def _out_hw(x_shape, kernel, stride, padding, dilation):
+    return tuple(conv_output_size(x_shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in range(2))
+
+
+def _torch_conv(x, w, stride, padding, dilation, groups):
+    """y, and a function giving (gx, gw) for an upstream gradient, from torch."""
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    yt = TF.conv2d(xt, wt, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+    def grads(gy):
+        yt.backward(torch.tensor(gy))
+        return xt.grad.numpy(), wt.grad.numpy()
+    return yt.detach().numpy(), grads
+
+
+# (x shape, out channels, kernel, stride, padding, dilation, groups)
+CONV_CASES = [
+    ((2, 3, 5, 7), 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    ((1, 4, 9, 8), 6, (3, 2), (2, 1), (1, 0), (1, 2), 2),       # groups, dilation, anisotropic
+    ((3, 2, 6, 5), 17, (1, 1), (1, 1), (0, 0), (1, 1), 1),      # 1x1, a partial 17th row of tiles
+    ((2, 6, 11, 10), 6, (5, 5), (2, 3), (2, 2), (1, 1), 3),     # large kernel, odd strides
+    ((1, 20, 5, 4), 3, (3, 3), (1, 1), (1, 1), (2, 2), 1),      # K = 180: several k-slices, last partial
+    ((2, 4, 6, 6), 8, (3, 3), (1, 1), (1, 1), (1, 1), 4),       # depthwise (multiplier 2) as grouped conv
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c[0])) + f"-g{c[6]}")
+def test_direct_conv_forward_and_backward(cuda_impl, case, dtype, rng):
+    impl = cuda_impl
+    x_shape, c_out, kernel, stride, padding, dilation, groups = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((c_out, x_shape[1] // groups) + kernel).astype(dtype)
+    out_hw = _out_hw(x_shape, kernel, stride, padding, dilation)
+    y_ref, grads = _torch_conv(x, w, stride, padding, dilation, groups)
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    gx_ref, gw_ref = grads(gy)
+    for y in impl("conv2d_forward", x, w, stride, padding, dilation, groups, out_hw):
+        np.testing.assert_allclose(y, y_ref, **TOL[dtype])
+    for gx in impl("conv2d_backward_input", gy, w, x.shape, stride, padding, dilation, groups):
+        np.testing.assert_allclose(gx, gx_ref, **TOL[dtype])
+    for gw in impl("conv2d_backward_weight", gy, x, w.shape, stride, padding, dilation, groups):
+        np.testing.assert_allclose(gw, gw_ref, **TOL[dtype])
+
+
+# (x shape, multiplier, kernel, stride, padding, dilation)
+DEPTHWISE_CASES = [
+    ((2, 3, 7, 6), 1, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((1, 2, 9, 8), 3, (3, 5), (2, 1), (1, 2), (2, 1)),
+    ((3, 5, 4, 5), 2, (2, 2), (2, 2), (0, 0), (1, 1)),
+    ((1, 1, 17, 3), 1, (5, 1), (1, 1), (2, 0), (1, 1)),
+    ((2, 2, 19, 18), 1, (3, 3), (1, 1), (1, 1), (1, 1)),  # N*OH*OW = 684 > the 256 reducing threads
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: "x".join(map(str, c[0])) + f"-m{c[1]}")
+def test_depthwise_forward_and_backward(impl, case, dtype, rng):
+    x_shape, mult, kernel, stride, padding, dilation = case
+    c = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((c * mult, 1) + kernel).astype(dtype)
+    out_hw = _out_hw(x_shape, kernel, stride, padding, dilation)
+    y_ref, grads = _torch_conv(x, w, stride, padding, dilation, c)
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    gx_ref, gw_ref = grads(gy)
+    tol = dict(TOL[dtype], atol=TOL[dtype]["atol"] * 10)  # gw sums hundreds of products
+    for y in impl("depthwise_forward", x, w, stride, padding, dilation, out_hw):
+        np.testing.assert_allclose(y, y_ref, **TOL[dtype])
+    for gx in impl("depthwise_backward_input", gy, w, x.shape, stride, padding, dilation):
+        np.testing.assert_allclose(gx, gx_ref, **TOL[dtype])
+    for gw in impl("depthwise_backward_weight", gy, x, w.shape, stride, padding, dilation):
+        np.testing.assert_allclose(gw, gw_ref, **tol)
+
+
+# (x shape, kernel, stride, padding, dilation)
+COL_CASES = [
+    ((2, 3, 5, 7), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((1, 2, 9, 8), (3, 2), (2, 3), (2, 1), (2, 1)),
+    ((3, 1, 4, 4), (1, 1), (1, 1), (0, 0), (1, 1)),
+    ((1, 3, 12, 11), (11, 11), (4, 4), (2, 2), (1, 1)),  # AlexNet conv1's geometry, shrunk
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", COL_CASES, ids=lambda c: "x".join(map(str, c[0])) + "-k" + "x".join(map(str, c[1])))
+def test_im2col_and_col2im_match_the_numpy_route(impl, case, dtype, rng):
+    x_shape, kernel, stride, padding, dilation = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    out_hw = _out_hw(x_shape, kernel, stride, padding, dilation)
+    col_ref = im2col(x, kernel, stride, padding, dilation)
+    for col in impl("im2col", x, kernel, stride, padding, dilation, out_hw):
+        np.testing.assert_array_equal(col, col_ref)  # a copy: exact, same layout
+    for col in impl("im2col", x, kernel, stride, padding, dilation, out_hw, -np.inf):
+        np.testing.assert_array_equal(col, im2col(x, kernel, stride, padding, dilation, pad_value=-np.inf))
+    gcol = rng.standard_normal(col_ref.shape).astype(dtype)
+    for gx in impl("col2im", gcol, x.shape, stride, padding, dilation):
+        np.testing.assert_allclose(gx, col2im(gcol, x.shape, stride, padding, dilation), **TOL[dtype])
+
+
+# (x shape, kernel, stride, padding, dilation, ceil_mode)
+POOL_CASES = [
+    ((2, 3, 6, 7), (2, 2), (2, 2), (0, 0), (1, 1), False),
+    ((1, 2, 7, 7), (3, 3), (2, 2), (1, 1), (1, 1), True),    # overlapping windows, ceil mode
+    ((2, 1, 9, 8), (3, 2), (1, 2), (1, 1), (2, 1), False),   # dilation
+    ((1, 4, 5, 5), (3, 3), (2, 2), (0, 0), (1, 1), True),    # a last window hanging past the edge
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "x".join(map(str, c[0])) + f"-ceil{int(c[5])}")
+def test_max_pool_forward_backward_with_argmax(impl, case, ties, dtype, rng):
+    x_shape, kernel, stride, padding, dilation, ceil_mode = case
+    # ties: small integers, so windows hold equal maxima and the first must win (torch's rule)
+    x = (rng.integers(0, 3, x_shape) if ties else rng.standard_normal(x_shape)).astype(dtype)
+    out_hw = tuple(conv_output_size(x_shape[2 + a], kernel[a], stride[a], padding[a], dilation[a], ceil_mode)
+                   for a in range(2))
+    xt = torch.tensor(x, requires_grad=True)
+    yt, it = TF.max_pool2d(xt, kernel, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=True)
+    gy = rng.standard_normal(yt.shape).astype(dtype)
+    yt.backward(torch.tensor(gy))
+    for y, argmax in impl("max_pool2d_forward", x, kernel, stride, padding, dilation, out_hw):
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_array_equal(argmax, it.numpy())
+    for gx in impl("max_pool2d_backward", gy, it.numpy(), x.shape):
+        np.testing.assert_allclose(gx, xt.grad.numpy(), **TOL[dtype])

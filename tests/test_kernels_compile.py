@@ -1,0 +1,62 @@
+"""Every CUDA source compiles, for every dtype, with NVRTC (the compiler CuPy
+uses; cupy.cuda.nvrtc needs no GPU or driver) and with nvcc when present.
+
+NVRTC from the `cupy-cuda12x[ctk]` wheels targets sm_70, sm_80 and sm_90; the
+nvcc here is CUDA 13, which dropped sm_70, so nvcc checks sm_75, sm_80, sm_90.
+"""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from scratchnet.kernels.cuda import NVRTC_OPTIONS
+from scratchnet.kernels.launch import SCALAR_TYPES, SOURCE_DIR, SOURCES, compile_options
+
+CU_FILES = sorted(set(SOURCES.values()))
+DTYPES = [np.dtype(d).name for d in SCALAR_TYPES]
+
+
+def _nvrtc():
+    try:
+        from cupy.cuda import nvrtc
+        nvrtc.getVersion()
+    except Exception as exc:  # CuPy missing, or its NVRTC library missing
+        pytest.skip(f"NVRTC unavailable ({exc.__class__.__name__}: {exc}); "
+                    "pip install 'cupy-cuda12x[ctk]>=14'")
+    return nvrtc
+
+
+@pytest.mark.parametrize("arch", ["sm_70", "sm_80", "sm_90"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("source", CU_FILES)
+def test_nvrtc_compiles(source, dtype, arch):
+    nvrtc = _nvrtc()
+    program = nvrtc.createProgram((SOURCE_DIR / source).read_text(), source, (), ())
+    options = NVRTC_OPTIONS + (f"--gpu-architecture={arch}", f"-I{SOURCE_DIR}") + compile_options(dtype)
+    try:
+        nvrtc.compileProgram(program, options)
+    except nvrtc.NVRTCError:
+        pytest.fail(f"NVRTC failed on {source} ({dtype}, {arch}):\n{nvrtc.getProgramLog(program)}")
+    kernels = [k for k, f in SOURCES.items() if f == source]
+    ptx = nvrtc.getPTX(program).decode() if isinstance(nvrtc.getPTX(program), bytes) else nvrtc.getPTX(program)
+    for kernel in kernels:  # extern "C": the launcher finds them by these names
+        assert f".entry {kernel}(" in ptx
+
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+@pytest.mark.parametrize("source", CU_FILES)
+def test_nvcc_compiles(source, tmp_path):
+    # every (arch, dtype) at once: nvcc mostly waits on its sub-tools
+    jobs = {}
+    for arch in ("sm_75", "sm_80", "sm_90"):
+        for dtype in DTYPES:
+            cmd = [NVCC, f"-arch={arch}", "-cubin", "-Werror=all-warnings", f"-I{SOURCE_DIR}",
+                   *compile_options(dtype), "-o", str(tmp_path / f"{arch}_{dtype}.cubin"), str(SOURCE_DIR / source)]
+            jobs[" ".join(cmd)] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for cmd, job in jobs.items():
+        log = job.communicate()[0]
+        assert job.returncode == 0, f"{cmd}\n{log}"

@@ -1,0 +1,146 @@
+"""MobileNet v1: Table 1's layers, the paper's parameter and mult-add counts (Tables 6 and 7),
+forward against torch, and a float64 gradient check at width 0.25 on a small input."""
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+import scratchnet as sn
+from scratchnet.models import get_model
+from scratchnet.nn import BatchNorm2d, Conv2d
+from scratchnet.summary import summary
+
+# Table 1 of Howard et al. 2017, transcribed: the 13 depthwise separable layers as
+# (depthwise stride, pointwise output channels); the stem is a 3x3/2 conv to 32 channels.
+TABLE1 = [(1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512)] + [(1, 512)] * 5 + [(2, 1024), (1, 1024)]
+
+
+def expected_params(alpha, classes=1000):
+    """Weights without bias (BN follows every conv), 2 BN parameters per channel, FC with bias."""
+    c = int(32 * alpha)
+    total = 3 * 3 * 3 * c + 2 * c
+    for _, out in TABLE1:
+        out = int(out * alpha)
+        total += 3 * 3 * c + 2 * c + c * out + 2 * out
+        c = out
+    return total + c * classes + classes
+
+
+@pytest.mark.parametrize("alpha, paper_millions", [(1.0, 4.2), (0.75, 2.6), (0.5, 1.3), (0.25, 0.5)])
+def test_parameter_counts_table6(alpha, paper_millions):
+    count = get_model("mobilenet_v1", width_mult=alpha).num_parameters()
+    assert count == expected_params(alpha)
+    assert round(count / 1e6, 1) == paper_millions  # Table 6, "Million Parameters"
+
+
+def test_exact_count_alpha_1():
+    assert get_model("mobilenet_v1").num_parameters() == 4231976
+
+
+@pytest.mark.parametrize("alpha, resolution, paper_mult_adds", [
+    (1.0, 224, 569), (0.75, 224, 325), (0.5, 224, 149), (0.25, 224, 41),  # Table 6
+    (1.0, 192, 418), (1.0, 160, 290), (1.0, 128, 186)])  # Table 7
+def test_mult_adds_tables_6_and_7(alpha, resolution, paper_mult_adds):
+    """Conv and FC multiply-adds, in millions: within one million of the paper (it prints 290 for
+    the 160 model, whose count is 290.68M; every other entry is the rounded count)."""
+    model = get_model("mobilenet_v1", width_mult=alpha, resolution=resolution)
+    result = summary(model, print_table=False)
+    assert abs(result.total_macs / 1e6 - paper_mult_adds) < 1.0
+    if (alpha, resolution) == (1.0, 224):
+        assert result.total_macs == 568740352
+        assert result.layers[-1].output_shape == (1, 1000)
+        last_map = [r for r in result.layers if r.type == "ReLU"][-1]
+        assert last_map.output_shape == (1, 1024, 7, 7)  # Table 1: 7x7x1024 before the average pool
+        # receptive field of the last conv layer: 315 pixels (Araujo et al. 2019, "Computing Receptive
+        # Fields of Convolutional Neural Networks", Distill, Table 1: mobilenet_v1 315)
+        assert last_map.receptive_field == (315, 315) and last_map.jump == (32, 32)
+
+
+def test_layers_follow_table1():
+    model = get_model("mobilenet_v1")
+    convs = [m for m in model.modules() if isinstance(m, Conv2d)]
+    assert len(convs) == 27 and len([m for m in model.modules() if isinstance(m, BatchNorm2d)]) == 27
+    assert all(c.bias is None for c in convs)
+    depthwise, pointwise = convs[1::2], convs[2::2]
+    assert [(d.stride[0], p.out_channels) for d, p in zip(depthwise, pointwise)] == TABLE1
+    assert all(d.groups == d.in_channels == d.out_channels and d.weight.shape[1:] == (1, 3, 3) for d in depthwise)
+    assert all(p.kernel_size == (1, 1) and p.groups == 1 for p in pointwise)
+    assert model.input_size == (3, 224, 224)
+    assert get_model("mobilenet_v1", resolution=160, in_channels=1).input_size == (1, 160, 160)
+
+
+def test_bad_width_is_rejected():
+    with pytest.raises(ValueError, match="width_mult"):
+        get_model("mobilenet_v1", width_mult=0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch's grouped conv runs one small kernel per group; with 2 OpenMP threads on a busy machine
+    the per-group synchronisation makes a 0.1 s forward take 30 s."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def torch_mobilenet(model, alpha, classes):
+    """Table 1 in torch with the same module names, loaded with our weights."""
+    tnn = torch.nn
+
+    def cbr(cin, cout, k, stride=1, groups=1):
+        return tnn.Sequential(tnn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
+                              tnn.BatchNorm2d(cout), tnn.ReLU())
+    c = int(32 * alpha)
+    layers = [cbr(3, c, 3, 2)]
+    for stride, out in TABLE1:
+        out = int(out * alpha)
+        layers.append(tnn.Sequential(OrderedDict(depthwise=cbr(c, c, 3, stride, c), pointwise=cbr(c, out, 1))))
+        c = out
+    net = tnn.Sequential(OrderedDict(features=tnn.Sequential(*layers), avgpool=tnn.AdaptiveAvgPool2d(1),
+                                     flatten=tnn.Flatten(1), fc=tnn.Linear(c, classes))).double()
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    return net
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_forward_equals_torch(training, one_torch_thread):
+    model = get_model("mobilenet_v1", num_classes=10, width_mult=0.25).double()
+    rng = np.random.default_rng(0)
+    for m in model.modules():
+        if isinstance(m, BatchNorm2d):
+            m.running_mean.data = rng.standard_normal(m.num_features) * 0.1
+            m.running_var.data = rng.uniform(0.5, 2.0, m.num_features)
+    reference = torch_mobilenet(model, 0.25, 10).train(training)
+    model.train(training)
+    x = rng.standard_normal((2, 3, 64, 64))
+    np.testing.assert_allclose(model(sn.tensor(x)).numpy(), reference(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-9, atol=1e-11)
+    if training:
+        np.testing.assert_allclose(model.state_dict()["features.13.pointwise.1.running_mean"],
+                                   reference.state_dict()["features.13.pointwise.1.running_mean"].numpy(),
+                                   rtol=1e-10, atol=1e-13)
+
+
+def test_tiny_gradcheck():
+    """Width 0.25 on a 64x64 input (2x2 maps at the end), BN in training mode: directional check
+    over the input and all 0.47M-less-FC parameters."""
+    model = get_model("mobilenet_v1", num_classes=10, width_mult=0.25, resolution=64).double().train()
+    x = sn.tensor(np.random.default_rng(0).standard_normal((2, 3, 64, 64)), requires_grad=True)
+    assert sn.gradcheck(lambda x: model(x), [x], params=list(model.parameters()))
+
+
+def test_train_and_eval_behaviour():
+    model = get_model("mobilenet_v1", num_classes=10, width_mult=0.25)
+    x = sn.tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    model.train()
+    model(x)
+    bn = model.features[0][1]
+    assert int(bn.num_batches_tracked.item()) == 1 and not np.allclose(bn.running_mean.numpy(), 0)
+    model.eval()
+    stats = bn.running_mean.numpy().copy()
+    with sn.no_grad():
+        a, b = model(x).numpy(), model(x[:1]).numpy()
+    np.testing.assert_allclose(a[:1], b, rtol=1e-5, atol=1e-6)  # eval: samples independent of the batch
+    np.testing.assert_array_equal(bn.running_mean.numpy(), stats)

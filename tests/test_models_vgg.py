@@ -1,0 +1,142 @@
+"""VGG-11/13/16/19 (+BN): torchvision's counts and state dicts, a torch twin built from Table 1
+that loads our weights and agrees, gradients, and batch-norm/dropout train/eval behaviour."""
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import scratchnet as sn
+from scratchnet.models import get_model
+from scratchnet.nn import BatchNorm2d, Conv2d, Dropout, Linear, init
+
+NAMES = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
+REFERENCE = json.loads((Path(__file__).parent / "data" / "torchvision_reference.json").read_text())
+
+# Table 1 of Simonyan & Zisserman, written out again here: conv widths, "M" for each 2x2 pool
+TABLE_1 = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+TINY = {"width": 1 / 32, "hidden": 8, "num_classes": 5}  # 2-4-8-16-16 maps
+
+
+@pytest.fixture
+def skip_random_init(monkeypatch):
+    """Counting parameters needs shapes, not random draws (drawing 138M normals costs seconds)."""
+    monkeypatch.setattr(init, "uniform_", lambda tensor, a=0.0, b=1.0: tensor)
+    monkeypatch.setattr(init, "normal_", lambda tensor, mean=0.0, std=1.0: tensor)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_counts_and_state_dict_equal_torchvision(skip_random_init, name):
+    model = get_model(name)
+    assert model.num_parameters() == REFERENCE[name]["num_params"]
+    assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == REFERENCE[name]["state_dict"]
+    assert model.input_size == (3, 224, 224)
+
+
+def test_vgg16_is_138_million(skip_random_init):
+    assert get_model("vgg16").num_parameters() == 138_357_544  # torchvision's documented count
+
+
+def torch_vgg(depth, batch_norm, width, hidden, num_classes):
+    """torchvision's VGG layout, written with torch.nn from Table 1."""
+    layers, c_in = [], 3
+    for entry in TABLE_1[depth]:
+        if entry == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2))
+            continue
+        c_out = max(1, int(entry * width))
+        layers.append(torch.nn.Conv2d(c_in, c_out, 3, padding=1))
+        layers += [torch.nn.BatchNorm2d(c_out)] if batch_norm else []
+        layers.append(torch.nn.ReLU())
+        c_in = c_out
+    return torch.nn.Sequential(OrderedDict([
+        ("features", torch.nn.Sequential(*layers)),
+        ("avgpool", torch.nn.AdaptiveAvgPool2d((7, 7))),
+        ("flatten", torch.nn.Flatten()),
+        ("classifier", torch.nn.Sequential(torch.nn.Linear(c_in * 49, hidden), torch.nn.ReLU(), torch.nn.Dropout(),
+                                           torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Dropout(),
+                                           torch.nn.Linear(hidden, num_classes))),
+    ])).double()
+
+
+@pytest.mark.parametrize("depth,batch_norm", [(11, True), (16, False), (19, True)])
+def test_forward_matches_torch_twin(rng, device, depth, batch_norm):
+    name = f"vgg{depth}" + ("_bn" if batch_norm else "")
+    model = get_model(name, **TINY).double()
+    twin = torch_vgg(depth, batch_norm, **TINY)
+    twin.load_state_dict({k: torch.tensor(v) for k, v in model.state_dict().items()}, strict=True)
+    x = rng.standard_normal((2, 3, 64, 64))  # 2x2 maps at the end: the adaptive pool resamples to 7x7
+    model.to(device)
+    for training in (True, False):  # BN on batch statistics, then on running statistics
+        model.train(training)
+        twin.train(training)
+        for m in list(model.modules()) + list(twin.modules()):  # dropout off on both sides
+            if isinstance(m, (Dropout, torch.nn.Dropout)):
+                m.train(False)
+        out = model(sn.tensor(x, device=device)).numpy()
+        np.testing.assert_allclose(out, twin(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
+    if batch_norm:  # running statistics were updated the same way
+        ours = model.state_dict()
+        for key, value in twin.state_dict().items():
+            np.testing.assert_allclose(ours[key], value.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_features_shape_at_native_input(rng):
+    model = get_model("vgg16", **TINY)
+    features = model.features(sn.tensor(rng.standard_normal((1, 3, 224, 224)).astype(np.float32)))
+    assert features.shape == (1, 16, 7, 7)  # five 2x2 pools: 224 -> 7, where avgpool is the identity
+
+
+def test_module_tree_is_torchvisions():
+    model = get_model("vgg11_bn", **TINY)
+    kinds = [type(m).__name__ for m in model.features]
+    assert kinds[:8] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert all(m.kernel_size == (3, 3) and m.padding == (1, 1) and m.stride == (1, 1)
+               for m in model.features if isinstance(m, Conv2d))
+    assert model.avgpool.output_size == (7, 7)
+    assert [type(m).__name__ for m in model.classifier] == ["Linear", "ReLU", "Dropout"] * 2 + ["Linear"]
+    assert [m.p for m in model.classifier if isinstance(m, Dropout)] == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("name,training", [("vgg11_bn", True), ("vgg11_bn", False), ("vgg13", True)])
+def test_gradcheck_tiny(rng, name, training):
+    model = get_model(name, **TINY).double().train(training)
+    x = sn.tensor(rng.standard_normal((2, 3, 32, 32)), requires_grad=True)
+
+    def fn(x):
+        sn.manual_seed(3)  # the same dropout masks at every evaluation
+        return model(x)
+    assert sn.gradcheck(fn, [x], params=list(model.parameters()), max_elements=0)
+
+
+def test_train_eval_behaviour(rng):
+    model = get_model("vgg11_bn", **TINY).double()
+    x = sn.tensor(rng.standard_normal((2, 3, 32, 32)))
+    bn = next(m for m in model.modules() if isinstance(m, BatchNorm2d))
+    model.eval()
+    before = bn.running_mean.numpy().copy()
+    np.testing.assert_array_equal(model(x).numpy(), model(x).numpy())  # no dropout, fixed statistics
+    np.testing.assert_array_equal(bn.running_mean.numpy(), before)
+    model.train()
+    sn.manual_seed(1)
+    first = model(x).numpy()
+    assert not np.array_equal(bn.running_mean.numpy(), before) and int(bn.num_batches_tracked.numpy()) == 1
+    sn.manual_seed(2)
+    assert not np.allclose(first, model(x).numpy())  # dropout is on
+
+
+def test_torchvision_initialisation():
+    model = get_model("vgg11", width=1 / 4, hidden=512, num_classes=10)
+    conv = model.features[0]
+    fan_out = conv.weight.shape[0] * 9
+    assert abs(float(conv.weight.numpy().std()) / np.sqrt(2 / fan_out) - 1) < 0.15  # kaiming normal, fan_out
+    linear = model.classifier[3]
+    assert isinstance(linear, Linear) and abs(float(linear.weight.numpy().std()) - 0.01) < 0.0005
+    assert all(not m.bias.numpy().any() for m in model.modules() if isinstance(m, (Conv2d, Linear)))

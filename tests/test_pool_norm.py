@@ -1,0 +1,241 @@
+"""Pooling and normalisation against torch (values, gradients, running stats) and gradcheck."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import scratchnet as sn
+import scratchnet.nn.functional as F
+
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-5, atol=1e-5)}
+
+
+def compare_with_torch(op, torch_op, x, device, **options):
+    """Output and input gradient (of sum(y * r)) of op vs torch_op on the same input."""
+    dtype = x.dtype.type
+    ours = sn.tensor(x, requires_grad=True, device=device)
+    theirs = torch.tensor(x, requires_grad=True)
+    y, y_ref = op(ours, **options), torch_op(theirs, **options)
+    assert y.shape == tuple(y_ref.shape) and y.dtype == x.dtype
+    np.testing.assert_allclose(y.numpy(), y_ref.detach().numpy(), **TOL[dtype])
+    r = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+    (y * sn.tensor(r, device=device)).sum().backward()
+    (y_ref * torch.tensor(r)).sum().backward()
+    np.testing.assert_allclose(sn.backend.to_numpy(ours.grad), theirs.grad.numpy(), **TOL[dtype])
+
+
+POOL_CASES = [
+    dict(kernel_size=2),  # VGG's 2x2/2
+    dict(kernel_size=3, stride=2),  # AlexNet's overlapping 3x3/2
+    dict(kernel_size=3, stride=2, ceil_mode=True),  # GoogLeNet's, a window hangs off the edge
+    dict(kernel_size=3, stride=1, padding=1),  # Inception's pool branch
+    dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1)),
+    dict(kernel_size=2, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=3, stride=3, padding=1, ceil_mode=True),  # the extra window would start in padding
+]
+
+
+@pytest.mark.parametrize("options", POOL_CASES + [dict(kernel_size=2, stride=1, dilation=2),
+                                                  dict(kernel_size=3, stride=2, padding=1, dilation=(2, 1),
+                                                       ceil_mode=True)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_max_pool2d_matches_torch(options, dtype, device, rng):
+    x = rng.standard_normal((2, 3, 7, 8)).astype(dtype)
+    compare_with_torch(F.max_pool2d, TF.max_pool2d, x, device, **options)
+
+
+def test_max_pool2d_ties_go_to_the_first_maximum(device):
+    """Equal values in a window (ReLU zeros!): torch sends the whole gradient to the first, row-major."""
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 1, 1] = x[0, 0, 1, 2] = 5.0  # shared by two overlapping windows
+    compare_with_torch(F.max_pool2d, TF.max_pool2d, x, device, kernel_size=3, stride=1)
+
+
+def test_max_pool2d_nan_windows_like_torch():
+    """A NaN wins its window (torch's kernel takes every NaN it meets: the last one gets the gradient)."""
+    x = np.random.default_rng(0).standard_normal((1, 1, 4, 4))
+    x[0, 0, 0, 1] = x[0, 0, 1, 1] = np.nan
+    xs, xt = sn.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    (y, idx), (y_ref, idx_ref) = F.max_pool2d(xs, 2, 1, return_indices=True), TF.max_pool2d(xt, 2, 1,
+                                                                                           return_indices=True)
+    np.testing.assert_array_equal(y.data, y_ref.detach().numpy())  # NaN positions equal too
+    np.testing.assert_array_equal(idx.data, idx_ref.numpy())
+    y.sum().backward()
+    y_ref.sum().backward()
+    np.testing.assert_array_equal(xs.grad, xt.grad.numpy())
+
+
+def test_max_pool2d_return_indices(rng):
+    x = rng.standard_normal((2, 3, 7, 8))
+    for options in POOL_CASES:
+        y, idx = F.max_pool2d(sn.tensor(x), return_indices=True, **options)
+        y_ref, idx_ref = TF.max_pool2d(torch.tensor(x), return_indices=True, **options)
+        np.testing.assert_array_equal(y.data, y_ref.numpy())
+        np.testing.assert_array_equal(idx.data, idx_ref.numpy())
+        assert idx.dtype == np.int64
+
+
+@pytest.mark.parametrize("options", POOL_CASES)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_avg_pool2d_matches_torch(options, count_include_pad, dtype, device, rng):
+    x = rng.standard_normal((2, 3, 7, 8)).astype(dtype)
+    compare_with_torch(F.avg_pool2d, TF.avg_pool2d, x, device, count_include_pad=count_include_pad, **options)
+
+
+def test_avg_pool2d_divisors_at_the_edges():
+    """On ones, the output shows the divisor: padded zeros count with count_include_pad, but a ceil_mode
+    window hanging past the padding is divided by its clipped size even then (torch's rule)."""
+    ones = sn.tensor(np.ones((1, 1, 4, 4)))
+    y = F.avg_pool2d(ones, 3, stride=2, padding=1, ceil_mode=False, count_include_pad=True)
+    np.testing.assert_allclose(y.data[0, 0], [[4 / 9, 6 / 9], [6 / 9, 1.0]])
+    y = F.avg_pool2d(ones, 3, stride=2, padding=1, count_include_pad=False)
+    np.testing.assert_allclose(y.data[0, 0], np.ones((2, 2)))
+    # 5 wide, kernel 2, stride 2, ceil: the last window covers column 4 only (no padding): 1/1, not 1/2
+    y = F.avg_pool2d(sn.tensor(np.ones((1, 1, 5, 5))), 2, ceil_mode=True, count_include_pad=True)
+    np.testing.assert_allclose(y.data[0, 0], np.ones((3, 3)))
+    np.testing.assert_allclose(y.data, TF.avg_pool2d(torch.ones(1, 1, 5, 5, dtype=torch.float64), 2,
+                                                     ceil_mode=True).numpy())
+
+
+def test_avg_pool2d_divisor_override(rng, device):
+    x = rng.standard_normal((1, 2, 6, 5))
+    compare_with_torch(F.avg_pool2d, TF.avg_pool2d, x, device, kernel_size=3, stride=2, padding=1,
+                       ceil_mode=True, divisor_override=4)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+@pytest.mark.parametrize("options", [POOL_CASES[i] for i in (1, 2, 4, 6)])
+def test_pool_gradcheck(pool, options, rng):
+    x = sn.tensor(rng.standard_normal((1, 2, 7, 6)), requires_grad=True)
+    op = F.max_pool2d if pool == "max" else F.avg_pool2d
+    assert sn.gradcheck(lambda x: op(x, **options), [x])
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda x: F.max_pool2d(x, 3, padding=2), "pad should be at most half of kernel size"),
+    (lambda x: F.avg_pool2d(x, 2, padding=(0, 2)), "pad should be at most half of kernel size"),
+    (lambda x: F.max_pool2d(x[0], 2), r"expects input of shape \(N, C, H, W\)"),
+    (lambda x: F.max_pool2d(x, 9), "too small"),
+    (lambda x: F.max_pool2d(x, 2, stride=0), "stride"),
+    (lambda x: F.avg_pool2d(x.long(), 2), "needs floating-point"),
+    (lambda x: F.adaptive_avg_pool2d(x, (2, 2, 2)), "int or a pair"),
+    (lambda x: F.adaptive_avg_pool2d(x, 0), "positive"),
+])
+def test_pool_errors(call, message, rng):
+    x = sn.tensor(rng.standard_normal((1, 2, 5, 5)))
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(x)
+
+
+@pytest.mark.parametrize("output_size", [1, (1, 1), 2, (3, 4), (None, 3), (2, None), 5, (7, 1), (4, 2)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adaptive_avg_pool2d_matches_torch(output_size, dtype, device, rng):
+    # 6x8 input: 2 and (3, 4) divide evenly (the avg_pool fast path); 5, (7, 1) give overlapping uneven bins
+    x = rng.standard_normal((2, 3, 6, 8)).astype(dtype)
+    compare_with_torch(F.adaptive_avg_pool2d, TF.adaptive_avg_pool2d, x, device, output_size=output_size)
+
+
+@pytest.mark.parametrize("output_size", [1, 2, (4, 3), (5, 2)])
+def test_adaptive_avg_pool2d_gradcheck(output_size, rng):
+    x = sn.tensor(rng.standard_normal((1, 2, 6, 4)), requires_grad=True)
+    assert sn.gradcheck(lambda x: F.adaptive_avg_pool2d(x, output_size), [x])
+
+
+# --------------------------------------------------------------------------- batch norm
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (4, 3, 6), (2, 3, 4, 5)])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_norm_matches_torch(shape, training, affine, dtype, device, rng):
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    w, b = (rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)) if affine else (None, None)
+    mean, var = rng.standard_normal(3).astype(dtype), (rng.random(3) + 0.5).astype(dtype)
+    params = [sn.tensor(a, requires_grad=True, device=device) if a is not None else None for a in (x, w, b)]
+    params_ref = [torch.tensor(a, requires_grad=True) if a is not None else None for a in (x, w, b)]
+    running = [sn.tensor(mean, device=device), sn.tensor(var, device=device)]
+    running_ref = [torch.tensor(mean), torch.tensor(var)]
+    y = F.batch_norm(params[0], *running, params[1], params[2], training, 0.3, 1e-3)
+    y_ref = TF.batch_norm(params_ref[0], *running_ref, params_ref[1], params_ref[2], training, 0.3, 1e-3)
+    np.testing.assert_allclose(y.numpy(), y_ref.detach().numpy(), **TOL[dtype])
+    # running statistics: updated in place (unbiased variance) when training, untouched otherwise
+    for ours, theirs in zip(running, running_ref):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), **TOL[dtype])
+    r = rng.standard_normal(shape).astype(dtype)
+    (y * sn.tensor(r, device=device)).sum().backward()
+    (y_ref * torch.tensor(r)).sum().backward()
+    for ours, theirs in zip(params, params_ref):
+        if ours is not None:
+            np.testing.assert_allclose(sn.backend.to_numpy(ours.grad), theirs.grad.numpy(), **TOL[dtype])
+
+
+def test_batch_norm_updates_the_module_buffers_in_place(rng):
+    """The module's buffer arrays themselves change (no rebinding), so views and state_dicts see it."""
+    mean, var = sn.tensor(np.zeros(2)), sn.tensor(np.ones(2))
+    mean_array, var_array = mean.data, var.data
+    x = rng.standard_normal((6, 2)) + 4
+    F.batch_norm(sn.tensor(x), mean, var, training=True, momentum=0.5)
+    assert mean.data is mean_array and var.data is var_array
+    np.testing.assert_allclose(mean_array, 0.5 * x.mean(axis=0))
+    np.testing.assert_allclose(var_array, 0.5 + 0.5 * x.var(axis=0, ddof=1))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 2, 3)])
+def test_batch_norm_gradcheck(training, shape, rng):
+    x = sn.tensor(rng.standard_normal(shape), requires_grad=True)
+    w = sn.tensor(rng.standard_normal(3), requires_grad=True)
+    b = sn.tensor(rng.standard_normal(3), requires_grad=True)
+    mean, var = rng.standard_normal(3), rng.random(3) + 0.5
+
+    def fn(x, w, b):  # fresh buffers each call, so the in-place update cannot leak between evaluations
+        return F.batch_norm(x, sn.tensor(mean), sn.tensor(var), w, b, training)
+    assert sn.gradcheck(fn, [x, w, b])
+    assert sn.gradcheck(lambda x: F.batch_norm(x, None, None, training=True), [x])
+
+
+def test_batch_norm_errors(rng):
+    stats = sn.tensor(np.zeros(3)), sn.tensor(np.ones(3))
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        F.batch_norm(sn.tensor(rng.standard_normal((1, 3))), *stats, training=True)
+    with pytest.raises(ValueError, match=r"running_mean must have shape \(4,\)"):
+        F.batch_norm(sn.tensor(rng.standard_normal((2, 4))), *stats)
+    with pytest.raises(ValueError, match="needs running_mean"):
+        F.batch_norm(sn.tensor(rng.standard_normal((2, 3))), None, None, training=False)
+    # eval with a single sample is fine (running statistics)
+    assert F.batch_norm(sn.tensor(rng.standard_normal((1, 3))), *stats).shape == (1, 3)
+
+
+# --------------------------------------------------------------------------- local response norm
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_local_response_norm_matches_torch(size, dtype, device, rng):
+    x = (rng.standard_normal((2, 6, 3, 4)) * 4).astype(dtype)  # large activations: the norm matters
+    compare_with_torch(F.local_response_norm, TF.local_response_norm, x, device, size=size, alpha=0.05,
+                       beta=0.75, k=2.0)
+
+
+def test_local_response_norm_alexnet_constants(rng):
+    """The paper's k=2, n=5, alpha=1e-4, beta=0.75 (alpha not divided by n), written out by hand."""
+    x = rng.standard_normal((1, 7, 2, 2)) * 30
+    y = F.local_response_norm(sn.tensor(x), size=5, alpha=5 * 1e-4, beta=0.75, k=2.0).data
+    squares = np.pad(x ** 2, ((0, 0), (2, 2), (0, 0), (0, 0)))
+    expected = np.stack([x[:, c] / (2 + 1e-4 * squares[:, c:c + 5].sum(axis=1)) ** 0.75 for c in range(7)], 1)
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_local_response_norm_gradcheck(size, rng):
+    x = sn.tensor(rng.standard_normal((1, 5, 2, 3)), requires_grad=True)
+    assert sn.gradcheck(lambda x: F.local_response_norm(x, size, alpha=0.5, beta=0.75, k=1.0), [x])
+
+
+def test_local_response_norm_errors(rng):
+    with pytest.raises(ValueError, match="3 or more dims"):
+        F.local_response_norm(sn.tensor(rng.standard_normal((2, 3))), 2)
+    with pytest.raises(ValueError, match="positive int"):
+        F.local_response_norm(sn.tensor(rng.standard_normal((2, 3, 4))), 0)

@@ -1,0 +1,99 @@
+"""The study tools: each runs on tiny models, writes its files, and its numbers mean what they say."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import scratchnet as sn
+from scratchnet import study
+from scratchnet.models import get_model
+from scratchnet.models.senet import SEBlock
+from scratchnet.nn import Conv2d, MaxPool2d
+
+
+@pytest.fixture(autouse=True)
+def _data(data_dir, monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
+
+
+def test_gradflow_shows_vanishing_sigmoid_gradients(tmp_path):
+    results = study.gradflow(["deep_sigmoid", "deep_relu"], steps=2, batch_size=8, out=tmp_path)
+    assert (tmp_path / "gradflow.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "gradflow.json").read_text())
+    assert set(saved) == {"deep_sigmoid", "deep_relu"}
+    for name, r in results.items():
+        assert len(r["at_init"]) == 20 and len(r["after_steps"]) == 20
+        assert all(rec["weight_grad"] > 0 and rec["activation_grad"] > 0 for rec in r["at_init"])
+    first_over_last = {n: r["at_init"][0]["weight_grad"] / r["at_init"][-1]["weight_grad"] for n, r in results.items()}
+    # sigma' <= 1/4 per layer: 19 sigmoid layers shrink the gradient by many orders of magnitude
+    assert first_over_last["deep_sigmoid"] < 1e-6
+    assert first_over_last["deep_relu"] > 1e-2
+
+
+def test_joins_split_residual_gradient_into_shortcut_and_branch(tmp_path):
+    model = get_model("resnet20", num_classes=10, in_channels=1)
+    results = study.joins([model], batch_size=2, out=tmp_path)
+    records = results["cifarresnet"]
+    assert {r["path"] for r in records} == {"shortcut", "residual"}
+    assert len(records) == 2 * 9  # 9 residual units, one record per path
+    assert all(r["norm"] > 0 for r in records)
+    assert (tmp_path / "joins.png").exists()
+
+
+def test_max_unpool_matches_torch():
+    x = np.random.default_rng(1).standard_normal((2, 3, 7, 7))
+    pool = MaxPool2d(3, 2, padding=1)
+    y, switches = study.max_pool_with_switches(x, pool)
+    ty, idx = torch.nn.functional.max_pool2d(torch.tensor(x), 3, 2, 1, return_indices=True)
+    np.testing.assert_array_equal(y, ty.numpy())
+    expected = torch.nn.functional.max_unpool2d(ty, idx, 3, 2, 1, output_size=(7, 7)).numpy()
+    np.testing.assert_array_equal(study.max_unpool(y, switches, pool, x.shape), expected)
+
+
+def test_deconv_of_one_conv_projects_the_filter():
+    """Through a single conv, a lone activation projects back to that filter, scaled and placed."""
+    conv = Conv2d(1, 4, 3).double()
+    x = np.random.default_rng(2).standard_normal((1, 1, 8, 8))
+    projections, order = study.deconv_project([conv], x, 0, top=1)
+    (image, channel), = order
+    fmap = conv(sn.tensor(x)).data
+    i, j = np.unravel_index(fmap[image, channel].argmax(), fmap.shape[2:])
+    expected = np.zeros((1, 8, 8))
+    expected[:, i:i + 3, j:j + 3] = fmap[image, channel, i, j] * conv.weight.data[channel]
+    np.testing.assert_allclose(projections[0], expected, rtol=1e-12)
+
+
+def test_deconv_features_and_se_tools_write_their_files(tmp_path):
+    projections, order = study.deconv("lenet", steps=3, batch_size=8, images=8, top=4, out=tmp_path)
+    assert projections.shape == (4, 1, 32, 32) and len(order) == 4
+    assert all(np.abs(p).sum() > 0 for p in projections)
+    stats = study.features("lenet", steps=3, batch_size=8, out=tmp_path)
+    assert stats["filters"] == [6, 1, 5, 5] and stats["maps"] == [6, 28, 28]
+    model = get_model("resnet20", num_classes=10, in_channels=1, se_layer=lambda c: SEBlock(c, reduction=4))
+    per_class = study.se_weights(model, steps=2, batch_size=8, images=40, out=tmp_path)
+    assert len(per_class) == 9
+    for gates in per_class.values():
+        assert gates.shape[0] == 10 and ((gates > 0) & (gates < 1)).all()
+    for name in ("deconv.png", "filters.png", "feature_maps.png", "se_weights.png", "se_weights.json"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_cost_tool_uses_the_summary_numbers(tmp_path):
+    rows = study.cost(["lenet5", "alexnet"], out=tmp_path)
+    by_name = {r["model"]: r for r in rows}
+    assert by_name["alexnet"]["params"] == get_model("alexnet").num_parameters()
+    assert by_name["lenet5"]["macs"] > 0 and (tmp_path / "cost.png").exists()
+
+
+def test_degradation_runs_through_the_training_cli(tmp_path):
+    curves = study.degradation(["plain20", "resnet20"], epochs=1, limit=64, batch_size=32, test_limit=32,
+                                out=tmp_path)
+    assert set(curves) == {"plain20", "resnet20"}
+    assert all(len(c) == 1 and 0 <= c[0] <= 1 for c in curves.values())
+    assert (tmp_path / "degradation.png").exists()
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    assert study.main(["--out", str(tmp_path), "deconv", "--model", "lenet", "--layer", "9", "--steps", "0"]) == 2
+    assert "--layer must be between 1 and 3" in capsys.readouterr().err

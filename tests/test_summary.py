@@ -1,0 +1,188 @@
+"""scratchnet.summary: per-layer shapes, params, MACs, receptive fields, against hand-computed numbers
+and torchvision's published GMACs (tests/data/torchvision_reference.json)."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet.models import get_model, list_models
+from scratchnet.nn import BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential
+from scratchnet.summary import LayerRecord, ModelSummary, main, summary
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "torchvision_reference.json").read_text())
+
+
+def rows(result):
+    return {(r.name, i): r for i, r in enumerate(result.layers)}
+
+
+# --------------------------------------------------------------------------- hand-computed: LeNet-5, AlexNet conv1
+
+
+def test_lenet5_per_layer_numbers():
+    """Modern LeNet-5 on 1x32x32, computed by hand: params = k*k*C_in*C_out + C_out,
+    MACs = out_h*out_w*C_out*k*k*C_in, RF grows by (k-1)*jump, jump by the stride."""
+    result = summary(get_model("lenet5"), print_table=False)
+    expected = [  # name, type, output shape, params, MACs, RF, jump
+        ("c1", "Conv2d", (1, 6, 28, 28), 156, 28 * 28 * 6 * 25, 5, 1),
+        ("act", "ReLU", (1, 6, 28, 28), 0, 0, 5, 1),
+        ("s2", "MaxPool2d", (1, 6, 14, 14), 0, 0, 6, 2),
+        ("c3", "Conv2d", (1, 16, 10, 10), 2416, 10 * 10 * 16 * 150, 14, 2),
+        ("act", "ReLU", (1, 16, 10, 10), 0, 0, 14, 2),
+        ("s4", "MaxPool2d", (1, 16, 5, 5), 0, 0, 16, 4),
+        ("c5", "Conv2d", (1, 120, 1, 1), 48120, 120 * 400, 32, 4),
+        ("act", "ReLU", (1, 120, 1, 1), 0, 0, 32, 4),
+        ("f6", "Linear", (1, 84), 10164, 120 * 84, 32, 4),
+        ("act", "ReLU", (1, 84), 0, 0, 32, 4),
+        ("output", "Linear", (1, 10), 850, 84 * 10, 32, 4),
+    ]
+    got = [(r.name, r.type, r.output_shape, r.params, r.macs, r.receptive_field, r.jump) for r in result.layers]
+    assert got == [(n, t, s, p, m, (rf, rf), (j, j)) for n, t, s, p, m, rf, j in expected]
+    assert result.total_params == 61706 == sum(r.params for r in result.layers)  # the shared ReLU counts once
+    assert result.total_macs == 117600 + 240000 + 48000 + 10080 + 840
+    assert result.total_flops == 2 * result.total_macs
+    assert result.layers[0].activation_kb == 6 * 28 * 28 * 4 / 1024  # float32
+
+
+def test_lenet5_classic_custom_layers_keep_the_receptive_field():
+    """Trainable subsampling (no kernel_size: the 28->14 map change acts as a 2x2/2 window) and the
+    partial-connection C3 (kernel_size 5, stride 1) give the same fields as the modern net."""
+    result = summary(get_model("lenet5_classic"), print_table=False)
+    fields = {r.name: (r.receptive_field, r.jump) for r in result.layers}
+    assert fields["s2"] == ((6, 6), (2, 2)) and fields["c3"] == ((14, 14), (2, 2))
+    assert fields["s4"] == ((16, 16), (4, 4)) and fields["c5"] == ((32, 32), (4, 4))
+    assert result.total_params == get_model("lenet5_classic").num_parameters()
+
+
+def test_alexnet_conv1():
+    """conv1: 96 kernels 11x11x3, stride 4 on 227x227 -> 96x55x55; 11*11*3*96 + 96 = 34,944 params;
+    55*55*96 * 11*11*3 = 105,415,200 MACs; receptive field 11, jump 4."""
+    result = summary(get_model("alexnet"), print_table=False)
+    conv1 = result.layers[0]
+    assert (conv1.name, conv1.type, conv1.output_shape) == ("features.0", "Conv2d", (1, 96, 55, 55))
+    assert (conv1.params, conv1.macs, conv1.receptive_field, conv1.jump) == (34944, 105415200, (11, 11), (4, 4))
+    # overlapping pool 3x3/2 after conv1: 11 + 2*4 = 19, jump 8
+    pool1 = next(r for r in result.layers if r.type == "MaxPool2d")
+    assert (pool1.output_shape, pool1.receptive_field, pool1.jump) == ((1, 96, 27, 27), (19, 19), (8, 8))
+    assert result.total_params == get_model("alexnet").num_parameters()
+
+
+def test_equivalent_sequential_of_alexnet_conv1_and_batch():
+    model = Sequential(Conv2d(3, 96, 11, 4), ReLU(), MaxPool2d(3, 2))
+    result = summary(model, (3, 227, 227), batch_size=2, print_table=False)
+    conv = result.layers[0]
+    assert conv.output_shape == (2, 96, 55, 55) and conv.macs == 105415200  # MACs stay per sample
+    assert conv.activation_kb == 2 * 96 * 55 * 55 * 4 / 1024  # memory is for the whole batch
+
+
+# --------------------------------------------------------------------------- rules: joins, gates, dilation
+
+
+class TwoBranches(Module):
+    """A 3x3 and a 5x5 branch joined by + and by cat: the join takes the widest field."""
+
+    def __init__(self):
+        super().__init__()
+        self.narrow = Conv2d(2, 4, 3, padding=1)
+        self.wide = Conv2d(2, 4, 5, padding=2)
+        self.after = Conv2d(8, 2, 3, stride=2, dilation=2, padding=2)
+
+    def forward(self, x):
+        joined = self.narrow(x) + self.wide(x)
+        return self.after(sn.cat([joined, self.narrow(x)], 1))
+
+
+def test_branches_join_at_the_maximum_and_dilation_widens():
+    result = summary(TwoBranches(), (2, 16, 16), print_table=False)
+    by_name = [(r.name, r.receptive_field[0]) for r in result.layers]
+    # narrow 3, wide 5, narrow again 3, after: max(5, 3) + dilation 2 * (3 - 1) * jump 1 = 9
+    assert by_name == [("narrow", 3), ("wide", 5), ("narrow", 3), ("after", 9)]
+    assert result.layers[-1].jump == (2, 2)
+    assert result.layers[0].params == 2 * 4 * 9 + 4 and result.layers[2].params == 0  # reused: counted once
+
+
+def test_squeeze_excitation_gate_does_not_widen_the_field():
+    """EfficientNet's first block: stem 3x3/2 (rf 3, jump 2), depthwise 3x3 (rf 7); the SE branch is
+    global, but the project conv after `gate * x` keeps the depthwise field."""
+    model = get_model("efficientnet_b0", num_classes=10)
+    result = summary(model, (3, 32, 32), print_table=False)
+    named = {r.name: r for r in result.layers}
+    assert named["features.1.0.block.0.0"].receptive_field == (7, 7)
+    assert named["features.1.0.block.1.avgpool"].receptive_field == (7 + 15 * 2, 7 + 15 * 2)  # 16x16 map pooled
+    assert named["features.1.0.block.2.0"].receptive_field == (7, 7)
+
+
+def test_summary_restores_mode_and_state():
+    model = get_model("lenet5")
+    model.train()
+    bn = BatchNorm2d(3)
+    seq = Sequential(bn, Flatten(), Linear(3 * 4 * 4, 2))
+    before = bn.running_mean.numpy().copy()
+    summary(seq, (3, 4, 4), print_table=False)
+    summary(model, print_table=False)
+    assert all(m.training for m in model.modules()) and all(m.training for m in seq.modules())
+    np.testing.assert_array_equal(bn.running_mean.numpy(), before)  # ran in eval mode: stats untouched
+    assert int(bn.num_batches_tracked.item()) == 0
+    assert all(not m._forward_hooks for m in model.modules())  # hooks removed
+
+
+def test_result_is_structured_and_printable(capsys):
+    result = summary(get_model("lenet5"))
+    printed = capsys.readouterr().out
+    assert isinstance(result, ModelSummary) and all(isinstance(r, LayerRecord) for r in result.layers)
+    assert "c1" in printed and "117,600" in printed and "Total params: 61,706" in printed
+    assert result.to_dict()["total_flops"] == 2 * result.total_macs
+    assert result.input_size == (1, 32, 32) and result.dtype == "float32"
+
+
+def test_float64_model_reports_float64_memory():
+    model = Sequential(Conv2d(1, 2, 3)).double()
+    result = summary(model, (1, 5, 5), print_table=False)
+    assert result.dtype == "float64" and result.layers[0].activation_kb == 2 * 3 * 3 * 8 / 1024
+
+
+def test_cli_prints_the_table(capsys):
+    assert main(["lenet5", "--num-classes", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "output" in out and "[1, 7]" in out
+    assert main(["mobilenet_v1", "--input-size", "3", "32", "32", "-o", "width_mult=0.25"]) == 0
+    assert "Total params: 470,072" in capsys.readouterr().out  # alpha 0.25 with 1000 classes
+
+
+def test_missing_input_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="input_size"):
+        summary(Sequential(Linear(2, 2)), print_table=False)
+
+
+# --------------------------------------------------------------------------- MACs vs torchvision's published GMACs
+
+# torchvision measured each model at its weights' crop size; for B2 that is 288 (EfficientNet_B2_Weights:
+# crop_size=288), not the paper's 260 that `input_size` keeps.
+REFERENCE_INPUT = {"efficientnet_b2": (3, 288, 288)}
+# A forward at full resolution per model: the cheap ones run always, the whole zoo with SCRATCHNET_FULL_ZOO=1
+# (benchmarks/models.py --macs prints the same comparison for every model).
+ALWAYS = ["resnet18", "resnet50", "vgg16", "densenet121", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2"]
+TORCHVISION_FAMILY = [name for name, ref in REFERENCE.items() if isinstance(ref, dict) and ref.get("macs")
+                      and name.split("_")[0].rstrip("0123456789") in ("vgg", "resnet", "densenet", "efficientnet")]
+
+
+@pytest.mark.parametrize("name", TORCHVISION_FAMILY)
+def test_macs_equal_torchvision_published(name):
+    if name not in ALWAYS and not os.environ.get("SCRATCHNET_FULL_ZOO"):
+        pytest.skip("full-resolution forward of a large model: set SCRATCHNET_FULL_ZOO=1")
+    if name not in list_models():
+        pytest.skip(f"{name} is not in the zoo yet")
+    model = get_model(name)
+    ref = REFERENCE[name]
+    assert model.num_parameters() == ref["num_params"]
+    result = summary(model, REFERENCE_INPUT.get(name), print_table=False)
+    # published as GMACs with 3 decimals: within its rounding
+    assert abs(result.total_macs / 1e9 - ref["macs"] / 1e9) <= 0.0005 + 1e-12, (result.total_macs, ref["macs"])
+
+
+def test_the_always_set_is_in_the_reference():
+    assert set(ALWAYS) <= set(TORCHVISION_FAMILY)
+    assert {"resnet50", "vgg16", "densenet121", "efficientnet_b0"} <= set(ALWAYS)
