@@ -15,8 +15,12 @@ setup(
     package_data={"scratchnet.kernels": ["*.cu", "*.cuh", "*.h"]},
     install_requires=["numpy>=1.23", "numba>=0.58", "tqdm>=4.60", "matplotlib>=3.5"],
     extras_require={
-        "gpu": ["cupy-cuda12x>=13"],
-        # torch (CPU build) is the reference oracle the tests compare against.
-        "dev": ["pytest>=7", "pytest-xdist>=3", "torch==2.13.0"],
+        # CuPy for CUDA 12 plus its runtime compiler (NVRTC 12 still targets sm_70).
+        "gpu": ["cupy-cuda12x>=14", "nvidia-cuda-nvrtc-cu12>=12"],
+        # torch (CPU build) is the reference oracle the tests compare against; CuPy's NVRTC
+        # compiles every .cu for sm_70/80/90 even on a machine without a GPU.
+        "dev": ["pytest>=7", "pytest-xdist>=3", "torch==2.13.0",
+                "cupy-cuda12x>=14; platform_system == 'Linux'",
+                "nvidia-cuda-nvrtc-cu12>=12; platform_system == 'Linux'"],
     },
 )

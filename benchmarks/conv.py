@@ -1,6 +1,6 @@
 """Convolution benchmark: im2col + GEMM vs the direct kernels, on real layer shapes.
 
-    python benchmarks/conv.py [--device cpu|gpu] [--repeat 3] [--batch-scale 1.0]
+    python benchmarks/conv.py [--device cpu|gpu] [--repeat 3] [--batch-scale 1.0] [--only depthwise]
 
 For every layer (shapes from the architectures, at realistic batch sizes) and
 every route (conv_algo='im2col' | 'direct') it measures the forward and the
@@ -102,7 +102,7 @@ def bench_layer(layer, device, timer, scale):
     for algo in ("im2col", "direct"):
         if algo == "direct" and device == "cpu" and not depthwise:
             continue  # no direct dense kernel on the CPU: the route would be im2col again
-        xt, wt = sn.tensor(x, requires_grad=True), sn.tensor(w, requires_grad=True)
+        xt, wt = sn.tensor(x, requires_grad=True, device=device), sn.tensor(w, requires_grad=True, device=device)
         gy = xp.ones((n, co, oh, oh), dtype=np.float32)
 
         def forward():
@@ -160,11 +160,13 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch-scale", type=float, default=1.0, help="multiply every batch size (quick runs)")
+    parser.add_argument("--only", default="", help="run only the layers whose name contains this text")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     device = backend.check_device(args.device)
     timer = Timer(device, args.repeat)
-    rows = [row for layer in LAYERS for row in bench_layer(layer, device, timer, args.batch_scale)]
+    layers = [layer for layer in LAYERS if args.only.lower() in layer[0].lower()]
+    rows = [row for layer in layers for row in bench_layer(layer, device, timer, args.batch_scale)]
     print_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     meta = dict(device=device, machine=platform.processor() or platform.machine(), repeat=args.repeat,

@@ -13,7 +13,8 @@ input of its native ``input_size`` in training mode; the loss is the sum of the 
 * memory, CPU: peak resident set size during the step minus the resident size just before it, in MB
   (Linux ``VmHWM`` from /proc/self/status, its high-water mark reset first through
   /proc/self/clear_refs; where that is not allowed, ``ru_maxrss`` from ``resource.getrusage``):
-  activations kept for backward, im2col workspace and gradients. The model's weights are not included.
+  activations kept for backward, im2col workspace and gradients. The model's weights are not included;
+  memory the allocator kept from building the model is reused without raising the RSS (a lower bound).
 * memory, GPU: bytes held by CuPy's memory pool after the step (the pool keeps every block it needed,
   so this is the step's peak), in MB.
 

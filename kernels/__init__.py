@@ -9,7 +9,16 @@ module for x's device; both modules share one API:
 and, on the GPU only, the direct dense convolution (``conv2d_forward``,
 ``conv2d_backward_input``, ``conv2d_backward_weight``).
 """
+import numpy as np
+
 from ..backend import device_of
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def supports(*arrays):
+    """Whether the kernels handle these arrays (float32 or float64, all one dtype)."""
+    return all(a.dtype == arrays[0].dtype for a in arrays) and arrays[0].dtype in DTYPES
 
 
 def for_array(array):

@@ -36,9 +36,9 @@ def _axpy(dst, dst_start, dst_step, src, src_start, src_step, count, scale):
             dst[dst_start + k * dst_step] += scale * src[src_start + k * src_step]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def _dot(a, a_start, b, b_start, b_step, count):
-    """sum over k < count of a[a_start + k] * b[b_start + k*b_step]."""
+    """sum over k < count of a[a_start + k] * b[b_start + k*b_step] (reassociated, so it vectorises)."""
     acc = 0.0
     if b_step == 1:
         sa, sb = a[a_start:a_start + count], b[b_start:b_start + count]
@@ -140,17 +140,17 @@ def _depthwise_backward_weight(gy, x, gw, sy, sx, ph, pw, dy, dx):
     m, oh, ow = co // c, gy.shape[2], gy.shape[3]
     for oc in prange(co):
         ci = oc // m
-        for i in range(kh):
-            for j in range(kw):
-                lo, hi = _first_last_jit(ow, wd, sx, pw, j * dx)
-                acc = 0.0
-                for b in range(n):
+        acc = np.zeros(kh * kw)  # float64 partial sums, one per tap
+        for b in range(n):  # all taps over one (gy, x) plane pair while it sits in cache
+            for i in range(kh):
+                for j in range(kw):
+                    lo, hi = _first_last_jit(ow, wd, sx, pw, j * dx)
                     for oy in range(oh):
                         iy = oy * sy - ph + i * dy
-                        if iy < 0 or iy >= h:
-                            continue
-                        acc += _dot(gy[b, oc, oy], lo, x[b, ci, iy], lo * sx - pw + j * dx, sx, hi - lo)
-                gw[oc, 0, i, j] = acc
+                        if 0 <= iy < h:
+                            acc[i * kw + j] += _dot(gy[b, oc, oy], lo, x[b, ci, iy], lo * sx - pw + j * dx, sx, hi - lo)
+        for t in range(kh * kw):
+            gw[oc, 0, t // kw, t % kw] = acc[t]
 
 
 @njit(parallel=True, cache=True)
@@ -173,8 +173,8 @@ def _max_pool2d_forward(x, y, argmax, kh, kw, sy, sx, ph, pw, dy, dx):
                         if ix < 0 or ix >= w:
                             continue
                         v = src[iy, ix]
-                        # the first maximum wins; NaN propagates, as in torch
-                        if where < 0 or v > best or (v != v and best == best):
+                        # torch's rule: the first maximum wins, but every NaN takes over (the last NaN wins)
+                        if where < 0 or v > best or v != v:
                             best, where = v, iy * w + ix
                 y[b, ci, oy, ox] = best
                 argmax[b, ci, oy, ox] = where

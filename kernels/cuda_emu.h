@@ -228,8 +228,8 @@ extern "C" int emu_launch(void (*call)(void**), void** args, unsigned gx, unsign
                           unsigned by, unsigned bz, unsigned long long seed) {
     const unsigned threads = bx * by * bz;
     while (emu::stacks.size() < threads) {
-        void* stack = mmap(nullptr, emu::STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                           -1, 0);
+        void* stack = mmap(nullptr, emu::STACK_BYTES, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         emu::stacks.push_back(static_cast<char*>(stack));
     }
     if (emu::fibers.size() < threads) emu::fibers.resize(threads);

@@ -1,6 +1,6 @@
 """Run the exact CUDA sources on the CPU: g++ + cuda_emu.h, driven through ctypes.
 
-    emu = Emulator(build_dir)                 # compiles lazily, once per (source, dtype)
+    emu = Emulator()                          # builds lazily, once per (source, dtype), cached by content
     device = emu.device(seed=0)               # launcher.KernelAPI on NumPy buffers
     y = device.conv2d_forward(x, w, stride, padding, dilation, groups, out_hw)
 
@@ -13,6 +13,7 @@ silently reading a neighbour. A test tool: it is slow (one fiber per thread).
 """
 import ctypes
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,9 +36,16 @@ def compiler():
     return shutil.which("g++")
 
 
+def default_build_dir():
+    """A per-user cache outside the repo: $SCRATCHNET_CACHE or ~/.cache, then scratchnet/cuda_emu."""
+    root = os.environ.get("SCRATCHNET_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "scratchnet")
+    return Path(root) / "cuda_emu"
+
+
 class Emulator:
-    def __init__(self, build_dir, cxx=None):
-        self.build_dir = Path(build_dir)
+    def __init__(self, build_dir=None, cxx=None):
+        self.build_dir = Path(build_dir) if build_dir is not None else default_build_dir()
         self.build_dir.mkdir(parents=True, exist_ok=True)
         self.cxx = cxx or compiler()
         self._libraries = {}
@@ -66,13 +74,16 @@ class Emulator:
         digest = hashlib.sha1((text + source.read_text() + HEADER.read_text() + str(options)).encode()).hexdigest()
         stem = self.build_dir / f"{source.stem}_{np.dtype(dtype).name}_{digest[:12]}"
         lib = stem.with_suffix(".so")
-        if not lib.exists():
-            stem.with_suffix(".cpp").write_text(text)
+        if not lib.exists():  # named by content, so a cache dir shared by runs (and xdist workers) is safe
+            cpp, tmp = stem.with_suffix(f".{os.getpid()}.cpp"), stem.with_suffix(f".{os.getpid()}.so")
+            cpp.write_text(text)
             cmd = [self.cxx, "-std=c++17", "-O1", "-fPIC", "-shared", "-w", f"-I{source.parent}", f"-I{SOURCE_DIR}",
-                   *options, "-o", str(lib), str(stem.with_suffix(".cpp"))]
+                   *options, "-o", str(tmp), str(cpp)]
             done = subprocess.run(cmd, capture_output=True, text=True)
+            cpp.unlink()
             if done.returncode != 0:
                 raise EmulatorError(f"emulator build of {source.name} failed:\n{' '.join(cmd)}\n{done.stderr}")
+            os.replace(tmp, lib)
         library = ctypes.CDLL(str(lib))
         library.emu_alloc.restype = ctypes.c_void_p
         library.emu_alloc.argtypes = [ctypes.c_size_t]

@@ -21,8 +21,8 @@ extern "C" __global__ void max_pool2d_forward(const scalar_t* __restrict__ x, sc
                 const int ix = tap_input(ox, j, SX, PW, DX);
                 if (ix < 0 || ix >= W) continue;
                 const scalar_t v = xp[iy * W + ix];
-                // the first maximum wins; NaN propagates, as in torch
-                if (where < 0 || v > best || (v != v && best == best)) { best = v; where = iy * W + ix; }
+                // torch's rule: the first maximum wins, but every NaN takes over (the last NaN wins)
+                if (where < 0 || v > best || v != v) { best = v; where = iy * W + ix; }
             }
         }
         y[idx] = best;

@@ -5,11 +5,12 @@
 
 This file only re-exports; nothing inside the package imports it.
 """
-from . import functional, nn, optim
+from . import functional, models, nn, optim
 from .autograd import Function, Tensor, backward, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
 from .backend import DeviceError, get_default_dtype, gpu_available, manual_seed, set_default_dtype
 from .functional.math import cat, split, stack
 from .gradcheck import GradcheckError, gradcheck
 from .nn.serialization import WeightsFileError, load, save
+from .summary import summary
 
 __version__ = "0.1.0"

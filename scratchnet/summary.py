@@ -291,7 +291,8 @@ def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, prin
     handles = [m.register_forward_hook(hook) for m in model.modules() if _is_leaf(m)]
     try:
         model.eval()
-        with no_grad(), _trace_functions(tracker.join):
+        # an untrained very deep net in eval mode may overflow on random input: shapes still count
+        with no_grad(), _trace_functions(tracker.join), np.errstate(over="ignore", invalid="ignore"):
             model(x)
     finally:
         for handle in handles:

@@ -127,7 +127,8 @@ def build_parser():
     p.add_argument("--weights", help="a .npz of model weights to start from (or to evaluate)")
     p.add_argument("--limit", type=int, help="train on the first N training samples")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test samples")
-    p.add_argument("--conv-algo", help="the global convolution algorithm (scratchnet.functional.conv)")
+    p.add_argument("--conv-algo", help="the global conv2d route: im2col, direct or auto "
+                                       "(scratchnet.functional.conv.set_conv_algo)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra constructor option, e.g. --model-arg width_mult=0.25 (repeatable)")
     p.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead in a background thread")
@@ -628,7 +629,9 @@ def run(args):
     if args.resume:
         resume_dir = Path(args.resume)
         resume_state = load_checkpoint(resume_dir / "checkpoint.npz")
-        config = resume_state["config"]
+        config = resume_state["config"]  # the run continues with its own settings
+        if args.data_dir:  # ... but the data may have moved
+            config["data_dir"] = args.data_dir
         out = Path(args.out) if args.out else resume_dir
     else:
         config = make_config(args)
@@ -655,7 +658,7 @@ def run(args):
         write_json(out / "eval.json", record)
         return 0
 
-    write_json(out / "config.json", {k: config[k] for k in CONFIG_KEYS} | {"device": device})
+    write_json(out / "config.json", {k: config[k] for k in CONFIG_KEYS} | {"device": device, "conv_algo": args.conv_algo})
     print(f"training {config['model']} ({job.model.num_parameters():,} parameters) on {config['dataset']} "
           f"({len(job.train_set)} train / {len(job.test_set)} test) for {config['epochs']} epochs -> {out}",
           flush=True)
@@ -698,7 +701,7 @@ def set_conv_algo(name):
         raise UsageError("--conv-algo: this build of scratchnet has no selectable convolution algorithms")
     try:
         setter(name)
-    except (ValueError, TypeError, RuntimeError) as exc:
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise UsageError(f"--conv-algo: {exc}") from None
 
 

@@ -8,6 +8,12 @@ import pytest
 import scratchnet as sn
 from scratchnet import backend
 
+try:  # torch is the reference oracle; one thread keeps it fast and steady on a shared 2-core machine
+    import torch
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover - dev extra not installed
+    torch = None
+
 _GPU_REASON = backend.gpu_status()
 
 
@@ -42,6 +48,14 @@ def rng():
 @pytest.fixture(autouse=True)
 def _seed():
     sn.manual_seed(0)
+
+
+@pytest.fixture
+def skip_random_init(monkeypatch):
+    """Counting parameters needs shapes, not random draws (drawing 138M normals costs seconds)."""
+    from scratchnet.nn import init
+    monkeypatch.setattr(init, "uniform_", lambda tensor, a=0.0, b=1.0: tensor)
+    monkeypatch.setattr(init, "normal_", lambda tensor, mean=0.0, std=1.0: tensor)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ One API, three implementations, each test run on all of them:
 over odd sizes, partial tiles, stride, padding, dilation, groups and depthwise
 multipliers, in float32 and float64.
 """
-import textwrap
 
 import numpy as np
 import pytest
@@ -25,9 +24,9 @@ TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol
 
 
 @pytest.fixture(scope="session")
-def emu(tmp_path_factory):
-    """One emulator per test session: every source compiled once per dtype, outside the repo."""
-    emulator = emulation.Emulator(tmp_path_factory.mktemp("cuda_emu"))
+def emu():
+    """One emulator per test session: every source compiled once per dtype, into a cache outside the repo."""
+    emulator = emulation.Emulator()
     emulator.build_all()
     return emulator
 
@@ -182,12 +181,15 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("values", ["normal", "ties", "nan"])
 @pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "x".join(map(str, c[0])) + f"-ceil{int(c[5])}")
-def test_max_pool_forward_backward_with_argmax(impl, case, ties, dtype, rng):
+def test_max_pool_forward_backward_with_argmax(impl, case, values, dtype, rng):
     x_shape, kernel, stride, padding, dilation, ceil_mode = case
-    # ties: small integers, so windows hold equal maxima and the first must win (torch's rule)
-    x = (rng.integers(0, 3, x_shape) if ties else rng.standard_normal(x_shape)).astype(dtype)
+    # ties: small integers, so windows hold equal maxima and the first must win;
+    # nan: some NaNs, which win over numbers and the last of which wins (torch's rules)
+    x = (rng.integers(0, 3, x_shape) if values == "ties" else rng.standard_normal(x_shape)).astype(dtype)
+    if values == "nan":
+        x[rng.random(x_shape) < 0.15] = np.nan
     out_hw = tuple(conv_output_size(x_shape[2 + a], kernel[a], stride[a], padding[a], dilation[a], ceil_mode)
                    for a in range(2))
     xt = torch.tensor(x, requires_grad=True)

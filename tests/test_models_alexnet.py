@@ -7,16 +7,9 @@ import torch.nn.functional as TF
 
 import scratchnet as sn
 from scratchnet.models import get_model
-from scratchnet.nn import Conv2d, Dropout, LocalResponseNorm, MaxPool2d, init
+from scratchnet.nn import Conv2d, Dropout, LocalResponseNorm, MaxPool2d
 
 TINY = {"channels": (4, 4, 6, 6, 4), "hidden": 8, "num_classes": 5}  # even widths: groups=2 still splits
-
-
-@pytest.fixture
-def skip_random_init(monkeypatch):
-    """Counting parameters needs shapes, not random draws (drawing 60M normals costs seconds)."""
-    monkeypatch.setattr(init, "uniform_", lambda tensor, a=0.0, b=1.0: tensor)
-    monkeypatch.setattr(init, "normal_", lambda tensor, mean=0.0, std=1.0: tensor)
 
 
 def conv_params(c_in, c_out, k, groups=1):

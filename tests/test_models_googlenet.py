@@ -11,7 +11,7 @@ import torch.nn.functional as TF
 import scratchnet as sn
 from scratchnet.models import get_model
 from scratchnet.models.googlenet import GoogLeNetOutputs, NaiveInception
-from scratchnet.nn import Dropout, LocalResponseNorm, init
+from scratchnet.nn import Dropout, LocalResponseNorm
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "torchvision_reference.json").read_text())
 
@@ -24,13 +24,6 @@ TABLE_1 = {
     "5b": (832, 384, 192, 384, 48, 128, 128),
 }
 TINY = {"width": 1 / 16, "num_classes": 5}
-
-
-@pytest.fixture
-def skip_random_init(monkeypatch):
-    """Counting parameters needs shapes, not random draws."""
-    monkeypatch.setattr(init, "uniform_", lambda tensor, a=0.0, b=1.0: tensor)
-    monkeypatch.setattr(init, "normal_", lambda tensor, mean=0.0, std=1.0: tensor)
 
 
 def conv(c_in, c_out, k):

@@ -122,7 +122,8 @@ def torch_classic_forward(model, x):
     squash = lambda a: 1.7159 * torch.tanh(a * 2 / 3)  # noqa: E731
 
     def subsample(a, name):
-        return squash(4 * TF.avg_pool2d(a, 2) * p[name + ".weight"].view(1, -1, 1, 1) + p[name + ".bias"].view(1, -1, 1, 1))
+        coefficient, bias = p[name + ".weight"].view(1, -1, 1, 1), p[name + ".bias"].view(1, -1, 1, 1)
+        return squash(4 * TF.avg_pool2d(a, 2) * coefficient + bias)
 
     dense = torch.zeros(16, 6, 5, 5, dtype=torch.float64)
     dense[torch.tensor(connection_table())] = p["c3.weight"]

@@ -75,16 +75,6 @@ def test_bad_width_is_rejected():
         get_model("mobilenet_v1", width_mult=0)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """torch's grouped conv runs one small kernel per group; with 2 OpenMP threads on a busy machine
-    the per-group synchronisation makes a 0.1 s forward take 30 s."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def torch_mobilenet(model, alpha, classes):
     """Table 1 in torch with the same module names, loaded with our weights."""
     tnn = torch.nn
@@ -105,7 +95,7 @@ def torch_mobilenet(model, alpha, classes):
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_forward_equals_torch(training, one_torch_thread):
+def test_forward_equals_torch(training):
     model = get_model("mobilenet_v1", num_classes=10, width_mult=0.25).double()
     rng = np.random.default_rng(0)
     for m in model.modules():

@@ -132,3 +132,11 @@ def test_se_resnet_constructor_options(rng):
     assert model.layer1[0].se.fc1.out_channels == 2 and model.layer4[0].se.fc1.out_channels == 4
     assert model.input_size == (1, 224, 224)
     assert model.eval()(sn.tensor(np.zeros((1, 1, 32, 32), np.float32))).shape == (1, 5)
+
+
+def test_cifar_se_resnets_add_exactly_the_se_parameters():
+    """se_resnet20/56/110 = the CIFAR ResNet + per unit (C*s + s) + (s*C + C), s = C // 16 (biased 1x1 FCs)."""
+    from scratchnet.models import get_model
+    for depth, n in ((20, 3), (56, 9), (110, 18)):
+        extra = sum(n * (2 * c * (c // 16) + c // 16 + c) for c in (16, 32, 64))
+        assert get_model(f"se_resnet{depth}").num_parameters() == get_model(f"resnet{depth}").num_parameters() + extra

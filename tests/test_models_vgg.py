@@ -10,7 +10,7 @@ import torch
 
 import scratchnet as sn
 from scratchnet.models import get_model
-from scratchnet.nn import BatchNorm2d, Conv2d, Dropout, Linear, init
+from scratchnet.nn import BatchNorm2d, Conv2d, Dropout, Linear
 
 NAMES = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
 REFERENCE = json.loads((Path(__file__).parent / "data" / "torchvision_reference.json").read_text())
@@ -23,13 +23,6 @@ TABLE_1 = {
     19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
 TINY = {"width": 1 / 32, "hidden": 8, "num_classes": 5}  # 2-4-8-16-16 maps
-
-
-@pytest.fixture
-def skip_random_init(monkeypatch):
-    """Counting parameters needs shapes, not random draws (drawing 138M normals costs seconds)."""
-    monkeypatch.setattr(init, "uniform_", lambda tensor, a=0.0, b=1.0: tensor)
-    monkeypatch.setattr(init, "normal_", lambda tensor, mean=0.0, std=1.0: tensor)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -287,3 +287,13 @@ def test_scheduler_errors_are_clear():
         lr_scheduler.StepLR(opt, step_size=2, last_epoch=3)
     with pytest.raises(ValueError, match="2 schedulers need 1 milestones"):
         lr_scheduler.SequentialLR(opt, [lr_scheduler.StepLR(opt, 2), lr_scheduler.StepLR(opt, 3)], milestones=[])
+
+
+@pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.AdamW(p)])
+def test_float32_parameters_stay_float32(make):
+    p = nn.Parameter(np.ones(3, dtype=np.float32))
+    opt = make([p])
+    for _ in range(2):
+        p.grad = np.ones(3)  # a float64 gradient set by hand
+        opt.step()
+    assert p.dtype == np.float32

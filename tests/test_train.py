@@ -86,8 +86,9 @@ def test_tiny_resnet_on_cifar_format_files(tmp_path):
 
 def test_tiny_yolo_reports_map(tmp_path):
     out = tmp_path / "run"
-    assert train.main([*TINY_YOLO, "--epochs", "1", "--out", out]) == 0
+    assert train.main([*TINY_YOLO, "--epochs", "1", "--out", out, "--conv-algo", "auto"]) == 0
     metrics = check_run_folder(out, 1, metric="map50")
+    assert json.loads((out / "config.json").read_text())["conv_algo"] == "auto"
     assert metrics[0]["test_acc"] is None and metrics[0]["train_acc"] is None
 
 

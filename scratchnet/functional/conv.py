@@ -12,7 +12,7 @@ and backward rebuilds the columns, trading one im2col for memory.
 """
 import numpy as np
 
-from .. import backend
+from .. import backend, kernels
 from ..autograd import Function
 from .math import check_float
 
@@ -82,18 +82,78 @@ def col2im(col, x_shape, stride, padding, dilation):
     return padded[:, :, ph:ph + h, pw:pw + w]
 
 
+# ---- which route a convolution takes (conv_algo) ----
+#   "im2col": im2col + one batched GEMM, with the im2col/col2im kernels
+#             (Numba on the CPU, CUDA on the GPU).
+#   "direct": hand-written kernels, no column buffer: the depthwise kernels
+#             (Numba/CUDA) for depthwise convs, the tiled CUDA convolution
+#             for the rest on the GPU; on the CPU a dense conv stays on im2col
+#             (BLAS's GEMM beats any direct loop there).
+#   "auto":   the best per case: depthwise -> direct, everything else -> im2col.
+# Dtypes the kernels do not cover (float16) take the NumPy/CuPy route above,
+# which stays the reference the kernels are tested against.
+CONV_ALGOS = ("im2col", "direct", "auto")
+_conv_algo = "auto"
+
+
+def set_conv_algo(algo):
+    """Set the default conv2d route ('im2col', 'direct' or 'auto'); conv_algo=None uses it."""
+    global _conv_algo
+    _conv_algo = _check_algo(algo)
+
+
+def get_conv_algo():
+    return _conv_algo
+
+
+def _check_algo(algo):
+    if algo not in CONV_ALGOS:
+        raise ValueError(f"conv2d: conv_algo must be one of {CONV_ALGOS} (or None for the default "
+                         f"{_conv_algo!r}), got {algo!r}")
+    return algo
+
+
+def _conv_route(algo, x, w, groups):
+    """'reference', 'im2col', 'depthwise' or 'direct' for this call."""
+    if not kernels.supports(x, w):
+        return "reference"
+    depthwise = groups == x.shape[1] and w.shape[1] == 1 and groups > 1
+    if algo == "im2col":
+        return "im2col"
+    if depthwise:
+        return "depthwise"
+    return "direct" if algo == "direct" and backend.device_of(x) == "gpu" else "im2col"
+
+
 class Conv2d(Function):
     """y[n, o] = sum over the group's channels and window of w[o] * x[n] (+ b[o])."""
 
-    def __init__(self, stride, padding, dilation, groups, out_size=None):
+    def __init__(self, stride, padding, dilation, groups, out_size=None, algo="im2col"):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.out_size = out_size  # given only for 'same' with an even kernel (one more pixel bottom/right)
+        self.algo = algo
+
+    def _im2col(self, x, kernel, out_size=None):
+        if self.route == "reference":
+            return im2col(x, kernel, self.stride, self.padding, self.dilation, out_size)
+        if out_size is None:
+            out_size = tuple(conv_output_size(x.shape[2 + a], kernel[a], self.stride[a], self.padding[a],
+                                              self.dilation[a]) for a in range(2))
+        return kernels.for_array(x).im2col(x, kernel, self.stride, self.padding, self.dilation, out_size)
+
+    def _col2im(self, col, x_shape):
+        if self.route == "reference":
+            return col2im(col, x_shape, self.stride, self.padding, self.dilation)
+        return kernels.for_array(col).col2im(col, x_shape, self.stride, self.padding, self.dilation)
 
     def forward(self, x, w, b=None):
+        self.route = _conv_route(self.algo, x, w, self.groups)
+        if self.route in ("depthwise", "direct"):
+            return self._direct_forward(x, w, b)
         n = x.shape[0]
         c_out, c_group, kh, kw = w.shape
         g = self.groups
-        col = im2col(x, (kh, kw), self.stride, self.padding, self.dilation, out_size=self.out_size)
+        col = self._im2col(x, (kh, kw), out_size=self.out_size)
         oh, ow = col.shape[-2:]
         y = w.reshape(g, c_out // g, c_group * kh * kw) @ col.reshape(g, c_group * kh * kw, n * oh * ow)
         y = y.reshape(c_out, n, oh, ow).transpose(1, 0, 2, 3)
@@ -107,6 +167,8 @@ class Conv2d(Function):
         return xp.ascontiguousarray(y)
 
     def backward(self, gy):
+        if self.route in ("depthwise", "direct"):
+            return self._direct_backward(gy)
         n, c_out, oh, ow = gy.shape
         _, c_group, kh, kw = self.w_shape
         g = self.groups
@@ -115,23 +177,57 @@ class Conv2d(Function):
         if self.needs_input_grad[0]:
             gcol = self.w.reshape(g, c_out // g, -1).transpose(0, 2, 1) @ gy_groups
             gcol = gcol.reshape(c_group * g, kh, kw, n, oh, ow)
-            gx = col2im(gcol, self.x_shape, self.stride, self.padding, self.dilation)
+            gx = self._col2im(gcol, self.x_shape)
         if self.needs_input_grad[1]:
-            col = im2col(self.x, (kh, kw), self.stride, self.padding, self.dilation, out_size=(oh, ow))
+            col = self._im2col(self.x, (kh, kw), out_size=(oh, ow))
             col = col.reshape(g, c_group * kh * kw, n * oh * ow)
-            gw = (gy_groups @ col.transpose(0, 2, 1)).reshape(self.w_shape)
+            # as (col @ gy^T)^T: numpy's stacked matmul reaches BLAS only when the second
+            # operand's last axis is contiguous; gy @ col^T ran ~25x slower (AlexNet conv1)
+            gw = (col @ gy_groups.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(self.w_shape)
+        if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
+            gb = gy.sum(axis=(0, 2, 3))
+        return (gx, gw, gb) if len(self.needs_input_grad) > 2 else (gx, gw)
+
+    # the direct route: kernels straight from x and w, no column buffer
+    def _direct_forward(self, x, w, b):
+        kern, geometry = kernels.for_array(x), (self.stride, self.padding, self.dilation)
+        out_hw = self.out_size or tuple(conv_output_size(x.shape[2 + a], w.shape[2 + a], self.stride[a],
+                                                         self.padding[a], self.dilation[a]) for a in range(2))
+        if self.route == "depthwise":
+            y = kern.depthwise_forward(x, w, *geometry, out_hw)
+        else:
+            y = kern.conv2d_forward(x, w, *geometry, self.groups, out_hw)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        self.x = x if self.needs_input_grad[1] else None
+        self.w = w if self.needs_input_grad[0] else None
+        self.x_shape, self.w_shape = x.shape, w.shape
+        return y
+
+    def _direct_backward(self, gy):
+        kern, geometry = kernels.for_array(gy), (self.stride, self.padding, self.dilation)
+        groups = () if self.route == "depthwise" else (self.groups,)
+        name = "depthwise" if self.route == "depthwise" else "conv2d"
+        gx = gw = gb = None
+        if self.needs_input_grad[0]:
+            gx = getattr(kern, f"{name}_backward_input")(gy, self.w, self.x_shape, *geometry, *groups)
+        if self.needs_input_grad[1]:
+            gw = getattr(kern, f"{name}_backward_weight")(gy, self.x, self.w_shape, *geometry, *groups)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             gb = gy.sum(axis=(0, 2, 3))
         return (gx, gw, gb) if len(self.needs_input_grad) > 2 else (gx, gw)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, conv_algo=None):
     """2-D convolution (cross-correlation), as torch.nn.functional.conv2d.
 
     x: (N, C_in, H, W); weight: (C_out, C_in/groups, kh, kw); bias: (C_out,).
     ``padding`` may be an int, a pair, 'valid' or 'same' (stride 1).
+    ``conv_algo`` picks the route ('im2col', 'direct', 'auto'; None: the
+    default from set_conv_algo); every route gives the same numbers.
     """
     check_float("conv2d", x, weight, bias)
+    algo = _conv_algo if conv_algo is None else _check_algo(conv_algo)
     if x.ndim != 4:
         raise ValueError(f"conv2d expects input of shape (N, C, H, W), got {x.shape}")
     if weight.ndim != 4:
@@ -155,7 +251,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                          f"dilated kernel {(kh, kw)} (dilation {dilation})")
     # 'same' with an even dilated kernel: torch pads the odd pixel at the bottom/right, which im2col
     # does when asked for an output as large as the input
-    fn = Conv2d(stride, padding, dilation, groups, out_size=tuple(x.shape[2:]) if same else None)
+    fn = Conv2d(stride, padding, dilation, groups, out_size=tuple(x.shape[2:]) if same else None, algo=algo)
     return fn(x, weight) if bias is None else fn(x, weight, bias)
 
 

@@ -20,7 +20,7 @@ torch's rules kept here:
   ``count_include_pad=True``. ``divisor_override`` replaces the divisor.
 * padding may be at most half the kernel.
 """
-from .. import backend
+from .. import backend, kernels
 from ..autograd import Function, Tensor
 from .conv import col2im, conv_output_size, im2col, pair
 from .math import check_float, mean
@@ -70,6 +70,12 @@ class MaxPool2d(Function):
         self.out_size = out_size
 
     def forward(self, x):
+        self.x_shape = x.shape
+        self.plane_argmax = None
+        if kernels.supports(x):  # the Numba / CUDA max-pool kernels (same rules, argmax per plane)
+            y, self.plane_argmax = kernels.for_array(x).max_pool2d_forward(
+                x, self.kernel, self.stride, self.padding, self.dilation, self.out_size)
+            return y
         xp = backend.get_array_module(x)
         n, c = x.shape[:2]
         kh, kw = self.kernel
@@ -82,6 +88,8 @@ class MaxPool2d(Function):
         return xp.ascontiguousarray(y.transpose(1, 0, 2, 3))
 
     def backward(self, gy):
+        if self.plane_argmax is not None:
+            return (kernels.for_array(gy).max_pool2d_backward(gy, self.plane_argmax, self.x_shape),)
         xp = backend.get_array_module(gy)
         c, n, oh, ow = self.argmax.shape
         kh, kw = self.kernel
@@ -92,6 +100,8 @@ class MaxPool2d(Function):
 
     def indices(self):
         """torch's return_indices: each maximum's flat position h * W + w in its input plane."""
+        if self.plane_argmax is not None:
+            return self.plane_argmax
         xp = backend.get_array_module(self.argmax)
         kh, kw = self.kernel
         (sy, sx), (py, px), (dy, dx) = self.stride, self.padding, self.dilation

@@ -40,7 +40,7 @@ from collections import namedtuple
 
 from .. import functional as F
 from ..nn import init
-from ..nn.layers import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Linear, LocalResponseNorm, MaxPool2d, ReLU
+from ..nn.layers import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Linear, LocalResponseNorm, MaxPool2d
 from ..nn.module import Module, Sequential
 from .registry import register_model
 

@@ -29,7 +29,7 @@ from functools import partial
 
 from ..nn import AdaptiveAvgPool2d, Conv2d, Module, ReLU, Sigmoid
 from .registry import register_model
-from .resnet import imagenet_resnet
+from .resnet import cifar_resnet, imagenet_resnet
 
 REDUCTION = 16  # r, Section 6.1 / Table 10: the best accuracy-complexity trade-off
 
@@ -99,3 +99,24 @@ def se_resnet101(num_classes=1000, **options):
 @register_model("se_resnet152")
 def se_resnet152(num_classes=1000, **options):
     return se_resnet(152, num_classes, **options)
+
+
+def se_cifar_resnet(depth, num_classes=10, reduction=REDUCTION, **options):
+    """The CIFAR ResNet (6n+2 layers, Section 4.2 of the ResNet paper) with an SE block in every unit;
+    Hu et al. evaluate SE-ResNet-110 on CIFAR-10/100 (Section 6.2). 16-channel units squeeze to 1."""
+    return cifar_resnet(depth, num_classes, se_layer=partial(SEBlock, reduction=reduction), **options)
+
+
+@register_model("se_resnet20")
+def se_resnet20(num_classes=10, **options):
+    return se_cifar_resnet(20, num_classes, **options)
+
+
+@register_model("se_resnet56")
+def se_resnet56(num_classes=10, **options):
+    return se_cifar_resnet(56, num_classes, **options)
+
+
+@register_model("se_resnet110")
+def se_resnet110(num_classes=10, **options):
+    return se_cifar_resnet(110, num_classes, **options)

@@ -40,12 +40,19 @@ def calculate_gain(nonlinearity, param=None):
     raise ValueError(f"unknown nonlinearity {nonlinearity!r}")
 
 
+def _draw_dtype(tensor):
+    # draw float32 weights in float32: a 200M-weight layer (YOLO's FC) initialises twice as fast
+    return np.float32 if tensor.dtype == np.float32 else np.float64
+
+
 def uniform_(tensor, a=0.0, b=1.0):
-    return _fill(tensor, backend.rng().uniform(a, b, tensor.shape))
+    dtype = _draw_dtype(tensor)
+    return _fill(tensor, dtype(a) + dtype(b - a) * backend.rng().random(tensor.shape, dtype=dtype))
 
 
 def normal_(tensor, mean=0.0, std=1.0):
-    return _fill(tensor, backend.rng().normal(mean, std, tensor.shape))
+    dtype = _draw_dtype(tensor)
+    return _fill(tensor, dtype(mean) + dtype(std) * backend.rng().standard_normal(tensor.shape, dtype=dtype))
 
 
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):

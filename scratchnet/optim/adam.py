@@ -43,7 +43,7 @@ class Adam(Optimizer):
         step = state["step"]
         if decay != 0:
             if self.decoupled_weight_decay:
-                p.data = p.data * (1 - lr * decay)
+                self._assign(p, p.data * (1 - lr * decay))
             else:
                 grad = grad + decay * p.data
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
@@ -57,7 +57,7 @@ class Adam(Optimizer):
             xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
             second = state["max_exp_avg_sq"]
         denom = xp.sqrt(second) / bias_correction2_sqrt + eps
-        p.data = p.data - (lr / bias_correction1) * (exp_avg / denom)
+        self._assign(p, p.data - (lr / bias_correction1) * (exp_avg / denom))
 
 
 class AdamW(Adam):

@@ -75,6 +75,11 @@ class Optimizer:
     def _update(self, p, grad, state, group):
         raise NotImplementedError
 
+    @staticmethod
+    def _assign(p, value):
+        """Out of place, and in the parameter's own dtype (a float64 grad must not upcast float32 weights)."""
+        p.data = value.astype(p.dtype, copy=False)
+
     # -- checkpointing (torch's layout: parameters referred to by their index across groups)
     def state_dict(self):
         index = {}

@@ -32,4 +32,4 @@ class SGD(Optimizer):
                 buf *= momentum
                 buf += (1 - group["dampening"]) * grad
             grad = grad + momentum * buf if group["nesterov"] else buf
-        p.data = p.data - group["lr"] * grad
+        self._assign(p, p.data - group["lr"] * grad)
