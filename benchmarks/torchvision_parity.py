@@ -37,9 +37,8 @@ def parity(name, size, pretrained):
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
-    model = get_model(name)
+    model = get_model(name).double().eval()  # float64 first: load_state_dict keeps each tensor's dtype
     model.load_state_dict({k: v.numpy() for k, v in reference.state_dict().items()})
-    model.double().eval()
     x = np.random.default_rng(0).standard_normal((2, 3, size, size))
     with torch.no_grad():
         expected = reference(torch.tensor(x)).numpy()

@@ -158,7 +158,7 @@ class Tensor:
             raise RuntimeError("cannot register a hook on a tensor that does not require grad")
         hooks = self._leaf_hooks if self.creator is None else self.creator.output_hooks[self.output_index]
         hooks.append(hook)
-        return _HookHandle(hooks, hook)
+        return RemovableHandle(hooks, hook)
 
     def backward(self, grad=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
@@ -213,7 +213,9 @@ def _check_can_require_grad(data):
                         f"convert first with .float() / .double() (or pass dtype=np.float32)")
 
 
-class _HookHandle:
+class RemovableHandle:
+    """What registering a hook returns (tensor, forward and join hooks alike): ``remove()`` unregisters it."""
+
     def __init__(self, hooks, hook):
         self._hooks, self._hook = hooks, hook
 

@@ -116,6 +116,16 @@ def save_json(path, obj):
     path.write_text(json.dumps(obj, indent=1, default=float))
 
 
+def save_figure(fig, out, png, json_name=None, data=None):
+    """Lay out, write ``out/png`` (and the numbers to ``out/json_name``), and free the figure."""
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / png, dpi=110)
+    plt().close(fig)
+    if json_name is not None:
+        save_json(out / json_name, data)
+
+
 def plt():
     import matplotlib
     matplotlib.use("Agg")
@@ -173,11 +183,7 @@ def gradflow(models, steps=20, batch_size=16, lr=0.01, side=None, data_dir=None,
         ax.set(title=f"|dL/dW| per layer, {title}", xlabel="layer (input -> output)")
         ax.legend()
     axes[0].set_ylabel("gradient L2 norm")
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "gradflow.png", dpi=110)
-    pyplot.close(fig)
-    save_json(out / "gradflow.json", results)
+    save_figure(fig, out, "gradflow.png", "gradflow.json", results)
     print(f"{'model':<16}{'layers':>7}{'first/last |dW| (init)':>26}{'first/last |dW| (trained)':>28}")
     for name, r in results.items():
         ratio = [r[k][0]["weight_grad"] / max(r[k][-1]["weight_grad"], 1e-30) for k in ("at_init", "after_steps")]
@@ -254,6 +260,14 @@ def joins(models, batch_size=8, side=None, data_dir=None, out=Path("runs/study")
             ax.set(xlabel="residual unit (input -> output)", ylabel="|dL/dx| on that path",
                    title=f"{name}: gradient at residual joins")
             ax.legend()
+        elif concat and all(r["path"].startswith("denselayer") for r in concat):
+            # a dense block: one line per block, the gradient on each layer's new features
+            for block in dict.fromkeys(r["join"] for r in reversed(concat)):
+                norms = sorted((int(r["path"][len("denselayer"):]), r["norm"]) for r in concat if r["join"] == block)
+                ax.semilogy(*zip(*norms), marker=".", label=block.split(".")[-1])
+            ax.set(xlabel="dense layer l in its block (its features are concatenated for layers l+1, l+2, ...)",
+                   ylabel="|dL/d new features|", title=f"{name}: gradient reaching each layer's new features")
+            ax.legend(fontsize=7)
         elif concat:
             mods = list(dict.fromkeys(r["join"] for r in reversed(concat)))
             paths = sorted({r["path"] for r in concat})
@@ -267,11 +281,7 @@ def joins(models, batch_size=8, side=None, data_dir=None, out=Path("runs/study")
             ax.legend(fontsize=7)
         else:
             ax.set_title(f"{name}: no residual or concat join found")
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "joins.png", dpi=110)
-    pyplot.close(fig)
-    save_json(out / "joins.json", results)
+    save_figure(fig, out, "joins.png", "joins.json", results)
     for name, records in results.items():
         residual = [r for r in records if r["kind"] == "residual"]
         if residual:
@@ -280,14 +290,18 @@ def joins(models, batch_size=8, side=None, data_dir=None, out=Path("runs/study")
             print(f"{name}: {len(s)} residual joins; median |grad| via shortcut {np.median(s):.3g}, "
                   f"via residual branch {np.median(f):.3g}")
         concat = [r for r in records if r["kind"] == "concat"]
-        if concat:
+        if concat and all(r["path"].startswith("denselayer") for r in concat):
+            for block in dict.fromkeys(r["join"] for r in reversed(concat)):
+                norms = sorted((int(r["path"][len("denselayer"):]), r["norm"]) for r in concat if r["join"] == block)
+                print(f"{name} {block}: |grad| on layer 1's new features {norms[0][1]:.3g}, on layer "
+                      f"{norms[-1][0]}'s {norms[-1][1]:.3g} (ratio {norms[0][1] / norms[-1][1]:.1f})")
+        elif concat:
             total = {}
             for r in concat:
                 total[r["path"]] = total.get(r["path"], 0.0) + r["norm"] ** 2
             share = {p: v / sum(total.values()) for p, v in total.items()}
-            ordered = sorted(share.items(), key=lambda kv: (len(kv[0]), kv[0]))  # branch2 before branch10
             print(f"{name}: {len({r['join'] for r in concat})} concat joins; share of squared gradient per "
-                  f"branch: " + ", ".join(f"{p} {v:.1%}" for p, v in ordered))
+                  f"branch: " + ", ".join(f"{p} {v:.1%}" for p, v in sorted(share.items())))
     return results
 
 
@@ -320,11 +334,7 @@ def degradation(models=("plain20", "plain56", "resnet20", "resnet56"), epochs=4,
     ax.set(xlabel="epoch", ylabel="training error (%)",
            title=f"Degradation: Fashion-MNIST ({limit} images, 32x32)")
     ax.legend()
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "degradation.png", dpi=110)
-    pyplot.close(fig)
-    save_json(out / "degradation.json", curves)
+    save_figure(fig, out, "degradation.png", "degradation.json", curves)
     print(f"{'model':<10}" + "".join(f"{'ep' + str(e + 1):>8}" for e in range(epochs)))
     for name, err in curves.items():
         print(f"{name:<10}" + "".join(f"{100 * e:>7.1f}%" for e in err))
@@ -453,7 +463,7 @@ def load_or_train(name, weights, steps, batch_size, data_dir, seed, **options):
     return model.eval()
 
 
-def grid(images, columns, path, title, cmap="gray"):
+def grid(images, columns, out, png, title, cmap="gray"):
     pyplot = plt()
     rows = -(-len(images) // columns)
     fig, axes = pyplot.subplots(rows, columns, figsize=(1.4 * columns, 1.5 * rows + 0.4), squeeze=False)
@@ -471,9 +481,7 @@ def grid(images, columns, path, title, cmap="gray"):
         ax.imshow(image, cmap=tile_cmap, **(dict(vmin=-limit, vmax=limit) if tile_cmap == "RdBu_r" else {}))
         ax.set_title(title_text, fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot.close(fig)
+    save_figure(fig, out, png)
 
 
 def deconv(model_name="lenet", weights=None, layer=None, steps=200, batch_size=32, images=64, top=9,
@@ -493,8 +501,7 @@ def deconv(model_name="lenet", weights=None, layer=None, steps=200, batch_size=3
     tiles = []
     for (image, channel), projection in zip(order, projections):
         tiles += [(f"img {image}", x[image], "gray"), (f"ch {channel} proj", projection)]
-    out.mkdir(parents=True, exist_ok=True)
-    grid(tiles, 6, out / "deconv.png", f"{label(model_name)}: DeconvNet projections of conv layer {layer}'s "
+    grid(tiles, 6, out, "deconv.png", f"{label(model_name)}: DeconvNet projections of conv layer {layer}'s "
          f"top-{top} activations", cmap="RdBu_r")
     save_json(out / "deconv.json", dict(model=label(model_name), layer=layer, activations=order,
                                         projection_abs_sum=[float(np.abs(p).sum()) for p in projections]))
@@ -511,8 +518,7 @@ def features(model_name="lenet", weights=None, layer=1, image=0, steps=200, batc
     convs = [m for _, m in weighted_layers(model) if isinstance(m, Conv2d)]
     first = backend.to_numpy(convs[0].weight.data)
     filters = [(f"filter {i}", f) for i, f in enumerate(first)]
-    out.mkdir(parents=True, exist_ok=True)
-    grid(filters, 8, out / "filters.png", f"{label(model_name)}: first-layer filters {first.shape[1:]}", cmap="RdBu_r")
+    grid(filters, 8, out, "filters.png", f"{label(model_name)}: first-layer filters {first.shape[1:]}", cmap="RdBu_r")
     captured = {}
     handle = convs[layer - 1].register_forward_hook(lambda m, i, o: captured.setdefault("maps", o.data))
     (x, y), = fashion_batches(model, 1, image + 1, data_dir, seed=seed + 1, train=False)
@@ -520,7 +526,7 @@ def features(model_name="lenet", weights=None, layer=1, image=0, steps=200, batc
         model(Tensor(x[image:image + 1]))
     handle.remove()
     maps = backend.to_numpy(captured["maps"])[0]
-    grid([("input", x[image], "gray")] + [(f"map {i}", m) for i, m in enumerate(maps)], 8, out / "feature_maps.png",
+    grid([("input", x[image], "gray")] + [(f"map {i}", m) for i, m in enumerate(maps)], 8, out, "feature_maps.png",
          f"{label(model_name)}: conv layer {layer} feature maps (class {int(y[image])})", cmap="viridis")
     stats = dict(filters=list(first.shape), maps=list(maps.shape), map_mean=[float(m.mean()) for m in maps])
     save_json(out / "features.json", stats)
@@ -556,13 +562,9 @@ def se_weights(model_name="se_resnet20", weights=None, steps=100, batch_size=32,
         image = ax.imshow(per_class[name], aspect="auto", cmap="magma", vmin=0, vmax=1)
         ax.set(title=f"{name}: mean excitation per class", xlabel="channel", ylabel="class", yticks=classes)
         fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "se_weights.png", dpi=110)
-    pyplot.close(fig)
     spread = {name: float(v.std(axis=0).mean()) for name, v in per_class.items()}
-    save_json(out / "se_weights.json", dict(per_class={k: v.tolist() for k, v in per_class.items()},
-                                            class_spread=spread))
+    save_figure(fig, out, "se_weights.png", "se_weights.json",
+                dict(per_class={k: v.tolist() for k, v in per_class.items()}, class_spread=spread))
     print(f"{'SE block':<32}{'channels':>9}{'mean gate':>11}{'spread across classes':>23}")
     for name, _ in blocks:
         print(f"{name:<32}{per_class[name].shape[1]:>9}{per_class[name].mean():>11.3f}{spread[name]:>23.4f}")
@@ -589,14 +591,10 @@ def cost(models=None, out=Path("runs/study")):
                     textcoords="offset points")
     ax.set(xscale="log", yscale="log", xlabel="multiply-adds (G) at native input", ylabel="parameters (M)",
            title="The zoo's trade-off: parameters vs multiply-adds")
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "cost.png", dpi=110)
-    pyplot.close(fig)
-    save_json(out / "cost.json", rows)
-    print(f"{'model':<18}{'input':>14}{'params':>14}{'GMACs':>9}")
+    save_figure(fig, out, "cost.png", "cost.json", rows)
+    print(f"{'model':<18}{'input':>14}{'params':>14}{'MMACs':>11}")
     for r in rows:
-        print(f"{r['model']:<18}{'x'.join(map(str, r['input'])):>14}{r['params']:>14,}{r['macs'] / 1e9:>9.3f}")
+        print(f"{r['model']:<18}{'x'.join(map(str, r['input'])):>14}{r['params']:>14,}{r['macs'] / 1e6:>11.1f}")
     return rows
 
 

@@ -58,6 +58,15 @@ def skip_random_init(monkeypatch):
     monkeypatch.setattr(init, "normal_", lambda tensor, mean=0.0, std=1.0: tensor)
 
 
+def gradcheck_model(model, x, seed=3, **options):
+    """Float64 gradient check of a whole model w.r.t. its input and every parameter, reseeding before
+    each forward so dropout / stochastic depth draw the same masks at every evaluation."""
+    def forward(inp):
+        sn.manual_seed(seed)
+        return model(inp)
+    return sn.gradcheck(forward, [x], params=list(model.parameters()), **options)
+
+
 @pytest.fixture(scope="session")
 def data_dir():
     """The real datasets (../shared/data beside the repo, or $SCRATCHNET_DATA)."""

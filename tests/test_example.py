@@ -1,4 +1,4 @@
-"""The README example (docs/readme/core.md): a two-layer CNN learns one fixed batch with SGD.
+"""The README example (README.md, "Example: a two-layer CNN learns one batch"): a two-layer CNN learns one fixed batch with SGD.
 
 The code below is the example itself; the second test makes sure the doc shows exactly this code.
 """
@@ -38,12 +38,12 @@ for step in range(40):
 print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} after {len(losses)} SGD steps")
 '''
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "readme" / "core.md"
+DOC = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_two_layer_cnn_learns_a_fixed_batch(capsys):
     namespace = {}
-    exec(compile(EXAMPLE, "core.md example", "exec"), namespace)
+    exec(compile(EXAMPLE, "README example", "exec"), namespace)
     losses = namespace["losses"]
     assert len(losses) == 40 and np.all(np.isfinite(losses))
     assert losses[0] > 1.0  # about log(4) at the start: four classes, untrained

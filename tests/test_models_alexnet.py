@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as TF
 
 import scratchnet as sn
+from conftest import gradcheck_model
 from scratchnet.models import get_model
 from scratchnet.nn import Conv2d, Dropout, LocalResponseNorm, MaxPool2d
 
@@ -111,10 +112,7 @@ def test_gradcheck_tiny(rng, name, options, training):
     model = get_model(name, **TINY, **options).double().train(training)
     x = sn.tensor(rng.standard_normal((2,) + model.input_size), requires_grad=True)
 
-    def fn(x):
-        sn.manual_seed(3)  # the same dropout masks at every evaluation
-        return model(x)
-    assert sn.gradcheck(fn, [x], params=list(model.parameters()), max_elements=0)
+    assert gradcheck_model(model, x, max_elements=0)
 
 
 def test_dropout_only_in_training(rng):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as TF
 
 import scratchnet as sn
+from conftest import gradcheck_model
 from scratchnet.models import get_model
 from scratchnet.models.googlenet import GoogLeNetOutputs, NaiveInception
 from scratchnet.nn import Dropout, LocalResponseNorm
@@ -163,10 +164,7 @@ def test_gradcheck_tiny(rng, options, training):
     model = get_model("googlenet", **{**TINY, **options}).double().train(training)
     x = sn.tensor(rng.standard_normal((1, 3, 224, 224)), requires_grad=True)
 
-    def fn(x):
-        sn.manual_seed(3)  # the same dropout masks at every evaluation
-        return model(x)
-    assert sn.gradcheck(fn, [x], params=list(model.parameters()), max_elements=0)
+    assert gradcheck_model(model, x, max_elements=0)
 
 
 def test_naive_module_widths_grow(rng):

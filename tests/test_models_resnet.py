@@ -103,7 +103,7 @@ def tiny_resnet(kind, **options):
 # --------------------------------------------------------------------------- counts and keys
 
 
-@pytest.mark.parametrize("residual, plain", zip(IMAGENET, PLAIN))
+@pytest.mark.parametrize("residual, plain", list(zip(IMAGENET, PLAIN)))
 def test_imagenet_resnet_and_plain_twin_counts_and_keys(residual, plain):
     """Counts and state_dict (keys, order, shapes) equal torchvision's; the plain twin is the same
     net without its projection shortcuts. Each model is built once here (resnet152 takes seconds)."""

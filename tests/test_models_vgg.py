@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import scratchnet as sn
+from conftest import gradcheck_model
 from scratchnet.models import get_model
 from scratchnet.nn import BatchNorm2d, Conv2d, Dropout, Linear
 
@@ -103,10 +104,7 @@ def test_gradcheck_tiny(rng, name, training):
     model = get_model(name, **TINY).double().train(training)
     x = sn.tensor(rng.standard_normal((2, 3, 32, 32)), requires_grad=True)
 
-    def fn(x):
-        sn.manual_seed(3)  # the same dropout masks at every evaluation
-        return model(x)
-    assert sn.gradcheck(fn, [x], params=list(model.parameters()), max_elements=0)
+    assert gradcheck_model(model, x, max_elements=0)
 
 
 def test_train_eval_behaviour(rng):

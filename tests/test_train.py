@@ -260,8 +260,10 @@ def test_pipelines_fit_the_model_input(dataset, input_size, augment, shape):
 
 
 def test_recipes_by_model_name():
-    assert train.recipe_name("lenet") == train.recipe_name("LeNet5_classic") == "lenet"
-    assert train.recipe_name("resnet20") == train.recipe_name("plain110") == "cifar"
+    assert train.recipe_name("lenet") == train.recipe_name("LeNet5") == "lenet"
+    assert train.recipe_name("LeNet5_classic") == "lenet_classic"  # the RBF output wants a 10x smaller lr
+    assert train.RECIPES["lenet_classic"]["lr"] == train.RECIPES["lenet"]["lr"] / 10
+    assert train.recipe_name("resnet20") == train.recipe_name("plain110") == train.recipe_name("se_resnet56") == "cifar"
     assert train.recipe_name("resnet18") == train.recipe_name("vgg16_bn") == "imagenet"
     assert train.recipe_name("alexnet") == "alexnet" and train.recipe_name("fast_yolo") == "yolo"
     args = train.build_parser().parse_args(["lenet"])

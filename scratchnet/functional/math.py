@@ -39,6 +39,13 @@ def _binary_operands(a, b):
     return a, b
 
 
+def _elementwise(op, function, a, b):
+    """A broadcasting binary op on tensors or Python scalars, with torch's shape error."""
+    a, b = _binary_operands(a, b)
+    _check_broadcast(op, a, b)
+    return function()(a, b)
+
+
 def _check_broadcast(op, a, b):
     try:
         np.broadcast_shapes(a.shape, b.shape)
@@ -367,27 +374,19 @@ class Split(Function):
 
 
 def add(a, b):
-    a, b = _binary_operands(a, b)
-    _check_broadcast("add", a, b)
-    return Add()(a, b)
+    return _elementwise("add", Add, a, b)
 
 
 def sub(a, b):
-    a, b = _binary_operands(a, b)
-    _check_broadcast("sub", a, b)
-    return Sub()(a, b)
+    return _elementwise("sub", Sub, a, b)
 
 
 def mul(a, b):
-    a, b = _binary_operands(a, b)
-    _check_broadcast("mul", a, b)
-    return Mul()(a, b)
+    return _elementwise("mul", Mul, a, b)
 
 
 def div(a, b):
-    a, b = _binary_operands(a, b)
-    _check_broadcast("div", a, b)
-    return Div()(a, b)
+    return _elementwise("div", Div, a, b)
 
 
 def neg(x):

@@ -60,6 +60,7 @@ from collections import namedtuple
 
 from .. import backend
 from .. import functional as F
+from ..autograd import RemovableHandle
 from ..nn import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU, Sequential, init
 from .registry import register_model
 
@@ -97,15 +98,6 @@ def conv1x1(in_planes, out_planes, stride=1):
 Join = namedtuple("Join", ["branch_in", "shortcut_in", "branch_out", "shortcut_out"])
 
 
-class _JoinHookHandle:
-    def __init__(self, hooks, hook):
-        self._hooks, self._hook = hooks, hook
-
-    def remove(self):
-        if self._hook in self._hooks:
-            self._hooks.remove(self._hook)
-
-
 class ResidualUnit(Module):
     """``relu(residual(x) + shortcut(x))``; a plain unit (``downsample is None`` and
     ``use_shortcut=False``) computes ``relu(residual(x))``.
@@ -132,7 +124,7 @@ class ResidualUnit(Module):
     def register_join_hook(self, hook):
         """Call ``hook(block, join)`` before the addition (see ``Join``); returns a handle with remove()."""
         self._join_hooks.append(hook)
-        return _JoinHookHandle(self._join_hooks, hook)
+        return RemovableHandle(self._join_hooks, hook)
 
     def forward(self, x):
         branch_in = shortcut_in = x

@@ -180,28 +180,25 @@ class SiLU(Module):
         return _inplace_repr(self)
 
 
-class Softmax(Module):
+class _AlongDim(Module):
+    """An activation applied along one dimension (softmax, log_softmax)."""
+
     def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
 
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class Softmax(_AlongDim):
     def forward(self, x):
         return F.softmax(x, self.dim)
 
-    def extra_repr(self):
-        return f"dim={self.dim}"
 
-
-class LogSoftmax(Module):
-    def __init__(self, dim=None):
-        super().__init__()
-        self.dim = dim
-
+class LogSoftmax(_AlongDim):
     def forward(self, x):
         return F.log_softmax(x, self.dim)
-
-    def extra_repr(self):
-        return f"dim={self.dim}"
 
 
 # --------------------------------------------------------------------------- pooling

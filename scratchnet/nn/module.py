@@ -10,7 +10,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from .. import backend
-from ..autograd import Tensor
+from ..autograd import RemovableHandle, Tensor
 
 
 class Parameter(Tensor):
@@ -130,12 +130,12 @@ class Module:
     def register_forward_hook(self, hook):
         """Call ``hook(module, inputs, output)`` after every forward; returns a handle with remove()."""
         self._forward_hooks.append(hook)
-        return _ListHandle(self._forward_hooks, hook)
+        return RemovableHandle(self._forward_hooks, hook)
 
     def register_forward_pre_hook(self, hook):
         """Call ``hook(module, inputs)`` before every forward; a returned value replaces the inputs."""
         self._forward_pre_hooks.append(hook)
-        return _ListHandle(self._forward_pre_hooks, hook)
+        return RemovableHandle(self._forward_pre_hooks, hook)
 
     # -- traversal
     def named_children(self):
@@ -311,15 +311,6 @@ class Module:
         elif extra or children:
             body = "\n  " + "\n  ".join(extra + children) + "\n"
         return f"{type(self).__name__}({body})"
-
-
-class _ListHandle:
-    def __init__(self, entries, entry):
-        self._entries, self._entry = entries, entry
-
-    def remove(self):
-        if self._entry in self._entries:
-            self._entries.remove(self._entry)
 
 
 class Sequential(Module):
