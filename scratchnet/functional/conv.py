@@ -310,7 +310,7 @@ class ConvTranspose2d(Function):
                 gx.reshape(c_in, n, h, w_in).transpose(1, 0, 2, 3))
         if self.needs_input_grad[1]:
             x_groups = self.x.transpose(1, 0, 2, 3).reshape(g, c_in // g, n * h * w_in)
-            gw = (x_groups @ col.transpose(0, 2, 1)).reshape(self.w_shape)
+            gw = (col @ x_groups.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(self.w_shape)  # BLAS order, as Conv2d
         if has_bias and self.needs_input_grad[2]:
             gb = gy.sum(axis=(0, 2, 3))
         return (gx, gw, gb) if has_bias else (gx, gw)
