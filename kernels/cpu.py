@@ -67,8 +67,12 @@ def _im2col(x, col, sy, sx, ph, pw, dy, dx, pad_value):
                 row = x[b, ci, iy]
                 out[:lo] = pad_value
                 out[hi:] = pad_value
-                for ox in range(lo, hi):
-                    out[ox] = row[ox * sx - pw + j * dx]
+                start = lo * sx - pw + j * dx
+                if sx == 1:  # a contiguous run: a slice copy, which LLVM turns into a memcpy
+                    out[lo:hi] = row[start:start + hi - lo]
+                else:
+                    for ox in range(lo, hi):
+                        out[ox] = row[start + (ox - lo) * sx]
 
 
 @njit(parallel=True, cache=True)
