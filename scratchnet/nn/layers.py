@@ -354,15 +354,8 @@ class CrossEntropyLoss(_Loss):
         self.weight, self.ignore_index, self.label_smoothing = weight, ignore_index, label_smoothing
 
     def forward(self, input, target):
-        options = {"reduction": self.reduction}
-        # pass the rarer options only when used, so the functional op sees torch's defaults otherwise
-        if self.weight is not None:
-            options["weight"] = self.weight
-        if self.ignore_index != -100:
-            options["ignore_index"] = self.ignore_index
-        if self.label_smoothing:
-            options["label_smoothing"] = self.label_smoothing
-        return F.cross_entropy(input, target, **options)
+        return F.cross_entropy(input, target, self.weight, reduction=self.reduction,
+                               ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
 
 
 class NLLLoss(_Loss):
@@ -371,12 +364,7 @@ class NLLLoss(_Loss):
         self.weight, self.ignore_index = weight, ignore_index
 
     def forward(self, input, target):
-        options = {"reduction": self.reduction}
-        if self.weight is not None:
-            options["weight"] = self.weight
-        if self.ignore_index != -100:
-            options["ignore_index"] = self.ignore_index
-        return F.nll_loss(input, target, **options)
+        return F.nll_loss(input, target, self.weight, reduction=self.reduction, ignore_index=self.ignore_index)
 
 
 class MSELoss(_Loss):
