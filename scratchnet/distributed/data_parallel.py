@@ -1,0 +1,234 @@
+"""Data parallelism: every rank holds the whole model and trains on its own share of each batch.
+
+    comm = distributed.init()
+    model = DistributedDataParallel(model, comm)        # parameters and buffers now equal rank 0's
+    for x, y in loader:                                  # a DistributedSampler gives each rank its shard
+        loss = F.cross_entropy(model(x), y)              # each rank: the mean over its local batch
+        optimizer.zero_grad()
+        loss.backward()
+        model.average_gradients()                        # bucketed allreduce / size: the global mean
+        optimizer.step()                                 # any optimizer: every rank takes the same step
+
+What is synchronised (as in torch's DistributedDataParallel):
+- parameters and buffers are broadcast from rank 0 when the wrapper is built, so replicas start equal;
+- gradients are averaged before every step, so with equal local batch sizes they equal the gradient
+  of one process on the concatenated batch, and replicas stay bit-identical;
+- buffers (BatchNorm's running statistics) are broadcast from rank 0 at every forward
+  (``broadcast_buffers=True``, torch's default), so all ranks evaluate with rank 0's statistics and
+  a checkpoint of rank 0 is the whole state.
+What is not: BatchNorm normalises each rank's batch with that batch's own mean and variance
+(torch's default too); ``convert_sync_batchnorm`` switches to statistics over the global batch.
+
+Buckets: gradients are flattened into a few contiguous buffers of about ``bucket_cap_mb`` (25 MB,
+torch's default) each, one dtype per bucket, so ResNet-50's 161 gradient tensors travel in 5
+allreduce calls instead of 161. The same code serves NumPy (MPI) and CuPy (NCCL) arrays.
+"""
+import numpy as np
+
+from .. import backend
+from ..autograd import Function, no_grad
+from ..nn.layers import BatchNorm1d, BatchNorm2d, _BatchNorm
+from ..nn.module import Module
+
+
+# --------------------------------------------------------------------------- buckets
+
+
+def make_buckets(tensors, cap_bytes):
+    """Split tensors (in order) into lists of one dtype whose sizes add up to about ``cap_bytes``."""
+    buckets, current, size = [], [], 0
+    for t in tensors:
+        if current and (t.dtype != current[0].dtype or size + t.data.nbytes > cap_bytes):
+            buckets.append(current)
+            current, size = [], 0
+        current.append(t)
+        size += t.data.nbytes
+    if current:
+        buckets.append(current)
+    return buckets
+
+
+def flatten(arrays):
+    """One contiguous vector holding the arrays one after the other."""
+    xp = backend.get_array_module(*arrays)
+    return xp.concatenate([a.reshape(-1) for a in arrays])
+
+
+def unflatten(vector, like):
+    """Cut a flat vector back into arrays shaped like ``like``."""
+    out, start = [], 0
+    for a in like:
+        out.append(vector[start:start + a.size].reshape(a.shape))
+        start += a.size
+    return out
+
+
+def broadcast_tensors(tensors, comm, root=0, cap_bytes=25 * 2**20):
+    """Overwrite every tensor's data with rank ``root``'s, bucket by bucket."""
+    for bucket in make_buckets(tensors, cap_bytes):
+        flat = comm.broadcast(flatten([t.data for t in bucket]), root)
+        for t, value in zip(bucket, unflatten(flat, [t.data for t in bucket])):
+            t.data = value
+
+
+def average_gradients(parameters, comm, cap_bytes=25 * 2**20):
+    """Replace each parameter's ``.grad`` by its mean over all ranks, one allreduce per bucket.
+
+    A parameter without a gradient on some rank (a branch that rank did not use) counts as zeros
+    there; one that has no gradient on any rank keeps ``grad = None``, as in one process. To know
+    which, each bucket carries one extra "has a gradient" entry per parameter.
+    """
+    params = [p for p in parameters if p.requires_grad]
+    for bucket in make_buckets(params, cap_bytes):
+        xp = backend.get_array_module(bucket[0].data)
+        grads = [p.grad if p.grad is not None else xp.zeros_like(p.data) for p in bucket]
+        present = xp.asarray([p.grad is not None for p in bucket], dtype=bucket[0].dtype)
+        total = comm.allreduce(xp.concatenate([flatten(grads), present]))
+        means = unflatten(total[:-len(bucket)] / comm.size, grads)
+        for p, mean, anywhere in zip(bucket, means, backend.to_numpy(total[-len(bucket):])):
+            p.grad = mean if anywhere > 0 else None
+
+
+class DistributedDataParallel(Module):
+    """Wrap a model for data-parallel training (see the module docstring).
+
+    Its ``state_dict`` is the wrapped model's, keys unchanged, so checkpoints load into the bare model.
+    """
+
+    def __init__(self, module, comm, bucket_cap_mb=25, broadcast_buffers=True):
+        super().__init__()
+        self.module = module
+        object.__setattr__(self, "comm", comm)
+        self.cap_bytes = int(bucket_cap_mb * 2**20)
+        self.broadcast_buffers = broadcast_buffers
+        with no_grad():
+            broadcast_tensors(list(module.parameters()) + list(module.buffers()), comm, 0, self.cap_bytes)
+
+    def forward(self, *args, **kwargs):
+        if self.broadcast_buffers:
+            buffers = list(self.module.buffers())
+            if buffers:
+                broadcast_tensors(buffers, self.comm, 0, self.cap_bytes)
+        return self.module(*args, **kwargs)
+
+    def average_gradients(self):
+        """Average every gradient over the ranks; call it between ``backward()`` and ``step()``."""
+        average_gradients(self.module.parameters(), self.comm, self.cap_bytes)
+
+    def num_buckets(self):
+        return len(make_buckets([p for p in self.module.parameters() if p.requires_grad], self.cap_bytes))
+
+    def state_dict(self):
+        return self.module.state_dict()
+
+    def load_state_dict(self, state_dict, strict=True):
+        return self.module.load_state_dict(state_dict, strict)
+
+    def __getattr__(self, name):  # model attributes (input_size, loss, scores, ...) read through
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_modules"]["module"], name)
+
+
+# --------------------------------------------------------------------------- synchronised batch norm
+
+
+class SyncBatchNormFunction(Function):
+    """Batch norm whose mean and variance are those of the global batch (all ranks' samples).
+
+    Forward: two allreduces (the sum and count, then the sum of squared deviations from the
+    global mean: the two-pass formula, as exact as one process). Backward: one allreduce of the
+    two per-channel sums the closed-form gradient needs.
+    """
+
+    def __init__(self, comm, eps, has_weight, has_bias):
+        self.comm, self.eps, self.has_weight, self.has_bias = comm, eps, has_weight, has_bias
+
+    def forward(self, x, *affine):
+        xp = backend.get_array_module(x)
+        self.axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        local_count = x.size // x.shape[1]
+        totals = self.comm.allreduce(xp.concatenate([x.sum(axis=self.axes), xp.asarray([local_count], x.dtype)]))
+        self.count = float(totals[-1])
+        self.mean = totals[:-1] / self.count
+        centred = x - self.mean.reshape(shape)
+        self.var = self.comm.allreduce((centred * centred).sum(axis=self.axes)) / self.count
+        self.inv_std = (1 / xp.sqrt(self.var + self.eps)).reshape(shape)
+        self.x_hat = centred * self.inv_std
+        self.weight = affine[0].reshape(shape) if self.has_weight else None
+        y = self.x_hat if self.weight is None else self.x_hat * self.weight
+        return y + affine[-1].reshape(shape) if self.has_bias else y
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        g_hat = gy if self.weight is None else gy * self.weight
+        c = gy.shape[1]
+        sums = self.comm.allreduce(xp.concatenate([g_hat.sum(axis=self.axes),
+                                                   (g_hat * self.x_hat).sum(axis=self.axes)]))
+        shape = (1, -1) + (1,) * (gy.ndim - 2)
+        sum_g, sum_gx = sums[:c].reshape(shape), sums[c:].reshape(shape)
+        # the one-process closed form, with the global count and global sums
+        gx = self.inv_std / self.count * (self.count * g_hat - sum_g - self.x_hat * sum_gx)
+        grads = [gx]
+        if self.has_weight:  # local sums: the data-parallel gradient averaging adds the ranks up
+            grads.append((gy * self.x_hat).sum(axis=self.axes))
+        if self.has_bias:
+            grads.append(gy.sum(axis=self.axes))
+        return tuple(grads)
+
+
+class SyncBatchNorm(_BatchNorm):
+    """torch.nn.SyncBatchNorm: BatchNorm over the global batch of all ranks (any input rank >= 2).
+
+    Training normalises with the global mean and variance and updates the running statistics
+    with them (so they are equal on every rank); evaluation uses the running statistics, as
+    BatchNorm does. The input gradient is complete (it sees every rank's sums); the weight and
+    bias gradients are this rank's share, which DistributedDataParallel's average combines.
+    """
+
+    def __init__(self, num_features, comm, **options):
+        super().__init__(num_features, **options)
+        object.__setattr__(self, "comm", comm)
+
+    def _check_input(self, x):
+        if x.ndim < 2:
+            raise ValueError(f"SyncBatchNorm expects (N, C, ...) input, got shape {x.shape}")
+
+    def forward(self, x):
+        if not self.training and self.track_running_stats:
+            return super().forward(x)
+        self._check_input(x)
+        momentum = 0.1 if self.momentum is None else self.momentum
+        if self.track_running_stats:
+            count = self.num_batches_tracked.data
+            self.num_batches_tracked.data = backend.get_array_module(count).asarray(count + 1, dtype=count.dtype)
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked.data)
+        affine = [t for t in (self.weight, self.bias) if t is not None]
+        fn = SyncBatchNormFunction(self.comm, self.eps, self.weight is not None, self.bias is not None)
+        y = fn(x, *affine)
+        if self.track_running_stats:
+            with no_grad():
+                mean, var = self.running_mean.data, self.running_var.data
+                mean[...] = (1 - momentum) * mean + momentum * fn.mean
+                var[...] = (1 - momentum) * var + momentum * fn.var * (fn.count / (fn.count - 1))
+        return y
+
+
+def convert_sync_batchnorm(module, comm):
+    """Replace every BatchNorm1d/2d in ``module`` by a SyncBatchNorm with the same state (in place)."""
+    for parent in list(module.modules()):
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, (BatchNorm1d, BatchNorm2d)):
+                sync = SyncBatchNorm(child.num_features, comm, eps=child.eps, momentum=child.momentum,
+                                     affine=child.affine, track_running_stats=child.track_running_stats)
+                like = next(iter(list(child.parameters()) + list(child.buffers())), None)
+                if like is not None:  # the same device and dtype as the layer it replaces
+                    sync.to(device=like.device, dtype=like.dtype)
+                sync.load_state_dict(child.state_dict())
+                sync.train(child.training)
+                parent._modules[name] = sync  # in place: a Sequential keeps its order
+    return module
+

@@ -1,0 +1,192 @@
+"""What ``python -m scratchnet.train`` does differently on each rank, in one place.
+
+The train CLI asks a ``Ranks`` object (``setup()``) at the few points where ranks matter:
+
+    wrap_model        data parallel: DistributedDataParallel; model parallel: AlexNetTowers
+    train_sampler     each rank's shard of the seeded shuffle (data parallel), or None
+    test_sampler      each rank's share of the test set, every sample once (data parallel), or None
+    augment_seed      rank 0 keeps the run's seed (one rank = the plain run); the others differ
+    after_backward    average the gradients over the ranks (data parallel)
+    step_totals       one small allreduce per step: the global batch's loss sum, sample count and
+                      correct count, so every rank sees the same loss (and stops on a NaN together)
+    any_stop          the signal (SIGINT/SIGTERM) any rank received, so every rank stops at one batch
+    sum, gather       evaluation metrics over the test shards
+    optimizer_state   the optimizer state as one process would hold it (model parallel: gathered)
+    is_main           rank 0: the only one that prints and writes files
+
+A single process gets ``SingleProcess``, whose methods do nothing, so the training loop reads the
+same either way. Batch size: ``--batch-size`` is per rank (as in torch's DDP), so N ranks train on
+N times as many samples per step; the learning rate is not rescaled.
+"""
+import os
+import signal
+import sys
+
+import numpy as np
+
+from .comm import DistributedError, init
+from .data_parallel import DistributedDataParallel, convert_sync_batchnorm
+from .model_parallel import AlexNetTowers
+from .sampler import DistributedSampler
+
+
+class SingleProcess:
+    """One process: every hook is the identity."""
+
+    rank, size, is_main, mode = 0, 1, True, None
+
+    def wrap_model(self, model):
+        return model
+
+    def train_sampler(self, dataset, seed):
+        return None
+
+    def test_sampler(self, dataset):
+        return None
+
+    def augment_seed(self, seed):
+        return seed
+
+    def after_backward(self, model):
+        pass
+
+    def step_totals(self, loss_sum, count, correct):
+        return loss_sum, count, correct
+
+    def any_stop(self, stop_signal):
+        return stop_signal
+
+    def sum(self, *values):
+        return values
+
+    def gather(self, items):
+        return items
+
+    def optimizer_state(self, model, optimizer):
+        return optimizer.state_dict()
+
+    def load_optimizer_state(self, model, optimizer, state):
+        optimizer.load_state_dict(state)
+
+    def broadcast_object(self, obj):
+        return obj
+
+    def check_resume(self, state):
+        saved = state.get("distributed") or {"mode": None, "ranks": 1}
+        if saved["ranks"] != 1 or saved["mode"] is not None:
+            raise DistributedError(_resume_mismatch(saved, self))
+
+    def describe(self):
+        return {"mode": None, "ranks": 1}
+
+
+class Ranks(SingleProcess):
+    """One rank of a distributed run: ``mode`` is "data" (data parallel) or "model" (AlexNet split)."""
+
+    def __init__(self, comm, mode, sync_batchnorm=False):
+        self.comm, self.mode, self.sync_batchnorm = comm, mode, sync_batchnorm
+        self.rank, self.size, self.is_main = comm.rank, comm.size, comm.rank == 0
+
+    def wrap_model(self, model):
+        if self.mode == "model":
+            return AlexNetTowers(model, self.comm)
+        if self.sync_batchnorm:
+            convert_sync_batchnorm(model, self.comm)
+        return DistributedDataParallel(model, self.comm)
+
+    def train_sampler(self, dataset, seed):
+        return DistributedSampler(dataset, self.size, self.rank, seed=seed) if self.mode == "data" else None
+
+    def test_sampler(self, dataset):
+        if self.mode != "data":
+            return None
+        return DistributedSampler(dataset, self.size, self.rank, shuffle=False, pad=False)
+
+    def augment_seed(self, seed):
+        if self.mode != "data" or self.rank == 0:
+            return seed
+        return int(np.random.SeedSequence((seed, self.rank)).generate_state(1)[0])
+
+    def after_backward(self, model):
+        if self.mode == "data":
+            model.average_gradients()
+
+    def step_totals(self, loss_sum, count, correct):
+        """Sums over the ranks' local batches (model parallel: both ranks saw the same batch)."""
+        if self.mode == "model":
+            return loss_sum, count, correct
+        totals = self.comm.allreduce(np.array([loss_sum, count, correct], dtype=np.float64))
+        return float(totals[0]), int(totals[1]), int(totals[2])
+
+    def any_stop(self, stop_signal):
+        """The signal any rank received (SIGTERM first), so that every rank stops at the same batch."""
+        flags = self.comm.allreduce(np.array([stop_signal == signal.SIGINT, stop_signal == signal.SIGTERM], np.int64))
+        return signal.SIGTERM if flags[1] else signal.SIGINT if flags[0] else None
+
+    def sum(self, *values):
+        if self.mode != "data":
+            return values
+        totals = self.comm.allreduce(np.array(values, dtype=np.float64))
+        return tuple(type(v)(t) for v, t in zip(values, totals))
+
+    def gather(self, items):
+        if self.mode != "data":
+            return items
+        return [item for part in self.comm.allgather_object(items) for item in part]
+
+    def optimizer_state(self, model, optimizer):
+        state = optimizer.state_dict()
+        return model.gather_optimizer_state(state) if self.mode == "model" else state
+
+    def load_optimizer_state(self, model, optimizer, state):
+        optimizer.load_state_dict(model.scatter_optimizer_state(state) if self.mode == "model" else state)
+
+    def broadcast_object(self, obj):
+        return self.comm.broadcast_object(obj)
+
+    def check_resume(self, state):
+        saved = state.get("distributed") or {"mode": None, "ranks": 1}
+        if saved["ranks"] != self.size or saved["mode"] != self.mode:
+            raise DistributedError(_resume_mismatch(saved, self))
+
+    def describe(self):
+        return {"mode": self.mode, "ranks": self.size}
+
+
+def _resume_mismatch(saved, now):
+    def words(d):
+        if d["mode"] is None:
+            return "one process"
+        return f"{d['ranks']} ranks ({'model' if d['mode'] == 'model' else 'data'} parallel)"
+
+    def command(d):
+        if d["mode"] is None:
+            return "python -m scratchnet.train ... --resume DIR"
+        flag = "--model-parallel" if d["mode"] == "model" else "--distributed"
+        return f"mpirun -n {d['ranks']} python -m scratchnet.train ... {flag} --resume DIR"
+
+    return (f"--resume: this checkpoint was written by {words(saved)} and this run has {words(now.describe())}; "
+            f"the shards, the global batch and the step schedule depend on the number of ranks, so it cannot "
+            f"continue the same run: resume it with `{command(saved)}`, or start a new run from its weights "
+            f"with --weights DIR/final.npz or best.npz")
+
+
+def setup(distributed, model_parallel, device, timeout=None, sync_batchnorm=False):
+    """The ranks of this run: SingleProcess() without the flags, else join the MPI launch."""
+    if not (distributed or model_parallel):
+        return SingleProcess()
+    comm = init(device, timeout)
+    ranks = Ranks(comm, "model" if model_parallel else "data", sync_batchnorm)
+    if not ranks.is_main:  # rank 0 speaks for the run; the others stay quiet unless they fail
+        sys.stdout = open(os.devnull, "w")
+    return ranks
+
+
+def abort_other_ranks(code):
+    """After an error on this rank, end the whole MPI job (the others may be waiting in a collective)."""
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(code)
+

