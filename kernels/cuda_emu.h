@@ -4,9 +4,16 @@
 //  - every block runs its threads as cooperative fibers (ucontext): a thread
 //    runs until __syncthreads(), where it yields; the block moves on when all
 //    its threads reached the barrier. Exiting while others wait is reported.
-//  - __shared__ is `static`: one copy, shared by the block's fibers (blocks
-//    run one after another, so one copy serves them all), filled with NaN
-//    bytes before every block so reads of unwritten shared memory show.
+//  - __shared__ storage is `static`: one copy, shared by the block's fibers
+//    (blocks run one after another, so one copy serves them all), filled
+//    with NaN bytes before every block so reads of unwritten shared memory
+//    show. kernels/emulator.py rewrites each `__shared__ T name[...];` into a
+//    static that registers itself here (emu::register_shared); a section
+//    attribute would be ignored by g++ for statics in function templates.
+//    So this header leaves `__shared__` undefined: only the emulator's
+//    rewrite compiles.
+//  - threads switch only at __syncthreads(), so a plain `+=` by many threads
+//    on one address is atomic here: such races need a GPU (racecheck).
 //  - shuffle mode runs the threads of every phase, and the blocks, in a
 //    seeded random order: a kernel missing a __syncthreads (a race) gives
 //    different answers from run to run.
@@ -39,13 +46,22 @@ static dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __device__
 #define __host__
 #define __forceinline__ inline
-// All __shared__ variables go to one section, which is poisoned (NaN bytes)
-// before every block: reading shared memory nobody wrote yields NaN.
-#define __shared__ static __attribute__((section("emu_shared")))
-extern "C" char __start_emu_shared[] __attribute__((weak));
-extern "C" char __stop_emu_shared[] __attribute__((weak));
-
 namespace emu {
+
+// Every __shared__ variable (registered the first time a thread reaches its
+// declaration) is filled with 0xFF bytes, a NaN as float and as double, then
+// and before every block: reading shared memory nobody wrote yields NaN.
+const unsigned char SHARED_POISON = 0xFF;
+struct SharedRegion {
+    void* data;
+    size_t bytes;
+};
+static std::vector<SharedRegion> shared_regions;
+inline bool register_shared(void* data, size_t bytes) {
+    memset(data, SHARED_POISON, bytes);
+    shared_regions.push_back({data, bytes});
+    return true;
+}
 
 enum State { READY, AT_BARRIER, DONE };
 struct Fiber {
@@ -263,7 +279,7 @@ extern "C" int emu_launch(void (*call)(void**), void** args, unsigned gx, unsign
         if (shuffle) std::shuffle(blocks.begin(), blocks.end(), *shuffle);
         for (const dim3& b : blocks) {
             blockIdx = b;
-            if (__start_emu_shared) memset(__start_emu_shared, 0xFF, __stop_emu_shared - __start_emu_shared);
+            for (const emu::SharedRegion& r : emu::shared_regions) memset(r.data, emu::SHARED_POISON, r.bytes);
             if (!emu::run_block(threads, shuffle)) {
                 status = 2;
                 break;

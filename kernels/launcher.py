@@ -8,17 +8,17 @@ emulator tests exercise exactly what a GPU would run.
 """
 import numpy as np
 
-from .launch import geometry, int_params, launch_config
+from .launch import MAX_BLOCKS, geometry, int_params, launch_config
 
 
 class KernelAPI:
-    def __init__(self, xp, run):
-        self.xp, self._run = xp, run
+    def __init__(self, xp, run, max_blocks=MAX_BLOCKS):
+        self.xp, self._run, self._max_blocks = xp, run, max_blocks
 
     def _launch(self, kernel, arrays, sizes, extra=()):
         dtype = np.dtype(arrays[0].dtype)
         ints = tuple(np.int32(sizes[name]) for name in int_params(kernel))
-        self._run(kernel, dtype, launch_config(kernel, **sizes), tuple(arrays) + ints + tuple(extra))
+        self._run(kernel, dtype, launch_config(kernel, self._max_blocks, **sizes), tuple(arrays) + ints + tuple(extra))
 
     def _contiguous(self, *arrays):
         return [self.xp.ascontiguousarray(a) for a in arrays]

@@ -480,6 +480,7 @@ class Run:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "rng": backend.rng("cpu").bit_generator.state, "epoch": self.epoch, "batch": self.batch,
+                "gpu_rng": backend.get_rng_state("gpu") if self.device == "gpu" else None,  # dropout masks
                 "partial": self.partial, "metrics": self.metrics, "best": self.best, "config": self.config}
 
     def restore(self, state):
@@ -488,6 +489,8 @@ class Run:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         backend.rng("cpu").bit_generator.state = state["rng"]
+        if self.device == "gpu" and state.get("gpu_rng") is not None:
+            backend.set_rng_state(state["gpu_rng"], "gpu")
         self.epoch, self.batch, self.partial = state["epoch"], state["batch"], state["partial"]
         self.metrics, self.best = state["metrics"], state["best"]
 

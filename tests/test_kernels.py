@@ -4,7 +4,9 @@ One API, three implementations, each test run on all of them:
   numba     kernels/cpu.py
   emulator  the exact CUDA sources on the CPU emulator (g++ + kernels/cuda_emu.h)
             with the grid/block kernels/launch.py gives a GPU, on guarded
-            buffers, in launch order and in a shuffled thread/block order
+            buffers, with outputs that start as NaN; once in launch order,
+            once in a shuffled thread/block order with the grid-stride
+            kernels capped at 2 blocks (so their loops run several times)
   cuda      kernels/cuda.py on a real GPU (skipped without one)
 over odd sizes, partial tiles, stride, padding, dilation, groups and depthwise
 multipliers, in float32 and float64.
@@ -66,7 +68,7 @@ def _implementation(request):
         if emulation.compiler() is None:
             pytest.skip("the CUDA emulator needs g++")
         emu = request.getfixturevalue("emu")
-        return Implementation([emu.device(0), emu.device(7)])  # launch order, then shuffled
+        return Implementation([emu.device(0), emu.device(7, max_blocks=2)])  # as launched; shuffled, capped
     from scratchnet.kernels import cuda
     return Implementation([cuda], "gpu")
 
@@ -94,6 +96,7 @@ CONV_CASES = [
     ((2, 6, 11, 10), 6, (5, 5), (2, 3), (2, 2), (1, 1), 3),     # large kernel, odd strides
     ((1, 20, 5, 4), 3, (3, 3), (1, 1), (1, 1), (2, 2), 1),      # K = 180: several k-slices, last partial
     ((2, 4, 6, 6), 8, (3, 3), (1, 1), (1, 1), (1, 1), 4),       # depthwise (multiplier 2) as grouped conv
+    ((2, 3, 9, 11), 5, (3, 2), (2, 1), (2, 1), (1, 3), 1),      # stride, padding, dilation all differ per axis
 ]
 
 
@@ -123,6 +126,7 @@ DEPTHWISE_CASES = [
     ((3, 5, 4, 5), 2, (2, 2), (2, 2), (0, 0), (1, 1)),
     ((1, 1, 17, 3), 1, (5, 1), (1, 1), (2, 0), (1, 1)),
     ((2, 2, 19, 18), 1, (3, 3), (1, 1), (1, 1), (1, 1)),  # N*OH*OW = 684 > the 256 reducing threads
+    ((1, 3, 10, 9), 2, (3, 3), (1, 2), (0, 2), (2, 1)),   # stride, padding, dilation all differ per axis
 ]
 
 
@@ -152,6 +156,7 @@ COL_CASES = [
     ((1, 2, 9, 8), (3, 2), (2, 3), (2, 1), (2, 1)),
     ((3, 1, 4, 4), (1, 1), (1, 1), (0, 0), (1, 1)),
     ((1, 3, 12, 11), (11, 11), (4, 4), (2, 2), (1, 1)),  # AlexNet conv1's geometry, shrunk
+    ((1, 2, 9, 10), (2, 3), (1, 2), (1, 0), (3, 1)),     # stride, padding, dilation all differ per axis
 ]
 
 
@@ -177,6 +182,7 @@ POOL_CASES = [
     ((1, 2, 7, 7), (3, 3), (2, 2), (1, 1), (1, 1), True),    # overlapping windows, ceil mode
     ((2, 1, 9, 8), (3, 2), (1, 2), (1, 1), (2, 1), False),   # dilation
     ((1, 4, 5, 5), (3, 3), (2, 2), (0, 0), (1, 1), True),    # a last window hanging past the edge
+    ((1, 2, 9, 10), (3, 2), (2, 1), (1, 0), (2, 1), False),  # stride, padding, dilation all differ per axis
 ]
 
 
@@ -201,3 +207,18 @@ def test_max_pool_forward_backward_with_argmax(impl, case, values, dtype, rng):
         np.testing.assert_array_equal(argmax, it.numpy())
     for gx in impl("max_pool2d_backward", gy, it.numpy(), x.shape):
         np.testing.assert_allclose(gx, xt.grad.numpy(), **TOL[dtype])
+
+
+def test_max_pool_backward_many_windows_on_one_pixel(impl):
+    """1089 overlapping windows pick the same pixel: their gradients must all arrive. The
+    emulator cannot see a lost update (threads switch only at barriers); on a GPU this is the
+    test a plain `+=` in place of atomicAdd fails."""
+    x = np.zeros((1, 1, 64, 64))
+    x[0, 0, 32, 32] = 1.0
+    kernel, stride, padding, dilation = (33, 33), (1, 1), (16, 16), (1, 1)
+    out_hw = _out_hw(x.shape, kernel, stride, padding, dilation)
+    for y, argmax in impl("max_pool2d_forward", x, kernel, stride, padding, dilation, out_hw):
+        gy = np.ones_like(y)
+        assert (argmax == 32 * 64 + 32).sum() == 33 * 33
+        for gx in impl("max_pool2d_backward", gy, argmax, x.shape):
+            assert gx[0, 0, 32, 32] == 33 * 33 and gx.sum() == gy.size

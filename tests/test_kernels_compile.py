@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from scratchnet.kernels.cuda import NVRTC_OPTIONS
+from scratchnet.kernels.cuda import nvrtc_options
 from scratchnet.kernels.launch import SCALAR_TYPES, SOURCE_DIR, SOURCES, compile_options
 
 CU_FILES = sorted(set(SOURCES.values()))
@@ -33,7 +33,7 @@ def _nvrtc():
 def test_nvrtc_compiles(source, dtype, arch):
     nvrtc = _nvrtc()
     program = nvrtc.createProgram((SOURCE_DIR / source).read_text(), source, (), ())
-    options = NVRTC_OPTIONS + (f"--gpu-architecture={arch}", f"-I{SOURCE_DIR}") + compile_options(dtype)
+    options = (f"--gpu-architecture={arch}",) + nvrtc_options(dtype)  # what kernels/cuda.py compiles with
     try:
         nvrtc.compileProgram(program, options)
     except nvrtc.NVRTCError:

@@ -1,0 +1,208 @@
+"""Plant bugs in the CUDA kernels one at a time and count how many the emulator tests catch.
+
+    python tools/mutate_kernels.py                      # every mutant (several hundred; ~1 h on 2 cores)
+    python tools/mutate_kernels.py --sample 150         # a fixed random sample
+    python tools/mutate_kernels.py --only conv.cu --list
+
+Each mutant changes one token on one line of one kernels/*.cu or *.cuh file: a
+comparison (< <=, > >=, == !=), && ||, + -, * /, % /, `+=` to `=`, an integer
+literal + 1, swapped axis names (SY/SX, PH/PW, DY/DX, KH/KW, OH/OW, H/W, iy/ix,
+oy/ox, i/j, tx/ty, threadIdx.x/.y, blockIdx.x/.y), a deleted __syncthreads(),
+an accumulator without its `= 0`, `continue` as `break`. The mutated copy of
+kernels/ is handed to the emulator (SCRATCHNET_EMU_SOURCE_DIR) and the float64
+emulator tests of that file's kernels run against it (tests/test_kernels.py,
+in a forked child, so pytest and torch are imported once). A mutant is
+  caught      the tests fail (or the emulator reports a fault),
+  hung        the tests ran past --timeout (counted as caught: a GPU run would hang too),
+  invalid     it does not compile (the NVRTC/nvcc tests reject it),
+  survived    the tests pass.
+A survivor either changes nothing observable (listed in EQUIVALENT with the
+reason, read by hand) or is a hole in the tests. The catch rate is
+caught / (caught + survived - equivalent). Writes benchmarks/results/mutate_kernels.json.
+"""
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KERNELS = REPO / "kernels"
+FILES = ["common.cuh", "conv.cu", "depthwise.cu", "im2col.cu", "pool.cu"]
+TESTS = {  # pytest -k expression for the tests that exercise each file's kernels
+    "conv.cu": "test_direct_conv",
+    "depthwise.cu": "test_depthwise",
+    "im2col.cu": "test_im2col",
+    "pool.cu": "max_pool",
+    "common.cuh": "test_",
+}
+
+SWAPS = [("SY", "SX"), ("PH", "PW"), ("DY", "DX"), ("KH", "KW"), ("OH", "OW"), ("H", "W"), ("iy", "ix"),
+         ("oy", "ox"), ("i", "j"), ("tx", "ty"), ("threadIdx.x", "threadIdx.y"), ("blockIdx.x", "blockIdx.y")]
+OPERATORS = [  # (name, pattern, replacement)
+    ("< to <=", r"(?<![<>=!-])<(?![<=])", "<="),
+    ("<= to <", r"<=", "<"),
+    ("> to >=", r"(?<![<>=!-])>(?![>=])", ">="),
+    (">= to >", r">=", ">"),
+    ("== to !=", r"==", "!="),
+    ("!= to ==", r"!=", "=="),
+    ("&& to ||", r"&&", "||"),
+    ("|| to &&", r"\|\|", "&&"),
+    ("+ to -", r"(?<![+=])\+(?![+=])", "-"),
+    ("- to +", r"(?<![-=])-(?![->=])", "+"),
+    ("+= to =", r"\+=", "="),
+    ("* to /", r"(?<= )\*(?= )", "/"),
+    ("/ to *", r"(?<= )/(?= )", "*"),
+    ("% to /", r"(?<= )%(?= )", "/"),
+    ("literal + 1", r"(?<![\w.])\d+(?![\w.])", None),
+    ("no __syncthreads", r"__syncthreads\(\);", ""),
+    ("no = 0", r"(scalar_t \w+) = 0;", r"\1;"),
+    ("continue to break", r"\bcontinue\b", "break"),
+] + [(f"{a} to {b}", r"(?<![\w.])" + re.escape(a) + r"(?![\w])", b) for a, b in SWAPS] + \
+    [(f"{b} to {a}", r"(?<![\w.])" + re.escape(b) + r"(?![\w])", a) for a, b in SWAPS]
+
+# Survivors read by hand and found to change nothing a caller can observe.
+# key: "file:line:operator:occurrence" (as printed by --list).
+EQUIVALENT = {}
+
+
+def mutable_lines(text):
+    """(line number, code part) of each line worth mutating: no comments, includes, guards or
+    the parameter-list macros (a swap there renames a parameter: the same function)."""
+    in_params = False
+    for number, line in enumerate(text.splitlines(), 1):
+        code = line.split("//")[0]
+        stripped = code.strip()
+        if in_params:
+            in_params = stripped.endswith("\\")
+            continue
+        if re.match(r"#\s*define\s+\w*PARAMS\b", stripped):
+            in_params = stripped.endswith("\\")
+            continue
+        if not stripped or stripped.startswith(("#include", "#pragma", "#ifndef", "#endif", "#define SCALAR_T",
+                                                 "#define CONV_TILE", "#define REDUCE_THREADS", "typedef",
+                                                 "template")):
+            continue
+        yield number, code
+
+
+def mutants(files):
+    for name in files:
+        text = (KERNELS / name).read_text()
+        lines = text.splitlines(keepends=True)
+        for number, code in mutable_lines(text):
+            for operator, pattern, replacement in OPERATORS:
+                for occurrence, match in enumerate(re.finditer(pattern, code)):
+                    new = str(int(match.group()) + 1) if replacement is None else match.expand(replacement)
+                    line = lines[number - 1]
+                    mutated = line[:match.start()] + new + line[match.end():]
+                    key = f"{name}:{number}:{operator}:{occurrence}"
+                    yield key, name, "".join(lines[:number - 1] + [mutated] + lines[number:]), line.strip(), \
+                        mutated.strip()
+
+
+def write_sources(folder, name, text):
+    """kernels/ with `name` replaced by `text`, always in the same folder: the emulator's build cache is
+    keyed by path and content, so the files a mutant leaves alone are never rebuilt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in KERNELS.iterdir():
+        if f.suffix in (".cu", ".cuh", ".h"):
+            shutil.copy(f, folder / f.name)
+    (folder / name).write_text(text)
+
+
+def compiles(name, folder, cache):
+    """Build the mutated file's libraries (both dtypes, two at a time), as the tests will want them.
+    False when g++ rejects the source: a mutant no compiler accepts is no bug."""
+    from concurrent.futures import ThreadPoolExecutor
+    from scratchnet.kernels import emulator
+    from scratchnet.kernels.launch import SOURCES
+    emu = emulator.Emulator(build_dir=cache / "cuda_emu", source_dir=folder)
+    sources = [name] if name.endswith(".cu") else sorted(set(SOURCES.values()))
+    jobs = [(source, dtype) for source in sources for dtype in ("float32", "float64")]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda job: emu.library(*job), jobs))
+        return True
+    except emulator.EmulatorError:
+        return False
+
+
+def run_tests(name, folder, cache, timeout):
+    """'caught', 'survived' or 'hung': the float64 emulator tests of this file in a forked child."""
+    pid = os.fork()
+    if pid == 0:
+        os.environ["SCRATCHNET_EMU_SOURCE_DIR"], os.environ["SCRATCHNET_CACHE"] = str(folder), str(cache)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1), os.dup2(devnull, 2)
+        import pytest
+        code = pytest.main(["-q", "-x", "-p", "no:cacheprovider", str(REPO / "tests" / "test_kernels.py"),
+                            "-k", f"emulator and float64 and {TESTS[name]}"])
+        os._exit(int(code))
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            return "survived" if code == 0 else "caught" if code == 1 else f"error {code}"
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "hung"
+        time.sleep(0.05)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", choices=FILES, help="mutate only this file (repeatable)")
+    parser.add_argument("--sample", type=int, help="run a fixed random sample of this many mutants")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--list", action="store_true", help="list the mutants and stop")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "mutate_kernels.json"))
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO / "tests"))
+    every = list(mutants(args.only or FILES))
+    chosen = sorted(random.Random(args.seed).sample(every, args.sample), key=every.index) \
+        if args.sample and args.sample < len(every) else every
+    if args.list:
+        for key, _, _, before, after in chosen:
+            print(f"{key}\n    - {before}\n    + {after}")
+        print(f"{len(chosen)} of {len(every)} mutants")
+        return 0
+    import pytest  # noqa: F401  (imported once, before forking)
+    import torch  # noqa: F401
+    results, started = [], time.time()
+    with tempfile.TemporaryDirectory() as workdir:
+        folder, cache = Path(workdir) / "kernels", Path(workdir) / "cache"
+        for number, (key, name, text, before, after) in enumerate(chosen, 1):
+            write_sources(folder, name, text)
+            outcome = run_tests(name, folder, cache, args.timeout) if compiles(name, folder, cache) else "invalid"
+            if outcome == "survived" and key in EQUIVALENT:
+                outcome = "equivalent"
+            results.append(dict(mutant=key, before=before, after=after, outcome=outcome))
+            print(f"[{number}/{len(chosen)} {time.time() - started:5.0f}s] {outcome:10s} {key}  |  {after}",
+                  flush=True)
+    counts = {o: sum(r["outcome"] == o for r in results) for o in sorted({r["outcome"] for r in results})}
+    caught = counts.get("caught", 0) + counts.get("hung", 0)
+    changing = caught + counts.get("survived", 0)
+    rate = caught / changing if changing else float("nan")
+    summary = dict(mutants=len(every), run=len(chosen), counts=counts, caught=caught, behaviour_changing=changing,
+                   catch_rate=rate, seconds=round(time.time() - started), results=results)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=1))
+    print(f"\n{counts}\ncaught {caught} of {changing} behaviour-changing mutants: {100 * rate:.1f}%  -> {args.out}")
+    for r in results:
+        if r["outcome"] == "survived":
+            print(f"survived: {r['mutant']}\n    - {r['before']}\n    + {r['after']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
