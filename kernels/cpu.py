@@ -36,20 +36,6 @@ def _axpy(dst, dst_start, dst_step, src, src_start, src_step, count, scale):
             dst[dst_start + k * dst_step] += scale * src[src_start + k * src_step]
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def _dot(a, a_start, b, b_start, b_step, count):
-    """sum over k < count of a[a_start + k] * b[b_start + k*b_step] (reassociated, so it vectorises)."""
-    acc = 0.0
-    if b_step == 1:
-        sa, sb = a[a_start:a_start + count], b[b_start:b_start + count]
-        for k in range(count):
-            acc += sa[k] * sb[k]
-    else:
-        for k in range(count):
-            acc += a[a_start + k] * b[b_start + k * b_step]
-    return acc
-
-
 @njit(parallel=True, cache=True)
 def _im2col(x, col, sy, sx, ph, pw, dy, dx, pad_value):
     n, c, h, w = x.shape
@@ -93,68 +79,240 @@ def _col2im(col, x, sy, sx, ph, pw, dy, dx):
                     _axpy(out[iy], lo * sx - pw + j * dx, sx, col[ci, i, j, b, oy], lo, 1, hi - lo, 1.0)
 
 
+# ---- depthwise convolution ----
+# An (n, c) plane is small (7x7 to 112x112), so per-row loops run a few elements at a
+# time. Instead each input plane is copied once into a zero-padded buffer split into its
+# stride phases (phase (pi, pj) holds input rows pi - ph, pi - ph + sy, ... and columns
+# pj - pw, pj - pw + sx, ...), every row wq wide. There every tap of any stride and
+# dilation is a unit-stride shift: output (oy, ox), tap (i, j) reads phase
+# ((i*dy) % sy, (j*dx) % sx) at row oy + (i*dy) // sy, column ox + (j*dx) // sx. So a
+# block of output rows, computed wq wide, is a sum of shifted copies of one flat vector:
+# a long contiguous loop that LLVM vectorises. The wq - ow extra columns of each output
+# row read past its end (the next row, or the spare zero row at the end of each phase)
+# and are dropped when the rows are copied out. The backward kernels use the same views:
+# the input gradient of a phase is the sum of the output gradient (wq wide, extra columns
+# zero) shifted back by each of the phase's taps, the weight gradient of a tap the dot
+# product of the output gradient with that tap's shifted view of the input.
+
+@njit(cache=True)
+def _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx):
+    """(hq, wq): each phase has hq + 1 rows (the last a spare) of wq columns."""
+    return oh + (kh - 1) * dy // sy, ow + (kw - 1) * dx // sx
+
+
+@njit(cache=True)
+def _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size):
+    """Per tap (i, j) in w's order: its phase and its shift inside the phase."""
+    phase, shift = np.empty(kh * kw, np.int64), np.empty(kh * kw, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            phase[i * kw + j] = (i * dy) % sy * sx + (j * dx) % sx
+            shift[i * kw + j] = (i * dy) // sy * wq + (j * dx) // sx
+    return phase, shift
+
+
+@njit(cache=True)
+def _block_rows(rows, wq):
+    """Rows per pass: a block of ~8 KB of float32 stays in L1 while every tap adds into it."""
+    return max(1, min(rows, 2048 // wq))
+
+
+@njit(cache=True)
+def _chunks(planes):
+    """Coarse prange chunks (buffers allocated once each), still enough to balance many threads."""
+    return max(1, min(planes, 256))
+
+
+@njit(cache=True)
+def _fill_phases(src, buf, sy, sx, ph, pw, hq, wq):
+    """buf[pi, pj, r, col] = src[r*sy + pi - ph, col*sx + pj - pw], writing only where that is inside
+    src: the rest of buf is zero once and stays so (the same positions are written for every plane)."""
+    h, w = src.shape
+    phase_size = (hq + 1) * wq
+    for pi in range(sy):
+        for pj in range(sx):
+            lo = min(wq, max(0, -((pj - pw) // sx)))  # first column inside src: ceil((pw - pj) / sx)
+            hi = max(lo, min(wq, (w - 1 + pw - pj) // sx + 1))
+            first = lo * sx + pj - pw  # its column in src
+            for r in range(hq + 1):
+                iy = r * sy + pi - ph
+                if 0 <= iy < h:
+                    _copy_strided(src[iy, first:], sx, buf[(pi * sx + pj) * phase_size + r * wq + lo:], hi - lo)
+
+
+@njit(cache=True)
+def _gather_phases(buf, dst, sy, sx, ph, pw, hq, wq):
+    """The inverse of _fill_phases: dst[iy, ix] = buf at phase position (iy + ph, ix + pw), 0 right of
+    the last column (every row of dst is in the buffer: (h - 1 + ph) // sy <= hq for any oh >= 1)."""
+    h, w = dst.shape
+    phase_size = (hq + 1) * wq
+    for iy in range(h):
+        r, pi = (iy + ph) // sy, (iy + ph) % sy
+        line = dst[iy]
+        for pj in range(sx):
+            first = (pj - pw) % sx  # the first ix in this column phase, at phase column (first + pw) // sx
+            col = (first + pw) // sx
+            count = max(0, min((w - first + sx - 1) // sx, wq - col))
+            src = buf[(pi * sx + pj) * phase_size + r * wq + col:]
+            if sx == 1:
+                _copy_strided(src, 1, line, count)
+            else:
+                for k in range(count):
+                    line[first + k * sx] = src[k]
+            for ix in range(first + count * sx, w, sx):  # right of every window
+                line[ix] = 0
+
+
+@njit(cache=True)
+def _copy_strided(src, step, dst, count):
+    """dst[k] = src[k * step] for k < count (unsigned indices: a vectorised copy when step is 1)."""
+    if step == 1:
+        for k in range(np.uint64(count)):
+            dst[k] = src[k]
+    else:
+        for k in range(np.uint64(count)):
+            dst[k] = src[k * np.uint64(step)]
+
+
+@njit(cache=True)
+def _copy_rows(src, src_width, dst):
+    """dst[r, :] = src[r * src_width:][:dst.shape[1]]: a block computed wq wide, back to its true width."""
+    rows, width = dst.shape
+    for r in range(rows):
+        _copy_strided(src[r * src_width:], 1, dst[r], width)
+
+
+@njit(cache=True)
+def _spread_rows(src, dst, dst_width):
+    """The inverse of _copy_rows: src's rows into dst, dst_width apart (the columns between are left alone)."""
+    rows, width = src.shape
+    for r in range(rows):
+        _copy_strided(src[r], 1, dst[r * dst_width:], width)
+
+
+@njit(cache=True)
+def _sum_shifted(out, src, starts, scales, accumulate):
+    """out[k] (+)= sum over taps t of scales[t] * src[starts[t] + k], for k < out.size.
+
+    Three taps per pass over out (fewer loads and stores than one at a time); unsigned
+    indices, so LLVM drops the negative-index wraparound and vectorises the loop."""
+    length, count = np.uint64(out.size), starts.size
+    t = 0
+    while t < count:
+        add = accumulate or t > 0
+        if count - t >= 3:
+            a, b, c = scales[t], scales[t + 1], scales[t + 2]
+            s0, s1, s2 = np.uint64(starts[t]), np.uint64(starts[t + 1]), np.uint64(starts[t + 2])
+            for k in range(length):
+                v = a * src[s0 + k] + b * src[s1 + k] + c * src[s2 + k]
+                out[k] = out[k] + v if add else v
+            t += 3
+        else:
+            a, s0 = scales[t], np.uint64(starts[t])
+            for k in range(length):
+                v = a * src[s0 + k]
+                out[k] = out[k] + v if add else v
+            t += 1
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dot_shifted(a, b, b_start):
+    """sum over k < a.size of a[k] * b[b_start + k], in a's dtype (reassociated, so it vectorises);
+    the caller sums these short dots in float64."""
+    acc = a.dtype.type(0)
+    start = np.uint64(b_start)
+    for k in range(np.uint64(a.size)):
+        acc += a[k] * b[start + k]
+    return acc
+
+
 @njit(parallel=True, cache=True)
 def _depthwise_forward(x, w, y, sy, sx, ph, pw, dy, dx):
-    n, c, h, wd = x.shape
+    n, c = x.shape[:2]
     co, _, kh, kw = w.shape
     m, oh, ow = co // c, y.shape[2], y.shape[3]
-    for plane in prange(n * co):  # (b, oc): output channel oc reads input channel oc // m
-        b, oc = plane // co, plane % co
-        out = y[b, oc]
-        out[:] = 0
-        src = x[b, oc // m]
-        for i in range(kh):
-            for j in range(kw):
-                tap = w[oc, 0, i, j]
-                lo, hi = _first_last_jit(ow, wd, sx, pw, j * dx)
-                for oy in range(oh):
-                    iy = oy * sy - ph + i * dy
-                    if iy < 0 or iy >= h:
-                        continue
-                    _axpy(out[oy], lo, 1, src[iy], lo * sx - pw + j * dx, sx, hi - lo, tap)
+    hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
+    phase_size, rows = (hq + 1) * wq, _block_rows(oh, wq)
+    phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
+    starts = phase * phase_size + shift
+    taps = w.reshape(co, kh * kw)
+    planes = n * c
+    chunks = _chunks(planes)
+    for chunk in prange(chunks):
+        phases = np.zeros(sy * sx * phase_size, dtype=x.dtype)
+        out = np.empty(rows * wq, dtype=x.dtype)
+        for plane in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            b, ci = plane // c, plane % c  # its m output channels share the padded plane
+            _fill_phases(x[b, ci], phases, sy, sx, ph, pw, hq, wq)
+            for oc in range(ci * m, ci * m + m):
+                for r0 in range(0, oh, rows):
+                    r1 = min(oh, r0 + rows)
+                    _sum_shifted(out[:(r1 - r0) * wq], phases[r0 * wq:], starts, taps[oc], False)
+                    _copy_rows(out, wq, y[b, oc, r0:r1])
 
 
 @njit(parallel=True, cache=True)
 def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
-    n, c, h, wd = gx.shape
+    n, c = gx.shape[:2]
     co, _, kh, kw = w.shape
     m, oh, ow = co // c, gy.shape[2], gy.shape[3]
-    for plane in prange(n * c):  # (b, ci) gathers from its m output channels
-        b, ci = plane // c, plane % c
-        out = gx[b, ci]
-        out[:] = 0
-        for k in range(m):
-            oc = ci * m + k
-            src = gy[b, oc]
-            for i in range(kh):
-                for j in range(kw):
-                    tap = w[oc, 0, i, j]
-                    lo, hi = _first_last_jit(ow, wd, sx, pw, j * dx)
-                    for oy in range(oh):
-                        iy = oy * sy - ph + i * dy
-                        if iy < 0 or iy >= h:
-                            continue
-                        _axpy(out[iy], lo * sx - pw + j * dx, sx, src[oy], lo, 1, hi - lo, tap)
+    hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
+    phase_size, rows = (hq + 1) * wq, _block_rows(hq + 1, wq)
+    phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
+    # the taps grouped by phase; a phase's gradient reads gy (laid out wq wide behind `lead`
+    # zeros) at lead - shift: the forward's shifts, backwards
+    order = np.argsort(phase, kind="mergesort")
+    bounds = np.searchsorted(phase[order], np.arange(sy * sx + 1))
+    lead = shift.max()
+    starts = lead - shift[order]
+    taps = w.reshape(co, kh * kw)[:, order].copy()
+    planes = n * c
+    chunks = _chunks(planes)
+    for chunk in prange(chunks):
+        grad_phases = np.empty(sy * sx * phase_size, dtype=gy.dtype)
+        grad_out = np.zeros(lead + phase_size, dtype=gy.dtype)  # only the oh x ow data is ever written
+        for plane in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            b, ci = plane // c, plane % c  # gathers from its m output channels
+            for k in range(m):
+                oc = ci * m + k
+                _spread_rows(gy[b, oc], grad_out[lead:], wq)
+                for p in range(sy * sx):
+                    t0, t1 = bounds[p], bounds[p + 1]
+                    for r0 in range(0, hq + 1, rows):
+                        block = grad_phases[p * phase_size + r0 * wq:p * phase_size + min(hq + 1, r0 + rows) * wq]
+                        if t0 == t1:
+                            block[:] = 0  # no tap reads this phase (a kernel smaller than the stride)
+                        else:
+                            _sum_shifted(block, grad_out[r0 * wq:], starts[t0:t1], taps[oc, t0:t1], k > 0)
+            _gather_phases(grad_phases, gx[b, ci], sy, sx, ph, pw, hq, wq)
 
 
 @njit(parallel=True, cache=True)
 def _depthwise_backward_weight(gy, x, gw, sy, sx, ph, pw, dy, dx):
-    n, c, h, wd = x.shape
+    n, c = x.shape[:2]
     co, _, kh, kw = gw.shape
     m, oh, ow = co // c, gy.shape[2], gy.shape[3]
-    for oc in prange(co):
-        ci = oc // m
-        acc = np.zeros(kh * kw)  # float64 partial sums, one per tap
-        for b in range(n):  # all taps over one (gy, x) plane pair while it sits in cache
-            for i in range(kh):
-                for j in range(kw):
-                    lo, hi = _first_last_jit(ow, wd, sx, pw, j * dx)
-                    for oy in range(oh):
-                        iy = oy * sy - ph + i * dy
-                        if 0 <= iy < h:
-                            acc[i * kw + j] += _dot(gy[b, oc, oy], lo, x[b, ci, iy], lo * sx - pw + j * dx, sx, hi - lo)
-        for t in range(kh * kw):
-            gw[oc, 0, t // kw, t % kw] = acc[t]
+    hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
+    phase_size, rows = (hq + 1) * wq, _block_rows(oh, wq)
+    phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
+    starts = phase * phase_size + shift
+    for ci in prange(c):  # each input channel owns the weights of its m output channels
+        phases = np.zeros(sy * sx * phase_size, dtype=x.dtype)
+        grad_out = np.zeros(rows * wq, dtype=gy.dtype)  # columns >= ow stay 0: they add nothing
+        acc = np.zeros((m, kh * kw))  # float64 sums of the per-block dot products
+        for b in range(n):
+            _fill_phases(x[b, ci], phases, sy, sx, ph, pw, hq, wq)
+            for k in range(m):
+                for r0 in range(0, oh, rows):
+                    r1 = min(oh, r0 + rows)
+                    _spread_rows(gy[b, ci * m + k, r0:r1], grad_out, wq)
+                    block = grad_out[:(r1 - r0) * wq]
+                    for t in range(kh * kw):
+                        acc[k, t] += _dot_shifted(block, phases, starts[t] + r0 * wq)
+        for k in range(m):
+            for t in range(kh * kw):
+                gw[ci * m + k, 0, t // kw, t % kw] = acc[k, t]
+
 
 
 @njit(parallel=True, cache=True)

@@ -13,8 +13,11 @@ checkpoint is rewritten atomically after every epoch and when Ctrl-C or
 SIGTERM arrives, and ``--resume`` continues from it so that the final weights
 are bit-identical to those of an uninterrupted run.
 
-Exit codes: 0 done, 1 stopped on a NaN/inf loss, 2 bad input (one line, no
-traceback), 130/143 interrupted by SIGINT/SIGTERM (checkpoint written).
+Exit codes: 0 done, 1 stopped on a NaN/inf loss, 2 bad input or a file
+problem (one line, no traceback; nothing existing is overwritten), 130/143
+interrupted by SIGINT/SIGTERM (checkpoint written). The run folder is locked
+while a run uses it (``scratchnet/runlock.py``): a second run on the same
+``--out`` stops with exit 2 naming the first one's process id.
 """
 import argparse
 import ast
@@ -40,6 +43,7 @@ from .models import get_model
 from .models.yolo import decode, encode_targets, mean_average_precision, yolo_loss
 from .nn.serialization import load, save
 from .optim import SGD, Adam, AdamW, lr_scheduler
+from .runlock import RunFolderLocked, RunLock, stale_message
 
 EXIT_NAN, EXIT_USAGE = 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -403,14 +407,49 @@ def save_checkpoint(path, state):
 
 
 def load_checkpoint(path):
+    if not Path(path).parent.is_dir():
+        raise UsageError(f"--resume: {Path(path).parent} is not a folder (no such run folder)")
     try:
         arrays = load(path)
         tree = json.loads(bytes(arrays.pop("__tree__")).decode())
     except FileNotFoundError:
         raise UsageError(f"--resume: no checkpoint at {path}") from None
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, OSError) as exc:
         raise UsageError(f"--resume: {path} is not a readable checkpoint ({exc})") from None
-    return _unpack(tree, arrays)
+    try:
+        state = _unpack(tree, arrays)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise UsageError(f"--resume: {path} is not a readable checkpoint (damaged index: {exc})") from None
+    return state
+
+
+def prepare_out(out):
+    """The run folder, made if needed: a usable (writable) folder, or one line and exit 2."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder; pass a folder path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out} is not writable; pass a folder you can write to")
+    return out
+
+
+def lock_run_folder(out, held):
+    """Take the run folder's lock (scratchnet/runlock.py); ``held`` collects it for main() to release."""
+    lock = RunLock(out)
+    try:
+        lock.acquire()
+    except RunFolderLocked as exc:
+        raise UsageError(f"--out {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot take the run lock ({exc.strerror})") from None
+    held.append(lock)
+    note = stale_message(lock)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    return lock
 
 
 def write_json(path, obj):
@@ -614,17 +653,24 @@ def main(argv=None):
     if argv is not None:
         argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in argv]
     args = build_parser().parse_args(argv)
+    held = []  # the run folder's lock, released however the run ends
     try:
-        return run(args)
+        return run(args, held)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a file problem met later (disk full, folder removed): one line, not a traceback
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C before training started (while loading data): nothing to save
         print("\ninterrupted before training started", file=sys.stderr)
         return EXIT_SIGNAL[signal.SIGINT]
+    finally:
+        for lock in held:
+            lock.release()
 
 
-def run(args):
+def run(args, held=None):
     try:  # first, before any data is read: a missing GPU fails at once
         device = backend.check_device(args.device)
     except backend.DeviceError as exc:
@@ -638,6 +684,9 @@ def run(args):
     if args.resume:
         resume_dir = Path(args.resume)
         resume_state = load_checkpoint(resume_dir / "checkpoint.npz")
+        if not isinstance(resume_state, dict) or "model" not in (resume_state.get("config") or {}):
+            raise UsageError(f"--resume: {resume_dir / 'checkpoint.npz'} is not a scratchnet training checkpoint "
+                             f"(it names no run config)")
         config = resume_state["config"]  # the run continues with its own settings
         if args.data_dir:  # ... but the data may have moved
             config["data_dir"] = args.data_dir
@@ -646,17 +695,20 @@ def run(args):
         config = make_config(args)
         out = Path(args.out or f"runs/{config['model']}-{config['dataset']}")
     config["no_download"] = args.no_download
-    out.mkdir(parents=True, exist_ok=True)
+    lock_run_folder(prepare_out(out), [] if held is None else held)
 
     job = Run(config, device, out, progress=not args.no_progress, prefetch=args.prefetch,
               debug_signal_after=args.debug_signal_after)
     if resume_state is not None:
-        job.restore(resume_state)
+        try:
+            job.restore(resume_state)
+        except (KeyError, ValueError, TypeError) as exc:  # StateDictError is a KeyError
+            raise UsageError(f"--resume: the checkpoint in {args.resume} does not fit this run: {exc}") from None
         print(f"resuming {out}: epoch {job.epoch + 1}, batch {job.batch + 1} of {len(job.train_loader)}", flush=True)
     if args.weights:
         try:
             job.model.load_state_dict(load(args.weights))
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"--weights: {exc}") from None
 
     if args.eval_only:

@@ -8,7 +8,7 @@ from .dropout import dropout
 from .linear import linear
 from .loss import cross_entropy, mse_loss, nll_loss
 from .math import (abs, add, broadcast_to, cat, clamp, div, exp, flatten, getitem, log, matmul, max, mean, mul,
-                   neg, permute, pow, reshape, split, sqrt, stack, sub, sum, transpose)
+                   neg, permute, pow, reshape, result_type, split, sqrt, stack, sub, sum, transpose)
 from .norm import batch_norm, local_response_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
@@ -16,6 +16,6 @@ __all__ = [
     "abs", "adaptive_avg_pool2d", "add", "avg_pool2d", "batch_norm", "broadcast_to", "cat", "clamp", "conv2d",
     "conv_transpose2d", "cross_entropy", "div", "dropout", "exp", "flatten", "getitem", "leaky_relu", "linear",
     "local_response_norm", "log", "log_softmax", "matmul", "max", "max_pool2d", "mean", "mse_loss", "mul", "neg",
-    "nll_loss", "permute", "pow", "relu", "reshape", "sigmoid", "silu", "softmax", "split", "sqrt", "stack", "sub",
-    "sum", "tanh", "transpose",
+    "nll_loss", "permute", "pow", "relu", "reshape", "result_type", "sigmoid", "silu", "softmax", "split", "sqrt",
+    "stack", "sub", "sum", "tanh", "transpose",
 ]

@@ -10,6 +10,7 @@ of an (N, C) batch of logits) and says so here instead of guessing by rank.
 """
 from .. import backend
 from ..autograd import Function
+from . import validate
 from .math import check_float
 
 
@@ -114,6 +115,7 @@ def relu(x):
 
 def leaky_relu(x, negative_slope=0.01):
     check_float("leaky_relu", x)
+    validate.number("leaky_relu", "negative_slope", negative_slope)
     return LeakyReLU(negative_slope)(x)
 
 
@@ -137,9 +139,7 @@ def _softmax_axis(op, x, dim):
         dim = -1  # documented choice (module docstring): torch would warn and guess by rank
     if x.ndim == 0:
         raise ValueError(f"{op}: needs at least one dimension, got a 0-d tensor")
-    if not -x.ndim <= dim < x.ndim:
-        raise ValueError(f"{op}: dim={dim} is out of range for a tensor of shape {x.shape}")
-    return dim % x.ndim
+    return validate.dim(op, dim, x.ndim)
 
 
 def softmax(x, dim=None):

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import backend, kernels
 from ..autograd import Function
+from . import validate
 from .math import check_float
 
 
@@ -227,6 +228,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, conv
     default from set_conv_algo); every route gives the same numbers.
     """
     check_float("conv2d", x, weight, bias)
+    stride, padding, dilation, groups = validate.conv2d_args("conv2d", stride, padding, dilation, groups)
+    validate.conv_input("conv2d", x.shape)
     algo = _conv_algo if conv_algo is None else _check_algo(conv_algo)
     if x.ndim != 4:
         raise ValueError(f"conv2d expects input of shape (N, C, H, W), got {x.shape}")
@@ -241,7 +244,6 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, conv
                          f"{c_group * groups} (= {c_group} per group x groups={groups})")
     if bias is not None and bias.shape != (c_out,):
         raise ValueError(f"conv2d: bias must have shape ({c_out},), got {bias.shape}")
-    stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
     same = isinstance(padding, str) and padding == "same"
     padding = _resolve_padding(padding, (kh, kw), stride, dilation)
     out = list(x.shape[2:]) if same else \
@@ -323,6 +325,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     Output size: (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1.
     """
     check_float("conv_transpose2d", x, weight, bias)
+    stride, padding, output_padding, dilation, groups = validate.conv_transpose2d_args(
+        "conv_transpose2d", stride, padding, output_padding, dilation, groups)
+    validate.conv_input("conv_transpose2d", x.shape)
     if x.ndim != 4:
         raise ValueError(f"conv_transpose2d expects input of shape (N, C, H, W), got {x.shape}")
     if weight.ndim != 4:
@@ -338,15 +343,6 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     c_out = c_group_out * groups
     if bias is not None and bias.shape != (c_out,):
         raise ValueError(f"conv_transpose2d: bias must have shape ({c_out},), got {bias.shape}")
-    stride, padding = pair(stride, "stride"), pair(padding, "padding")
-    output_padding, dilation = pair(output_padding, "output_padding"), pair(dilation, "dilation")
-    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-        raise ValueError(f"conv_transpose2d: needs stride >= 1, dilation >= 1 and padding >= 0, got "
-                         f"stride={stride}, dilation={dilation}, padding={padding}")
-    for op, s, d in zip(output_padding, stride, dilation):
-        if not 0 <= op < max(s, d):
-            raise ValueError(f"conv_transpose2d: output_padding {output_padding} must be smaller than "
-                             f"either stride {stride} or dilation {dilation}")
     out = tuple((x.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * ((kh, kw)[i] - 1)
                 + output_padding[i] + 1 for i in range(2))
     if min(out) < 1:

@@ -7,6 +7,7 @@ so ``sn.manual_seed`` makes it repeatable.
 """
 from .. import backend
 from ..autograd import Function
+from . import validate
 from .math import check_float
 
 
@@ -29,8 +30,7 @@ class Dropout(Function):
 
 def dropout(x, p=0.5, training=True):
     """torch.nn.functional.dropout: identity when not training or p == 0, zeros when p == 1."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    validate.probability("dropout", p)
     check_float("dropout", x)
     if not training or p == 0:
         return x

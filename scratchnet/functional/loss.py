@@ -13,9 +13,8 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor, as_tensor
+from . import validate
 from .math import check_float
-
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 def _class_rows(op, x, target, weight, ignore_index):
@@ -54,11 +53,6 @@ def _class_rows(op, x, target, weight, ignore_index):
         raise ValueError(f"{op}: target holds class {first}, outside [0, {c}) for input with {c} classes "
                          f"(ignore_index={ignore_index})")
     return t, out_shape, w
-
-
-def _check_reduction(op, reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
 class _ClassLoss(Function):
@@ -159,7 +153,8 @@ def _to_rows(x):
 def nll_loss(log_probs, target, weight=None, reduction="mean", ignore_index=-100):
     """Negative log-likelihood of class-index targets, as torch.nn.functional.nll_loss."""
     check_float("nll_loss", log_probs, weight)
-    _check_reduction("nll_loss", reduction)
+    validate.reduction("nll_loss", reduction)
+    ignore_index = validate.ignore_index("nll_loss", ignore_index)
     t, out_shape, w = _class_rows("nll_loss", log_probs, target, weight, ignore_index)
     return NLLLoss(t, w, ignore_index, reduction, out_shape, log_probs.shape)(log_probs)
 
@@ -168,9 +163,9 @@ def cross_entropy(input, target, weight=None, reduction="mean", ignore_index=-10
                   label_smoothing=0.0):
     """log_softmax over the class axis (1) + nll_loss, fused; as torch.nn.functional.cross_entropy."""
     check_float("cross_entropy", input, weight)
-    _check_reduction("cross_entropy", reduction)
-    if not 0 <= label_smoothing <= 1:
-        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    validate.reduction("cross_entropy", reduction)
+    ignore_index = validate.ignore_index("cross_entropy", ignore_index)
+    label_smoothing = validate.label_smoothing("cross_entropy", label_smoothing)
     t, out_shape, w = _class_rows("cross_entropy", input, target, weight, ignore_index)
     return CrossEntropy(label_smoothing, t, w, ignore_index, reduction, out_shape, input.shape)(input)
 
@@ -196,7 +191,7 @@ class MSELoss(Function):
 def mse_loss(input, target, reduction="mean"):  # noqa: A002 - torch's name
     """Mean squared error, as torch.nn.functional.mse_loss (shapes must match: torch only warns)."""
     check_float("mse_loss", input, target)
-    _check_reduction("mse_loss", reduction)
+    validate.reduction("mse_loss", reduction)
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input {input.shape} and target {target.shape} must have the same shape "
                          f"(torch would broadcast with a warning; reshape the target explicitly)")

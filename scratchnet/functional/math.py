@@ -1,14 +1,17 @@
-"""Tensor math: arithmetic, reductions, shape ops, indexing, cat/split.
+"""Tensor math: arithmetic, reductions, shape ops, indexing, cat/split; torch's type promotion.
 
 Each op is a ``Function`` with forward and backward side by side on raw
 arrays. At the bottom, the Tensor's operators (``+ - * / @ **``, indexing,
 ``.sum``, ``.reshape`` ...) are attached to these functions: the autograd
 layer below knows nothing about math.
 """
+import numbers
+
 import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor, as_tensor
+from . import validate
 
 
 def sum_to(grad, shape):
@@ -30,18 +33,81 @@ def check_float(op, *tensors):
                             f"convert with .float() or .to(dtype=np.float32)")
 
 
-def _binary_operands(a, b):
-    a_is, b_is = isinstance(a, Tensor), isinstance(b, Tensor)
-    if not a_is:
-        a = as_tensor(a, like=b if b_is else None)
-    if not b_is:
-        b = as_tensor(b, like=a)
-    return a, b
+# --------------------------------------------------------------------------- type promotion (torch's rules)
+#
+# Operands fall in three groups, by priority: tensors with dims, 0-d tensors, Python (and NumPy) scalars.
+# A lower group changes the result only when it brings a higher *category* (bool < integer < floating);
+# then the result is that operand's type (a Python float: the default dtype). So a 0-d float64 tensor
+# times a float32 tensor stays float32, an int tensor + 1.5 is float32, and float32 + float64 (both with
+# dims) is float64. True division of integers gives the default float dtype.
 
 
-def _elementwise(op, function, a, b):
-    """A broadcasting binary op on tensors or Python scalars, with torch's shape error."""
-    a, b = _binary_operands(a, b)
+def _category(dtype):
+    return {"b": 0, "i": 1, "u": 1, "f": 2}.get(np.dtype(dtype).kind, 3)
+
+
+def _promote(a, b):
+    """Two dtypes of the same group: the higher category wins whole; within a category, the wider type."""
+    ca, cb = _category(a), _category(b)
+    if ca != cb:
+        return np.dtype(a if ca > cb else b)
+    return np.promote_types(a, b)
+
+
+def _operand_dtype(value):
+    """(group, dtype) of one operand: 0 tensor with dims, 1 0-d tensor, 2 scalar."""
+    if isinstance(value, Tensor):
+        return (0 if value.ndim else 1), value.dtype
+    if isinstance(value, (bool, np.bool_)):
+        return 2, np.dtype(bool)
+    if isinstance(value, numbers.Integral):
+        return 2, np.dtype(np.int64)
+    if isinstance(value, numbers.Real):
+        return 2, backend.get_default_dtype()
+    array = np.asarray(value)  # a list, or an array: treated as a tensor with dims
+    return (0 if array.ndim else 1), (backend.get_default_dtype() if array.dtype == np.float64 and
+                                      not isinstance(value, np.ndarray) else array.dtype)
+
+
+def result_type(*operands):
+    """The dtype torch gives an op on these operands (tensors, Python scalars), as torch.result_type."""
+    groups = [None, None, None]
+    for value in operands:
+        group, dtype = _operand_dtype(value)
+        groups[group] = dtype if groups[group] is None else _promote(groups[group], dtype)
+
+    def combine(higher, lower):  # a lower-priority group counts only with a higher category
+        if higher is None or (lower is not None and _category(lower) > _category(higher)):
+            return lower
+        return higher
+
+    return combine(groups[0], combine(groups[1], groups[2]))
+
+
+def _as_operand(value, dtype, like):
+    """``value`` as a tensor of ``dtype`` on ``like``'s device; a cast of a tensor stays differentiable."""
+    if isinstance(value, Tensor):
+        return value if value.dtype == dtype else value.to(dtype=dtype)
+    if like is not None:
+        return Tensor(backend.get_array_module(like.data).asarray(value, dtype=dtype))
+    return as_tensor(np.asarray(value, dtype=dtype))
+
+
+def _binary_operands(a, b, true_divide=False):
+    """Both operands as tensors of their promoted dtype (torch's rules, above)."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype == b.dtype and \
+            (not true_divide or a.dtype.kind == "f"):
+        return a, b  # the common case, without the general rule's cost
+    dtype = result_type(a, b)
+    if true_divide and _category(dtype) < 2:
+        dtype = backend.get_default_dtype()  # int / int is a float division, as torch
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    return _as_operand(a, dtype, like), _as_operand(b, dtype, like)
+
+
+def _elementwise(op, function, a, b, true_divide=False):
+    """A broadcasting binary op on tensors or Python scalars, with torch's promotion and shape error."""
+    a, b = _binary_operands(a, b, true_divide)
     _check_broadcast(op, a, b)
     return function()(a, b)
 
@@ -386,7 +452,7 @@ def mul(a, b):
 
 
 def div(a, b):
-    return _elementwise("div", Div, a, b)
+    return _elementwise("div", Div, a, b, true_divide=True)
 
 
 def neg(x):
@@ -396,6 +462,7 @@ def neg(x):
 def pow(x, exponent):  # noqa: A001 - torch's name
     if isinstance(exponent, Tensor):
         raise TypeError("pow: the exponent must be a Python number (use exp(log(x) * y) for tensors)")
+    x = _as_operand(x, result_type(x, exponent), None)  # an int tensor ** 0.5 is float, as torch
     return Pow(exponent)(x)
 
 
@@ -425,15 +492,19 @@ def matmul(a, b):
 
 
 def sum(x, dim=None, keepdim=False):  # noqa: A001 - torch's name
-    return Sum(dim, keepdim)(x)
+    return Sum(validate.dims("sum", dim, x.ndim), keepdim)(x)
 
 
 def mean(x, dim=None, keepdim=False):
     check_float("mean", x)
-    return Mean(dim, keepdim)(x)
+    return Mean(validate.dims("mean", dim, x.ndim), keepdim)(x)
 
 
 def max(x, dim=None, keepdim=False):  # noqa: A001 - torch's name (values only)
+    dim = validate.dims("max", dim, x.ndim)
+    if x.size == 0 and any(x.shape[a] == 0 for a in _normalize_axis(dim, x.ndim)):
+        raise ValueError(f"max(): an empty reduction has no maximum: the input of shape {x.shape} is empty "
+                         f"along dim={dim} (reduce over a non-empty dim instead)")
     return Max(dim, keepdim)(x)
 
 
@@ -444,6 +515,7 @@ def reshape(x, *shape):
 
 def transpose(x, dim0, dim1):
     """Swap two dimensions, like torch.transpose."""
+    dim0, dim1 = validate.dim("transpose", dim0, x.ndim), validate.dim("transpose", dim1, x.ndim)
     axes = list(range(x.ndim))
     axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
     return Transpose(tuple(axes))(x)
@@ -451,7 +523,10 @@ def transpose(x, dim0, dim1):
 
 def permute(x, *dims):
     dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-    return Transpose(tuple(dims))(x)
+    if len(dims) != x.ndim:
+        raise ValueError(f"permute: the number of dims ({len(dims)}) must equal the tensor's ({x.ndim}), "
+                         f"got dims={tuple(dims)} for shape {x.shape}")
+    return Transpose(tuple(validate.dims("permute", tuple(dims), x.ndim)))(x)
 
 
 def broadcast_to(x, shape):
@@ -461,9 +536,9 @@ def broadcast_to(x, shape):
 def flatten(x, start_dim=0, end_dim=-1):
     """Merge dims start_dim..end_dim into one (torch.flatten)."""
     shape = x.shape
+    start, end = validate.flatten_dims("flatten", start_dim, end_dim, len(shape))
     if not shape:
         return reshape(x, (1,))
-    start, end = start_dim % len(shape), end_dim % len(shape)
     merged = int(np.prod(shape[start:end + 1]))
     return reshape(x, shape[:start] + (merged,) + shape[end + 1:])
 
@@ -478,11 +553,14 @@ def getitem(x, index):
 
 def cat(tensors, dim=0):
     """Concatenate along ``dim``; all other dims must agree (torch.cat)."""
-    tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("cat: needs at least one tensor")
+    dtype = result_type(*tensors)  # torch promotes across the inputs, as for binary ops
+    tensors = [_as_operand(t, dtype, None) for t in tensors]
     first = tensors[0]
-    axis = dim % first.ndim
+    if first.ndim == 0:
+        raise ValueError("cat: zero-dimensional tensors cannot be concatenated (use stack)")
+    axis = validate.dim("cat", dim, first.ndim)
     for i, t in enumerate(tensors[1:], 1):
         if t.ndim != first.ndim or any(a != b for k, (a, b) in enumerate(zip(t.shape, first.shape)) if k != axis):
             raise ValueError(f"cat: tensor {i} has shape {t.shape} but tensor 0 has shape {first.shape}; "
@@ -492,9 +570,12 @@ def cat(tensors, dim=0):
 
 def split(x, split_size_or_sections, dim=0):
     """torch.split: pieces of equal size (an int) or of the listed sizes."""
+    dim = validate.dim("split", dim, x.ndim)
     n = x.shape[dim]
-    if isinstance(split_size_or_sections, int):
-        step = split_size_or_sections
+    if not isinstance(split_size_or_sections, (tuple, list)):
+        step = validate.split_size("split", split_size_or_sections, n)
+        if step == 0:  # an empty dim split in pieces of 0: one empty piece
+            return (x,)
         sizes = [step] * (n // step) + ([n % step] if n % step else [])
     else:
         sizes = list(split_size_or_sections)
@@ -505,7 +586,12 @@ def split(x, split_size_or_sections, dim=0):
 
 
 def stack(tensors, dim=0):
-    return cat([t.reshape(t.shape[:dim % (t.ndim + 1)] + (1,) + t.shape[dim % (t.ndim + 1):]) for t in tensors], dim)
+    """Join along a new dim (torch.stack): dim may be -(ndim+1) .. ndim."""
+    tensors = [as_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("stack: needs at least one tensor")
+    axis = validate.dim("stack", dim, tensors[0].ndim + 1)
+    return cat([t.reshape(t.shape[:axis] + (1,) + t.shape[axis:]) for t in tensors], axis)
 
 
 # --------------------------------------------------------------------------- Tensor operators

@@ -24,6 +24,7 @@ local_response_norm (torch's formula)
 """
 from .. import backend
 from ..autograd import Function, Tensor
+from . import validate
 from .math import check_float
 
 # --------------------------------------------------------------------------- batch norm
@@ -84,6 +85,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     in place when ``training``; they may be None when training (no tracking).
     """
     check_float("batch_norm", x, weight, bias)
+    validate.batch_norm_args("batch_norm", eps, momentum, training)
     if x.ndim < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {x.shape}")
     c = x.shape[1]
@@ -93,7 +95,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm: give both running_mean and running_var, or neither")
     count = x.size // c
-    if training and count <= 1:
+    if training and count == 1:  # N = 0 is fine (an empty batch, as torch); one value has no variance
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
     if not training and running_mean is None:
         raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
@@ -101,6 +103,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         raise ValueError("batch_norm: momentum must be a number; momentum=None (a cumulative average, torch's "
                          "BatchNorm option) is computed by the module as 1 / num_batches_tracked")
     affine = [t for t in (weight, bias) if t is not None]
+    if training and count == 0:  # an empty batch: an empty output, running statistics untouched (torch)
+        xp = backend.get_array_module(x.data)
+        return BatchNorm(xp.zeros(c, x.dtype), xp.ones(c, x.dtype), eps, False, weight is not None,
+                         bias is not None)(x, *affine)
     if training:
         fn = BatchNorm(None, None, eps, True, weight is not None, bias is not None)
     else:
@@ -157,6 +163,7 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     check_float("local_response_norm", x)
     if x.ndim < 3:
         raise ValueError(f"local_response_norm expects input of 3 or more dims (N, C, ...), got {x.shape}")
-    if int(size) != size or size < 1:
-        raise ValueError(f"local_response_norm: size must be a positive int, got {size!r}")
-    return LocalResponseNorm(int(size), alpha, beta, k)(x)
+    size = validate.lrn_size("local_response_norm", size)
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        validate.number("local_response_norm", name, value)
+    return LocalResponseNorm(size, alpha, beta, k)(x)

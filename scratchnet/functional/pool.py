@@ -22,7 +22,8 @@ torch's rules kept here:
 """
 from .. import backend, kernels
 from ..autograd import Function, Tensor
-from .conv import col2im, conv_output_size, im2col, pair
+from . import validate
+from .conv import col2im, conv_output_size, im2col
 from .math import check_float, mean
 
 
@@ -31,15 +32,7 @@ def _pool_geometry(op, x, kernel_size, stride, padding, dilation, ceil_mode):
     check_float(op, x)
     if x.ndim != 4:
         raise ValueError(f"{op} expects input of shape (N, C, H, W), got {x.shape}")
-    kernel = pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or stride == [] else pair(stride, "stride")
-    padding, dilation = pair(padding, "padding"), pair(dilation, "dilation")
-    if min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-        raise ValueError(f"{op}: needs kernel_size, stride, dilation >= 1 and padding >= 0, got "
-                         f"kernel_size={kernel}, stride={stride}, dilation={dilation}, padding={padding}")
-    if any(p > k // 2 for p, k in zip(padding, kernel)):
-        raise ValueError(f"{op}: pad should be at most half of kernel size, but got padding={padding} "
-                         f"for kernel_size={kernel}")
+    kernel, stride, padding, dilation = validate.pool2d_args(op, kernel_size, stride, padding, dilation)
     out = tuple(conv_output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i], ceil_mode)
                 for i in range(2))
     if min(out) < 1:
@@ -150,7 +143,7 @@ class AvgPool2d(Function):
                                      self.out_size[i], self.count_include_pad) for i in range(2)]
             self.divisor = (counts[0].reshape(-1, 1) * counts[1]).astype(x.dtype)
         col = im2col(x, self.kernel, self.stride, self.padding, (1, 1), self.out_size)
-        sums = col.reshape(c, -1, n, oh, ow).sum(axis=1)
+        sums = col.reshape(c, self.kernel[0] * self.kernel[1], n, oh, ow).sum(axis=1)  # no -1: N may be 0
         return xp.ascontiguousarray((sums / self.divisor).transpose(1, 0, 2, 3))
 
     def backward(self, gy):
@@ -165,9 +158,8 @@ class AvgPool2d(Function):
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     """Mean over each window, as torch.nn.functional.avg_pool2d (divisors explained in the module doc)."""
+    divisor_override = validate.divisor_override("avg_pool2d", divisor_override)
     kernel, stride, padding, _, out = _pool_geometry("avg_pool2d", x, kernel_size, stride, padding, 1, ceil_mode)
-    if divisor_override is not None and divisor_override == 0:
-        raise ValueError("avg_pool2d: divisor_override must be non-zero")
     return AvgPool2d(kernel, stride, padding, out, count_include_pad, divisor_override)(x)
 
 
@@ -198,15 +190,16 @@ def _bin_matrix(xp, size, out, dtype):
 def adaptive_avg_pool2d(x, output_size):
     """Average pooling to a fixed output size (int or pair; None keeps that input size), as torch."""
     check_float("adaptive_avg_pool2d", x)
+    sizes = validate.adaptive_output_size("adaptive_avg_pool2d", output_size)
     if x.ndim != 4:
         raise ValueError(f"adaptive_avg_pool2d expects input of shape (N, C, H, W), got {x.shape}")
-    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
-    if len(sizes) != 2:
-        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}")
-    out = tuple(x.shape[2 + i] if s is None else int(s) for i, s in enumerate(sizes))
-    if min(out) < 1:
-        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive, got {output_size!r}")
+    if min(x.shape[1:]) < 1:  # torch: N may be 0, the other dims not
+        raise ValueError(f"adaptive_avg_pool2d(): Expected input to have non-zero size for non-batch dimensions, "
+                         f"but input has sizes {x.shape}")
+    out = tuple(x.shape[2 + i] if s is None else s for i, s in enumerate(sizes))
     h, w = x.shape[2:]
+    if min(out) == 0:  # torch allows an empty output size
+        return AdaptiveAvgPool2d(out)(x)
     if out == (1, 1):  # global average pooling (GoogLeNet, ResNet, SENet's squeeze)
         return mean(x, (2, 3), keepdim=True)
     if h % out[0] == 0 and w % out[1] == 0:  # equal bins: a plain average pool

@@ -1,13 +1,15 @@
 """The layers, by their torch.nn names: thin modules over ``scratchnet.functional``.
 
 Each holds its parameters/buffers and options and calls one functional op;
-the math (forward and backward) lives in ``scratchnet/functional``.
+the math (forward and backward) lives in ``scratchnet/functional``. Every
+constructor checks its options with the functional op's own rules
+(``functional/validate.py``), so a bad value fails when the layer is built.
 """
 import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..functional.conv import pair
+from ..functional import validate
 from . import init
 from .module import Module, Parameter
 
@@ -50,6 +52,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
+        in_features = validate.count("Linear", "in_features", in_features)
+        out_features = validate.count("Linear", "out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(_empty(out_features, in_features))
         self.register_parameter("bias", Parameter(_empty(out_features)) if bias else None)
@@ -69,13 +73,11 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True):
         super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"Conv2d: groups={groups} must divide in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
+        in_channels, out_channels, self.kernel_size, groups = validate.conv_layer(
+            "Conv2d", in_channels, out_channels, kernel_size, groups)
+        self.stride, self.padding, self.dilation, self.groups = validate.conv2d_args(
+            "Conv2d", stride, padding, dilation, groups)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
-        self.padding = padding if isinstance(padding, str) else pair(padding, "padding")
-        self.dilation, self.groups = pair(dilation, "dilation"), groups
         self.weight = Parameter(_empty(out_channels, in_channels // groups, *self.kernel_size))
         self.register_parameter("bias", Parameter(_empty(out_channels)) if bias else None)
         self.reset_parameters()
@@ -96,13 +98,11 @@ class ConvTranspose2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
                  groups=1, bias=True, dilation=1):
         super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"ConvTranspose2d: groups={groups} must divide in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
+        in_channels, out_channels, self.kernel_size, groups = validate.conv_layer(
+            "ConvTranspose2d", in_channels, out_channels, kernel_size, groups)
+        self.stride, self.padding, self.output_padding, self.dilation, self.groups = \
+            validate.conv_transpose2d_args("ConvTranspose2d", stride, padding, output_padding, dilation, groups)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
-        self.padding, self.output_padding = pair(padding, "padding"), pair(output_padding, "output_padding")
-        self.dilation, self.groups = pair(dilation, "dilation"), groups
         self.weight = Parameter(_empty(in_channels, out_channels // groups, *self.kernel_size))
         self.register_parameter("bias", Parameter(_empty(out_channels)) if bias else None)
         self.reset_parameters()
@@ -122,6 +122,7 @@ class ConvTranspose2d(Module):
 class Flatten(Module):
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
+        validate.flatten_layer("Flatten", start_dim, end_dim)
         self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, x):
@@ -149,6 +150,7 @@ class ReLU(Module):
 class LeakyReLU(Module):
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
+        validate.number("LeakyReLU", "negative_slope", negative_slope)
         self.negative_slope, self.inplace = negative_slope, inplace
 
     def forward(self, x):
@@ -185,7 +187,7 @@ class _AlongDim(Module):
 
     def __init__(self, dim=None):
         super().__init__()
-        self.dim = dim
+        self.dim = validate.optional_dim(type(self).__name__, dim)
 
     def extra_repr(self):
         return f"dim={self.dim}"
@@ -207,6 +209,7 @@ class LogSoftmax(_AlongDim):
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
+        validate.pool2d_args("MaxPool2d", kernel_size, stride, padding, dilation)
         # torch stores stride=None as the kernel size (non-overlapping windows)
         stride = kernel_size if stride is None else stride
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
@@ -223,6 +226,7 @@ class MaxPool2d(Module):
 class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__()
+        validate.pool2d_args("AvgPool2d", kernel_size, stride, padding)
         stride = kernel_size if stride is None else stride
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
@@ -238,6 +242,7 @@ class AvgPool2d(Module):
 class AdaptiveAvgPool2d(Module):
     def __init__(self, output_size):
         super().__init__()
+        validate.adaptive_output_size("AdaptiveAvgPool2d", output_size)
         self.output_size = output_size
 
     def forward(self, x):
@@ -253,6 +258,8 @@ class AdaptiveAvgPool2d(Module):
 class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *, bias=True):
         super().__init__()
+        num_features = validate.count(type(self).__name__, "num_features", num_features)
+        validate.batch_norm_args(type(self).__name__, eps, momentum)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
@@ -309,6 +316,9 @@ class LocalResponseNorm(Module):
 
     def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__()
+        size = validate.lrn_size("LocalResponseNorm", size)
+        for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+            validate.number("LocalResponseNorm", name, value)
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x):
@@ -324,8 +334,7 @@ class LocalResponseNorm(Module):
 class Dropout(Module):
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
-        if not 0 <= p <= 1:
-            raise ValueError(f"Dropout probability must be in [0, 1], got {p}")
+        validate.probability("Dropout", p)
         self.p, self.inplace = p, inplace
 
     def forward(self, x):
@@ -341,9 +350,7 @@ class Dropout(Module):
 class _Loss(Module):
     def __init__(self, reduction="mean"):
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"{type(self).__name__}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        self.reduction = reduction
+        self.reduction = validate.reduction(type(self).__name__, reduction)
 
 
 class CrossEntropyLoss(_Loss):
@@ -351,6 +358,8 @@ class CrossEntropyLoss(_Loss):
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
+        validate.ignore_index("CrossEntropyLoss", ignore_index)
+        validate.label_smoothing("CrossEntropyLoss", label_smoothing)
         self.weight, self.ignore_index, self.label_smoothing = weight, ignore_index, label_smoothing
 
     def forward(self, input, target):
@@ -361,6 +370,7 @@ class CrossEntropyLoss(_Loss):
 class NLLLoss(_Loss):
     def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
         super().__init__(reduction)
+        validate.ignore_index("NLLLoss", ignore_index)
         self.weight, self.ignore_index = weight, ignore_index
 
     def forward(self, input, target):

@@ -272,6 +272,13 @@ class Module:
         """
         own = OrderedDict(self._state_entries())
         values = OrderedDict((k, v.data if isinstance(v, Tensor) else v) for k, v in state_dict.items())
+        # torch: a value must be a tensor; here an array (or NumPy scalar) of numbers, named when it is not
+        wrong = [f"{k!r} is a {type(v).__name__}" + (f" of dtype {v.dtype}" if hasattr(v, "dtype") else "")
+                 for k, v in values.items() if k in own and getattr(getattr(v, "dtype", None), "kind", "") not in
+                 ("b", "i", "u", "f")]
+        if wrong:
+            raise TypeError(f"load_state_dict for {type(self).__name__}: expected an array of numbers for every "
+                            f"entry, but " + "; ".join(wrong))
         missing = [k for k in own if k not in values]
         unexpected = [k for k in values if k not in own]
         mismatched = [f"{k}: checkpoint {tuple(np.shape(values[k]))} vs model {own[k].shape}"
