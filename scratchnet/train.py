@@ -29,6 +29,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -43,6 +44,8 @@ from .models import get_model
 from .models.yolo import decode, encode_targets, mean_average_precision, yolo_loss
 from .nn.serialization import load, save
 from .optim import SGD, Adam, AdamW, lr_scheduler
+from .distributed import DistributedError
+from .distributed.training import SingleProcess, abort_other_ranks, setup as setup_ranks
 from .runlock import RunFolderLocked, RunLock, stale_message
 
 EXIT_NAN, EXIT_USAGE = 1, 2
@@ -143,6 +146,11 @@ def build_parser():
                    help="extra constructor option, e.g. --model-arg width_mult=0.25 (repeatable)")
     p.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead in a background thread")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch summaries only)")
+    p.add_argument("--distributed", action="store_true", help="data parallel over the processes of an MPI launch "
+                   "(mpirun -n 2 python -m scratchnet.train ... --distributed); --batch-size is per rank")
+    p.add_argument("--model-parallel", action="store_true", help="AlexNet's two-GPU split over 2 ranks (mpirun -n 2)")
+    p.add_argument("--sync-batchnorm", action="store_true", help="with --distributed: BatchNorm over the global batch")
+    p.add_argument("--dist-timeout", type=float, help="seconds to wait for the other ranks before failing (300)")
     # For tests: raise SIGTERM in this process after N optimizer steps (exercises the real handler).
     p.add_argument("--debug-signal-after", type=int, help=argparse.SUPPRESS)
     return p
@@ -496,19 +504,22 @@ def plot_curves(path, metrics, metric):
 class Run:
     """One training run: model, data, optimizer, schedule, and the loop that ties them together."""
 
-    def __init__(self, config, device, out, progress, prefetch, debug_signal_after=None):
+    def __init__(self, config, device, out, progress, prefetch, debug_signal_after=None, ranks=None):
         self.config, self.device, self.out, self.progress = config, device, out, progress
         self.debug_signal_after = debug_signal_after
+        self.ranks = ranks or SingleProcess()  # distributed runs: what differs per rank (distributed/training.py)
         backend.manual_seed(config["seed"])
-        self.model = build_model(config).to(device)
+        self.model = self.ranks.wrap_model(build_model(config).to(device))
         self.task = (Detection if config["dataset"] == "shapes" else Classification)(self.model, device)
         self.train_set, self.test_set = load_datasets(config, self.model, download=not config.get("no_download"),
                                                       progress=progress)
         train_tf, test_tf = pipelines(config, self.model)
-        self.train_loader = DataLoader(self.train_set, config["batch_size"], shuffle=True, seed=config["seed"],
-                                       transform=train_tf, prefetch=prefetch)
+        self.train_loader = DataLoader(self.train_set, config["batch_size"], shuffle=True,
+                                       seed=self.ranks.augment_seed(config["seed"]), transform=train_tf,
+                                       prefetch=prefetch,
+                                       sampler=self.ranks.train_sampler(self.train_set, config["seed"]))
         self.test_loader = DataLoader(self.test_set, max(config["batch_size"], 256), transform=test_tf,
-                                      prefetch=prefetch)
+                                      prefetch=prefetch, sampler=self.ranks.test_sampler(self.test_set))
         self.optimizer = make_optimizer(config, self.model)
         self.scheduler = make_scheduler(config, self.optimizer, len(self.train_loader))
         self.epoch, self.batch, self.partial, self.metrics, self.best = 0, 0, None, [], None
@@ -516,7 +527,8 @@ class Run:
 
     # -- state
     def state(self):
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model.state_dict(), "optimizer": self.ranks.optimizer_state(self.model, self.optimizer),
+                "distributed": self.ranks.describe(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "rng": backend.rng("cpu").bit_generator.state, "epoch": self.epoch, "batch": self.batch,
                 "gpu_rng": backend.get_rng_state("gpu") if self.device == "gpu" else None,  # dropout masks
@@ -524,7 +536,7 @@ class Run:
 
     def restore(self, state):
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.ranks.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         backend.rng("cpu").bit_generator.state = state["rng"]
@@ -534,7 +546,14 @@ class Run:
         self.metrics, self.best = state["metrics"], state["best"]
 
     def checkpoint(self):
-        save_checkpoint(self.out / "checkpoint.npz", self.state())
+        state = self.state()  # on every rank (a model-parallel state is gathered); rank 0 writes it
+        if self.ranks.is_main:
+            save_checkpoint(self.out / "checkpoint.npz", state)
+
+    def save_weights(self, name):
+        state = self.model.state_dict()
+        if self.ranks.is_main:
+            save(state, self.out / name)
 
     def lr(self):
         return self.optimizer.param_groups[0]["lr"]
@@ -553,14 +572,17 @@ class Run:
             score = record[f"test_{self.task.metric}"]
             if self.best is None or score > self.best:
                 self.best = score
-                save(self.model, self.out / "best.npz")
+                self.save_weights("best.npz")
             self.epoch, self.batch, self.partial = self.epoch + 1, 0, None
             self.checkpoint()
-            write_json(self.out / "metrics.json", self.metrics)
-            plot_curves(self.out / "curves.png", self.metrics, self.task.metric)
-            if self.stop_signal is not None:
+            if self.ranks.is_main:
+                write_json(self.out / "metrics.json", self.metrics)
+                plot_curves(self.out / "curves.png", self.metrics, self.task.metric)
+            stop = self.ranks.any_stop(self.stop_signal)  # a signal on any rank stops every rank
+            if stop is not None:
+                self.stop_signal = stop
                 raise Interrupted()
-        save(self.model, self.out / "final.npz")
+        self.save_weights("final.npz")
 
     def train_epoch(self):
         from tqdm import tqdm
@@ -576,21 +598,24 @@ class Run:
             inputs = Tensor(backend.to_device(x, self.device))
             output = self.model(inputs)
             loss = self.task.loss(output, y)
-            value = float(loss.item())
+            correct = self.task.correct(output, y) if self.task.metric == "acc" else 0
+            # the global batch's sums (one rank: its own batch), so every rank sees the same loss
+            loss_sum, seen, correct = self.ranks.step_totals(float(loss.item()) * len(x), len(x), correct)
+            value = loss_sum / seen
             if not math.isfinite(value):
                 raise NonFiniteLoss(f"the loss is {value} at epoch {self.epoch + 1}, batch {self.batch + 1}")
             self.optimizer.zero_grad()
             loss.backward()
+            self.ranks.after_backward(self.model)  # data parallel: average the gradients over the ranks
             self.optimizer.step()
             stats["lr"] = self.lr()  # the rate this step used
             if self.scheduler is not None:
                 self.scheduler.step()
             self.batch += 1
             self.steps += 1
-            stats["loss_sum"] += value * len(x)
-            stats["seen"] += len(x)
-            if self.task.metric == "acc":
-                stats["correct"] += self.task.correct(output, y)
+            stats["loss_sum"] += loss_sum
+            stats["seen"] += seen
+            stats["correct"] += correct
             stats["time"] = time.perf_counter() - started
             bar.update(1)
             postfix = {"loss": f"{stats['loss_sum'] / stats['seen']:.4f}",
@@ -600,7 +625,9 @@ class Run:
             bar.set_postfix(postfix, refresh=False)
             if self.debug_signal_after is not None and self.steps == self.debug_signal_after:
                 signal.raise_signal(signal.SIGTERM)
-            if self.stop_signal is not None and self.batch < len(loader):
+            stop = self.ranks.any_stop(self.stop_signal)
+            if stop is not None and self.batch < len(loader):
+                self.stop_signal = stop
                 bar.close()
                 self.partial = stats
                 self.checkpoint()
@@ -627,6 +654,8 @@ class Run:
                 else:
                     detections += self.task.detections(output)
                     truths += self.task.ground_truth(y)
+        loss_sum, correct, seen = self.ranks.sum(loss_sum, correct, seen)  # data parallel: over the test shards
+        detections, truths = self.ranks.gather(detections), self.ranks.gather(truths)
         record = {"test_loss": loss_sum / max(seen, 1), "eval_time_s": time.perf_counter() - started}
         if self.task.metric == "acc":
             record["test_acc"] = correct / max(seen, 1)
@@ -659,9 +688,18 @@ def main(argv=None):
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except DistributedError as exc:  # e.g. a rank died or hung: end every rank of the job
+        print(f"error: {exc}", file=sys.stderr)
+        abort_other_ranks(EXIT_USAGE)
+        return EXIT_USAGE
     except OSError as exc:  # a file problem met later (disk full, folder removed): one line, not a traceback
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception:
+        if args.distributed or args.model_parallel:  # the other ranks may be waiting for this one: end them too
+            traceback.print_exc()
+            abort_other_ranks(1)
+        raise
     except KeyboardInterrupt:  # Ctrl-C before training started (while loading data): nothing to save
         print("\ninterrupted before training started", file=sys.stderr)
         return EXIT_SIGNAL[signal.SIGINT]
@@ -677,13 +715,21 @@ def run(args, held=None):
         raise UsageError(str(exc)) from None
     if args.conv_algo is not None:
         set_conv_algo(args.conv_algo)
+    try:  # --distributed / --model-parallel: join the MPI launch (else one process)
+        ranks = setup_ranks(args.distributed, args.model_parallel, device, args.dist_timeout, args.sync_batchnorm)
+    except (DistributedError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     if args.eval_only and not (args.resume or args.weights):
         raise UsageError("--eval-only needs trained weights: pass --resume DIR or --weights FILE")
 
     resume_state = None
     if args.resume:
         resume_dir = Path(args.resume)
-        resume_state = load_checkpoint(resume_dir / "checkpoint.npz")
+        resume_state = ranks.broadcast_object(load_checkpoint(resume_dir / "checkpoint.npz") if ranks.is_main else None)
+        try:
+            ranks.check_resume(resume_state)
+        except DistributedError as exc:
+            raise UsageError(str(exc)) from None
         if not isinstance(resume_state, dict) or "model" not in (resume_state.get("config") or {}):
             raise UsageError(f"--resume: {resume_dir / 'checkpoint.npz'} is not a scratchnet training checkpoint "
                              f"(it names no run config)")
@@ -695,10 +741,15 @@ def run(args, held=None):
         config = make_config(args)
         out = Path(args.out or f"runs/{config['model']}-{config['dataset']}")
     config["no_download"] = args.no_download
-    lock_run_folder(prepare_out(out), [] if held is None else held)
+    prepare_out(out)
+    if ranks.is_main:  # rank 0 owns the run folder
+        lock_run_folder(out, [] if held is None else held)
 
-    job = Run(config, device, out, progress=not args.no_progress, prefetch=args.prefetch,
-              debug_signal_after=args.debug_signal_after)
+    try:
+        job = Run(config, device, out, progress=not args.no_progress and ranks.is_main, prefetch=args.prefetch,
+                  debug_signal_after=args.debug_signal_after, ranks=ranks)
+    except ValueError as exc:  # e.g. --model-parallel with a model that has no two-tower split
+        raise UsageError(str(exc)) from None
     if resume_state is not None:
         try:
             job.restore(resume_state)
@@ -716,10 +767,13 @@ def run(args, held=None):
         metric = job.task.metric
         print(f"test loss {record['test_loss']:.4f}  test {metric} {100 * record[f'test_{metric}']:.2f}%  "
               f"({len(job.test_set)} samples)")
-        write_json(out / "eval.json", record)
+        if ranks.is_main:
+            write_json(out / "eval.json", record)
         return 0
 
-    write_json(out / "config.json", {k: config[k] for k in CONFIG_KEYS} | {"device": device, "conv_algo": args.conv_algo})
+    if ranks.is_main:
+        write_json(out / "config.json", {k: config[k] for k in CONFIG_KEYS}
+                   | {"device": device, "conv_algo": args.conv_algo, "distributed": ranks.describe()})
     print(f"training {config['model']} ({job.model.num_parameters():,} parameters) on {config['dataset']} "
           f"({len(job.train_set)} train / {len(job.test_set)} test) for {config['epochs']} epochs -> {out}",
           flush=True)

@@ -104,15 +104,23 @@ class Communicator:
 
     # -- waiting with a deadline
     def _wait(self, request, what):
-        """Wait for a non-blocking MPI request; raise DistributedTimeout past the deadline."""
-        deadline, pause = time.monotonic() + self.timeout, 0.0
+        """Wait for a non-blocking MPI request; raise DistributedTimeout past the deadline.
+
+        Each Test() also drives MPI's progress (a large allreduce moves in segments), so the first
+        10 ms poll without sleeping; after that a long wait (a slower rank, a dead one) sleeps up
+        to 1 ms between polls and leaves the core to others.
+        """
+        started = time.monotonic()
+        pause = 0.0
         while not request.Test():
-            if time.monotonic() > deadline:
+            waited = time.monotonic() - started
+            if waited > self.timeout:
                 raise DistributedTimeout(
                     f"rank {self.rank}: no answer from the other ranks for {self.timeout:.0f} s in {what}; "
                     f"another rank has probably died or hung (see its output above)")
-            time.sleep(pause)  # yield the core to the rank we are waiting for
-            pause = min(pause * 2 or 1e-5, 1e-3)
+            if waited > 0.01:
+                time.sleep(pause)
+                pause = min(pause * 2 or 1e-5, 1e-3)
 
     # -- collectives on arrays
     def allreduce(self, array, op="sum"):

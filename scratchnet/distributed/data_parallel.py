@@ -13,9 +13,9 @@ What is synchronised (as in torch's DistributedDataParallel):
 - parameters and buffers are broadcast from rank 0 when the wrapper is built, so replicas start equal;
 - gradients are averaged before every step, so with equal local batch sizes they equal the gradient
   of one process on the concatenated batch, and replicas stay bit-identical;
-- buffers (BatchNorm's running statistics) are broadcast from rank 0 at every forward
-  (``broadcast_buffers=True``, torch's default), so all ranks evaluate with rank 0's statistics and
-  a checkpoint of rank 0 is the whole state.
+- buffers (BatchNorm's running statistics) are broadcast from rank 0 at every training forward
+  and by ``eval()`` (``broadcast_buffers=True``, torch's default), so all ranks evaluate with rank
+  0's statistics and a checkpoint of rank 0 is the whole state.
 What is not: BatchNorm normalises each rank's batch with that batch's own mean and variance
 (torch's default too); ``convert_sync_batchnorm`` switches to statistics over the global batch.
 
@@ -23,8 +23,6 @@ Buckets: gradients are flattened into a few contiguous buffers of about ``bucket
 torch's default) each, one dtype per bucket, so ResNet-50's 161 gradient tensors travel in 5
 allreduce calls instead of 161. The same code serves NumPy (MPI) and CuPy (NCCL) arrays.
 """
-import numpy as np
-
 from .. import backend
 from ..autograd import Function, no_grad
 from ..nn.layers import BatchNorm1d, BatchNorm2d, _BatchNorm
@@ -105,11 +103,25 @@ class DistributedDataParallel(Module):
             broadcast_tensors(list(module.parameters()) + list(module.buffers()), comm, 0, self.cap_bytes)
 
     def forward(self, *args, **kwargs):
-        if self.broadcast_buffers:
-            buffers = list(self.module.buffers())
-            if buffers:
-                broadcast_tensors(buffers, self.comm, 0, self.cap_bytes)
+        if self.training:
+            self._broadcast_buffers()
         return self.module(*args, **kwargs)
+
+    def train(self, mode=True):
+        """Also a synchronisation point: switching to evaluation gives every rank rank 0's buffers.
+
+        Evaluation forwards do not communicate, so the ranks may evaluate different numbers of
+        batches (an uneven test shard); every rank must call ``eval()`` (or ``train()``) together.
+        """
+        super().train(mode)
+        if not mode:
+            self._broadcast_buffers()
+        return self
+
+    def _broadcast_buffers(self):
+        buffers = list(self.module.buffers())
+        if self.broadcast_buffers and buffers:
+            broadcast_tensors(buffers, self.comm, 0, self.cap_bytes)
 
     def average_gradients(self):
         """Average every gradient over the ranks; call it between ``backward()`` and ``step()``."""

@@ -173,6 +173,10 @@ def _resume_mismatch(saved, now):
 
 def setup(distributed, model_parallel, device, timeout=None, sync_batchnorm=False):
     """The ranks of this run: SingleProcess() without the flags, else join the MPI launch."""
+    if sync_batchnorm and not distributed:
+        raise DistributedError("--sync-batchnorm synchronises data-parallel ranks: add --distributed")
+    if timeout is not None and not timeout > 0:
+        raise DistributedError(f"--dist-timeout must be a positive number of seconds, got {timeout}")
     if not (distributed or model_parallel):
         return SingleProcess()
     comm = init(device, timeout)
