@@ -1,180 +1,224 @@
-"""Convolution benchmark: im2col + GEMM vs the direct kernels, on real layer shapes.
+"""Convolution benchmark: every conv2d route against torch.nn.functional.conv2d, on the issue's five layers.
 
-    python benchmarks/conv.py [--device cpu|gpu] [--repeat 3] [--batch-scale 1.0] [--only depthwise]
+    python benchmarks/conv.py                 # all routes, all five layers (a few minutes on 2 cores)
+    python benchmarks/conv.py --only vgg --routes auto,winograd,im2col --repeat 5
 
-For every layer (shapes from the architectures, at realistic batch sizes) and
-every route (conv_algo='im2col' | 'direct') it measures the forward and the
-forward+backward time (best of --repeat after a warm-up; on the GPU with CUDA
-events), GFLOP/s, the im2col column buffer and the peak extra memory, and the
-ratio to the same-run numpy.matmul (cuBLAS on the GPU) GFLOP/s of that layer's
-GEMM. Prints a table and writes benchmarks/results/conv_<device>.json and .png.
-On the CPU there is no direct dense kernel (conv_algo='direct' runs im2col
-there), so 'direct' is reported for depthwise layers only.
+For every layer and every route that handles it (scratchnet/functional/conv_routes.py's table,
+plus 'auto') it times the forward (under no_grad) and the forward+backward, float32, best of
+--repeat after a warm-up. torch and scratchnet each run in their OWN subprocess (torch is never
+imported where scratchnet is timed), --rounds times alternately, keeping each number's best; both
+children run with this workplace's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides removed from
+their environment, and with their libraries' default thread settings (scratchnet's policy is
+sn.set_num_threads's default). Fairness: on both sides the input and the weight require grad and
+there is no bias, so the backward computes both the input and the weight gradient.
+
+ratio = torch time / scratchnet time (higher is better; > 1: scratchnet is faster). The summary
+is the geometric mean over the five layers of 'auto' (what nn.Conv2d uses). "peak MB" is
+tracemalloc's peak during one forward+backward (NumPy's buffers); the row 'im2col-unchunked'
+is the im2col route with its whole batch in one column buffer (the route before chunking).
+Prints the table and the machine's load average, writes benchmarks/results/conv_cpu.json.
 """
 import argparse
 import json
+import math
+import os
 import platform
+import subprocess
+import sys
 import time
-import tracemalloc
 from pathlib import Path
 
-import numpy as np
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 
-import scratchnet as sn
-import scratchnet.functional as F
-from scratchnet import backend
-from scratchnet.functional.conv import conv_output_size
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-# name, batch, in-channels, size, out-channels, kernel, stride, padding, groups
+# name, batch, in-channels, size, out-channels, kernel, stride, padding, groups (issue 9)
 LAYERS = [
-    ("AlexNet conv1 11x11/4", 16, 3, 224, 64, 11, 4, 2, 1),
-    ("VGG 3x3 @56", 4, 256, 56, 256, 3, 1, 1, 1),
-    ("ResNet 3x3 @14", 32, 256, 14, 256, 3, 1, 1, 1),
-    ("ResNet 1x1 bottleneck @14", 32, 1024, 14, 256, 1, 1, 0, 1),
-    ("ResNet 1x1/2 projection @28", 32, 512, 28, 1024, 1, 2, 0, 1),
-    ("MobileNet depthwise 3x3 @28", 32, 256, 28, 256, 3, 1, 1, 256),
-    ("DenseNet 1x1 growth @28", 32, 256, 28, 128, 1, 1, 0, 1),
+    ("AlexNet conv1 11x11/4 3->96 @227", 16, 3, 227, 96, 11, 4, 0, 1),
+    ("VGG 3x3 64->64 @56", 8, 64, 56, 64, 3, 1, 1, 1),
+    ("ResNet 3x3 256->256 @14", 32, 256, 14, 256, 3, 1, 1, 1),
+    ("ResNet 1x1 256->64 @56", 16, 256, 56, 64, 1, 1, 0, 1),
+    ("MobileNet depthwise 3x3 512 @14", 32, 512, 14, 512, 3, 1, 1, 512),
 ]
+OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-class Timer:
-    """Best-of-n wall time; on the GPU, CUDA events around the call after a synchronize."""
-
-    def __init__(self, device, repeat):
-        self.device, self.repeat = device, repeat
-
-    def __call__(self, fn):
-        fn()  # warm-up: Numba/NVRTC compilation, memory pools
-        best = float("inf")
-        for _ in range(self.repeat):
-            if self.device == "gpu":
-                cp = backend.cp
-                start, stop = cp.cuda.Event(), cp.cuda.Event()
-                cp.cuda.Device().synchronize()
-                start.record()
-                fn()
-                stop.record()
-                stop.synchronize()
-                best = min(best, cp.cuda.get_elapsed_time(start, stop) / 1e3)
-            else:
-                t0 = time.perf_counter()
-                fn()
-                best = min(best, time.perf_counter() - t0)
-        return best
-
-
-def peak_extra_mb(fn, device):
-    """Peak memory allocated during fn beyond what existed before (CPU: tracemalloc sees NumPy buffers)."""
-    if device == "gpu":
-        pool = backend.cp.get_default_memory_pool()
-        pool.free_all_blocks()
-        before = pool.total_bytes()
+def best_time(fn, repeat):
+    fn()  # warm-up: Numba compilation, first allocations
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
         fn()
-        return (pool.total_bytes() - before) / 2**20  # the pool keeps what it needed at the peak
-    tracemalloc.start()
-    fn()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak / 2**20
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
-def bench_layer(layer, device, timer, scale):
-    name, n, c, size, co, k, s, p, g = layer
-    n = max(1, round(n * scale))
-    xp = backend.xp_for(device)
+def inputs(layer):
+    import numpy as np
+    _, n, c, size, co, k, _, _, g = layer
     rng = np.random.default_rng(0)
-    x = backend.to_device(rng.standard_normal((n, c, size, size), dtype=np.float32), device)
-    w = backend.to_device(rng.standard_normal((co, c // g, k, k), dtype=np.float32) * 0.01, device)
-    oh = conv_output_size(size, k, s, p)
-    gemm_k, gemm_cols = c // g * k * k, n * oh * oh
-    flops = 2.0 * co * gemm_k * gemm_cols  # forward; each backward half costs the same
-    col_mb = c * k * k * n * oh * oh * 4 / 2**20
+    return (rng.standard_normal((n, c, size, size), dtype=np.float32),
+            (rng.standard_normal((co, c // g, k, k), dtype=np.float32) * 0.05).astype(np.float32))
 
-    # the same-run GEMM of this layer's shape: (g, co/g, K) @ (g, K, N*oh*ow)
-    a = xp.asarray(rng.standard_normal((g, co // g, gemm_k), dtype=np.float32))
-    b = xp.asarray(rng.standard_normal((g, gemm_k, gemm_cols), dtype=np.float32))
-    matmul_gflops = flops / timer(lambda: xp.matmul(a, b)) / 1e9
 
-    depthwise = g == c and g > 1
+# ---------------------------------------------------------------- the children (one framework each)
+
+def child_torch(layers, repeat):
+    import torch
+    import torch.nn.functional as TF
     rows = []
-    for algo in ("im2col", "direct"):
-        if algo == "direct" and device == "cpu" and not depthwise:
-            continue  # no direct dense kernel on the CPU: the route would be im2col again
-        xt, wt = sn.tensor(x, requires_grad=True, device=device), sn.tensor(w, requires_grad=True, device=device)
-        gy = xp.ones((n, co, oh, oh), dtype=np.float32)
+    for layer in layers:
+        name, *_, s, p, g = layer
+        x, w = (torch.tensor(a, requires_grad=True) for a in inputs(layer))
 
         def forward():
-            with sn.no_grad():
-                F.conv2d(xt, wt, stride=s, padding=p, groups=g, conv_algo=algo)
+            with torch.no_grad():
+                TF.conv2d(x, w, stride=s, padding=p, groups=g)
 
         def forward_backward():
-            xt.grad = wt.grad = None
-            F.conv2d(xt, wt, stride=s, padding=p, groups=g, conv_algo=algo).backward(gy)
+            x.grad = w.grad = None
+            y = TF.conv2d(x, w, stride=s, padding=p, groups=g)
+            y.backward(torch.ones_like(y))
 
-        t_fwd, t_both = timer(forward), timer(forward_backward)
-        rows.append(dict(layer=name, batch=n, algo=algo, forward_ms=t_fwd * 1e3, forward_backward_ms=t_both * 1e3,
-                         forward_gflops=flops / t_fwd / 1e9, forward_backward_gflops=3 * flops / t_both / 1e9,
-                         matmul_gflops=matmul_gflops,
-                         forward_ratio=flops / t_fwd / 1e9 / matmul_gflops,
-                         forward_backward_ratio=3 * flops / t_both / 1e9 / matmul_gflops,
-                         column_buffer_mb=col_mb if algo == "im2col" else 0.0,
-                         peak_extra_mb=peak_extra_mb(forward_backward, device)))
+        rows.append(dict(layer=name, route="torch", threads=torch.get_num_threads(),
+                         forward_ms=1e3 * best_time(forward, repeat),
+                         forward_backward_ms=1e3 * best_time(forward_backward, repeat)))
     return rows
 
 
-def print_table(rows):
-    head = (f"{'layer':30} {'N':>3} {'algo':7} {'fwd ms':>9} {'f+b ms':>9} {'fwd GF/s':>9} {'f+b GF/s':>9} "
-            f"{'mm GF/s':>8} {'f+b/mm':>7} {'col MB':>8} {'peak MB':>8}")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(f"{r['layer']:30} {r['batch']:>3} {r['algo']:7} {r['forward_ms']:9.1f} {r['forward_backward_ms']:9.1f} "
-              f"{r['forward_gflops']:9.1f} {r['forward_backward_gflops']:9.1f} {r['matmul_gflops']:8.1f} "
-              f"{r['forward_backward_ratio']:7.2f} {r['column_buffer_mb']:8.1f} {r['peak_extra_mb']:8.1f}")
+def child_scratchnet(layers, repeat, routes):
+    import tracemalloc
+
+    import numpy as np
+
+    import scratchnet as sn
+    import scratchnet.functional as F
+    from scratchnet.functional import conv_routes as R
+
+    rows = []
+    for layer in layers:
+        name, n, c, size, co, k, s, p, g = layer
+        x_data, w_data = inputs(layer)
+        out = R.conv_output_size(size, k, s, p)
+        call = R.Call("cpu", np.dtype(np.float32), x_data.shape, w_data.shape,
+                      R.Geometry((s, s), (p, p), (1, 1), g, (out, out)))
+        auto = R.choose_for("auto", call)
+        names = [r for r in routes if r in ("auto", "im2col-unchunked") or (r in R.ROUTES and R.fits(r, call))]
+        for route in names:
+            algo, chunk = ("im2col", 2**62) if route == "im2col-unchunked" else (route, R.COLUMN_CHUNK_BYTES)
+            saved, R.COLUMN_CHUNK_BYTES = R.COLUMN_CHUNK_BYTES, chunk
+            x, w = sn.tensor(x_data, requires_grad=True), sn.tensor(w_data, requires_grad=True)
+            gy = np.ones((n, co, out, out), dtype=np.float32)
+
+            def forward():
+                with sn.no_grad():
+                    F.conv2d(x, w, stride=s, padding=p, groups=g, conv_algo=algo)
+
+            def forward_backward():
+                x.grad = w.grad = None
+                F.conv2d(x, w, stride=s, padding=p, groups=g, conv_algo=algo).backward(gy)
+
+            row = dict(layer=name, route=route, picked=auto if route == "auto" else algo,
+                       forward_ms=1e3 * best_time(forward, repeat),
+                       forward_backward_ms=1e3 * best_time(forward_backward, repeat))
+            tracemalloc.start()
+            forward_backward()
+            row["peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+            R.COLUMN_CHUNK_BYTES = saved
+            rows.append(row)
+    return rows
 
 
-def plot(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    layers = list(dict.fromkeys(r["layer"] for r in rows))
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    width = 0.27
-    for k, (label, pick) in enumerate([("matmul (same GEMM)", lambda r: r["matmul_gflops"]),
-                                       ("im2col fwd+bwd", lambda r: r["forward_backward_gflops"]),
-                                       ("direct fwd+bwd", lambda r: r["forward_backward_gflops"])]):
-        algo = {1: "im2col", 2: "direct"}.get(k, "im2col")
-        values = [next((pick(r) for r in rows if r["layer"] == layer and r["algo"] == algo), 0) for layer in layers]
-        ax.bar(np.arange(len(layers)) + (k - 1) * width, values, width, label=label)
-    ax.set_xticks(np.arange(len(layers)), [layer.replace(" @", "\n@") for layer in layers], fontsize=7)
-    ax.set_ylabel("GFLOP/s (float32)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+# ---------------------------------------------------------------- the parent
+
+def run_child(framework, args):
+    env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    command = [sys.executable, __file__, "--child", framework, "--repeat", str(args.repeat),
+               "--only", args.only, "--routes", args.routes]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"the {framework} child failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def keep_best(best, rows):
+    for row in rows:
+        key = (row["layer"], row["route"])
+        if key not in best:
+            best[key] = row
+        else:
+            for field in ("forward_ms", "forward_backward_ms"):
+                best[key][field] = min(best[key][field], row[field])
+            if "peak_mb" in row:
+                best[key]["peak_mb"] = min(best[key]["peak_mb"], row["peak_mb"])
+
+
+def geomean(values):
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch-scale", type=float, default=1.0, help="multiply every batch size (quick runs)")
-    parser.add_argument("--only", default="", help="run only the layers whose name contains this text")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per number (best kept)")
+    parser.add_argument("--rounds", type=int, default=2, help="torch/scratchnet children run alternately this often")
+    parser.add_argument("--only", default="", help="only the layers whose name contains this text (any case)")
+    parser.add_argument("--routes", default="auto,reference,im2col,im2col-unchunked,gemm1x1,winograd,depthwise",
+                        help="comma-separated routes to time (each where it handles the layer)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "conv_cpu.json")
+    parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    device = backend.check_device(args.device)
-    timer = Timer(device, args.repeat)
     layers = [layer for layer in LAYERS if args.only.lower() in layer[0].lower()]
-    rows = [row for layer in layers for row in bench_layer(layer, device, timer, args.batch_scale)]
-    print_table(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta = dict(device=device, machine=platform.processor() or platform.machine(), repeat=args.repeat,
-                batch_scale=args.batch_scale, numpy=np.__version__, dtype="float32")
-    (args.out / f"conv_{device}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-    plot(rows, args.out / f"conv_{device}.png")
-    print(f"wrote {args.out / f'conv_{device}.json'} and .png")
+    if args.child:
+        rows = child_torch(layers, args.repeat) if args.child == "torch" else \
+            child_scratchnet(layers, args.repeat, args.routes.split(","))
+        print(json.dumps(rows))
+        return 0
+
+    load_before = os.getloadavg()
+    torch_best, ours_best = {}, {}
+    for _ in range(args.rounds):
+        keep_best(torch_best, run_child("torch", args))
+        keep_best(ours_best, run_child("scratchnet", args))
+    load_after = os.getloadavg()
+
+    rows = []
+    for (layer, route), row in ours_best.items():
+        theirs = torch_best[(layer, "torch")]
+        row = dict(row, torch_forward_ms=theirs["forward_ms"],
+                   torch_forward_backward_ms=theirs["forward_backward_ms"])
+        row["forward_ratio"] = theirs["forward_ms"] / row["forward_ms"]
+        row["forward_backward_ratio"] = theirs["forward_backward_ms"] / row["forward_backward_ms"]
+        rows.append(row)
+    head = (f"{'layer':34} {'route':17} {'fwd ms':>8} {'torch':>8} {'ratio':>6} {'f+b ms':>8} {'torch':>8} "
+            f"{'ratio':>6} {'peak MB':>8}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        route = r["route"] + (f" ({r['picked']})" if r["route"] == "auto" else "")
+        print(f"{r['layer']:34} {route:17} {r['forward_ms']:8.1f} {r['torch_forward_ms']:8.1f} "
+              f"{r['forward_ratio']:6.2f} {r['forward_backward_ms']:8.1f} {r['torch_forward_backward_ms']:8.1f} "
+              f"{r['forward_backward_ratio']:6.2f} {r['peak_mb']:8.1f}")
+    auto = [r for r in rows if r["route"] == "auto"]
+    summary = dict(geomean_forward_ratio=geomean([r["forward_ratio"] for r in auto]),
+                   geomean_forward_backward_ratio=geomean([r["forward_backward_ratio"] for r in auto]),
+                   lowest_forward_backward_ratio=min((r["forward_backward_ratio"] for r in auto), default=None),
+                   layers=len(auto))
+    print(f"\nauto over {len(auto)} layers: geometric-mean ratio (torch/scratchnet) forward "
+          f"{summary['geomean_forward_ratio']:.2f}, forward+backward {summary['geomean_forward_backward_ratio']:.2f}"
+          f" (lowest {summary['lowest_forward_backward_ratio']:.2f})")
+    torch_threads = next(iter(torch_best.values()))["threads"]
+    print(f"load average (1, 5, 15 min): before {tuple(round(v, 2) for v in load_before)}, "
+          f"after {tuple(round(v, 2) for v in load_after)}; torch threads {torch_threads}")
+    meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), dtype="float32",
+                repeat=args.repeat, rounds=args.rounds, load_before=load_before, load_after=load_after,
+                unset=list(OVERRIDES), requires_grad="input and weight, no bias, on both sides",
+                torch_threads=torch_threads)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(meta=meta, summary=summary, rows=rows), indent=1))
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

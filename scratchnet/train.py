@@ -140,8 +140,8 @@ def build_parser():
     p.add_argument("--weights", help="a .npz of model weights to start from (or to evaluate)")
     p.add_argument("--limit", type=int, help="train on the first N training samples")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test samples")
-    p.add_argument("--conv-algo", help="the global conv2d route: im2col, direct or auto "
-                                       "(scratchnet.functional.conv.set_conv_algo)")
+    p.add_argument("--conv-algo", help="the global conv2d route: " + ", ".join(F.conv.CONV_ALGOS)
+                   + " (scratchnet.functional.conv.set_conv_algo; README, Kernels)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra constructor option, e.g. --model-arg width_mult=0.25 (repeatable)")
     p.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead in a background thread")
@@ -714,7 +714,10 @@ def run(args, held=None):
     except backend.DeviceError as exc:
         raise UsageError(str(exc)) from None
     if args.conv_algo is not None:
-        set_conv_algo(args.conv_algo)
+        try:
+            F.conv.set_conv_algo(args.conv_algo)
+        except ValueError as exc:
+            raise UsageError(f"--conv-algo: {exc}") from None
     try:  # --distributed / --model-parallel: join the MPI launch (else one process)
         ranks = setup_ranks(args.distributed, args.model_parallel, device, args.dist_timeout, args.sync_batchnorm)
     except (DistributedError, ValueError) as exc:
@@ -807,17 +810,6 @@ def fit_with_signals(job):
     best = job.best if job.best is not None else float("nan")
     print(f"done: best test {job.task.metric} {100 * best:.2f}%; weights, metrics.json and curves.png in {job.out}")
     return 0
-
-
-def set_conv_algo(name):
-    from .functional import conv
-    setter = getattr(conv, "set_conv_algo", None)
-    if setter is None:
-        raise UsageError("--conv-algo: this build of scratchnet has no selectable convolution algorithms")
-    try:
-        setter(name)
-    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise UsageError(f"--conv-algo: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""conv2d's routes (conv_algo='im2col' | 'direct' | 'auto') against torch and
-each other, float64 gradient checks through every route (the Numba kernels on
-the CPU, the CUDA kernels on a GPU), and the global default's setter.
+"""Every route of conv2d's table (scratchnet/functional/conv_routes.py) against torch and by a
+float64 gradient check, each on the shapes it handles; what 'auto' picks; the global default.
+
+A route is asked for by name (conv_algo=...) and the test checks, through the output's
+creator, that the call really took it, so a table change that silently reroutes fails here.
 """
 import numpy as np
 import pytest
@@ -10,21 +12,44 @@ import torch.nn.functional as TF
 import scratchnet as sn
 import scratchnet.functional as F
 from scratchnet import backend
-from scratchnet.functional import conv
+from scratchnet.functional import conv, conv_routes
+from scratchnet.functional.conv_routes import ROUTES, Call, Geometry, choose_for
 
-ALGOS = ["im2col", "direct", "auto"]
+# (x shape, weight shape, options)
+CASES = {
+    "dense": ((2, 3, 6, 5), (4, 3, 3, 3), dict(stride=1, padding=1)),
+    "dense-strided-dilated": ((3, 2, 9, 8), (4, 2, 3, 2), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2))),
+    "grouped": ((1, 4, 7, 6), (6, 2, 3, 2), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)),
+    "depthwise": ((2, 3, 6, 7), (3, 1, 3, 3), dict(stride=1, padding=1, groups=3)),
+    "depthwise-m2": ((1, 2, 9, 8), (4, 1, 3, 5), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)),
+    "same-even": ((1, 2, 5, 6), (3, 2, 2, 4), dict(padding="same")),
+    "depthwise-same-even": ((1, 3, 5, 4), (3, 1, 4, 2), dict(padding="same", groups=3)),
+    "1x1": ((2, 5, 4, 3), (3, 5, 1, 1), dict()),
+    "1x1-stride2": ((3, 4, 7, 6), (5, 4, 1, 1), dict(stride=2)),
+    "1x1-stride-2x1-grouped": ((2, 4, 5, 5), (6, 2, 1, 1), dict(stride=(2, 1), groups=2)),
+    "3x3-pad0": ((1, 3, 7, 9), (2, 3, 3, 3), dict(padding=0)),
+    "3x3-pad2-odd": ((3, 4, 5, 6), (5, 4, 3, 3), dict(padding=2)),
+    "3x3-pad-1x0": ((2, 2, 10, 4), (3, 2, 3, 3), dict(padding=(1, 0))),
+}
 
-# (x shape, weight shape, options): dense, grouped, depthwise (multiplier 1 and 2), strided/dilated,
-# and padding='same' with even kernels (the odd pixel padded bottom/right, as torch)
-CASES = [
-    ((2, 3, 6, 5), (4, 3, 3, 3), dict(stride=1, padding=1)),
-    ((1, 4, 7, 6), (6, 2, 3, 2), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)),
-    ((2, 3, 6, 7), (3, 1, 3, 3), dict(stride=1, padding=1, groups=3)),
-    ((1, 2, 9, 8), (4, 1, 3, 5), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)),
-    ((1, 2, 5, 6), (3, 2, 2, 4), dict(padding="same")),
-    ((1, 3, 5, 4), (3, 1, 4, 2), dict(padding="same", groups=3)),
-]
-IDS = ["dense", "grouped", "depthwise", "depthwise-m2", "same-even", "depthwise-same-even"]
+
+def _call(case, device, dtype):
+    """The Call the table sees for this case (the geometry as conv2d's wrapper builds it)."""
+    x_shape, w_shape, options = CASES[case]
+    pair = conv.pair
+    stride, dilation = pair(options.get("stride", 1)), pair(options.get("dilation", 1))
+    padding = options.get("padding", 0)
+    same = padding == "same"
+    padding = conv._resolve_padding(padding, w_shape[2:], stride, dilation)
+    out_hw = tuple(x_shape[2:]) if same else tuple(
+        conv.conv_output_size(x_shape[2 + a], w_shape[2 + a], stride[a], padding[a], dilation[a]) for a in range(2))
+    geo = Geometry(stride, padding, dilation, options.get("groups", 1), out_hw)
+    return Call(device, np.dtype(dtype), x_shape, w_shape, geo)
+
+
+# every (route, case) where the route handles the case on at least one device
+PAIRS = [(route, case) for route in ROUTES for case in CASES
+         if any(conv_routes.fits(route, _call(case, device, np.float64)) for device in ROUTES[route].devices)]
 
 
 def _tensors(x_shape, w_shape, dtype, rng, device="cpu"):
@@ -32,57 +57,174 @@ def _tensors(x_shape, w_shape, dtype, rng, device="cpu"):
     return [sn.tensor(a, requires_grad=True, device=device) for a in arrays]
 
 
+def _needs(route, case, device, dtype=np.float64):
+    if not conv_routes.fits(route, _call(case, device, dtype)):
+        pytest.skip(f"route {route!r} does not run on {device} for {np.dtype(dtype).name} (see ROUTES)")
+
+
+def _float32_tolerance(route):
+    if route == "winograd":  # F(4x4, 3x3) rounds through larger transform coefficients (README, Kernels)
+        return dict(rtol=1e-4, atol=1e-4)
+    return dict(rtol=1e-5, atol=1e-5)
+
+
+def test_every_route_is_covered():
+    for route in ROUTES:
+        assert any(r == route for r, _ in PAIRS), f"no case exercises route {route!r}"
+
+
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's own note on its copy
-@pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_every_route_matches_torch(case, algo, dtype, device, rng):
-    x_shape, w_shape, options = case
+@pytest.mark.parametrize("route,case", PAIRS, ids=[f"{r}-{c}" for r, c in PAIRS])
+def test_every_route_matches_torch(route, case, dtype, device, rng):
+    _needs(route, case, device, dtype)
+    x_shape, w_shape, options = CASES[case]
     x, w, b = _tensors(x_shape, w_shape, dtype, rng, device)
-    y = F.conv2d(x, w, b, conv_algo=algo, **options)
+    y = F.conv2d(x, w, b, conv_algo=route, **options)
+    assert y.creator.route == route
     gy = rng.standard_normal(y.shape).astype(dtype)
     y.backward(backend.to_device(gy, device))
     xt, wt, bt = (torch.tensor(backend.to_numpy(t.data), requires_grad=True) for t in (x, w, b))
     yt = TF.conv2d(xt, wt, bt, **options)
     yt.backward(torch.tensor(gy))
-    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    tol = _float32_tolerance(route) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), **tol)
     for t, ref in ((x, xt), (w, wt), (b, bt)):
         np.testing.assert_allclose(backend.to_numpy(t.grad), ref.grad.numpy(), **tol)
 
 
-@pytest.mark.parametrize("algo", ALGOS)
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_every_route_gradchecks(case, algo, device, rng):
-    x_shape, w_shape, options = case
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("route,case", PAIRS, ids=[f"{r}-{c}" for r, c in PAIRS])
+def test_every_route_gradchecks(route, case, device, rng):
+    _needs(route, case, device)
+    x_shape, w_shape, options = CASES[case]
     x, w, b = _tensors(x_shape, w_shape, np.float64, rng, device)
-    assert sn.gradcheck(lambda x, w, b: F.conv2d(x, w, b, conv_algo=algo, **options), [x, w, b])
+    assert sn.gradcheck(lambda x, w, b: F.conv2d(x, w, b, conv_algo=route, **options), [x, w, b])
 
 
-def test_auto_sends_depthwise_to_the_direct_kernel(monkeypatch, rng):
-    calls = []
-    from scratchnet.kernels import cpu
-    original = cpu.depthwise_forward
-    monkeypatch.setattr(cpu, "depthwise_forward", lambda *a: calls.append(1) or original(*a))
-    x, w, _ = _tensors((1, 3, 5, 5), (3, 1, 3, 3), np.float64, rng)
-    F.conv2d(x, w, padding=1, groups=3, conv_algo="auto")
-    assert calls == [1]
-    F.conv2d(x, w, padding=1, groups=3, conv_algo="im2col")
-    assert calls == [1]
+@pytest.mark.parametrize("route,case", [("reference", "grouped"), ("im2col", "grouped"), ("gemm1x1", "1x1-stride2"),
+                                        ("winograd", "3x3-pad2-odd"), ("depthwise", "depthwise-m2")])
+def test_conv_transpose2d_takes_the_same_routes(route, case, rng):
+    """conv_transpose2d is conv2d's input gradient: every route serves it (float64, vs torch)."""
+    _needs(route, case, "cpu")
+    y_shape, w_shape, options = CASES[case]  # the transposed conv maps conv2d's output back to y_shape
+    options = {k: v for k, v in options.items() if k != "padding"} | {"padding": conv.pair(options.get("padding", 0))}
+    probe = F.conv2d(sn.tensor(np.zeros(y_shape)), sn.tensor(np.zeros(w_shape)), **options)
+    x = sn.tensor(rng.standard_normal(probe.shape), requires_grad=True)
+    w = sn.tensor(rng.standard_normal(w_shape), requires_grad=True)
+    stride, dilation = conv.pair(options.get("stride", 1)), conv.pair(options.get("dilation", 1))
+    output_padding = tuple((y_shape[2 + a] - conv_output_size_back(probe.shape[2 + a], w_shape[2 + a], stride[a],
+                                                                     options["padding"][a], dilation[a]))
+                           for a in range(2))
+    torch_options = dict(stride=stride, padding=options["padding"], output_padding=output_padding,
+                         groups=options.get("groups", 1), dilation=dilation)
+    previous = conv.get_conv_algo()
+    try:
+        conv.set_conv_algo(route)
+        y = F.conv_transpose2d(x, w, **torch_options)
+        assert y.creator.route == route and y.shape == y_shape
+        gy = rng.standard_normal(y.shape)
+        y.backward(gy)
+        xt, wt = (torch.tensor(t.data, requires_grad=True) for t in (x, w))
+        yt = TF.conv_transpose2d(xt, wt, **torch_options)
+        yt.backward(torch.tensor(gy))
+        np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(w.grad, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+        assert sn.gradcheck(lambda x, w: F.conv_transpose2d(x, w, **torch_options), [x, w])
+    finally:
+        conv.set_conv_algo(previous)
+
+
+def conv_output_size_back(size, kernel, stride, padding, dilation):
+    """conv_transpose2d's output size without output_padding."""
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1
+
+
+COLUMN_BYTES_PER_IMAGE = 4 * 3 * 3 * 6 * 3 * 8  # the case below: C * kh * kw * oh * ow * float64
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * COLUMN_BYTES_PER_IMAGE, 10**9],
+                         ids=["one-image", "two-images", "whole-batch"])
+def test_im2col_batch_chunks(chunk_bytes, monkeypatch, rng):
+    """The im2col route gives torch's numbers whatever the chunk (one image, a few, all at once)."""
+    monkeypatch.setattr(conv_routes, "COLUMN_CHUNK_BYTES", chunk_bytes)
+    x_shape, w_shape, options = (5, 4, 6, 5), (6, 2, 3, 3), dict(stride=(1, 2), padding=1, groups=2)
+    assert len(conv_routes._chunks(5, COLUMN_BYTES_PER_IMAGE)) == {1: 5, 10**9: 1}.get(chunk_bytes, 3)
+    x, w, b = _tensors(x_shape, w_shape, np.float64, rng)
+    y = F.conv2d(x, w, b, conv_algo="im2col", **options)
+    gy = rng.standard_normal(y.shape)
+    y.backward(gy)
+    xt, wt, bt = (torch.tensor(t.data, requires_grad=True) for t in (x, w, b))
+    yt = TF.conv2d(xt, wt, bt, **options)
+    yt.backward(torch.tensor(gy))
+    for ours, theirs in ((y.data, yt), (x.grad, xt.grad), (w.grad, wt.grad), (b.grad, bt.grad)):
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-10, atol=1e-10)
+
+
+# what 'auto' picks, per device and dtype (the AUTO rules in conv_routes.py)
+AUTO_PICKS = [
+    ("cpu", np.float32, "depthwise", "depthwise"),
+    ("cpu", np.float64, "1x1", "gemm1x1"),
+    ("cpu", np.float32, "1x1-stride2", "gemm1x1"),
+    ("cpu", np.float32, "dense-strided-dilated", "im2col"),
+    ("cpu", np.float32, "grouped", "im2col"),
+    ("cpu", np.float16, "dense", "reference"),
+    ("gpu", np.float32, "depthwise", "depthwise"),
+    ("gpu", np.float32, "grouped", "im2col"),
+]
+
+
+@pytest.mark.parametrize("device,dtype,case,route", AUTO_PICKS)
+def test_auto_picks(device, dtype, case, route):
+    assert choose_for("auto", _call(case, device, dtype)) == route
+
+
+def _wide_3x3(channels, device="cpu", dtype=np.float32):
+    geo = Geometry((1, 1), (1, 1), (1, 1), 1, (14, 14))
+    return Call(device, np.dtype(dtype), (8, channels, 14, 14), (channels, channels, 3, 3), geo)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_auto_picks_winograd_for_wide_3x3(dtype):
+    wide, narrow = conv_routes.WINOGRAD_MIN_CHANNELS, conv_routes.WINOGRAD_MIN_CHANNELS - 1
+    expected = "winograd" if conv_routes._winograd() is not None else "im2col"
+    assert choose_for("auto", _wide_3x3(wide, dtype=dtype)) == expected
+    assert choose_for("auto", _wide_3x3(narrow, dtype=dtype)) == "im2col"
+    assert choose_for("auto", _wide_3x3(wide, device="gpu")) == "im2col"  # Winograd is a CPU route
+    assert choose_for("winograd", _wide_3x3(narrow)) == expected  # asked for by name it fits any width
+
+
+def test_auto_picks_every_route_somewhere():
+    """All but 'direct': the tiled CUDA conv is asked for by name until a GPU benchmark shows it beating cuBLAS."""
+    calls = [_call(case, device, dtype) for case in CASES for device in ("cpu", "gpu")
+             for dtype in (np.float16, np.float32)] + [_wide_3x3(64)]
+    picked = {choose_for("auto", call) for call in calls}
+    expected = set(ROUTES) - {"direct"} - ({"winograd"} if conv_routes._winograd() is None else set())
+    assert picked == expected
+
+
+def test_a_route_that_does_not_fit_falls_back_to_auto():
+    call = _call("dense-strided-dilated", "cpu", np.float32)
+    assert choose_for("gemm1x1", call) == choose_for("winograd", call) == choose_for("direct", call) == "im2col"
+    assert choose_for("reference", _call("1x1", "cpu", np.float32)) == "reference"
 
 
 def test_global_default_and_bad_names(rng):
     x, w, _ = _tensors((1, 2, 4, 4), (2, 1, 3, 3), np.float64, rng)
-    expected = F.conv2d(x, w, groups=2, conv_algo="im2col").numpy()
+    expected = F.conv2d(x, w, groups=2, conv_algo="reference").numpy()
     previous = conv.get_conv_algo()
     try:
-        for algo in ALGOS:
+        for algo in conv_routes.CONV_ALGOS:
             conv.set_conv_algo(algo)
             assert conv.get_conv_algo() == algo
-            np.testing.assert_allclose(F.conv2d(x, w, groups=2).numpy(), expected, rtol=1e-12)
+            y = F.conv2d(x, w, groups=2)
+            assert y.creator.route == choose_for(algo, Call("cpu", np.dtype(np.float64), x.shape, w.shape,
+                                                           y.creator.geo))
+            np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12)
     finally:
         conv.set_conv_algo(previous)
     with pytest.raises(ValueError, match="conv_algo must be one of"):
-        conv.set_conv_algo("winograd")
+        conv.set_conv_algo("fft")
     with pytest.raises(ValueError, match="conv_algo must be one of"):
         F.conv2d(x, w, groups=2, conv_algo="fft")

@@ -1,6 +1,7 @@
 """The train CLI's run folder: an exclusive lock, stale locks taken over, and every file failure one line + exit 2."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,17 @@ def _env(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
     monkeypatch.setenv("SCRATCHNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_dir):
+    """One tiny finished run, copied by the tests that need one (training it once keeps them fast)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCRATCHNET_DATA", str(data_dir))
+        patch.setenv("MPLBACKEND", "Agg")
+        assert train.main([*TINY, "--out", out]) == 0
+    return out
 
 
 def python(*args, **kwargs):
@@ -130,8 +142,8 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, capsys):
     one_line_error(capsys, "is not a readable checkpoint")
 
 
-def test_checkpoint_that_does_not_fit_the_model(tmp_path, capsys):
-    assert train.main([*TINY, "--out", tmp_path]) == 0
+def test_checkpoint_that_does_not_fit_the_model(tmp_path, capsys, finished_run):
+    tmp_path = Path(shutil.copytree(finished_run, tmp_path / "run"))
     state = train.load_checkpoint(tmp_path / "checkpoint.npz")
     state["model"]["c1.weight"] = np.zeros((1, 1, 1, 1), dtype=np.float32)  # wrong shape
     train.save_checkpoint(tmp_path / "checkpoint.npz", state)
@@ -143,9 +155,8 @@ def test_checkpoint_that_does_not_fit_the_model(tmp_path, capsys):
     assert after == before  # nothing existing was overwritten
 
 
-def test_weights_of_the_wrong_type_name_the_key(tmp_path, capsys):
-    assert train.main([*TINY, "--out", tmp_path / "a"]) == 0
-    weights = dict(np.load(tmp_path / "a" / "final.npz"))
+def test_weights_of_the_wrong_type_name_the_key(tmp_path, capsys, finished_run):
+    weights = dict(np.load(finished_run / "final.npz"))
     weights["output.bias"] = np.array(["x"] * len(weights["output.bias"]))
     np.savez(tmp_path / "bad.npz", **weights)
     capsys.readouterr()

@@ -1,0 +1,423 @@
+"""How a convolution is computed: every route, and the one table that picks between them.
+
+A route computes one convolution three ways on raw arrays, each writing NCHW:
+
+    forward(x, w, geo)                   -> y   (N, C_out, oh, ow)
+    backward_input(gy, w, x_shape, geo)  -> gx  (also conv_transpose2d's forward)
+    backward_weight(gy, x, w_shape, geo) -> gw
+
+``geo`` is a ``Geometry`` (stride, padding, dilation, groups, out_hw). Routes
+return fresh arrays (conv.py adds the bias in place). ``ROUTES`` below lists
+them side by side with the devices, dtypes and shapes each one handles;
+``choose`` is the only place that decides which one a call takes, and
+``AUTO`` holds conv_algo='auto''s rules with the measurement behind each.
+Adding a kernel means its source (kernels/), its launch rule (kernels/launch.py
+on the GPU) and one row here.
+
+The reference route (NumPy/CuPy im2col + one batched GEMM) stays the readable
+baseline every other route is tested against. Its column layout is
+``(C, kh, kw, N, oh, ow)``: reshaped to ``(groups, C/groups*kh*kw, N*oh*ow)`` it
+is contiguous, so grouped and depthwise convolution are one batched matmul,
+never a Python loop over groups. col2im is the *adjoint* of im2col, not its
+inverse: overlapping windows accumulate.
+"""
+from collections import namedtuple
+
+import numpy as np
+
+from .. import backend, kernels
+
+Geometry = namedtuple("Geometry", "stride padding dilation groups out_hw")
+
+
+def conv_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
+    """Output length along one axis; the one rule shared by conv and pooling."""
+    span = dilation * (kernel - 1) + 1
+    if ceil_mode:
+        out = -(-(size + 2 * padding - span) // stride) + 1
+        # torch: the last window must start inside the input or left padding
+        if (out - 1) * stride >= size + padding:
+            out -= 1
+        return out
+    return (size + 2 * padding - span) // stride + 1
+
+
+def im2col(x, kernel, stride, padding, dilation, out_size=None, pad_value=0):
+    """Columns of ``x`` (N, C, H, W): an array of shape (C, kh, kw, N, oh, ow).
+
+    ``out_size`` overrides the output size (pooling with ceil_mode pads the
+    bottom/right further); ``pad_value`` fills the padding (-inf for max pool).
+    """
+    xp = backend.get_array_module(x)
+    n, c, h, w = x.shape
+    (kh, kw), (sy, sx), (ph, pw), (dy, dx) = kernel, stride, padding, dilation
+    if out_size is None:
+        out_size = (conv_output_size(h, kh, sy, ph, dy), conv_output_size(w, kw, sx, pw, dx))
+    oh, ow = out_size
+    # extra bottom/right padding so every window in out_size is in bounds
+    extra_h = max(0, (oh - 1) * sy + dy * (kh - 1) + 1 - (h + 2 * ph))
+    extra_w = max(0, (ow - 1) * sx + dx * (kw - 1) + 1 - (w + 2 * pw))
+    padded = xp.pad(x, ((0, 0), (0, 0), (ph, ph + extra_h), (pw, pw + extra_w)), constant_values=pad_value)
+    col = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        top = i * dy
+        for j in range(kw):
+            left = j * dx
+            window = padded[:, :, top:top + sy * (oh - 1) + 1:sy, left:left + sx * (ow - 1) + 1:sx]
+            col[:, i, j] = window.transpose(1, 0, 2, 3)
+    return col
+
+
+def col2im(col, x_shape, stride, padding, dilation):
+    """The adjoint of im2col: add every column entry back to the pixel it came from."""
+    xp = backend.get_array_module(col)
+    c, kh, kw, n, oh, ow = col.shape
+    _, _, h, w = x_shape
+    (sy, sx), (ph, pw), (dy, dx) = stride, padding, dilation
+    extra_h = max(0, (oh - 1) * sy + dy * (kh - 1) + 1 - (h + 2 * ph))
+    extra_w = max(0, (ow - 1) * sx + dx * (kw - 1) + 1 - (w + 2 * pw))
+    padded = xp.zeros((n, c, h + 2 * ph + extra_h, w + 2 * pw + extra_w), dtype=col.dtype)
+    for i in range(kh):
+        top = i * dy
+        for j in range(kw):
+            left = j * dx
+            padded[:, :, top:top + sy * (oh - 1) + 1:sy, left:left + sx * (ow - 1) + 1:sx] += \
+                col[:, i, j].transpose(1, 0, 2, 3)
+    return padded[:, :, ph:ph + h, pw:pw + w]
+
+
+def _grouped_matmul(a, b):
+    """(g, m, k) @ (g, k, n); one plain 2-D GEMM when g == 1."""
+    if a.shape[0] == 1:
+        return (a[0] @ b[0])[None]
+    return a @ b
+
+
+def _weight_gradient(gy_groups, col_groups):
+    """gy (g, co/g, M) times col (g, K, M) transposed: (g, co/g, K).
+
+    One group: gy @ col^T as a 2-D GEMM (BLAS takes the transpose as a flag).
+    Several: (col @ gy^T)^T, the operand order in which numpy's stacked matmul
+    stays on BLAS (gy @ col^T ran ~25x slower there on AlexNet conv1's shape)."""
+    if gy_groups.shape[0] == 1:
+        return (gy_groups[0] @ col_groups[0].T)[None]
+    return (col_groups @ gy_groups.transpose(0, 2, 1)).transpose(0, 2, 1)
+
+
+# ---------------------------------------------------------------- route: reference
+class Reference:
+    """NumPy/CuPy im2col + one batched GEMM for the whole batch: the readable baseline."""
+
+    @staticmethod
+    def forward(x, w, geo):
+        n, (c_out, c_group, kh, kw), g = x.shape[0], w.shape, geo.groups
+        col = im2col(x, (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
+        oh, ow = geo.out_hw
+        y = _grouped_matmul(w.reshape(g, c_out // g, -1), col.reshape(g, c_group * kh * kw, n * oh * ow))
+        return backend.get_array_module(x).ascontiguousarray(y.reshape(c_out, n, oh, ow).transpose(1, 0, 2, 3))
+
+    @staticmethod
+    def backward_input(gy, w, x_shape, geo):
+        n, c_out, oh, ow = gy.shape
+        _, c_group, kh, kw = w.shape
+        g = geo.groups
+        gy_groups = gy.transpose(1, 0, 2, 3).reshape(g, c_out // g, n * oh * ow)
+        w_t = backend.get_array_module(w).ascontiguousarray(w.reshape(g, c_out // g, -1).transpose(0, 2, 1))
+        gcol = _grouped_matmul(w_t, gy_groups).reshape(c_group * g, kh, kw, n, oh, ow)
+        return col2im(gcol, x_shape, geo.stride, geo.padding, geo.dilation)
+
+    @staticmethod
+    def backward_weight(gy, x, w_shape, geo):
+        n, c_out, oh, ow = gy.shape
+        _, c_group, kh, kw = w_shape
+        g = geo.groups
+        col = im2col(x, (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
+        gy_groups = gy.transpose(1, 0, 2, 3).reshape(g, c_out // g, n * oh * ow)
+        return _weight_gradient(gy_groups, col.reshape(g, c_group * kh * kw, n * oh * ow)).reshape(w_shape)
+
+
+# ---------------------------------------------------------------- route: im2col (kernels, in batch chunks)
+# Columns are built for a chunk of images at a time, so the column buffer stays near this size
+# (it fits the L3 cache) instead of kh*kw times the whole input: VGG 3x3 64->64 @56, N=8: 14 MB
+# instead of 58 MB. Inside a chunk the columns (C*kh*kw, images, oh*ow) are read image by image as
+# strided views, so one stacked GEMM writes every image's (C_out, oh*ow) planes straight into the
+# NCHW output: no transpose. Few, large chunks keep the switches between the Numba kernel and
+# BLAS (each wakes a thread pool) rare.
+COLUMN_CHUNK_BYTES = 16 * 2**20
+
+
+def _chunks(n, bytes_per_image):
+    step = max(1, COLUMN_CHUNK_BYTES // max(1, bytes_per_image))
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
+def _per_image(col, g, images):
+    """Columns (C, kh, kw, images, oh, ow) as (images, g, C/g*kh*kw, oh*ow) strided views (no copy)."""
+    return col.reshape(g, -1, images, col.shape[-2] * col.shape[-1]).transpose(2, 0, 1, 3)
+
+
+class Im2col:
+    """im2col/col2im kernels (Numba on the CPU, CUDA on the GPU) + BLAS GEMMs, a batch chunk at a time."""
+
+    @staticmethod
+    def forward(x, w, geo):
+        xp, kern = backend.get_array_module(x), kernels.for_array(x)
+        (n, c), (c_out, c_group, kh, kw), g = x.shape[:2], w.shape, geo.groups
+        oh, ow = geo.out_hw
+        w_groups = w.reshape(g, c_out // g, c_group * kh * kw)
+        y = xp.empty((n, c_out, oh, ow), dtype=x.dtype)
+        for lo, hi in _chunks(n, c * kh * kw * oh * ow * x.itemsize):
+            col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
+            xp.matmul(w_groups, _per_image(col, g, hi - lo), out=y[lo:hi].reshape(hi - lo, g, c_out // g, oh * ow))
+        return y
+
+    @staticmethod
+    def backward_input(gy, w, x_shape, geo):
+        xp, kern = backend.get_array_module(gy), kernels.for_array(gy)
+        (n, c), (c_out, c_group, kh, kw), g = x_shape[:2], w.shape, geo.groups
+        oh, ow = geo.out_hw
+        w_t = xp.ascontiguousarray(w.reshape(g, c_out // g, -1).transpose(0, 2, 1))  # (g, K, C_out/g)
+        gy = xp.ascontiguousarray(gy)
+        chunks = _chunks(n, c * kh * kw * oh * ow * gy.itemsize)
+        gx = None if len(chunks) == 1 else xp.empty(x_shape, dtype=gy.dtype)
+        for lo, hi in chunks:
+            gcol = xp.empty((c, kh, kw, hi - lo, oh, ow), dtype=gy.dtype)  # written image by image, in place
+            xp.matmul(w_t, gy[lo:hi].reshape(hi - lo, g, c_out // g, oh * ow), out=_per_image(gcol, g, hi - lo))
+            part = kern.col2im(gcol, (hi - lo,) + tuple(x_shape[1:]), geo.stride, geo.padding, geo.dilation)
+            if gx is None:
+                return part
+            gx[lo:hi] = part
+        return gx
+
+    @staticmethod
+    def backward_weight(gy, x, w_shape, geo):
+        xp, kern = backend.get_array_module(x), kernels.for_array(x)
+        (n, c), (c_out, c_group, kh, kw), g = x.shape[:2], w_shape, geo.groups
+        oh, ow = geo.out_hw
+        gy = xp.ascontiguousarray(gy)
+        gw = xp.zeros((g, c_out // g, c_group * kh * kw), dtype=x.dtype)
+        for lo, hi in _chunks(n, c * kh * kw * oh * ow * x.itemsize):
+            col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
+            gy_images = gy[lo:hi].reshape(hi - lo, g, c_out // g, oh * ow)
+            # per image gy (C_out/g, oh*ow) @ col^T (oh*ow, K), summed over the chunk's images
+            gw += xp.matmul(gy_images, _per_image(col, g, hi - lo).transpose(0, 1, 3, 2)).sum(axis=0)
+        return gw.reshape(w_shape)
+
+
+# ---------------------------------------------------------------- route: gemm1x1
+class Gemm1x1:
+    """A 1x1 convolution is a GEMM per image, (C_out, C_in) @ (C_in, H*W), already NCHW:
+    no im2col and no transposes. Stride s is a strided slice x[:, :, ::s, ::s] first."""
+
+    @staticmethod
+    def _strided(x, geo):
+        (sy, sx), (oh, ow) = geo.stride, geo.out_hw
+        if (sy, sx) == (1, 1) and x.shape[2:] == (oh, ow):
+            return x
+        return backend.get_array_module(x).ascontiguousarray(x[:, :, :sy * oh:sy, :sx * ow:sx])
+
+    @staticmethod
+    def forward(x, w, geo):
+        xs, g, (oh, ow) = Gemm1x1._strided(x, geo), geo.groups, geo.out_hw
+        n, c_out = x.shape[0], w.shape[0]
+        if g == 1:  # (C_out, C_in) broadcast against (N, C_in, oh*ow): one BLAS GEMM per image
+            y = w.reshape(c_out, -1) @ xs.reshape(n, -1, oh * ow)
+        else:
+            y = w.reshape(g, c_out // g, -1) @ xs.reshape(n, g, -1, oh * ow)
+        return y.reshape(n, c_out, oh, ow)
+
+    @staticmethod
+    def backward_input(gy, w, x_shape, geo):
+        xp, g, (oh, ow) = backend.get_array_module(gy), geo.groups, geo.out_hw
+        n, c_out, c_group = gy.shape[0], w.shape[0], w.shape[1]
+        w_t = xp.ascontiguousarray(w.reshape(g, c_out // g, c_group).transpose(0, 2, 1))  # (g, C_in/g, C_out/g)
+        gxs = (w_t[0] @ gy.reshape(n, c_out, oh * ow)) if g == 1 else (w_t @ gy.reshape(n, g, c_out // g, oh * ow))
+        gxs = gxs.reshape(n, g * c_group, oh, ow)
+        if tuple(x_shape[2:]) == (oh, ow):
+            return gxs
+        (sy, sx) = geo.stride
+        gx = xp.zeros(x_shape, dtype=gy.dtype)  # a strided 1x1 never reads the pixels in between
+        gx[:, :, :sy * oh:sy, :sx * ow:sx] = gxs
+        return gx
+
+    @staticmethod
+    def backward_weight(gy, x, w_shape, geo):
+        xp, g, (oh, ow) = backend.get_array_module(x), geo.groups, geo.out_hw
+        xs, n, c_out = Gemm1x1._strided(x, geo), x.shape[0], w_shape[0]
+        gy_images = xp.ascontiguousarray(gy).reshape(n, g, c_out // g, oh * ow)
+        # per image gy (C_out/g, oh*ow) @ x^T (oh*ow, C_in/g), summed over the batch
+        gw = xp.matmul(gy_images, xs.reshape(n, g, -1, oh * ow).transpose(0, 1, 3, 2)).sum(axis=0)
+        return gw.reshape(w_shape)
+
+
+# ---------------------------------------------------------------- route: winograd
+def _winograd():
+    """kernels/winograd.py (Lavin & Gray's minimal filtering), or None where this copy lacks it."""
+    try:
+        from ..kernels import winograd
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith("winograd"):
+            return None
+        raise
+    return winograd
+
+
+class Winograd:
+    """3x3 stride-1 convolution by Winograd minimal filtering (kernels/winograd.py, NumPy arrays)."""
+
+    @staticmethod
+    def forward(x, w, geo):
+        return _winograd().forward(x, w, geo.padding)
+
+    @staticmethod
+    def backward_input(gy, w, x_shape, geo):
+        return _winograd().backward_input(gy, w, tuple(x_shape), geo.padding)
+
+    @staticmethod
+    def backward_weight(gy, x, w_shape, geo):
+        return _winograd().backward_weight(gy, x, tuple(w_shape), geo.padding)
+
+
+# ---------------------------------------------------------------- routes: the direct kernels
+class Depthwise:
+    """Direct depthwise kernels (Numba on the CPU, CUDA on the GPU): no column buffer."""
+
+    @staticmethod
+    def forward(x, w, geo):
+        return kernels.for_array(x).depthwise_forward(x, w, geo.stride, geo.padding, geo.dilation, geo.out_hw)
+
+    @staticmethod
+    def backward_input(gy, w, x_shape, geo):
+        return kernels.for_array(gy).depthwise_backward_input(gy, w, x_shape, geo.stride, geo.padding, geo.dilation)
+
+    @staticmethod
+    def backward_weight(gy, x, w_shape, geo):
+        return kernels.for_array(x).depthwise_backward_weight(gy, x, w_shape, geo.stride, geo.padding, geo.dilation)
+
+
+class Direct:
+    """The tiled CUDA dense convolution (implicit GEMM through shared memory; GPU only)."""
+
+    @staticmethod
+    def forward(x, w, geo):
+        return kernels.for_array(x).conv2d_forward(x, w, geo.stride, geo.padding, geo.dilation, geo.groups,
+                                                   geo.out_hw)
+
+    @staticmethod
+    def backward_input(gy, w, x_shape, geo):
+        return kernels.for_array(gy).conv2d_backward_input(gy, w, x_shape, geo.stride, geo.padding,
+                                                           geo.dilation, geo.groups)
+
+    @staticmethod
+    def backward_weight(gy, x, w_shape, geo):
+        return kernels.for_array(x).conv2d_backward_weight(gy, x, w_shape, geo.stride, geo.padding,
+                                                           geo.dilation, geo.groups)
+
+
+# ---------------------------------------------------------------- the table
+# A call as the table sees it: device, dtype and shapes (x: N, C, H, W; w: C_out, C_in/groups, kh, kw).
+Call = namedtuple("Call", "device dtype x_shape w_shape geo")
+Route = namedtuple("Route", "impl devices dtypes fits")
+
+ANY = None  # every float dtype
+KERNEL_DTYPES = tuple(kernels.DTYPES)  # what the Numba/CUDA kernels are compiled for
+
+
+def _natural_out(c):
+    kh, kw = c.w_shape[2:]
+    return c.geo.out_hw == tuple(conv_output_size(c.x_shape[2 + a], (kh, kw)[a], c.geo.stride[a], c.geo.padding[a],
+                                                  c.geo.dilation[a]) for a in range(2))
+
+
+def is_1x1(c):
+    return c.w_shape[2:] == (1, 1) and c.geo.padding == (0, 0)
+
+
+def is_3x3_stride1(c):
+    return (c.w_shape[2:] == (3, 3) and c.geo.stride == (1, 1) and c.geo.dilation == (1, 1) and c.geo.groups == 1
+            and _natural_out(c) and _winograd() is not None)
+
+
+def is_depthwise(c):
+    return c.geo.groups > 1 and c.geo.groups == c.x_shape[1] and c.w_shape[1] == 1
+
+
+def _always(c):
+    return True
+
+
+def _wide(c):
+    """At least WINOGRAD_MIN_CHANNELS in and out (see AUTO)."""
+    return min(c.x_shape[1], c.w_shape[0]) >= WINOGRAD_MIN_CHANNELS
+
+
+WINOGRAD_MIN_CHANNELS = 32
+
+
+#            route        implementation  devices          dtypes         shapes it handles
+ROUTES = {
+    "reference": Route(Reference, ("cpu", "gpu"), ANY, _always),
+    "im2col":    Route(Im2col,    ("cpu", "gpu"), KERNEL_DTYPES, _always),
+    "gemm1x1":   Route(Gemm1x1,   ("cpu", "gpu"), ANY, is_1x1),
+    "winograd":  Route(Winograd,  ("cpu",),       KERNEL_DTYPES, is_3x3_stride1),
+    "depthwise": Route(Depthwise, ("cpu", "gpu"), KERNEL_DTYPES, is_depthwise),
+    "direct":    Route(Direct,    ("gpu",),       KERNEL_DTYPES, _always),
+}  # noqa: E241 (aligned so the routes read as a table)
+
+# conv_algo='auto': the first rule whose route fits the call and whose condition holds. The reasons
+# are benchmarks/conv.py's measurements (float32, 2-core CPU, README "Kernels" has the table).
+AUTO = [
+    # route       condition  why
+    ("depthwise", _always, "direct kernel, no kh*kw column buffer: 1.2-2.3x torch f+b, 5-10x the im2col route"),
+    ("gemm1x1",   _always, "1x1 with no padding is a plain GEMM: no im2col copy, no transpose; 1.5x the im2col route"),
+    ("winograd",  _wide,   "3x3/1 with >= 32 channels in and out: 4x fewer multiplications, 1.8-2x the im2col route "
+                           "f+b (VGG 64ch, ResNet 256ch); below 32 channels the transforms outweigh the smaller GEMM, "
+                           "and float32 keeps im2col's rounding (Winograd's float32 error is larger: README)"),
+    ("im2col",    _always, "everything else: BLAS GEMMs on L3-sized column chunks (1.6-2.6x less peak memory)"),
+    ("reference", _always, "dtypes the kernels are not built for (float16)"),
+]  # noqa: E241
+
+
+def fits(name, call):
+    route = ROUTES[name]
+    return (call.device in route.devices and (route.dtypes is ANY or call.dtype in route.dtypes)
+            and route.fits(call))
+
+
+CONV_ALGOS = tuple(ROUTES) + ("auto",)
+_default_algo = "auto"
+
+
+def check_algo(algo):
+    if algo not in CONV_ALGOS:
+        raise ValueError(f"conv_algo must be one of {CONV_ALGOS} (or None for the default "
+                         f"{_default_algo!r}), got {algo!r}")
+    return algo
+
+
+def set_conv_algo(algo):
+    """Set the default convolution route; conv_algo=None (every nn.Conv2d) uses it."""
+    global _default_algo
+    _default_algo = check_algo(algo)
+
+
+def get_conv_algo():
+    return _default_algo
+
+
+def choose(algo, x, w, geo, conv_input_shape=None):
+    """The route name for this call: the one asked for where it fits, else auto's pick.
+
+    ``conv_input_shape``: the convolution's input shape where ``x`` is not that
+    input (conv_transpose2d passes the shape of its output)."""
+    algo = _default_algo if algo is None else check_algo(algo)
+    call = Call(backend.device_of(x), np.dtype(x.dtype) if x.dtype == w.dtype else None,
+                tuple(conv_input_shape or x.shape), tuple(w.shape), geo)
+    return choose_for(algo, call)
+
+
+def choose_for(algo, call):
+    """As choose, on a Call (device, dtype, shapes, geometry) without any arrays."""
+    if algo != "auto" and fits(algo, call):
+        return algo
+    return next(name for name, rule, _ in AUTO if fits(name, call) and rule(call))
