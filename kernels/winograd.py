@@ -1,0 +1,361 @@
+"""Winograd minimal filtering for 3x3, stride-1 convolution (Lavin & Gray, CVPR 2016).
+
+F(m x m, 3 x 3) computes an m x m tile of output from an alpha x alpha tile of
+input (alpha = m + 2) with alpha^2 multiplications instead of 9 m^2:
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A          (* element-wise)
+
+g is a 3x3 filter, d an input tile, G g G^T the filter transform, B^T d B the
+input transform and A^T (.) A the output transform. Summed over the input
+channels the element-wise products become, at each of the alpha^2 transform
+points, one matrix product:  M[p] = U[p] (K x C) @ V[p] (C x tiles), so the
+whole convolution is one batched GEMM between two cheap transforms.
+
+The matrices come from polynomial interpolation (Toom-Cook): pick alpha - 1
+finite points plus "infinity", let E_k evaluate a polynomial with k
+coefficients at them (the Vandermonde rows; at infinity: the top coefficient)
+and V = E_alpha. Then A^T = E_m^T, G = E_3 and B^T = V^-T (the transpose of
+interpolation), with the denominators moved from B^T into G so that the input
+and output transforms are small integers, exact in floating point, and the
+one inexact transform (G's 1/6, 1/24) runs once per filter in float64.
+`winograd_matrices` builds them exactly (Fractions) from the points.
+
+Float32 error grows with the tile: F(2x2) uses points 0, +-1 (errors like
+im2col's); F(4x4) uses Lavin's 0, +-1, +-2 (or 0, +-1, +-1/2), whose larger
+coefficients cost about a decimal digit. See README (Kernels) for the
+measured bounds and for which tile the route uses.
+
+Backward, with the same three transforms:
+- to the input: a full correlation of gy (padded by 2 - padding; a negative
+  padding crops) with the filter rotated by 180 degrees and its in/out
+  channels swapped, i.e. this very forward;
+- to the weight: the adjoint of the forward with respect to g,
+      gw = G^T [ sum over tiles (A gy A^T) * (B^T d B) ] G,
+  i.e. F(3x3, m x m) with the gy tile as the "filter": the same input
+  transform of x, the transposed output transform on gy, one batched GEMM
+  (K x tiles) @ (tiles x C) per point, and G^T (.) G at the end. Exact, and
+  no larger than the forward.
+
+Raw NumPy arrays in, raw arrays out (the kernels layer: no autograd).
+"""
+from fractions import Fraction
+
+import numpy as np
+from numba import njit, prange
+
+# interpolation points (infinity is always added): the ones these tiles use
+POINTS = {2: (0, 1, -1), 4: (0, 1, -1, Fraction(1, 2), -2)}
+DEFAULT_TILE = 4
+
+
+def winograd_matrices(m, points, r=3):
+    """Exact (Fraction) A^T (m x alpha), G (alpha x r) and B^T (alpha x alpha) of F(m, r).
+
+    ``points``: alpha - 1 = m + r - 2 distinct finite points; infinity is the last one.
+    """
+    alpha = m + r - 1
+    points = [Fraction(p) for p in points]
+    if len(points) != alpha - 1 or len(set(points)) != len(points):
+        raise ValueError(f"F({m}, {r}) needs {alpha - 1} distinct finite points, got {points}")
+
+    def evaluation(k):  # alpha x k: a polynomial's k coefficients -> its values at the points
+        rows = [[p ** j for j in range(k)] for p in points]
+        return rows + [[Fraction(int(j == k - 1)) for j in range(k)]]
+
+    inverse = _inverse(evaluation(alpha))  # interpolation: values -> coefficients
+    a_t = [list(col) for col in zip(*evaluation(m))]
+    g = evaluation(r)
+    b_t = [list(col) for col in zip(*inverse)]
+    for j in range(alpha):  # scale row j of B^T to integers, row j of G by the inverse (their product is kept)
+        scale = _lcm([x.denominator for x in b_t[j]])
+        b_t[j] = [x * scale for x in b_t[j]]
+        g[j] = [x / scale for x in g[j]]
+    return a_t, g, b_t
+
+
+def _lcm(values):
+    out = 1
+    for v in values:
+        out = out * v // np.gcd(out, v)
+    return out
+
+
+def _inverse(matrix):
+    """Gauss-Jordan in exact arithmetic (the matrices are tiny)."""
+    n = len(matrix)
+    work = [list(row) + [Fraction(int(i == j)) for j in range(n)] for i, row in enumerate(matrix)]
+    for col in range(n):
+        pivot = next(r for r in range(col, n) if work[r][col] != 0)
+        work[col], work[pivot] = work[pivot], work[col]
+        work[col] = [x / work[col][col] for x in work[col]]
+        for r in range(n):
+            if r != col and work[r][col] != 0:
+                factor = work[r][col]
+                work[r] = [x - factor * y for x, y in zip(work[r], work[col])]
+    return [row[n:] for row in work]
+
+
+class _Tile:
+    """The float64 matrices of one F(m x m, 3 x 3)."""
+
+    def __init__(self, m):
+        a_t, g, b_t = winograd_matrices(m, POINTS[m])
+        self.m, self.alpha = m, m + 2
+        self.a_t, self.g, self.b_t = (np.array(mat, dtype=np.float64) for mat in (a_t, g, b_t))
+
+
+_TILES = {m: _Tile(m) for m in POINTS}
+
+
+# ---- the transforms (Numba) ----
+# Tiles are numbered t = (ty * tiles_w + tx) * N + n: image innermost, so a row of tiles
+# across the whole batch is one contiguous run of tiles_w * N columns. Each kernel takes
+# one channel per prange iteration (no two write one element) and one row of tiles at a
+# time; the transform arithmetic then runs down those runs in L1. A 1-D transform is a
+# small matrix times a vector of up to 6 entries; `_combine` computes one output row of
+# it for a whole run as a single 6-term loop (zero coefficients included: one dense
+# vectorised loop beats skipping zeros with several short ones, measured 4x). The only
+# strided steps are the gather of input rows (the padding is zeros there, never a
+# padded copy of the input) and the scatter of output rows.
+
+MAX_ALPHA = 6
+
+
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def _combine(dst, coef, s0, s1, s2, s3, s4, s5):
+    """dst = sum_i coef[i] * s_i, elementwise: one row of a 1-D transform for a run of tiles.
+
+    Terms past a transform's size have coefficient 0 (their s_i is any run of the same length).
+    """
+    c0, c1, c2, c3, c4, c5 = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5]
+    for t in range(dst.shape[0]):
+        dst[t] = c0 * s0[t] + c1 * s1[t] + c2 * s2[t] + c3 * s3[t] + c4 * s4[t] + c5 * s5[t]
+
+
+@njit(parallel=True, cache=True)
+def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, tiles_h, tiles_w):
+    """out[a*alpha + b, c, t] = sum_ij mat[a, i] mat[b, j] src_padded[n, c, ty*stride + i, tx*stride + j].
+
+    src_padded is src behind pad_top/pad_left zeros (negative: cropped) and zeros past
+    its end. ``mat`` (alpha x 6, zero past column ``size``) is B^T (size alpha) for input
+    tiles, A (size m) for gy tiles.
+    """
+    n, c, h, w = src.shape
+    alpha = mat.shape[0]
+    run = tiles_w * n  # tiles in one tile row, across the batch
+    steps = tiles_w + (size - 1) // stride  # columns tx*stride + q, tx < steps, q < stride
+    first, last = max(0, -pad_left), min(w, steps * stride - pad_left)  # src columns inside
+    # column j of every tile in a run is phase[j % stride, (j // stride) * n + t]; terms j >= size
+    # (zero coefficients) reuse the last one
+    phase_rows, phase_offsets = np.empty(MAX_ALPHA, np.int64), np.empty(MAX_ALPHA, np.int64)
+    for j in range(MAX_ALPHA):
+        jj = min(j, size - 1)
+        phase_rows[j], phase_offsets[j] = jj % stride, (jj // stride) * n
+    # phase q holds the src columns u*stride + q - pad_left for u in [u_first[q], u_last[q]) (the rest stays 0)
+    u_first, u_last = np.empty(stride, np.int64), np.empty(stride, np.int64)
+    for col in range(stride):
+        u_first[col] = min(steps, max(0, -((col - pad_left - first) // stride)))
+        u_last[col] = max(u_first[col], min(steps, -((col - pad_left - last) // stride)))
+    for ci in prange(c):
+        phase = np.zeros((stride, steps * n), dtype=out.dtype)  # one input row, split by column mod stride
+        # the along-row transform of padded row Y sits in rows[(Y % size) * alpha + b]: tile rows overlap
+        # by size - stride rows, which are gathered and transformed once
+        rows = np.zeros((size * alpha, run), dtype=out.dtype)
+        slots = np.empty(MAX_ALPHA, np.int64)
+        for ty in range(tiles_h):
+            for i in range(0 if ty == 0 else max(0, size - stride), size):
+                iy = ty * stride + i - pad_top
+                slot = (ty * stride + i) % size
+                if iy < 0 or iy >= h:
+                    rows[slot * alpha:(slot + 1) * alpha] = 0
+                    continue
+                for col in range(stride):  # gather the row, its columns dealt out by phase
+                    for u in range(u_first[col], u_last[col]):
+                        ix = u * stride + col - pad_left
+                        for b in range(n):
+                            phase[col, u * n + b] = src[b, ci, iy, ix]
+                pr, po = phase_rows, phase_offsets
+                for r in range(alpha):  # along the row
+                    _combine(rows[slot * alpha + r], mat[r], phase[pr[0], po[0]:po[0] + run],
+                             phase[pr[1], po[1]:po[1] + run], phase[pr[2], po[2]:po[2] + run],
+                             phase[pr[3], po[3]:po[3] + run], phase[pr[4], po[4]:po[4] + run],
+                             phase[pr[5], po[5]:po[5] + run])
+            t0 = ty * run
+            p = slots
+            for i in range(MAX_ALPHA):
+                p[i] = ((ty * stride + min(i, size - 1)) % size) * alpha
+            for a in range(alpha):  # down the columns, straight into out
+                for r in range(alpha):
+                    _combine(out[a * alpha + r, ci, t0:t0 + run], mat[a], rows[p[0] + r], rows[p[1] + r],
+                             rows[p[2] + r], rows[p[3] + r], rows[p[4] + r], rows[p[5] + r])
+
+
+@njit(parallel=True, cache=True)
+def _untransform_tiles(prod, a_t, y, tiles_h, tiles_w):
+    """y[n, k, ty*m + i, tx*m + j] = sum_ab a_t[i, a] a_t[j, b] prod[a*alpha + b, k, t], cut at y's edge.
+
+    ``a_t`` is A^T (m x alpha), with zero columns up to 6.
+    """
+    n, k, oh, ow = y.shape
+    m, alpha = a_t.shape[0], int(np.sqrt(prod.shape[0]))
+    run, count = tiles_w * n, tiles_h * tiles_w * n
+    flat = prod.reshape(prod.shape[0], k * count)
+    last = np.minimum(np.arange(MAX_ALPHA), alpha - 1)  # terms past alpha (zero coefficients) reuse the last
+    picks = last * alpha
+    for ki in prange(k):
+        cols = np.empty((m * alpha, run), dtype=y.dtype)  # cols[i*alpha + b] = sum_a a_t[i, a] prod[a*alpha + b]
+        tile = np.empty((m * m, run), dtype=y.dtype)  # tile[i*m + j]: output (i, j) of each tile in the run
+        for ty in range(tiles_h):
+            t0 = ki * count + ty * run  # in flat, prod viewed as (alpha^2, K * tiles)
+            for r in range(alpha):  # down the columns
+                p = picks
+                for i in range(m):
+                    _combine(cols[i * alpha + r], a_t[i], flat[p[0] + r, t0:t0 + run], flat[p[1] + r, t0:t0 + run],
+                             flat[p[2] + r, t0:t0 + run], flat[p[3] + r, t0:t0 + run], flat[p[4] + r, t0:t0 + run],
+                             flat[p[5] + r, t0:t0 + run])
+            for i in range(m):  # along the rows
+                p, base = last, i * alpha
+                for j in range(m):
+                    _combine(tile[i * m + j], a_t[j], cols[base + p[0]], cols[base + p[1]], cols[base + p[2]],
+                             cols[base + p[3]], cols[base + p[4]], cols[base + p[5]])
+            for i in range(m):  # scatter the tile row into y, up to its last row and column
+                oy = ty * m + i
+                if oy >= oh:
+                    break
+                for b in range(n):
+                    line = y[b, ki, oy]
+                    tx, j = 0, 0
+                    for ox in range(ow):
+                        line[ox] = tile[i * m + j, tx * n + b]
+                        j += 1
+                        if j == m:
+                            j, tx = 0, tx + 1
+
+
+# ---- the convolution and its two gradients ----
+
+def _padded(mat, dtype):
+    """mat with zero columns up to 6 (the kernels' fixed 6-term transform rows), in dtype."""
+    out = np.zeros((mat.shape[0], MAX_ALPHA), dtype=dtype)
+    out[:, :mat.shape[1]] = mat
+    return out
+
+
+def _filter_transform(w, tile):
+    """U[a*alpha + b, k, c] = (G w[k, c] G^T)[a, b]: in float64, rounded once to w's dtype.
+
+    One GEMM: G (x) G (Kronecker product) is the 2-D transform of a flattened 3x3 filter.
+    """
+    k, c = w.shape[:2]
+    flat = np.ascontiguousarray(w, dtype=np.float64).reshape(k * c, 9)
+    return (np.kron(tile.g, tile.g) @ flat.T).astype(w.dtype).reshape(tile.alpha ** 2, k, c)
+
+
+def _correlate(x, u, pad, out_hw, tile):
+    """y (N, K, out_hw): x (padded by pad) correlated with the filters behind u (alpha^2, K, C)."""
+    n, c = x.shape[:2]
+    m = tile.m
+    tiles_h, tiles_w = -(-out_hw[0] // m), -(-out_hw[1] // m)
+    v = np.empty((tile.alpha ** 2, c, tiles_h * tiles_w * n), dtype=x.dtype)
+    _transform_tiles(x, _padded(tile.b_t, x.dtype), tile.alpha, v, m, pad[0], pad[1], tiles_h, tiles_w)
+    prod = np.matmul(u, v)  # (alpha^2, K, C) @ (alpha^2, C, tiles): a BLAS GEMM per point
+    y = np.empty((n, u.shape[1]) + tuple(out_hw), dtype=x.dtype)
+    _untransform_tiles(prod, _padded(tile.a_t, x.dtype), y, tiles_h, tiles_w)
+    return y
+
+
+def forward(x, w, padding, *, tile=DEFAULT_TILE):
+    """y = conv2d(x, w, stride=1, padding=padding) for a 3x3 w (K, C, 3, 3), groups=1."""
+    x, w, padding, tile = _check("forward", x, w, padding, tile)
+    out_hw = (x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2)
+    return _correlate(x, _filter_transform(w, tile), padding, out_hw, tile)
+
+
+def backward_input(gy, w, x_shape, padding, *, tile=DEFAULT_TILE):
+    """gx: gy padded by 2 - padding, correlated with w rotated by 180 degrees, in/out channels swapped."""
+    gy, w, padding, tile = _check("backward_input", gy, w, padding, tile, grad_shape=x_shape)
+    flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, K, 3, 3)
+    return _correlate(gy, _filter_transform(flipped, tile), (2 - padding[0], 2 - padding[1]),
+                      tuple(x_shape[2:]), tile)
+
+
+def backward_weight(gy, x, w_shape, padding, *, tile=DEFAULT_TILE):
+    """gw = G^T [ sum over tiles and images (A gy_tile A^T) * (B^T x_tile B) ] G."""
+    x, gy, padding, tile = _check_weight(gy, x, w_shape, padding, tile)
+    n, k, oh, ow = gy.shape
+    m, points = tile.m, tile.alpha ** 2
+    tiles_h, tiles_w = -(-oh // m), -(-ow // m)
+    count = tiles_h * tiles_w * n
+    x_hat = np.empty((points, x.shape[1], count), dtype=x.dtype)
+    _transform_tiles(x, _padded(tile.b_t, x.dtype), tile.alpha, x_hat, m, padding[0], padding[1], tiles_h, tiles_w)
+    gy_hat = np.empty((points, k, count), dtype=x.dtype)
+    _transform_tiles(gy, _padded(tile.a_t.T, x.dtype), m, gy_hat, m, 0, 0, tiles_h, tiles_w)
+    prod = np.matmul(gy_hat, x_hat.transpose(0, 2, 1))  # (alpha^2, K, C): a BLAS GEMM per point
+    # G^T (.) G for every (k, c), in float64: one GEMM with G (x) G
+    gw = prod.reshape(points, -1).T.astype(np.float64) @ np.kron(tile.g, tile.g)  # (K*C, 9)
+    return gw.astype(x.dtype).reshape(tuple(w_shape))
+
+
+# ---- argument checks ----
+
+def _tile(tile):
+    if tile not in _TILES:
+        raise ValueError(f"winograd: tile must be one of {sorted(_TILES)} (F(m x m, 3 x 3)), got {tile!r}")
+    return _TILES[tile]
+
+
+def _padding(padding):
+    if isinstance(padding, (int, np.integer)):
+        padding = (padding, padding)
+    if len(padding) != 2 or any(int(p) != p or p < 0 for p in padding):
+        raise ValueError(f"winograd: padding must be a pair of non-negative ints, got {padding!r}")
+    return int(padding[0]), int(padding[1])
+
+
+def _check_arrays(name, arrays):
+    for label, a in arrays:
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"winograd.{name}: {label} must be a NumPy array, got {type(a).__name__}")
+        if a.ndim != 4:
+            raise ValueError(f"winograd.{name}: {label} must have 4 dims, got shape {a.shape}")
+    dtype = arrays[0][1].dtype
+    if dtype not in (np.float32, np.float64) or any(a.dtype != dtype for _, a in arrays):
+        raise ValueError(f"winograd.{name}: needs float32 or float64 arrays of one dtype, got "
+                         + ", ".join(f"{label} {a.dtype}" for label, a in arrays))
+    return [np.ascontiguousarray(a) for _, a in arrays]
+
+
+def _check_filter(name, w_shape):
+    if len(w_shape) != 4 or tuple(w_shape[2:]) != (3, 3):
+        raise ValueError(f"winograd.{name}: only 3x3 filters (K, C, 3, 3), got weight shape {tuple(w_shape)}; "
+                         f"use conv_algo='im2col' for other kernels")
+
+
+def _check(name, x, w, padding, tile, grad_shape=None):
+    """x is the input (forward) or gy (backward_input, whose input shape is grad_shape)."""
+    x, w = _check_arrays(name, [("x" if grad_shape is None else "gy", x), ("w", w)])
+    _check_filter(name, w.shape)
+    padding, tile = _padding(padding), _tile(tile)
+    channels = x.shape[1]
+    if grad_shape is None and channels != w.shape[1]:
+        raise ValueError(f"winograd.forward: x has {channels} channels but w {w.shape} expects {w.shape[1]} "
+                         f"(groups=1 only)")
+    if grad_shape is not None:
+        expect = (grad_shape[0], w.shape[0], grad_shape[2] + 2 * padding[0] - 2, grad_shape[3] + 2 * padding[1] - 2)
+        if len(grad_shape) != 4 or grad_shape[1] != w.shape[1] or x.shape != expect:
+            raise ValueError(f"winograd.{name}: gy {x.shape} does not match input shape {tuple(grad_shape)}, "
+                             f"w {w.shape} and padding {padding} (expected gy {expect})")
+    elif min(x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]) < 3:
+        raise ValueError(f"winograd.forward: input {x.shape[2:]} with padding {padding} is smaller than the 3x3 filter")
+    return x, w, padding, tile
+
+
+def _check_weight(gy, x, w_shape, padding, tile):
+    gy, x = _check_arrays("backward_weight", [("gy", gy), ("x", x)])
+    _check_filter("backward_weight", w_shape)
+    padding, tile = _padding(padding), _tile(tile)
+    expect = (x.shape[0], w_shape[0], x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2)
+    if w_shape[1] != x.shape[1] or gy.shape != expect:
+        raise ValueError(f"winograd.backward_weight: gy {gy.shape}, x {x.shape} and weight shape {tuple(w_shape)} "
+                         f"do not fit (padding {padding}; expected gy {expect})")
+    return x, gy, padding, tile

@@ -1,0 +1,136 @@
+"""Winograd minimal filtering (kernels/winograd.py) against PyTorch and the exact algebra."""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+import scratchnet.functional as F
+from scratchnet.kernels import winograd
+
+torch = pytest.importorskip("torch")
+
+TILES = sorted(winograd.POINTS)
+# float32 error bound, max |error| / max |float64 result|, per tile (README, Kernels: measured at most
+# 8e-7 for F(2x2) and 6e-6 for F(4x4) on the benchmark layers; im2col's float32 route: 7.5e-7)
+FLOAT32_BOUND = {2: 3e-6, 4: 2e-5}
+
+
+def torch_conv(x, w, gy, padding):
+    """(y, gx, gw) from torch in float64."""
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    y = torch.nn.functional.conv2d(xt, wt, padding=padding)
+    y.backward(torch.tensor(gy))
+    return y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
+
+
+def winograd_conv(x, w, gy, padding, tile):
+    return (winograd.forward(x, w, padding, tile=tile),
+            winograd.backward_input(gy, w, x.shape, padding, tile=tile),
+            winograd.backward_weight(gy, x, w.shape, padding, tile=tile))
+
+
+def data(rng, n, c, k, h, w, padding):
+    oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
+    return rng.standard_normal((n, c, h, w)), rng.standard_normal((k, c, 3, 3)), rng.standard_normal((n, k, oh, ow))
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_matrices_are_exact_correlation(tile):
+    """A^T [(G g) * (B^T d)] is the correlation of d with g, in exact arithmetic."""
+    a_t, g_mat, b_t = winograd.winograd_matrices(tile, winograd.POINTS[tile])
+    rng = np.random.default_rng(tile)
+    for _ in range(5):
+        g = [Fraction(int(v)) for v in rng.integers(-9, 10, 3)]
+        d = [Fraction(int(v)) for v in rng.integers(-9, 10, tile + 2)]
+        gg = [sum(row[i] * g[i] for i in range(3)) for row in g_mat]
+        dd = [sum(row[i] * d[i] for i in range(tile + 2)) for row in b_t]
+        y = [sum(row[p] * gg[p] * dd[p] for p in range(tile + 2)) for row in a_t]
+        assert y == [sum(g[i] * d[o + i] for i in range(3)) for o in range(tile)]
+    # the input and output transforms hold binary fractions only: exact in floating point
+    for mat in (a_t, b_t):
+        assert all(v.denominator & (v.denominator - 1) == 0 for row in mat for v in row)
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("padding", [(0, 0), (1, 1), (2, 2), (1, 2), (3, 0)])
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (5, 7), (14, 14)])
+@pytest.mark.parametrize("n", [1, 3])
+def test_float64_equals_torch(n, hw, padding, tile, rng):
+    if min(hw[0] + 2 * padding[0], hw[1] + 2 * padding[1]) < 3:
+        x, w, _ = data(rng, n, 3, 4, hw[0], hw[1], (1, 1))
+        with pytest.raises(ValueError, match="smaller than the 3x3 filter"):
+            winograd.forward(x, w, padding, tile=tile)
+        return
+    x, w, gy = data(rng, n, 3, 4, hw[0], hw[1], padding)
+    for got, want in zip(winograd_conv(x, w, gy, padding, tile), torch_conv(x, w, gy, padding)):
+        assert got.dtype == np.float64 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_channels_and_batch_of_any_size(tile, rng):
+    x, w, gy = data(rng, 5, 17, 9, 9, 10, (1, 1))
+    for got, want in zip(winograd_conv(x, w, gy, (1, 1), tile), torch_conv(x, w, gy, (1, 1))):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_float32_within_documented_bound(tile):
+    """He-initialised weights, unit-variance input and gradient, as in a network."""
+    rng = np.random.default_rng(1)
+    n, c, k, size = 2, 64, 64, 14
+    x = rng.standard_normal((n, c, size, size))
+    w = rng.standard_normal((k, c, 3, 3)) * np.sqrt(2.0 / (9 * c))
+    gy = rng.standard_normal((n, k, size, size))
+    want = torch_conv(x, w, gy, (1, 1))
+    got = winograd_conv(*(a.astype(np.float32) for a in (x, w, gy)), (1, 1), tile)
+    for g, r in zip(got, want):
+        assert g.dtype == np.float32
+        assert np.abs(g - r).max() <= FLOAT32_BOUND[tile] * np.abs(r).max()
+
+
+def test_non_contiguous_inputs(rng):
+    x, w, gy = data(rng, 2, 3, 4, 6, 6, (1, 1))
+    xf, wf, gyf = (np.asfortranarray(a) for a in (x, w, gy))
+    for got, want in zip(winograd_conv(xf, wf, gyf, (1, 1), 4), torch_conv(x, w, gy, (1, 1))):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+
+
+def test_bad_arguments_raise_clear_errors(rng):
+    x, w, gy = data(rng, 2, 3, 4, 6, 6, (1, 1))
+    with pytest.raises(ValueError, match="only 3x3 filters"):
+        winograd.forward(x, rng.standard_normal((4, 3, 5, 5)), (2, 2))
+    with pytest.raises(ValueError, match="4 dims"):
+        winograd.forward(x[0], w, (1, 1))
+    with pytest.raises(ValueError, match="float32 or float64"):
+        winograd.forward(x.astype(np.int64), w.astype(np.int64), (1, 1))
+    with pytest.raises(ValueError, match="one dtype"):
+        winograd.forward(x.astype(np.float32), w, (1, 1))
+    with pytest.raises(ValueError, match="groups=1"):
+        winograd.forward(x, w[:, :2], (1, 1))
+    with pytest.raises(ValueError, match="padding"):
+        winograd.forward(x, w, (-1, 1))
+    with pytest.raises(ValueError, match="tile"):
+        winograd.forward(x, w, (1, 1), tile=3)
+    with pytest.raises(ValueError, match="does not match"):
+        winograd.backward_input(gy[:, :, 1:], w, x.shape, (1, 1))
+    with pytest.raises(ValueError, match="do not fit"):
+        winograd.backward_weight(gy, x, (4, 3, 3, 3), (0, 0))
+    with pytest.raises(ValueError, match="only 3x3 filters"):
+        winograd.backward_weight(gy, x, (4, 3, 1, 1), (1, 1))
+    with pytest.raises(TypeError, match="NumPy array"):
+        winograd.forward(x.tolist(), w, (1, 1))
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_conv2d_winograd_route_gradcheck(padding, rng):
+    """Through F.conv2d(..., conv_algo='winograd'): float64 gradcheck, and torch's numbers."""
+    x = sn.tensor(rng.standard_normal((2, 3, 6, 5)), requires_grad=True)
+    w = sn.tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    b = sn.tensor(rng.standard_normal(4), requires_grad=True)
+    assert sn.gradcheck(lambda x, w, b: F.conv2d(x, w, b, padding=padding, conv_algo="winograd"), [x, w, b])
+    y = F.conv2d(x, w, b, padding=padding, conv_algo="winograd")
+    want = torch.nn.functional.conv2d(torch.tensor(x.data), torch.tensor(w.data), torch.tensor(b.data),
+                                      padding=padding).numpy()
+    np.testing.assert_allclose(y.data, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
