@@ -13,7 +13,8 @@ setup(
     packages=find_packages(include=["scratchnet", "scratchnet.*"]) + ["scratchnet.kernels"],
     package_dir={"scratchnet.kernels": "kernels"},
     package_data={"scratchnet.kernels": ["*.cu", "*.cuh", "*.h"]},
-    install_requires=["numpy>=1.23", "numba>=0.58", "tqdm>=4.60", "matplotlib>=3.5"],
+    install_requires=["numpy>=1.23", "numba>=0.58", "tqdm>=4.60", "matplotlib>=3.5",
+                      "threadpoolctl>=3"],
     extras_require={
         # CuPy for CUDA 12 plus its runtime compiler (NVRTC 12 still targets sm_70). No extra is needed
         # where a CuPy is installed already (found at run time, any CUDA): `pip install --no-deps -e .`.

@@ -1,9 +1,47 @@
 """Backend: which array library runs an array (NumPy on the CPU, CuPy on the GPU).
 
 Every op is written once against ``xp = get_array_module(x)``; this module is the
-only place that knows CuPy may be missing.
+only place that knows CuPy may be missing. It also holds the process's one
+thread policy (``set_num_threads``), which must run before NumPy loads its BLAS.
 """
-import numpy as np
+import os
+import sys
+
+# ---- one thread policy for the process: set before `import numpy` loads BLAS ----
+# BLAS (OpenBLAS, MKL) and Numba's parallel kernels take turns on the same cores: every op
+# runs on all n threads, one library after the other. Left alone, each library keeps its idle
+# threads spinning after its work (OpenBLAS ~0.1 s, GNU OpenMP ~0.3 ms, Intel OpenMP 200 ms), and
+# a spinning pool steals the cores the other one needs next: the LeNet training step took 70 ms
+# instead of 5 ms (issue 9). These make idle threads sleep at once. Libraries read them only when
+# they load, so they are set here; a value the user exported wins. (README: Threads.)
+THREAD_ENVIRONMENT = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+# libraries imported before scratchnet: their environment came too late (OpenBLAS's timeout stays 0.1 s)
+LOADED_FIRST = sorted(name for name in ("numpy", "numba") if name in sys.modules)
+
+
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))  # honours taskset / cgroup CPU sets
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _default_num_threads():
+    value = os.environ.get("SCRATCHNET_NUM_THREADS", "")
+    if value.strip().isdigit() and int(value) >= 1:
+        return int(value)
+    return _usable_cpus()
+
+
+_num_threads = _default_num_threads()
+for _name, _value in THREAD_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
+for _name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, str(_num_threads))
+if "SCRATCHNET_NUM_THREADS" in os.environ:  # an explicit request also sizes Numba's pool (read when it starts)
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(_num_threads))
+
+import numpy as np  # noqa: E402  (after the thread environment above, on purpose)
 
 try:  # CuPy is optional: the `gpu` extra.
     import cupy as cp
@@ -206,3 +244,39 @@ def set_rng_state(state, device="cpu"):
                              f"{current.size}: resume with the CuPy version that wrote it")
         current[...] = cp.asarray(saved)
         _generators["gpu"] = generator
+
+
+# ---- threads (the policy's settings are at the top of this file) ----
+
+
+def get_num_threads():
+    """Threads every CPU op may use (BLAS and Numba alike), as ``torch.get_num_threads``."""
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Use ``n`` threads for BLAS and for Numba's kernels alike, as ``torch.set_num_threads``.
+
+    Default: ``$SCRATCHNET_NUM_THREADS``, else every CPU this process may run on.
+    Numba's count is per calling thread (Numba's rule): call this from the
+    thread that trains.
+    """
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    n = int(n)
+    pool = numba.config.NUMBA_NUM_THREADS
+    if n > pool:
+        raise ValueError(f"set_num_threads({n}): Numba's thread pool has {pool} threads (NUMBA_NUM_THREADS or "
+                         f"SCRATCHNET_NUM_THREADS, fixed when Numba started); use n <= {pool}, or raise "
+                         f"SCRATCHNET_NUM_THREADS before the process starts")
+    threadpool_limits(n, user_api="blas")  # every BLAS NumPy/SciPy loaded (OpenBLAS, MKL, BLIS)
+    numba.set_num_threads(n)
+    _num_threads = n
+
+
+if "SCRATCHNET_NUM_THREADS" in os.environ and LOADED_FIRST:  # too late for the environment: set the pools
+    set_num_threads(_num_threads)

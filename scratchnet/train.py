@@ -146,6 +146,8 @@ def build_parser():
                    help="extra constructor option, e.g. --model-arg width_mult=0.25 (repeatable)")
     p.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead in a background thread")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch summaries only)")
+    p.add_argument("--threads", type=int, help="CPU threads for BLAS and the Numba kernels alike "
+                                               "(default: every CPU, or $SCRATCHNET_NUM_THREADS)")
     p.add_argument("--distributed", action="store_true", help="data parallel over the processes of an MPI launch "
                    "(mpirun -n 2 python -m scratchnet.train ... --distributed); --batch-size is per rank")
     p.add_argument("--model-parallel", action="store_true", help="AlexNet's two-GPU split over 2 ranks (mpirun -n 2)")
@@ -713,6 +715,11 @@ def run(args, held=None):
         device = backend.check_device(args.device)
     except backend.DeviceError as exc:
         raise UsageError(str(exc)) from None
+    if args.threads is not None:
+        try:
+            backend.set_num_threads(args.threads)
+        except ValueError as exc:
+            raise UsageError(f"--threads: {exc}") from None
     if args.conv_algo is not None:
         try:
             F.conv.set_conv_algo(args.conv_algo)
