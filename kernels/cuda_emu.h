@@ -112,8 +112,12 @@ static void describe_fault(void* address) {
              address, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
 }
 
-static void on_fault(int, siginfo_t* info, void*) {
-    describe_fault(info->si_addr);
+static void on_fault(int signal, siginfo_t* info, void*) {
+    if (signal == SIGFPE)  // a GPU returns garbage for x / 0 in integers; the CPU traps
+        snprintf(message, sizeof message, "integer division by zero in block (%u,%u,%u) thread (%u,%u,%u)",
+                 blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
+    else
+        describe_fault(info->si_addr);
     siglongjmp(fault_exit, 1);
 }
 
@@ -238,8 +242,9 @@ extern "C" int emu_free(void* data) {
 
 extern "C" const char* emu_message() { return emu::message; }
 
-// Runs kernel `call` over the grid; 0 on success, 1 on a memory fault, 2 on a
-// divergent barrier (emu_message() says which). seed != 0 shuffles.
+// Runs kernel `call` over the grid; 0 on success, 1 on a memory fault or an
+// integer division by zero, 2 on a divergent barrier (emu_message() says
+// which). seed != 0 shuffles.
 extern "C" int emu_launch(void (*call)(void**), void** args, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                           unsigned by, unsigned bz, unsigned long long seed) {
     const unsigned threads = bx * by * bz;
@@ -261,12 +266,13 @@ extern "C" int emu_launch(void (*call)(void**), void** args, unsigned gx, unsign
     ss.ss_sp = alt_stack.data();
     ss.ss_size = alt_stack.size();
     sigaltstack(&ss, &old_ss);
-    struct sigaction action = {}, old_segv, old_bus;
+    struct sigaction action = {}, old_segv, old_bus, old_fpe;
     action.sa_sigaction = emu::on_fault;
     action.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&action.sa_mask);
     sigaction(SIGSEGV, &action, &old_segv);
     sigaction(SIGBUS, &action, &old_bus);
+    sigaction(SIGFPE, &action, &old_fpe);
 
     int status = 0;
     if (sigsetjmp(emu::fault_exit, 1) != 0) {
@@ -288,6 +294,7 @@ extern "C" int emu_launch(void (*call)(void**), void** args, unsigned gx, unsign
     }
     sigaction(SIGSEGV, &old_segv, nullptr);
     sigaction(SIGBUS, &old_bus, nullptr);
+    sigaction(SIGFPE, &old_fpe, nullptr);
     sigaltstack(&old_ss, nullptr);
     return status;
 }

@@ -17,7 +17,7 @@ from scratchnet.kernels.launch import Launch, launch_config
 pytestmark = pytest.mark.skipif(emulation.compiler() is None, reason="the CUDA emulator needs g++")
 
 DEFECTS = Path(__file__).parent / "data" / "emulator_defects.cu"
-KERNELS = ("block_sum", "copy", "underrun", "divergent", "template_tile", "accumulate",
+KERNELS = ("block_sum", "copy", "underrun", "divide", "divergent", "template_tile", "accumulate",
            "accumulate_uninitialised", "single_pass_copy",
            "racy_sum")
 
@@ -55,6 +55,14 @@ def test_out_of_bounds_reads_and_writes_are_caught(toy):
         toy("copy", (1, 1, 1), (32, 1, 1), x, y, np.int32(100), np.int32(1))
     with pytest.raises(emulation.EmulatorError, match="write before the start"):
         toy("underrun", (1, 1, 1), (4, 1, 1), np.zeros(4))
+
+
+def test_integer_division_by_zero_is_reported(toy):
+    y = np.zeros(4)
+    toy("divide", (1, 1, 1), (4, 1, 1), y, np.int32(2))
+    np.testing.assert_array_equal(y, [0, 0, 1, 1])
+    with pytest.raises(emulation.EmulatorError, match=r"integer division by zero in block \(0,0,0\) thread"):
+        toy("divide", (1, 1, 1), (4, 1, 1), y, np.int32(0))
 
 
 def test_divergent_barrier_is_caught(toy):

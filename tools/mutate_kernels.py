@@ -14,6 +14,7 @@ emulator tests of that file's kernels run against it (tests/test_kernels.py,
 in a forked child, so pytest and torch are imported once). A mutant is
   caught      the tests fail (or the emulator reports a fault),
   hung        the tests ran past --timeout (counted as caught: a GPU run would hang too),
+  error N     the test process crashed (counted as caught),
   invalid     it does not compile (the NVRTC/nvcc tests reject it),
   survived    the tests pass.
 A survivor either changes nothing observable (listed in EQUIVALENT with the
@@ -190,7 +191,8 @@ def main(argv=None):
             print(f"[{number}/{len(chosen)} {time.time() - started:5.0f}s] {outcome:10s} {key}  |  {after}",
                   flush=True)
     counts = {o: sum(r["outcome"] == o for r in results) for o in sorted({r["outcome"] for r in results})}
-    caught = counts.get("caught", 0) + counts.get("hung", 0)
+    # a child that crashed (a signal, a pytest internal error) failed the tests too
+    caught = sum(n for outcome, n in counts.items() if outcome in ("caught", "hung") or outcome.startswith("error"))
     changing = caught + counts.get("survived", 0)
     rate = caught / changing if changing else float("nan")
     summary = dict(mutants=len(every), run=len(chosen), counts=counts, caught=caught, behaviour_changing=changing,

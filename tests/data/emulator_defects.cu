@@ -23,6 +23,9 @@ extern "C" __global__ void copy(const scalar_t* x, scalar_t* y, int n, int overr
 // Writes one element before the start of y.
 extern "C" __global__ void underrun(scalar_t* y) { y[(int)threadIdx.x - 1] = 1; }
 
+// Integer division by `divisor` (0: a fault the emulator reports, not a crash).
+extern "C" __global__ void divide(scalar_t* y, int divisor) { y[threadIdx.x] = (int)threadIdx.x / divisor; }
+
 // Threads past n return before a barrier the others wait at.
 extern "C" __global__ void divergent(scalar_t* y, int n) {
     if ((int)threadIdx.x >= n) return;
