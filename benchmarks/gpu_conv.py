@@ -238,7 +238,8 @@ def main(argv=None):
     from scratchnet import backend
     device_name = None
     if args.device == "gpu":
-        device_name = backend.cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        device_name = backend.cp.cuda.runtime.getDeviceProperties(0)["name"]
+        device_name = device_name.decode() if isinstance(device_name, bytes) else device_name
     result = dict(device=args.device, gpu=device_name, smoke=args.smoke, repeat=args.repeat, dtype="float32",
                   timer="CUDA events" if args.device == "gpu" else "perf_counter", torch=torch_versions,
                   machine=dict(cpus=os.cpu_count(), python=platform.python_version(),

@@ -23,6 +23,10 @@ def _write(path, obj):
     Path(path).write_text(json.dumps(obj, indent=1, default=str))
 
 
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _command_output(*cmd):
     """First lines of a tool's output, or None when the tool is not installed or fails."""
     if shutil.which(cmd[0]) is None:
@@ -47,7 +51,7 @@ def versions(device, json_path):
         cp = backend.cp
         props = cp.cuda.runtime.getDeviceProperties(0)
         info.update(cuda_runtime=cp.cuda.runtime.runtimeGetVersion(), cuda_driver=cp.cuda.runtime.driverGetVersion(),
-                    nvrtc=".".join(map(str, cp.cuda.nvrtc.getVersion())), gpu=props["name"].decode(),
+                    nvrtc=".".join(map(str, cp.cuda.nvrtc.getVersion())), gpu=_text(props["name"]),
                     compute_capability=cp.cuda.Device(0).compute_capability,
                     gpu_memory_gib=round(props["totalGlobalMem"] / 2**30, 1),
                     multiprocessors=props["multiProcessorCount"])
