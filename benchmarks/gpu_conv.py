@@ -52,6 +52,12 @@ def flops(n, c, size, c_out, k, s, p, g):
     return 2 * n * c_out * out * out * (c // g) * k * k  # forward; forward+backward is 3x
 
 
+def result_row(label, name, n, route, forward, forward_backward, forward_flops):
+    """One table row; forward and forward_backward are (best, median) seconds."""
+    return dict(layer=label, name=name, N=n, route=route, fwd_ms=1e3 * forward[0], fwd_median_ms=1e3 * forward[1],
+                fb_ms=1e3 * forward_backward[0], fb_median_ms=1e3 * forward_backward[1], gflop=forward_flops / 1e9)
+
+
 def timer(device, repeat):
     """time(fn) -> (best, median) seconds: CUDA events after a synchronize on the GPU."""
     if device == "gpu":
@@ -112,10 +118,8 @@ def run_scratchnet(args):
                 y.backward(gy)
             outputs[algo] = backend.to_numpy(forward().data)
             gy = backend.to_device(np.ones(outputs[algo].shape, np.float32), args.device)
-            fwd, fwd_median = time_it(forward)
-            fb, fb_median = time_it(forward_backward)
-            rows.append(dict(layer=label, name=name, N=n, route=algo, fwd_ms=1e3 * fwd, fwd_median_ms=1e3 * fwd_median,
-                             fb_ms=1e3 * fb, fb_median_ms=1e3 * fb_median, gflop=flops(n, c, size, c_out, k, s, p, g) / 1e9))
+            rows.append(result_row(label, name, n, algo, time_it(forward), time_it(forward_backward),
+                                   flops(n, c, size, c_out, k, s, p, g)))
         scale = np.abs(outputs["im2col"]).max()
         for row in rows[-len(outputs):]:  # the routes agree (the tests check them against torch)
             row["max_rel_diff_vs_im2col"] = float(np.abs(outputs[row["route"]] - outputs["im2col"]).max() / scale)
@@ -160,10 +164,8 @@ def run_torch(args):
         def forward_backward():
             xg.grad = wg.grad = None
             TF.conv2d(xg, wg, stride=s, padding=p, groups=g).backward(gy)
-        fwd, fwd_median = time_it(forward)
-        fb, fb_median = time_it(forward_backward)
-        rows.append(dict(layer=label, name=name, N=n, route="torch", fwd_ms=1e3 * fwd, fwd_median_ms=1e3 * fwd_median,
-                         fb_ms=1e3 * fb, fb_median_ms=1e3 * fb_median, gflop=flops(n, c, size, c_out, k, s, p, g) / 1e9))
+        rows.append(result_row(label, name, n, "torch", time_it(forward), time_it(forward_backward),
+                               flops(n, c, size, c_out, k, s, p, g)))
     return rows, {"torch": torch.__version__, "cudnn": torch.backends.cudnn.version() if device == "cuda" else None}
 
 
@@ -233,7 +235,8 @@ def main(argv=None):
     checks = targets(rows)
     print()
     for check in checks:
-        print(f"{'met    ' if check['met'] else 'NOT met'} {check['target']}: {check['layer']} ratio {check['ratio']:.2f}")
+        verdict = "met    " if check["met"] else "NOT met"
+        print(f"{verdict} {check['target']}: {check['layer']} ratio {check['ratio']:.2f}")
 
     from scratchnet import backend
     device_name = None

@@ -65,11 +65,13 @@ def test_a_second_run_on_the_same_folder_stops_naming_the_first(tmp_path, capsys
     out = tmp_path / "run"
     first = python("-m", "scratchnet.train", *TINY, "--epochs", "1000", "--out", str(out))
     try:
-        started = first.stdout.readline()  # "training lenet ...": the lock is held, the signal handler set
+        started = first.stdout.readline()  # "training lenet ...": the lock is held
         assert started.startswith("training"), (started, first.communicate())
         assert train.main([*TINY, "--out", out]) == 2
         one_line_error(capsys, f"process {first.pid}", str(out), "choose another --out")
         assert json.loads((out / "config.json").read_text())["epochs"] == 1000  # the first run's, untouched
+        # after an epoch the SIGTERM handler is surely installed: the run stops cleanly (143)
+        wait_for(lambda: (out / "checkpoint.npz").is_file() or first.poll() is not None)
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
