@@ -172,17 +172,12 @@ def check_alexnet_split(comm):
 
 
 def check_hang_times_out(comm):
-    """A rank that stops answering: the other raises DistributedTimeout within the timeout."""
+    """A rank that stops answering: the other's watchdog ends the job within the timeout."""
     comm.timeout = 2.0
     if comm.rank == 1:
-        time.sleep(30)  # hung (mpirun ends it when rank 0 aborts)
-        return
-    started = time.monotonic()
-    try:
+        time.sleep(60)  # hung (the abort ends it)
+    else:
         comm.allreduce(np.ones(3))
-    except distributed.DistributedTimeout as exc:
-        print(f"timed out after {time.monotonic() - started:.1f} s: {exc}", flush=True)
-        comm.abort(3)
     raise AssertionError("the allreduce with a hung rank returned")
 
 
