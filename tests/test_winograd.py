@@ -134,3 +134,11 @@ def test_conv2d_winograd_route_gradcheck(padding, rng):
     want = torch.nn.functional.conv2d(torch.tensor(x.data), torch.tensor(w.data), torch.tensor(b.data),
                                       padding=padding).numpy()
     np.testing.assert_allclose(y.data, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+
+
+def test_default_tile_has_the_least_gemm_work(rng):
+    """tile=None: F(4x4) where tiles fit (56, 14, 7), F(2x2) for tiny outputs, same numbers either way."""
+    assert [winograd.choose_tile((s, s)) for s in (56, 14, 7, 4, 3, 2, 1)] == [4, 4, 4, 4, 4, 2, 2]
+    x, w, gy = data(rng, 2, 3, 4, 4, 4, (0, 0))
+    for got, want in zip(winograd_conv(x, w, gy, (0, 0), None), torch_conv(x, w, gy, (0, 0))):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
