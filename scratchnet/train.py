@@ -620,11 +620,12 @@ class Run:
             stats["correct"] += correct
             stats["time"] = time.perf_counter() - started
             bar.update(1)
-            postfix = {"loss": f"{stats['loss_sum'] / stats['seen']:.4f}",
-                       "img/s": f"{stats['seen'] / max(stats['time'], 1e-9):.0f}"}
-            if self.task.metric == "acc":
-                postfix["acc"] = f"{100 * stats['correct'] / stats['seen']:.2f}%"
-            bar.set_postfix(postfix, refresh=False)
+            if self.progress and (self.batch % 20 == 0 or self.batch == len(loader)):  # formatting costs, not math
+                postfix = {"loss": f"{stats['loss_sum'] / stats['seen']:.4f}",
+                           "img/s": f"{stats['seen'] / max(stats['time'], 1e-9):.0f}"}
+                if self.task.metric == "acc":
+                    postfix["acc"] = f"{100 * stats['correct'] / stats['seen']:.2f}%"
+                bar.set_postfix(postfix, refresh=False)
             if self.debug_signal_after is not None and self.steps == self.debug_signal_after:
                 signal.raise_signal(signal.SIGTERM)
             stop = self.ranks.any_stop(self.stop_signal)

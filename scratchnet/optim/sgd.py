@@ -30,6 +30,7 @@ class SGD(Optimizer):
                 buf = state["momentum_buffer"] = grad.copy()  # our own copy, never the grad itself
             else:
                 buf *= momentum
-                buf += (1 - group["dampening"]) * grad
+                # (1 - 0) * grad is grad exactly: skip the multiply in the common undamped case
+                buf += grad if group["dampening"] == 0 else (1 - group["dampening"]) * grad
             grad = grad + momentum * buf if group["nesterov"] else buf
         self._assign(p, p.data - group["lr"] * grad)
