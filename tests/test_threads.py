@@ -86,3 +86,12 @@ def test_scratchnet_num_threads_sizes_every_pool_and_user_values_win():
 def test_scratchnet_num_threads_applies_when_numpy_and_numba_were_imported_first():
     got = probe("numpy-first", SCRATCHNET_NUM_THREADS="1")
     assert got["n"] == 1 and got["numba"] == 1 and set(got["blas"]) == {1}
+
+
+def test_train_cli_threads_option(restore_threads, capsys):
+    from scratchnet.train import main
+    assert main(["lenet", "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
+    # set before anything else is read: the unknown model fails later, with the count already applied
+    main(["no_such_model", "--threads", "1"])
+    assert sn.get_num_threads() == 1 and numba.get_num_threads() == 1 and set(blas_threads()) == {1}
