@@ -606,6 +606,7 @@ def build_parser():
     p.add_argument("--out", default="runs/study", help="folder for the PNGs and JSON (default runs/study)")
     p.add_argument("--data-dir", help="folder holding fashion-mnist/ (else $SCRATCHNET_DATA, the cache, ...)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads for BLAS and the Numba kernels (sn.set_num_threads)")
     sub = p.add_subparsers(dest="tool", required=True)
     g = sub.add_parser("gradflow", help="per-layer gradient norms at init and after N steps")
     g.add_argument("models", nargs="+", help="zoo names, or deep_sigmoid / deep_relu / deep_tanh (20-layer MLPs)")
@@ -644,6 +645,8 @@ def main(argv=None):
     out = Path(args.out)
     common = dict(data_dir=args.data_dir, out=out, seed=args.seed)
     try:
+        if args.threads is not None:
+            backend.set_num_threads(args.threads)
         if args.tool == "gradflow":
             gradflow(args.models, args.steps, args.batch_size, args.lr, args.side, **common)
         elif args.tool == "joins":

@@ -95,3 +95,9 @@ def test_train_cli_threads_option(restore_threads, capsys):
     # set before anything else is read: the unknown model fails later, with the count already applied
     main(["no_such_model", "--threads", "1"])
     assert sn.get_num_threads() == 1 and numba.get_num_threads() == 1 and set(blas_threads()) == {1}
+
+
+def test_study_cli_threads_option(restore_threads, capsys):
+    from scratchnet.study import main
+    assert main(["--threads", "0", "cost"]) == 2
+    assert "positive int" in capsys.readouterr().err
