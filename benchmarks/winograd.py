@@ -1,6 +1,6 @@
 """Winograd F(2x2,3x3) and F(4x4,3x3) vs the im2col route vs PyTorch, and their float32 error.
 
-    python benchmarks/winograd.py [--repeat 5] [--quick]
+    python benchmarks/winograd.py [--repeat 5] [--quick] [--threads N]
 
 For each 3x3 stride-1 layer below it times (best of --repeat after a warm-up):
 forward, backward to the input and backward to the weight of kernels.winograd
@@ -12,6 +12,8 @@ im2col GEMM is the machine's yardstick. Then the float32 error of every route
 against the float64 result (He-initialised weights, unit-variance input and
 output gradient): max |error| over max |reference|.
 
+--threads N runs scratchnet (sn.set_num_threads) and torch on N threads; on a
+loaded machine --threads 1 compares the work each does, free of thread wake-ups.
 Unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for its own runs (a user's machine
 has neither). Prints a table with the load average; writes
 benchmarks/results/winograd_cpu.json.
@@ -48,7 +50,9 @@ TILES = (2, 4)
 TORCH_SCRIPT = r"""
 import json, sys, time, torch
 import torch.nn.functional as F
-n, c, s, k, repeat = (int(a) for a in sys.argv[1:6])
+n, c, s, k, repeat, threads = (int(a) for a in sys.argv[1:7])
+if threads:
+    torch.set_num_threads(threads)
 x = torch.randn(n, c, s, s, requires_grad=True)
 w = torch.randn(k, c, 3, 3, requires_grad=True)
 gy = torch.randn(n, k, s, s)
@@ -77,10 +81,10 @@ def best(fn, repeat):
     return out
 
 
-def torch_times(n, c, s, k, repeat):
+def torch_times(n, c, s, k, repeat, threads):
     env = {key: v for key, v in os.environ.items() if key not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     try:
-        run = subprocess.run([sys.executable, "-c", TORCH_SCRIPT, str(n), str(c), str(s), str(k), str(repeat)],
+        run = subprocess.run([sys.executable, "-c", TORCH_SCRIPT, str(n), str(c), str(s), str(k), str(repeat), str(threads)],
                              capture_output=True, text=True, env=env, timeout=600, check=True)
         return json.loads(run.stdout)
     except (subprocess.SubprocessError, ValueError) as exc:
@@ -135,9 +139,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="first layer only, no error study")
+    parser.add_argument("--threads", type=int, default=0, help="threads for both frameworks (0: their defaults)")
     args = parser.parse_args()
+    if args.threads:
+        sn.set_num_threads(args.threads)
     layers = LAYERS[:1] if args.quick else LAYERS
     report = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+              "threads": sn.get_num_threads(),
               "load_before": os.getloadavg(), "layers": []}
     for name, n, c, s, k in layers:
         x, w, gy = layer_data(n, c, s, k, np.float32)
@@ -165,7 +173,7 @@ def main():
             row["times_ms"][f"winograd F({t}x{t},3x3)"] = {
                 "forward": fwd * 1e3, "backward_input": bin_ * 1e3, "backward_weight": bwt * 1e3,
                 "fwd+bwd": (fwd + bin_ + bwt) * 1e3}
-        torch = torch_times(n, c, s, k, args.repeat)
+        torch = torch_times(n, c, s, k, args.repeat, args.threads)
         if torch:
             row["times_ms"]["torch"] = {"forward": torch["forward"] * 1e3, "fwd+bwd": torch["fwd+bwd"] * 1e3}
             row["torch_threads"] = torch["threads"]
@@ -174,9 +182,11 @@ def main():
         report["layers"].append(row)
         print_row(row)
     report["load_after"] = os.getloadavg()
-    print(f"load average before {report['load_before']}, after {report['load_after']}")
+    print(f"scratchnet threads {report['threads']}; load average before {report['load_before']}, "
+          f"after {report['load_after']}")
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / ("winograd_cpu_quick.json" if args.quick else "winograd_cpu.json")
+    path = RESULTS / (f"winograd_cpu{'_quick' if args.quick else ''}"
+                      f"{f'_{args.threads}thread' if args.threads else ''}.json")
     path.write_text(json.dumps(report, indent=2))
     print(f"wrote {path}")
 

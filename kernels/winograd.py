@@ -77,8 +77,9 @@ def winograd_matrices(m, points, r=3):
     a_t = [list(col) for col in zip(*evaluation(m))]
     g = evaluation(r)
     b_t = [list(col) for col in zip(*inverse)]
-    for j in range(alpha):  # scale row j of B^T to integers, row j of G by the inverse (their product is kept)
-        scale = _lcm([x.denominator for x in b_t[j]])
+    for j in range(alpha):  # scale row j of B^T to coprime integers, row j of G by the inverse (keeps their product)
+        scale = Fraction(_lcm([x.denominator for x in b_t[j]]))
+        scale /= _gcd([(x * scale).numerator for x in b_t[j]])
         b_t[j] = [x * scale for x in b_t[j]]
         g[j] = [x / scale for x in g[j]]
     return a_t, g, b_t
@@ -88,6 +89,13 @@ def _lcm(values):
     out = 1
     for v in values:
         out = out * v // np.gcd(out, v)
+    return out
+
+
+def _gcd(values):
+    out = 0
+    for v in values:
+        out = int(np.gcd(out, v))
     return out
 
 
