@@ -93,6 +93,10 @@ def _col2im(col, x, sy, sx, ph, pw, dy, dx):
 # the input gradient of a phase is the sum of the output gradient (wq wide, extra columns
 # zero) shifted back by each of the phase's taps, the weight gradient of a tap the dot
 # product of the output gradient with that tap's shifted view of the input.
+# All indexing is on flat arrays with unsigned offsets: slicing a 2-D view per row costs
+# more than copying its dozen elements, and unsigned indices spare LLVM Python's negative-
+# index wraparound, so the loops vectorise. The row-copy helpers are inline="always":
+# inlined, their loops specialise to the kernel's stride (as calls they cost ~2x more).
 
 @njit(cache=True)
 def _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx):
@@ -123,119 +127,132 @@ def _chunks(planes):
     return max(1, min(planes, 256))
 
 
-@njit(cache=True)
-def _fill_phases(src, buf, sy, sx, ph, pw, hq, wq):
-    """buf[pi, pj, r, col] = src[r*sy + pi - ph, col*sx + pj - pw], writing only where that is inside
-    src: the rest of buf is zero once and stays so (the same positions are written for every plane)."""
-    h, w = src.shape
-    phase_size = (hq + 1) * wq
-    for pi in range(sy):
-        for pj in range(sx):
-            lo = min(wq, max(0, -((pj - pw) // sx)))  # first column inside src: ceil((pw - pj) / sx)
-            hi = max(lo, min(wq, (w - 1 + pw - pj) // sx + 1))
-            first = lo * sx + pj - pw  # its column in src
-            for r in range(hq + 1):
-                iy = r * sy + pi - ph
-                if 0 <= iy < h:
-                    _copy_strided(src[iy, first:], sx, buf[(pi * sx + pj) * phase_size + r * wq + lo:], hi - lo)
+@njit(cache=True, inline="always")
+def _copy(src, src_start, dst, dst_start, count):
+    """dst[dst_start + k] = src[src_start + k] for k < count, on flat arrays."""
+    s, d = np.uint64(src_start), np.uint64(dst_start)
+    for k in range(np.uint64(count)):
+        dst[d + k] = src[s + k]
 
 
 @njit(cache=True)
-def _gather_phases(buf, dst, sy, sx, ph, pw, hq, wq):
-    """The inverse of _fill_phases: dst[iy, ix] = buf at phase position (iy + ph, ix + pw), 0 right of
-    the last column (every row of dst is in the buffer: (h - 1 + ph) // sy <= hq for any oh >= 1)."""
-    h, w = dst.shape
+def _plane_map(h, w, sy, sx, ph, pw, hq, wq):
+    """Where a plane's pixels sit in the phase buffer, computed once per call: per (input row, column
+    phase) a run of `count` pixels sx apart from `src` in the plane to `dst` in the buffer (phase
+    (pi, pj) row r, column col holds pixel (r*sy + pi - ph, col*sx + pj - pw)). Every input row
+    has its place: (h - 1 + ph) // sy <= hq. Also whether the runs cover the whole plane."""
     phase_size = (hq + 1) * wq
+    src, dst, count = np.empty(h * sx, np.int64), np.empty(h * sx, np.int64), np.empty(h * sx, np.int64)
     for iy in range(h):
         r, pi = (iy + ph) // sy, (iy + ph) % sy
-        line = dst[iy]
         for pj in range(sx):
-            first = (pj - pw) % sx  # the first ix in this column phase, at phase column (first + pw) // sx
-            col = (first + pw) // sx
-            count = max(0, min((w - first + sx - 1) // sx, wq - col))
-            src = buf[(pi * sx + pj) * phase_size + r * wq + col:]
-            if sx == 1:
-                _copy_strided(src, 1, line, count)
-            else:
-                for k in range(count):
-                    line[first + k * sx] = src[k]
-            for ix in range(first + count * sx, w, sx):  # right of every window
-                line[ix] = 0
+            lo = min(wq, max(0, -((pj - pw) // sx)))  # the first phase column inside the plane
+            hi = max(lo, min(wq, (w - 1 + pw - pj) // sx + 1))
+            run = iy * sx + pj
+            src[run] = iy * w + lo * sx + pj - pw
+            dst[run] = (pi * sx + pj) * phase_size + r * wq + lo
+            count[run] = hi - lo
+    return src, dst, count, count.sum() == h * w
+
+
+@njit(cache=True, inline="always")
+def _fill_phases(xf, plane_start, buf, runs, sx):
+    """Copy plane x.flat[plane_start:] into its places in buf. The rest of buf is zeroed once by the
+    caller and stays so: every plane writes the same places."""
+    src, dst, count, _ = runs
+    if sx == 1:  # then every run has the same length
+        for run in range(src.size):
+            _copy(xf, plane_start + src[run], buf, dst[run], count[0])
+        return
+    step = np.uint64(sx)
+    for run in range(src.size):
+        s, d = np.uint64(plane_start + src[run]), np.uint64(dst[run])
+        for k in range(np.uint64(count[run])):
+            buf[d + k] = xf[s + k * step]
+
+
+@njit(cache=True, inline="always")
+def _gather_phases(buf, gxf, plane_start, plane_size, runs, sx):
+    """The inverse of _fill_phases; pixels no window reaches (right of the last one) are 0."""
+    src, dst, count, covers_all = runs
+    if not covers_all:
+        for k in range(np.uint64(plane_start), np.uint64(plane_start + plane_size)):
+            gxf[k] = 0
+    if sx == 1:
+        for run in range(src.size):
+            _copy(buf, dst[run], gxf, plane_start + src[run], count[0])
+        return
+    step = np.uint64(sx)
+    for run in range(src.size):
+        s, d = np.uint64(plane_start + src[run]), np.uint64(dst[run])
+        for k in range(np.uint64(count[run])):
+            gxf[s + k * step] = buf[d + k]
 
 
 @njit(cache=True)
-def _copy_strided(src, step, dst, count):
-    """dst[k] = src[k * step] for k < count (unsigned indices: a vectorised copy when step is 1)."""
-    if step == 1:
-        for k in range(np.uint64(count)):
-            dst[k] = src[k]
-    else:
-        for k in range(np.uint64(count)):
-            dst[k] = src[k * np.uint64(step)]
+def _sum_shifted(out, out_start, length, src, src_start, starts, scales, accumulate):
+    """out[out_start + k] (+)= sum over taps t of scales[t] * src[src_start + starts[t] + k], k < length.
 
-
-@njit(cache=True)
-def _copy_rows(src, src_width, dst):
-    """dst[r, :] = src[r * src_width:][:dst.shape[1]]: a block computed wq wide, back to its true width."""
-    rows, width = dst.shape
-    for r in range(rows):
-        _copy_strided(src[r * src_width:], 1, dst[r], width)
-
-
-@njit(cache=True)
-def _spread_rows(src, dst, dst_width):
-    """The inverse of _copy_rows: src's rows into dst, dst_width apart (the columns between are left alone)."""
-    rows, width = src.shape
-    for r in range(rows):
-        _copy_strided(src[r], 1, dst[r * dst_width:], width)
-
-
-@njit(cache=True)
-def _sum_shifted(out, src, starts, scales, accumulate):
-    """out[k] (+)= sum over taps t of scales[t] * src[starts[t] + k], for k < out.size.
-
-    Three taps per pass over out (fewer loads and stores than one at a time); unsigned
-    indices, so LLVM drops the negative-index wraparound and vectorises the loop."""
-    length, count = np.uint64(out.size), starts.size
+    Three taps per pass over out: fewer loads and stores than one at a time."""
+    o, n, count = np.uint64(out_start), np.uint64(length), starts.size
     t = 0
     while t < count:
         add = accumulate or t > 0
         if count - t >= 3:
             a, b, c = scales[t], scales[t + 1], scales[t + 2]
-            s0, s1, s2 = np.uint64(starts[t]), np.uint64(starts[t + 1]), np.uint64(starts[t + 2])
-            for k in range(length):
+            s0, s1, s2 = (np.uint64(src_start + starts[t]), np.uint64(src_start + starts[t + 1]),
+                          np.uint64(src_start + starts[t + 2]))
+            for k in range(n):
                 v = a * src[s0 + k] + b * src[s1 + k] + c * src[s2 + k]
-                out[k] = out[k] + v if add else v
+                out[o + k] = out[o + k] + v if add else v
             t += 3
         else:
-            a, s0 = scales[t], np.uint64(starts[t])
-            for k in range(length):
+            a, s0 = scales[t], np.uint64(src_start + starts[t])
+            for k in range(n):
                 v = a * src[s0 + k]
-                out[k] = out[k] + v if add else v
+                out[o + k] = out[o + k] + v if add else v
             t += 1
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def _dot_shifted(a, b, b_start):
-    """sum over k < a.size of a[k] * b[b_start + k], in a's dtype (reassociated, so it vectorises);
-    the caller sums these short dots in float64."""
-    acc = a.dtype.type(0)
-    start = np.uint64(b_start)
-    for k in range(np.uint64(a.size)):
-        acc += a[k] * b[start + k]
-    return acc
+def _dots_shifted(a, length, b, b_start, starts, acc):
+    """acc[t] += sum over k < length of a[k] * b[b_start + starts[t] + k], for every tap t: three taps
+    per pass over a, each sum in a's dtype (reassociated, so it vectorises), acc in float64."""
+    n, count = np.uint64(length), starts.size
+    t = 0
+    while t < count:
+        if count - t >= 3:
+            s0, s1, s2 = (np.uint64(b_start + starts[t]), np.uint64(b_start + starts[t + 1]),
+                          np.uint64(b_start + starts[t + 2]))
+            d0 = d1 = d2 = a.dtype.type(0)
+            for k in range(n):
+                d0 += a[k] * b[s0 + k]
+                d1 += a[k] * b[s1 + k]
+                d2 += a[k] * b[s2 + k]
+            acc[t] += d0
+            acc[t + 1] += d1
+            acc[t + 2] += d2
+            t += 3
+        else:
+            s0 = np.uint64(b_start + starts[t])
+            d0 = a.dtype.type(0)
+            for k in range(n):
+                d0 += a[k] * b[s0 + k]
+            acc[t] += d0
+            t += 1
 
 
 @njit(parallel=True, cache=True)
 def _depthwise_forward(x, w, y, sy, sx, ph, pw, dy, dx):
-    n, c = x.shape[:2]
+    n, c, h, wd = x.shape
     co, _, kh, kw = w.shape
     m, oh, ow = co // c, y.shape[2], y.shape[3]
     hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
     phase_size, rows = (hq + 1) * wq, _block_rows(oh, wq)
     phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
     starts = phase * phase_size + shift
-    taps = w.reshape(co, kh * kw)
+    taps, xf, yf = w.reshape(co, kh * kw), x.reshape(-1), y.reshape(-1)
+    runs = _plane_map(h, wd, sy, sx, ph, pw, hq, wq)
     planes = n * c
     chunks = _chunks(planes)
     for chunk in prange(chunks):
@@ -243,17 +260,18 @@ def _depthwise_forward(x, w, y, sy, sx, ph, pw, dy, dx):
         out = np.empty(rows * wq, dtype=x.dtype)
         for plane in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
             b, ci = plane // c, plane % c  # its m output channels share the padded plane
-            _fill_phases(x[b, ci], phases, sy, sx, ph, pw, hq, wq)
+            _fill_phases(xf, plane * h * wd, phases, runs, sx)
             for oc in range(ci * m, ci * m + m):
                 for r0 in range(0, oh, rows):
                     r1 = min(oh, r0 + rows)
-                    _sum_shifted(out[:(r1 - r0) * wq], phases[r0 * wq:], starts, taps[oc], False)
-                    _copy_rows(out, wq, y[b, oc, r0:r1])
+                    _sum_shifted(out, 0, (r1 - r0) * wq, phases, r0 * wq, starts, taps[oc], False)
+                    for oy in range(r0, r1):
+                        _copy(out, (oy - r0) * wq, yf, ((b * co + oc) * oh + oy) * ow, ow)
 
 
 @njit(parallel=True, cache=True)
 def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
-    n, c = gx.shape[:2]
+    n, c, h, wd = gx.shape
     co, _, kh, kw = w.shape
     m, oh, ow = co // c, gy.shape[2], gy.shape[3]
     hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
@@ -265,7 +283,8 @@ def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
     bounds = np.searchsorted(phase[order], np.arange(sy * sx + 1))
     lead = shift.max()
     starts = lead - shift[order]
-    taps = w.reshape(co, kh * kw)[:, order].copy()
+    taps, gyf, gxf = w.reshape(co, kh * kw)[:, order].copy(), gy.reshape(-1), gx.reshape(-1)
+    runs = _plane_map(h, wd, sy, sx, ph, pw, hq, wq)
     planes = n * c
     chunks = _chunks(planes)
     for chunk in prange(chunks):
@@ -275,44 +294,52 @@ def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
             b, ci = plane // c, plane % c  # gathers from its m output channels
             for k in range(m):
                 oc = ci * m + k
-                _spread_rows(gy[b, oc], grad_out[lead:], wq)
+                for oy in range(oh):
+                    _copy(gyf, ((b * co + oc) * oh + oy) * ow, grad_out, lead + oy * wq, ow)
                 for p in range(sy * sx):
                     t0, t1 = bounds[p], bounds[p + 1]
+                    if t0 == t1:  # no tap reads this phase (a kernel smaller than the stride)
+                        grad_phases[p * phase_size:(p + 1) * phase_size] = 0
+                        continue
                     for r0 in range(0, hq + 1, rows):
-                        block = grad_phases[p * phase_size + r0 * wq:p * phase_size + min(hq + 1, r0 + rows) * wq]
-                        if t0 == t1:
-                            block[:] = 0  # no tap reads this phase (a kernel smaller than the stride)
-                        else:
-                            _sum_shifted(block, grad_out[r0 * wq:], starts[t0:t1], taps[oc, t0:t1], k > 0)
-            _gather_phases(grad_phases, gx[b, ci], sy, sx, ph, pw, hq, wq)
+                        length = (min(hq + 1, r0 + rows) - r0) * wq
+                        _sum_shifted(grad_phases, p * phase_size + r0 * wq, length, grad_out, r0 * wq,
+                                     starts[t0:t1], taps[oc, t0:t1], k > 0)
+            _gather_phases(grad_phases, gxf, plane * h * wd, h * wd, runs, sx)
 
 
 @njit(parallel=True, cache=True)
 def _depthwise_backward_weight(gy, x, gw, sy, sx, ph, pw, dy, dx):
-    n, c = x.shape[:2]
+    n, c, h, wd = x.shape
     co, _, kh, kw = gw.shape
     m, oh, ow = co // c, gy.shape[2], gy.shape[3]
     hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
     phase_size, rows = (hq + 1) * wq, _block_rows(oh, wq)
     phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
     starts = phase * phase_size + shift
-    for ci in prange(c):  # each input channel owns the weights of its m output channels
+    xf, gyf = x.reshape(-1), gy.reshape(-1)
+    runs = _plane_map(h, wd, sy, sx, ph, pw, hq, wq)
+    acc = np.zeros((co, kh * kw))  # float64 sums of the per-block dot products
+    blocks = min(c, 32)
+    # each block of input channels owns the rows of acc of its output channels (no race); it
+    # walks the batch outermost, reading x and gy in runs of consecutive planes (3x faster
+    # than one channel's planes, a whole batch image apart)
+    for block in prange(blocks):
+        c0, c1 = block * c // blocks, (block + 1) * c // blocks
         phases = np.zeros(sy * sx * phase_size, dtype=x.dtype)
         grad_out = np.zeros(rows * wq, dtype=gy.dtype)  # columns >= ow stay 0: they add nothing
-        acc = np.zeros((m, kh * kw))  # float64 sums of the per-block dot products
         for b in range(n):
-            _fill_phases(x[b, ci], phases, sy, sx, ph, pw, hq, wq)
-            for k in range(m):
-                for r0 in range(0, oh, rows):
-                    r1 = min(oh, r0 + rows)
-                    _spread_rows(gy[b, ci * m + k, r0:r1], grad_out, wq)
-                    block = grad_out[:(r1 - r0) * wq]
-                    for t in range(kh * kw):
-                        acc[k, t] += _dot_shifted(block, phases, starts[t] + r0 * wq)
-        for k in range(m):
-            for t in range(kh * kw):
-                gw[ci * m + k, 0, t // kw, t % kw] = acc[k, t]
-
+            for ci in range(c0, c1):
+                _fill_phases(xf, (b * c + ci) * h * wd, phases, runs, sx)
+                for oc in range(ci * m, ci * m + m):
+                    for r0 in range(0, oh, rows):
+                        r1 = min(oh, r0 + rows)
+                        for oy in range(r0, r1):
+                            _copy(gyf, ((b * co + oc) * oh + oy) * ow, grad_out, (oy - r0) * wq, ow)
+                        _dots_shifted(grad_out, (r1 - r0) * wq, phases, r0 * wq, starts, acc[oc])
+    for oc in range(co):
+        for t in range(kh * kw):
+            gw[oc, 0, t // kw, t % kw] = acc[oc, t]
 
 
 @njit(parallel=True, cache=True)
