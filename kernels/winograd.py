@@ -138,6 +138,7 @@ _TILES = {m: _Tile(m) for m in POINTS}
 # padded copy of the input) and the scatter of output rows.
 
 MAX_ALPHA = 6
+CHUNK_BYTES = 16 << 20  # transformed tiles per chunk (see _chunks)
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
@@ -152,9 +153,11 @@ def _combine(dst, coef, s0, s1, s2, s3, s4, s5):
 
 
 @njit(parallel=True, cache=True)
-def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, tiles_h, tiles_w):
+def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, ty_first, tiles_w):
     """out[a*alpha + b, c, t] = sum_ij mat[a, i] mat[b, j] src_padded[n, c, ty*stride + i, tx*stride + j].
 
+    For the tile rows ty_first, ty_first + 1, ... that fill out (a chunk of the tiles):
+    t = ((ty - ty_first) * tiles_w + tx) * N + n.
     src_padded is src behind pad_top/pad_left zeros (negative: cropped) and zeros past
     its end. ``mat`` (alpha x 6, zero past column ``size``) is B^T (size alpha) for input
     tiles, A (size m) for gy tiles.
@@ -162,6 +165,7 @@ def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, tiles_h, ti
     n, c, h, w = src.shape
     alpha = mat.shape[0]
     run = tiles_w * n  # tiles in one tile row, across the batch
+    tiles_h = out.shape[2] // run
     steps = tiles_w + (size - 1) // stride  # columns tx*stride + q, tx < steps, q < stride
     first, last = max(0, -pad_left), min(w, steps * stride - pad_left)  # src columns inside
     # column j of every tile in a run is phase[j % stride, (j // stride) * n + t]; terms j >= size
@@ -182,8 +186,8 @@ def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, tiles_h, ti
         # by size - stride rows, which are gathered and transformed once
         rows = np.zeros((size * alpha, run), dtype=out.dtype)
         slots = np.empty(MAX_ALPHA, np.int64)
-        for ty in range(tiles_h):
-            for i in range(0 if ty == 0 else max(0, size - stride), size):
+        for ty in range(ty_first, ty_first + tiles_h):
+            for i in range(0 if ty == ty_first else max(0, size - stride), size):
                 iy = ty * stride + i - pad_top
                 slot = (ty * stride + i) % size
                 if iy < 0 or iy >= h:
@@ -203,7 +207,7 @@ def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, tiles_h, ti
                              phase[pr[1], po[1]:po[1] + run], phase[pr[2], po[2]:po[2] + run],
                              phase[pr[3], po[3]:po[3] + run], phase[pr[4], po[4]:po[4] + run],
                              phase[pr[5], po[5]:po[5] + run])
-            t0 = ty * run
+            t0 = (ty - ty_first) * run
             p = slots
             for i in range(MAX_ALPHA):
                 p[i] = ((ty * stride + min(i, size - 1)) % size) * alpha
@@ -214,14 +218,16 @@ def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, tiles_h, ti
 
 
 @njit(parallel=True, cache=True)
-def _untransform_tiles(prod, a_t, y, tiles_h, tiles_w):
+def _untransform_tiles(prod, a_t, y, ty_first, tiles_w):
     """y[n, k, ty*m + i, tx*m + j] = sum_ab a_t[i, a] a_t[j, b] prod[a*alpha + b, k, t], cut at y's edge.
 
+    For the tile rows ty_first, ... in prod (a chunk): t = ((ty - ty_first) * tiles_w + tx) * N + n.
     ``a_t`` is A^T (m x alpha), with zero columns up to 6.
     """
     n, k, oh, ow = y.shape
     m, alpha = a_t.shape[0], int(np.sqrt(prod.shape[0]))
-    run, count = tiles_w * n, tiles_h * tiles_w * n
+    run, count = tiles_w * n, prod.shape[2]
+    tiles_h = count // run
     flat = prod.reshape(prod.shape[0], k * count)
     last = np.minimum(np.arange(MAX_ALPHA), alpha - 1)  # terms past alpha (zero coefficients) reuse the last
     picks = last * alpha
@@ -229,8 +235,8 @@ def _untransform_tiles(prod, a_t, y, tiles_h, tiles_w):
         cols = np.empty((m * alpha, run), dtype=y.dtype)  # cols[i*alpha + b] = sum_a a_t[i, a] prod[a*alpha + b]
         tile = np.empty((m * m, run), dtype=y.dtype)  # tile[i*m + j]: output (i, j) of each tile in the run
         line = np.empty((n, tiles_w * m), dtype=y.dtype)
-        for ty in range(tiles_h):
-            t0 = ki * count + ty * run  # in flat, prod viewed as (alpha^2, K * tiles)
+        for ty in range(ty_first, ty_first + tiles_h):
+            t0 = ki * count + (ty - ty_first) * run  # in flat, prod viewed as (alpha^2, K * tiles)
             for r in range(alpha):  # down the columns
                 p = picks
                 for i in range(m):
@@ -276,16 +282,37 @@ def _filter_transform(w, tile):
     return (np.kron(tile.g, tile.g).astype(w.dtype) @ flat.T).reshape(tile.alpha ** 2, k, c)
 
 
+def _chunks(tiles_h, run, channels, tile, itemsize):
+    """(first tile row, tile rows) of each chunk: the transformed tiles of a chunk fill CHUNK_BYTES at most.
+
+    Bounds the transformed buffers (alpha^2 / m^2 = 2.25x the input each for F(4x4), whole)
+    and keeps a chunk's transform, GEMM and untransform in the L3 cache.
+    """
+    rows = max(1, min(tiles_h, CHUNK_BYTES // (tile.alpha ** 2 * channels * run * itemsize)))
+    return [(first, min(rows, tiles_h - first)) for first in range(0, tiles_h, rows)]
+
+
+def _buffer(storage, *shape):
+    """A C-contiguous array of this shape on the front of a flat storage buffer."""
+    return storage[:int(np.prod(shape))].reshape(shape)
+
+
 def _correlate(x, u, pad, out_hw, tile):
     """y (N, K, out_hw): x (padded by pad) correlated with the filters behind u (alpha^2, K, C)."""
     n, c = x.shape[:2]
-    m = tile.m
+    k, m, points = u.shape[1], tile.m, tile.alpha ** 2
     tiles_h, tiles_w = -(-out_hw[0] // m), -(-out_hw[1] // m)
-    v = np.empty((tile.alpha ** 2, c, tiles_h * tiles_w * n), dtype=x.dtype)
-    _transform_tiles(x, _padded(tile.b_t, x.dtype), tile.alpha, v, m, pad[0], pad[1], tiles_h, tiles_w)
-    prod = np.matmul(u, v)  # (alpha^2, K, C) @ (alpha^2, C, tiles): a BLAS GEMM per point
-    y = np.empty((n, u.shape[1]) + tuple(out_hw), dtype=x.dtype)
-    _untransform_tiles(prod, _padded(tile.a_t, x.dtype), y, tiles_h, tiles_w)
+    run = tiles_w * n
+    chunks = _chunks(tiles_h, run, max(c, k), tile, x.itemsize)
+    v_storage = np.empty(points * c * chunks[0][1] * run, dtype=x.dtype)
+    prod_storage = np.empty(points * k * chunks[0][1] * run, dtype=x.dtype)
+    b_t, a_t = _padded(tile.b_t, x.dtype), _padded(tile.a_t, x.dtype)
+    y = np.empty((n, k) + tuple(out_hw), dtype=x.dtype)
+    for first, rows in chunks:
+        v = _buffer(v_storage, points, c, rows * run)
+        _transform_tiles(x, b_t, tile.alpha, v, m, pad[0], pad[1], first, tiles_w)
+        prod = np.matmul(u, v, out=_buffer(prod_storage, points, k, rows * run))  # a BLAS GEMM per point
+        _untransform_tiles(prod, a_t, y, first, tiles_w)
     return y
 
 
@@ -310,12 +337,22 @@ def backward_weight(gy, x, w_shape, padding, *, tile=None):
     n, k, oh, ow = gy.shape
     m, points = tile.m, tile.alpha ** 2
     tiles_h, tiles_w = -(-oh // m), -(-ow // m)
-    count = tiles_h * tiles_w * n
-    x_hat = np.empty((points, x.shape[1], count), dtype=x.dtype)
-    _transform_tiles(x, _padded(tile.b_t, x.dtype), tile.alpha, x_hat, m, padding[0], padding[1], tiles_h, tiles_w)
-    gy_hat = np.empty((points, k, count), dtype=x.dtype)
-    _transform_tiles(gy, _padded(tile.a_t.T, x.dtype), m, gy_hat, m, 0, 0, tiles_h, tiles_w)
-    prod = np.matmul(gy_hat, x_hat.transpose(0, 2, 1))  # (alpha^2, K, C): a BLAS GEMM per point
+    run, c = tiles_w * n, x.shape[1]
+    chunks = _chunks(tiles_h, run, max(c, k), tile, x.itemsize)
+    x_storage = np.empty(points * c * chunks[0][1] * run, dtype=x.dtype)
+    gy_storage = np.empty(points * k * chunks[0][1] * run, dtype=x.dtype)
+    b_t, a = _padded(tile.b_t, x.dtype), _padded(tile.a_t.T, x.dtype)
+    prod = None
+    for first, rows in chunks:
+        x_hat = _buffer(x_storage, points, c, rows * run)
+        _transform_tiles(x, b_t, tile.alpha, x_hat, m, padding[0], padding[1], first, tiles_w)
+        gy_hat = _buffer(gy_storage, points, k, rows * run)
+        _transform_tiles(gy, a, m, gy_hat, m, 0, 0, first, tiles_w)
+        part = np.matmul(gy_hat, x_hat.transpose(0, 2, 1))  # (alpha^2, K, C): a BLAS GEMM per point
+        if prod is None:
+            prod = part
+        else:
+            prod += part
     # G^T (.) G for every (k, c): one GEMM with G (x) G, as the filter transform
     gw = prod.reshape(points, -1).T @ np.kron(tile.g, tile.g).astype(x.dtype)  # (K*C, 9)
     return gw.reshape(tuple(w_shape))

@@ -142,3 +142,15 @@ def test_default_tile_has_the_least_gemm_work(rng):
     x, w, gy = data(rng, 2, 3, 4, 4, 4, (0, 0))
     for got, want in zip(winograd_conv(x, w, gy, (0, 0), None), torch_conv(x, w, gy, (0, 0))):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_chunks_of_tile_rows_give_the_same_numbers(tile, monkeypatch, rng):
+    """Tile rows processed a chunk at a time (here one row per chunk, the last chunk shorter)."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+    assert winograd._chunks(5, 8, 3, winograd._TILES[tile], 8) == [(r, 1) for r in range(5)]
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 2 * 36 * 4 * 14 * 8)
+    assert winograd._chunks(5, 14, 4, winograd._TILES[4], 8) == [(0, 2), (2, 2), (4, 1)]
+    x, w, gy = data(rng, 2, 3, 4, 9, 7, (1, 1))
+    for got, want in zip(winograd_conv(x, w, gy, (1, 1), tile), torch_conv(x, w, gy, (1, 1))):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
