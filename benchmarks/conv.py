@@ -88,10 +88,9 @@ def child_torch(layers, repeat):
 def child_scratchnet(layers, repeat, routes):
     import tracemalloc
 
+    import scratchnet as sn  # first: its thread policy must be in place before NumPy loads its BLAS
+    import scratchnet.functional as F  # noqa: I100
     import numpy as np
-
-    import scratchnet as sn
-    import scratchnet.functional as F
     from scratchnet.functional import conv_routes as R
 
     rows = []

@@ -111,10 +111,9 @@ def child_torch(batch, steps):
 
 
 def child_scratchnet(batch, steps):
+    import scratchnet as sn  # first: its thread policy must be in place before NumPy loads its BLAS
+    import scratchnet.functional as F  # noqa: I100
     import numpy as np
-
-    import scratchnet as sn
-    import scratchnet.functional as F
     from scratchnet.models import get_model
     from scratchnet.optim import SGD
     sn.manual_seed(0)

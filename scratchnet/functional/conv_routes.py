@@ -368,9 +368,9 @@ ROUTES = {
 # are benchmarks/conv.py's measurements (float32, 2-core CPU, README "Kernels" has the table).
 AUTO = [
     # route       condition  why
-    ("depthwise", _always, "direct kernel, no kh*kw column buffer: 1.2-2.3x torch f+b, 5-10x the im2col route"),
-    ("gemm1x1",   _always, "1x1 with no padding is a plain GEMM: no im2col copy, no transpose; 1.5x the im2col route"),
-    ("winograd",  _wide,   "3x3/1 with >= 32 channels in and out: 4x fewer multiplications, 1.8-1.9x the im2col route "
+    ("depthwise", _always, "direct kernel, no kh*kw column buffer: 8-12x the im2col route f+b, 2.4-3.7x torch"),
+    ("gemm1x1",   _always, "1x1 with no padding is a plain GEMM: no im2col copy, no transpose; 1.4-1.9x im2col"),
+    ("winograd",  _wide,   "3x3/1 with >= 32 channels in and out: 4x fewer multiplications, 2.2-3x the im2col route "
                            "f+b (VGG 64ch, ResNet 256ch); below 32 channels the transforms outweigh the smaller GEMM, "
                            "and float32 keeps im2col's rounding (Winograd's float32 error is larger: README)"),
     ("im2col",    _always, "everything else: BLAS GEMMs on L3-sized column chunks (1.6-2.5x less peak memory)"),
