@@ -30,7 +30,9 @@ def _default_num_threads():
     value = os.environ.get("SCRATCHNET_NUM_THREADS", "")
     if value.strip().isdigit() and int(value) >= 1:
         return int(value)
-    return _usable_cpus()
+    # under mpirun the processes on this machine share its CPUs (Open MPI, MPICH name their count)
+    local = os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or os.environ.get("MPI_LOCALNRANKS") or "1"
+    return max(1, _usable_cpus() // max(1, int(local) if local.isdigit() else 1))
 
 
 _num_threads = _default_num_threads()
@@ -38,7 +40,7 @@ for _name, _value in THREAD_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)
 for _name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, str(_num_threads))
-if "SCRATCHNET_NUM_THREADS" in os.environ:  # an explicit request also sizes Numba's pool (read when it starts)
+if _num_threads != _usable_cpus():  # asked for fewer: also size Numba's pool (read when it starts)
     os.environ.setdefault("NUMBA_NUM_THREADS", str(_num_threads))
 
 import numpy as np  # noqa: E402  (after the thread environment above, on purpose)
@@ -257,7 +259,8 @@ def get_num_threads():
 def set_num_threads(n):
     """Use ``n`` threads for BLAS and for Numba's kernels alike, as ``torch.set_num_threads``.
 
-    Default: ``$SCRATCHNET_NUM_THREADS``, else every CPU this process may run on.
+    Default: ``$SCRATCHNET_NUM_THREADS``, else every CPU this process may run on
+    (shared out between the processes an ``mpirun`` starts on one machine).
     Numba's count is per calling thread (Numba's rule): call this from the
     thread that trains.
     """
@@ -278,5 +281,5 @@ def set_num_threads(n):
     _num_threads = n
 
 
-if "SCRATCHNET_NUM_THREADS" in os.environ and LOADED_FIRST:  # too late for the environment: set the pools
+if _num_threads != _usable_cpus() and LOADED_FIRST:  # too late for the environment: set the pools
     set_num_threads(_num_threads)

@@ -62,6 +62,7 @@ def probe(*args, **env):
     clean = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                                               "NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
                                                               "SCRATCHNET_NUM_THREADS",
+                                                              "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS",
                                                               *sn.backend.THREAD_ENVIRONMENT)}
     done = subprocess.run([sys.executable, "-c", PROBE, *args], env=clean | env, capture_output=True, text=True,
                           timeout=120)
@@ -101,3 +102,9 @@ def test_study_cli_threads_option(restore_threads, capsys):
     from scratchnet.study import main
     assert main(["--threads", "0", "cost"]) == 2
     assert "positive int" in capsys.readouterr().err
+
+
+def test_mpi_ranks_on_one_machine_share_its_cpus():
+    got = probe(OMPI_COMM_WORLD_LOCAL_SIZE="2")
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert got["n"] == share and got["numba"] == share and set(got["blas"]) == {share}
