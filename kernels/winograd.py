@@ -16,14 +16,15 @@ finite points plus "infinity", let E_k evaluate a polynomial with k
 coefficients at them (the Vandermonde rows; at infinity: the top coefficient)
 and V = E_alpha. Then A^T = E_m^T, G = E_3 and B^T = V^-T (the transpose of
 interpolation), with the denominators moved from B^T into G so that the input
-and output transforms are small integers, exact in floating point, and the
-one inexact transform (G's 1/6, 1/24) runs once per filter in float64.
-`winograd_matrices` builds them exactly (Fractions) from the points.
+and output transforms hold small integers and binary fractions, exact in
+floating point, and the one inexact transform (G's 1/6, 1/15, ...) is applied
+once per filter. `winograd_matrices` builds them exactly (Fractions).
 
 Float32 error grows with the tile: F(2x2) uses points 0, +-1 (errors like
-im2col's); F(4x4) uses Lavin's 0, +-1, +-2 (or 0, +-1, +-1/2), whose larger
-coefficients cost about a decimal digit. See README (Kernels) for the
-measured bounds and for which tile the route uses.
+im2col's); F(4x4) uses 0, +-1, 1/2, -2 (Barabasz et al.; half the error of
+Lavin's 0, +-1, +-2), whose larger coefficients still cost about a decimal
+digit. README (Kernels) has the measured errors, the documented bound and
+the speed; `choose_tile` is the tile the route uses.
 
 Backward, with the same three transforms:
 - to the input: a full correlation of gy (padded by 2 - padding; a negative
@@ -38,6 +39,7 @@ Backward, with the same three transforms:
 
 Raw NumPy arrays in, raw arrays out (the kernels layer: no autograd).
 """
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -51,8 +53,8 @@ def choose_tile(out_hw):
     """The tile with the least GEMM work, alpha^2 * number of tiles (ties: the more accurate F(2x2)).
 
     The batched GEMM is most of the time (README), and a tile that overhangs the
-    output wastes its share: F(4x4) for 4x4 outputs and up (56x56: 7056 vs 12544
-    products per channel pair; 14x14: 576 vs 784), F(2x2) below (2x2: 16 vs 36).
+    output wastes its share: F(4x4) for most sizes (56x56: 7056 vs 12544 products
+    per channel pair; 14x14: 576 vs 784), F(2x2) for 1x1, 2x2 and ties (5x5).
     """
     def work(m):
         return (m + 2) ** 2 * -(-out_hw[0] // m) * -(-out_hw[1] // m)
@@ -78,25 +80,11 @@ def winograd_matrices(m, points, r=3):
     g = evaluation(r)
     b_t = [list(col) for col in zip(*inverse)]
     for j in range(alpha):  # scale row j of B^T to coprime integers, row j of G by the inverse (keeps their product)
-        scale = Fraction(_lcm([x.denominator for x in b_t[j]]))
-        scale /= _gcd([(x * scale).numerator for x in b_t[j]])
+        scale = Fraction(math.lcm(*(x.denominator for x in b_t[j])))
+        scale /= math.gcd(*((x * scale).numerator for x in b_t[j]))
         b_t[j] = [x * scale for x in b_t[j]]
         g[j] = [x / scale for x in g[j]]
     return a_t, g, b_t
-
-
-def _lcm(values):
-    out = 1
-    for v in values:
-        out = out * v // np.gcd(out, v)
-    return out
-
-
-def _gcd(values):
-    out = 0
-    for v in values:
-        out = int(np.gcd(out, v))
-    return out
 
 
 def _inverse(matrix):
@@ -145,7 +133,8 @@ CHUNK_BYTES = 16 << 20  # transformed tiles per chunk (see _chunks)
 def _combine(dst, coef, s0, s1, s2, s3, s4, s5):
     """dst = sum_i coef[i] * s_i, elementwise: one row of a 1-D transform for a run of tiles.
 
-    Terms past a transform's size have coefficient 0 (their s_i is any run of the same length).
+    Terms past a transform's size have coefficient 0 (their s_i is any run of the same length;
+    so, as inside every transform, an inf input gives NaN where a direct sum could give inf).
     """
     c0, c1, c2, c3, c4, c5 = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5]
     for t in range(dst.shape[0]):
