@@ -40,6 +40,7 @@ Backward, with the same three transforms:
 Raw NumPy arrays in, raw arrays out (the kernels layer: no autograd).
 """
 import math
+import threading
 from fractions import Fraction
 
 import numpy as np
@@ -281,6 +282,24 @@ def _chunks(tiles_h, run, channels, tile, itemsize):
     return [(first, min(rows, tiles_h - first)) for first in range(0, tiles_h, rows)]
 
 
+_scratch = threading.local()
+
+
+def _storage(name, size, dtype):
+    """A flat buffer of ``size`` kept per thread between calls, for one chunk's transformed tiles.
+
+    Fresh 15 MB arrays on every call cost their page faults each time (measured:
+    7 ms of a 21 ms VGG 64 @56 forward). Two names ("a", "b") per dtype, each at
+    most about CHUNK_BYTES, so a thread keeps 32 MB (float32) at most.
+    """
+    buffers = _scratch.__dict__.setdefault("buffers", {})
+    key = (name, np.dtype(dtype))
+    if key not in buffers or buffers[key].size < size:
+        buffers[key] = None  # let the old one go first
+        buffers[key] = np.empty(size, dtype=dtype)
+    return buffers[key]
+
+
 def _buffer(storage, *shape):
     """A C-contiguous array of this shape on the front of a flat storage buffer."""
     return storage[:int(np.prod(shape))].reshape(shape)
@@ -293,8 +312,8 @@ def _correlate(x, u, pad, out_hw, tile):
     tiles_h, tiles_w = -(-out_hw[0] // m), -(-out_hw[1] // m)
     run = tiles_w * n
     chunks = _chunks(tiles_h, run, max(c, k), tile, x.itemsize)
-    v_storage = np.empty(points * c * chunks[0][1] * run, dtype=x.dtype)
-    prod_storage = np.empty(points * k * chunks[0][1] * run, dtype=x.dtype)
+    v_storage = _storage("a", points * c * chunks[0][1] * run, x.dtype)
+    prod_storage = _storage("b", points * k * chunks[0][1] * run, x.dtype)
     b_t, a_t = _padded(tile.b_t, x.dtype), _padded(tile.a_t, x.dtype)
     y = np.empty((n, k) + tuple(out_hw), dtype=x.dtype)
     for first, rows in chunks:
@@ -328,8 +347,8 @@ def backward_weight(gy, x, w_shape, padding, *, tile=None):
     tiles_h, tiles_w = -(-oh // m), -(-ow // m)
     run, c = tiles_w * n, x.shape[1]
     chunks = _chunks(tiles_h, run, max(c, k), tile, x.itemsize)
-    x_storage = np.empty(points * c * chunks[0][1] * run, dtype=x.dtype)
-    gy_storage = np.empty(points * k * chunks[0][1] * run, dtype=x.dtype)
+    x_storage = _storage("a", points * c * chunks[0][1] * run, x.dtype)
+    gy_storage = _storage("b", points * k * chunks[0][1] * run, x.dtype)
     b_t, a = _padded(tile.b_t, x.dtype), _padded(tile.a_t.T, x.dtype)
     prod = None
     for first, rows in chunks:
