@@ -139,10 +139,11 @@ class Reference:
 # ---------------------------------------------------------------- route: im2col (kernels, in batch chunks)
 # Columns are built for a chunk of images at a time, so the column buffer stays near this size
 # (it fits the L3 cache) instead of kh*kw times the whole input: VGG 3x3 64->64 @56, N=8: 14 MB
-# instead of 58 MB. Inside a chunk the columns (C*kh*kw, images, oh*ow) are read image by image as
-# strided views, so one stacked GEMM writes every image's (C_out, oh*ow) planes straight into the
-# NCHW output: no transpose. Few, large chunks keep the switches between the Numba kernel and
-# BLAS (each wakes a thread pool) rare.
+# instead of 58 MB. Each chunk is ONE GEMM (per group): one threaded BLAS call, where a GEMM per
+# image would be one per image, and on a busy machine every threaded call waits for the scheduler
+# (ResNet 3x3 @14 forward, 2 threads, load 5: 182 ms per chunk vs 244 ms per image). Its result
+# (C_out, images, oh*ow) is put in NCHW order while it is still in cache; a one-image chunk (large
+# images) is NCHW already. A few large chunks also keep the switches between Numba and BLAS rare.
 COLUMN_CHUNK_BYTES = 16 * 2**20
 
 
@@ -151,13 +152,17 @@ def _chunks(n, bytes_per_image):
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
 
 
-def _per_image(col, g, images):
-    """Columns (C, kh, kw, images, oh, ow) as (images, g, C/g*kh*kw, oh*ow) strided views (no copy)."""
-    return col.reshape(g, -1, images, col.shape[-2] * col.shape[-1]).transpose(2, 0, 1, 3)
+def _chunk_groups(a, lo, hi, g):
+    """Images lo:hi of an NCHW array as (g, C/g, images*H*W): a view for one image, a cache-sized copy else."""
+    xp = backend.get_array_module(a)
+    c = a.shape[1]
+    if hi - lo == 1:
+        return a[lo].reshape(g, c // g, -1)
+    return xp.ascontiguousarray(a[lo:hi].transpose(1, 0, 2, 3)).reshape(g, c // g, -1)
 
 
 class Im2col:
-    """im2col/col2im kernels (Numba on the CPU, CUDA on the GPU) + BLAS GEMMs, a batch chunk at a time."""
+    """im2col/col2im kernels (Numba on the CPU, CUDA on the GPU) + one BLAS GEMM per batch chunk."""
 
     @staticmethod
     def forward(x, w, geo):
@@ -168,7 +173,8 @@ class Im2col:
         y = xp.empty((n, c_out, oh, ow), dtype=x.dtype)
         for lo, hi in _chunks(n, c * kh * kw * oh * ow * x.itemsize):
             col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
-            xp.matmul(w_groups, _per_image(col, g, hi - lo), out=y[lo:hi].reshape(hi - lo, g, c_out // g, oh * ow))
+            y_chunk = _grouped_matmul(w_groups, col.reshape(g, c_group * kh * kw, -1))  # (g, C_out/g, images*oh*ow)
+            y[lo:hi] = y_chunk.reshape(c_out, hi - lo, oh, ow).transpose(1, 0, 2, 3)
         return y
 
     @staticmethod
@@ -177,12 +183,10 @@ class Im2col:
         (n, c), (c_out, c_group, kh, kw), g = x_shape[:2], w.shape, geo.groups
         oh, ow = geo.out_hw
         w_t = xp.ascontiguousarray(w.reshape(g, c_out // g, -1).transpose(0, 2, 1))  # (g, K, C_out/g)
-        gy = xp.ascontiguousarray(gy)
         chunks = _chunks(n, c * kh * kw * oh * ow * gy.itemsize)
         gx = None if len(chunks) == 1 else xp.empty(x_shape, dtype=gy.dtype)
         for lo, hi in chunks:
-            gcol = xp.empty((c, kh, kw, hi - lo, oh, ow), dtype=gy.dtype)  # written image by image, in place
-            xp.matmul(w_t, gy[lo:hi].reshape(hi - lo, g, c_out // g, oh * ow), out=_per_image(gcol, g, hi - lo))
+            gcol = _grouped_matmul(w_t, _chunk_groups(gy, lo, hi, g)).reshape(c, kh, kw, hi - lo, oh, ow)
             part = kern.col2im(gcol, (hi - lo,) + tuple(x_shape[1:]), geo.stride, geo.padding, geo.dilation)
             if gx is None:
                 return part
@@ -194,14 +198,10 @@ class Im2col:
         xp, kern = backend.get_array_module(x), kernels.for_array(x)
         (n, c), (c_out, c_group, kh, kw), g = x.shape[:2], w_shape, geo.groups
         oh, ow = geo.out_hw
-        gy = xp.ascontiguousarray(gy)
         gw = xp.zeros((g, c_out // g, c_group * kh * kw), dtype=x.dtype)
         for lo, hi in _chunks(n, c * kh * kw * oh * ow * x.itemsize):
             col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
-            # one GEMM over the chunk's images, gy (C_out/g, images*oh*ow) @ col^T: per-image GEMMs of small
-            # maps (LeNet's C5 is 1x1: 64 outer products) miss BLAS and cost 22% of the LeNet step (H1)
-            gy_groups = gy[lo:hi].transpose(1, 0, 2, 3).reshape(g, c_out // g, (hi - lo) * oh * ow)
-            gw += _weight_gradient(gy_groups, col.reshape(g, c_group * kh * kw, (hi - lo) * oh * ow))
+            gw += _weight_gradient(_chunk_groups(gy, lo, hi, g), col.reshape(g, c_group * kh * kw, -1))
         return gw.reshape(w_shape)
 
 
