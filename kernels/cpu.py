@@ -277,10 +277,17 @@ def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
     hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
     phase_size, rows = (hq + 1) * wq, _block_rows(hq + 1, wq)
     phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
-    # the taps grouped by phase; a phase's gradient reads gy (laid out wq wide behind `lead`
-    # zeros) at lead - shift: the forward's shifts, backwards
-    order = np.argsort(phase, kind="mergesort")
-    bounds = np.searchsorted(phase[order], np.arange(sy * sx + 1))
+    # the taps grouped by phase (phase p's are order[bounds[p]:bounds[p + 1]]); a phase's gradient
+    # reads gy (laid out wq wide behind `lead` zeros) at lead - shift: the forward's shifts, backwards
+    order, bounds = np.empty(kh * kw, np.int64), np.empty(sy * sx + 1, np.int64)
+    grouped = 0
+    for p in range(sy * sx):
+        bounds[p] = grouped
+        for t in range(kh * kw):
+            if phase[t] == p:
+                order[grouped] = t
+                grouped += 1
+    bounds[sy * sx] = grouped
     lead = shift.max()
     starts = lead - shift[order]
     taps, gyf, gxf = w.reshape(co, kh * kw)[:, order].copy(), gy.reshape(-1), gx.reshape(-1)
