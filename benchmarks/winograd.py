@@ -84,7 +84,8 @@ def best(fn, repeat):
 def torch_times(n, c, s, k, repeat, threads):
     env = {key: v for key, v in os.environ.items() if key not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     try:
-        run = subprocess.run([sys.executable, "-c", TORCH_SCRIPT, str(n), str(c), str(s), str(k), str(repeat), str(threads)],
+        args = [str(v) for v in (n, c, s, k, repeat, threads)]
+        run = subprocess.run([sys.executable, "-c", TORCH_SCRIPT, *args],
                              capture_output=True, text=True, env=env, timeout=600, check=True)
         return json.loads(run.stdout)
     except (subprocess.SubprocessError, ValueError) as exc:
