@@ -1,0 +1,153 @@
+"""Depthwise convolution: the Numba kernels (kernels/cpu.py) against torch, on MobileNet and EfficientNet shapes.
+
+    python benchmarks/depthwise.py                       # both libraries' default threads, wall time
+    python benchmarks/depthwise.py --threads 1 --cpu-time   # one thread, process CPU time (steadier on a busy machine)
+
+For each layer it times scratchnet's three kernels (forward, input gradient, weight gradient;
+"f+b" is their sum: what conv2d's depthwise route runs, without autograd's bookkeeping) and
+torch.nn.functional.conv2d(groups=C) forward (no_grad) and forward+backward (input and weight
+gradients), float32, best of --repeat after two warm-up calls. Each library runs in its own
+subprocess (torch is never imported where scratchnet is timed), with this workplace's
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides removed from its environment. --threads sets
+sn.set_num_threads / torch.set_num_threads in the children (default: each library's own).
+ratio = torch time / scratchnet time (> 1: scratchnet is faster). Prints the table and the load
+average, writes benchmarks/results/depthwise_cpu.json. benchmarks/conv.py times the same kernels
+as conv2d's 'depthwise' route on the issue's MobileNet layer.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+# name, batch, channels, size, multiplier, kernel, stride, padding, dilation
+LAYERS = [
+    ("MobileNet 3x3 512 @14", 32, 512, 14, 1, 3, 1, 1, 1),
+    ("MobileNet 3x3 256 @28", 32, 256, 28, 1, 3, 1, 1, 1),
+    ("MobileNet 3x3/2 256 @28", 32, 256, 28, 1, 3, 2, 1, 1),
+    ("MobileNet 3x3 32 @112", 16, 32, 112, 1, 3, 1, 1, 1),
+    ("EfficientNet 5x5 240 @28", 16, 240, 28, 1, 5, 1, 2, 1),
+    ("EfficientNet 5x5/2 240 @28", 16, 240, 28, 1, 5, 2, 2, 1),
+    ("multiplier 2, 3x3 64 @28", 16, 64, 28, 2, 3, 1, 1, 1),
+    ("dilation 2, 3x3 256 @28", 16, 256, 28, 1, 3, 1, 2, 2),
+]
+
+
+def best_time(fn, repeat, cpu_time):
+    clock = time.process_time if cpu_time else time.perf_counter
+    fn()
+    fn()  # warm-up: Numba compilation, first allocations
+    best = float("inf")
+    for _ in range(repeat):
+        start = clock()
+        fn()
+        best = min(best, clock() - start)
+    return best
+
+
+def child(library, repeat, threads, cpu_time):
+    """Time one library on every layer; returns {name: {phase: seconds}}."""
+    import numpy as np
+    if library == "torch":
+        import torch
+        import torch.nn.functional as TF
+        if threads:
+            torch.set_num_threads(threads)
+    else:
+        import scratchnet as sn
+        from scratchnet.kernels import cpu
+        if threads:
+            sn.set_num_threads(threads)
+    out = {}
+    for name, n, c, size, mult, k, s, p, d in LAYERS:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, c, size, size), dtype=np.float32)
+        w = rng.standard_normal((c * mult, 1, k, k), dtype=np.float32) * np.float32(0.1)
+        oh = (size + 2 * p - d * (k - 1) - 1) // s + 1
+        gy = rng.standard_normal((n, c * mult, oh, oh), dtype=np.float32)
+
+        def timed(fn):
+            return best_time(fn, repeat, cpu_time)
+        if library == "torch":
+            xt, wt, gt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True), torch.tensor(gy)
+
+            def forward():
+                with torch.no_grad():
+                    TF.conv2d(xt, wt, stride=s, padding=p, dilation=d, groups=c)
+
+            def forward_backward():
+                xt.grad = wt.grad = None
+                TF.conv2d(xt, wt, stride=s, padding=p, dilation=d, groups=c).backward(gt)
+            out[name] = dict(forward=timed(forward), forward_backward=timed(forward_backward))
+        else:
+            geometry = ((s, s), (p, p), (d, d))
+            times = dict(forward=timed(lambda: cpu.depthwise_forward(x, w, *geometry, (oh, oh))),
+                         backward_input=timed(lambda: cpu.depthwise_backward_input(gy, w, x.shape, *geometry)),
+                         backward_weight=timed(lambda: cpu.depthwise_backward_weight(gy, x, w.shape, *geometry)))
+            times["forward_backward"] = sum(times.values())
+            out[name] = times
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=10, help="timed calls per number (best kept)")
+    parser.add_argument("--threads", type=int, default=0, help="threads for both libraries (0: their defaults)")
+    parser.add_argument("--cpu-time", action="store_true", help="time process CPU time instead of wall time")
+    parser.add_argument("--out", type=Path, default=RESULTS / "depthwise_cpu.json")
+    parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.repeat, args.threads, args.cpu_time)))
+        return 0
+
+    env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
+    load_before = os.getloadavg()
+    results = {}
+    for library in ("scratchnet", "torch"):
+        command = [sys.executable, __file__, "--child", library, "--repeat", str(args.repeat),
+                   "--threads", str(args.threads)] + (["--cpu-time"] if args.cpu_time else [])
+        run = subprocess.run(command, env=env, capture_output=True, text=True)
+        if run.returncode:
+            sys.exit(f"the {library} child failed:\n{run.stderr}")
+        results[library] = json.loads(run.stdout.strip().splitlines()[-1])
+    load_after = os.getloadavg()
+
+    rows = []
+    for name in results["scratchnet"]:
+        ours, theirs = results["scratchnet"][name], results["torch"][name]
+        rows.append(dict(layer=name, **{f"{k}_ms": v * 1e3 for k, v in ours.items()},
+                         torch_forward_ms=theirs["forward"] * 1e3,
+                         torch_forward_backward_ms=theirs["forward_backward"] * 1e3,
+                         forward_ratio=theirs["forward"] / ours["forward"],
+                         forward_backward_ratio=theirs["forward_backward"] / ours["forward_backward"]))
+    clock = "process CPU time" if args.cpu_time else "wall time"
+    print(f"float32, best of {args.repeat}, {clock}, threads: {args.threads or 'library defaults'}")
+    print(f"{'layer':28} {'fwd ms':>7} {'gx ms':>7} {'gw ms':>7} {'f+b ms':>7} {'torch f':>8} {'torch f+b':>9} "
+          f"{'fwd ratio':>9} {'f+b ratio':>9}")
+    for r in rows:
+        print(f"{r['layer']:28} {r['forward_ms']:7.2f} {r['backward_input_ms']:7.2f} {r['backward_weight_ms']:7.2f} "
+              f"{r['forward_backward_ms']:7.2f} {r['torch_forward_ms']:8.2f} {r['torch_forward_backward_ms']:9.2f} "
+              f"{r['forward_ratio']:9.2f} {r['forward_backward_ratio']:9.2f}")
+    geomean = math.exp(sum(math.log(r["forward_backward_ratio"]) for r in rows) / len(rows))
+    print(f"\nforward+backward ratio: geometric mean {geomean:.2f}, lowest "
+          f"{min(r['forward_backward_ratio'] for r in rows):.2f}")
+    print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(rows=rows, geomean_forward_backward_ratio=geomean, clock=clock,
+                                        threads=args.threads, repeat=args.repeat, load_before=load_before,
+                                        load_after=load_after, machine=platform.processor() or platform.machine(),
+                                        cpus=os.cpu_count()), indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
