@@ -6,7 +6,8 @@
 
 scratchnet: ``python -m scratchnet.train lenet`` with its default recipe (batch 64, SGD lr
 0.05 momentum 0.9 wd 5e-4, cosine decay per step, 28x28 zero-padded to 32x32, normalised),
-as a user runs it: its own process, default threads (sn.get_num_threads()), --no-progress.
+as a user runs it: its own process, default threads (sn.get_num_threads(); --threads N sets
+both sides' count, e.g. 1 for a machine shared with other jobs), --no-progress.
 The epoch time is the CLI's own ``epoch_time_s`` (training only, data loading included,
 evaluation excluded).
 
@@ -45,6 +46,8 @@ def run_scratchnet(args, out):
                str(args.epochs), "--out", str(out), "--no-progress", *args.extra]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     print("$", " ".join(command[1:]), flush=True)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=child_env())
@@ -97,6 +100,8 @@ def torch_child(args):
     y_test = torch.from_numpy(read_idx_gz(folder / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
                           nn.MaxPool2d(2), nn.Conv2d(16, 120, 5), nn.ReLU(), nn.Flatten(),
                           nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
@@ -134,7 +139,8 @@ def torch_child(args):
 
 
 def run_torch(args):
-    command = [sys.executable, __file__, "--torch-child", "--dataset", args.dataset, "--epochs", str(args.epochs)]
+    command = [sys.executable, __file__, "--torch-child", "--dataset", args.dataset, "--epochs", str(args.epochs),
+               "--threads", str(args.threads or 0)]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     started = time.perf_counter()
@@ -154,6 +160,7 @@ def main():
     p.add_argument("--rounds", type=int, default=1, help="alternate the two runs this many times, keep the best")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-torch", action="store_true", help="only the scratchnet CLI")
+    p.add_argument("--threads", type=int, default=0, help="threads for both sides (default: each one's own)")
     p.add_argument("--out", default=None, help="run folder (default runs/bench-lenet-DATASET)")
     p.add_argument("--json", default=None, help="where to write the results")
     p.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
@@ -191,7 +198,8 @@ def main():
             print(f"{name:<12} {r['best_epoch_s']:>8.2f} {60000 / r['best_epoch_s']:>7.0f} "
                   f"{100 * r['epochs'][-1]['test_acc']:>21.2f}%")
         print(f"ratio (PyTorch s/epoch / scratchnet s/epoch, higher is better): {ratio:.2f}")
-        result.update(pytorch_epoch_s=theirs["best_epoch_s"], pytorch_threads=theirs["threads"], ratio=ratio)
+        result.update(pytorch_epoch_s=theirs["best_epoch_s"], pytorch_threads=theirs["threads"], ratio=ratio,
+                      scratchnet_threads=args.threads or "default")
     print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} ({os.cpu_count()} CPUs)")
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -200,6 +208,7 @@ def main():
                          "load_average_before": load_before, "load_average_after": load_after}
     result["total_time_s"] = time.time() - started
     name = f"train_lenet{'' if args.dataset == 'fashion-mnist' else '_' + args.dataset}"
+    name += f"_threads{args.threads}" if args.threads else ""
     path = Path(args.json or ROOT / "benchmarks" / "results" / f"{name}{'' if args.epochs == 10 else '_epoch'}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
