@@ -369,12 +369,12 @@ ROUTES = {
 # are benchmarks/conv.py's measurements (float32, 2-core CPU, README "Kernels" has the table).
 AUTO = [
     # route       condition  why
-    ("depthwise", _always, "direct kernel, no kh*kw column buffer: 8-12x the im2col route f+b, 2.4-3.7x torch"),
-    ("gemm1x1",   _always, "1x1 with no padding is a plain GEMM: no im2col copy, no transpose; 1.4-1.9x im2col"),
-    ("winograd",  _wide,   "3x3/1 with >= 32 channels in and out: 4x fewer multiplications, 2.2-3x the im2col route "
+    ("depthwise", _always, "direct kernel, no kh*kw column buffer: 11-13x the im2col route f+b, 2.6-7x torch"),
+    ("gemm1x1",   _always, "1x1 with no padding is a plain GEMM: no im2col copy, no transpose; 1.5-3.4x im2col"),
+    ("winograd",  _wide,   "3x3/1 with >= 32 channels in and out: 4x fewer multiplications, 2-2.1x the im2col route "
                            "f+b (VGG 64ch, ResNet 256ch); below 32 channels the transforms outweigh the smaller GEMM, "
                            "and float32 keeps im2col's rounding (Winograd's float32 error is larger: README)"),
-    ("im2col",    _always, "everything else: BLAS GEMMs on L3-sized column chunks (1.6-2.5x less peak memory)"),
+    ("im2col",    _always, "everything else: BLAS GEMMs on L3-sized column chunks (1.5-1.7x less peak memory)"),
     ("reference", _always, "dtypes the kernels are not built for (float16)"),
 ]  # noqa: E241
 
