@@ -54,6 +54,8 @@ def best_time(fn, repeat, cpu_time):
 
 def child(library, repeat, threads, cpu_time):
     """Time one library on every layer; returns {name: {phase: seconds}}."""
+    if library != "torch":
+        import scratchnet  # noqa: F401 (first: its thread policy must be set before NumPy loads BLAS)
     import numpy as np
     if library == "torch":
         import torch

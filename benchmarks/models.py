@@ -32,12 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import scratchnet as sn  # noqa: E402
+import scratchnet as sn  # noqa: E402  (first: its thread policy must be set before NumPy loads BLAS)
+import numpy as np  # noqa: E402,I100
 from scratchnet import backend  # noqa: E402
 from scratchnet.models import get_model, list_models  # noqa: E402
 

@@ -24,6 +24,8 @@ import sys
 if any(v in os.environ for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")):  # before numpy loads OpenBLAS
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
+# torch's child gets the environment as it was before scratchnet's thread policy was added to it
+TORCH_ENV = dict(os.environ)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -32,9 +34,8 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
-
-import scratchnet as sn  # noqa: E402
+import scratchnet as sn  # noqa: E402  (first: its thread policy must be set before NumPy loads BLAS)
+import numpy as np  # noqa: E402,I100
 import scratchnet.functional as F  # noqa: E402
 from scratchnet.kernels import winograd  # noqa: E402
 
@@ -82,7 +83,7 @@ def best(fn, repeat):
 
 
 def torch_times(n, c, s, k, repeat, threads):
-    env = {key: v for key, v in os.environ.items() if key not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env = TORCH_ENV
     try:
         args = [str(v) for v in (n, c, s, k, repeat, threads)]
         run = subprocess.run([sys.executable, "-c", TORCH_SCRIPT, *args],
