@@ -377,6 +377,33 @@ def _max_pool2d_forward(x, y, argmax, kh, kw, sy, sx, ph, pw, dy, dx):
 
 
 @njit(parallel=True, cache=True)
+def _max_pool2x2_forward(x, y, argmax):
+    """The 2x2 stride-2 window without padding or dilation (LeNet, VGG), unrolled: no bounds checks,
+    the same rules as above (first maximum in row-major order, every NaN takes over)."""
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for plane in prange(n * c):
+        b, ci = plane // c, plane % c
+        src, dst, index = x[b, ci], y[b, ci], argmax[b, ci]
+        for oy in range(oh):
+            top, bottom, row = src[2 * oy], src[2 * oy + 1], 2 * oy * w
+            for ox in range(ow):
+                left = 2 * ox
+                best, where = top[left], row + left
+                v = top[left + 1]
+                if v > best or v != v:
+                    best, where = v, row + left + 1
+                v = bottom[left]
+                if v > best or v != v:
+                    best, where = v, row + w + left
+                v = bottom[left + 1]
+                if v > best or v != v:
+                    best, where = v, row + w + left + 1
+                dst[oy, ox] = best
+                index[oy, ox] = where
+
+
+@njit(parallel=True, cache=True)
 def _max_pool2d_backward(gy, argmax, gx):
     n, c, h, w = gx.shape
     oh, ow = gy.shape[2], gy.shape[3]
@@ -440,7 +467,12 @@ def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
     x = _c(x)
     y = np.empty(x.shape[:2] + tuple(out_hw), dtype=x.dtype)
     argmax = np.empty(y.shape, dtype=np.int64)
-    _max_pool2d_forward(x, y, argmax, int(kernel[0]), int(kernel[1]), *_geometry(stride, padding, dilation))
+    geometry = _geometry(stride, padding, dilation)
+    inside = 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3]  # not so with ceil_mode, odd sizes
+    if tuple(kernel) == (2, 2) and geometry == (2, 2, 0, 0, 1, 1) and inside:
+        _max_pool2x2_forward(x, y, argmax)
+    else:
+        _max_pool2d_forward(x, y, argmax, int(kernel[0]), int(kernel[1]), *geometry)
     return y, argmax
 
 

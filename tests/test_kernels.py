@@ -183,6 +183,7 @@ POOL_CASES = [
     ((2, 1, 9, 8), (3, 2), (1, 2), (1, 1), (2, 1), False),   # dilation
     ((1, 4, 5, 5), (3, 3), (2, 2), (0, 0), (1, 1), True),    # a last window hanging past the edge
     ((1, 2, 9, 10), (3, 2), (2, 1), (1, 0), (2, 1), False),  # stride, padding, dilation all differ per axis
+    ((2, 2, 7, 5), (2, 2), (2, 2), (0, 0), (1, 1), True),    # 2x2/2 with a last window past the edge
 ]
 
 
@@ -207,6 +208,23 @@ def test_max_pool_forward_backward_with_argmax(impl, case, values, dtype, rng):
         np.testing.assert_array_equal(argmax, it.numpy())
     for gx in impl("max_pool2d_backward", gy, it.numpy(), x.shape):
         np.testing.assert_allclose(gx, xt.grad.numpy(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (3, 2, 7, 9)], ids=["even", "odd"])  # odd: the last row/col unread
+def test_unrolled_2x2_max_pool_equals_the_general_kernel(shape, dtype, rng):
+    """kernels/cpu.py's 2x2 stride-2 fast path gives the general kernel's maxima and argmax, bit for bit,
+    with ties (the first maximum wins) and NaNs (the last NaN wins)."""
+    x = rng.integers(0, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.15] = np.nan
+    out = shape[:2] + (shape[2] // 2, shape[3] // 2)
+    y, argmax = np.empty(out, dtype), np.empty(out, np.int64)
+    cpu._max_pool2x2_forward(x, y, argmax)
+    y_ref, argmax_ref = np.empty(out, dtype), np.empty(out, np.int64)
+    cpu._max_pool2d_forward(x, y_ref, argmax_ref, 2, 2, 2, 2, 0, 0, 1, 1)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    assert np.isnan(y).any() and not np.isnan(y).all()  # windows with NaNs and windows of tied numbers
 
 
 def test_max_pool_backward_many_windows_on_one_pixel(impl):

@@ -30,6 +30,10 @@ CASES = {
     "3x3-pad0": ((1, 3, 7, 9), (2, 3, 3, 3), dict(padding=0)),
     "3x3-pad2-odd": ((3, 4, 5, 6), (5, 4, 3, 3), dict(padding=2)),
     "3x3-pad-1x0": ((2, 2, 10, 4), (3, 2, 3, 3), dict(padding=(1, 0))),
+    "whole-window": ((3, 4, 5, 6), (7, 4, 5, 6), dict(stride=2)),  # LeNet's C5: a fully connected layer
+    "one-window-padded": ((2, 3, 3, 3), (4, 3, 5, 5), dict(padding=1)),
+    "single-channel": ((3, 1, 9, 8), (4, 1, 5, 5), dict(padding=(2, 1))),  # LeNet's C1: depthwise, multiplier 4
+    "single-channel-strided": ((2, 1, 9, 10), (3, 1, 3, 2), dict(stride=(2, 3), padding=1, dilation=(1, 2))),
 }
 
 
@@ -103,7 +107,8 @@ def test_every_route_gradchecks(route, case, device, rng):
 
 
 @pytest.mark.parametrize("route,case", [("reference", "grouped"), ("im2col", "grouped"), ("gemm1x1", "1x1-stride2"),
-                                        ("winograd", "3x3-pad2-odd"), ("depthwise", "depthwise-m2")])
+                                        ("winograd", "3x3-pad2-odd"), ("depthwise", "depthwise-m2"),
+                                        ("window", "whole-window"), ("depthwise", "single-channel")])
 def test_conv_transpose2d_takes_the_same_routes(route, case, rng):
     """conv_transpose2d is conv2d's input gradient: every route serves it (float64, vs torch)."""
     _needs(route, case, "cpu")
@@ -165,6 +170,12 @@ def test_im2col_batch_chunks(chunk_bytes, monkeypatch, rng):
 # what 'auto' picks, per device and dtype (the AUTO rules in conv_routes.py)
 AUTO_PICKS = [
     ("cpu", np.float32, "depthwise", "depthwise"),
+    ("cpu", np.float32, "single-channel", "depthwise"),
+    ("cpu", np.float64, "single-channel-strided", "depthwise"),
+    ("gpu", np.float32, "single-channel", "im2col"),  # not measured on a GPU: stays on im2col there
+    ("cpu", np.float32, "whole-window", "window"),
+    ("gpu", np.float64, "whole-window", "window"),
+    ("cpu", np.float32, "one-window-padded", "im2col"),  # one window, but padded: not the input as it is
     ("cpu", np.float64, "1x1", "gemm1x1"),
     ("cpu", np.float32, "1x1-stride2", "gemm1x1"),
     ("cpu", np.float32, "dense-strided-dilated", "im2col"),

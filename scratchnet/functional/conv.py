@@ -65,7 +65,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, conv
     x: (N, C_in, H, W); weight: (C_out, C_in/groups, kh, kw); bias: (C_out,).
     ``padding`` may be an int, a pair, 'valid' or 'same' (stride 1).
     ``conv_algo`` picks the route: one of conv_routes.ROUTES ('reference',
-    'im2col', 'gemm1x1', 'winograd', 'depthwise', 'direct') where it fits the
+    'im2col', 'gemm1x1', 'window', 'winograd', 'depthwise', 'direct') where it fits the
     call, else 'auto''s pick; None: the default from set_conv_algo. Every
     route gives the same numbers.
     """
