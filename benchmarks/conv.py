@@ -25,8 +25,9 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import best_time  # benchmarks/timing.py: the shared best-of-N rule
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -40,16 +41,6 @@ LAYERS = [
     ("MobileNet depthwise 3x3 512 @14", 32, 512, 14, 512, 3, 1, 1, 512),
 ]
 OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-
-
-def best_time(fn, repeat):
-    fn()  # warm-up: Numba compilation, first allocations
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def inputs(layer):

@@ -21,8 +21,9 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import best_time  # benchmarks/timing.py: the shared best-of-N rule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -38,18 +39,6 @@ LAYERS = [
     ("multiplier 2, 3x3 64 @28", 16, 64, 28, 2, 3, 1, 1, 1),
     ("dilation 2, 3x3 256 @28", 16, 256, 28, 1, 3, 1, 2, 2),
 ]
-
-
-def best_time(fn, repeat, cpu_time):
-    clock = time.process_time if cpu_time else time.perf_counter
-    fn()
-    fn()  # warm-up: Numba compilation, first allocations
-    best = float("inf")
-    for _ in range(repeat):
-        start = clock()
-        fn()
-        best = min(best, clock() - start)
-    return best
 
 
 def child(library, repeat, threads, cpu_time):
@@ -76,7 +65,7 @@ def child(library, repeat, threads, cpu_time):
         gy = rng.standard_normal((n, c * mult, oh, oh), dtype=np.float32)
 
         def timed(fn):
-            return best_time(fn, repeat, cpu_time)
+            return best_time(fn, repeat, cpu_time, warmups=2)
         if library == "torch":
             xt, wt, gt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True), torch.tensor(gy)
 

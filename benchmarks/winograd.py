@@ -31,8 +31,9 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from timing import best_time  # noqa: E402  (benchmarks/timing.py: the shared best-of-N rule)
 
 import scratchnet as sn  # noqa: E402  (first: its thread policy must be set before NumPy loads BLAS)
 import numpy as np  # noqa: E402,I100
@@ -70,16 +71,6 @@ def both():
     F.conv2d(x, w, padding=1).backward(gy)
 print(json.dumps({"forward": best(fwd), "fwd+bwd": best(both), "threads": torch.get_num_threads()}))
 """
-
-
-def best(fn, repeat):
-    fn()  # warm-up: Numba compilation, allocator
-    out = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t0)
-    return out
 
 
 def torch_times(n, c, s, k, repeat, threads):
@@ -154,7 +145,7 @@ def main():
         flops = 2.0 * n * k * c * 9 * s * s
         a = np.random.default_rng(2).standard_normal((k, 9 * c)).astype(np.float32)
         b = np.random.default_rng(3).standard_normal((9 * c, n * s * s)).astype(np.float32)
-        matmul = flops / best(lambda: a @ b, args.repeat) / 1e9
+        matmul = flops / best_time(lambda: a @ b, args.repeat) / 1e9
         row = {"layer": name, "shape": [n, c, s, k], "direct_gflop": flops / 1e9, "matmul_gflops": matmul,
                "times_ms": {}}
         xt, wt = sn.tensor(x, requires_grad=True), sn.tensor(w, requires_grad=True)
@@ -166,12 +157,12 @@ def main():
         def im2col_both():
             F.conv2d(xt, wt, padding=1, conv_algo="im2col").backward(gy)
 
-        row["times_ms"]["im2col"] = {"forward": best(im2col_forward, args.repeat) * 1e3,
-                                     "fwd+bwd": best(im2col_both, args.repeat) * 1e3}
+        row["times_ms"]["im2col"] = {"forward": best_time(im2col_forward, args.repeat) * 1e3,
+                                     "fwd+bwd": best_time(im2col_both, args.repeat) * 1e3}
         for t in TILES:
-            fwd = best(lambda: winograd.forward(x, w, (1, 1), tile=t), args.repeat)
-            bin_ = best(lambda: winograd.backward_input(gy, w, x.shape, (1, 1), tile=t), args.repeat)
-            bwt = best(lambda: winograd.backward_weight(gy, x, w.shape, (1, 1), tile=t), args.repeat)
+            fwd = best_time(lambda: winograd.forward(x, w, (1, 1), tile=t), args.repeat)
+            bin_ = best_time(lambda: winograd.backward_input(gy, w, x.shape, (1, 1), tile=t), args.repeat)
+            bwt = best_time(lambda: winograd.backward_weight(gy, x, w.shape, (1, 1), tile=t), args.repeat)
             row["times_ms"][f"winograd F({t}x{t},3x3)"] = {
                 "forward": fwd * 1e3, "backward_input": bin_ * 1e3, "backward_weight": bwt * 1e3,
                 "fwd+bwd": (fwd + bin_ + bwt) * 1e3}
