@@ -87,7 +87,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, conv
     if bias is not None and bias.shape != (c_out,):
         raise ValueError(f"conv2d: bias must have shape ({c_out},), got {bias.shape}")
     same = isinstance(padding, str) and padding == "same"
-    padding = _resolve_padding(padding, (kh, kw), stride, dilation)
+    padding = _resolve_padding(padding, (kh, kw), dilation)
     out = list(x.shape[2:]) if same else \
         [conv_output_size(x.shape[2 + i], (kh, kw)[i], stride[i], padding[i], dilation[i]) for i in range(2)]
     if min(out) < 1:
@@ -99,17 +99,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, conv
     return fn(x, weight) if bias is None else fn(x, weight, bias)
 
 
-def _resolve_padding(padding, kernel, stride, dilation):
+def _resolve_padding(padding, kernel, dilation):
+    """A checked padding (validate.conv_padding: 'valid', 'same' at stride 1, or a pair) as a pair."""
     if padding == "valid":
         return 0, 0
     if padding == "same":
-        if stride != (1, 1):
-            raise ValueError("conv2d: padding='same' needs stride 1")
         total = [d * (k - 1) for k, d in zip(kernel, dilation)]
         return total[0] // 2, total[1] // 2  # an odd total puts its extra pixel bottom/right (torch)
-    if isinstance(padding, str):
-        raise ValueError(f"conv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-    return pair(padding, "padding")
+    return padding
 
 
 class ConvTranspose2d(Function):

@@ -274,13 +274,8 @@ class Window:
 
 # ---------------------------------------------------------------- route: winograd
 def _winograd():
-    """kernels/winograd.py (Lavin & Gray's minimal filtering), or None where this copy lacks it."""
-    try:
-        from ..kernels import winograd
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.endswith("winograd"):
-            return None
-        raise
+    """kernels/winograd.py (Lavin & Gray's minimal filtering), imported on first use like kernels.cpu."""
+    from ..kernels import winograd
     return winograd
 
 
@@ -357,7 +352,7 @@ def is_1x1(c):
 
 def is_3x3_stride1(c):
     return (c.w_shape[2:] == (3, 3) and c.geo.stride == (1, 1) and c.geo.dilation == (1, 1) and c.geo.groups == 1
-            and _natural_out(c) and _winograd() is not None)
+            and _natural_out(c))
 
 
 def is_whole_window(c):
