@@ -180,7 +180,7 @@ class Im2col:
     @staticmethod
     def backward_input(gy, w, x_shape, geo):
         xp, kern = backend.get_array_module(gy), kernels.for_array(gy)
-        (n, c), (c_out, c_group, kh, kw), g = x_shape[:2], w.shape, geo.groups
+        (n, c), (c_out, _, kh, kw), g = x_shape[:2], w.shape, geo.groups
         oh, ow = geo.out_hw
         w_t = xp.ascontiguousarray(w.reshape(g, c_out // g, -1).transpose(0, 2, 1))  # (g, K, C_out/g)
         chunks = _chunks(n, c * kh * kw * oh * ow * gy.itemsize)
