@@ -3,7 +3,7 @@
     python -m scratchnet.study gradflow plain34 resnet34      # per-layer gradient norms, init and after N steps
     python -m scratchnet.study gradflow deep_sigmoid deep_relu  # the vanishing-gradient story
     python -m scratchnet.study joins resnet20 googlenet densenet121  # gradient at residual / concat joins
-    python -m scratchnet.study degradation                    # plain20/56 vs resnet20/56 training error
+    python -m scratchnet.study degradation                    # plain20/56 vs resnet20/56 training error (Fig. 6)
     python -m scratchnet.study deconv --model lenet           # ZFNet's DeconvNet projections
     python -m scratchnet.study features --model lenet         # first-layer filters and feature maps
     python -m scratchnet.study se --model se_resnet20        # SE channel weights per class
@@ -308,37 +308,98 @@ def joins(models, batch_size=8, side=None, data_dir=None, out=Path("runs/study")
 # --------------------------------------------------------------------------- degradation
 
 
-def degradation(models=("plain20", "plain56", "resnet20", "resnet56"), epochs=4, limit=2000, batch_size=64,
-                lr=0.05, test_limit=1000, data_dir=None, out=Path("runs/study"), seed=0):
-    """Train plain and residual CIFAR nets on a Fashion-MNIST subset (32x32) and plot training error."""
-    from .train import main as train_main  # the trainer is a sibling tool
-    curves = {}
+def degradation(models=("plain20", "plain56", "resnet20", "resnet56"), epochs=1, limit=None, batch_size=128,
+                lr=0.1, test_limit=10000, log_every=20, data_dir=None, out=Path("runs/study"), seed=0):
+    """He et al.'s Fig. 6 on Fashion-MNIST (32x32): plain vs residual nets, training error per iteration.
+
+    The paper's recipe: SGD, momentum 0.9, weight decay 1e-4, batch 128, lr 0.1, no augmentation here.
+    ``limit`` training images (None: all 60,000) are reshuffled each epoch. Every ``log_every`` iterations
+    the mean training error of those minibatches is recorded (the paper's thin curves), and after each
+    epoch the error on ``test_limit`` test images. Each net's curves are written to
+    ``out/degradation/NAME.json`` as soon as it finishes, so a long run keeps what it has.
+    """
+    images, labels = _fashion_32(train=True, limit=limit, data_dir=data_dir)
+    test_images, test_labels = _fashion_32(train=False, limit=test_limit, data_dir=data_dir)
+    results = {}
     for name in models:
-        run_dir = out / "degradation" / name
-        argv = [name, "--dataset", "fashion-mnist", "--epochs", str(epochs), "--limit", str(limit),
-                "--batch-size", str(batch_size), "--lr", str(lr), "--schedule", "none", "--augment", "none",
-                "--seed", str(seed), "--out", str(run_dir), "--no-progress", "--test-limit", str(test_limit),
-                "--model-arg", "in_channels=1"]
-        if data_dir:
-            argv += ["--data-dir", str(data_dir)]
-        code = train_main(argv)
-        if code not in (0, None):
-            raise RuntimeError(f"training {name} failed with exit code {code}")
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        curves[name] = [1 - m["train_acc"] for m in metrics]
+        results[name] = train_for_degradation(name, images, labels, test_images, test_labels, epochs,
+                                              batch_size, lr, log_every, seed)
+        save_json(_mkdir(out / "degradation") / f"{name}.json", results[name])
+        last = results[name]
+        print(f"{name}: final training error {100 * last['train_error'][-1]:.1f}% (last {log_every} iterations), "
+              f"test error {100 * last['test_error'][-1]:.1f}%", flush=True)
+    plot_degradation(results, out, len(images))
+    return results
+
+
+def _mkdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _fashion_32(train, limit, data_dir):
+    """Fashion-MNIST normalised and padded to 32x32 (the CIFAR nets' input), one channel."""
+    data = load_mnist("fashion-mnist", train=train, data_dir=data_dir, progress=False)
+    count = len(data) if limit is None else min(limit, len(data))
+    images, labels = data.get_batch(np.arange(count))
+    x = T.Pad(2)((images.astype(np.float32) / 255 - FASHION_MEAN) / FASHION_STD).astype(np.float32)
+    return x, np.asarray(labels)
+
+
+def train_for_degradation(name, images, labels, test_images, test_labels, epochs, batch_size, lr, log_every,
+                          seed):
+    """Train one CIFAR-style net; return its training-error curve (per ``log_every`` iterations) and test error."""
+    backend.manual_seed(seed)
+    model = get_model(name, num_classes=10, in_channels=1)
+    optimizer = SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    rng = np.random.default_rng(seed)
+    curve = {"iteration": [], "train_error": [], "loss": [], "epoch_end": [], "test_error": []}
+    window_wrong = window_seen = window_loss = 0.0
+    iteration = 0
+    for _ in range(epochs):
+        model.train()
+        order = rng.permutation(len(images))
+        for start in range(0, len(order) - batch_size + 1, batch_size):  # full batches only, as the paper
+            batch = order[start:start + batch_size]
+            output = model(Tensor(images[batch]))
+            loss = F.cross_entropy(output, labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            iteration += 1
+            window_wrong += float((backend.to_numpy(output.data).argmax(1) != labels[batch]).sum())
+            window_seen += len(batch)
+            window_loss += float(loss.item()) * len(batch)
+            if iteration % log_every == 0:
+                curve["iteration"].append(iteration)
+                curve["train_error"].append(window_wrong / window_seen)
+                curve["loss"].append(window_loss / window_seen)
+                window_wrong = window_seen = window_loss = 0.0
+        curve["epoch_end"].append(iteration)
+        curve["test_error"].append(evaluate_error(model, test_images, test_labels, batch_size))
+    return curve
+
+
+def evaluate_error(model, images, labels, batch_size):
+    model.eval()
+    wrong = 0
+    with no_grad():
+        for start in range(0, len(images), batch_size):
+            output = model(Tensor(images[start:start + batch_size]))
+            wrong += int((backend.to_numpy(output.data).argmax(1) != labels[start:start + batch_size]).sum())
+    return wrong / len(images)
+
+
+def plot_degradation(results, out, n_images):
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(7, 4.5))
-    for name, err in curves.items():
-        ax.plot(range(1, len(err) + 1), [100 * e for e in err], marker="o",
+    for name, curve in results.items():
+        ax.plot(curve["iteration"], [100 * e for e in curve["train_error"]],
                 linestyle="--" if name.startswith("plain") else "-", label=name)
-    ax.set(xlabel="epoch", ylabel="training error (%)",
-           title=f"Degradation: Fashion-MNIST ({limit} images, 32x32)")
+    ax.set(xlabel="iteration", ylabel="training error (%)",
+           title=f"Degradation: Fashion-MNIST ({n_images} images, 32x32), dashed = plain")
     ax.legend()
-    save_figure(fig, out, "degradation.png", "degradation.json", curves)
-    print(f"{'model':<10}" + "".join(f"{'ep' + str(e + 1):>8}" for e in range(epochs)))
-    for name, err in curves.items():
-        print(f"{name:<10}" + "".join(f"{100 * e:>7.1f}%" for e in err))
-    return curves
+    save_figure(fig, out, "degradation.png", "degradation.json", results)
 
 
 # --------------------------------------------------------------------------- DeconvNet
@@ -618,12 +679,14 @@ def build_parser():
     j.add_argument("models", nargs="+")
     j.add_argument("--batch-size", type=int, default=8)
     j.add_argument("--side", type=int)
-    d = sub.add_parser("degradation", help="plain vs residual nets: training error per epoch")
+    d = sub.add_parser("degradation", help="plain vs residual nets: training error per iteration (He et al. Fig. 6)")
     d.add_argument("--models", nargs="+", default=["plain20", "plain56", "resnet20", "resnet56"])
-    d.add_argument("--epochs", type=int, default=4)
-    d.add_argument("--limit", type=int, default=2000)
-    d.add_argument("--batch-size", type=int, default=64)
-    d.add_argument("--lr", type=float, default=0.05)
+    d.add_argument("--epochs", type=int, default=1)
+    d.add_argument("--limit", type=int, help="training images (default: all 60,000)")
+    d.add_argument("--test-limit", type=int, default=10000, help="test images for the test error")
+    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--lr", type=float, default=0.1)
+    d.add_argument("--log-every", type=int, default=20, help="iterations per point of the training-error curve")
     for name, help_text in (("deconv", "DeconvNet projections of a layer's strongest activations"),
                             ("features", "first-layer filters and a layer's feature maps"),
                             ("se", "SE blocks' channel weights per class")):
@@ -652,7 +715,8 @@ def main(argv=None):
         elif args.tool == "joins":
             joins(args.models, args.batch_size, args.side, **common)
         elif args.tool == "degradation":
-            degradation(args.models, args.epochs, args.limit, args.batch_size, args.lr, **common)
+            degradation(args.models, args.epochs, args.limit, args.batch_size, args.lr, args.test_limit,
+                        args.log_every, **common)
         elif args.tool == "deconv":
             deconv(args.model, args.weights, args.layer, args.steps, args.batch_size, **common)
         elif args.tool == "features":

@@ -86,11 +86,16 @@ def test_cost_tool_uses_the_summary_numbers(tmp_path):
     assert by_name["lenet5"]["macs"] > 0 and (tmp_path / "cost.png").exists()
 
 
-def test_degradation_runs_through_the_training_cli(tmp_path):
-    curves = study.degradation(["plain20", "resnet20"], epochs=1, limit=64, batch_size=32, test_limit=32,
-                                out=tmp_path)
-    assert set(curves) == {"plain20", "resnet20"}
-    assert all(len(c) == 1 and 0 <= c[0] <= 1 for c in curves.values())
+def test_degradation_records_a_training_error_curve_per_iteration(tmp_path):
+    results = study.degradation(["plain20", "resnet20"], epochs=2, limit=64, batch_size=32, test_limit=32,
+                                log_every=1, out=tmp_path)
+    assert set(results) == {"plain20", "resnet20"}
+    for name, curve in results.items():
+        assert curve["iteration"] == [1, 2, 3, 4] and curve["epoch_end"] == [2, 4]
+        assert all(0 <= e <= 1 and e * 32 == round(e * 32) for e in curve["train_error"])  # whole images wrong
+        assert len(curve["test_error"]) == 2 and all(e * 32 == round(e * 32) for e in curve["test_error"])
+        assert json.loads((tmp_path / "degradation" / f"{name}.json").read_text()) == curve  # read back
+    assert json.loads((tmp_path / "degradation.json").read_text()) == results
     assert (tmp_path / "degradation.png").exists()
 
 
