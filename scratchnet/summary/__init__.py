@@ -42,16 +42,15 @@ import argparse
 import ast
 import contextlib
 import math
-import sys
 import weakref
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import backend
-from .autograd import Function, Tensor, no_grad
-from .functional.conv import pair
-from .nn import AdaptiveAvgPool2d, Conv2d, ConvTranspose2d, Linear
+from .. import backend
+from ..autograd import Function, Tensor, no_grad
+from ..functional.conv import pair
+from ..nn import AdaptiveAvgPool2d, Conv2d, ConvTranspose2d, Linear
 
 
 @dataclass
@@ -315,7 +314,7 @@ def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, prin
 
 
 def main(argv=None):
-    from .models import get_model, list_models
+    from ..models import get_model, list_models
 
     parser = argparse.ArgumentParser(prog="python -m scratchnet.summary",
                                      description="Per-layer shapes, parameters, memory, MACs and receptive field.")
@@ -351,6 +350,3 @@ def main(argv=None):
     summary(model, args.input_size, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
