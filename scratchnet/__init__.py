@@ -10,7 +10,7 @@ from . import functional, models, nn, optim
 from .autograd import Function, Tensor, backward, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
 from .backend import (DeviceError, get_default_dtype, get_num_threads, gpu_available, manual_seed,
                       set_default_dtype, set_num_threads)
-from .functional.math import cat, split, stack
+from .functional.shape import cat, split, stack
 from .gradcheck import GradcheckError, gradcheck
 from .nn.serialization import WeightsFileError, load, save
 from .summary import summary

@@ -7,8 +7,9 @@ from .conv import conv2d, conv_transpose2d
 from .dropout import dropout
 from .linear import linear
 from .loss import cross_entropy, mse_loss, nll_loss
-from .math import (abs, add, broadcast_to, cat, clamp, div, exp, flatten, getitem, log, matmul, max, mean, mul,
-                   neg, permute, pow, reshape, result_type, split, sqrt, stack, sub, sum, transpose)
+from .math import abs, add, clamp, div, exp, log, matmul, max, mean, mul, neg, pow, result_type, sqrt, sub, sum
+from .shape import broadcast_to, cat, flatten, getitem, permute, reshape, split, stack, transpose
+from . import tensor_methods  # noqa: F401 (attaches + - * / @, .sum, .reshape ... to Tensor)
 from .norm import batch_norm, local_response_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 

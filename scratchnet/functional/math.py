@@ -1,9 +1,8 @@
-"""Tensor math: arithmetic, reductions, shape ops, indexing, cat/split; torch's type promotion.
+"""Tensor math: arithmetic and reductions, with torch's type promotion.
 
 Each op is a ``Function`` with forward and backward side by side on raw
-arrays. At the bottom, the Tensor's operators (``+ - * / @ **``, indexing,
-``.sum``, ``.reshape`` ...) are attached to these functions: the autograd
-layer below knows nothing about math.
+arrays. Shape ops, indexing and cat/split are in ``shape.py``; the Tensor's
+operators (``+ - * / @ **``, ``.sum`` ...) are attached in ``tensor_methods.py``.
 """
 import numbers
 
@@ -84,7 +83,7 @@ def result_type(*operands):
     return combine(groups[0], combine(groups[1], groups[2]))
 
 
-def _as_operand(value, dtype, like):
+def as_operand(value, dtype, like):
     """``value`` as a tensor of ``dtype`` on ``like``'s device; a cast of a tensor stays differentiable."""
     if isinstance(value, Tensor):
         return value if value.dtype == dtype else value.to(dtype=dtype)
@@ -102,7 +101,7 @@ def _binary_operands(a, b, true_divide=False):
     if true_divide and _category(dtype) < 2:
         dtype = backend.get_default_dtype()  # int / int is a float division, as torch
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
-    return _as_operand(a, dtype, like), _as_operand(b, dtype, like)
+    return as_operand(a, dtype, like), as_operand(b, dtype, like)
 
 
 def _elementwise(op, function, a, b, true_divide=False):
@@ -340,102 +339,6 @@ class Max(Function):
         return ((g * share).astype(gy.dtype),)
 
 
-# --------------------------------------------------------------------------- shapes
-
-
-class Reshape(Function):
-    def __init__(self, shape):
-        self.shape = shape
-
-    def forward(self, x):
-        self.in_shape = x.shape
-        try:
-            return x.reshape(self.shape)
-        except ValueError:
-            raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
-                             f"({x.size} elements) into {self.shape}") from None
-
-    def backward(self, gy):
-        return (gy.reshape(self.in_shape),)
-
-
-class Transpose(Function):
-    def __init__(self, axes=None):
-        self.axes = axes
-
-    def forward(self, x):
-        self.axes = tuple(range(x.ndim))[::-1] if self.axes is None else tuple(a % x.ndim for a in self.axes)
-        return x.transpose(self.axes)
-
-    def backward(self, gy):
-        return (gy.transpose(tuple(np.argsort(self.axes).tolist())),)
-
-
-class BroadcastTo(Function):
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-
-    def forward(self, x):
-        self.in_shape = x.shape
-        xp = backend.get_array_module(x)
-        return xp.broadcast_to(x, self.shape)
-
-    def backward(self, gy):
-        return (sum_to(gy, self.in_shape),)
-
-
-class GetItem(Function):
-    """x[index]; the backward scatters with ``add.at`` so repeated indices accumulate."""
-
-    def __init__(self, index):
-        self.index = index
-
-    def forward(self, x):
-        self.in_shape, self.in_dtype = x.shape, x.dtype
-        return x[self.index]
-
-    def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        gx = xp.zeros(self.in_shape, dtype=gy.dtype)
-        if xp is np:
-            np.add.at(gx, self.index, gy)
-        else:
-            xp.add.at(gx, self.index, gy)
-        return (gx,)
-
-
-class Concat(Function):
-    def __init__(self, axis):
-        self.axis = axis
-
-    def forward(self, *xs):
-        xp = backend.get_array_module(*xs)
-        self.sizes = [x.shape[self.axis] for x in xs]
-        return xp.concatenate(xs, axis=self.axis)
-
-    def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        bounds = np.cumsum(self.sizes)[:-1].tolist()
-        return tuple(xp.split(gy, bounds, axis=self.axis))
-
-
-class Split(Function):
-    """Split into pieces of the given sizes along an axis (the adjoint of Concat)."""
-
-    def __init__(self, sizes, axis):
-        self.sizes, self.axis = list(sizes), axis
-
-    def forward(self, x):
-        xp = backend.get_array_module(x)
-        self.axis %= x.ndim
-        bounds = np.cumsum(self.sizes)[:-1].tolist()
-        return tuple(xp.split(x, bounds, axis=self.axis))
-
-    def backward(self, *gys):
-        xp = backend.get_array_module(*gys)
-        return (xp.concatenate(gys, axis=self.axis),)
-
-
 # --------------------------------------------------------------------------- public functions
 
 
@@ -462,7 +365,7 @@ def neg(x):
 def pow(x, exponent):  # noqa: A001 - torch's name
     if isinstance(exponent, Tensor):
         raise TypeError("pow: the exponent must be a Python number (use exp(log(x) * y) for tensors)")
-    x = _as_operand(x, result_type(x, exponent), None)  # an int tensor ** 0.5 is float, as torch
+    x = as_operand(x, result_type(x, exponent), None)  # an int tensor ** 0.5 is float, as torch
     return Pow(exponent)(x)
 
 
@@ -506,152 +409,3 @@ def max(x, dim=None, keepdim=False):  # noqa: A001 - torch's name (values only)
         raise ValueError(f"max(): an empty reduction has no maximum: the input of shape {x.shape} is empty "
                          f"along dim={dim} (reduce over a non-empty dim instead)")
     return Max(dim, keepdim)(x)
-
-
-def reshape(x, *shape):
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return Reshape(tuple(shape))(x)
-
-
-def transpose(x, dim0, dim1):
-    """Swap two dimensions, like torch.transpose."""
-    dim0, dim1 = validate.dim("transpose", dim0, x.ndim), validate.dim("transpose", dim1, x.ndim)
-    axes = list(range(x.ndim))
-    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
-    return Transpose(tuple(axes))(x)
-
-
-def permute(x, *dims):
-    dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-    if len(dims) != x.ndim:
-        raise ValueError(f"permute: the number of dims ({len(dims)}) must equal the tensor's ({x.ndim}), "
-                         f"got dims={tuple(dims)} for shape {x.shape}")
-    return Transpose(tuple(validate.dims("permute", tuple(dims), x.ndim)))(x)
-
-
-def broadcast_to(x, shape):
-    return BroadcastTo(shape)(x)
-
-
-def flatten(x, start_dim=0, end_dim=-1):
-    """Merge dims start_dim..end_dim into one (torch.flatten)."""
-    shape = x.shape
-    start, end = validate.flatten_dims("flatten", start_dim, end_dim, len(shape))
-    if not shape:
-        return reshape(x, (1,))
-    merged = int(np.prod(shape[start:end + 1]))
-    return reshape(x, shape[:start] + (merged,) + shape[end + 1:])
-
-
-def getitem(x, index):
-    if isinstance(index, Tensor):
-        index = index.data
-    elif isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return GetItem(index)(x)
-
-
-def cat(tensors, dim=0):
-    """Concatenate along ``dim``; all other dims must agree (torch.cat)."""
-    if not tensors:
-        raise ValueError("cat: needs at least one tensor")
-    dtype = result_type(*tensors)  # torch promotes across the inputs, as for binary ops
-    tensors = [_as_operand(t, dtype, None) for t in tensors]
-    first = tensors[0]
-    if first.ndim == 0:
-        raise ValueError("cat: zero-dimensional tensors cannot be concatenated (use stack)")
-    axis = validate.dim("cat", dim, first.ndim)
-    for i, t in enumerate(tensors[1:], 1):
-        if t.ndim != first.ndim or any(a != b for k, (a, b) in enumerate(zip(t.shape, first.shape)) if k != axis):
-            raise ValueError(f"cat: tensor {i} has shape {t.shape} but tensor 0 has shape {first.shape}; "
-                             f"all dims except dim={dim} must match")
-    return Concat(axis)(*tensors)
-
-
-def split(x, split_size_or_sections, dim=0):
-    """torch.split: pieces of equal size (an int) or of the listed sizes."""
-    dim = validate.dim("split", dim, x.ndim)
-    n = x.shape[dim]
-    if not isinstance(split_size_or_sections, (tuple, list)):
-        step = validate.split_size("split", split_size_or_sections, n)
-        if step == 0:  # an empty dim split in pieces of 0: one empty piece
-            return (x,)
-        sizes = [step] * (n // step) + ([n % step] if n % step else [])
-    else:
-        sizes = list(split_size_or_sections)
-        if np.sum(sizes) != n:
-            raise ValueError(f"split: sizes {sizes} do not add up to dim {dim} of size {n}")
-    out = Split(sizes, dim)(x)
-    return out if isinstance(out, tuple) else (out,)
-
-
-def stack(tensors, dim=0):
-    """Join along a new dim (torch.stack): dim may be -(ndim+1) .. ndim."""
-    tensors = [as_tensor(t) for t in tensors]
-    if not tensors:
-        raise ValueError("stack: needs at least one tensor")
-    axis = validate.dim("stack", dim, tensors[0].ndim + 1)
-    return cat([t.reshape(t.shape[:axis] + (1,) + t.shape[axis:]) for t in tensors], axis)
-
-
-# --------------------------------------------------------------------------- Tensor operators
-
-
-def _reduce_method(fn):
-    def method(self, dim=None, keepdim=False):
-        return fn(self, dim, keepdim)
-    method.__name__ = fn.__name__
-    return method
-
-
-def _install_tensor_methods():
-    T = Tensor
-    T.__add__ = add
-    T.__radd__ = lambda self, other: add(other, self)
-    T.__sub__ = sub
-    T.__rsub__ = lambda self, other: sub(other, self)
-    T.__mul__ = mul
-    T.__rmul__ = lambda self, other: mul(other, self)
-    T.__truediv__ = div
-    T.__rtruediv__ = lambda self, other: div(other, self)
-    T.__neg__ = neg
-    T.__pow__ = pow
-    T.__matmul__ = matmul
-    T.__rmatmul__ = lambda self, other: matmul(other, self)
-    T.__getitem__ = getitem
-    T.sum = _reduce_method(sum)
-    T.mean = _reduce_method(mean)
-    T.max = _reduce_method(max)
-    T.exp, T.log, T.sqrt, T.abs = exp, log, sqrt, abs
-    T.clamp = clamp
-    T.reshape = reshape
-    T.view = reshape
-    T.flatten = flatten
-    T.transpose = transpose
-    T.permute = permute
-    T.T = property(lambda self: Transpose()(self))
-    T.broadcast_to = broadcast_to
-    # comparisons give plain boolean tensors (no gradient), as in torch
-    for name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
-        setattr(T, name, _comparison(name))
-    T.__hash__ = lambda self: id(self)
-    T.argmax = lambda self, dim=None, keepdim=False: Tensor(_argmax(self.data, dim, keepdim))
-
-
-def _comparison(name):
-    def compare(self, other):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(getattr(self.data, name)(other))
-    compare.__name__ = name
-    return compare
-
-
-def _argmax(data, dim, keepdim):
-    xp = backend.get_array_module(data)
-    out = xp.argmax(data, axis=dim)
-    if keepdim and dim is not None:
-        out = xp.expand_dims(out, dim)
-    return out
-
-
-_install_tensor_methods()
