@@ -1,0 +1,92 @@
+"""``python -m scratchnet.study TOOL ...``: one subcommand per study, each calling that study's runner."""
+import argparse
+import sys
+from pathlib import Path
+
+from .. import backend
+from ..data import DatasetError
+from .cost import cost
+from .deconv import deconv
+from .degradation import MODELS as DEGRADATION_MODELS
+from .degradation import degradation
+from .features import features
+from .gradflow import gradflow
+from .joins import joins
+from .se_weights import se_weights
+
+DESCRIPTION = "Study tools: instruments for *why* these architectures work, each ending in a picture and a table."
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m scratchnet.study", description=DESCRIPTION)
+    p.add_argument("--out", default="runs/study", help="folder for the PNGs and JSON (default runs/study)")
+    p.add_argument("--data-dir", help="folder holding fashion-mnist/ (else $SCRATCHNET_DATA, the cache, ...)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads for BLAS and the Numba kernels (sn.set_num_threads)")
+    sub = p.add_subparsers(dest="tool", required=True)
+
+    g = sub.add_parser("gradflow", help="per-layer gradient norms at init and after N steps")
+    g.add_argument("models", nargs="+", help="zoo names, or deep_sigmoid / deep_relu / deep_tanh (20-layer MLPs)")
+    g.add_argument("--steps", type=int, default=20)
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--lr", type=float, default=0.01)
+    g.add_argument("--side", type=int, help="input side (default: the model's native input)")
+    g.set_defaults(run=lambda a, common: gradflow(a.models, a.steps, a.batch_size, a.lr, a.side, **common))
+
+    j = sub.add_parser("joins", help="gradient through shortcut vs residual branch, and across concat branches")
+    j.add_argument("models", nargs="+")
+    j.add_argument("--batch-size", type=int, default=8)
+    j.add_argument("--side", type=int)
+    j.set_defaults(run=lambda a, common: joins(a.models, a.batch_size, a.side, **common))
+
+    d = sub.add_parser("degradation", help="plain vs residual nets: training error per iteration (He et al. Fig. 6)")
+    d.add_argument("--models", nargs="+", default=list(DEGRADATION_MODELS))
+    d.add_argument("--epochs", type=int, default=1)
+    d.add_argument("--limit", type=int, help="training images (default: all 60,000)")
+    d.add_argument("--test-limit", type=int, default=10000, help="test images for the test error")
+    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--lr", type=float, default=0.1)
+    d.add_argument("--log-every", type=int, default=20, help="iterations per point of the training-error curve")
+    d.set_defaults(run=lambda a, common: degradation(a.models, a.epochs, a.limit, a.batch_size, a.lr, a.test_limit,
+                                                     a.log_every, **common))
+
+    for name, help_text in (("deconv", "DeconvNet projections of a layer's strongest activations"),
+                            ("features", "first-layer filters and a layer's feature maps"),
+                            ("se", "SE blocks' channel weights per class")):
+        s = sub.add_parser(name, help=help_text)
+        s.add_argument("--model", default="se_resnet20" if name == "se" else "lenet")
+        s.add_argument("--weights", help=".npz weights (e.g. best.npz from scratchnet.train); else train briefly")
+        s.add_argument("--steps", type=int, default=100 if name == "se" else 200,
+                       help="SGD steps of the brief training when no --weights")
+        s.add_argument("--batch-size", type=int, default=32)
+        if name != "se":
+            s.add_argument("--layer", type=int, default=None if name == "deconv" else 1, help="conv layer (1-based)")
+    sub.choices["deconv"].set_defaults(run=lambda a, common: deconv(a.model, a.weights, a.layer, a.steps,
+                                                                    a.batch_size, **common))
+    sub.choices["features"].set_defaults(run=lambda a, common: features(a.model, a.weights, a.layer, steps=a.steps,
+                                                                        batch_size=a.batch_size, **common))
+    sub.choices["se"].set_defaults(run=lambda a, common: se_weights(a.model, a.weights, a.steps, a.batch_size,
+                                                                    **common))
+
+    c = sub.add_parser("cost", help="parameters vs multiply-adds for the zoo")
+    c.add_argument("--models", nargs="*")
+    c.set_defaults(run=lambda a, common: cost(a.models, common["out"]))
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    try:
+        if args.threads is not None:
+            backend.set_num_threads(args.threads)
+        args.run(args, dict(data_dir=args.data_dir, out=out, seed=args.seed))
+    except (DatasetError, ValueError, backend.DeviceError) as exc:
+        print(f"study {args.tool}: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""What every study shares: Fashion-MNIST batches shaped for a model, building and briefly training a net,
+the loss of a classifier's output, and writing JSON and figures."""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..autograd import Tensor
+from ..data import load_mnist
+from ..data import transforms as T
+from ..models import get_model
+from ..nn import Conv2d, Linear, Module, ReLU, Sequential, Sigmoid, Tanh, init
+from ..nn.serialization import load
+from ..optim import SGD
+
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+DEFAULT_OUT = Path("runs/study")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def fashion_batches(model, n, batch_size, data_dir=None, side=None, seed=0, train=True):
+    """``n`` batches of Fashion-MNIST shaped for ``model`` (resized to its input, channels repeated)."""
+    channels, height, width = model.input_size
+    if side is not None:
+        height = width = side
+    data = load_mnist("fashion-mnist", train=train, data_dir=data_dir, progress=False)
+    order = np.random.default_rng(seed).permutation(len(data))[:n * batch_size]
+    images, labels = data.get_batch(order)
+    x = (images.astype(np.float32) / 255 - FASHION_MEAN) / FASHION_STD
+    if (height, width) == (32, 32):
+        x = T.Pad(2)(x)  # LeNet's convention: pad 28x28 to 32x32
+    x = T.Resize((height, width))(x).astype(np.float32)
+    x = np.repeat(x, channels, axis=1) if channels != 1 else x
+    return [(x[i * batch_size:(i + 1) * batch_size], labels[i * batch_size:(i + 1) * batch_size]) for i in range(n)]
+
+
+def classification_loss(model, output, target):
+    output = output[0] if isinstance(output, tuple) else output  # GoogLeNet's aux heads: main logits only
+    if hasattr(model, "loss"):
+        return model.loss(output, target)
+    return F.cross_entropy(output, target)
+
+
+# --------------------------------------------------------------------------- nets
+
+
+def deep_net(activation, depth=20, width=64, num_classes=10, side=28):
+    """A deep MLP with one activation everywhere (the vanishing-gradient demonstration).
+
+    Even with Glorot init a sigmoid layer passes back at most 1/4 of the
+    gradient (sigma' <= 1/4), so norms shrink geometrically with depth; ReLU
+    with He init keeps them level."""
+    act = {"sigmoid": Sigmoid, "relu": ReLU, "tanh": Tanh}[activation]
+    layers = [Linear(side * side, width), act()]
+    for _ in range(depth - 2):
+        layers += [Linear(width, width), act()]
+    layers.append(Linear(width, num_classes))
+    for layer in layers:  # each activation with its textbook init: He for ReLU, Glorot otherwise
+        if isinstance(layer, Linear):
+            if activation == "relu":
+                init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            else:
+                init.xavier_normal_(layer.weight)
+            init.zeros_(layer.bias)
+    net = DeepMLP(*layers)
+    net.input_size = (1, side, side)
+    return net
+
+
+class DeepMLP(Sequential):
+    def forward(self, x):
+        return super().forward(x.reshape(x.shape[0], -1))
+
+
+def build(name, num_classes=10):
+    """A model by zoo name (or deep_<activation>), or a ready Module given as is (tests pass tiny ones)."""
+    if isinstance(name, Module):
+        return name
+    if name.startswith("deep_"):
+        return deep_net(name[len("deep_"):], num_classes=num_classes)
+    return get_model(name, num_classes=num_classes)
+
+
+def label(model):
+    return model if isinstance(model, str) else type(model).__name__.lower()
+
+
+def weighted_layers(model):
+    """(name, module) of every Conv2d and Linear, in forward order of registration."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (Conv2d, Linear))]
+
+
+def train_briefly(model, steps, batch_size, data_dir, seed, lr=0.05, side=None):
+    """``steps`` SGD steps (momentum 0.9) on Fashion-MNIST; returns the per-step training losses."""
+    backend.manual_seed(seed)
+    optimizer = SGD(model.parameters(), lr=lr, momentum=0.9)
+    losses = []
+    for x, y in fashion_batches(model, steps, batch_size, data_dir, side=side, seed=seed):
+        optimizer.zero_grad()
+        loss = classification_loss(model, model(Tensor(x)), Tensor(y))
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.item()))
+    return losses
+
+
+def load_or_train(name, weights, steps, batch_size, data_dir, seed, **options):
+    backend.manual_seed(seed)
+    model = name if isinstance(name, Module) else get_model(name, num_classes=10, **options)
+    if weights:
+        model.load_state_dict(load(weights))
+    elif steps:
+        train_briefly(model, steps, batch_size, data_dir, seed)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- files and figures
+
+
+def save_json(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, default=float))
+
+
+def save_figure(fig, out, png, json_name=None, data=None):
+    """Lay out, write ``out/png`` (and the numbers to ``out/json_name``), and free the figure."""
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / png, dpi=110)
+    plt().close(fig)
+    if json_name is not None:
+        save_json(out / json_name, data)
+
+
+def plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    return pyplot
+
+
+def image_grid(images, columns, title, cmap="gray"):
+    """A figure of (title, image[, cmap]) tiles; signed colour maps are centred on zero."""
+    pyplot = plt()
+    rows = -(-len(images) // columns)
+    fig, axes = pyplot.subplots(rows, columns, figsize=(1.4 * columns, 1.5 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title_text, image, *tile_cmap) in zip(axes.flat, images):
+        tile_cmap = tile_cmap[0] if tile_cmap else cmap
+        image = np.asarray(image, dtype=np.float64)
+        if image.ndim == 3 and image.shape[0] == 3:
+            image = image.transpose(1, 2, 0)
+            image = (image - image.min()) / (np.ptp(image) + 1e-12)
+        elif image.ndim == 3:
+            image = image.mean(axis=0)
+        limit = np.abs(image).max() or 1.0  # signed maps (filters, projections): zero in the middle
+        ax.imshow(image, cmap=tile_cmap, **(dict(vmin=-limit, vmax=limit) if tile_cmap == "RdBu_r" else {}))
+        ax.set_title(title_text, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return fig
