@@ -1,0 +1,155 @@
+"""The docs cannot rot: every ```python block of README.md and docs/*.md runs, and every relative link resolves.
+
+A page's blocks run in order in one namespace (a later block may use an earlier one's names), in a
+temporary folder, with $SCRATCHNET_DATA pointing at the real data. A block that must not run here
+(it needs MPI ranks, a GPU, a download, or minutes) starts with the line
+`# doc-test: skip (reason)`: it is still compiled, so its syntax cannot rot, and the skips are
+counted below. Prefer a small runnable example; mark shell commands ```bash and output ```text.
+"""
+import re
+from pathlib import Path
+
+import pytest
+
+import scratchnet as sn
+from scratchnet.functional.conv import get_conv_algo, set_conv_algo
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SKIP = re.compile(r"#\s*doc-test:\s*skip\s*\((?P<reason>[^)]*)\)")
+OPEN = re.compile(r"^(?P<indent> *)```(?P<lang>[\w+-]*)[^\n`]*$")
+LINK = re.compile(r"!?\[[^\]]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def code_blocks(page):
+    """(language, first line number of the code, code) for every fenced block; indentation (a block
+    inside a list item) is removed."""
+    lines = page.read_text(encoding="utf-8").split("\n")
+    blocks, i = [], 0
+    while i < len(lines):
+        match = OPEN.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        indent, start = match["indent"], i + 1
+        end = start
+        while end < len(lines) and lines[end].strip() != "```":
+            end += 1
+        if end == len(lines):
+            raise AssertionError(f"{page.name}:{i + 1}: a ``` block that is never closed")
+        code = "\n".join(line[len(indent):] if line.startswith(indent) else line.lstrip()
+                         for line in lines[start:end])
+        blocks.append((match["lang"], start + 1, code))
+        i = end + 1
+    return blocks
+
+
+def python_blocks(page):
+    return [(line, code) for lang, line, code in code_blocks(page) if lang == "python"]
+
+
+def skip_reason(code):
+    first = code.lstrip("\n").split("\n", 1)[0]
+    match = SKIP.match(first.strip())
+    return match["reason"].strip() if match else None
+
+
+def without_blocks(page):
+    return re.sub(r"^ *```.*?^ *```", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
+def prose(page):
+    """The page without its fenced blocks and inline code: where links live."""
+    return re.sub(r"`[^`\n]*`", "", without_blocks(page))
+
+
+def slug(heading):
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"`", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(page):
+    return {slug(m[1]) for m in re.finditer(r"^#{1,6} +(.+?) *#*$", without_blocks(page), flags=re.M)}
+
+
+@pytest.fixture
+def doc_environment(tmp_path, monkeypatch, data_dir):
+    """Run in a scratch folder (examples save files), with the real data and a headless matplotlib;
+    put back the process-wide settings an example may change."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    algo, threads = get_conv_algo(), sn.get_num_threads()
+    sn.manual_seed(0)
+    yield
+    set_conv_algo(algo)
+    sn.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
+def test_python_blocks_run(page, doc_environment, capsys):
+    namespace = {"__name__": f"doc:{page.name}"}
+    for line, code in python_blocks(page):
+        where = f"{page.relative_to(ROOT)}:{line}"
+        # Leading newlines make a traceback's line numbers the page's own.
+        compiled = compile("\n" * (line - 1) + code, str(page.relative_to(ROOT)), "exec")
+        if skip_reason(code) is not None:
+            continue
+        try:
+            exec(compiled, namespace)
+        except Exception as error:
+            raise AssertionError(f"the python block at {where} fails: {type(error).__name__}: {error}") from error
+    capsys.readouterr()  # the examples' prints are theirs, not the test's
+
+
+def test_skip_markers_name_a_reason_and_stay_the_exception():
+    runnable, skipped = 0, []
+    for page in PAGES:
+        for line, code in python_blocks(page):
+            reason = skip_reason(code)
+            if reason is None:
+                assert "doc-test" not in code.split("\n", 1)[0], (
+                    f"{page.name}:{line}: write the marker as '# doc-test: skip (reason)' on the first line")
+                runnable += 1
+            else:
+                assert reason, f"{page.name}:{line}: '# doc-test: skip ()' needs a reason in the parentheses"
+                skipped.append(f"{page.name}:{line} ({reason})")
+    assert runnable > 0
+    assert len(skipped) * 4 <= runnable, (
+        f"{len(skipped)} skipped python blocks against {runnable} run: make examples small and runnable, "
+        f"or mark commands ```bash: " + "; ".join(skipped))
+
+
+def test_every_fence_is_closed_and_named():
+    for page in PAGES:
+        for lang, line, code in code_blocks(page):
+            assert lang != "py", f"{page.name}:{line}: write ```python (the test runs only those)"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_resolve(page):
+    broken = []
+    for match in LINK.finditer(prose(page)):
+        target = match["target"]
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto: ...
+            continue
+        path, _, fragment = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.exists():
+            broken.append(f"{target} (no file {file.relative_to(ROOT) if ROOT in file.parents else file})")
+        elif fragment and file.suffix == ".md" and fragment not in anchors(file):
+            broken.append(f"{target} (no heading with anchor #{fragment} in {file.name})")
+    assert not broken, f"{page.name}: broken links: " + "; ".join(broken)
+
+
+def test_readme_links_every_docs_page():
+    readme = prose(ROOT / "README.md")
+    missing = [p.name for p in PAGES[1:] if f"docs/{p.name}" not in readme]
+    assert not missing, f"README.md does not link these docs pages: {missing}"
+
+
+def test_readme_keeps_the_ci_test_command():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    command = 'pip install -e ".[dev]" && python -m pytest -n 2 -q'
+    assert command in ci and command in (ROOT / "README.md").read_text(encoding="utf-8")
