@@ -27,16 +27,15 @@ from .conv import col2im, conv_output_size, im2col
 from .math import check_float, mean
 
 
-def _pool_geometry(op, x, kernel_size, stride, padding, dilation, ceil_mode):
-    """Validate the options and return the pairs and the output size."""
-    check_float(op, x)
-    if x.ndim != 4:
-        raise ValueError(f"{op} expects input of shape (N, C, H, W), got {x.shape}")
+def pool_geometry(op, shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate the options for an input of ``shape`` (N, C, H, W); return the pairs and the output size."""
+    if len(shape) != 4:
+        raise ValueError(f"{op} expects input of shape (N, C, H, W), got {shape}")
     kernel, stride, padding, dilation = validate.pool2d_args(op, kernel_size, stride, padding, dilation)
-    out = tuple(conv_output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i], ceil_mode)
+    out = tuple(conv_output_size(shape[2 + i], kernel[i], stride[i], padding[i], dilation[i], ceil_mode)
                 for i in range(2))
     if min(out) < 1:
-        raise ValueError(f"{op}: input {x.shape} is too small for kernel_size={kernel}, dilation={dilation}, "
+        raise ValueError(f"{op}: input {shape} is too small for kernel_size={kernel}, dilation={dilation}, "
                          f"padding={padding} (output size would be {out})")
     return kernel, stride, padding, dilation, out
 
@@ -110,8 +109,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     With ``return_indices=True`` also returns an int64 tensor of each maximum's
     flat index h * W + w in its (H, W) plane, as torch does.
     """
-    kernel, stride, padding, dilation, out = _pool_geometry("max_pool2d", x, kernel_size, stride, padding,
-                                                            dilation, ceil_mode)
+    check_float("max_pool2d", x)
+    kernel, stride, padding, dilation, out = pool_geometry("max_pool2d", x.shape, kernel_size, stride, padding,
+                                                           dilation, ceil_mode)
     fn = MaxPool2d(kernel, stride, padding, dilation, out)
     y = fn(x)
     return (y, Tensor(fn.indices())) if return_indices else y
@@ -159,7 +159,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
                divisor_override=None):
     """Mean over each window, as torch.nn.functional.avg_pool2d (divisors explained in the module doc)."""
     divisor_override = validate.divisor_override("avg_pool2d", divisor_override)
-    kernel, stride, padding, _, out = _pool_geometry("avg_pool2d", x, kernel_size, stride, padding, 1, ceil_mode)
+    check_float("avg_pool2d", x)
+    kernel, stride, padding, _, out = pool_geometry("avg_pool2d", x.shape, kernel_size, stride, padding, 1, ceil_mode)
     return AvgPool2d(kernel, stride, padding, out, count_include_pad, divisor_override)(x)
 
 

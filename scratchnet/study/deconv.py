@@ -4,7 +4,8 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor, no_grad
-from ..functional.conv import conv_output_size, im2col, pair
+from ..functional.conv import im2col
+from ..functional.pool import pool_geometry
 from ..nn import AvgPool2d, Conv2d, Linear, LocalResponseNorm, MaxPool2d, ReLU
 from .common import DEFAULT_OUT, fashion_batches, image_grid, label, load_or_train, save_figure, save_json
 
@@ -35,19 +36,11 @@ def feature_stack(model):
     return stack
 
 
-def _pool_geometry(pool):
-    k = pair(pool.kernel_size)
-    s = pair(pool.stride if pool.stride is not None else pool.kernel_size)
-    p = pair(pool.padding)
-    return k, s, p
-
-
 def max_pool_with_switches(x, pool):
     """Max pooling that also returns the switches (argmax within each window), on raw arrays."""
-    k, s, p = _pool_geometry(pool)
-    n, c, h, w = x.shape
-    out = (conv_output_size(h, k[0], s[0], p[0], 1, pool.ceil_mode),
-           conv_output_size(w, k[1], s[1], p[1], 1, pool.ceil_mode))
+    k, s, p, _, out = pool_geometry("max_pool2d", x.shape, pool.kernel_size, pool.stride, pool.padding, 1,
+                                    pool.ceil_mode)
+    n, c = x.shape[:2]
     col = im2col(x, k, s, p, (1, 1), out_size=out, pad_value=-np.inf)  # (C, kh, kw, N, oh, ow)
     flat = col.reshape(c, k[0] * k[1], n, *out)
     switches = flat.argmax(axis=1)
@@ -57,7 +50,8 @@ def max_pool_with_switches(x, pool):
 def max_unpool(y, switches, pool, x_shape):
     """Put each pooled value back at its switch position, zeros elsewhere (torch's max_unpool2d:
     where overlapping windows share a maximum, it is placed once, not summed)."""
-    (kh, kw), (sy, sx), (ph, pw) = _pool_geometry(pool)
+    (kh, kw), (sy, sx), (ph, pw), _, _ = pool_geometry("max_pool2d", x_shape, pool.kernel_size, pool.stride,
+                                                       pool.padding, 1, pool.ceil_mode)
     c, n, oh, ow = switches.shape
     rows = np.arange(oh)[:, None] * sy - ph + switches // kw  # (C, N, oh, ow) input coordinates
     cols = np.arange(ow)[None, :] * sx - pw + switches % kw
