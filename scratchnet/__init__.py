@@ -7,7 +7,8 @@ This file only re-exports; nothing inside the package imports it.
 """
 from . import backend  # first: its thread policy must reach BLAS before NumPy loads it
 from . import functional, models, nn, optim
-from .autograd import Function, Tensor, backward, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
+from .autograd import (Function, FunctionHook, Tensor, backward, enable_grad, is_grad_enabled, no_grad,
+                       set_grad_enabled, tensor)
 from .backend import (DeviceError, get_default_dtype, get_num_threads, gpu_available, manual_seed,
                       set_default_dtype, set_num_threads)
 from .functional.shape import cat, split, stack

@@ -13,6 +13,10 @@ Outputs are *not* kept alive by the graph (a function holds only weak
 references to them), so an activation that no backward needs is freed as
 soon as the user drops it. ``backward`` walks functions in decreasing
 generation order with a heap, never by recursion, so graphs of any depth work.
+
+Function hooks (``FunctionHook``, after Chainer's) see every function's forward
+and backward while a ``with`` block holds them; tools (summary, the study's
+joins) use them instead of patching ``Function`` or asking models for plumbing.
 """
 import contextlib
 import heapq
@@ -257,6 +261,67 @@ def as_tensor(value, like=None):
     return Tensor(value)
 
 
+# --------------------------------------------------------------------------- function hooks
+
+_function_hooks = []  # the active FunctionHooks, in the order they were entered
+
+
+class FunctionHook:
+    """Sees every ``Function`` call, forward and backward, inside ``with hook: ...`` (Chainer's FunctionHook).
+
+    Override what you need (each does nothing by default):
+
+    * ``forward_preprocess(function, inputs)``: before ``function.forward``; ``inputs`` is a
+      tuple of Tensors (Python scalars already wrapped).
+    * ``forward_postprocess(function, inputs, outputs)``: after it; ``outputs`` is a tuple of
+      Tensors even for a single-output function. Called under ``no_grad`` too.
+    * ``backward_preprocess(function, grad_outputs)``: before ``function.backward``, with the
+      raw arrays it receives (one per output, tensor hooks already applied).
+    * ``backward_postprocess(function, grad_outputs, grad_inputs)``: after it, with the tuple
+      it returned (one per input, None where an input needs no gradient).
+
+    Hooks see, they do not change: treat the arrays as read-only. Active hooks run in the
+    order they were entered; ops a hook itself runs are not hooked (no recursion). The hook
+    is removed when the block ends, also by an exception. Backward hooks fire for the
+    backward walks that run while the hook is active, whenever the graph was built.
+    """
+
+    def __enter__(self):
+        if any(hook is self for hook in _function_hooks):
+            raise RuntimeError(f"{type(self).__name__} is already active; a hook can be entered once at a time")
+        _function_hooks.append(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        for index, hook in enumerate(_function_hooks):
+            if hook is self:
+                del _function_hooks[index]
+                break
+
+    def forward_preprocess(self, function, inputs):
+        pass
+
+    def forward_postprocess(self, function, inputs, outputs):
+        pass
+
+    def backward_preprocess(self, function, grad_outputs):
+        pass
+
+    def backward_postprocess(self, function, grad_outputs, grad_inputs):
+        pass
+
+
+def _call_function_hooks(method, *args):
+    """Call ``method`` of every active hook; ops they run meanwhile see no hooks (no recursion)."""
+    global _function_hooks
+    hooks, _function_hooks = _function_hooks, []
+    try:
+        for hook in hooks:
+            getattr(hook, method)(*args)
+    finally:
+        _function_hooks = hooks
+
+
 # --------------------------------------------------------------------------- Function
 
 
@@ -274,6 +339,9 @@ class Function:
         tensors = [value if isinstance(value, Tensor) else as_tensor(value) for value in inputs]
         record = _grad_enabled and any(t.requires_grad for t in tensors)
         self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
+        hooks = _function_hooks  # empty unless a FunctionHook is active: the one check the plain path pays
+        if hooks:
+            _call_function_hooks("forward_preprocess", self, tuple(tensors))
         outputs = self.forward(*[t.data for t in tensors])
         single = not isinstance(outputs, tuple)
         outputs = (outputs,) if single else outputs
@@ -292,6 +360,8 @@ class Function:
                 result.creator = self
                 result.output_index = index
                 result.generation = self.generation + 1
+        if hooks:
+            _call_function_hooks("forward_postprocess", self, tuple(tensors), tuple(results))
         return results[0] if single else tuple(results)
 
     def forward(self, *arrays):
@@ -392,12 +462,17 @@ def backward(outputs, grad_outputs=None, retain_graph=False):
                 if grads[index] is None:
                     like = next(g for g in grads if g is not None)
                     grads[index] = backend.get_array_module(like).zeros(shape, dtype=dtype)
+        hooks = _function_hooks
+        if hooks:
+            _call_function_hooks("backward_preprocess", fn, tuple(grads))
         input_grads = fn.backward(*grads)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         if len(input_grads) != len(fn.edges):
             raise RuntimeError(f"internal error: {fn.name}.backward returned {len(input_grads)} gradients "
                                f"for {len(fn.edges)} inputs")
+        if hooks:
+            _call_function_hooks("backward_postprocess", fn, tuple(grads), input_grads)
         for i, (edge, grad, meta) in enumerate(zip(fn.edges, input_grads, fn.input_meta)):
             if edge is not None and grad is not None:
                 if tuple(grad.shape) != tuple(meta[0]):

@@ -189,3 +189,30 @@ def test_macs_equal_torchvision_published(name):
 def test_the_always_set_is_in_the_reference():
     assert set(ALWAYS) <= set(TORCHVISION_FAMILY)
     assert {"resnet50", "vgg16", "densenet121", "efficientnet_b0"} <= set(ALWAYS)
+
+
+# --------------------------------------------------------------------------- MAC rules, function hooks
+
+
+class Squares(Module):
+    """A custom leaf: y = x * x, one multiply per element (no rule: 0 MACs; with a rule: counted)."""
+
+    def forward(self, x):
+        return x * x
+
+
+def test_a_custom_leaf_is_counted_by_its_mac_rule(monkeypatch):
+    from scratchnet import autograd
+    from scratchnet.summary import MAC_RULES
+    model = Sequential(Conv2d(1, 2, 3), Squares())
+    assert [r.macs for r in summary(model, (1, 6, 6), print_table=False).layers] == [4 * 4 * 2 * 9, 0]
+    monkeypatch.setitem(MAC_RULES, Squares, lambda m, x, y, batch: y.size // batch)
+    result = summary(model, (1, 6, 6), batch_size=3, print_table=False)
+    assert [r.macs for r in result.layers] == [4 * 4 * 2 * 9, 2 * 4 * 4]  # per sample, whatever the batch
+    assert not autograd._function_hooks  # the tracer's function hook is gone after the forward
+
+
+def test_lenet5_classic_counts_only_the_connected_c3_kernels_and_the_rbf():
+    """C3: 10x10 outputs x 60 connected 5x5 kernels; RBF: 10 classes x 84 features (no model method)."""
+    named = {r.name: r for r in summary(get_model("lenet5_classic"), print_table=False).layers}
+    assert named["c3"].macs == 10 * 10 * 60 * 25 and named["output"].macs == 10 * 84

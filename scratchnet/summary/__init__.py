@@ -19,8 +19,10 @@ Conventions
   pooling, activations, element-wise adds and SE scalings count 0. This is the
   convention of torchvision's published GFLOPS (its ``_ops`` metadata counts
   conv and matmul multiply-adds), so totals match it: ResNet-50 4.09 G,
-  VGG-16 15.47 G, EfficientNet-B0 0.39 G. FLOPs = 2 x MACs. A custom leaf can
-  define ``count_macs(input_shape, output_shape)`` (per sample) to be counted.
+  VGG-16 15.47 G, EfficientNet-B0 0.39 G. FLOPs = 2 x MACs. The rules live in
+  ``MAC_RULES`` (layer type -> MACs per sample), with LeNet-5's two special
+  layers: the partial C3 counts only its connected kernels, the RBF output one
+  square-and-accumulate per (class, feature). Add a rule there for a custom leaf.
 * Activation memory: bytes of each leaf's output at the run's dtype and batch
   size, in KB (1 KB = 1024 bytes). Tensors made by ops between modules
   (residual adds, concats) are not counted.
@@ -40,7 +42,6 @@ Conventions
 """
 import argparse
 import ast
-import contextlib
 import math
 import weakref
 from dataclasses import asdict, dataclass
@@ -48,8 +49,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor, no_grad
+from ..autograd import FunctionHook, Tensor, no_grad
 from ..functional.conv import pair
+from ..models.lenet import EuclideanRBF, PartialConv2d
 from ..nn import AdaptiveAvgPool2d, Conv2d, ConvTranspose2d, Linear
 
 
@@ -167,8 +169,12 @@ def _layer_field(module, field, output):
     return _Field(field.rf, field.jump, grid or field.grid)  # point-wise: BN, activations, dropout, LRN
 
 
-class _FieldTracker:
-    """Receptive fields of the tensors of one forward, keyed by identity (weakly: no activation is kept)."""
+class _FieldTracker(FunctionHook):
+    """Receptive fields of the tensors of one forward, keyed by identity (weakly: no activation is kept).
+
+    Active as a function hook, it sees every op: ops between modules (``+``, ``cat``,
+    ``flatten`` ...) have no module to hook, and seeing them links the layers' fields.
+    """
 
     def __init__(self):
         self._fields = {}
@@ -181,9 +187,8 @@ class _FieldTracker:
         entry = self._fields.get(id(tensor)) if isinstance(tensor, Tensor) else None
         return entry[1] if entry is not None and entry[0]() is tensor else None
 
-    def join(self, inputs, outputs):
-        """Any op (traced at the Function level): its outputs get the widest field of its inputs."""
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    def forward_postprocess(self, function, inputs, outputs):
+        """Any op: its outputs get the widest field of its inputs."""
         out_grid = _spatial(outputs[0])
         known = []
         for t in inputs:
@@ -203,45 +208,25 @@ class _FieldTracker:
             self.set(out, _Field(rf, jump, _spatial(out) or grid))
 
 
-@contextlib.contextmanager
-def _trace_functions(on_call):
-    """Call ``on_call(inputs, outputs)`` after every differentiable op, for the duration of the block.
-
-    Ops between modules (``+``, ``cat``, ``flatten`` ...) have no module to hook;
-    seeing every ``Function`` call links the layers' fields through them.
-    """
-    original = Function.__call__
-
-    def traced(fn, *inputs):
-        outputs = original(fn, *inputs)
-        on_call(inputs, outputs)
-        return outputs
-
-    Function.__call__ = traced
-    try:
-        yield
-    finally:
-        Function.__call__ = original
-
-
 # --------------------------------------------------------------------------- counting
+
+# layer type -> multiply-accumulates per sample of one call: rule(module, input, output, batch)
+MAC_RULES = {
+    Conv2d: lambda m, x, y, batch: y.size // batch * (m.in_channels // m.groups) * math.prod(m.kernel_size),
+    ConvTranspose2d: lambda m, x, y, batch: x.size // batch * (m.out_channels // m.groups) * math.prod(m.kernel_size),
+    Linear: lambda m, x, y, batch: y.size // batch * m.in_features,
+    # LeNet-5's C3: only the connected kernels multiply (the dense kernel's zeros are free)
+    PartialConv2d: lambda m, x, y, batch: y.shape[2] * y.shape[3] * m.weight.size,
+    # LeNet-5's output: one square-and-accumulate per (class, feature)
+    EuclideanRBF: lambda m, x, y, batch: m.prototypes.size,
+}
 
 
 def _macs(module, inputs, output, batch):
-    """Multiply-accumulates per sample of one leaf call (conv and linear only; see the module doc)."""
+    """Multiply-accumulates per sample of one leaf call, by the rule of its type (0 without one)."""
     x = next((t for t in inputs if isinstance(t, Tensor)), None)
-    if isinstance(module, Conv2d):
-        kh, kw = module.kernel_size
-        return output.size // batch * (module.in_channels // module.groups) * kh * kw
-    if isinstance(module, ConvTranspose2d):
-        kh, kw = module.kernel_size
-        return x.size // batch * (module.out_channels // module.groups) * kh * kw
-    if isinstance(module, Linear):
-        return output.size // batch * module.in_features
-    counter = getattr(module, "count_macs", None)
-    if callable(counter) and x is not None:
-        return int(counter(x.shape, output.shape))
-    return 0
+    rule = next((MAC_RULES[cls] for cls in type(module).__mro__ if cls in MAC_RULES), None)
+    return 0 if rule is None else rule(module, x, output, batch)
 
 
 def _is_leaf(module):
@@ -291,7 +276,7 @@ def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, prin
     try:
         model.eval()
         # an untrained very deep net in eval mode may overflow on random input: shapes still count
-        with no_grad(), _trace_functions(tracker.join), np.errstate(over="ignore", invalid="ignore"):
+        with no_grad(), tracker, np.errstate(over="ignore", invalid="ignore"):
             model(x)
     finally:
         for handle in handles:
