@@ -1,5 +1,7 @@
-"""Shared fixtures: the devices to run on, seeded RNGs, and the real-data folder."""
+"""Shared fixtures: the devices to run on, seeded RNGs, the real-data folder, and the harness that checks
+an op against PyTorch (compare_with_torch, the `compare` fixture, assert_close, TOL)."""
 import os
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +67,73 @@ def gradcheck_model(model, x, seed=3, **options):
         sn.manual_seed(seed)
         return model(inp)
     return sn.gradcheck(forward, [x], params=list(model.parameters()), **options)
+
+
+# --------------------------------------------------------------------------- comparing an op with PyTorch
+# Chainer's FunctionTestCase is the model: one harness runs an op forward and backward and checks both
+# against a reference, with one tolerance per dtype. Here the reference is torch (and, on request, the
+# numeric gradient). TOL is the one table for every comparison with torch; a test that provably needs
+# more passes its own `tol` and says why beside it.
+TOL = {np.dtype(np.float64): dict(rtol=1e-12, atol=1e-12), np.dtype(np.float32): dict(rtol=1e-5, atol=1e-6)}
+
+
+def tol_for_sums(dtype, terms):
+    """TOL for a result that sums `terms` products of order one (a weight or bias gradient). Rounding each
+    partial sum costs up to half an ulp, so two frameworks that add in different orders can differ by about
+    terms * eps / 2 of the terms' size where the sum cancels towards zero: in float32 that passes TOL's atol
+    beyond ~16 terms (in float64, beyond ~9000). Never below TOL."""
+    tol = TOL[np.dtype(dtype)]
+    return dict(tol, atol=max(tol["atol"], terms * np.finfo(dtype).eps / 2))
+
+
+def assert_close(ours, theirs, tol=None, what="result"):
+    """`ours` (a Tensor, or an array on any device) equals `theirs` (a torch tensor or an array) in shape,
+    dtype and value, within TOL for its dtype (integers exactly) or within `tol`."""
+    ours = ours.numpy() if isinstance(ours, sn.Tensor) else backend.to_numpy(ours)
+    theirs = theirs.detach().numpy() if torch is not None and isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, torch's {theirs.shape}"
+    assert ours.dtype == theirs.dtype, f"{what}: dtype {ours.dtype}, torch's {theirs.dtype}"
+    np.testing.assert_allclose(ours, theirs, **(tol or TOL.get(ours.dtype, dict(rtol=0, atol=0))), err_msg=what)
+
+
+# what compare_with_torch ran: the two outputs, and the two input lists (tensors where arrays were given)
+Compared = namedtuple("Compared", "y y_ref ours theirs")
+
+
+def compare_with_torch(op, torch_op, inputs, device="cpu", *, constants=(), tol=None, gradcheck=False, **options):
+    """Run op(*inputs, **options) in scratchnet and torch_op(*inputs, **options) in torch and check
+
+    1. the output: shape, dtype and values;
+    2. the gradient of sum(y * r), r a fixed random cotangent, for every input that requires grad;
+    3. with gradcheck=True, sn.gradcheck of op on the same inputs (they must be float64).
+
+    `inputs`: NumPy arrays become a scratchnet tensor on `device` and a torch tensor; floating-point
+    ones require grad, except those at the positions in `constants` (class weights, running statistics).
+    Anything else (None, a number) goes to both as it is. Tolerances: TOL for the output's dtype, or `tol`.
+    """
+    grads = [isinstance(a, np.ndarray) and a.dtype.kind == "f" and i not in constants for i, a in enumerate(inputs)]
+    ours = [sn.tensor(a, requires_grad=g, device=device) if isinstance(a, np.ndarray) else a
+            for a, g in zip(inputs, grads)]
+    theirs = [torch.tensor(a, requires_grad=g) if isinstance(a, np.ndarray) else a for a, g in zip(inputs, grads)]
+    y, y_ref = op(*ours, **options), torch_op(*theirs, **options)
+    assert_close(y, y_ref, tol, "output")
+    r = np.random.default_rng(1).standard_normal(y.shape).astype(y.dtype)
+    (y * sn.tensor(r, device=device)).sum().backward()
+    (y_ref * torch.tensor(r)).sum().backward()
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if grads[i]:
+            assert_close(a.grad, b.grad, tol, f"gradient of input {i}")
+    if gradcheck:
+        assert sn.gradcheck(lambda *args: op(*args, **options), ours)
+    return Compared(y, y_ref, ours, theirs)
+
+
+@pytest.fixture
+def compare(device):
+    """compare_with_torch on this test's device (the test runs on the CPU, and on the GPU when one is present)."""
+    def on_device(op, torch_op, inputs, **options):
+        return compare_with_torch(op, torch_op, inputs, device, **options)
+    return on_device
 
 
 @pytest.fixture(scope="session")

@@ -6,36 +6,11 @@ import torch.nn.functional as TF
 
 import scratchnet as sn
 import scratchnet.nn.functional as F
+from conftest import assert_close, tol_for_sums
 from scratchnet.functional.conv import col2im, conv_output_size, im2col
 
 # torch's own note that it copies the input for padding='same' with an even kernel
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
-
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-5, atol=1e-5)}
-
-
-def assert_like_torch(ours, theirs, dtype):
-    ours = ours.numpy() if isinstance(ours, sn.Tensor) else sn.backend.to_numpy(ours)
-    theirs = theirs.detach().numpy()
-    assert ours.shape == theirs.shape
-    assert ours.dtype == theirs.dtype
-    np.testing.assert_allclose(ours, theirs, **TOL[dtype])
-
-
-def run_both(op, torch_op, arrays, device, **options):
-    """Forward and backward (of sum(y * r)) in scratchnet and torch; compare outputs and all gradients."""
-    dtype = arrays[0].dtype.type
-    ours = [sn.tensor(a, requires_grad=True, device=device) if a is not None else None for a in arrays]
-    theirs = [torch.tensor(a, requires_grad=True) if a is not None else None for a in arrays]
-    y, y_ref = op(*ours, **options), torch_op(*theirs, **options)
-    assert_like_torch(y, y_ref, dtype)
-    r = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
-    (y * sn.tensor(r, device=device)).sum().backward()
-    (y_ref * torch.tensor(r)).sum().backward()
-    for a, b in zip(ours, theirs):
-        if a is not None:
-            assert_like_torch(a.grad, b.grad, dtype)
-
 
 CONV_CASES = [
     # (N, C_in, H, W), (C_out, kh, kw), options
@@ -60,13 +35,13 @@ CONV_CASES = [
 @pytest.mark.parametrize("x_shape,w_shape,options", CONV_CASES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_conv2d_matches_torch(x_shape, w_shape, options, dtype, with_bias, device, rng):
+def test_conv2d_matches_torch(x_shape, w_shape, options, dtype, with_bias, compare, rng):
     groups = options.get("groups", 1)
     c_out, kh, kw = w_shape
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((c_out, x_shape[1] // groups, kh, kw)).astype(dtype)
     b = rng.standard_normal(c_out).astype(dtype) if with_bias else None
-    run_both(F.conv2d, TF.conv2d, [x, w, b], device, **options)
+    compare(F.conv2d, TF.conv2d, [x, w, b], **options)
 
 
 @pytest.mark.parametrize("x_shape,w_shape,options", [CONV_CASES[i] for i in (1, 2, 4, 5, 7, 10, 11)])
@@ -86,7 +61,7 @@ def test_conv2d_only_weight_needs_grad(rng):
     F.conv2d(x, w, padding=1).sum().backward()
     w_ref = torch.tensor(w.data, requires_grad=True)
     TF.conv2d(torch.tensor(x.data), w_ref, padding=1).sum().backward()
-    np.testing.assert_allclose(w.grad, w_ref.grad.numpy(), rtol=1e-10, atol=1e-10)
+    assert_close(w.grad, w_ref.grad)
     assert x.grad is None
 
 
@@ -147,13 +122,16 @@ TRANSPOSE_CASES = [
 @pytest.mark.parametrize("x_shape,w_shape,options", TRANSPOSE_CASES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_conv_transpose2d_matches_torch(x_shape, w_shape, options, dtype, with_bias, device, rng):
+def test_conv_transpose2d_matches_torch(x_shape, w_shape, options, dtype, with_bias, compare, rng):
     groups = options.get("groups", 1)
     c_out, kh, kw = w_shape
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((x_shape[1], c_out // groups, kh, kw)).astype(dtype)
     b = rng.standard_normal(c_out).astype(dtype) if with_bias else None
-    run_both(F.conv_transpose2d, TF.conv_transpose2d, [x, w, b], device, **options)
+    # the bias gradient sums N*OH*OW values: in float32 with a (2, 3) stride, where the sum cancels to 0.048,
+    # torch lands 1.9e-6 from the float64 sum and scratchnet 0.4e-6, beyond TOL's atol (tol_for_sums says why)
+    out_pixels = TF.conv_transpose2d(torch.tensor(x), torch.tensor(w), **options)[:, 0].numel()
+    compare(F.conv_transpose2d, TF.conv_transpose2d, [x, w, b], tol=tol_for_sums(dtype, out_pixels), **options)
 
 
 @pytest.mark.parametrize("x_shape,w_shape,options", TRANSPOSE_CASES[1:5])

@@ -14,10 +14,9 @@ import torch.nn.functional as TF
 
 import scratchnet as sn
 import scratchnet.functional as F
+from conftest import assert_close
 from scratchnet.functional.conv import conv_output_size
 from scratchnet.kernels import cpu
-
-TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
 
 # (x shape, multiplier, kernel, stride, padding, dilation, extra output rows/columns)
 CASES = {
@@ -69,11 +68,9 @@ def test_depthwise_kernels_match_torch(case, dtype, rng):
     y = cpu.depthwise_forward(x, w, stride, padding, dilation, out_hw)
     gx = cpu.depthwise_backward_input(gy, w, x.shape, stride, padding, dilation)
     gw = cpu.depthwise_backward_weight(gy, x, w.shape, stride, padding, dilation)
-    for got, want in ((y, y_ref), (gx, gx_ref)):
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, want, **TOL[dtype])
-    assert gw.dtype == dtype
-    np.testing.assert_allclose(gw, gw_ref, **dict(TOL[dtype], atol=TOL[dtype]["atol"] * 10))  # sums many products
+    assert_close(y, y_ref, what="y")
+    assert_close(gx, gx_ref, what="gx")
+    assert_close(gw, gw_ref, what="gw")
 
 
 def test_depthwise_kernels_on_non_contiguous_inputs(rng):

@@ -1,29 +1,10 @@
-"""Tensor math (functional/math.py) against NumPy/torch, gradchecks, broadcasting gradients, errors."""
+"""Tensor math and shape ops (functional/math.py, shape.py) against NumPy/torch, gradchecks, broadcasting gradients, errors."""
 import numpy as np
 import pytest
 import torch
 
 import scratchnet as sn
 import scratchnet.nn.functional as F
-
-
-def check(op, torch_op, arrays, device, gradcheck=True):
-    """Forward and input gradients of op vs torch_op in float64 (tight), then a numeric gradcheck."""
-    ours = [sn.tensor(a, requires_grad=True, device=device) for a in arrays]
-    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
-    y, y_ref = op(*ours), torch_op(*theirs)
-    assert y.shape == tuple(y_ref.shape)
-    np.testing.assert_allclose(y.numpy(), y_ref.detach().numpy(), rtol=1e-12, atol=1e-12)
-    r = np.random.default_rng(1).standard_normal(y.shape)
-    (y * sn.tensor(r, device=device)).sum().backward()
-    (y_ref * torch.tensor(r)).sum().backward()
-    for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(sn.backend.to_numpy(a.grad), b.grad.numpy(), rtol=1e-12, atol=1e-12)
-    if gradcheck:
-        for t in ours:
-            t.grad = None
-        assert sn.gradcheck(op, ours)
-
 
 BINARY = [
     ("add", lambda a, b: a + b), ("sub", lambda a, b: a - b), ("mul", lambda a, b: a * b),
@@ -34,10 +15,10 @@ BROADCAST_SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((2, 1, 4), (3, 1)), ((
 
 @pytest.mark.parametrize("name,op", BINARY, ids=[b[0] for b in BINARY])
 @pytest.mark.parametrize("shapes", BROADCAST_SHAPES)
-def test_binary_ops_and_broadcast_gradients(name, op, shapes, device, rng):
+def test_binary_ops_and_broadcast_gradients(name, op, shapes, compare, rng):
     """The gradient of a broadcast operand is summed back to its own shape (sum_to)."""
     a, b = rng.standard_normal(shapes[0]), rng.uniform(0.5, 2.0, shapes[1])
-    check(op, op, [a, b], device)
+    compare(op, op, [a, b], gradcheck=True)
 
 
 def test_functional_names_match_operators(rng):
@@ -62,11 +43,11 @@ UNARY = [
 
 
 @pytest.mark.parametrize("name,op,torch_op", UNARY, ids=[u[0] for u in UNARY])
-def test_unary_ops(name, op, torch_op, device, rng):
+def test_unary_ops(name, op, torch_op, compare, rng):
     x = rng.uniform(0.5, 2.0, (3, 4))  # positive for log/sqrt/pow; abs gets negatives below
     if name in ("abs", "neg"):
         x = x * rng.choice([-1, 1], x.shape)
-    check(op, torch_op, [x], device)
+    compare(op, torch_op, [x], gradcheck=True)
 
 
 REDUCTIONS = [
@@ -84,13 +65,13 @@ REDUCTIONS = [
 
 
 @pytest.mark.parametrize("name,op,torch_op", REDUCTIONS, ids=[r[0] for r in REDUCTIONS])
-def test_reductions(name, op, torch_op, device, rng):
-    check(op, torch_op, [rng.standard_normal((2, 3, 4))], device)
+def test_reductions(name, op, torch_op, compare, rng):
+    compare(op, torch_op, [rng.standard_normal((2, 3, 4))], gradcheck=True)
 
 
-def test_max_ties_share_the_gradient_like_amax(device):
+def test_max_ties_share_the_gradient_like_amax(compare):
     x = np.array([[1.0, 3.0, 3.0], [2.0, 0.0, 2.0]])
-    check(lambda t: t.max(1), lambda t: t.amax(1), [x], device, gradcheck=False)
+    compare(lambda t: t.max(1), lambda t: t.amax(1), [x])
 
 
 MATMUL_SHAPES = [((3,), (3,)), ((3,), (3, 4)), ((2, 3), (3,)), ((2, 3), (3, 4)), ((5, 2, 3), (5, 3, 4)),
@@ -99,8 +80,8 @@ MATMUL_SHAPES = [((3,), (3,)), ((3,), (3, 4)), ((2, 3), (3,)), ((2, 3), (3, 4)),
 
 
 @pytest.mark.parametrize("shapes", MATMUL_SHAPES)
-def test_matmul(shapes, device, rng):
-    check(lambda a, b: a @ b, torch.matmul, [rng.standard_normal(s) for s in shapes], device)
+def test_matmul(shapes, compare, rng):
+    compare(lambda a, b: a @ b, torch.matmul, [rng.standard_normal(s) for s in shapes], gradcheck=True)
 
 
 def test_matmul_errors():
@@ -127,8 +108,8 @@ SHAPE_OPS = [
 
 
 @pytest.mark.parametrize("name,op,torch_op", SHAPE_OPS, ids=[s[0] for s in SHAPE_OPS])
-def test_shape_ops(name, op, torch_op, device, rng):
-    check(op, torch_op, [rng.standard_normal((2, 3, 4))], device)
+def test_shape_ops(name, op, torch_op, compare, rng):
+    compare(op, torch_op, [rng.standard_normal((2, 3, 4))], gradcheck=True)
 
 
 INDEXES = [
@@ -144,9 +125,9 @@ INDEXES = [
 
 
 @pytest.mark.parametrize("name,index", INDEXES, ids=[i[0] for i in INDEXES])
-def test_getitem(name, index, device, rng):
+def test_getitem(name, index, compare, rng):
     x = rng.standard_normal((4, 3, 5)) if name != "two_int_arrays" else rng.standard_normal((2, 4))
-    check(index, index, [x], device)  # the same index for both: torch takes NumPy index arrays too
+    compare(index, index, [x], gradcheck=True)  # the same index for both: torch takes NumPy index arrays too
 
 
 def test_getitem_with_a_tensor_mask_and_repeats_accumulate(rng):
@@ -160,16 +141,17 @@ def test_getitem_with_a_tensor_mask_and_repeats_accumulate(rng):
     np.testing.assert_array_equal(x.grad[0], [0.0] * 4)
 
 
-def test_cat_split_stack(device, rng):
+def test_cat_split_stack(compare, rng):
     a, b, c = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 1, 4)), rng.standard_normal((2, 2, 4))
-    check(lambda a, b, c: sn.cat([a, b, c], 1), lambda a, b, c: torch.cat([a, b, c], 1), [a, b, c], device)
-    check(lambda a, c: F.cat([a, c], -2), lambda a, c: torch.cat([a, c], -2), [a, c], device)
-    check(lambda a: F.split(a, [1, 2], 1)[1], lambda a: torch.split(a, [1, 2], 1)[1], [a], device)
-    check(lambda a: sn.split(a, 3, -1)[0] * sn.split(a, 3, -1)[1][..., :1],
-          lambda a: torch.split(a, 3, -1)[0] * torch.split(a, 3, -1)[1][..., :1], [a], device)
+    compare(lambda a, b, c: sn.cat([a, b, c], 1), lambda a, b, c: torch.cat([a, b, c], 1), [a, b, c],
+            gradcheck=True)
+    compare(lambda a, c: F.cat([a, c], -2), lambda a, c: torch.cat([a, c], -2), [a, c], gradcheck=True)
+    compare(lambda a: F.split(a, [1, 2], 1)[1], lambda a: torch.split(a, [1, 2], 1)[1], [a], gradcheck=True)
+    compare(lambda a: sn.split(a, 3, -1)[0] * sn.split(a, 3, -1)[1][..., :1],
+            lambda a: torch.split(a, 3, -1)[0] * torch.split(a, 3, -1)[1][..., :1], [a], gradcheck=True)
     for dim in (0, 1, -1):
-        check(lambda a, b: sn.stack([a, b], dim), lambda a, b: torch.stack([a, b], dim),
-              [a, rng.standard_normal(a.shape)], device)
+        compare(lambda a, b: sn.stack([a, b], dim), lambda a, b: torch.stack([a, b], dim),
+                [a, rng.standard_normal(a.shape)], gradcheck=True)
     pieces = sn.split(sn.tensor(a), 2, 2)
     assert [p.shape for p in pieces] == [(2, 3, 2), (2, 3, 2)]
     assert [p.shape for p in sn.split(sn.tensor(a), 3, 2)] == [(2, 3, 3), (2, 3, 1)]

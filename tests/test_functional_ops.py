@@ -6,30 +6,7 @@ import torch.nn.functional as TF
 
 import scratchnet as sn
 import scratchnet.nn.functional as F
-
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-5, atol=1e-6)}
-
-
-def compare_with_torch(op, torch_op, arrays, device, constants=()):
-    """Outputs and gradients (of sum(y * r)) of op vs torch_op; None entries pass through.
-
-    Float arrays require grad except those at the positions in ``constants`` (class weights).
-    """
-    dtype = next(a for a in arrays if a is not None).dtype.type
-    grads = [isinstance(a, np.ndarray) and a.dtype.kind == "f" and i not in constants for i, a in enumerate(arrays)]
-    ours = [sn.tensor(a, requires_grad=g, device=device) if isinstance(a, np.ndarray) else a
-            for a, g in zip(arrays, grads)]
-    theirs = [torch.tensor(a, requires_grad=g) if isinstance(a, np.ndarray) else a for a, g in zip(arrays, grads)]
-    y, y_ref = op(*ours), torch_op(*theirs)
-    assert y.shape == tuple(y_ref.shape) and y.dtype == y_ref.detach().numpy().dtype
-    np.testing.assert_allclose(y.numpy(), y_ref.detach().numpy(), **TOL[dtype])
-    r = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
-    (y * sn.tensor(r, device=device)).sum().backward()
-    (y_ref * torch.tensor(r)).sum().backward()
-    for a, b in zip(ours, theirs):
-        if isinstance(a, sn.Tensor) and a.requires_grad:
-            np.testing.assert_allclose(sn.backend.to_numpy(a.grad), b.grad.numpy(), **TOL[dtype])
-
+from conftest import assert_close, compare_with_torch
 
 # --------------------------------------------------------------------------- activations
 
@@ -50,10 +27,10 @@ ACTIVATIONS = [
 
 @pytest.mark.parametrize("name,op,torch_op", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_activation_matches_torch(name, op, torch_op, dtype, device, rng):
+def test_activation_matches_torch(name, op, torch_op, dtype, compare, rng):
     x = (rng.standard_normal((3, 4, 5)) * 3).astype(dtype)
     x[0, 0, :2] = 0.0  # the kink of relu/leaky_relu: torch's subgradient there
-    compare_with_torch(op, torch_op, [x], device)
+    compare(op, torch_op, [x])
 
 
 @pytest.mark.parametrize("name,op,torch_op", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
@@ -68,9 +45,9 @@ def test_activations_are_stable_at_extremes(dtype, device):
     x = np.array([[-1000.0, -80.0, 0.0, 80.0, 1000.0]], dtype=dtype)
     for op, torch_op in [(F.sigmoid, torch.sigmoid), (F.silu, TF.silu), (lambda t: F.softmax(t, 1),
                          lambda t: TF.softmax(t, 1)), (lambda t: F.log_softmax(t, 1), lambda t: TF.log_softmax(t, 1))]:
-        y = op(sn.tensor(x, device=device)).numpy()
-        assert np.isfinite(y).all()
-        np.testing.assert_allclose(y, torch_op(torch.tensor(x)).numpy(), **TOL[dtype])
+        y = op(sn.tensor(x, device=device))
+        assert np.isfinite(y.numpy()).all()
+        assert_close(y, torch_op(torch.tensor(x)))
 
 
 def test_softmax_dim_none_means_last_axis(rng):
@@ -89,11 +66,11 @@ def test_softmax_dim_none_means_last_axis(rng):
 @pytest.mark.parametrize("x_shape", [(4,), (3, 4), (2, 3, 4)])
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_linear_matches_torch(x_shape, with_bias, dtype, device, rng):
+def test_linear_matches_torch(x_shape, with_bias, dtype, compare, rng):
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((5, 4)).astype(dtype)
     b = rng.standard_normal(5).astype(dtype) if with_bias else None
-    compare_with_torch(F.linear, TF.linear, [x, w, b], device)
+    compare(F.linear, TF.linear, [x, w, b])
 
 
 def test_linear_gradcheck_and_errors(rng):
@@ -172,7 +149,7 @@ def class_problem(rng, x_shape, t_shape, dtype=np.float64):
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cross_entropy_matches_torch(x_shape, t_shape, reduction, weighted, label_smoothing, dtype, device, rng):
+def test_cross_entropy_matches_torch(x_shape, t_shape, reduction, weighted, label_smoothing, dtype, compare, rng):
     x, t = class_problem(rng, x_shape, t_shape, dtype)
     w = (rng.random(4) + 0.2).astype(dtype) if weighted else None
 
@@ -181,18 +158,17 @@ def test_cross_entropy_matches_torch(x_shape, t_shape, reduction, weighted, labe
 
     def theirs(x, t, w):
         return TF.cross_entropy(x, t, w, reduction=reduction, label_smoothing=label_smoothing)
-    compare_with_torch(ours, theirs, [x, t, w], device, constants=(2,))
+    compare(ours, theirs, [x, t, w], constants=(2,))
 
 
 @pytest.mark.parametrize("x_shape,t_shape", CLASS_SHAPES)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_nll_loss_matches_torch(x_shape, t_shape, reduction, weighted, device, rng):
+def test_nll_loss_matches_torch(x_shape, t_shape, reduction, weighted, compare, rng):
     x, t = class_problem(rng, x_shape, t_shape)
     w = rng.random(4) + 0.2 if weighted else None
-    compare_with_torch(lambda x, t, w: F.nll_loss(x, t, w, reduction=reduction),
-                       lambda x, t, w: TF.nll_loss(x, t, w, reduction=reduction), [x, t, w], device,
-                       constants=(2,))
+    compare(lambda x, t, w: F.nll_loss(x, t, w, reduction=reduction),
+            lambda x, t, w: TF.nll_loss(x, t, w, reduction=reduction), [x, t, w], constants=(2,))
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
@@ -243,10 +219,9 @@ def test_loss_errors(call, error, message, rng):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_mse_loss_matches_torch(reduction, dtype, device, rng):
+def test_mse_loss_matches_torch(reduction, dtype, compare, rng):
     x, y = rng.standard_normal((2, 3, 4)).astype(dtype), rng.standard_normal((2, 3, 4)).astype(dtype)
-    compare_with_torch(lambda a, b: F.mse_loss(a, b, reduction), lambda a, b: TF.mse_loss(a, b, reduction=reduction),
-                       [x, y], device)
+    compare(lambda a, b: F.mse_loss(a, b, reduction), lambda a, b: TF.mse_loss(a, b, reduction=reduction), [x, y])
     a, b = (sn.tensor(v.astype(np.float64), requires_grad=True) for v in (x, y))
     assert sn.gradcheck(lambda a, b: F.mse_loss(a, b, reduction), [a, b])
 
@@ -258,15 +233,8 @@ def test_gradient_through_residual_join(rng):
     """y = relu(conv(x)) + x: x's gradient is the sum of the skip path and the conv path."""
     x = rng.standard_normal((2, 3, 5, 5))
     w = rng.standard_normal((3, 3, 3, 3)) * 0.3
-    xs, ws = sn.tensor(x, requires_grad=True), sn.tensor(w, requires_grad=True)
-    assert sn.gradcheck(lambda x, w: F.relu(F.conv2d(x, w, padding=1)) + x, [xs, ws])
-    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    r = rng.standard_normal((2, 3, 5, 5))
-    xs.grad = ws.grad = None
-    ((F.relu(F.conv2d(xs, ws, padding=1)) + xs) * sn.tensor(r)).sum().backward()
-    ((TF.relu(TF.conv2d(xt, wt, padding=1)) + xt) * torch.tensor(r)).sum().backward()
-    np.testing.assert_allclose(xs.grad, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(ws.grad, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    compare_with_torch(lambda x, w: F.relu(F.conv2d(x, w, padding=1)) + x,
+                       lambda x, w: TF.relu(TF.conv2d(x, w, padding=1)) + x, [x, w], gradcheck=True)
 
 
 def test_gradient_through_concat_join(rng):
@@ -278,16 +246,6 @@ def test_gradient_through_concat_join(rng):
         a = F.conv2d(x, w)
         b = F.max_pool2d(x, 3, stride=1, padding=1)
         return cat([a, b], 1)
-    xs, ws = sn.tensor(x, requires_grad=True), sn.tensor(w, requires_grad=True)
-    assert sn.gradcheck(lambda x, w: branches(x, w, F, sn.cat), [xs, ws])
-    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    xs.grad = ws.grad = None
-    y = branches(xs, ws, F, sn.cat)
-    y_ref = branches(xt, wt, TF, torch.cat)
-    assert y.shape == (2, 7, 6, 6)
-    np.testing.assert_allclose(y.data, y_ref.detach().numpy(), rtol=1e-10, atol=1e-10)
-    r = rng.standard_normal(y.shape)
-    (y * sn.tensor(r)).sum().backward()
-    (y_ref * torch.tensor(r)).sum().backward()
-    np.testing.assert_allclose(xs.grad, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(ws.grad, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    joined = compare_with_torch(lambda x, w: branches(x, w, F, sn.cat), lambda x, w: branches(x, w, TF, torch.cat),
+                                [x, w], gradcheck=True)
+    assert joined.y.shape == (2, 7, 6, 6)

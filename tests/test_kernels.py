@@ -17,13 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+from conftest import assert_close, tol_for_sums
 from scratchnet.functional.conv import col2im, conv_output_size, im2col
 from scratchnet import backend
 from scratchnet.kernels import cpu
 from scratchnet.kernels import emulator as emulation
-
-TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
-
 
 @pytest.fixture(scope="session")
 def emu():
@@ -112,11 +110,11 @@ def test_direct_conv_forward_and_backward(cuda_impl, case, dtype, rng):
     gy = rng.standard_normal(y_ref.shape).astype(dtype)
     gx_ref, gw_ref = grads(gy)
     for y in impl("conv2d_forward", x, w, stride, padding, dilation, groups, out_hw):
-        np.testing.assert_allclose(y, y_ref, **TOL[dtype])
+        assert_close(y, y_ref, what="y")
     for gx in impl("conv2d_backward_input", gy, w, x.shape, stride, padding, dilation, groups):
-        np.testing.assert_allclose(gx, gx_ref, **TOL[dtype])
+        assert_close(gx, gx_ref, what="gx")
     for gw in impl("conv2d_backward_weight", gy, x, w.shape, stride, padding, dilation, groups):
-        np.testing.assert_allclose(gw, gw_ref, **TOL[dtype])
+        assert_close(gw, gw_ref, what="gw")
 
 
 # (x shape, multiplier, kernel, stride, padding, dilation)
@@ -141,13 +139,12 @@ def test_depthwise_forward_and_backward(impl, case, dtype, rng):
     y_ref, grads = _torch_conv(x, w, stride, padding, dilation, c)
     gy = rng.standard_normal(y_ref.shape).astype(dtype)
     gx_ref, gw_ref = grads(gy)
-    tol = dict(TOL[dtype], atol=TOL[dtype]["atol"] * 10)  # gw sums hundreds of products
     for y in impl("depthwise_forward", x, w, stride, padding, dilation, out_hw):
-        np.testing.assert_allclose(y, y_ref, **TOL[dtype])
+        assert_close(y, y_ref, what="y")
     for gx in impl("depthwise_backward_input", gy, w, x.shape, stride, padding, dilation):
-        np.testing.assert_allclose(gx, gx_ref, **TOL[dtype])
+        assert_close(gx, gx_ref, what="gx")
     for gw in impl("depthwise_backward_weight", gy, x, w.shape, stride, padding, dilation):
-        np.testing.assert_allclose(gw, gw_ref, **tol)
+        assert_close(gw, gw_ref, tol_for_sums(dtype, gy.size // gy.shape[1]), what="gw")  # sums N*OH*OW products
 
 
 # (x shape, kernel, stride, padding, dilation)
@@ -173,7 +170,7 @@ def test_im2col_and_col2im_match_the_numpy_route(impl, case, dtype, rng):
         np.testing.assert_array_equal(col, im2col(x, kernel, stride, padding, dilation, pad_value=-np.inf))
     gcol = rng.standard_normal(col_ref.shape).astype(dtype)
     for gx in impl("col2im", gcol, x.shape, stride, padding, dilation):
-        np.testing.assert_allclose(gx, col2im(gcol, x.shape, stride, padding, dilation), **TOL[dtype])
+        assert_close(gx, col2im(gcol, x.shape, stride, padding, dilation), what="gx")
 
 
 # (x shape, kernel, stride, padding, dilation, ceil_mode)
@@ -207,7 +204,7 @@ def test_max_pool_forward_backward_with_argmax(impl, case, values, dtype, rng):
         np.testing.assert_array_equal(y, yt.detach().numpy())
         np.testing.assert_array_equal(argmax, it.numpy())
     for gx in impl("max_pool2d_backward", gy, it.numpy(), x.shape):
-        np.testing.assert_allclose(gx, xt.grad.numpy(), **TOL[dtype])
+        assert_close(gx, xt.grad.numpy(), what="gx")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

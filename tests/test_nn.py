@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import scratchnet as sn
+from conftest import assert_close, compare_with_torch
 from scratchnet import nn
 
 # --------------------------------------------------------------------------- one tree, built in both frameworks
@@ -303,18 +304,11 @@ def test_layer_matches_torch(name, make, shape):
     assert [(k, v.shape) for k, v in layer.state_dict().items()] == \
            [(k, tuple(v.shape)) for k, v in tlayer.state_dict().items()]
     copy_from_torch(layer, tlayer)
-    x = rng.standard_normal(shape)
-    sx, tx = sn.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
-    sy, ty = layer(sx), tlayer(tx)
-    np.testing.assert_allclose(sy.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-12)
-    upstream = rng.standard_normal(sy.shape)
-    sy.backward(upstream)
-    ty.backward(torch.tensor(upstream))
-    np.testing.assert_allclose(sx.grad, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    compare_with_torch(layer, tlayer, [rng.standard_normal(shape)])
     for (key, p), (_, tp) in zip(layer.named_parameters(), tlayer.named_parameters()):
-        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=key)
+        assert_close(p.grad, tp.grad, what=key)
     for (key, b), (_, tb) in zip(layer.named_buffers(), tlayer.named_buffers()):  # BatchNorm running stats
-        np.testing.assert_allclose(b.numpy(), tb.numpy(), rtol=1e-12, err_msg=key)
+        assert_close(b, tb, dict(rtol=1e-12, atol=0), what=key)
 
 
 @pytest.mark.parametrize("make, shape", [

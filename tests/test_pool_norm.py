@@ -6,23 +6,7 @@ import torch.nn.functional as TF
 
 import scratchnet as sn
 import scratchnet.nn.functional as F
-
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-5, atol=1e-5)}
-
-
-def compare_with_torch(op, torch_op, x, device, **options):
-    """Output and input gradient (of sum(y * r)) of op vs torch_op on the same input."""
-    dtype = x.dtype.type
-    ours = sn.tensor(x, requires_grad=True, device=device)
-    theirs = torch.tensor(x, requires_grad=True)
-    y, y_ref = op(ours, **options), torch_op(theirs, **options)
-    assert y.shape == tuple(y_ref.shape) and y.dtype == x.dtype
-    np.testing.assert_allclose(y.numpy(), y_ref.detach().numpy(), **TOL[dtype])
-    r = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
-    (y * sn.tensor(r, device=device)).sum().backward()
-    (y_ref * torch.tensor(r)).sum().backward()
-    np.testing.assert_allclose(sn.backend.to_numpy(ours.grad), theirs.grad.numpy(), **TOL[dtype])
-
+from conftest import assert_close
 
 POOL_CASES = [
     dict(kernel_size=2),  # VGG's 2x2/2
@@ -39,16 +23,16 @@ POOL_CASES = [
                                                   dict(kernel_size=3, stride=2, padding=1, dilation=(2, 1),
                                                        ceil_mode=True)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_max_pool2d_matches_torch(options, dtype, device, rng):
+def test_max_pool2d_matches_torch(options, dtype, compare, rng):
     x = rng.standard_normal((2, 3, 7, 8)).astype(dtype)
-    compare_with_torch(F.max_pool2d, TF.max_pool2d, x, device, **options)
+    compare(F.max_pool2d, TF.max_pool2d, [x], **options)
 
 
-def test_max_pool2d_ties_go_to_the_first_maximum(device):
+def test_max_pool2d_ties_go_to_the_first_maximum(compare):
     """Equal values in a window (ReLU zeros!): torch sends the whole gradient to the first, row-major."""
     x = np.zeros((1, 1, 4, 4))
     x[0, 0, 1, 1] = x[0, 0, 1, 2] = 5.0  # shared by two overlapping windows
-    compare_with_torch(F.max_pool2d, TF.max_pool2d, x, device, kernel_size=3, stride=1)
+    compare(F.max_pool2d, TF.max_pool2d, [x], kernel_size=3, stride=1)
 
 
 def test_max_pool2d_nan_windows_like_torch():
@@ -78,9 +62,9 @@ def test_max_pool2d_return_indices(rng):
 @pytest.mark.parametrize("options", POOL_CASES)
 @pytest.mark.parametrize("count_include_pad", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_avg_pool2d_matches_torch(options, count_include_pad, dtype, device, rng):
+def test_avg_pool2d_matches_torch(options, count_include_pad, dtype, compare, rng):
     x = rng.standard_normal((2, 3, 7, 8)).astype(dtype)
-    compare_with_torch(F.avg_pool2d, TF.avg_pool2d, x, device, count_include_pad=count_include_pad, **options)
+    compare(F.avg_pool2d, TF.avg_pool2d, [x], count_include_pad=count_include_pad, **options)
 
 
 def test_avg_pool2d_divisors_at_the_edges():
@@ -98,10 +82,10 @@ def test_avg_pool2d_divisors_at_the_edges():
                                                      ceil_mode=True).numpy())
 
 
-def test_avg_pool2d_divisor_override(rng, device):
+def test_avg_pool2d_divisor_override(rng, compare):
     x = rng.standard_normal((1, 2, 6, 5))
-    compare_with_torch(F.avg_pool2d, TF.avg_pool2d, x, device, kernel_size=3, stride=2, padding=1,
-                       ceil_mode=True, divisor_override=4)
+    compare(F.avg_pool2d, TF.avg_pool2d, [x], kernel_size=3, stride=2, padding=1,
+            ceil_mode=True, divisor_override=4)
 
 
 @pytest.mark.parametrize("pool", ["max", "avg"])
@@ -130,10 +114,10 @@ def test_pool_errors(call, message, rng):
 
 @pytest.mark.parametrize("output_size", [1, (1, 1), 2, (3, 4), (None, 3), (2, None), 5, (7, 1), (4, 2)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_adaptive_avg_pool2d_matches_torch(output_size, dtype, device, rng):
+def test_adaptive_avg_pool2d_matches_torch(output_size, dtype, compare, rng):
     # 6x8 input: 2 and (3, 4) divide evenly (the avg_pool fast path); 5, (7, 1) give overlapping uneven bins
     x = rng.standard_normal((2, 3, 6, 8)).astype(dtype)
-    compare_with_torch(F.adaptive_avg_pool2d, TF.adaptive_avg_pool2d, x, device, output_size=output_size)
+    compare(F.adaptive_avg_pool2d, TF.adaptive_avg_pool2d, [x], output_size=output_size)
 
 
 @pytest.mark.parametrize("output_size", [1, 2, (4, 3), (5, 2)])
@@ -149,26 +133,15 @@ def test_adaptive_avg_pool2d_gradcheck(output_size, rng):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_batch_norm_matches_torch(shape, training, affine, dtype, device, rng):
+def test_batch_norm_matches_torch(shape, training, affine, dtype, compare, rng):
     x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
     w, b = (rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)) if affine else (None, None)
     mean, var = rng.standard_normal(3).astype(dtype), (rng.random(3) + 0.5).astype(dtype)
-    params = [sn.tensor(a, requires_grad=True, device=device) if a is not None else None for a in (x, w, b)]
-    params_ref = [torch.tensor(a, requires_grad=True) if a is not None else None for a in (x, w, b)]
-    running = [sn.tensor(mean, device=device), sn.tensor(var, device=device)]
-    running_ref = [torch.tensor(mean), torch.tensor(var)]
-    y = F.batch_norm(params[0], *running, params[1], params[2], training, 0.3, 1e-3)
-    y_ref = TF.batch_norm(params_ref[0], *running_ref, params_ref[1], params_ref[2], training, 0.3, 1e-3)
-    np.testing.assert_allclose(y.numpy(), y_ref.detach().numpy(), **TOL[dtype])
+    run = compare(F.batch_norm, TF.batch_norm, [x, mean, var, w, b], constants=(1, 2), training=training,
+                  momentum=0.3, eps=1e-3)
     # running statistics: updated in place (unbiased variance) when training, untouched otherwise
-    for ours, theirs in zip(running, running_ref):
-        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), **TOL[dtype])
-    r = rng.standard_normal(shape).astype(dtype)
-    (y * sn.tensor(r, device=device)).sum().backward()
-    (y_ref * torch.tensor(r)).sum().backward()
-    for ours, theirs in zip(params, params_ref):
-        if ours is not None:
-            np.testing.assert_allclose(sn.backend.to_numpy(ours.grad), theirs.grad.numpy(), **TOL[dtype])
+    for i in (1, 2):
+        assert_close(run.ours[i], run.theirs[i], what=("running_mean", "running_var")[i - 1])
 
 
 def test_batch_norm_updates_the_module_buffers_in_place(rng):
@@ -213,10 +186,10 @@ def test_batch_norm_errors(rng):
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 8])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_local_response_norm_matches_torch(size, dtype, device, rng):
+def test_local_response_norm_matches_torch(size, dtype, compare, rng):
     x = (rng.standard_normal((2, 6, 3, 4)) * 4).astype(dtype)  # large activations: the norm matters
-    compare_with_torch(F.local_response_norm, TF.local_response_norm, x, device, size=size, alpha=0.05,
-                       beta=0.75, k=2.0)
+    compare(F.local_response_norm, TF.local_response_norm, [x], size=size, alpha=0.05,
+            beta=0.75, k=2.0)
 
 
 def test_local_response_norm_alexnet_constants(rng):

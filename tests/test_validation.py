@@ -12,6 +12,7 @@ import torch.nn as tnn
 import torch.nn.functional as TF
 
 import scratchnet as sn
+from conftest import assert_close, compare_with_torch
 from scratchnet import nn
 from scratchnet import functional as F
 
@@ -130,7 +131,7 @@ def test_bad_functional_arguments_as_torch(row):
     expected, torch_error = _outcome(theirs)
     if torch_error is None and not stricter:
         assert error is None, f"torch computes a result, scratchnet raised {error!r}"
-        np.testing.assert_allclose(result.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)
+        assert_close(result, expected)
         return
     assert stricter or torch_error is not None
     assert isinstance(error, (ValueError, TypeError)), f"expected ValueError/TypeError, got {error!r}"
@@ -259,20 +260,8 @@ EMPTY = _empty_cases()
 
 @pytest.mark.parametrize("name, call, data, _", EMPTY, ids=[c[0] for c in EMPTY])
 def test_empty_inputs_as_torch(name, call, data, _):
-    x = sn.tensor(data, requires_grad=True)
-    tx_ = torch.tensor(data, requires_grad=True)
-    y = call(F, x, lambda a: sn.tensor(a))
-    ty = call(TF, tx_, lambda a: torch.tensor(a))
-    assert y.shape == tuple(ty.shape)
-    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, equal_nan=True)
-    if y.size:
-        y.sum().backward()
-        ty.sum().backward()
-    else:
-        y.backward(np.zeros(y.shape))
-        ty.backward(torch.zeros(ty.shape, dtype=ty.dtype))
-    assert x.grad.shape == tuple(tx_.grad.shape)
-    np.testing.assert_allclose(x.grad, tx_.grad.numpy(), rtol=1e-10, atol=1e-12)
+    """Outputs (empty, NaN or exact zeros), their shapes, and the (empty) input gradients equal torch's."""
+    compare_with_torch(lambda x: call(F, x, sn.tensor), lambda x: call(TF, x, torch.tensor), [data])
 
 
 def test_empty_losses_and_layers():

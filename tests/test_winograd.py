@@ -6,6 +6,7 @@ import pytest
 
 import scratchnet as sn
 import scratchnet.functional as F
+from conftest import assert_close
 from scratchnet.kernels import winograd
 
 torch = pytest.importorskip("torch")
@@ -64,15 +65,14 @@ def test_float64_equals_torch(n, hw, padding, tile, rng):
         return
     x, w, gy = data(rng, n, 3, 4, hw[0], hw[1], padding)
     for got, want in zip(winograd_conv(x, w, gy, padding, tile), torch_conv(x, w, gy, padding)):
-        assert got.dtype == np.float64 and got.shape == want.shape
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+        assert_close(got, want)  # shape, dtype (float64) and values
 
 
 @pytest.mark.parametrize("tile", TILES)
 def test_channels_and_batch_of_any_size(tile, rng):
     x, w, gy = data(rng, 5, 17, 9, 9, 10, (1, 1))
     for got, want in zip(winograd_conv(x, w, gy, (1, 1), tile), torch_conv(x, w, gy, (1, 1))):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+        assert_close(got, want)
 
 
 @pytest.mark.parametrize("tile", TILES)
@@ -94,7 +94,7 @@ def test_non_contiguous_inputs(rng):
     x, w, gy = data(rng, 2, 3, 4, 6, 6, (1, 1))
     xf, wf, gyf = (np.asfortranarray(a) for a in (x, w, gy))
     for got, want in zip(winograd_conv(xf, wf, gyf, (1, 1), 4), torch_conv(x, w, gy, (1, 1))):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+        assert_close(got, want)
 
 
 def test_bad_arguments_raise_clear_errors(rng):
@@ -133,7 +133,7 @@ def test_conv2d_winograd_route_gradcheck(padding, rng):
     y = F.conv2d(x, w, b, padding=padding, conv_algo="winograd")
     want = torch.nn.functional.conv2d(torch.tensor(x.data), torch.tensor(w.data), torch.tensor(b.data),
                                       padding=padding).numpy()
-    np.testing.assert_allclose(y.data, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+    assert_close(y, want)
 
 
 def test_default_tile_has_the_least_gemm_work(rng):
@@ -141,7 +141,7 @@ def test_default_tile_has_the_least_gemm_work(rng):
     assert [winograd.choose_tile((s, s)) for s in (56, 14, 7, 4, 3, 2, 1)] == [4, 4, 4, 4, 4, 2, 2]
     x, w, gy = data(rng, 2, 3, 4, 4, 4, (0, 0))
     for got, want in zip(winograd_conv(x, w, gy, (0, 0), None), torch_conv(x, w, gy, (0, 0))):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+        assert_close(got, want)
 
 
 @pytest.mark.parametrize("tile", TILES)
@@ -153,4 +153,4 @@ def test_chunks_of_tile_rows_give_the_same_numbers(tile, monkeypatch, rng):
     assert winograd._chunks(5, 14, 4, winograd._TILES[4], 8) == [(0, 2), (2, 2), (4, 1)]
     x, w, gy = data(rng, 2, 3, 4, 9, 7, (1, 1))
     for got, want in zip(winograd_conv(x, w, gy, (1, 1), tile), torch_conv(x, w, gy, (1, 1))):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+        assert_close(got, want)
