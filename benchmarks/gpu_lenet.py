@@ -28,7 +28,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 BATCH, LR, MOMENTUM, WEIGHT_DECAY, WARMUP_STEPS = 64, 0.05, 0.9, 5e-4, 20
-MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST (scratchnet/train.py's DATASETS)
+MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST (scratchnet/train/datasets.py's DATASETS)
 
 
 def load_data(data_dir, limit):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-# scratchnet's normalisation of each dataset (scratchnet/train.py DATASETS)
+# scratchnet's normalisation of each dataset (scratchnet/train/datasets.py DATASETS)
 MEAN_STD = {"fashion-mnist": (0.2860, 0.3530), "mnist": (0.1307, 0.3081)}
 
 

@@ -136,7 +136,7 @@ def test_gpu_random_state_round_trip_with_a_fake_cupy(with_cupy):
 
 
 def test_checkpoint_carries_the_gpu_random_state(with_cupy, tmp_path):
-    """train.py's checkpoint: the GPU state goes through save_checkpoint/load_checkpoint intact."""
+    """scratchnet.train's checkpoint: the GPU state goes through save_checkpoint/load_checkpoint intact."""
     with_cupy()
     sn.manual_seed(1)
     backend.rng("gpu").random(2)

@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import scratchnet as sn
 from scratchnet import train
 from scratchnet.runlock import RUN_LOCK, RunFolderLocked, RunLock
 
@@ -164,3 +166,39 @@ def test_weights_of_the_wrong_type_name_the_key(tmp_path, capsys, finished_run):
     capsys.readouterr()
     assert train.main([*TINY, "--out", tmp_path / "b", "--weights", tmp_path / "bad.npz", "--eval-only"]) == 2
     one_line_error(capsys, "--weights", "'output.bias' is a ndarray of dtype <U1")
+
+
+# --------------------------------------------------------------------------- file modes
+
+
+def _umask():
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
+def _mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_run_folder_files_have_the_users_file_mode(finished_run):
+    """Every file is written to a temporary file (mkstemp: 0600) and renamed; the result has open()'s mode."""
+    expected = 0o666 & ~_umask()
+    for name in ("metrics.json", "curves.png", "config.json", "best.npz", "final.npz", "checkpoint.npz"):
+        assert _mode(finished_run / name) == expected, (name, oct(_mode(finished_run / name)))
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o027])
+def test_file_mode_follows_the_umask(tmp_path, umask):
+    metrics = [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.5, "train_acc": 0.5, "test_acc": 0.25}]
+    previous = os.umask(umask)
+    try:
+        train.write_json(tmp_path / "metrics.json", metrics)
+        train.plot_curves(tmp_path / "curves.png", metrics, train.Classification(None, "cpu"))
+        train.save_checkpoint(tmp_path / "checkpoint.npz", {"step": 1, "weights": np.arange(3.0)})
+        sn.save({"w": np.zeros(2)}, tmp_path / "final.npz")
+    finally:
+        os.umask(previous)
+    for path in tmp_path.iterdir():
+        assert _mode(path) == 0o666 & ~umask, (path.name, oct(_mode(path)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "curves.png", "final.npz", "metrics.json"]

@@ -73,6 +73,19 @@ class Pad:
         return f"Pad({self.padding})"
 
 
+class RepeatChannels:
+    """Grayscale to RGB by repetition (for models without an ``in_channels`` option)."""
+
+    def __init__(self, channels):
+        self.channels = channels
+
+    def __call__(self, x, rng=None):
+        return np.repeat(x, self.channels, axis=1)
+
+    def __repr__(self):
+        return f"RepeatChannels({self.channels})"
+
+
 class RandomCrop:
     """A random ``size`` window per image, after optional zero padding (CIFAR's pad-4-crop-32)."""
 

@@ -136,7 +136,16 @@ class DistributedDataParallel(Module):
     def load_state_dict(self, state_dict, strict=True):
         return self.module.load_state_dict(state_dict, strict)
 
-    def __getattr__(self, name):  # model attributes (input_size, loss, scores, ...) read through
+    def main_output(self, output):  # the output contract is the wrapped model's (GoogLeNet's aux heads, ...)
+        return self.module.main_output(output)
+
+    def loss(self, output, target):
+        return self.module.loss(output, target)
+
+    def scores(self, output):
+        return self.module.scores(output)
+
+    def __getattr__(self, name):  # model attributes (input_size, S, B, ...) read through
         try:
             return super().__getattr__(name)
         except AttributeError:

@@ -38,11 +38,13 @@ The pools round up (Caffe's rule, ceil_mode=True) to give Fig. 3's 55, 13 and 6.
 "contrast normalisation" is AlexNet's LRN with AlexNet's constants (the ZF paper gives none).
 ``zfnet(wide=True)`` is Table 1's larger model with 512-1024-512 maps in layers 3, 4, 5.
 """
+from dataclasses import replace
+
 from ..functional.conv import conv_output_size
 from ..nn import init
 from ..nn.layers import Conv2d, Dropout, Linear, LocalResponseNorm, MaxPool2d, ReLU
 from ..nn.module import Module, Sequential
-from .registry import register_model
+from .registry import IMAGENET_SHAPED, register_model
 
 # (maps, kernel, stride, padding, split across the two GPUs, layers after ReLU)
 ALEXNET = (
@@ -114,14 +116,18 @@ class AlexNet(Module):
         return self.classifier(x.reshape(x.shape[0], -1))
 
 
-@register_model("alexnet")
+# AlexNet/ZFNet: the ImageNet-shaped recipe plus the PCA colour augmentation of Krizhevsky et al. (Sec. 4.1)
+ALEXNET_RECIPE = replace(IMAGENET_SHAPED, name="alexnet", augment=("crop", "flip", "lighting"))
+
+
+@register_model("alexnet", recipe=ALEXNET_RECIPE)
 def alexnet(num_classes=1000, **options):
     """AlexNet as in the paper (groups=2: the two-GPU split; groups=1: single-GPU)."""
     options.setdefault("image_size", 227)
     return AlexNet(ALEXNET, num_classes, **options)
 
 
-@register_model("zfnet")
+@register_model("zfnet", recipe=ALEXNET_RECIPE)
 def zfnet(num_classes=1000, wide=False, **options):
     """ZFNet (Fig. 3); ``wide=True``: Table 1's 512-1024-512 maps in layers 3-5."""
     options.setdefault("image_size", 224)

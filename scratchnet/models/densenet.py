@@ -35,7 +35,7 @@ from collections import OrderedDict
 from .. import functional as F
 from ..nn import (AvgPool2d, BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d, Module, ModuleDict, ReLU,
                   Sequential, init)
-from .registry import register_model
+from .registry import IMAGENET_SHAPED, register_model
 
 # --------------------------------------------------------------------------- the table
 
@@ -166,21 +166,21 @@ def densenet(depth, num_classes=1000, **options):
     return DenseNet(num_classes=num_classes, **options)
 
 
-@register_model("densenet121")
+@register_model("densenet121", recipe=IMAGENET_SHAPED)
 def densenet121(num_classes=1000, **options):
     return densenet(121, num_classes, **options)
 
 
-@register_model("densenet161")
+@register_model("densenet161", recipe=IMAGENET_SHAPED)
 def densenet161(num_classes=1000, **options):
     return densenet(161, num_classes, **options)
 
 
-@register_model("densenet169")
+@register_model("densenet169", recipe=IMAGENET_SHAPED)
 def densenet169(num_classes=1000, **options):
     return densenet(169, num_classes, **options)
 
 
-@register_model("densenet201")
+@register_model("densenet201", recipe=IMAGENET_SHAPED)
 def densenet201(num_classes=1000, **options):
     return densenet(201, num_classes, **options)

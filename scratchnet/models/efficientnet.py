@@ -29,7 +29,7 @@ from .. import functional as F
 from ..autograd import Tensor
 from ..nn import AdaptiveAvgPool2d, Conv2d, Dropout, Linear, Module, Sequential, Sigmoid, SiLU, init
 from .mobilenet import Conv2dNormActivation
-from .registry import register_model
+from .registry import IMAGENET_SHAPED, register_model
 
 # Table 1 (EfficientNet-B0), stages 2-8 (stage 1 is the 3x3/2 stem conv, stage 9 the 1x1 head conv):
 # (expand ratio, kernel, stride, in channels, out channels, layers)
@@ -214,41 +214,41 @@ def _efficientnet(variant, num_classes=1000, in_channels=3, stochastic_depth_pro
                         bn_eps=1e-3 if tf_bn else 1e-5, bn_momentum=0.01 if tf_bn else 0.1)
 
 
-@register_model("efficientnet_b0")
+@register_model("efficientnet_b0", recipe=IMAGENET_SHAPED)
 def efficientnet_b0(num_classes=1000, **options):
     return _efficientnet("b0", num_classes, **options)
 
 
-@register_model("efficientnet_b1")
+@register_model("efficientnet_b1", recipe=IMAGENET_SHAPED)
 def efficientnet_b1(num_classes=1000, **options):
     return _efficientnet("b1", num_classes, **options)
 
 
-@register_model("efficientnet_b2")
+@register_model("efficientnet_b2", recipe=IMAGENET_SHAPED)
 def efficientnet_b2(num_classes=1000, **options):
     return _efficientnet("b2", num_classes, **options)
 
 
-@register_model("efficientnet_b3")
+@register_model("efficientnet_b3", recipe=IMAGENET_SHAPED)
 def efficientnet_b3(num_classes=1000, **options):
     return _efficientnet("b3", num_classes, **options)
 
 
-@register_model("efficientnet_b4")
+@register_model("efficientnet_b4", recipe=IMAGENET_SHAPED)
 def efficientnet_b4(num_classes=1000, **options):
     return _efficientnet("b4", num_classes, **options)
 
 
-@register_model("efficientnet_b5")
+@register_model("efficientnet_b5", recipe=IMAGENET_SHAPED)
 def efficientnet_b5(num_classes=1000, **options):
     return _efficientnet("b5", num_classes, **options)
 
 
-@register_model("efficientnet_b6")
+@register_model("efficientnet_b6", recipe=IMAGENET_SHAPED)
 def efficientnet_b6(num_classes=1000, **options):
     return _efficientnet("b6", num_classes, **options)
 
 
-@register_model("efficientnet_b7")
+@register_model("efficientnet_b7", recipe=IMAGENET_SHAPED)
 def efficientnet_b7(num_classes=1000, **options):
     return _efficientnet("b7", num_classes, **options)

@@ -27,7 +27,8 @@ sizes are Table 1's 112, 56, 28, 14, 7. The LRNs are the Caffe model's: size 5, 
 Auxiliary classifiers (Sec. 5) on 4a and 4d, used only while training: avg pool 5x5/3 (4x4
 output), 1x1 conv 128 + ReLU, FC 1024 + ReLU, dropout 70%, linear. In train mode the forward
 returns ``GoogLeNetOutputs(logits, aux1, aux2)``, in eval mode the logits; ``model.loss`` adds the
-auxiliary losses with the paper's 0.3 weight and ``model.scores`` picks the main logits.
+auxiliary losses with the paper's 0.3 weight and ``model.main_output`` (so ``model.scores``) picks
+the main logits.
 
 ``naive=True`` builds the net from the naive module of Fig. 2(a) (1x1, 3x3, 5x5 convs and a
 3x3 max pool side by side, no reductions): its output width grows by the input width at every
@@ -42,7 +43,7 @@ from .. import functional as F
 from ..nn import init
 from ..nn.layers import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Linear, LocalResponseNorm, MaxPool2d
 from ..nn.module import Module, Sequential
-from .registry import register_model
+from .registry import IMAGENET_SHAPED, register_model
 
 # Table 1: inception module -> (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)
 INCEPTION = {
@@ -197,7 +198,11 @@ class GoogLeNet(Module):
             return GoogLeNetOutputs(logits, aux1, aux2)
         return logits
 
-    # -- the output convention the training CLI relies on
+    # -- the output contract (nn.Module.main_output / loss / scores)
+    def main_output(self, output):
+        """The main classifier's logits (the auxiliary heads are discarded at inference)."""
+        return output.logits if isinstance(output, GoogLeNetOutputs) else output
+
     def loss(self, output, target):
         """Cross-entropy; in training, plus 0.3 x each auxiliary classifier's (Sec. 5)."""
         if isinstance(output, GoogLeNetOutputs):
@@ -205,12 +210,8 @@ class GoogLeNet(Module):
             return F.cross_entropy(output.logits, target) + aux * AUX_LOSS_WEIGHT
         return F.cross_entropy(output, target)
 
-    def scores(self, output):
-        """The main classifier's logits (the auxiliary heads are discarded at inference)."""
-        return output.logits if isinstance(output, GoogLeNetOutputs) else output
 
-
-@register_model("googlenet", "inception_v1")
+@register_model("googlenet", "inception_v1", recipe=IMAGENET_SHAPED)
 def googlenet(num_classes=1000, **options):
     """GoogLeNet / Inception v1 as in Table 1 (true 5x5 branches, LRN, no BN, two aux heads)."""
     return GoogLeNet(num_classes, **options)

@@ -26,7 +26,7 @@ only, as ``scratchnet.summary`` does.
 from collections import OrderedDict
 
 from ..nn import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, ReLU, Sequential
-from .registry import register_model
+from .registry import IMAGENET_SHAPED, register_model
 
 # Table 1 (MobileNet body): the stem "Conv / s2, 3x3x3x32", then 13 depthwise
 # separable blocks as (depthwise stride, pointwise output channels). The
@@ -102,7 +102,7 @@ class MobileNetV1(Sequential):
         return f"width_mult={self.width_mult}, resolution={self.resolution}"
 
 
-@register_model("mobilenet_v1", "mobilenet")
+@register_model("mobilenet_v1", "mobilenet", recipe=IMAGENET_SHAPED)
 def mobilenet_v1(num_classes=1000, width_mult=1.0, resolution=224, in_channels=3, blocks=BLOCKS):
     """MobileNet v1 with width multiplier ``width_mult`` (alpha: 1.0, 0.75, 0.5, 0.25) and
     input ``resolution`` (rho: 224, 192, 160, 128). ``blocks`` replaces Table 1's

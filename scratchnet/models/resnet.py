@@ -62,7 +62,7 @@ from .. import backend
 from .. import functional as F
 from ..autograd import RemovableHandle
 from ..nn import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU, Sequential, init
-from .registry import register_model
+from .registry import IMAGENET_SHAPED, Recipe, register_model
 
 # --------------------------------------------------------------------------- the tables
 
@@ -381,52 +381,57 @@ def _plain_cifar(depth, num_classes, options):
 # --------------------------------------------------------------------------- ImageNet (Table 1)
 
 
-@register_model("resnet18")
+# He et al. 2016, Sec. 4.2: batch 128, lr 0.1 divided by 10 at 50% and 75%, wd 1e-4, pad-4 crop + flip
+CIFAR_RECIPE = Recipe("cifar", dataset="cifar10", epochs=160, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
+                      optimizer="sgd", schedule="step", warmup=0.0, augment=("crop", "flip"))
+
+
+@register_model("resnet18", recipe=IMAGENET_SHAPED)
 def resnet18(num_classes=1000, **options):
     return imagenet_resnet(18, num_classes, **options)
 
 
-@register_model("resnet34")
+@register_model("resnet34", recipe=IMAGENET_SHAPED)
 def resnet34(num_classes=1000, **options):
     return imagenet_resnet(34, num_classes, **options)
 
 
-@register_model("resnet50")
+@register_model("resnet50", recipe=IMAGENET_SHAPED)
 def resnet50(num_classes=1000, **options):
     return imagenet_resnet(50, num_classes, **options)
 
 
-@register_model("resnet101")
+@register_model("resnet101", recipe=IMAGENET_SHAPED)
 def resnet101(num_classes=1000, **options):
     return imagenet_resnet(101, num_classes, **options)
 
 
-@register_model("resnet152")
+@register_model("resnet152", recipe=IMAGENET_SHAPED)
 def resnet152(num_classes=1000, **options):
     return imagenet_resnet(152, num_classes, **options)
 
 
-@register_model("plain18")
+@register_model("plain18", recipe=IMAGENET_SHAPED)
 def plain18(num_classes=1000, **options):
     return _plain_imagenet(18, num_classes, options)
 
 
-@register_model("plain34")
+@register_model("plain34", recipe=IMAGENET_SHAPED)
 def plain34(num_classes=1000, **options):
     return _plain_imagenet(34, num_classes, options)
 
 
-@register_model("plain50")
+@register_model("plain50", recipe=IMAGENET_SHAPED)
 def plain50(num_classes=1000, **options):
     return _plain_imagenet(50, num_classes, options)
 
 
-@register_model("plain101")
+@register_model("plain101", recipe=IMAGENET_SHAPED)
 def plain101(num_classes=1000, **options):
     return _plain_imagenet(101, num_classes, options)
 
 
-@register_model("plain152")
+@register_model("plain152", recipe=IMAGENET_SHAPED)
 def plain152(num_classes=1000, **options):
     return _plain_imagenet(152, num_classes, options)
 
@@ -434,56 +439,56 @@ def plain152(num_classes=1000, **options):
 # --------------------------------------------------------------------------- CIFAR-10 (Section 4.2, Table 6)
 
 
-@register_model("resnet20")
+@register_model("resnet20", recipe=CIFAR_RECIPE)
 def resnet20(num_classes=10, **options):
     return cifar_resnet(20, num_classes, **options)
 
 
-@register_model("resnet32")
+@register_model("resnet32", recipe=CIFAR_RECIPE)
 def resnet32(num_classes=10, **options):
     return cifar_resnet(32, num_classes, **options)
 
 
-@register_model("resnet44")
+@register_model("resnet44", recipe=CIFAR_RECIPE)
 def resnet44(num_classes=10, **options):
     return cifar_resnet(44, num_classes, **options)
 
 
-@register_model("resnet56")
+@register_model("resnet56", recipe=CIFAR_RECIPE)
 def resnet56(num_classes=10, **options):
     return cifar_resnet(56, num_classes, **options)
 
 
-@register_model("resnet110")
+@register_model("resnet110", recipe=CIFAR_RECIPE)
 def resnet110(num_classes=10, **options):
     return cifar_resnet(110, num_classes, **options)
 
 
-@register_model("resnet1202")
+@register_model("resnet1202", recipe=CIFAR_RECIPE)
 def resnet1202(num_classes=10, **options):
     return cifar_resnet(1202, num_classes, **options)
 
 
-@register_model("plain20")
+@register_model("plain20", recipe=CIFAR_RECIPE)
 def plain20(num_classes=10, **options):
     return _plain_cifar(20, num_classes, options)
 
 
-@register_model("plain32")
+@register_model("plain32", recipe=CIFAR_RECIPE)
 def plain32(num_classes=10, **options):
     return _plain_cifar(32, num_classes, options)
 
 
-@register_model("plain44")
+@register_model("plain44", recipe=CIFAR_RECIPE)
 def plain44(num_classes=10, **options):
     return _plain_cifar(44, num_classes, options)
 
 
-@register_model("plain56")
+@register_model("plain56", recipe=CIFAR_RECIPE)
 def plain56(num_classes=10, **options):
     return _plain_cifar(56, num_classes, options)
 
 
-@register_model("plain110")
+@register_model("plain110", recipe=CIFAR_RECIPE)
 def plain110(num_classes=10, **options):
     return _plain_cifar(110, num_classes, options)

@@ -28,8 +28,8 @@ with its own squeeze width and activation (torchvision's signature).
 from functools import partial
 
 from ..nn import AdaptiveAvgPool2d, Conv2d, Module, ReLU, Sigmoid
-from .registry import register_model
-from .resnet import cifar_resnet, imagenet_resnet
+from .registry import IMAGENET_SHAPED, register_model
+from .resnet import CIFAR_RECIPE, cifar_resnet, imagenet_resnet
 
 REDUCTION = 16  # r, Section 6.1 / Table 10: the best accuracy-complexity trade-off
 
@@ -76,27 +76,27 @@ def se_resnet(depth, num_classes=1000, reduction=REDUCTION, **options):
     return imagenet_resnet(depth, num_classes, se_layer=partial(SEBlock, reduction=reduction), **options)
 
 
-@register_model("se_resnet18")
+@register_model("se_resnet18", recipe=IMAGENET_SHAPED)
 def se_resnet18(num_classes=1000, **options):
     return se_resnet(18, num_classes, **options)
 
 
-@register_model("se_resnet34")
+@register_model("se_resnet34", recipe=IMAGENET_SHAPED)
 def se_resnet34(num_classes=1000, **options):
     return se_resnet(34, num_classes, **options)
 
 
-@register_model("se_resnet50")
+@register_model("se_resnet50", recipe=IMAGENET_SHAPED)
 def se_resnet50(num_classes=1000, **options):
     return se_resnet(50, num_classes, **options)
 
 
-@register_model("se_resnet101")
+@register_model("se_resnet101", recipe=IMAGENET_SHAPED)
 def se_resnet101(num_classes=1000, **options):
     return se_resnet(101, num_classes, **options)
 
 
-@register_model("se_resnet152")
+@register_model("se_resnet152", recipe=IMAGENET_SHAPED)
 def se_resnet152(num_classes=1000, **options):
     return se_resnet(152, num_classes, **options)
 
@@ -107,16 +107,16 @@ def se_cifar_resnet(depth, num_classes=10, reduction=REDUCTION, **options):
     return cifar_resnet(depth, num_classes, se_layer=partial(SEBlock, reduction=reduction), **options)
 
 
-@register_model("se_resnet20")
+@register_model("se_resnet20", recipe=CIFAR_RECIPE)
 def se_resnet20(num_classes=10, **options):
     return se_cifar_resnet(20, num_classes, **options)
 
 
-@register_model("se_resnet56")
+@register_model("se_resnet56", recipe=CIFAR_RECIPE)
 def se_resnet56(num_classes=10, **options):
     return se_cifar_resnet(56, num_classes, **options)
 
 
-@register_model("se_resnet110")
+@register_model("se_resnet110", recipe=CIFAR_RECIPE)
 def se_resnet110(num_classes=10, **options):
     return se_cifar_resnet(110, num_classes, **options)

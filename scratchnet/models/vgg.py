@@ -18,7 +18,7 @@ As torchvision: ``features.N`` indices, an AdaptiveAvgPool2d((7, 7)) ``avgpool``
 from ..nn import init
 from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d, ReLU
 from ..nn.module import Module, Sequential
-from .registry import register_model
+from .registry import IMAGENET_SHAPED, register_model
 
 M = "M"  # a 2x2/2 max pool
 CONFIGS = {  # Table 1 columns: conv widths in order, "M" for each pool
@@ -75,7 +75,7 @@ class VGG(Module):
 
 
 def _register(name, config, batch_norm):
-    @register_model(name)
+    @register_model(name, recipe=IMAGENET_SHAPED)
     def constructor(num_classes=1000, **options):
         return VGG(config, num_classes, batch_norm=batch_norm, **options)
     constructor.__name__ = name

@@ -38,7 +38,7 @@ from ..nn.layers import BatchNorm2d, Conv2d, Dropout, Flatten, LeakyReLU, Linear
 from ..nn.module import Module, Sequential
 from .detection import (average_precision, average_precisions, box_cxcywh_to_xyxy, box_iou,  # noqa: F401
                         box_xyxy_to_cxcywh, elementwise_iou, mean_average_precision, nms)
-from .registry import register_model
+from .registry import Recipe, register_model
 
 __all__ = [
     "YOLOv1", "yolov1", "fast_yolov1", "yolo_loss", "YOLOLoss", "encode_targets", "decode", "nms", "box_iou",
@@ -179,17 +179,27 @@ class YOLOv1(Module):
         out = self.head(self.features(x))
         return out.reshape(x.shape[0], self.S, self.S, self.B * 5 + self.num_classes)
 
+    # -- the output contract (nn.Module.loss): a detector's loss, on a target from encode_targets
+    def loss(self, output, target):
+        """The sum-squared loss of Eq. (3), ``yolo_loss``, against the (N, S, S, 5 + C) ``target``."""
+        return yolo_loss(output, target, S=self.S, B=self.B, C=self.num_classes)
+
     def extra_repr(self):
         return f"S={self.S}, B={self.B}, num_classes={self.num_classes}, input_size={self.input_size}"
 
 
-@register_model("yolov1", "yolo")
+# Sec. 2.2: momentum 0.9, decay 5e-4, a warm-up from a low rate, then steps; here on the synthetic shapes
+YOLO_RECIPE = Recipe("yolo", dataset="shapes", epochs=30, batch_size=16, lr=1e-3, momentum=0.9, weight_decay=5e-4,
+                     optimizer="sgd", schedule="step", warmup=1.0, augment=(), task="detection")
+
+
+@register_model("yolov1", "yolo", recipe=YOLO_RECIPE)
 def yolov1(num_classes=20, **options):
     """YOLOv1 (Figure 3): 24 conv layers + 2 FC, 448x448 input, output (N, 7, 7, 30) for VOC."""
     return YOLOv1(YOLOV1_CONVS, YOLOV1_HEAD, num_classes=num_classes, **options)
 
 
-@register_model("fast_yolov1", "fast_yolo", "tiny_yolov1")
+@register_model("fast_yolov1", "fast_yolo", "tiny_yolov1", recipe=YOLO_RECIPE)
 def fast_yolov1(num_classes=20, **options):
     """Fast YOLO: 9 conv layers (darknet's v1 yolo-tiny.cfg), same output format as YOLOv1."""
     return YOLOv1(FAST_YOLOV1_CONVS, FAST_YOLOV1_HEAD, num_classes=num_classes, **options)

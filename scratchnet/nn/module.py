@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import RemovableHandle, Tensor
+from ..functional.loss import cross_entropy
 
 
 class Parameter(Tensor):
@@ -126,6 +127,23 @@ class Module:
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    # -- the output contract: what tools (scratchnet.train, scratchnet.study) may ask of forward()'s output
+    def main_output(self, output):
+        """The main head's output alone. Default: ``output`` itself; a model that also returns
+        training-only heads overrides it (GoogLeNet in training mode: its ``.logits``, not the aux heads)."""
+        return output
+
+    def loss(self, output, target):
+        """The training loss of ``output`` (what forward returned) for ``target``. Default: cross-entropy
+        of the main output (logits). Overridden where the paper trains otherwise: GoogLeNet adds 0.3 x
+        each auxiliary head's, classic LeNet-5 uses its RBF loss, YOLOv1 its sum-squared detection loss."""
+        return cross_entropy(self.main_output(output), target)
+
+    def scores(self, output):
+        """Class scores of ``output``, higher = more likely, so argmax is the prediction. Default: the
+        main output (logits); classic LeNet-5 negates its RBF distances."""
+        return self.main_output(output)
 
     def register_forward_hook(self, hook):
         """Call ``hook(module, inputs, output)`` after every forward; returns a handle with remove()."""

@@ -8,6 +8,7 @@ folder and moved over the target with ``os.replace``, so a crash mid-save
 never leaves a half-written file where the old weights were. Loading never
 unpickles (``allow_pickle=False``): a weights file cannot run code.
 """
+import contextlib
 import os
 import tempfile
 import zipfile
@@ -43,19 +44,45 @@ def _as_arrays(obj):
 def save(obj, path):
     """Write a model's state_dict (or a state dict) to ``path`` as ``.npz``, atomically."""
     arrays = _as_arrays(obj)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)  # a file object: numpy adds no ".npz" to the name
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """A file object writing to a temporary file beside ``path``, which replaces ``path`` in one step
+    (``os.replace``) when the block ends without error, so a reader never sees half a file.
+
+    The file gets the mode a plain ``open`` would give it (``new_file_mode()``), not the 0o600
+    that ``mkstemp`` gives a temporary file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # a file object: numpy adds no ".npz" to the name
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def new_file_mode():
+    """0o666 less the process umask: the permissions ``open(path, "w")`` gives a new file."""
+    try:  # Linux shows the umask; reading it there leaves it untouched for other threads
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o077)  # elsewhere: set and put back (briefly stricter, never looser)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def load(path):

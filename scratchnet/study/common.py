@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from .. import functional as F
 from ..autograd import Tensor
 from ..data import load_mnist
 from ..data import transforms as T
@@ -39,10 +38,9 @@ def fashion_batches(model, n, batch_size, data_dir=None, side=None, seed=0, trai
 
 
 def classification_loss(model, output, target):
-    output = output[0] if isinstance(output, tuple) else output  # GoogLeNet's aux heads: main logits only
-    if hasattr(model, "loss"):
-        return model.loss(output, target)
-    return F.cross_entropy(output, target)
+    """The loss of the main head alone (GoogLeNet's auxiliary heads left out), by the output contract
+    every Module keeps (``nn.Module.main_output`` / ``loss``)."""
+    return model.loss(model.main_output(output), target)
 
 
 # --------------------------------------------------------------------------- nets
