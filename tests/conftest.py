@@ -128,6 +128,20 @@ def compare_with_torch(op, torch_op, inputs, device="cpu", *, constants=(), tol=
     return Compared(y, y_ref, ours, theirs)
 
 
+def torch_conv2d(x, w, stride=1, padding=0, dilation=1, groups=1, extra=(0, 0)):
+    """The kernel tests' reference (raw arrays in and out): torch's conv2d of x and w as (y, grads), where
+    grads(gy) gives (gx, gw). `extra`: rows and columns of zeros added at the bottom and right only (the
+    output of padding='same' with an even kernel)."""
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    padded = torch.nn.functional.pad(xt, (0, extra[1], 0, extra[0]))
+    yt = torch.nn.functional.conv2d(padded, wt, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+    def grads(gy):
+        yt.backward(torch.tensor(gy))
+        return xt.grad.numpy(), wt.grad.numpy()
+    return yt.detach().numpy(), grads
+
+
 @pytest.fixture
 def compare(device):
     """compare_with_torch on this test's device (the test runs on the CPU, and on the GPU when one is present)."""

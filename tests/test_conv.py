@@ -32,26 +32,34 @@ CONV_CASES = [
 ]
 
 
+def conv_inputs(rng, x_shape, w_shape, options, dtype=np.float64, with_bias=True, transposed=False):
+    """Random x, weight and bias (or None) for a case: the weight is (C_out, C_in / groups, kh, kw), or
+    (C_in, C_out / groups, kh, kw) for conv_transpose2d."""
+    groups = options.get("groups", 1)
+    c_in, (c_out, kh, kw) = x_shape[1], w_shape
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((c_in, c_out // groups, kh, kw) if transposed else (c_out, c_in // groups, kh, kw))
+    b = rng.standard_normal(c_out).astype(dtype) if with_bias else None
+    return [x, w.astype(dtype), b]
+
+
+def gradcheck_inputs(rng, x_shape, w_shape, options, transposed=False):
+    """Float64 tensors for sn.gradcheck: one image of the case, a weight and a bias."""
+    arrays = conv_inputs(rng, (1,) + x_shape[1:], w_shape, options, transposed=transposed)
+    return [sn.tensor(a, requires_grad=True) for a in arrays]
+
+
 @pytest.mark.parametrize("x_shape,w_shape,options", CONV_CASES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_conv2d_matches_torch(x_shape, w_shape, options, dtype, with_bias, compare, rng):
-    groups = options.get("groups", 1)
-    c_out, kh, kw = w_shape
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal((c_out, x_shape[1] // groups, kh, kw)).astype(dtype)
-    b = rng.standard_normal(c_out).astype(dtype) if with_bias else None
-    compare(F.conv2d, TF.conv2d, [x, w, b], **options)
+    compare(F.conv2d, TF.conv2d, conv_inputs(rng, x_shape, w_shape, options, dtype, with_bias), **options)
 
 
 @pytest.mark.parametrize("x_shape,w_shape,options", [CONV_CASES[i] for i in (1, 2, 4, 5, 7, 10, 11)])
 def test_conv2d_gradcheck(x_shape, w_shape, options, rng):
-    groups = options.get("groups", 1)
-    c_out, kh, kw = w_shape
-    x = sn.tensor(rng.standard_normal((1,) + x_shape[1:]), requires_grad=True)
-    w = sn.tensor(rng.standard_normal((c_out, x_shape[1] // groups, kh, kw)), requires_grad=True)
-    b = sn.tensor(rng.standard_normal(c_out), requires_grad=True)
-    assert sn.gradcheck(lambda x, w, b: F.conv2d(x, w, b, **options), [x, w, b])
+    inputs = gradcheck_inputs(rng, x_shape, w_shape, options)
+    assert sn.gradcheck(lambda x, w, b: F.conv2d(x, w, b, **options), inputs)
 
 
 def test_conv2d_only_weight_needs_grad(rng):
@@ -123,11 +131,7 @@ TRANSPOSE_CASES = [
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_conv_transpose2d_matches_torch(x_shape, w_shape, options, dtype, with_bias, compare, rng):
-    groups = options.get("groups", 1)
-    c_out, kh, kw = w_shape
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal((x_shape[1], c_out // groups, kh, kw)).astype(dtype)
-    b = rng.standard_normal(c_out).astype(dtype) if with_bias else None
+    x, w, b = conv_inputs(rng, x_shape, w_shape, options, dtype, with_bias, transposed=True)
     # the bias gradient sums N*OH*OW values: in float32 with a (2, 3) stride, where the sum cancels to 0.048,
     # torch lands 1.9e-6 from the float64 sum and scratchnet 0.4e-6, beyond TOL's atol (tol_for_sums says why)
     out_pixels = TF.conv_transpose2d(torch.tensor(x), torch.tensor(w), **options)[:, 0].numel()
@@ -136,12 +140,8 @@ def test_conv_transpose2d_matches_torch(x_shape, w_shape, options, dtype, with_b
 
 @pytest.mark.parametrize("x_shape,w_shape,options", TRANSPOSE_CASES[1:5])
 def test_conv_transpose2d_gradcheck(x_shape, w_shape, options, rng):
-    groups = options.get("groups", 1)
-    c_out, kh, kw = w_shape
-    x = sn.tensor(rng.standard_normal((1,) + x_shape[1:]), requires_grad=True)
-    w = sn.tensor(rng.standard_normal((x_shape[1], c_out // groups, kh, kw)), requires_grad=True)
-    b = sn.tensor(rng.standard_normal(c_out), requires_grad=True)
-    assert sn.gradcheck(lambda x, w, b: F.conv_transpose2d(x, w, b, **options), [x, w, b])
+    inputs = gradcheck_inputs(rng, x_shape, w_shape, options, transposed=True)
+    assert sn.gradcheck(lambda x, w, b: F.conv_transpose2d(x, w, b, **options), inputs)
 
 
 def test_conv_transpose2d_is_the_adjoint_of_conv2d(rng):

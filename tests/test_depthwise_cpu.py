@@ -9,12 +9,10 @@ kernel API on every implementation; this file covers the CPU layout's own edge c
 """
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as TF
 
 import scratchnet as sn
 import scratchnet.functional as F
-from conftest import assert_close
+from conftest import assert_close, torch_conv2d
 from scratchnet.functional.conv import conv_output_size
 from scratchnet.kernels import cpu
 
@@ -40,18 +38,6 @@ CASES = {
 }
 
 
-def _torch(x, w, stride, padding, dilation, extra):
-    """y and a function giving (gx, gw) for gy, from torch (extra rows/columns as zero padding at the end)."""
-    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    padded = TF.pad(xt, (padding[1], padding[1] + extra[1], padding[0], padding[0] + extra[0]))
-    yt = TF.conv2d(padded, wt, stride=stride, dilation=dilation, groups=x.shape[1])
-
-    def grads(gy):
-        yt.backward(torch.tensor(gy))
-        return xt.grad.numpy(), wt.grad.numpy()
-    return yt.detach().numpy(), grads
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES)
 def test_depthwise_kernels_match_torch(case, dtype, rng):
@@ -61,7 +47,7 @@ def test_depthwise_kernels_match_torch(case, dtype, rng):
     w = rng.standard_normal((c * mult, 1) + kernel).astype(dtype)
     out_hw = tuple(conv_output_size(x_shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) + extra[a]
                    for a in range(2))
-    y_ref, grads = _torch(x, w, stride, padding, dilation, extra)
+    y_ref, grads = torch_conv2d(x, w, stride, padding, dilation, groups=c, extra=extra)
     assert y_ref.shape[2:] == out_hw
     gy = rng.standard_normal(y_ref.shape).astype(dtype)
     gx_ref, gw_ref = grads(gy)

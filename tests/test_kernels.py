@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from conftest import assert_close, tol_for_sums
+from conftest import assert_close, tol_for_sums, torch_conv2d
 from scratchnet.functional.conv import col2im, conv_output_size, im2col
 from scratchnet import backend
 from scratchnet.kernels import cpu
@@ -75,17 +75,6 @@ def _out_hw(x_shape, kernel, stride, padding, dilation):
     return tuple(conv_output_size(x_shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in range(2))
 
 
-def _torch_conv(x, w, stride, padding, dilation, groups):
-    """y, and a function giving (gx, gw) for an upstream gradient, from torch."""
-    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    yt = TF.conv2d(xt, wt, stride=stride, padding=padding, dilation=dilation, groups=groups)
-
-    def grads(gy):
-        yt.backward(torch.tensor(gy))
-        return xt.grad.numpy(), wt.grad.numpy()
-    return yt.detach().numpy(), grads
-
-
 # (x shape, out channels, kernel, stride, padding, dilation, groups)
 CONV_CASES = [
     ((2, 3, 5, 7), 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),
@@ -106,7 +95,7 @@ def test_direct_conv_forward_and_backward(cuda_impl, case, dtype, rng):
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((c_out, x_shape[1] // groups) + kernel).astype(dtype)
     out_hw = _out_hw(x_shape, kernel, stride, padding, dilation)
-    y_ref, grads = _torch_conv(x, w, stride, padding, dilation, groups)
+    y_ref, grads = torch_conv2d(x, w, stride, padding, dilation, groups)
     gy = rng.standard_normal(y_ref.shape).astype(dtype)
     gx_ref, gw_ref = grads(gy)
     for y in impl("conv2d_forward", x, w, stride, padding, dilation, groups, out_hw):
@@ -136,7 +125,7 @@ def test_depthwise_forward_and_backward(impl, case, dtype, rng):
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((c * mult, 1) + kernel).astype(dtype)
     out_hw = _out_hw(x_shape, kernel, stride, padding, dilation)
-    y_ref, grads = _torch_conv(x, w, stride, padding, dilation, c)
+    y_ref, grads = torch_conv2d(x, w, stride, padding, dilation, c)
     gy = rng.standard_normal(y_ref.shape).astype(dtype)
     gx_ref, gw_ref = grads(gy)
     for y in impl("depthwise_forward", x, w, stride, padding, dilation, out_hw):

@@ -331,13 +331,13 @@ def test_batchnorm_running_stats_after_several_steps_equal_torch(momentum):
         bn(sn.tensor(x))
         tbn(torch.tensor(x))
     for key, value in tbn.state_dict().items():
-        np.testing.assert_allclose(bn.state_dict()[key], value.numpy(), rtol=1e-12, err_msg=key)
+        assert_close(bn.state_dict()[key], value, dict(rtol=1e-12, atol=0), what=key)
     assert bn.state_dict()["num_batches_tracked"] == 5
     bn.eval(), tbn.eval()
     x = rng.standard_normal((2, 3, 3, 3))
     with sn.no_grad():
-        out = bn(sn.tensor(x)).numpy()
-    np.testing.assert_allclose(out, tbn(torch.tensor(x)).detach().numpy(), rtol=1e-10)
+        out = bn(sn.tensor(x))
+    assert_close(out, tbn(torch.tensor(x)), dict(rtol=1e-12, atol=0))
     before = bn.state_dict()
     bn(sn.tensor(x))  # eval mode: statistics frozen
     for key, value in bn.state_dict().items():
@@ -366,12 +366,7 @@ def test_loss_modules_match_torch(make, tmake, target):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 4))
     y = rng.integers(0, 4, 5) if target == "class" else rng.standard_normal((5, 4))
-    sx, tx = sn.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
-    loss, tloss = make()(sx, sn.tensor(y)), tmake()(tx, torch.tensor(y))
-    np.testing.assert_allclose(loss.item(), tloss.item(), rtol=1e-12)
-    loss.backward()
-    tloss.backward()
-    np.testing.assert_allclose(sx.grad, tx.grad.numpy(), rtol=1e-10, atol=1e-14)
+    compare_with_torch(make(), tmake(), [x, y], constants=(1,), tol=dict(rtol=1e-12, atol=1e-14))  # below TOL
 
 
 def test_layer_input_errors_are_clear():

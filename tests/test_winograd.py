@@ -6,7 +6,7 @@ import pytest
 
 import scratchnet as sn
 import scratchnet.functional as F
-from conftest import assert_close
+from conftest import assert_close, torch_conv2d
 from scratchnet.kernels import winograd
 
 torch = pytest.importorskip("torch")
@@ -18,11 +18,15 @@ FLOAT32_BOUND = {2: 3e-6, 4: 2e-5}
 
 
 def torch_conv(x, w, gy, padding):
-    """(y, gx, gw) from torch in float64."""
-    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    y = torch.nn.functional.conv2d(xt, wt, padding=padding)
-    y.backward(torch.tensor(gy))
-    return y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
+    """(y, gx, gw) from torch."""
+    y, grads = torch_conv2d(x, w, padding=padding)
+    return (y, *grads(gy))
+
+
+def assert_like_torch(got, x, w, gy, padding):
+    """Winograd's (y, gx, gw) equal torch's: shape, dtype and values (TOL)."""
+    for ours, theirs, name in zip(got, torch_conv(x, w, gy, padding), ("y", "gx", "gw")):
+        assert_close(ours, theirs, what=name)
 
 
 def winograd_conv(x, w, gy, padding, tile):
@@ -64,15 +68,13 @@ def test_float64_equals_torch(n, hw, padding, tile, rng):
             winograd.forward(x, w, padding, tile=tile)
         return
     x, w, gy = data(rng, n, 3, 4, hw[0], hw[1], padding)
-    for got, want in zip(winograd_conv(x, w, gy, padding, tile), torch_conv(x, w, gy, padding)):
-        assert_close(got, want)  # shape, dtype (float64) and values
+    assert_like_torch(winograd_conv(x, w, gy, padding, tile), x, w, gy, padding)
 
 
 @pytest.mark.parametrize("tile", TILES)
 def test_channels_and_batch_of_any_size(tile, rng):
     x, w, gy = data(rng, 5, 17, 9, 9, 10, (1, 1))
-    for got, want in zip(winograd_conv(x, w, gy, (1, 1), tile), torch_conv(x, w, gy, (1, 1))):
-        assert_close(got, want)
+    assert_like_torch(winograd_conv(x, w, gy, (1, 1), tile), x, w, gy, (1, 1))
 
 
 @pytest.mark.parametrize("tile", TILES)
@@ -93,8 +95,7 @@ def test_float32_within_documented_bound(tile):
 def test_non_contiguous_inputs(rng):
     x, w, gy = data(rng, 2, 3, 4, 6, 6, (1, 1))
     xf, wf, gyf = (np.asfortranarray(a) for a in (x, w, gy))
-    for got, want in zip(winograd_conv(xf, wf, gyf, (1, 1), 4), torch_conv(x, w, gy, (1, 1))):
-        assert_close(got, want)
+    assert_like_torch(winograd_conv(xf, wf, gyf, (1, 1), 4), x, w, gy, (1, 1))
 
 
 def test_bad_arguments_raise_clear_errors(rng):
@@ -140,8 +141,7 @@ def test_default_tile_has_the_least_gemm_work(rng):
     """tile=None: F(4x4) where tiles fit (56, 14, 7), F(2x2) for tiny outputs, same numbers either way."""
     assert [winograd.choose_tile((s, s)) for s in (56, 14, 7, 4, 3, 2, 1)] == [4, 4, 4, 4, 4, 2, 2]
     x, w, gy = data(rng, 2, 3, 4, 4, 4, (0, 0))
-    for got, want in zip(winograd_conv(x, w, gy, (0, 0), None), torch_conv(x, w, gy, (0, 0))):
-        assert_close(got, want)
+    assert_like_torch(winograd_conv(x, w, gy, (0, 0), None), x, w, gy, (0, 0))
 
 
 @pytest.mark.parametrize("tile", TILES)
@@ -152,5 +152,4 @@ def test_chunks_of_tile_rows_give_the_same_numbers(tile, monkeypatch, rng):
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 2 * 36 * 4 * 14 * 8)
     assert winograd._chunks(5, 14, 4, winograd._TILES[4], 8) == [(0, 2), (2, 2), (4, 1)]
     x, w, gy = data(rng, 2, 3, 4, 9, 7, (1, 1))
-    for got, want in zip(winograd_conv(x, w, gy, (1, 1), tile), torch_conv(x, w, gy, (1, 1))):
-        assert_close(got, want)
+    assert_like_torch(winograd_conv(x, w, gy, (1, 1), tile), x, w, gy, (1, 1))
