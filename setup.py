@@ -14,7 +14,9 @@ setup(
     package_dir={"scratchnet.kernels": "kernels"},
     package_data={"scratchnet.kernels": ["*.cu", "*.cuh", "*.h"]},
     install_requires=["numpy>=1.23", "numba>=0.58", "tqdm>=4.60", "matplotlib>=3.5",
-                      "threadpoolctl>=3"],
+                      "threadpoolctl>=3",
+                      # sn.viz / python -m scratchnet.graph: pure Python, writes DOT (Graphviz's `dot` renders it)
+                      "graphviz>=0.20"],
     extras_require={
         # CuPy for CUDA 12 plus its runtime compiler (NVRTC 12 still targets sm_70). No extra is needed
         # where a CuPy is installed already (found at run time, any CUDA): `pip install --no-deps -e .`.

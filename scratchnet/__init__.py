@@ -15,5 +15,6 @@ from .functional.shape import cat, split, stack
 from .gradcheck import GradcheckError, gradcheck
 from .nn.serialization import WeightsFileError, load, save
 from .summary import summary
+from . import viz  # sn.viz.draw_graph: the autograd graph with its gradients (graphviz loads on first draw)
 
 __version__ = "0.1.0"
