@@ -106,15 +106,15 @@ def torch_net(net, x_np, target_np):
     linear = torch.nn.functional.linear
     a = torch.relu(linear(torch.tensor(x_np), p["stem.weight"], p["stem.bias"]))
     a_block, a_around = a.clone(), a.clone()
-    a_conv, a_skip = a_block.clone(), a_block.clone()
-    h = torch.relu(linear(a_conv, p["block.fc1.weight"], p["block.fc1.bias"]))
+    a_fc1, a_skip = a_block.clone(), a_block.clone()
+    h = torch.relu(linear(a_fc1, p["block.fc1.weight"], p["block.fc1.bias"]))
     s = linear(h, p["block.fc2.weight"], p["block.fc2.bias"]) + a_skip
     out = torch.relu(s)
     c = torch.cat([out, a_around * 3.0], 1)
-    for t in (a, a_block, a_around, a_conv, a_skip, s, out, c):
+    for t in (a, a_block, a_around, a_fc1, a_skip, s, out, c):
         t.retain_grad()
     (c * torch.tensor(target_np)).sum().backward()
-    return dict(a=a, a_block=a_block, a_around=a_around, a_conv=a_conv, a_skip=a_skip, s=s, out=out, c=c), p
+    return dict(a=a, a_block=a_block, a_around=a_around, a_fc1=a_fc1, a_skip=a_skip, s=s, out=out, c=c), p
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +145,13 @@ def test_joins_and_forks_are_marked(traced):
         assert (JOIN_FILL if node_id in drawing.joins else FORK_FILL) in line
 
 
-def test_every_edge_norm_matches_torch_shares(traced):
+def test_fork_join_and_weight_edges_match_torch(traced):
     graph, (t, p) = traced
     drawing = viz.Drawing(graph, depth=9)
     fork = next(iter(drawing.forks))
     by_reader = {graph.nodes[op].label: (op, i) for op, i in graph.consumers[fork]}
     expect = {
-        (fork, by_reader["Linear"][0]): t["a_conv"].grad, (fork, by_reader["Add"][0]): t["a_skip"].grad,
+        (fork, by_reader["Linear"][0]): t["a_fc1"].grad, (fork, by_reader["Add"][0]): t["a_skip"].grad,
         (fork, by_reader["Mul"][0]): t["a_around"].grad,
         (graph.producer[fork], fork): t["a"].grad,  # the fork's total
     }
