@@ -21,6 +21,7 @@ def test_gradflow_shows_vanishing_sigmoid_gradients(tmp_path):
     results = study.gradflow(["deep_sigmoid", "deep_relu"], steps=2, batch_size=8, out=tmp_path)
     assert (tmp_path / "gradflow.png").stat().st_size > 0
     saved = json.loads((tmp_path / "gradflow.json").read_text())
+    assert saved == results  # every number written is the one returned
     assert set(saved) == {"deep_sigmoid", "deep_relu"}
     for name, r in results.items():
         assert len(r["at_init"]) == 20 and len(r["after_steps"]) == 20
@@ -68,22 +69,37 @@ def test_deconv_features_and_se_tools_write_their_files(tmp_path):
     projections, order = study.deconv("lenet", steps=3, batch_size=8, images=8, top=4, out=tmp_path)
     assert projections.shape == (4, 1, 32, 32) and len(order) == 4
     assert all(np.abs(p).sum() > 0 for p in projections)
+    saved = json.loads((tmp_path / "deconv.json").read_text())
+    assert saved == dict(model="lenet", layer=2, activations=[list(o) for o in order],
+                         projection_abs_sum=[float(np.abs(p).sum()) for p in projections])
     stats = study.features("lenet", steps=3, batch_size=8, out=tmp_path)
     assert stats["filters"] == [6, 1, 5, 5] and stats["maps"] == [6, 28, 28]
+    assert json.loads((tmp_path / "features.json").read_text()) == stats and len(stats["map_mean"]) == 6
     model = get_model("resnet20", num_classes=10, in_channels=1, se_layer=lambda c: SEBlock(c, reduction=4))
     per_class = study.se_weights(model, steps=2, batch_size=8, images=40, out=tmp_path)
     assert len(per_class) == 9
     for gates in per_class.values():
         assert gates.shape[0] == 10 and ((gates > 0) & (gates < 1)).all()
+    saved = json.loads((tmp_path / "se_weights.json").read_text())
+    assert saved["per_class"] == {name: gates.tolist() for name, gates in per_class.items()}
+    assert saved["class_spread"] == {name: float(gates.std(axis=0).mean()) for name, gates in per_class.items()}
     for name in ("deconv.png", "filters.png", "feature_maps.png", "se_weights.png", "se_weights.json"):
         assert (tmp_path / name).stat().st_size > 0
 
 
 def test_cost_tool_uses_the_summary_numbers(tmp_path):
     rows = study.cost(["lenet5", "alexnet"], out=tmp_path)
+    assert json.loads((tmp_path / "cost.json").read_text()) == rows and (tmp_path / "cost.png").exists()
     by_name = {r["model"]: r for r in rows}
-    assert by_name["alexnet"]["params"] == get_model("alexnet").num_parameters()
-    assert by_name["lenet5"]["macs"] > 0 and (tmp_path / "cost.png").exists()
+    for name, row in by_name.items():
+        model = get_model(name)
+        s = sn.summary(model, model.input_size, print_table=False)
+        assert (row["params"], row["macs"], row["input"]) == (s.total_params, s.total_macs, list(model.input_size))
+        assert row["params"] == model.num_parameters()
+    # against the papers' tables: AlexNet's 60,965,224 weights (two-GPU groups), and LeNet-5's multiply-adds
+    # layer by layer (C1 6x28x28x25, full C3 16x10x10x150, C5 120x400, F6 84x120, output 10x84)
+    assert by_name["alexnet"]["params"] == 60_965_224
+    assert by_name["lenet5"]["macs"] == 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 120 * 400 + 84 * 120 + 10 * 84
 
 
 def test_degradation_records_a_training_error_curve_per_iteration(tmp_path):

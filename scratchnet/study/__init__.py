@@ -8,6 +8,7 @@
     python -m scratchnet.study features --model lenet         # first-layer filters and feature maps
     python -m scratchnet.study se --model se_resnet20        # SE channel weights per class
     python -m scratchnet.study cost                           # parameters vs multiply-adds for the zoo
+    python -m scratchnet.study landscape plain20 resnet20     # loss landscape and sharpness (Li et al. 2018)
 
 Every command writes PNGs and a JSON of the numbers to ``--out`` (default
 ``runs/study``) and prints a short table. Gradients are read with tensor hooks
@@ -31,4 +32,5 @@ from .degradation import degradation
 from .features import features
 from .gradflow import gradflow, gradient_norms
 from .joins import join_gradients, joins
+from .landscape import landscape
 from .se_weights import se_weights

@@ -12,6 +12,8 @@ from .degradation import degradation
 from .features import features
 from .gradflow import gradflow
 from .joins import joins
+from .landscape import MODELS as LANDSCAPE_MODELS
+from .landscape import landscape
 from .se_weights import se_weights
 
 DESCRIPTION = "Study tools: instruments for *why* these architectures work, each ending in a picture and a table."
@@ -41,7 +43,7 @@ def build_parser():
 
     d = sub.add_parser("degradation", help="plain vs residual nets: training error per iteration (He et al. Fig. 6)")
     d.add_argument("--models", nargs="+", default=list(DEGRADATION_MODELS))
-    d.add_argument("--epochs", type=int, default=1)
+    d.add_argument("--epochs", type=float, default=1, help="epochs; a fraction stops part-way (default 1)")
     d.add_argument("--limit", type=int, help="training images (default: all 60,000)")
     d.add_argument("--test-limit", type=int, default=10000, help="test images for the test error")
     d.add_argument("--batch-size", type=int, default=128)
@@ -49,6 +51,29 @@ def build_parser():
     d.add_argument("--log-every", type=int, default=20, help="iterations per point of the training-error curve")
     d.set_defaults(run=lambda a, common: degradation(a.models, a.epochs, a.limit, a.batch_size, a.lr, a.test_limit,
                                                      a.log_every, **common))
+
+    s = sub.add_parser("landscape", help="loss landscape of plain vs residual nets: 1-D, 2-D, top Hessian eigenvalue "
+                       "(Li et al. 2018)")
+    s.add_argument("models", nargs="*", default=list(LANDSCAPE_MODELS),
+                   help="CIFAR-style nets (default: plain20 resnet20 plain56 resnet56)")
+    s.add_argument("--steps", type=int, default=100, help="SGD steps of training before measuring (default 100)")
+    s.add_argument("--batch-size", type=int, default=64, help="training batch (default 64)")
+    s.add_argument("--lr", type=float, default=0.05, help="training learning rate, momentum 0.9 (default 0.05)")
+    s.add_argument("--weights-dir", help="load NAME.npz from here instead of training (e.g. a previous run's "
+                   "OUT/landscape)")
+    s.add_argument("--eval-images", type=int, default=128,
+                   help="training images every loss (and gradient) is measured on (default 128)")
+    s.add_argument("--eval-batch", type=int, default=128, help="batch for those evaluations (default 128)")
+    s.add_argument("--points", type=int, default=11, help="points of the 1-D curves (default 11)")
+    s.add_argument("--grid", type=int, default=9, help="the 2-D surface is GRID x GRID points (default 9)")
+    s.add_argument("--span", type=float, default=1.0, help="directions scaled from -SPAN to SPAN (default 1)")
+    s.add_argument("--hessian-iterations", type=int, default=10, help="power iterations, 2 gradients each "
+                   "(default 10)")
+    s.add_argument("--hessian-step", type=float, default=1e-3,
+                   help="finite-difference step along the unit vector (default 1e-3; also re-taken at /10, x10)")
+    s.set_defaults(run=lambda a, common: landscape(
+        a.models, a.steps, a.batch_size, a.lr, a.eval_images, a.eval_batch, a.points, a.grid, a.span,
+        a.hessian_iterations, a.hessian_step, a.weights_dir, **common))
 
     for name, help_text in (("deconv", "DeconvNet projections of a layer's strongest activations"),
                             ("features", "first-layer filters and a layer's feature maps"),
@@ -87,6 +112,3 @@ def main(argv=None):
     print(f"wrote {out}/")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

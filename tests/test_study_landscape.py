@@ -1,0 +1,187 @@
+"""The loss-landscape study: filter-normalised directions, the loss along them and between two weight
+sets, and the Hessian's top eigenvalue, each checked against numbers known independently."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import scratchnet as sn
+from scratchnet.models.resnet import CifarResNet
+from scratchnet.nn import Linear, Sequential, Tanh
+from scratchnet.study.landscape import (eigenvalue_by_step, eval_batches, evaluate, filter_normalized_direction,
+                                       gradient_function, hessian_vector_product, interpolate, landscape,
+                                       losses_along, symmetric_axis, top_hessian_eigenvalue)
+from scratchnet.study import main
+
+
+@pytest.fixture(autouse=True)
+def _data(data_dir, monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
+
+
+def tiny_net(shortcut="A", seed=0):
+    """A 4-conv-layer CIFAR net (one unit per stage, widths 4 and 8) on 8x8 inputs: milliseconds a step."""
+    sn.manual_seed(seed)
+    net = CifarResNet(1, widths=(4, 8), in_channels=1, shortcut=shortcut)
+    net.input_size = (1, 8, 8)
+    return net
+
+
+def random_batches(n=2, size=6, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((size, 1, 8, 8)).astype(dtype), rng.integers(0, 10, size)) for _ in range(n)]
+
+
+def test_filter_normalised_direction_matches_each_filters_norm():
+    net = tiny_net()
+    direction = filter_normalized_direction(net, np.random.default_rng(0))
+    seen_conv = seen_linear = 0
+    for name, p in net.named_parameters():
+        w, d = p.data.astype(np.float64), direction[name]
+        assert d.shape == w.shape
+        if w.ndim == 1:  # biases and BN weight/bias: no direction (the paper's appendix)
+            assert not d.any()
+            continue
+        seen_conv += w.ndim == 4
+        seen_linear += w.ndim == 2
+        for filter_w, filter_d in zip(w, d):  # a conv output channel, or a linear layer's row
+            np.testing.assert_allclose(np.linalg.norm(filter_d), np.linalg.norm(filter_w), rtol=1e-12)
+        assert not np.allclose(d / np.linalg.norm(d), w / np.linalg.norm(w))  # random, not the weights
+    assert seen_conv == 5 and seen_linear == 1  # stem + 2 units x 2 convs, and fc
+
+
+def test_power_iteration_recovers_the_top_eigenvalue_of_a_quadratic():
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    for eigenvalues in ([7.0, 3.0, -2.0, 1.0, 0.5, 0.1], [-9.0, 4.0, 2.0, 1.0, 0.0, -1.0]):
+        a = q @ np.diag(eigenvalues) @ q.T
+        b = rng.standard_normal(6)
+        grad = lambda w: a @ w + b  # noqa: E731 - the gradient of w.Aw/2 + b.w
+        w0 = rng.standard_normal(6)
+        top, v, history = top_hessian_eigenvalue(grad, w0, iterations=200, step=1e-2, tol=1e-14)
+        assert top == pytest.approx(eigenvalues[0], rel=1e-9)  # the largest magnitude, sign included
+        assert abs(v @ q[:, 0]) == pytest.approx(1, rel=1e-6)
+        assert len(history) < 200  # converged, stopped early
+        # central differences are exact for a quadratic: the same number at every step
+        by_step = eigenvalue_by_step(grad, w0, v, (1e-4, 1e-2, 1.0))
+        np.testing.assert_allclose(list(by_step.values()), eigenvalues[0], rtol=1e-9)
+
+
+def test_finite_difference_hessian_vector_product_matches_torch_exact_hvp():
+    """On a smooth net (tanh, float64) the central difference equals torch's double-backward H v."""
+    sn.manual_seed(1)
+    net = Sequential(Linear(5, 7), Tanh(), Linear(7, 3)).double()
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((9, 5)), rng.integers(0, 3, 9)
+    w, grad = gradient_function(net, [(x[:4], y[:4]), (x[4:], y[4:])])  # two batches: the mean over all
+    v = rng.standard_normal(w.shape)
+    v /= np.linalg.norm(v)
+    ours = hessian_vector_product(grad, w, v, 1e-4)
+
+    shapes = [p.shape for p in net.parameters()]
+    def loss(flat):
+        pieces, start = [], 0
+        for shape in shapes:
+            pieces.append(flat[start:start + int(np.prod(shape))].reshape(shape))
+            start += int(np.prod(shape))
+        w1, b1, w2, b2 = pieces
+        hidden = torch.tanh(torch.tensor(x) @ w1.T + b1)
+        return torch.nn.functional.cross_entropy(hidden @ w2.T + b2, torch.tensor(y))
+    _, exact = torch.autograd.functional.hvp(loss, torch.tensor(w), torch.tensor(v))
+    np.testing.assert_allclose(grad(w), torch.autograd.functional.jacobian(loss, torch.tensor(w)).numpy(),
+                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ours, exact.numpy(), rtol=1e-6, atol=1e-9)
+    assert np.array_equal(np.concatenate([p.data.ravel() for p in net.parameters()]), w)  # grad put w back
+
+
+def test_interpolation_endpoints_are_the_two_weight_sets_losses():
+    net, batches = tiny_net(), random_batches()
+    start = net.state_dict()
+    net.train()
+    for x, _ in batches:  # train-mode forwards move the BN running statistics too
+        net(sn.Tensor(x * 3 + 1))
+    for p in net.parameters():
+        p.data = p.data * 1.5 + 0.01
+    end = net.state_dict()
+    assert not np.allclose(start["bn1.running_mean"], end["bn1.running_mean"])
+    losses, accuracies = interpolate(net, start, end, [0.0, 0.5, 1.0], batches)
+    for alpha, state in ((0, start), (2, end)):
+        fresh = tiny_net(seed=5)
+        fresh.load_state_dict(state)
+        assert (losses[alpha], accuracies[alpha]) == evaluate(fresh, batches)
+    middle = tiny_net(seed=5)
+    middle.load_state_dict({k: (s + end[k]) / 2 if s.dtype.kind == "f" else end[k] for k, s in start.items()})
+    assert losses[1] == pytest.approx(evaluate(middle, batches)[0], rel=1e-6)
+    assert all(np.array_equal(a, end[k]) for k, a in net.state_dict().items())  # left at the end point
+
+
+def test_losses_along_directions_start_at_the_weights_and_restore_them():
+    net, batches = tiny_net(), random_batches()
+    before = net.state_dict()
+    rng = np.random.default_rng(0)
+    dx, dy = filter_normalized_direction(net, rng), filter_normalized_direction(net, rng)
+    line = losses_along(net, [dx], [(-0.5,), (0.0,), (0.5,)], batches)
+    plane = losses_along(net, [dx, dy], [(-0.5, 0.0), (0.0, 0.0), (0.5, 0.0), (0.0, 0.5)], batches)
+    assert line[1] == evaluate(net, batches)[0]
+    assert plane[:3] == line  # the plane's x axis is the line
+    assert len({line[0], line[2], plane[3], line[1]}) == 4  # the directions do move the loss
+    assert all(np.array_equal(a, before[k]) for k, a in net.state_dict().items())
+    manual = tiny_net(seed=7)
+    manual.load_state_dict({k: v + 0.5 * dx[k] if k in dx else v for k, v in before.items()})
+    assert line[2] == pytest.approx(evaluate(manual, batches)[0], rel=1e-6)
+
+
+def test_symmetric_axis_has_zero_on_it():
+    for n in (3, 9, 11, 21):
+        axis = symmetric_axis(1.0, n)
+        assert axis[0] == -1 and axis[-1] == 1 and axis[n // 2] == 0 and np.allclose(np.diff(axis), 2 / (n - 1))
+
+
+def test_landscape_writes_json_pictures_and_weights_that_read_back(tmp_path, capsys):
+    nets = {"plain_tiny": tiny_net(shortcut=None), "res_tiny": tiny_net()}
+    results = landscape(nets, steps=3, batch_size=8, eval_images=20, eval_batch=8, points=6, grid=3,
+                          hessian_iterations=3, out=tmp_path)
+    saved = json.loads((tmp_path / "landscape.json").read_text())
+    assert saved == results  # every number written is the number returned
+    for name, r in saved.items():
+        assert r["model"] == name and r["trained_steps"] == 3 and len(r["train_loss"]) == 3
+        interp = dict(zip(r["interpolation"]["alpha"], r["interpolation"]["loss"]))
+        assert interp[1.0] == r["loss"]  # alpha = 1 is the trained net
+        assert len(r["interpolation"]["alpha"]) == 6 + 2 and min(interp) < 0 and max(interp) > 1
+        assert r["surface"]["loss"][1][1] == r["loss"] and np.shape(r["surface"]["loss"]) == (3, 3)
+        h = r["hessian"]
+        assert h["top_eigenvalue"] == h["history"][-1] and len(h["history"]) <= 3
+        assert set(h["by_step"]) == {"0.0001", "0.001", "0.01"} and h["relative_spread"] >= 0
+        assert h["by_step"]["0.001"] == pytest.approx(h["top_eigenvalue"], rel=1e-9)  # re-taken at the same v
+        assert r["parameters"] == sum(p.data.size for p in nets[name].parameters())
+        assert r["eval_images"] == 20
+        # the weights written are the trained ones
+        np.testing.assert_array_equal(sn.load(tmp_path / "landscape" / f"{name}.npz")["fc.weight"],
+                                      nets[name].fc.weight.data)
+    # alpha = 0 is the seeded initialisation, on the same evaluation images
+    initial = tiny_net(shortcut=None)
+    batches = eval_batches(initial, 20, 8, None, seed=0)
+    assert [len(y) for _, y in batches] == [8, 8, 4]
+    plain = dict(zip(saved["plain_tiny"]["interpolation"]["alpha"], saved["plain_tiny"]["interpolation"]["loss"]))
+    assert plain[0.0] == evaluate(initial, batches)[0]
+    for name in ("landscape_1d.png", "landscape_2d.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    table = capsys.readouterr().out
+    assert "plain_tiny" in table and "res_tiny" in table and "spread" in table
+
+
+def test_landscape_cli_runs_a_zoo_net_and_loads_weights(tmp_path, capsys):
+    argv = ["--out", str(tmp_path), "landscape", "resnet20", "--steps", "1", "--batch-size", "2",
+            "--eval-images", "4", "--points", "3", "--grid", "2", "--hessian-iterations", "1"]
+    assert main(argv) == 0
+    first = json.loads((tmp_path / "landscape.json").read_text())["resnet20"]
+    assert first["trained_steps"] == 1 and first["parameters"] == 269434
+    # the written weights loaded back: no training, the same loss
+    assert main(argv + ["--weights-dir", str(tmp_path / "landscape"), "--steps", "0"]) == 0
+    second = json.loads((tmp_path / "landscape.json").read_text())["resnet20"]
+    assert second["trained_steps"] == 0 and second["loss"] == first["loss"]
+    assert main(["--out", str(tmp_path), "landscape", "resnet20", "--grid", "1"]) == 2
+    assert "--grid must be >= 2 (got 1)" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path), "landscape", "resnet20", "--weights-dir", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
