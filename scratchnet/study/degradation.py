@@ -33,11 +33,12 @@ def train_for_degradation(name, images, labels, test_images, test_labels, epochs
     rng = np.random.default_rng(seed)
     curve = {"iteration": [], "train_error": [], "loss": [], "epoch_end": [], "test_error": []}
     window_wrong = window_seen = window_loss = 0.0
-    iteration = 0
-    for _ in range(epochs):
+    iteration, per_epoch = 0, len(images) // batch_size  # full batches only, as the paper
+    total = max(1, round(epochs * per_epoch))  # a fractional epoch stops part-way through the last one
+    while iteration < total:
         model.train()
         order = rng.permutation(len(images))
-        for start in range(0, len(order) - batch_size + 1, batch_size):  # full batches only, as the paper
+        for start in range(0, min(per_epoch, total - iteration) * batch_size, batch_size):
             batch = order[start:start + batch_size]
             output = model(Tensor(images[batch]))
             loss = F.cross_entropy(output, labels[batch])
@@ -102,7 +103,8 @@ def degradation(models=MODELS, epochs=1, limit=None, batch_size=128, lr=0.1, tes
     """He et al.'s Fig. 6 on Fashion-MNIST (32x32): plain vs residual nets, training error per iteration.
 
     The paper's recipe: SGD, momentum 0.9, weight decay 1e-4, batch 128, lr 0.1, no augmentation here.
-    ``limit`` training images (None: all 60,000) are reshuffled each epoch. Every ``log_every`` iterations
+    ``limit`` training images (None: all 60,000) are reshuffled each epoch; ``epochs`` may be fractional
+    (0.5: half an epoch's iterations, on a shuffle of all the images). Every ``log_every`` iterations
     the mean training error of those minibatches is recorded (the paper's thin curves), and after each
     epoch the error on ``test_limit`` test images. Writes ``out/degradation/NAME.json`` per net as it
     finishes, then degradation.png and degradation.json (all nets) to ``out``.
