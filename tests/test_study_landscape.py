@@ -156,6 +156,7 @@ def test_landscape_writes_json_pictures_and_weights_that_read_back(tmp_path, cap
         assert h["by_step"]["0.001"] == pytest.approx(h["top_eigenvalue"], rel=1e-9)  # re-taken at the same v
         assert r["parameters"] == sum(p.data.size for p in nets[name].parameters())
         assert r["eval_images"] == 20
+        assert json.loads((tmp_path / "landscape" / f"{name}.json").read_text()) == r  # written as it finished
         # the weights written are the trained ones
         np.testing.assert_array_equal(sn.load(tmp_path / "landscape" / f"{name}.npz")["fc.weight"],
                                       nets[name].fc.weight.data)

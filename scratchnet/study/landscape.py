@@ -17,6 +17,7 @@ For each net (trained here briefly, or loaded):
 The loss is the mean cross-entropy over a fixed set of training images, with the net in eval mode (BN
 uses its running statistics), so it is one deterministic function of the weights.
 """
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from ..autograd import Tensor, no_grad
 from ..models import get_model
 from ..nn import Module
 from ..nn.serialization import load, save
-from .common import DEFAULT_OUT, classification_loss, fashion_batches, label, plt, save_figure, train_briefly
+from .common import (DEFAULT_OUT, classification_loss, fashion_batches, label, plt, save_figure, save_json,
+                     train_briefly)
 
 MODELS = ("plain20", "resnet20", "plain56", "resnet56")
 
@@ -247,10 +249,12 @@ def _cifar_net(name):
 
 def measure(models=MODELS, weights_dir=None, save_dir=None, **options):
     """{name: landscape_of(model)} for zoo names (or a dict name -> Module); ``weights_dir`` holds
-    NAME.npz to load instead of training; with ``save_dir`` the weights are written there as NAME.npz."""
+    NAME.npz to load instead of training; with ``save_dir`` each net's weights and numbers are written
+    there as NAME.npz and NAME.json as soon as it is done, so a long run keeps what it has."""
     named = models.items() if isinstance(models, dict) else [(label(m), m) for m in models]
     results = {}
     for name, model in named:
+        began = time.perf_counter()
         weights = None if weights_dir is None or isinstance(model, Module) else Path(weights_dir) / f"{name}.npz"
         if weights is not None and not weights.is_file():
             raise ValueError(f"--weights-dir: {weights} does not exist (save a run's weights as NAME.npz there, "
@@ -258,6 +262,10 @@ def measure(models=MODELS, weights_dir=None, save_dir=None, **options):
         target = None if save_dir is None else save_dir / f"{name}.npz"
         results[name] = landscape_of(model, weights=weights, save_weights=target, **options)
         results[name]["model"] = name
+        if save_dir is not None:
+            save_json(save_dir / f"{name}.json", results[name])
+        print(f"{name}: loss {results[name]['loss']:.3f}, top Hessian eigenvalue "
+              f"{results[name]['hessian']['top_eigenvalue']:.4g} ({time.perf_counter() - began:.0f} s)", flush=True)
     return results
 
 
