@@ -108,8 +108,9 @@ def compare_with_torch(op, torch_op, inputs, device="cpu", *, constants=(), tol=
     3. with gradcheck=True, sn.gradcheck of op on the same inputs (they must be float64).
 
     `inputs`: NumPy arrays become a scratchnet tensor on `device` and a torch tensor; floating-point
-    ones require grad, except those at the positions in `constants` (class weights, running statistics).
-    Anything else (None, a number) goes to both as it is. Tolerances: TOL for the output's dtype, or `tol`.
+    ones require grad, except those at the positions in `constants` (class weights, running statistics),
+    integer ones (class targets) do not. Anything else (None, a number) goes to both as it is.
+    Tolerances: TOL for each result's dtype, or `tol`. Returns what it ran, for further checks.
     """
     grads = [isinstance(a, np.ndarray) and a.dtype.kind == "f" and i not in constants for i, a in enumerate(inputs)]
     ours = [sn.tensor(a, requires_grad=g, device=device) if isinstance(a, np.ndarray) else a
@@ -128,6 +129,14 @@ def compare_with_torch(op, torch_op, inputs, device="cpu", *, constants=(), tol=
     return Compared(y, y_ref, ours, theirs)
 
 
+@pytest.fixture
+def compare(device):
+    """compare_with_torch on this test's device (the test runs on the CPU, and on the GPU when one is present)."""
+    def on_device(op, torch_op, inputs, **options):
+        return compare_with_torch(op, torch_op, inputs, device, **options)
+    return on_device
+
+
 def torch_conv2d(x, w, stride=1, padding=0, dilation=1, groups=1, extra=(0, 0)):
     """The kernel tests' reference (raw arrays in and out): torch's conv2d of x and w as (y, grads), where
     grads(gy) gives (gx, gw). `extra`: rows and columns of zeros added at the bottom and right only (the
@@ -140,14 +149,6 @@ def torch_conv2d(x, w, stride=1, padding=0, dilation=1, groups=1, extra=(0, 0)):
         yt.backward(torch.tensor(gy))
         return xt.grad.numpy(), wt.grad.numpy()
     return yt.detach().numpy(), grads
-
-
-@pytest.fixture
-def compare(device):
-    """compare_with_torch on this test's device (the test runs on the CPU, and on the GPU when one is present)."""
-    def on_device(op, torch_op, inputs, **options):
-        return compare_with_torch(op, torch_op, inputs, device, **options)
-    return on_device
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 Bad arguments: where torch refuses a value, scratchnet must refuse it too, with a ValueError/TypeError
 naming the argument and the value; where torch computes a result, scratchnet must compute the same one.
 A few rows are marked STRICTER: torch accepts them (or refuses only in forward) and scratchnet refuses
-them on purpose, as README's table says.
+them on purpose, as the table in docs/ops.md (Argument rules) says.
 """
 import numpy as np
 import pytest

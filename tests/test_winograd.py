@@ -12,7 +12,7 @@ from scratchnet.kernels import winograd
 torch = pytest.importorskip("torch")
 
 TILES = sorted(winograd.POINTS)
-# float32 error bound, max |error| / max |float64 result|, per tile (README, Kernels: measured at most
+# float32 error bound, max |error| / max |float64 result|, per tile (docs/kernels.md: measured at most
 # 8e-7 for F(2x2) and 6e-6 for F(4x4) on the benchmark layers; im2col's float32 route: 7.5e-7)
 FLOAT32_BOUND = {2: 3e-6, 4: 2e-5}
 
