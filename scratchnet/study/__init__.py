@@ -34,3 +34,8 @@ from .gradflow import gradflow, gradient_norms
 from .joins import join_gradients, joins
 from .landscape import landscape
 from .se_weights import se_weights
+
+__all__ = ["build", "build_parser", "classification_loss", "cost", "deconv", "deconv_project", "deep_net",
+           "degradation", "fashion_batches", "feature_stack", "features", "gradflow", "gradient_norms",
+           "join_gradients", "joins", "landscape", "load_or_train", "main", "max_pool_with_switches", "max_unpool",
+           "se_weights", "train_briefly"]

@@ -146,13 +146,13 @@ def top_hessian_eigenvalue(grad, w, iterations=10, step=1e-3, tol=1e-3, seed=0):
     (relative)."""
     v = np.random.default_rng(seed).standard_normal(w.shape)
     v /= np.linalg.norm(v)
-    history = []
-    for i in range(iterations):
-        if i:
-            v = hv / np.linalg.norm(hv)
+    hv = hessian_vector_product(grad, w, v, step)
+    history = [float(v @ hv)]
+    for _ in range(iterations - 1):
+        v = hv / np.linalg.norm(hv)
         hv = hessian_vector_product(grad, w, v, step)
         history.append(float(v @ hv))
-        if i and abs(history[-1] - history[-2]) <= tol * abs(history[-1]):
+        if abs(history[-1] - history[-2]) <= tol * abs(history[-1]):
             break
     return history[-1], v, history
 
