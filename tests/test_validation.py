@@ -260,8 +260,9 @@ EMPTY = _empty_cases()
 
 @pytest.mark.parametrize("name, call, data, _", EMPTY, ids=[c[0] for c in EMPTY])
 def test_empty_inputs_as_torch(name, call, data, _):
-    """Outputs (empty, NaN or exact zeros), their shapes, and the (empty) input gradients equal torch's."""
-    compare_with_torch(lambda x: call(F, x, sn.tensor), lambda x: call(TF, x, torch.tensor), [data])
+    """Outputs (empty, NaN or zeros) and the (empty) input gradients equal torch's exactly, shapes and dtypes too."""
+    compare_with_torch(lambda x: call(F, x, sn.tensor), lambda x: call(TF, x, torch.tensor), [data],
+                       tol=dict(rtol=0, atol=0))
 
 
 def test_empty_losses_and_layers():
