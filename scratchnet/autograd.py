@@ -218,7 +218,7 @@ def _check_can_require_grad(data):
 
 
 class RemovableHandle:
-    """What registering a hook returns (tensor, forward and join hooks alike): ``remove()`` unregisters it."""
+    """What registering a hook returns (tensor and module hooks alike): ``remove()`` unregisters it."""
 
     def __init__(self, hooks, hook):
         self._hooks, self._hook = hooks, hook

@@ -348,61 +348,16 @@ def test_tiny_cifar_resnet_gradcheck(rng):
 # --------------------------------------------------------------------------- the residual join
 
 
-def record_join_gradients(units):
-    """Register join hooks that keep the gradient arriving along each path of each unit."""
-    grads, seen = {}, []
-
-    def hook(unit, join):
-        seen.append(unit)
-        for path, tensor in join._asdict().items():
-            if tensor is not None:
-                tensor.register_hook(lambda g, key=(id(unit), path): grads.__setitem__(key, g.copy()))
-
-    return grads, seen, [unit.register_join_hook(hook) for unit in units]
-
-
-@pytest.mark.parametrize("stride, inplanes", [(1, 2), (2, 3)])  # identity, projection
-def test_join_hook_splits_the_input_gradient_by_path(stride, inplanes, rng):
-    unit = make_stage(BasicBlock, inplanes, 2, 1, stride)[0][0].double()
-    grads, seen, _ = record_join_gradients([unit])
-    x = sn.tensor(rng.standard_normal((2, inplanes, 4, 4)), requires_grad=True)
-    weights = rng.standard_normal((2, 2, 4 // stride, 4 // stride))
-    (unit(x) * weights).sum().backward()
-    g = {path: grads[(id(unit), path)] for path in ("branch_in", "shortcut_in", "branch_out", "shortcut_out")}
-    # the addition hands one gradient to both summands; the paths then carry different shares back to x
-    np.testing.assert_array_equal(g["branch_out"], g["shortcut_out"])
-    np.testing.assert_allclose(g["branch_in"] + g["shortcut_in"], x.grad, rtol=1e-12, atol=1e-12)
-    assert not np.allclose(g["branch_in"], g["shortcut_in"])
-    if stride == 1:  # identity shortcut: the gradient at the join comes straight through
-        np.testing.assert_array_equal(g["shortcut_in"], g["shortcut_out"])
-
-
-def test_join_hooks_on_a_whole_net_and_their_removal(rng):
-    model = tiny_resnet("basic").double()
-    x = sn.tensor(rng.standard_normal((2, 3, 16, 16)), requires_grad=True)
-    plain_out = model(x).numpy()
-    units = [m for m in model.modules() if isinstance(m, ResidualUnit)]
-    grads, seen, handles = record_join_gradients(units)
-    out = model(x)
-    np.testing.assert_array_equal(out.numpy(), plain_out)  # the extra views change no number
-    out.sum().backward()
-    assert seen == units
-    assert all(np.abs(grads[(id(u), path)]).sum() > 0 for u in units for path in ("branch_in", "shortcut_in"))
-    for handle in handles:
-        handle.remove()
-    model(x)
-    assert len(seen) == len(units)
-
-
-def test_plain_unit_reports_no_shortcut(rng):
-    unit = make_stage(BasicBlock, 2, 2, 1, shortcut=None)[0][0].double()
-    joins = []
-    unit.register_join_hook(lambda u, join: joins.append(join))
-    x = sn.tensor(rng.standard_normal((2, 2, 4, 4)))
-    out = unit(x)
-    assert len(joins) == 1 and joins[0].shortcut_in is None and joins[0].shortcut_out is None
-    assert unit.shortcut(x) is None
-    np.testing.assert_array_equal(out.numpy(), np.maximum(unit.residual(x).numpy(), 0))
+def test_unit_is_relu_of_branch_plus_shortcut_and_a_plain_unit_has_no_shortcut(rng):
+    """The join itself; how its gradient splits by path is the joins study's (tests/test_study_joins.py)."""
+    for stride, inplanes, shortcut in ((1, 2, "B"), (2, 3, "B"), (2, 1, "A"), (1, 2, None)):
+        unit = make_stage(BasicBlock, inplanes, 2, 1, stride, shortcut=shortcut)[0][0].double()
+        x = sn.tensor(rng.standard_normal((2, inplanes, 4, 4)))
+        skip = unit.shortcut(x)
+        assert (skip is None) == (shortcut is None)
+        expected = unit.residual(x).numpy() + (0 if skip is None else skip.numpy())
+        np.testing.assert_array_equal(unit(x).numpy(), np.maximum(expected, 0))
+    assert not hasattr(unit, "register_join_hook")  # models hold architecture only
 
 
 # --------------------------------------------------------------------------- deep graphs

@@ -169,10 +169,6 @@ class PartialConv2d(Module):
     def forward(self, x):
         return F.conv2d(x, self.dense_weight(), self.bias)
 
-    def count_macs(self, input_shape, output_shape):
-        """Per sample, for sn summary: only the connected kernels multiply (the zeros are free)."""
-        return output_shape[2] * output_shape[3] * self.weight.size
-
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"connections={self.weight.shape[0]}")
@@ -196,10 +192,6 @@ class EuclideanRBF(Module):
                              f"{self.prototypes.shape[1]}")
         diff = x.reshape(n, 1, features) - self.prototypes.reshape(1, classes, features)
         return (diff * diff).sum(2)
-
-    def count_macs(self, input_shape, output_shape):
-        """Per sample, for the summary: one square-and-accumulate per (class, feature)."""
-        return self.prototypes.size
 
     def extra_repr(self):
         return f"in_features={self.prototypes.shape[1]}, classes={self.prototypes.shape[0]}"

@@ -47,20 +47,12 @@ Where the gradient splits. Every block is a ``ResidualUnit`` whose forward reads
     skip   = block.shortcut(x)          # x, downsample(x) (option B) or zero-pad(x) (option A); None if plain
     out    = block.relu(branch + skip)
 
-``handle = block.register_join_hook(hook)`` calls ``hook(block, join)`` right before the addition in
-every forward, with ``join`` a ``Join(branch_in, shortcut_in, branch_out, shortcut_out)`` of tensors.
-While a join hook is registered the block feeds each path its own view of ``x`` (``branch_in``,
-``shortcut_in``: free reshapes, distinct graph nodes), so ``join.branch_in.register_hook(fn)``
-receives the gradient that comes back to the block's input through the residual branch,
-``join.shortcut_in.register_hook(fn)`` the one through the shortcut (their sum is x's gradient);
-``branch_out``/``shortcut_out`` are the two summands (both receive the same gradient). Plain
-blocks report ``shortcut_in = shortcut_out = None``. ``handle.remove()`` unregisters the hook.
+The addition hands one gradient to both summands; back at ``x`` the two paths carry different
+shares (their sum is x's gradient). ``python -m scratchnet.study joins resnet20`` measures them
+with function hooks (``scratchnet.study.joins``), so the model holds no plumbing for it.
 """
-from collections import namedtuple
-
 from .. import backend
 from .. import functional as F
-from ..autograd import RemovableHandle
 from ..nn import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU, Sequential, init
 from .registry import IMAGENET_SHAPED, Recipe, register_model
 
@@ -94,23 +86,18 @@ def conv1x1(in_planes, out_planes, stride=1):
     return Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
-# what a join hook receives: the two paths' inputs (views of x) and the two summands
-Join = namedtuple("Join", ["branch_in", "shortcut_in", "branch_out", "shortcut_out"])
-
-
 class ResidualUnit(Module):
     """``relu(residual(x) + shortcut(x))``; a plain unit (``downsample is None`` and
     ``use_shortcut=False``) computes ``relu(residual(x))``.
 
     Subclasses build the residual branch and define ``residual(x)``; ``downsample`` is the
     shortcut's module when it is not the identity (option B: Sequential(conv1x1, BN); option A:
-    ``ZeroPadShortcut``). See the module docstring for the join hooks.
+    ``ZeroPadShortcut``).
     """
 
     def __init__(self, use_shortcut):
         super().__init__()
         self.use_shortcut = use_shortcut
-        self._join_hooks = []
 
     def residual(self, x):
         raise NotImplementedError
@@ -121,21 +108,9 @@ class ResidualUnit(Module):
             return None
         return x if self.downsample is None else self.downsample(x)
 
-    def register_join_hook(self, hook):
-        """Call ``hook(block, join)`` before the addition (see ``Join``); returns a handle with remove()."""
-        self._join_hooks.append(hook)
-        return RemovableHandle(self._join_hooks, hook)
-
     def forward(self, x):
-        branch_in = shortcut_in = x
-        if self._join_hooks:
-            # one graph node per path, so a gradient hook on it sees only that path's share of x's gradient
-            branch_in = x.reshape(x.shape)
-            shortcut_in = x.reshape(x.shape) if self.use_shortcut else None
-        branch = self.residual(branch_in)
-        skip = self.shortcut(shortcut_in)
-        for hook in list(self._join_hooks):
-            hook(self, Join(branch_in, shortcut_in, branch, skip))
+        branch = self.residual(x)
+        skip = self.shortcut(x)
         return self.relu(branch if skip is None else branch + skip)
 
     def last_bn(self):
