@@ -11,8 +11,8 @@
     python -m scratchnet.study landscape plain20 resnet20     # loss landscape and sharpness (Li et al. 2018)
 
 Every command writes PNGs and a JSON of the numbers to ``--out`` (default
-``runs/study``) and prints a short table. Gradients are read with tensor hooks
-(``Tensor.register_hook``) registered from module forward hooks, so no model
+``runs/study``) and prints a short table. Gradients are read with tensor hooks,
+module forward hooks and function hooks (``sn.FunctionHook``), so no model
 code changes to be studied. Data is real: Fashion-MNIST (resized and
 channel-repeated to the model's input), found as the training CLI finds it.
 
