@@ -11,7 +11,7 @@ from scratchnet.models.resnet import CifarResNet
 from scratchnet.nn import Linear, Sequential, Tanh
 from scratchnet.study.landscape import (eigenvalue_by_step, eval_batches, evaluate, filter_normalized_direction,
                                        gradient_function, hessian_vector_product, interpolate, landscape,
-                                       losses_along, symmetric_axis, top_hessian_eigenvalue)
+                                       losses_along, recalibrate_batch_norm, symmetric_axis, top_hessian_eigenvalue)
 from scratchnet.study import main
 
 
@@ -114,6 +114,26 @@ def test_interpolation_endpoints_are_the_two_weight_sets_losses():
     middle.load_state_dict({k: (s + end[k]) / 2 if s.dtype.kind == "f" else end[k] for k, s in start.items()})
     assert losses[1] == pytest.approx(evaluate(middle, batches)[0], rel=1e-6)
     assert all(np.array_equal(a, end[k]) for k, a in net.state_dict().items())  # left at the end point
+    # beyond the ends the weights extrapolate, the running statistics stay at the nearer end
+    beyond = tiny_net(seed=5)
+    beyond.load_state_dict({k: s if "running" in k else 1.5 * s - 0.5 * end[k] if s.dtype.kind == "f" else end[k]
+                            for k, s in start.items()})
+    assert interpolate(net, start, end, [-0.5], batches)[0] == [evaluate(beyond, batches)[0]]
+
+
+def test_batch_norm_recalibration_averages_the_batch_statistics():
+    net, batches = tiny_net(), random_batches(n=3)
+    inputs = []
+    net.bn1.register_forward_hook(lambda module, args, output: inputs.append(args[0].data.astype(np.float64)))
+    net.train()
+    net(sn.Tensor(batches[0][0] * 5))  # stale statistics to be replaced
+    inputs.clear()
+    recalibrate_batch_norm(net, batches)
+    assert not net.training and net.bn1.momentum == 0.1 and int(net.bn1.num_batches_tracked.data) == 3
+    np.testing.assert_allclose(net.bn1.running_mean.data, np.mean([x.mean(axis=(0, 2, 3)) for x in inputs], 0),
+                               rtol=1e-5, atol=1e-7)
+    unbiased = [x.var(axis=(0, 2, 3), ddof=1) for x in inputs]  # torch's running_var keeps the unbiased one
+    np.testing.assert_allclose(net.bn1.running_var.data, np.mean(unbiased, 0), rtol=1e-5)
 
 
 def test_losses_along_directions_start_at_the_weights_and_restore_them():
@@ -155,14 +175,16 @@ def test_landscape_writes_json_pictures_and_weights_that_read_back(tmp_path, cap
         assert set(h["by_step"]) == {"0.0001", "0.001", "0.01"} and h["relative_spread"] >= 0
         assert h["by_step"]["0.001"] == pytest.approx(h["top_eigenvalue"], rel=1e-9)  # re-taken at the same v
         assert r["parameters"] == sum(p.data.size for p in nets[name].parameters())
-        assert r["eval_images"] == 20
+        assert r["eval_images"] == 20 and r["recalibrated"] and r["loss_before_recalibration"] > 0
         assert json.loads((tmp_path / "landscape" / f"{name}.json").read_text()) == r  # written as it finished
         # the weights written are the trained ones
         np.testing.assert_array_equal(sn.load(tmp_path / "landscape" / f"{name}.npz")["fc.weight"],
                                       nets[name].fc.weight.data)
-    # alpha = 0 is the seeded initialisation, on the same evaluation images
+    # alpha = 0 is the seeded initialisation (its BN statistics re-estimated on other images), on the same
+    # evaluation images
     initial = tiny_net(shortcut=None)
     batches = eval_batches(initial, 20, 8, None, seed=0)
+    recalibrate_batch_norm(initial, eval_batches(initial, 20, 8, None, seed=1))
     assert [len(y) for _, y in batches] == [8, 8, 4]
     plain = dict(zip(saved["plain_tiny"]["interpolation"]["alpha"], saved["plain_tiny"]["interpolation"]["loss"]))
     assert plain[0.0] == evaluate(initial, batches)[0]

@@ -71,9 +71,12 @@ def build_parser():
                    "(default 10)")
     s.add_argument("--hessian-step", type=float, default=1e-3,
                    help="finite-difference step along the unit vector (default 1e-3; also re-taken at /10, x10)")
+    s.add_argument("--no-recalibrate", dest="recalibrate", action="store_false",
+                   help="keep the BN running statistics training left (default: re-estimate them at the weights "
+                   "measured, on --eval-images other training images)")
     s.set_defaults(run=lambda a, common: landscape(
         a.models, a.steps, a.batch_size, a.lr, a.eval_images, a.eval_batch, a.points, a.grid, a.span,
-        a.hessian_iterations, a.hessian_step, a.weights_dir, **common))
+        a.hessian_iterations, a.hessian_step, a.weights_dir, a.recalibrate, **common))
 
     for name, help_text in (("deconv", "DeconvNet projections of a layer's strongest activations"),
                             ("features", "first-layer filters and a layer's feature maps"),

@@ -25,7 +25,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor, no_grad
 from ..models import get_model
-from ..nn import Module
+from ..nn import BatchNorm1d, BatchNorm2d, Module
 from ..nn.serialization import load, save
 from .common import (DEFAULT_OUT, classification_loss, fashion_batches, label, plt, save_figure, save_json,
                      train_briefly)
@@ -70,6 +70,29 @@ def evaluate(model, batches):
     return total / count, correct / count
 
 
+def recalibrate_batch_norm(model, batches):
+    """Set every BN layer's running statistics to the plain average over ``batches`` of the batch
+    statistics at the current weights (a train-mode pass without gradients, torch's momentum=None rule).
+
+    During training the running averages trail the moving weights; after a short training they can be
+    far from the statistics of the final weights, and the eval-mode loss then measures that lag, not
+    the net. Recalibrated, the eval-mode loss is the loss of these weights."""
+    norms = [m for m in model.modules() if isinstance(m, (BatchNorm1d, BatchNorm2d)) and m.track_running_stats]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = None
+        m.running_mean.data = m.running_mean.data * 0
+        m.running_var.data = m.running_var.data * 0 + 1
+        m.num_batches_tracked.data = m.num_batches_tracked.data * 0
+    model.train()
+    with no_grad():
+        for x, _ in batches:
+            model(Tensor(x))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.eval()
+
+
 def _set_parameters(model, arrays):
     for name, p in model.named_parameters():
         if name in arrays:
@@ -93,11 +116,17 @@ def losses_along(model, directions, coordinates, batches):
 
 def interpolate(model, start, end, alphas, batches):
     """(losses, accuracies) of the state (1 - a) start + a end for each a in ``alphas`` (state dicts;
-    every floating entry moves, BN running statistics included). The model keeps ``end`` afterwards."""
+    every floating entry moves, BN running statistics included). Beyond the ends (a < 0 or a > 1) the
+    running statistics stay at the nearer end's: a variance extrapolated linearly can turn negative.
+    The model keeps ``end`` afterwards."""
+    parameters = {name for name, _ in model.named_parameters()}
     losses, accuracies = [], []
     for a in alphas:
-        model.load_state_dict({k: (1 - a) * s + a * end[k] if np.issubdtype(s.dtype, np.floating) else end[k]
-                               for k, s in start.items()})
+        state = {}
+        for k, s in start.items():
+            t = a if k in parameters else min(max(a, 0.0), 1.0)
+            state[k] = (1 - t) * s + t * end[k] if np.issubdtype(s.dtype, np.floating) else end[k]
+        model.load_state_dict(state)
         loss, accuracy = evaluate(model, batches)
         losses.append(loss)
         accuracies.append(accuracy)
@@ -167,23 +196,29 @@ def eigenvalue_by_step(grad, w, v, steps):
 
 
 def landscape_of(name, steps=100, batch_size=64, lr=0.05, eval_images=128, eval_batch=128, points=13,
-                 grid=9, span=1.0, hessian_iterations=10, hessian_step=1e-3, weights=None, data_dir=None, seed=0,
-                 save_weights=None):
+                 grid=9, span=1.0, hessian_iterations=10, hessian_step=1e-3, recalibrate=True, weights=None,
+                 data_dir=None, seed=0, save_weights=None):
     """Every measurement of one net (a zoo name or a ready Module, trained ``steps`` SGD steps from its
     seeded initialisation unless ``weights`` names an .npz to load) as one JSON-ready dict."""
     backend.manual_seed(seed)
     model = name if isinstance(name, Module) else _cifar_net(name)
+    batches = eval_batches(model, eval_images, eval_batch, data_dir, seed)
+    bn_batches = eval_batches(model, eval_images, eval_batch, data_dir, seed + 1)  # other images
+    if recalibrate:
+        recalibrate_batch_norm(model, bn_batches)
     start = model.state_dict()
     if weights:
         model.load_state_dict(load(weights))
         train_losses = []
     else:
         train_losses = train_briefly(model, steps, batch_size, data_dir, seed, lr=lr)
+    stale_loss = evaluate(model, batches)[0]  # with the running statistics training left
+    if recalibrate:
+        recalibrate_batch_norm(model, bn_batches)
     end = model.state_dict()
     if save_weights is not None:
         save_weights.parent.mkdir(parents=True, exist_ok=True)
         save(end, save_weights)
-    batches = eval_batches(model, eval_images, eval_batch, data_dir, seed)
     loss, accuracy = evaluate(model, batches)
 
     # alpha 0 and 1 exactly on the grid, and a little beyond both ends as in the paper's 1-D plots
@@ -205,6 +240,7 @@ def landscape_of(name, steps=100, batch_size=64, lr=0.05, eval_images=128, eval_
     return dict(
         model=label(name), parameters=int(w.size), trained_steps=len(train_losses), weights=str(weights or ""),
         train_loss=train_losses, eval_images=eval_images, loss=loss, accuracy=accuracy,
+        loss_before_recalibration=stale_loss, recalibrated=bool(recalibrate),
         interpolation=dict(alpha=alphas.tolist(), loss=interp_loss, accuracy=interp_acc),
         direction_1d=dict(alpha=line.tolist(), loss=line_loss),
         surface=dict(x=axis.tolist(), y=axis.tolist(), loss=np.reshape(surface, (grid, grid)).tolist()),
@@ -309,26 +345,27 @@ def plot_surfaces(results):
 
 
 def print_table(results):
-    print(f"{'model':<10}{'params':>9}{'steps':>7}{'loss':>8}{'acc':>7}{'1-D max':>9}{'2-D max':>9}"
+    print(f"{'model':<10}{'params':>9}{'steps':>7}{'loss':>8}{'stale BN':>9}{'acc':>7}{'1-D max':>9}{'2-D max':>9}"
           f"{'top eig':>10}   top eig at steps (finite-difference stability)")
     for name, r in results.items():
         h = r["hessian"]
         steps = ", ".join(f"{s}: {lam:.4g}" for s, lam in h["by_step"].items())
-        print(f"{name:<10}{r['parameters']:>9,}{r['trained_steps']:>7}{r['loss']:>8.3f}{r['accuracy']:>7.1%}"
+        print(f"{name:<10}{r['parameters']:>9,}{r['trained_steps']:>7}{r['loss']:>8.3f}"
+              f"{r['loss_before_recalibration']:>9.3f}{r['accuracy']:>7.1%}"
               f"{max(r['direction_1d']['loss']):>9.3g}{np.max(r['surface']['loss']):>9.3g}"
               f"{h['top_eigenvalue']:>10.4g}   {steps} (spread {h['relative_spread']:.1%})")
 
 
 def landscape(models=MODELS, steps=100, batch_size=64, lr=0.05, eval_images=128, eval_batch=128, points=13,
-              grid=9, span=1.0, hessian_iterations=10, hessian_step=1e-3, weights_dir=None, data_dir=None,
-              out=DEFAULT_OUT, seed=0):
+              grid=9, span=1.0, hessian_iterations=10, hessian_step=1e-3, weights_dir=None, recalibrate=True,
+              data_dir=None, out=DEFAULT_OUT, seed=0):
     """Measure every net, write landscape_1d.png, landscape_2d.png, landscape.json and the trained
     weights (out/landscape/NAME.npz) to ``out``, print the table; returns the results."""
     check_options(steps, eval_images, points, grid, span, hessian_iterations, hessian_step)
     results = measure(models, weights_dir=weights_dir, save_dir=out / "landscape", steps=steps,
                       batch_size=batch_size, lr=lr, eval_images=eval_images, eval_batch=eval_batch, points=points,
                       grid=grid, span=span, hessian_iterations=hessian_iterations, hessian_step=hessian_step,
-                      data_dir=data_dir, seed=seed)
+                      recalibrate=recalibrate, data_dir=data_dir, seed=seed)
     save_figure(plot_curves(results), out, "landscape_1d.png")
     save_figure(plot_surfaces(results), out, "landscape_2d.png", "landscape.json", results)
     print_table(results)
