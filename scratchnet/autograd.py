@@ -269,21 +269,14 @@ _function_hooks = []  # the active FunctionHooks, in the order they were entered
 class FunctionHook:
     """Sees every ``Function`` call, forward and backward, inside ``with hook: ...`` (Chainer's FunctionHook).
 
-    Override what you need (each does nothing by default):
-
-    * ``forward_preprocess(function, inputs)``: before ``function.forward``; ``inputs`` is a
-      tuple of Tensors (Python scalars already wrapped).
-    * ``forward_postprocess(function, inputs, outputs)``: after it; ``outputs`` is a tuple of
-      Tensors even for a single-output function. Called under ``no_grad`` too.
-    * ``backward_preprocess(function, grad_outputs)``: before ``function.backward``, with the
-      raw arrays it receives (one per output, tensor hooks already applied).
-    * ``backward_postprocess(function, grad_outputs, grad_inputs)``: after it, with the tuple
-      it returned (one per input, None where an input needs no gradient).
-
-    Hooks see, they do not change: treat the arrays as read-only. Active hooks run in the
-    order they were entered; ops a hook itself runs are not hooked (no recursion). The hook
-    is removed when the block ends, also by an exception. Backward hooks fire for the
-    backward walks that run while the hook is active, whenever the graph was built.
+    Override what you need (each does nothing by default). ``forward_preprocess(function, inputs)``
+    and ``forward_postprocess(function, inputs, outputs)`` get tuples of Tensors (also under
+    no_grad); ``backward_preprocess(function, grad_outputs)`` and ``backward_postprocess(function,
+    grad_outputs, grad_inputs)`` the raw arrays ``backward`` receives (tensor hooks applied) and
+    returns (None for an input that needs no gradient). Hooks observe: arrays are read-only.
+    Active hooks run in the order they were entered; ops a hook runs are not hooked (no
+    recursion); the block removes its hook, also on an exception; backward hooks fire for the
+    backward walks run inside the block, wherever the graph was built.
     """
 
     def __enter__(self):
@@ -293,10 +286,7 @@ class FunctionHook:
         return self
 
     def __exit__(self, *exc_info):
-        for index, hook in enumerate(_function_hooks):
-            if hook is self:
-                del _function_hooks[index]
-                break
+        _function_hooks[:] = [hook for hook in _function_hooks if hook is not self]
 
     def forward_preprocess(self, function, inputs):
         pass

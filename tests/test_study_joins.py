@@ -10,7 +10,7 @@ from scratchnet import autograd, study
 from scratchnet.models import get_model
 from scratchnet.models.densenet import DenseNet
 from scratchnet.models.resnet import BasicBlock, make_stage
-from scratchnet.nn import Conv2d, Linear, Module, ReLU
+from scratchnet.nn import Conv2d, Linear, Module
 from scratchnet.study.joins import JoinWatcher, join_gradients
 
 
