@@ -13,6 +13,7 @@ from scratchnet.study.landscape import (eigenvalue_by_step, eval_batches, evalua
                                        gradient_function, hessian_vector_product, interpolate, landscape,
                                        losses_along, recalibrate_batch_norm, symmetric_axis, top_hessian_eigenvalue)
 from scratchnet.study import main
+from scratchnet.study.common import train_briefly
 
 
 @pytest.fixture(autouse=True)
@@ -134,6 +135,13 @@ def test_batch_norm_recalibration_averages_the_batch_statistics():
                                rtol=1e-5, atol=1e-7)
     unbiased = [x.var(axis=(0, 2, 3), ddof=1) for x in inputs]  # torch's running_var keeps the unbiased one
     np.testing.assert_allclose(net.bn1.running_var.data, np.mean(unbiased, 0), rtol=1e-5)
+
+
+def test_brief_training_runs_in_train_mode_after_a_recalibration():
+    net = tiny_net()
+    recalibrate_batch_norm(net, random_batches(n=1))  # leaves the net in eval mode
+    train_briefly(net, 2, 4, None, seed=0)
+    assert net.training and int(net.bn1.num_batches_tracked.data) == 1 + 2  # batch statistics were used
 
 
 def test_losses_along_directions_start_at_the_weights_and_restore_them():

@@ -93,8 +93,9 @@ def weighted_layers(model):
 
 
 def train_briefly(model, steps, batch_size, data_dir, seed, lr=0.05, side=None):
-    """``steps`` SGD steps (momentum 0.9) on Fashion-MNIST; returns the per-step training losses."""
+    """``steps`` SGD steps (momentum 0.9) on Fashion-MNIST, in train mode; returns the per-step losses."""
     backend.manual_seed(seed)
+    model.train()
     optimizer = SGD(model.parameters(), lr=lr, momentum=0.9)
     losses = []
     for x, y in fashion_batches(model, steps, batch_size, data_dir, side=side, seed=seed):

@@ -11,11 +11,14 @@ For each net (trained here briefly, or loaded):
   no direction (the appendix: "the random direction applies to all weights but not the weights in BN");
 - the top eigenvalue of the Hessian of the loss, a sharpness number, by power iteration on
   Hessian-vector products taken as central differences of gradients, Hv ~ (g(w + e v) - g(w - e v)) / 2e
-  with |v| = 1, and the same Rayleigh quotient v.Hv re-taken at other steps e to show it does not depend
-  on the step.
+  with |v| = 1, and the same Rayleigh quotient v.Hv re-taken at e/10 and 10e to show how much the
+  number depends on the step (ReLU kinks make a gradient piecewise smooth: the quotient is stable over
+  a range of steps, not in the limit).
 
 The loss is the mean cross-entropy over a fixed set of training images, with the net in eval mode (BN
-uses its running statistics), so it is one deterministic function of the weights.
+uses its running statistics), so it is one deterministic function of the weights. Those statistics are
+first re-estimated at the initial and at the trained weights (on other training images): after a short
+training the running averages still trail the weights, and the loss would measure that lag.
 """
 import time
 from pathlib import Path
