@@ -7,7 +7,9 @@ module for x's device; both modules share one API:
     depthwise_backward_weight, max_pool2d_forward, max_pool2d_backward
 
 and, on the GPU only, the direct dense convolution (``conv2d_forward``,
-``conv2d_backward_input``, ``conv2d_backward_weight``).
+``conv2d_backward_input``, ``conv2d_backward_weight``); on the CPU only,
+``relu_forward``/``relu_backward`` and ``sgd_step`` (one pass each where
+NumPy takes several).
 """
 import numpy as np
 

@@ -1,0 +1,106 @@
+"""The CPU fast paths of issue 9 give the numbers of the array code they stand in for.
+
+ReLU and SGD run as one Numba pass each on the CPU (kernels/cpu.py); elsewhere (other dtypes,
+non-contiguous arrays, the GPU) the NumPy/CuPy lines run. Both must agree with torch, and the
+fused SGD step must equal the array code bit for bit.
+"""
+import numpy as np
+import pytest
+import torch
+
+import scratchnet as sn
+from scratchnet import functional as F
+from scratchnet import nn, optim
+from scratchnet.functional import activation
+from scratchnet.kernels import cpu
+from scratchnet.optim import sgd
+
+SPECIAL = [-np.inf, -2.5, -1e-30, -0.0, 0.0, 1e-30, 3.0, np.inf, np.nan]
+
+
+@pytest.mark.parametrize("path", ["kernel", "array code"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_relu_matches_torch_on_special_values(dtype, path, rng, monkeypatch):
+    """NaN stays NaN, -inf becomes 0, and the gradient flows where the input was > 0 or NaN (torch's rule),
+    on the Numba kernel and on the array code (the GPU's, and float16's)."""
+    if path == "array code":
+        monkeypatch.setattr(activation.kernels, "supports", lambda *arrays: False)
+    x = np.concatenate([np.array(SPECIAL), rng.standard_normal(23)]).astype(dtype).reshape(4, 8)
+    y = F.relu(sn.tensor(x))
+    expected = torch.relu(torch.tensor(x)).numpy()
+    np.testing.assert_array_equal(y.numpy(), expected)
+    if dtype == np.float16:
+        return
+    t, tt = sn.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    F.relu(t).backward(gy)
+    torch.relu(tt).backward(torch.tensor(gy))
+    np.testing.assert_array_equal(t.grad, tt.grad.numpy())
+
+
+def test_relu_kernel_takes_non_contiguous_input(rng):
+    x = rng.standard_normal((6, 5, 4)).astype(np.float32).transpose(2, 0, 1)
+    y, mask = cpu.relu_forward(x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(mask, ~(x <= 0))
+    gy = rng.standard_normal(x.shape).astype(np.float32).transpose(0, 2, 1).copy().transpose(0, 2, 1)
+    np.testing.assert_array_equal(cpu.relu_backward(gy, mask), np.where(x > 0, gy, 0))
+
+
+SGD_CONFIGS = [
+    dict(lr=0.1),
+    dict(lr=0.05, momentum=0.9),
+    dict(lr=0.05, momentum=0.9, dampening=0.3),
+    dict(lr=0.05, momentum=0.9, nesterov=True),
+    dict(lr=0.05, momentum=0.9, weight_decay=5e-4),
+    dict(lr=0.05, momentum=0.8, weight_decay=1e-2, nesterov=True, maximize=True),
+]
+
+
+def _sgd_run(config, dtype, fused, monkeypatch, steps=5):
+    """Parameters after `steps` SGD steps with the same gradients, on the kernel or on the array code."""
+    monkeypatch.setattr(sgd, "_fused", sgd._fused if fused else (lambda *arrays: False))
+    rng = np.random.default_rng(0)
+    params = [nn.Parameter(rng.standard_normal(shape).astype(dtype)) for shape in [(3, 4), (7,), (2, 1, 5)]]
+    opt = optim.SGD(params, **config)
+    for _ in range(steps):
+        for p in params:
+            p.grad = rng.standard_normal(p.shape).astype(dtype)
+        opt.step()
+    return [p.numpy() for p in params], [opt.state[p].get("momentum_buffer") for p in params]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("config", SGD_CONFIGS, ids=str)
+def test_fused_sgd_step_is_the_array_code_bit_for_bit(config, dtype, monkeypatch):
+    fused, fused_buffers = _sgd_run(config, dtype, True, monkeypatch)
+    plain, plain_buffers = _sgd_run(config, dtype, False, monkeypatch)
+    for a, b in zip(fused + fused_buffers, plain + plain_buffers):
+        if a is None or b is None:
+            assert a is None and b is None
+            continue
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("config", SGD_CONFIGS, ids=str)
+def test_fused_sgd_matches_torch_in_float32(config, monkeypatch):
+    ours, _ = _sgd_run(config, np.float32, True, monkeypatch)
+    rng = np.random.default_rng(0)
+    params = [torch.nn.Parameter(torch.tensor(rng.standard_normal(s).astype(np.float32))) for s in
+              [(3, 4), (7,), (2, 1, 5)]]
+    opt = torch.optim.SGD(params, **config)
+    for _ in range(5):
+        for p in params:
+            p.grad = torch.tensor(rng.standard_normal(tuple(p.shape)).astype(np.float32))
+        opt.step()
+    for a, p in zip(ours, params):
+        np.testing.assert_allclose(a, p.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_sgd_takes_the_kernel_only_where_it_applies(rng):
+    p32 = np.ones(3, np.float32)
+    assert sgd._fused(p32, np.ones(3, np.float32), None)
+    assert not sgd._fused(p32, np.ones(3), None)  # a float64 gradient: the array code keeps p float32
+    assert not sgd._fused(p32.astype(np.float16), np.ones(3, np.float16), None)
+    assert not sgd._fused(np.ones((3, 4), np.float32).T, np.ones((4, 3), np.float32), None)  # not contiguous
