@@ -324,26 +324,32 @@ def plot_curves(results):
     axes[0].set(title="linear interpolation, initial (0) -> trained (1)", xlabel="alpha", ylabel="loss")
     axes[1].set(title="along a filter-normalised random direction", xlabel="alpha", ylabel="loss")
     axes[2].set(title="top Hessian eigenvalue: power iteration", xlabel="iteration", ylabel="v.Hv")
+    # extrapolating below the initial weights can reach 1e12: keep the axis on what lies between the ends
+    inside = [loss for r in results.values() for a, loss in zip(r["interpolation"]["alpha"], r["interpolation"]["loss"])
+              if 0 <= a <= 1 and np.isfinite(loss)]
+    if inside:
+        axes[0].set_ylim(0.5 * min(inside), 30 * max(inside))
     for ax in axes:
         ax.legend(fontsize=8)
     return fig
 
 
 def plot_surfaces(results):
-    """2-D contours, one panel per net, on shared logarithmic levels so the panels compare."""
+    """2-D contours of log10(loss), one panel per net, on the same levels so the panels compare."""
     pyplot = plt()
-    losses = np.concatenate([np.ravel(r["surface"]["loss"]) for r in results.values()])
-    lo, hi = max(losses.min(), 1e-3), min(losses.max(), 1e3)
-    levels = np.geomspace(lo, max(hi, lo * 1.01), 25)
-    fig, axes = pyplot.subplots(1, len(results), figsize=(4.2 * len(results), 4), squeeze=False)
-    for ax, (name, r) in zip(axes[0], results.items()):
+    logs = {name: np.log10(np.clip(np.nan_to_num(r["surface"]["loss"], nan=1e6), 1e-3, 1e6))
+            for name, r in results.items()}
+    lo = min(v.min() for v in logs.values())
+    levels = np.linspace(lo, max(min(max(v.max() for v in logs.values()), lo + 4), lo + 0.1), 21)  # 4 decades
+    fig, axes = pyplot.subplots(1, len(results) + 1, figsize=(4.2 * len(results) + 0.8, 4.2),
+                                gridspec_kw=dict(width_ratios=[1] * len(results) + [0.06]))
+    for ax, (name, r) in zip(axes, results.items()):
         s = r["surface"]
-        contour = ax.contour(s["x"], s["y"], np.clip(s["loss"], lo, hi), levels=levels, cmap="viridis",
-                             linewidths=0.8)
+        contour = ax.contour(s["x"], s["y"], logs[name], levels=levels, cmap="viridis", linewidths=0.9)
         ax.plot(0, 0, "r+")
         ax.set(title=f"{name}: loss {r['loss']:.3g}, top eig {r['hessian']['top_eigenvalue']:.3g}", aspect="equal",
                xlabel="filter-normalised direction 1", ylabel="direction 2")
-    fig.colorbar(contour, ax=axes[0, -1], label="loss (same log levels in every panel)")
+    fig.colorbar(contour, cax=axes[-1], label="log10 loss (the same levels in every panel)")
     return fig
 
 
