@@ -396,7 +396,7 @@ ROUTES = {
 }  # noqa: E241 (aligned so the routes read as a table)
 
 # conv_algo='auto': the first rule whose route fits the call and whose condition holds. The reasons
-# are benchmarks/conv.py's measurements (float32, 2-core CPU, README "Kernels" has the table).
+# are benchmarks/conv.py's measurements (float32, 2-core CPU; docs/kernels.md has the table).
 AUTO = [
     # route       condition  why
     ("depthwise", _grouped_or_on_cpu, "direct kernel, no kh*kw column buffer: 11-13x the im2col route f+b, "
@@ -407,7 +407,7 @@ AUTO = [
                            "way, forward+backward 0.22 vs 1.09 ms on im2col"),
     ("winograd",  _wide,   "3x3/1 with >= 32 channels in and out: 4x fewer multiplications, 2-2.1x the im2col route "
                            "f+b (VGG 64ch, ResNet 256ch); below 32 channels the transforms outweigh the smaller GEMM, "
-                           "and float32 keeps im2col's rounding (Winograd's float32 error is larger: README)"),
+                           "and float32 keeps im2col's rounding (Winograd's float32 error is larger: docs/kernels.md)"),
     ("im2col",    _always, "everything else: BLAS GEMMs on L3-sized column chunks (1.5-1.7x less peak memory)"),
     ("reference", _always, "dtypes the kernels are not built for (float16)"),
 ]  # noqa: E241

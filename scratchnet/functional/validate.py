@@ -8,7 +8,7 @@ message names the op, the argument, the value given and the valid range:
 
     conv2d: non-positive stride is not supported (got stride=0; valid: an int >= 1, or a pair of them)
 
-The table of rules is in README.md (Functional ops -> Argument rules).
+The table of rules is in docs/ops.md (Argument rules).
 """
 import numbers
 
@@ -33,6 +33,10 @@ def _is_number(value):
 
 def int_tuple(op, name, value, n=2):
     """An int or n ints as a tuple of n ints (a 1-tuple is repeated, as torch does)."""
+    if type(value) is int:  # the common cases first, without the generic checks (every conv and pool call)
+        return (value,) * n
+    if type(value) is tuple and len(value) == n and all(type(v) is int for v in value):
+        return value
     items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if len(items) == 1:
         items = items * n
