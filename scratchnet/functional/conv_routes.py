@@ -401,13 +401,15 @@ AUTO = [
     # route       condition  why
     ("depthwise", _grouped_or_on_cpu, "direct kernel, no kh*kw column buffer: 11-13x the im2col route f+b, "
                                       "2.6-7x torch; a single-channel input (LeNet's 1->6 5x5 @32, N=64, 1 "
-                                      "thread): forward 0.37 vs 1.1 ms, weight gradient 0.36 vs 1.6 ms"),
+                                      "thread): forward 0.37 vs 0.84 ms, weight gradient 0.37 vs 0.85 ms (the "
+                                      "flat-indexed im2col kernels)"),
     ("gemm1x1",   _always, "1x1 with no padding is a plain GEMM: no im2col copy, no transpose; 1.5-3.4x im2col"),
     ("window",    _always, "one window, the whole input (LeNet's C5, 16x5x5 -> 120, N=64, 1 thread): a GEMM each "
-                           "way, forward+backward 0.22 vs 1.09 ms on im2col"),
-    ("winograd",  _wide,   "3x3/1 with >= 32 channels in and out: 4x fewer multiplications, 2-2.1x the im2col route "
-                           "f+b (VGG 64ch, ResNet 256ch); below 32 channels the transforms outweigh the smaller GEMM, "
-                           "and float32 keeps im2col's rounding (Winograd's float32 error is larger: docs/kernels.md)"),
+                           "way, forward+backward 0.22 vs 0.63 ms on im2col"),
+    ("winograd",  _wide,   "3x3/1 with >= 32 channels in and out: 4x fewer multiplications, 1.9-2.1x the im2col "
+                           "route f+b (VGG 64ch, ResNet 256ch; 1 thread); below 32 channels the transforms outweigh "
+                           "the smaller GEMM, and float32 keeps im2col's rounding (Winograd's float32 error is "
+                           "larger: docs/kernels.md)"),
     ("im2col",    _always, "everything else: BLAS GEMMs on L3-sized column chunks (1.5-1.7x less peak memory)"),
     ("reference", _always, "dtypes the kernels are not built for (float16)"),
 ]  # noqa: E241
