@@ -23,7 +23,7 @@ once per filter. `winograd_matrices` builds them exactly (Fractions).
 Float32 error grows with the tile: F(2x2) uses points 0, +-1 (errors like
 im2col's); F(4x4) uses 0, +-1, 1/2, -2 (Barabasz et al.; half the error of
 Lavin's 0, +-1, +-2), whose larger coefficients still cost about a decimal
-digit. README (Kernels) has the measured errors, the documented bound and
+digit. docs/kernels.md (Winograd) has the measured errors, the documented bound and
 the speed; `choose_tile` is the tile the route uses.
 
 Backward, with the same three transforms:
@@ -53,7 +53,7 @@ POINTS = {2: (0, 1, -1), 4: (0, 1, -1, Fraction(1, 2), -2)}
 def choose_tile(out_hw):
     """The tile with the least GEMM work, alpha^2 * number of tiles (ties: the more accurate F(2x2)).
 
-    The batched GEMM is most of the time (README), and a tile that overhangs the
+    The batched GEMM is most of the time (docs/kernels.md), and a tile that overhangs the
     output wastes its share: F(4x4) for most sizes (56x56: 7056 vs 12544 products
     per channel pair; 14x14: 576 vs 784), F(2x2) for 1x1, 2x2 and ties (5x5).
     """
@@ -265,7 +265,7 @@ def _filter_transform(w, tile):
 
     G (x) G (Kronecker product) is the 2-D transform of a flattened 3x3 filter. In w's
     dtype: doing it in float64 and rounding once changed no measured float32 error
-    (README) and cost twice the time.
+    (docs/kernels.md) and cost twice the time.
     """
     k, c = w.shape[:2]
     flat = np.ascontiguousarray(w).reshape(k * c, 9)

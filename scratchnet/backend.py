@@ -13,7 +13,7 @@ import sys
 # threads spinning after its work (OpenBLAS ~0.1 s, GNU OpenMP ~0.3 ms, Intel OpenMP 200 ms), and
 # a spinning pool steals the cores the other one needs next: the LeNet training step took 70 ms
 # instead of 5 ms (issue 9). These make idle threads sleep at once. Libraries read them only when
-# they load, so they are set here; a value the user exported wins. (README: Threads.)
+# they load, so they are set here; a value the user exported wins. (docs/core.md: Threads.)
 THREAD_ENVIRONMENT = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 # libraries imported before scratchnet: their environment came too late (OpenBLAS's timeout stays 0.1 s)
 LOADED_FIRST = sorted(name for name in ("numpy", "numba") if name in sys.modules)

@@ -1,4 +1,4 @@
-"""The README example (README.md, "Example: a two-layer CNN learns one batch"): a two-layer CNN learns one fixed batch with SGD.
+"""The README example (README.md, "A short example: a two-layer CNN learns one batch"): a two-layer CNN learns one fixed batch with SGD.
 
 The code below is the example itself; the second test makes sure the doc shows exactly this code.
 """
