@@ -45,7 +45,9 @@ def python(*args, **kwargs):
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def wait_for(predicate, timeout=60.0):
+def wait_for(predicate, timeout=300.0):
+    """Poll until ``predicate()``; the bound only stops a hung test (a cold Numba cache on a loaded CI machine
+    can take a minute before the first epoch ends)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
