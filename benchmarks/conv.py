@@ -194,9 +194,12 @@ def main(argv=None):
                    geomean_forward_backward_ratio=geomean([r["forward_backward_ratio"] for r in auto]),
                    lowest_forward_backward_ratio=min((r["forward_backward_ratio"] for r in auto), default=None),
                    layers=len(auto))
-    print(f"\nauto over {len(auto)} layers: geometric-mean ratio (torch/scratchnet) forward "
-          f"{summary['geomean_forward_ratio']:.2f}, forward+backward {summary['geomean_forward_backward_ratio']:.2f}"
-          f" (lowest {summary['lowest_forward_backward_ratio']:.2f})")
+    if auto:
+        print(f"\nauto over {len(auto)} layers: geometric-mean ratio (torch/scratchnet) forward "
+              f"{summary['geomean_forward_ratio']:.2f}, forward+backward "
+              f"{summary['geomean_forward_backward_ratio']:.2f} (lowest {summary['lowest_forward_backward_ratio']:.2f})")
+    else:
+        print("\n(no 'auto' rows: add auto to --routes for the summary)")
     torch_threads = next(iter(torch_best.values()))["threads"]
     print(f"load average (1, 5, 15 min): before {tuple(round(v, 2) for v in load_before)}, "
           f"after {tuple(round(v, 2) for v in load_after)}; torch threads {torch_threads}")
