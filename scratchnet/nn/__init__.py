@@ -3,5 +3,6 @@ from . import functional, init
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d,
                      CrossEntropyLoss, Dropout, Flatten, Identity, LeakyReLU, Linear, LocalResponseNorm,
                      LogSoftmax, MaxPool2d, MSELoss, NLLLoss, ReLU, Sigmoid, SiLU, Softmax, Tanh)
-from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential, StateDictError
+from .module import (IncompatibleKeys, Module, ModuleCallHook, ModuleDict, ModuleList, Parameter, Sequential,
+                     StateDictError)
 from .serialization import WeightsFileError, load, save

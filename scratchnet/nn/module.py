@@ -10,7 +10,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from .. import backend
-from ..autograd import RemovableHandle, Tensor
+from ..autograd import FunctionHook, RemovableHandle, Tensor
 from ..functional.loss import cross_entropy
 
 
@@ -336,6 +336,39 @@ class Module:
         elif extra or children:
             body = "\n  " + "\n  ".join(extra + children) + "\n"
         return f"{type(self).__name__}({body})"
+
+
+class ModuleCallHook(FunctionHook):
+    """A ``FunctionHook`` that also sees every module call of ``model`` while it is entered.
+
+    The tools that must know which module is running when a function is called (the joins study,
+    the graph drawer) subclass it and define ``enter_module(name, module, inputs)`` and
+    ``leave_module(name, module, inputs, output)``; both must return None (a forward hook's result
+    would replace the module's output).
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self._module_handles = []
+
+    def enter_module(self, name, module, inputs):
+        pass
+
+    def leave_module(self, name, module, inputs, output):
+        pass
+
+    def __enter__(self):
+        for name, module in self.model.named_modules():
+            self._module_handles += [
+                module.register_forward_pre_hook(lambda m, args, name=name: self.enter_module(name, m, args)),
+                module.register_forward_hook(lambda m, args, out, name=name: self.leave_module(name, m, args, out))]
+        return super().__enter__()
+
+    def __exit__(self, *exc_info):
+        for handle in self._module_handles:
+            handle.remove()
+        self._module_handles = []
+        return super().__exit__(*exc_info)
 
 
 class Sequential(Module):

@@ -24,35 +24,24 @@ import weakref
 import numpy as np
 
 from .. import backend
-from ..autograd import FunctionHook, Tensor
+from ..autograd import Tensor
 from ..functional.math import Add
 from ..functional.shape import Concat
+from ..nn import ModuleCallHook
 from .common import DEFAULT_OUT, build, classification_loss, fashion_batches, label, plt, save_figure
 
 
-class JoinWatcher(FunctionHook):
+class JoinWatcher(ModuleCallHook):
     """``with JoinWatcher(model) as watcher:`` forward and backward, then ``watcher.records()``."""
 
     def __init__(self, model):
-        self.model = model
+        super().__init__(model)
         self.names = {id(m): name or type(m).__name__.lower() for name, m in model.named_modules()}
         self.running = []  # the module calls in progress, innermost last
         self.made_by = {}  # id(tensor) -> (weak tensor, the outermost module call that returned it)
         self.taps = {}  # id(function) -> (function, [(input slot, record)]): where a path's gradient leaves
         self.grads = {}  # id(record) -> that path's gradient, summed over its taps
-        self._records, self._handles = [], []
-
-    def __enter__(self):
-        for module in self.model.modules():
-            self._handles += [module.register_forward_pre_hook(self._enter_module),
-                              module.register_forward_hook(self._leave_module)]
-        return super().__enter__()
-
-    def __exit__(self, *exc_info):
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        return super().__exit__(*exc_info)
+        self._records = []
 
     def records(self, keep_gradients=False):
         """The joins' records with the norm of each path's gradient (paths no gradient reached are left
@@ -66,10 +55,10 @@ class JoinWatcher(FunctionHook):
         return done
 
     # -- which module is running, and which module made a tensor
-    def _enter_module(self, module, inputs):
+    def enter_module(self, name, module, inputs):
         self.running.append(module)
 
-    def _leave_module(self, module, inputs, output):
+    def leave_module(self, name, module, inputs, output):
         self.running.pop()
         for t in output if isinstance(output, (tuple, list)) else (output,):
             if isinstance(t, Tensor):

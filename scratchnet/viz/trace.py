@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import FunctionHook, Tensor
-from ..nn import Parameter
+from ..nn import ModuleCallHook, Parameter
 
 
 class GraphError(ValueError):
@@ -47,36 +47,24 @@ class ModuleCall:
         return self.name or self.type
 
 
-class ModuleTrace(FunctionHook):
+class ModuleTrace(ModuleCallHook):
     """Active as ``with ModuleTrace(model) as trace: model(x)``: ``calls`` (every module call, in start
     order), ``owner`` (function -> the innermost call running when it was called), ``param_names``."""
 
     def __init__(self, model):
-        self.model, self.calls, self.owner, self._stack = model, [], {}, []
+        super().__init__(model)
+        self.calls, self.owner, self._stack = [], {}, []
         self.param_names = {id(p): name for name, p in model.named_parameters()}
-        self._clock, self._handles = itertools.count(), []
+        self._clock = itertools.count()
 
-    def __enter__(self):
-        for name, module in self.model.named_modules():
-            info = (name, name.count(".") + 1 if name else 0, sum(p.size for p in module.parameters()))
-            self._handles.append(module.register_forward_pre_hook(
-                lambda module, args, info=info: self._enter_call(module, *info)))
-            self._handles.append(module.register_forward_hook(self._exit_call))
-        return super().__enter__()
-
-    def __exit__(self, *exc_info):
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        return super().__exit__(*exc_info)
-
-    def _enter_call(self, module, name, depth, params):
+    def enter_module(self, name, module, inputs):
+        depth, params = name.count(".") + 1 if name else 0, sum(p.size for p in module.parameters())
         call = ModuleCall(name, type(module).__name__, depth, next(module.children(), None) is None, params,
                           self._stack[-1] if self._stack else None, next(self._clock))
         self.calls.append(call)
         self._stack.append(call)
 
-    def _exit_call(self, module, args, output):
+    def leave_module(self, name, module, inputs, output):
         self._stack.pop().end = next(self._clock)
 
     def forward_postprocess(self, function, inputs, outputs):
