@@ -1,4 +1,4 @@
-"""Depthwise convolution: the Numba kernels (kernels/cpu.py) against torch, on MobileNet and EfficientNet shapes.
+"""Depthwise convolution: the Numba kernels (kernels/cpu_depthwise.py, through kernels/cpu.py) against torch, on MobileNet and EfficientNet shapes.
 
     python benchmarks/depthwise.py                       # both libraries' default threads, wall time
     python benchmarks/depthwise.py --threads 1 --cpu-time   # one thread, process CPU time (steadier on a busy machine)

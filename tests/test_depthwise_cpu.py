@@ -1,4 +1,4 @@
-"""The Numba depthwise kernels (kernels/cpu.py) against torch, on the geometries their
+"""The Numba depthwise kernels (kernels/cpu_depthwise.py, through kernels/cpu.py) against torch, on the geometries their
 phase-buffer layout treats differently: stride 2 and 3 (several phases, some without a
 tap when the kernel is smaller than the stride), dilation, channel multipliers, padding
 that differs per axis, 5x5, odd and one-pixel sizes, N=1, input rows and columns no

@@ -1,0 +1,268 @@
+"""Numba CPU kernels of the depthwise convolution: forward and both gradients (called through the
+public API of kernels/cpu.py, whose module docstring gives the rules every CPU kernel follows).
+"""
+import numpy as np
+from numba import njit, prange
+
+from .cpu_rows import _copy
+
+
+# An (n, c) plane is small (7x7 to 112x112), so per-row loops run a few elements at a
+# time. Instead each input plane is copied once into a zero-padded buffer split into its
+# stride phases (phase (pi, pj) holds input rows pi - ph, pi - ph + sy, ... and columns
+# pj - pw, pj - pw + sx, ...), every row wq wide. There every tap of any stride and
+# dilation is a unit-stride shift: output (oy, ox), tap (i, j) reads phase
+# ((i*dy) % sy, (j*dx) % sx) at row oy + (i*dy) // sy, column ox + (j*dx) // sx. So a
+# block of output rows, computed wq wide, is a sum of shifted copies of one flat vector:
+# a long contiguous loop that LLVM vectorises. The wq - ow extra columns of each output
+# row read past its end (the next row, or the spare zero row at the end of each phase)
+# and are dropped when the rows are copied out. The backward kernels use the same views:
+# the input gradient of a phase is the sum of the output gradient (wq wide, extra columns
+# zero) shifted back by each of the phase's taps, the weight gradient of a tap the dot
+# product of the output gradient with that tap's shifted view of the input.
+# All indexing is on flat arrays with unsigned offsets: slicing a 2-D view per row costs
+# more than copying its dozen elements, and unsigned indices spare LLVM Python's negative-
+# index wraparound, so the loops vectorise. The row-copy helpers are inline="always":
+# inlined, their loops specialise to the kernel's stride (as calls they cost ~2x more).
+
+@njit(cache=True)
+def _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx):
+    """(hq, wq): each phase has hq + 1 rows (the last a spare) of wq columns."""
+    return oh + (kh - 1) * dy // sy, ow + (kw - 1) * dx // sx
+
+
+@njit(cache=True)
+def _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size):
+    """Per tap (i, j) in w's order: its phase and its shift inside the phase."""
+    phase, shift = np.empty(kh * kw, np.int64), np.empty(kh * kw, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            phase[i * kw + j] = (i * dy) % sy * sx + (j * dx) % sx
+            shift[i * kw + j] = (i * dy) // sy * wq + (j * dx) // sx
+    return phase, shift
+
+
+@njit(cache=True)
+def _block_rows(rows, wq):
+    """Rows per pass: a block of ~8 KB of float32 stays in L1 while every tap adds into it."""
+    return max(1, min(rows, 2048 // wq))
+
+
+@njit(cache=True)
+def _chunks(planes):
+    """Coarse prange chunks (buffers allocated once each), still enough to balance many threads."""
+    return max(1, min(planes, 256))
+
+
+@njit(cache=True)
+def _plane_map(h, w, sy, sx, ph, pw, hq, wq):
+    """Where a plane's pixels sit in the phase buffer, computed once per call: per (input row, column
+    phase) a run of `count` pixels sx apart from `src` in the plane to `dst` in the buffer (phase
+    (pi, pj) row r, column col holds pixel (r*sy + pi - ph, col*sx + pj - pw)). Every input row
+    has its place: (h - 1 + ph) // sy <= hq. Also whether the runs cover the whole plane."""
+    phase_size = (hq + 1) * wq
+    src, dst, count = np.empty(h * sx, np.int64), np.empty(h * sx, np.int64), np.empty(h * sx, np.int64)
+    for iy in range(h):
+        r, pi = (iy + ph) // sy, (iy + ph) % sy
+        for pj in range(sx):
+            lo = min(wq, max(0, -((pj - pw) // sx)))  # the first phase column inside the plane
+            hi = max(lo, min(wq, (w - 1 + pw - pj) // sx + 1))
+            run = iy * sx + pj
+            src[run] = iy * w + lo * sx + pj - pw
+            dst[run] = (pi * sx + pj) * phase_size + r * wq + lo
+            count[run] = hi - lo
+    return src, dst, count, count.sum() == h * w
+
+
+@njit(cache=True, inline="always")
+def _fill_phases(xf, plane_start, buf, runs, sx):
+    """Copy plane x.flat[plane_start:] into its places in buf. The rest of buf is zeroed once by the
+    caller and stays so: every plane writes the same places."""
+    src, dst, count, _ = runs
+    if sx == 1:  # then every run has the same length
+        for run in range(src.size):
+            _copy(xf, plane_start + src[run], buf, dst[run], count[0])
+        return
+    step = np.uint64(sx)
+    for run in range(src.size):
+        s, d = np.uint64(plane_start + src[run]), np.uint64(dst[run])
+        for k in range(np.uint64(count[run])):
+            buf[d + k] = xf[s + k * step]
+
+
+@njit(cache=True, inline="always")
+def _gather_phases(buf, gxf, plane_start, plane_size, runs, sx):
+    """The inverse of _fill_phases; pixels no window reaches (right of the last one) are 0."""
+    src, dst, count, covers_all = runs
+    if not covers_all:
+        for k in range(np.uint64(plane_start), np.uint64(plane_start + plane_size)):
+            gxf[k] = 0
+    if sx == 1:
+        for run in range(src.size):
+            _copy(buf, dst[run], gxf, plane_start + src[run], count[0])
+        return
+    step = np.uint64(sx)
+    for run in range(src.size):
+        s, d = np.uint64(plane_start + src[run]), np.uint64(dst[run])
+        for k in range(np.uint64(count[run])):
+            gxf[s + k * step] = buf[d + k]
+
+
+@njit(cache=True)
+def _sum_shifted(out, out_start, length, src, src_start, starts, scales, accumulate):
+    """out[out_start + k] (+)= sum over taps t of scales[t] * src[src_start + starts[t] + k], k < length.
+
+    Three taps per pass over out: fewer loads and stores than one at a time."""
+    o, n, count = np.uint64(out_start), np.uint64(length), starts.size
+    t = 0
+    while t < count:
+        add = accumulate or t > 0
+        if count - t >= 3:
+            a, b, c = scales[t], scales[t + 1], scales[t + 2]
+            s0, s1, s2 = (np.uint64(src_start + starts[t]), np.uint64(src_start + starts[t + 1]),
+                          np.uint64(src_start + starts[t + 2]))
+            for k in range(n):
+                v = a * src[s0 + k] + b * src[s1 + k] + c * src[s2 + k]
+                out[o + k] = out[o + k] + v if add else v
+            t += 3
+        else:
+            a, s0 = scales[t], np.uint64(src_start + starts[t])
+            for k in range(n):
+                v = a * src[s0 + k]
+                out[o + k] = out[o + k] + v if add else v
+            t += 1
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dots_shifted(a, length, b, b_start, starts, acc):
+    """acc[t] += sum over k < length of a[k] * b[b_start + starts[t] + k], for every tap t: three taps
+    per pass over a, each sum in a's dtype (reassociated, so it vectorises), acc in float64."""
+    n, count = np.uint64(length), starts.size
+    t = 0
+    while t < count:
+        if count - t >= 3:
+            s0, s1, s2 = (np.uint64(b_start + starts[t]), np.uint64(b_start + starts[t + 1]),
+                          np.uint64(b_start + starts[t + 2]))
+            d0 = d1 = d2 = a.dtype.type(0)
+            for k in range(n):
+                d0 += a[k] * b[s0 + k]
+                d1 += a[k] * b[s1 + k]
+                d2 += a[k] * b[s2 + k]
+            acc[t] += d0
+            acc[t + 1] += d1
+            acc[t + 2] += d2
+            t += 3
+        else:
+            s0 = np.uint64(b_start + starts[t])
+            d0 = a.dtype.type(0)
+            for k in range(n):
+                d0 += a[k] * b[s0 + k]
+            acc[t] += d0
+            t += 1
+
+
+@njit(parallel=True, cache=True)
+def _depthwise_forward(x, w, y, sy, sx, ph, pw, dy, dx):
+    n, c, h, wd = x.shape
+    co, _, kh, kw = w.shape
+    m, oh, ow = co // c, y.shape[2], y.shape[3]
+    hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
+    phase_size, rows = (hq + 1) * wq, _block_rows(oh, wq)
+    phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
+    starts = phase * phase_size + shift
+    taps, xf, yf = w.reshape(co, kh * kw), x.reshape(-1), y.reshape(-1)
+    runs = _plane_map(h, wd, sy, sx, ph, pw, hq, wq)
+    planes = n * c
+    chunks = _chunks(planes)
+    for chunk in prange(chunks):
+        phases = np.zeros(sy * sx * phase_size, dtype=x.dtype)
+        out = np.empty(rows * wq, dtype=x.dtype)
+        for plane in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            b, ci = plane // c, plane % c  # its m output channels share the padded plane
+            _fill_phases(xf, plane * h * wd, phases, runs, sx)
+            for oc in range(ci * m, ci * m + m):
+                for r0 in range(0, oh, rows):
+                    r1 = min(oh, r0 + rows)
+                    _sum_shifted(out, 0, (r1 - r0) * wq, phases, r0 * wq, starts, taps[oc], False)
+                    for oy in range(r0, r1):
+                        _copy(out, (oy - r0) * wq, yf, ((b * co + oc) * oh + oy) * ow, ow)
+
+
+@njit(parallel=True, cache=True)
+def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
+    n, c, h, wd = gx.shape
+    co, _, kh, kw = w.shape
+    m, oh, ow = co // c, gy.shape[2], gy.shape[3]
+    hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
+    phase_size, rows = (hq + 1) * wq, _block_rows(hq + 1, wq)
+    phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
+    # the taps grouped by phase (phase p's are order[bounds[p]:bounds[p + 1]]); a phase's gradient
+    # reads gy (laid out wq wide behind `lead` zeros) at lead - shift: the forward's shifts, backwards
+    order, bounds = np.empty(kh * kw, np.int64), np.empty(sy * sx + 1, np.int64)
+    grouped = 0
+    for p in range(sy * sx):
+        bounds[p] = grouped
+        for t in range(kh * kw):
+            if phase[t] == p:
+                order[grouped] = t
+                grouped += 1
+    bounds[sy * sx] = grouped
+    lead = shift.max()
+    starts = lead - shift[order]
+    taps, gyf, gxf = w.reshape(co, kh * kw)[:, order].copy(), gy.reshape(-1), gx.reshape(-1)
+    runs = _plane_map(h, wd, sy, sx, ph, pw, hq, wq)
+    planes = n * c
+    chunks = _chunks(planes)
+    for chunk in prange(chunks):
+        grad_phases = np.empty(sy * sx * phase_size, dtype=gy.dtype)
+        grad_out = np.zeros(lead + phase_size, dtype=gy.dtype)  # only the oh x ow data is ever written
+        for plane in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            b, ci = plane // c, plane % c  # gathers from its m output channels
+            for k in range(m):
+                oc = ci * m + k
+                for oy in range(oh):
+                    _copy(gyf, ((b * co + oc) * oh + oy) * ow, grad_out, lead + oy * wq, ow)
+                for p in range(sy * sx):
+                    t0, t1 = bounds[p], bounds[p + 1]
+                    if t0 == t1:  # no tap reads this phase (a kernel smaller than the stride)
+                        grad_phases[p * phase_size:(p + 1) * phase_size] = 0
+                        continue
+                    for r0 in range(0, hq + 1, rows):
+                        length = (min(hq + 1, r0 + rows) - r0) * wq
+                        _sum_shifted(grad_phases, p * phase_size + r0 * wq, length, grad_out, r0 * wq,
+                                     starts[t0:t1], taps[oc, t0:t1], k > 0)
+            _gather_phases(grad_phases, gxf, plane * h * wd, h * wd, runs, sx)
+
+
+@njit(parallel=True, cache=True)
+def _depthwise_backward_weight(gy, x, gw, sy, sx, ph, pw, dy, dx):
+    n, c, h, wd = x.shape
+    co, _, kh, kw = gw.shape
+    m, oh, ow = co // c, gy.shape[2], gy.shape[3]
+    hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
+    phase_size, rows = (hq + 1) * wq, _block_rows(oh, wq)
+    phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
+    starts = phase * phase_size + shift
+    xf, gyf = x.reshape(-1), gy.reshape(-1)
+    runs = _plane_map(h, wd, sy, sx, ph, pw, hq, wq)
+    acc = np.zeros((co, kh * kw))  # float64 sums of the per-block dot products
+    blocks = min(c, 32)
+    # each block of input channels owns the rows of acc of its output channels (no race); it
+    # walks the batch outermost, reading x and gy in runs of consecutive planes (3x faster
+    # than one channel's planes, a whole batch image apart)
+    for block in prange(blocks):
+        c0, c1 = block * c // blocks, (block + 1) * c // blocks
+        phases = np.zeros(sy * sx * phase_size, dtype=x.dtype)
+        grad_out = np.zeros(rows * wq, dtype=gy.dtype)  # columns >= ow stay 0: they add nothing
+        for b in range(n):
+            for ci in range(c0, c1):
+                _fill_phases(xf, (b * c + ci) * h * wd, phases, runs, sx)
+                for oc in range(ci * m, ci * m + m):
+                    for r0 in range(0, oh, rows):
+                        r1 = min(oh, r0 + rows)
+                        for oy in range(r0, r1):
+                            _copy(gyf, ((b * co + oc) * oh + oy) * ow, grad_out, (oy - r0) * wq, ow)
+                        _dots_shifted(grad_out, (r1 - r0) * wq, phases, r0 * wq, starts, acc[oc])
+    for oc in range(co):
+        for t in range(kh * kw):
+            gw[oc, 0, t // kw, t % kw] = acc[oc, t]
