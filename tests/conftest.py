@@ -158,3 +158,15 @@ def data_dir():
     if not root.is_dir():
         pytest.fail(f"real data folder {root} not found: set SCRATCHNET_DATA to the shared data folder")
     return root
+
+
+# torch.optim.SGD's options, each rule exercised (the optimizer tests and the fused SGD kernel's tests)
+SGD_CONFIGS = [
+    dict(lr=0.1),
+    dict(lr=0.05, momentum=0.9),
+    dict(lr=0.05, momentum=0.9, dampening=0.3),
+    dict(lr=0.05, momentum=0.9, nesterov=True),
+    dict(lr=0.05, momentum=0.9, weight_decay=5e-4),
+    dict(lr=0.05, momentum=0.8, weight_decay=1e-2),
+    dict(lr=0.05, momentum=0.8, weight_decay=1e-2, nesterov=True, maximize=True),
+]

@@ -8,6 +8,7 @@ import torch
 import scratchnet as sn
 from scratchnet import nn, optim
 from scratchnet.optim import lr_scheduler
+from conftest import SGD_CONFIGS
 
 SHAPES = [(3, 4), (4,), (2, 1, 3)]
 
@@ -42,15 +43,6 @@ def assert_params_equal(ours, theirs, tol=1e-12):
     for p, tp in zip(ours, theirs):
         np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=tol, atol=tol)
 
-
-SGD_CONFIGS = [
-    dict(lr=0.1),
-    dict(lr=0.05, momentum=0.9),
-    dict(lr=0.05, momentum=0.9, dampening=0.3),
-    dict(lr=0.05, momentum=0.9, nesterov=True),
-    dict(lr=0.05, momentum=0.8, weight_decay=1e-2),
-    dict(lr=0.05, momentum=0.8, weight_decay=1e-2, nesterov=True, maximize=True),
-]
 
 
 @pytest.mark.parametrize("config", SGD_CONFIGS, ids=str)

@@ -14,6 +14,7 @@ from scratchnet import nn, optim
 from scratchnet.functional import activation
 from scratchnet.kernels import cpu
 from scratchnet.optim import sgd
+from conftest import SGD_CONFIGS
 
 SPECIAL = [-np.inf, -2.5, -1e-30, -0.0, 0.0, 1e-30, 3.0, np.inf, np.nan]
 
@@ -46,15 +47,6 @@ def test_relu_kernel_takes_non_contiguous_input(rng):
     gy = rng.standard_normal(x.shape).astype(np.float32).transpose(0, 2, 1).copy().transpose(0, 2, 1)
     np.testing.assert_array_equal(cpu.relu_backward(gy, mask), np.where(x > 0, gy, 0))
 
-
-SGD_CONFIGS = [
-    dict(lr=0.1),
-    dict(lr=0.05, momentum=0.9),
-    dict(lr=0.05, momentum=0.9, dampening=0.3),
-    dict(lr=0.05, momentum=0.9, nesterov=True),
-    dict(lr=0.05, momentum=0.9, weight_decay=5e-4),
-    dict(lr=0.05, momentum=0.8, weight_decay=1e-2, nesterov=True, maximize=True),
-]
 
 
 def _sgd_run(config, dtype, fused, monkeypatch, steps=5):
