@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import best_time  # benchmarks/timing.py: the shared best-of-N rule
+from timing import OVERRIDES, best_time, clean_env  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -40,7 +40,6 @@ LAYERS = [
     ("ResNet 1x1 256->64 @56", 16, 256, 56, 64, 1, 1, 0, 1),
     ("MobileNet depthwise 3x3 512 @14", 32, 512, 14, 512, 3, 1, 1, 512),
 ]
-OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def inputs(layer):
@@ -122,7 +121,7 @@ def child_scratchnet(layers, repeat, routes):
 # ---------------------------------------------------------------- the parent
 
 def run_child(framework, args):
-    env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
+    env = clean_env()
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     command = [sys.executable, __file__, "--child", framework, "--repeat", str(args.repeat),
                "--only", args.only, "--routes", args.routes]

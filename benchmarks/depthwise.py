@@ -23,10 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import best_time  # benchmarks/timing.py: the shared best-of-N rule
+from timing import best_time, clean_env  # benchmarks/timing.py: the shared rules
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 # name, batch, channels, size, multiplier, kernel, stride, padding, dilation
 LAYERS = [
@@ -99,7 +98,7 @@ def main(argv=None):
         print(json.dumps(child(args.child, args.repeat, args.threads, args.cpu_time)))
         return 0
 
-    env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
+    env = clean_env()
     load_before = os.getloadavg()
     results = {}
     for library in ("scratchnet", "torch"):

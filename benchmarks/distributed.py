@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from timing import clean_env  # benchmarks/timing.py: the shared rules
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -148,7 +150,7 @@ def worker(args):
 def launch(ranks, *options):
     from scratchnet.distributed import find_mpirun
 
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env = clean_env()
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONPATH=str(ROOT))
     command = [sys.executable, __file__, *map(str, options)]

@@ -26,9 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+from timing import OVERRIDES, clean_env  # benchmarks/timing.py: the shared rules
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def _rss_mb():
@@ -135,7 +136,7 @@ def child_scratchnet(batch, steps):
 # ---------------------------------------------------------------- the parent
 
 def run_child(framework, args):
-    env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
+    env = clean_env()
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     command = [sys.executable, __file__, "--child", framework, "--batch", str(args.batch), "--steps", str(args.steps)]
     done = subprocess.run(command, capture_output=True, text=True, env=env)

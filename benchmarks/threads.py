@@ -31,8 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+from timing import OVERRIDES, clean_env  # benchmarks/timing.py: the shared rules
+
 ROOT = Path(__file__).resolve().parents[1]
-OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # the libraries' own idle-wait defaults; GOMP_SPINCOUNT overrides OMP_WAIT_POLICY in libgomp
 SPINNING = {"OPENBLAS_THREAD_TIMEOUT": "28", "GOMP_SPINCOUNT": "300000", "KMP_BLOCKTIME": "200"}
 
@@ -130,7 +131,7 @@ def measure(steps, repeat):
 
 
 def run_child(policy, steps, repeat):
-    env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
+    env = clean_env()
     if policy == "spinning":
         env.update(SPINNING)
     if policy == "one thread":

@@ -31,14 +31,11 @@ import sys
 import time
 from pathlib import Path
 
+from timing import OVERRIDES, clean_env  # benchmarks/timing.py: the shared rules
+
 ROOT = Path(__file__).resolve().parents[1]
-OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # scratchnet's normalisation of each dataset (scratchnet/train/datasets.py DATASETS)
 MEAN_STD = {"fashion-mnist": (0.2860, 0.3530), "mnist": (0.1307, 0.3081)}
-
-
-def child_env():
-    return {k: v for k, v in os.environ.items() if k not in OVERRIDES}
 
 
 def run_scratchnet(args, out):
@@ -50,7 +47,7 @@ def run_scratchnet(args, out):
         command += ["--threads", str(args.threads)]
     print("$", " ".join(command[1:]), flush=True)
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=child_env())
+    done = subprocess.run(command, cwd=ROOT, env=clean_env())
     if done.returncode != 0:
         sys.exit(done.returncode)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -144,7 +141,7 @@ def run_torch(args):
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, env=clean_env(), capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"the PyTorch run failed:\n{done.stderr}")
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -21,9 +21,10 @@ benchmarks/results/winograd_cpu.json.
 import os
 import sys
 
-if any(v in os.environ for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")):  # before numpy loads OpenBLAS
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+from timing import OVERRIDES, best_time, clean_env  # benchmarks/timing.py: the shared rules (no NumPy)
+
+if any(v in os.environ for v in OVERRIDES):  # before numpy loads OpenBLAS
+    os.execve(sys.executable, [sys.executable] + sys.argv, clean_env())
 # torch's child gets the environment as it was before scratchnet's thread policy was added to it
 TORCH_ENV = dict(os.environ)
 
@@ -33,7 +34,6 @@ import platform  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from timing import best_time  # noqa: E402  (benchmarks/timing.py: the shared best-of-N rule)
 
 import scratchnet as sn  # noqa: E402  (first: its thread policy must be set before NumPy loads BLAS)
 import numpy as np  # noqa: E402,I100
