@@ -32,7 +32,7 @@ def _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx):
 
 
 @njit(cache=True)
-def _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size):
+def _tap_offsets(kh, kw, sy, sx, dy, dx, wq):
     """Per tap (i, j) in w's order: its phase and its shift inside the phase."""
     phase, shift = np.empty(kh * kw, np.int64), np.empty(kh * kw, np.int64)
     for i in range(kh):
@@ -72,6 +72,15 @@ def _plane_map(h, w, sy, sx, ph, pw, hq, wq):
             dst[run] = (pi * sx + pj) * phase_size + r * wq + lo
             count[run] = hi - lo
     return src, dst, count, count.sum() == h * w
+
+
+@njit(cache=True)
+def _phase_layout(h, w, oh, ow, kh, kw, sy, sx, ph, pw, dy, dx):
+    """The stride-phase layout all three kernels share: (hq, wq, phase_size, phase and shift per tap,
+    the plane map's runs)."""
+    hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
+    phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq)
+    return hq, wq, (hq + 1) * wq, phase, shift, _plane_map(h, w, sy, sx, ph, pw, hq, wq)
 
 
 @njit(cache=True, inline="always")
@@ -166,12 +175,10 @@ def _depthwise_forward(x, w, y, sy, sx, ph, pw, dy, dx):
     n, c, h, wd = x.shape
     co, _, kh, kw = w.shape
     m, oh, ow = co // c, y.shape[2], y.shape[3]
-    hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
-    phase_size, rows = (hq + 1) * wq, _block_rows(oh, wq)
-    phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
+    hq, wq, phase_size, phase, shift, runs = _phase_layout(h, wd, oh, ow, kh, kw, sy, sx, ph, pw, dy, dx)
+    rows = _block_rows(oh, wq)
     starts = phase * phase_size + shift
     taps, xf, yf = w.reshape(co, kh * kw), x.reshape(-1), y.reshape(-1)
-    runs = _plane_map(h, wd, sy, sx, ph, pw, hq, wq)
     planes = n * c
     chunks = _chunks(planes)
     for chunk in prange(chunks):
@@ -193,9 +200,8 @@ def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
     n, c, h, wd = gx.shape
     co, _, kh, kw = w.shape
     m, oh, ow = co // c, gy.shape[2], gy.shape[3]
-    hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
-    phase_size, rows = (hq + 1) * wq, _block_rows(hq + 1, wq)
-    phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
+    hq, wq, phase_size, phase, shift, runs = _phase_layout(h, wd, oh, ow, kh, kw, sy, sx, ph, pw, dy, dx)
+    rows = _block_rows(hq + 1, wq)
     # the taps grouped by phase (phase p's are order[bounds[p]:bounds[p + 1]]); a phase's gradient
     # reads gy (laid out wq wide behind `lead` zeros) at lead - shift: the forward's shifts, backwards
     order, bounds = np.empty(kh * kw, np.int64), np.empty(sy * sx + 1, np.int64)
@@ -210,7 +216,6 @@ def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
     lead = shift.max()
     starts = lead - shift[order]
     taps, gyf, gxf = w.reshape(co, kh * kw)[:, order].copy(), gy.reshape(-1), gx.reshape(-1)
-    runs = _plane_map(h, wd, sy, sx, ph, pw, hq, wq)
     planes = n * c
     chunks = _chunks(planes)
     for chunk in prange(chunks):
@@ -239,12 +244,10 @@ def _depthwise_backward_weight(gy, x, gw, sy, sx, ph, pw, dy, dx):
     n, c, h, wd = x.shape
     co, _, kh, kw = gw.shape
     m, oh, ow = co // c, gy.shape[2], gy.shape[3]
-    hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
-    phase_size, rows = (hq + 1) * wq, _block_rows(oh, wq)
-    phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq, phase_size)
+    hq, wq, phase_size, phase, shift, runs = _phase_layout(h, wd, oh, ow, kh, kw, sy, sx, ph, pw, dy, dx)
+    rows = _block_rows(oh, wq)
     starts = phase * phase_size + shift
     xf, gyf = x.reshape(-1), gy.reshape(-1)
-    runs = _plane_map(h, wd, sy, sx, ph, pw, hq, wq)
     acc = np.zeros((co, kh * kw))  # float64 sums of the per-block dot products
     blocks = min(c, 32)
     # each block of input channels owns the rows of acc of its output channels (no race); it
