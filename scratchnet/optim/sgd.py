@@ -41,7 +41,6 @@ class SGD(Optimizer):
             grad = grad + group["weight_decay"] * p.data
         momentum = group["momentum"]
         if momentum != 0:
-            buf = state.get("momentum_buffer")
             if buf is None:
                 buf = state["momentum_buffer"] = grad.copy()  # our own copy, never the grad itself
             else:
