@@ -21,15 +21,21 @@ DEFAULT_OUT = Path("runs/study")
 # --------------------------------------------------------------------------- data
 
 
+def fashion_images(train=True, data_dir=None, pick=None):
+    """Fashion-MNIST images (float32, N x 1 x 28 x 28, normalised by the dataset's mean and std) and
+    labels; ``pick(count)`` chooses which of the ``count`` images, in which order (default: all)."""
+    data = load_mnist("fashion-mnist", train=train, data_dir=data_dir, progress=False)
+    images, labels = data.get_batch(np.arange(len(data)) if pick is None else pick(len(data)))
+    return (images.astype(np.float32) / 255 - FASHION_MEAN) / FASHION_STD, np.asarray(labels)
+
+
 def fashion_batches(model, n, batch_size, data_dir=None, side=None, seed=0, train=True):
     """``n`` batches of Fashion-MNIST shaped for ``model`` (resized to its input, channels repeated)."""
     channels, height, width = model.input_size
     if side is not None:
         height = width = side
-    data = load_mnist("fashion-mnist", train=train, data_dir=data_dir, progress=False)
-    order = np.random.default_rng(seed).permutation(len(data))[:n * batch_size]
-    images, labels = data.get_batch(order)
-    x = (images.astype(np.float32) / 255 - FASHION_MEAN) / FASHION_STD
+    x, labels = fashion_images(train, data_dir, lambda count: np.random.default_rng(seed).permutation(count)[
+        :n * batch_size])
     if (height, width) == (32, 32):
         x = T.Pad(2)(x)  # LeNet's convention: pad 28x28 to 32x32
     x = T.Resize((height, width))(x).astype(np.float32)

@@ -6,22 +6,18 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor, no_grad
-from ..data import load_mnist
 from ..data import transforms as T
 from ..models import get_model
 from ..optim import SGD
-from .common import DEFAULT_OUT, FASHION_MEAN, FASHION_STD, plt, save_figure, save_json
+from .common import DEFAULT_OUT, fashion_images, plt, save_figure, save_json
 
 MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 
 
 def fashion_32(train, limit, data_dir):
     """Fashion-MNIST normalised and padded to 32x32 (the CIFAR nets' input), one channel."""
-    data = load_mnist("fashion-mnist", train=train, data_dir=data_dir, progress=False)
-    count = len(data) if limit is None else min(limit, len(data))
-    images, labels = data.get_batch(np.arange(count))
-    x = T.Pad(2)((images.astype(np.float32) / 255 - FASHION_MEAN) / FASHION_STD).astype(np.float32)
-    return x, np.asarray(labels)
+    x, labels = fashion_images(train, data_dir, None if limit is None else lambda count: np.arange(min(limit, count)))
+    return T.Pad(2)(x).astype(np.float32), labels
 
 
 def train_for_degradation(name, images, labels, test_images, test_labels, epochs, batch_size, lr, log_every,
