@@ -174,9 +174,11 @@ def _max_pool2d_backward(gy, argmax, gx):
 # bool mask goes through a cast): LeNet C1's ReLU 0.03 vs 0.09 ms forward. Serial on purpose: a
 # LeNet activation is tens of microseconds of work, about what waking a second thread costs.
 
+# The elementwise kernels take flat (1-D) arrays: one specialisation per dtype, whatever the
+# tensor's rank (Numba compiles one per number of dimensions).
+
 @njit(cache=True)
-def _relu_forward(x, y, mask):
-    xf, yf, mf = x.reshape(-1), y.reshape(-1), mask.reshape(-1)
+def _relu_forward(xf, yf, mf):
     for k in range(np.uint64(xf.size)):
         v = xf[k]
         keep = not v <= 0  # torch's rule: NaN passes (value and gradient), -inf becomes 0
@@ -185,8 +187,7 @@ def _relu_forward(x, y, mask):
 
 
 @njit(cache=True)
-def _relu_backward(gy, mask, gx):
-    gyf, mf, gxf = gy.reshape(-1), mask.reshape(-1), gx.reshape(-1)
+def _relu_backward(gyf, mf, gxf):
     for k in range(np.uint64(gyf.size)):
         gxf[k] = gyf[k] if mf[k] else 0
 
@@ -197,8 +198,7 @@ def _relu_backward(gy, mask, gx):
 # the numbers are bit for bit those of the array code.
 
 @njit(cache=True)
-def _sgd_step(p, grad, buf, new_p, lr, momentum, keep, weight_decay, nesterov, first):
-    pf, gf, bf, nf = p.reshape(-1), grad.reshape(-1), buf.reshape(-1), new_p.reshape(-1)
+def _sgd_step(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first):
     for k in range(np.uint64(pf.size)):
         g = gf[k]
         if weight_decay != 0:
@@ -284,14 +284,14 @@ def relu_forward(x):
     """(y, mask): y = max(x, 0) with NaN kept, as torch.relu; mask = not x <= 0, what backward needs."""
     x = _c(x)
     y, mask = np.empty_like(x), np.empty(x.shape, dtype=np.bool_)
-    _relu_forward(x, y, mask)
+    _relu_forward(x.reshape(-1), y.reshape(-1), mask.reshape(-1))
     return y, mask
 
 
 def relu_backward(gy, mask):
     """gy where the input was positive or NaN, else 0 (torch's threshold_backward)."""
     gx = np.empty(gy.shape, dtype=gy.dtype)
-    _relu_backward(_c(gy), mask, gx)
+    _relu_backward(_c(gy).reshape(-1), _c(mask).reshape(-1), gx.reshape(-1))
     return gx
 
 
@@ -304,6 +304,34 @@ def sgd_step(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
     if momentum != 0 and first:
         buf = np.empty_like(p)
     new_p = np.empty_like(p)
-    _sgd_step(_c(p), _c(grad), p if buf is None else buf, new_p, one(lr), one(momentum), one(1 - dampening),
-              one(weight_decay), bool(nesterov), first)
+    flat = [_c(a).reshape(-1) for a in (p, grad, p if buf is None else buf, new_p)]
+    _sgd_step(*flat, one(lr), one(momentum), one(1 - dampening), one(weight_decay), bool(nesterov), first)
     return new_p, buf
+
+
+# ---- start-up ----
+
+def warm_up(dtype=np.float32):
+    """Run every kernel once on tiny arrays of ``dtype``, in this thread and on one thread.
+
+    Numba's first call in a process initialises its compiler (~0.3 s, most of it importing its
+    typing registries) and each kernel's first call loads its machine code from the cache: 0.3-0.4 s
+    in all, which otherwise lands in the first training step. A caller can overlap it with other
+    start-up work (the training CLI runs it in a thread while the dataset loads). It starts no
+    thread pool: Numba's thread count is per calling thread, and this one uses 1.
+    """
+    import numba
+    numba.set_num_threads(1)
+    x, w = np.zeros((1, 1, 4, 4), dtype), np.zeros((1, 1, 3, 3), dtype)
+    unit, none, one = (1, 1), (0, 0), (2, 2)
+    col2im(im2col(x, (3, 3), unit, none, unit, one), x.shape, unit, none, unit)
+    y = depthwise_forward(x, w, unit, none, unit, one)
+    depthwise_backward_input(y, w, x.shape, unit, none, unit)
+    depthwise_backward_weight(y, x, w.shape, unit, none, unit)
+    for kernel, stride in (((2, 2), (2, 2)), ((3, 3), unit)):  # the 2x2/2 kernel and the general one
+        y, argmax = max_pool2d_forward(x, kernel, stride, none, unit, (2, 2))
+        max_pool2d_backward(y, argmax, x.shape)
+    relu_backward(*relu_forward(x))
+    p = np.zeros(3, dtype)
+    sgd_step(p, p, None, 0.1, 0.9, 0, 0, False)  # the first step (creates the buffer) and a later one
+    sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False)

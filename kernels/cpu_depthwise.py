@@ -248,16 +248,22 @@ def _depthwise_backward_weight(gy, x, gw, sy, sx, ph, pw, dy, dx):
     rows = _block_rows(oh, wq)
     starts = phase * phase_size + shift
     xf, gyf = x.reshape(-1), gy.reshape(-1)
-    acc = np.zeros((co, kh * kw))  # float64 sums of the per-block dot products
     blocks = min(c, 32)
+    # few channel blocks (LeNet's C1 has one input channel: one block) would leave threads idle, so
+    # the batch is split as well, into a number of parts fixed by the shapes (never by the thread
+    # count: the sums, regrouped, must not change with it), each part with its own rows of acc.
+    # C1 (N=64): 0.35 ms on 1 thread, 0.19 ms on 2 (0.35 ms unsplit).
+    parts = 1 if blocks >= 8 else min(n, 8)
+    acc = np.zeros((parts, co, kh * kw))  # float64 sums of the per-block dot products
     # each block of input channels owns the rows of acc of its output channels (no race); it
     # walks the batch outermost, reading x and gy in runs of consecutive planes (3x faster
     # than one channel's planes, a whole batch image apart)
-    for block in prange(blocks):
+    for job in prange(blocks * parts):
+        block, part = job // parts, job % parts
         c0, c1 = block * c // blocks, (block + 1) * c // blocks
         phases = np.zeros(sy * sx * phase_size, dtype=x.dtype)
         grad_out = np.zeros(rows * wq, dtype=gy.dtype)  # columns >= ow stay 0: they add nothing
-        for b in range(n):
+        for b in range(part * n // parts, (part + 1) * n // parts):
             for ci in range(c0, c1):
                 _fill_phases(xf, (b * c + ci) * h * wd, phases, runs, sx)
                 for oc in range(ci * m, ci * m + m):
@@ -265,7 +271,9 @@ def _depthwise_backward_weight(gy, x, gw, sy, sx, ph, pw, dy, dx):
                         r1 = min(oh, r0 + rows)
                         for oy in range(r0, r1):
                             _copy(gyf, ((b * co + oc) * oh + oy) * ow, grad_out, (oy - r0) * wq, ow)
-                        _dots_shifted(grad_out, (r1 - r0) * wq, phases, r0 * wq, starts, acc[oc])
+                        _dots_shifted(grad_out, (r1 - r0) * wq, phases, r0 * wq, starts, acc[part, oc])
+    for part in range(1, parts):  # in order: the same sums on any number of threads
+        acc[0] += acc[part]
     for oc in range(co):
         for t in range(kh * kw):
-            gw[oc, 0, t // kw, t % kw] = acc[oc, t]
+            gw[oc, 0, t // kw, t % kw] = acc[0, oc, t]

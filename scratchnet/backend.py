@@ -12,9 +12,14 @@ import sys
 # runs on all n threads, one library after the other. Left alone, each library keeps its idle
 # threads spinning after its work (OpenBLAS ~0.1 s, GNU OpenMP ~0.3 ms, Intel OpenMP 200 ms), and
 # a spinning pool steals the cores the other one needs next: the LeNet training step took 70 ms
-# instead of 5 ms (issue 9). These make idle threads sleep at once. Libraries read them only when
-# they load, so they are set here; a value the user exported wins. (docs/core.md: Threads.)
-THREAD_ENVIRONMENT = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+# instead of 5 ms (issue 9). These make idle threads sleep almost at once. GNU OpenMP (Numba's
+# usual layer) spins GOMP_SPINCOUNT=3000 turns first (~30 us): waking a sleeping thread costs
+# 20-50 us (more in a VM), which a LeNet step pays at each of its ~10 parallel kernels, while a
+# spin that short rarely overlaps the BLAS call after it (LeNet step at 2 threads, best of 3:
+# 3.85 ms vs 4.26 ms sleeping at once; spinning 10000 turns, 4.37 ms). Libraries read these only
+# when they load, so they are set here; a value the user exported wins. (docs/core.md: Threads.)
+THREAD_ENVIRONMENT = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000",
+                      "KMP_BLOCKTIME": "0"}
 # libraries imported before scratchnet: their environment came too late (OpenBLAS's timeout stays 0.1 s)
 LOADED_FIRST = sorted(name for name in ("numpy", "numba") if name in sys.modules)
 

@@ -4,6 +4,9 @@ ReLU and SGD run as one Numba pass each on the CPU (kernels/cpu.py); elsewhere (
 non-contiguous arrays, the GPU) the NumPy/CuPy lines run. Both must agree with torch, and the
 fused SGD step must equal the array code bit for bit.
 """
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +99,43 @@ def test_sgd_takes_the_kernel_only_where_it_applies(rng):
     assert not sgd._fused(p32, np.ones(3), None)  # a float64 gradient: the array code keeps p float32
     assert not sgd._fused(p32.astype(np.float16), np.ones(3, np.float16), None)
     assert not sgd._fused(np.ones((3, 4), np.float32).T, np.ones((4, 3), np.float32), None)  # not contiguous
+
+
+
+WARM_UP_CHECK = """
+import sys
+import numpy as np
+from numba.core.registry import CPUDispatcher
+import scratchnet as sn
+from scratchnet import optim
+from scratchnet.kernels import cpu, cpu_depthwise
+
+def signatures():
+    return {f"{m.__name__}.{name}": tuple(f.signatures) for m in (cpu, cpu_depthwise)
+            for name, f in vars(m).items() if isinstance(f, CPUDispatcher)}
+
+dtype = np.dtype(sys.argv[1])
+cpu.warm_up(dtype)
+before = signatures()
+model = sn.models.get_model("lenet").to(dtype=dtype)
+opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+x = sn.tensor(np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(dtype))
+loss = model.loss(model(x), np.arange(4))
+opt.zero_grad()
+loss.backward()
+opt.step()
+with sn.no_grad():
+    model.eval()(x)
+after = signatures()
+print({name: after[name][len(before[name]):] for name in after if after[name] != before[name]})
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_warm_up_loads_every_kernel_a_training_step_uses(dtype):
+    """After cpu.warm_up (the training CLI runs it while the data loads), a LeNet training step and an
+    evaluation need no kernel compiled or loaded: Numba's start-up is out of the first step. In a fresh
+    process, where no other test has run a kernel yet."""
+    done = subprocess.run([sys.executable, "-c", WARM_UP_CHECK, dtype], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{}", f"kernels a step still had to load: {done.stdout}"

@@ -3,6 +3,7 @@ the signal handling that turns Ctrl-C / SIGTERM into a checkpoint and a clean ex
 import math
 import signal
 import sys
+import threading
 import time
 
 from .. import backend
@@ -18,10 +19,24 @@ from .recipes import make_optimizer, make_scheduler
 from .tasks import TASKS
 
 
+def _warm_up_cpu_kernels(dtype):
+    from .. import kernels
+    if dtype not in kernels.DTYPES:
+        return
+    from ..kernels.cpu import warm_up  # imports Numba: only where the CPU kernels will run
+    try:
+        warm_up(dtype)
+    except Exception:  # noqa: BLE001 (a kernel that fails here fails again in training, which reports it)
+        pass
+
+
 class Run:
     """One training run: model, data, optimizer, schedule, and the loop that ties them together."""
 
     def __init__(self, config, device, out, progress, prefetch, debug_signal_after=None, ranks=None):
+        if device == "cpu":  # Numba's start-up (~0.3 s) overlaps building the model and loading the data
+            threading.Thread(target=_warm_up_cpu_kernels, args=(backend.get_default_dtype(),),
+                             name="scratchnet-warm-up", daemon=True).start()
         self.config, self.device, self.out, self.progress = config, device, out, progress
         self.debug_signal_after = debug_signal_after
         self.ranks = ranks or SingleProcess()  # distributed runs: what differs per rank (distributed/training.py)
