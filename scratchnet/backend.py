@@ -147,9 +147,9 @@ def check_device(device):
 
 def get_array_module(*arrays):
     """numpy or cupy, whichever holds these arrays (numpy for Python scalars)."""
-    if cp is not None:
-        return cp.get_array_module(*arrays)
-    return np
+    if cp is None or all(type(a) is np.ndarray for a in arrays):  # the CPU's case, without CuPy's checks
+        return np
+    return cp.get_array_module(*arrays)
 
 
 def device_of(array):
