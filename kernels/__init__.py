@@ -8,8 +8,9 @@ module for x's device; both modules share one API:
 
 and, on the GPU only, the direct dense convolution (``conv2d_forward``,
 ``conv2d_backward_input``, ``conv2d_backward_weight``); on the CPU only,
-``relu_forward``/``relu_backward`` and ``sgd_step`` (one pass each where
-NumPy takes several).
+``relu_forward``/``relu_backward``, ``sgd_step`` and batch norm's
+``batch_norm_stats``, ``batch_norm_scale_shift``, ``batch_norm_grad_sums`` and
+``batch_norm_grad_input`` (a pass or two each where NumPy takes several).
 """
 import numpy as np
 

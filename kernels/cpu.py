@@ -1,8 +1,9 @@
 """Numba CPU kernels: raw NumPy arrays in, raw NumPy arrays out.
 
 The same function names and signatures as kernels/cuda.py, so a caller picks
-the module for its arrays (kernels.for_array) and calls one API; ReLU and the
-SGD step are CPU-only (the GPU runs CuPy's elementwise code). Each convolution
+the module for its arrays (kernels.for_array) and calls one API; ReLU, the
+SGD step and batch norm (cpu_norm.py) are CPU-only (the GPU runs CuPy's array
+code). Each convolution
 and pooling kernel parallelises over planes that only it writes (prange), so
 there are no races and no atomics; the elementwise ones are serial (too little
 work to pay for waking a thread). All are njit(cache=True) and see only C-
@@ -18,6 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
+from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _scale_shift
 from .cpu_rows import _copy
 
 
@@ -309,6 +311,41 @@ def sgd_step(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
     return new_p, buf
 
 
+def _planes(a):
+    """a (N, C, ...) as a contiguous (N, C, M) array, M the size of a plane."""
+    return _c(a).reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
+
+
+def batch_norm_stats(x):
+    """(mean, biased variance) of each channel of x (N, C, ...), in float64."""
+    mean, var = np.empty(x.shape[1]), np.empty(x.shape[1])
+    _channel_stats(_planes(x), mean, var)
+    return mean, var
+
+
+def batch_norm_scale_shift(x, scale, shift):
+    """x * scale[c] + shift[c] on every channel c (the float64 scalars rounded to x's dtype)."""
+    x = _c(x)
+    y = np.empty_like(x)
+    _scale_shift(_planes(x), scale.astype(x.dtype), shift.astype(x.dtype), _planes(y))
+    return y
+
+
+def batch_norm_grad_sums(gy, x, mean):
+    """(sum of gy, sum of gy * (x - mean)) over each channel, in float64."""
+    sum_gy, dot = np.empty(x.shape[1]), np.empty(x.shape[1])
+    _grad_sums(_planes(gy), _planes(x), mean, sum_gy, dot)
+    return sum_gy, dot
+
+
+def batch_norm_grad_input(gy, x, mean, mean_gy, k, scale):
+    """(gy - mean_gy[c] - (x - mean[c]) * k[c]) * scale[c] on every channel (the scalars in x's dtype)."""
+    gx = np.empty(x.shape, dtype=x.dtype)
+    one = [a.astype(x.dtype) for a in (mean, mean_gy, k, scale)]
+    _grad_input(_planes(gy), _planes(x), *one, _planes(gx))
+    return gx
+
+
 # ---- start-up ----
 
 def warm_up(dtype=np.float32):
@@ -332,6 +369,9 @@ def warm_up(dtype=np.float32):
         y, argmax = max_pool2d_forward(x, kernel, stride, none, unit, (2, 2))
         max_pool2d_backward(y, argmax, x.shape)
     relu_backward(*relu_forward(x))
+    mean, var = batch_norm_stats(x)
+    y = batch_norm_scale_shift(x, var, mean)
+    batch_norm_grad_input(y, x, *batch_norm_grad_sums(y, x, mean), var, mean)
     p = np.zeros(3, dtype)
     sgd_step(p, p, None, 0.1, 0.9, 0, 0, False)  # the first step (creates the buffer) and a later one
     sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False)

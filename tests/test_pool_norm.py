@@ -6,6 +6,7 @@ import torch.nn.functional as TF
 
 import scratchnet as sn
 import scratchnet.nn.functional as F
+from scratchnet.functional import norm
 from conftest import assert_close
 
 POOL_CASES = [
@@ -166,6 +167,55 @@ def test_batch_norm_gradcheck(training, shape, rng):
         return F.batch_norm(x, sn.tensor(mean), sn.tensor(var), w, b, training)
     assert sn.gradcheck(fn, [x, w, b])
     assert sn.gradcheck(lambda x: F.batch_norm(x, None, None, training=True), [x])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("layout", ["NCHW", "NCL", "transposed", "empty"])
+def test_batch_norm_kernels_match_torch(layout, affine, training, dtype, rng):
+    """The CPU kernels (kernels/cpu_norm.py) against torch, forward and every gradient, also on a
+    non-contiguous input and an empty batch; the running statistics updated alike."""
+    shape = {"NCHW": (3, 4, 5, 6), "NCL": (5, 4, 7), "transposed": (3, 4, 6, 5), "empty": (0, 4, 2, 2)}[layout]
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    if layout == "transposed":
+        x = x.transpose(0, 1, 3, 2)  # a view with the last two axes swapped
+    w, b = rng.standard_normal(4).astype(dtype), rng.standard_normal(4).astype(dtype)
+    mean, var = rng.standard_normal(4).astype(dtype), (rng.random(4) + 0.5).astype(dtype)
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    ours = [sn.tensor(a, requires_grad=True) for a in (x, w, b)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    stats = [sn.tensor(mean.copy()), sn.tensor(var.copy())]
+    stats_t = [torch.tensor(mean.copy()), torch.tensor(var.copy())]
+    affine_ours, affine_theirs = (ours[1:], theirs[1:]) if affine else ([None, None], [None, None])
+    y = F.batch_norm(ours[0], *stats, *affine_ours, training=training and layout != "empty", momentum=0.3)
+    y_t = TF.batch_norm(theirs[0], *stats_t, *affine_theirs, training=training and layout != "empty",
+                        momentum=0.3)
+    assert_close(y, y_t, what="output")
+    y.backward(gy)
+    y_t.backward(torch.tensor(gy))
+    for name, t, t_ref in zip(("x", "weight", "bias")[:3 if affine else 1], ours, theirs):
+        assert_close(t.grad, t_ref.grad, what=f"gradient of {name}")
+    for name, s, s_ref in zip(("running_mean", "running_var"), stats, stats_t):
+        assert_close(s, s_ref, what=name)
+
+
+def test_batch_norm_kernels_equal_the_array_code(rng, monkeypatch):
+    """The kernels compute what the array code does (the GPU's, float16's, (N, C)'s), to rounding."""
+    x = sn.tensor(rng.standard_normal((4, 3, 5, 5)) * 2 + 1, requires_grad=True)
+    w, b = (sn.tensor(rng.standard_normal(3), requires_grad=True) for _ in range(2))
+    gy = rng.standard_normal(x.shape)
+    results = []
+    for on_kernels in (True, False):
+        if not on_kernels:
+            monkeypatch.setattr(norm.kernels, "supports", lambda *arrays: False)
+        for t in (x, w, b):
+            t.grad = None
+        y = F.batch_norm(x, None, None, w, b, training=True)
+        y.backward(gy)
+        results.append([y.numpy(), x.grad, w.grad, b.grad])
+    for ours, reference in zip(*results):
+        np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-12)
 
 
 def test_batch_norm_errors(rng):

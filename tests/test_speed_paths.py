@@ -108,10 +108,10 @@ import numpy as np
 from numba.core.registry import CPUDispatcher
 import scratchnet as sn
 from scratchnet import optim
-from scratchnet.kernels import cpu, cpu_depthwise
+from scratchnet.kernels import cpu, cpu_depthwise, cpu_norm
 
 def signatures():
-    return {f"{m.__name__}.{name}": tuple(f.signatures) for m in (cpu, cpu_depthwise)
+    return {f"{m.__name__}.{name}": tuple(f.signatures) for m in (cpu, cpu_depthwise, cpu_norm)
             for name, f in vars(m).items() if isinstance(f, CPUDispatcher)}
 
 dtype = np.dtype(sys.argv[1])
@@ -126,6 +126,11 @@ loss.backward()
 opt.step()
 with sn.no_grad():
     model.eval()(x)
+bn = sn.nn.BatchNorm2d(3).to(dtype=dtype)  # batch norm's kernels, training and evaluation
+images = sn.tensor(np.ones((2, 3, 4, 4), dtype), requires_grad=True)
+for mode in (bn.train, bn.eval):
+    mode()
+    bn(images).sum().backward()
 after = signatures()
 print({name: after[name][len(before[name]):] for name in after if after[name] != before[name]})
 """
@@ -133,8 +138,9 @@ print({name: after[name][len(before[name]):] for name in after if after[name] !=
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_warm_up_loads_every_kernel_a_training_step_uses(dtype):
-    """After cpu.warm_up (the training CLI runs it while the data loads), a LeNet training step and an
-    evaluation need no kernel compiled or loaded: Numba's start-up is out of the first step. In a fresh
+    """After cpu.warm_up (the training CLI runs it while the data loads), a LeNet training step, an
+    evaluation and batch norm need no kernel compiled or loaded: Numba's start-up is out of the first step.
+    In a fresh
     process, where no other test has run a kernel yet."""
     done = subprocess.run([sys.executable, "-c", WARM_UP_CHECK, dtype], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

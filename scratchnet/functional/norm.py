@@ -22,7 +22,9 @@ local_response_norm (torch's formula)
     (alpha = 1e-4 * 5). Chainer follows the paper's convention; torchvision's
     AlexNet has no LRN at all.
 """
-from .. import backend
+import numpy as np
+
+from .. import backend, kernels
 from ..autograd import Function, Tensor
 from . import validate
 from .math import check_float
@@ -31,13 +33,21 @@ from .math import check_float
 
 
 class BatchNorm(Function):
-    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel (axis 1)."""
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel (axis 1).
+
+    On the CPU, for (N, C, ...) inputs of a dtype the kernels know, the same formulas run as
+    torch's fused CPU passes (kernels/cpu_norm.py, statistics in float64); elsewhere (the GPU,
+    (N, C) inputs, float16) as the array code below.
+    """
 
     def __init__(self, mean, var, eps, training, has_weight, has_bias):
         self.mean, self.var, self.eps = mean, var, eps  # None when training (batch stats are computed)
         self.training, self.has_weight, self.has_bias = training, has_weight, has_bias
 
     def forward(self, x, *affine):
+        self.on_kernels = backend.device_of(x) == "cpu" and x.ndim > 2 and kernels.supports(x, *affine)
+        if self.on_kernels:
+            return self._forward_kernels(x, *affine)
         xp = backend.get_array_module(x)
         self.axes = (0,) + tuple(range(2, x.ndim))
         shape = (1, -1) + (1,) * (x.ndim - 2)  # a per-channel vector broadcast against x
@@ -54,6 +64,8 @@ class BatchNorm(Function):
         return y
 
     def backward(self, gy):
+        if self.on_kernels:
+            return self._backward_kernels(gy)
         needs = self.needs_input_grad
         g_hat = gy if self.weight is None else gy * self.weight
         gx = None
@@ -71,6 +83,39 @@ class BatchNorm(Function):
             grads.append((gy * self.x_hat).sum(axis=self.axes) if needs[1] else None)
         if self.has_bias:
             grads.append(gy.sum(axis=self.axes) if needs[-1] else None)
+        return tuple(grads)
+
+    # the same, as torch's CPU passes: per-channel scalars in float64, one elementwise pass each way
+    def _forward_kernels(self, x, *affine):
+        cpu = kernels.for_array(x)
+        if self.training:
+            self.mean, self.var = cpu.batch_norm_stats(x)
+        self.inv_std = 1 / np.sqrt(np.asarray(self.var, np.float64) + self.eps)
+        self.scale = self.inv_std * affine[0].astype(np.float64) if self.has_weight else self.inv_std
+        shift = -np.asarray(self.mean, np.float64) * self.scale
+        if self.has_bias:
+            shift = shift + affine[-1].astype(np.float64)
+        self.x = x
+        return cpu.batch_norm_scale_shift(x, self.scale, shift)
+
+    def _backward_kernels(self, gy):
+        cpu, needs = kernels.for_array(gy), self.needs_input_grad
+        grads = [None] * len(needs)
+        if self.training or self.has_weight and needs[1]:
+            sum_gy, dot = cpu.batch_norm_grad_sums(gy, self.x, np.asarray(self.mean, np.float64))
+        else:
+            sum_gy = gy.sum(axis=(0,) + tuple(range(2, gy.ndim)), dtype=np.float64) if self.has_bias else None
+        if needs[0]:
+            if self.training:  # the mean and variance depend on x too
+                count = gy.size // gy.shape[1]
+                k = dot * self.inv_std ** 2 / count
+                grads[0] = cpu.batch_norm_grad_input(gy, self.x, self.mean, sum_gy / count, k, self.scale)
+            else:
+                grads[0] = cpu.batch_norm_scale_shift(gy, self.scale, np.zeros_like(self.scale))
+        if self.has_weight and needs[1]:
+            grads[1] = (dot * self.inv_std).astype(gy.dtype)
+        if self.has_bias and needs[-1]:
+            grads[-1] = sum_gy.astype(gy.dtype)
         return tuple(grads)
 
 
