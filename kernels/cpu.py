@@ -3,10 +3,10 @@
 The same function names and signatures as kernels/cuda.py, so a caller picks
 the module for its arrays (kernels.for_array) and calls one API; ReLU, the
 SGD step and batch norm (cpu_norm.py) are CPU-only (the GPU runs CuPy's array
-code). Each convolution
-and pooling kernel parallelises over planes that only it writes (prange), so
-there are no races and no atomics; the elementwise ones are serial (too little
-work to pay for waking a thread). All are njit(cache=True) and see only C-
+code). Each convolution, pooling and batch norm kernel parallelises over planes
+or channels that only it writes (prange), so there are no races and no
+atomics; ReLU and SGD are serial (too little work to pay for a second
+thread). All are njit(cache=True) and see only C-
 contiguous float32/float64 arrays and Python scalars, keeping specialisations
 (and compile time) to two per kernel.
 
