@@ -188,9 +188,8 @@ def test_batch_norm_kernels_match_torch(layout, affine, training, dtype, rng):
     stats = [sn.tensor(mean.copy()), sn.tensor(var.copy())]
     stats_t = [torch.tensor(mean.copy()), torch.tensor(var.copy())]
     affine_ours, affine_theirs = (ours[1:], theirs[1:]) if affine else ([None, None], [None, None])
-    y = F.batch_norm(ours[0], *stats, *affine_ours, training=training and layout != "empty", momentum=0.3)
-    y_t = TF.batch_norm(theirs[0], *stats_t, *affine_theirs, training=training and layout != "empty",
-                        momentum=0.3)
+    y = F.batch_norm(ours[0], *stats, *affine_ours, training=training, momentum=0.3)
+    y_t = TF.batch_norm(theirs[0], *stats_t, *affine_theirs, training=training, momentum=0.3)
     assert_close(y, y_t, what="output")
     y.backward(gy)
     y_t.backward(torch.tensor(gy))
