@@ -34,9 +34,12 @@ class Run:
     """One training run: model, data, optimizer, schedule, and the loop that ties them together."""
 
     def __init__(self, config, device, out, progress, prefetch, debug_signal_after=None, ranks=None):
-        if device == "cpu":  # Numba's start-up (~0.3 s) overlaps building the model and loading the data
-            threading.Thread(target=_warm_up_cpu_kernels, args=(backend.get_default_dtype(),),
-                             name="scratchnet-warm-up", daemon=True).start()
+        # Numba's start-up (~0.3 s) overlaps building the model and loading the data; the first step
+        # waits for it (kernels_ready): one thread at a time launches kernels, as every Numba layer allows
+        self.kernel_warm_up = threading.Thread(target=_warm_up_cpu_kernels, args=(backend.get_default_dtype(),),
+                                        name="scratchnet-warm-up", daemon=True)
+        if device == "cpu":
+            self.kernel_warm_up.start()
         self.config, self.device, self.out, self.progress = config, device, out, progress
         self.debug_signal_after = debug_signal_after
         self.ranks = ranks or SingleProcess()  # distributed runs: what differs per rank (distributed/training.py)
@@ -123,6 +126,7 @@ class Run:
         bar = tqdm(total=len(loader), initial=self.batch, desc=f"epoch {self.epoch + 1}/{self.config['epochs']}",
                    disable=not self.progress, leave=False, dynamic_ncols=True, file=sys.stderr)
         started = time.perf_counter() - stats["time"]
+        self.kernels_ready()  # inside the epoch's time: what the warm-up did not overlap counts
         for x, y in loader.batches(start=self.batch):
             inputs = Tensor(backend.to_device(x, self.device))
             output = self.model(inputs)
@@ -166,8 +170,13 @@ class Run:
                 "lr": stats.get("lr", self.lr()), "epoch_time_s": stats["time"],
                 "images_per_s": stats["seen"] / max(stats["time"], 1e-9)}
 
+    def kernels_ready(self):
+        if self.kernel_warm_up.is_alive():
+            self.kernel_warm_up.join()
+
     def evaluate(self):
         """{"test_loss", "eval_time_s", and the task's test scores} over the whole test set."""
+        self.kernels_ready()
         self.model.eval()
         started = time.perf_counter()
         with no_grad():
