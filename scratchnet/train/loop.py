@@ -36,8 +36,9 @@ class Run:
     def __init__(self, config, device, out, progress, prefetch, debug_signal_after=None, ranks=None):
         # Numba's start-up (~0.3 s) overlaps building the model and loading the data; the first step
         # waits for it (kernels_ready): one thread at a time launches kernels, as every Numba layer allows
-        self.kernel_warm_up = threading.Thread(target=_warm_up_cpu_kernels, args=(backend.get_default_dtype(),),
-                                        name="scratchnet-warm-up", daemon=True)
+        self.kernel_warm_up = threading.Thread(target=_warm_up_cpu_kernels,
+                                               args=(backend.get_default_dtype(),),
+                                               name="scratchnet-warm-up", daemon=True)
         if device == "cpu":
             self.kernel_warm_up.start()
         self.config, self.device, self.out, self.progress = config, device, out, progress
