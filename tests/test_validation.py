@@ -5,6 +5,8 @@ naming the argument and the value; where torch computes a result, scratchnet mus
 A few rows are marked STRICTER: torch accepts them (or refuses only in forward) and scratchnet refuses
 them on purpose, as the table in docs/ops.md (Argument rules) says.
 """
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -260,9 +262,12 @@ EMPTY = _empty_cases()
 
 @pytest.mark.parametrize("name, call, data, _", EMPTY, ids=[c[0] for c in EMPTY])
 def test_empty_inputs_as_torch(name, call, data, _):
-    """Outputs (empty, NaN or zeros) and the (empty) input gradients equal torch's exactly, shapes and dtypes too."""
-    compare_with_torch(lambda x: call(F, x, sn.tensor), lambda x: call(TF, x, torch.tensor), [data],
-                       tol=dict(rtol=0, atol=0))
+    """Outputs (empty, NaN or zeros) and the (empty) input gradients equal torch's exactly, shapes and dtypes
+    too, and silently, as torch (NumPy's "Mean of empty slice" and 0 / 0 warnings are errors here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        compare_with_torch(lambda x: call(F, x, sn.tensor), lambda x: call(TF, x, torch.tensor), [data],
+                           tol=dict(rtol=0, atol=0))
 
 
 def test_empty_losses_and_layers():

@@ -179,6 +179,8 @@ class MSELoss(Function):
         squared = self.diff * self.diff
         if self.reduction == "none":
             return squared
+        if self.reduction == "mean" and squared.size == 0:  # NaN, silently, as torch (NumPy warns)
+            return backend.get_array_module(squared).full((), np.nan, dtype=squared.dtype)
         return squared.mean() if self.reduction == "mean" else squared.sum()
 
     def backward(self, gy):

@@ -313,10 +313,15 @@ class Mean(Function):
         self.shape = x.shape
         self.axes = _normalize_axis(self.axis, x.ndim)
         self.count = int(np.prod([x.shape[a] for a in self.axes])) if self.axes else 1
+        if self.count == 0:  # the mean of nothing is NaN, silently, as torch (NumPy warns)
+            xp = backend.get_array_module(x)
+            return xp.full_like(x.sum(axis=self.axes, keepdims=self.keepdims), xp.nan)
         return x.mean(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
+        if self.count == 0:  # no input element: an empty gradient
+            return (xp.zeros(self.shape, dtype=gy.dtype),)
         g = _expand_reduced(gy, self.shape, self.axes, self.keepdims) / self.count
         return (xp.broadcast_to(g, self.shape).astype(gy.dtype),)
 
