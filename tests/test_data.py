@@ -3,6 +3,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import os
 import pickle
 import tarfile
 import threading
@@ -170,6 +171,10 @@ def test_download_from_second_mirror_into_cache(mnist_test_server, tmp_path, cap
     assert len(test) == 10000
     cached = sorted(p.name for p in (tmp_path / "cache" / "mnist").iterdir())
     assert cached == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]  # no .part leftovers
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in cached:  # the permissions open() would give, not mkstemp's 0600
+        assert (tmp_path / "cache" / "mnist" / name).stat().st_mode & 0o777 == 0o666 & ~umask
     # Found in the cache the second time: a dead mirror list no longer matters.
     assert len(load_mnist("mnist", train=False, mirrors=[mnist_test_server.url + "/missing/"])) == 10000
 

@@ -18,6 +18,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from ..nn.serialization import new_file_mode
+
 
 class DatasetError(RuntimeError):
     """A dataset file is missing, cannot be fetched, or is corrupt; the message says how to fix it."""
@@ -123,6 +125,7 @@ def download(urls, dest, sha256=None, md5=None, progress=True, timeout=30):
             with os.fdopen(fd, "wb") as out:
                 _fetch(url, out, progress, timeout, label=dest.name)
             verify(tmp, sha256=sha256, md5=md5)
+            os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> what open() gives a new file
             os.replace(tmp, dest)  # atomic: readers see the old state or the whole new file
             return dest
         except (OSError, http.client.HTTPException, DatasetError, ValueError) as exc:  # URLError is an OSError
