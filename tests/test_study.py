@@ -115,6 +115,24 @@ def test_degradation_records_a_training_error_curve_per_iteration(tmp_path):
     assert (tmp_path / "degradation.png").exists()
 
 
+def test_degradation_saves_weights_the_landscape_study_loads(tmp_path):
+    """The trained nets are saved as NAME.npz; the landscape study drawn around them (--weights-dir) starts
+    from the same seeded initialisation and ends at exactly those weights."""
+    from scratchnet.nn.serialization import load
+    from scratchnet.study.landscape import landscape_of
+    study.degradation(["resnet20"], epochs=1, limit=64, batch_size=32, test_limit=32, log_every=1, out=tmp_path)
+    saved = load(tmp_path / "degradation" / "resnet20.npz")
+    sn.manual_seed(0)
+    initial = get_model("resnet20", num_classes=10, in_channels=1).state_dict()
+    assert any(not np.array_equal(saved[k], initial[k]) for k in initial)  # trained: the weights moved
+    result = landscape_of("resnet20", weights=tmp_path / "degradation" / "resnet20.npz", points=3,
+                                    grid=3, hessian_iterations=1, eval_images=16, eval_batch=16, recalibrate=False,
+                                    save_weights=tmp_path / "end.npz")
+    end = load(tmp_path / "end.npz")
+    assert all(np.array_equal(end[k], saved[k]) for k in saved)  # measured at the degradation run's weights
+    assert result["trained_steps"] == 0
+
+
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert study.main(["--out", str(tmp_path), "deconv", "--model", "lenet", "--layer", "9", "--steps", "0"]) == 2
     assert "--layer must be between 1 and 3" in capsys.readouterr().err

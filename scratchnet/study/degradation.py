@@ -8,6 +8,7 @@ from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ..data import transforms as T
 from ..models import get_model
+from ..nn.serialization import save
 from ..optim import SGD
 from .common import DEFAULT_OUT, fashion_images, plt, save_figure, save_json
 
@@ -22,7 +23,8 @@ def fashion_32(train, limit, data_dir):
 
 def train_for_degradation(name, images, labels, test_images, test_labels, epochs, batch_size, lr, log_every,
                           seed):
-    """Train one CIFAR-style net; return its training-error curve (per ``log_every`` iterations) and test error."""
+    """Train one CIFAR-style net; return its training-error curve (per ``log_every`` iterations and test error)
+    and the trained net."""
     backend.manual_seed(seed)
     model = get_model(name, num_classes=10, in_channels=1)
     optimizer = SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
@@ -52,7 +54,7 @@ def train_for_degradation(name, images, labels, test_images, test_labels, epochs
                 window_wrong = window_seen = window_loss = 0.0
         curve["epoch_end"].append(iteration)
         curve["test_error"].append(evaluate_error(model, test_images, test_labels, batch_size))
-    return curve
+    return curve, model
 
 
 def evaluate_error(model, images, labels, batch_size):
@@ -67,16 +69,19 @@ def evaluate_error(model, images, labels, batch_size):
 
 def measure(models=MODELS, epochs=1, limit=None, batch_size=128, lr=0.1, test_limit=10000, log_every=20,
             data_dir=None, seed=0, save_dir=None):
-    """{model: curve}, trained one after the other; with ``save_dir`` each net's curve is written to
-    ``save_dir/NAME.json`` as soon as it finishes, so a long run keeps what it has."""
+    """{model: curve}, trained one after the other; with ``save_dir`` each net's curve and trained weights
+    are written to ``save_dir/NAME.json`` and ``NAME.npz`` as soon as it finishes, so a long run keeps what
+    it has (and the landscape study can be drawn around the weights: ``--weights-dir save_dir``)."""
     images, labels = fashion_32(train=True, limit=limit, data_dir=data_dir)
     test_images, test_labels = fashion_32(train=False, limit=test_limit, data_dir=data_dir)
     results = {}
     for name in models:
-        results[name] = curve = train_for_degradation(name, images, labels, test_images, test_labels, epochs,
-                                                      batch_size, lr, log_every, seed)
+        curve, model = train_for_degradation(name, images, labels, test_images, test_labels, epochs, batch_size,
+                                             lr, log_every, seed)
+        results[name] = curve
         if save_dir is not None:
             save_json(save_dir / f"{name}.json", curve)
+            save(model.state_dict(), save_dir / f"{name}.npz")
         print(f"{name}: final training error {100 * curve['train_error'][-1]:.1f}% (last {log_every} iterations), "
               f"test error {100 * curve['test_error'][-1]:.1f}%", flush=True)
     return results, len(images)
@@ -102,8 +107,9 @@ def degradation(models=MODELS, epochs=1, limit=None, batch_size=128, lr=0.1, tes
     ``limit`` training images (None: all 60,000) are reshuffled each epoch; ``epochs`` may be fractional
     (0.5: half an epoch's iterations, on a shuffle of all the images). Every ``log_every`` iterations
     the mean training error of those minibatches is recorded (the paper's thin curves), and after each
-    epoch the error on ``test_limit`` test images. Writes ``out/degradation/NAME.json`` per net as it
-    finishes, then degradation.png and degradation.json (all nets) to ``out``.
+    epoch the error on ``test_limit`` test images. Writes ``out/degradation/NAME.json`` and the trained
+    weights ``NAME.npz`` per net as it finishes, then degradation.png and degradation.json (all nets) to
+    ``out``.
     """
     results, n_images = measure(models, epochs, limit, batch_size, lr, test_limit, log_every, data_dir, seed,
                                 save_dir=out / "degradation")
