@@ -142,6 +142,38 @@ def _sum_shifted(out, out_start, length, src, src_start, starts, scales, accumul
             t += 1
 
 
+@njit(cache=True)
+def _sum_shifted_pair(out, length, src, src_start, starts, scales_a, scales_b):
+    """Two output channels of one input plane in one pass: out[k] as _sum_shifted(out, 0, ..., scales_a)
+    and out[length + k] with scales_b, the same operations in the same order (bit for bit), but each
+    shifted input value is loaded once for both: twice the multiply-adds per load (LeNet's C1, six
+    channels per plane, N=64: 0.35 -> 0.26 ms on one thread, 0.22 -> 0.14 ms on two)."""
+    n, count = np.uint64(length), starts.size
+    t = 0
+    while t < count:
+        add = t > 0
+        if count - t >= 3:
+            a0, a1, a2 = scales_a[t], scales_a[t + 1], scales_a[t + 2]
+            b0, b1, b2 = scales_b[t], scales_b[t + 1], scales_b[t + 2]
+            s0, s1, s2 = (np.uint64(src_start + starts[t]), np.uint64(src_start + starts[t + 1]),
+                          np.uint64(src_start + starts[t + 2]))
+            for k in range(n):
+                x0, x1, x2 = src[s0 + k], src[s1 + k], src[s2 + k]
+                va = a0 * x0 + a1 * x1 + a2 * x2
+                vb = b0 * x0 + b1 * x1 + b2 * x2
+                out[k] = out[k] + va if add else va
+                out[n + k] = out[n + k] + vb if add else vb
+            t += 3
+        else:
+            a0, b0, s0 = scales_a[t], scales_b[t], np.uint64(src_start + starts[t])
+            for k in range(n):
+                x0 = src[s0 + k]
+                va, vb = a0 * x0, b0 * x0
+                out[k] = out[k] + va if add else va
+                out[n + k] = out[n + k] + vb if add else vb
+            t += 1
+
+
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _dots_shifted(a, length, b, b_start, starts, acc):
     """acc[t] += sum over k < length of a[k] * b[b_start + starts[t] + k], for every tap t: three taps
@@ -170,6 +202,48 @@ def _dots_shifted(a, length, b, b_start, starts, acc):
             t += 1
 
 
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dots_shifted_pair(a, length, b, b_start, starts, acc_a, acc_b):
+    """_dots_shifted for two output channels at once: a[k] and a[length + k] are their gradients, each
+    shifted view of b is loaded once for both (twice the multiply-adds per load; LeNet's C1: 0.36 ->
+    0.25 ms on one thread, 0.20 -> 0.14 ms on two). The float32 partial sums group differently from
+    _dots_shifted's (7.8e-8 relative on C1), so a multiplier >= 2 gives the same sums on any thread
+    count but not bit for bit the single-channel kernel's."""
+    n, count = np.uint64(length), starts.size
+    t = 0
+    while t < count:
+        if count - t >= 3:
+            s0, s1, s2 = (np.uint64(b_start + starts[t]), np.uint64(b_start + starts[t + 1]),
+                          np.uint64(b_start + starts[t + 2]))
+            p0 = p1 = p2 = q0 = q1 = q2 = a.dtype.type(0)
+            for k in range(n):
+                x0, x1, x2 = b[s0 + k], b[s1 + k], b[s2 + k]
+                ga, gb = a[k], a[n + k]
+                p0 += ga * x0
+                p1 += ga * x1
+                p2 += ga * x2
+                q0 += gb * x0
+                q1 += gb * x1
+                q2 += gb * x2
+            acc_a[t] += p0
+            acc_a[t + 1] += p1
+            acc_a[t + 2] += p2
+            acc_b[t] += q0
+            acc_b[t + 1] += q1
+            acc_b[t + 2] += q2
+            t += 3
+        else:
+            s0 = np.uint64(b_start + starts[t])
+            p0 = q0 = a.dtype.type(0)
+            for k in range(n):
+                x0 = b[s0 + k]
+                p0 += a[k] * x0
+                q0 += a[n + k] * x0
+            acc_a[t] += p0
+            acc_b[t] += q0
+            t += 1
+
+
 @njit(parallel=True, cache=True)
 def _depthwise_forward(x, w, y, sy, sx, ph, pw, dy, dx):
     n, c, h, wd = x.shape
@@ -183,16 +257,23 @@ def _depthwise_forward(x, w, y, sy, sx, ph, pw, dy, dx):
     chunks = _chunks(planes)
     for chunk in prange(chunks):
         phases = np.zeros(sy * sx * phase_size, dtype=x.dtype)
-        out = np.empty(rows * wq, dtype=x.dtype)
+        out = np.empty(2 * rows * wq, dtype=x.dtype)  # room for a pair of output channels
         for plane in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
             b, ci = plane // c, plane % c  # its m output channels share the padded plane
             _fill_phases(xf, plane * h * wd, phases, runs, sx)
-            for oc in range(ci * m, ci * m + m):
+            for oc in range(ci * m, ci * m + m, 2):  # two at a time (a multiplier > 1: LeNet's C1)
+                pair = oc + 1 < ci * m + m
                 for r0 in range(0, oh, rows):
                     r1 = min(oh, r0 + rows)
-                    _sum_shifted(out, 0, (r1 - r0) * wq, phases, r0 * wq, starts, taps[oc], False)
+                    length = (r1 - r0) * wq
+                    if pair:
+                        _sum_shifted_pair(out, length, phases, r0 * wq, starts, taps[oc], taps[oc + 1])
+                    else:
+                        _sum_shifted(out, 0, length, phases, r0 * wq, starts, taps[oc], False)
                     for oy in range(r0, r1):
                         _copy(out, (oy - r0) * wq, yf, ((b * co + oc) * oh + oy) * ow, ow)
+                        if pair:
+                            _copy(out, length + (oy - r0) * wq, yf, ((b * co + oc + 1) * oh + oy) * ow, ow)
 
 
 @njit(parallel=True, cache=True)
@@ -262,16 +343,25 @@ def _depthwise_backward_weight(gy, x, gw, sy, sx, ph, pw, dy, dx):
         block, part = job // parts, job % parts
         c0, c1 = block * c // blocks, (block + 1) * c // blocks
         phases = np.zeros(sy * sx * phase_size, dtype=x.dtype)
-        grad_out = np.zeros(rows * wq, dtype=gy.dtype)  # columns >= ow stay 0: they add nothing
+        grad_out = np.zeros(2 * rows * wq, dtype=gy.dtype)  # columns >= ow stay 0: they add nothing
         for b in range(part * n // parts, (part + 1) * n // parts):
             for ci in range(c0, c1):
                 _fill_phases(xf, (b * c + ci) * h * wd, phases, runs, sx)
-                for oc in range(ci * m, ci * m + m):
+                for oc in range(ci * m, ci * m + m, 2):  # two at a time where the multiplier allows
+                    pair = oc + 1 < ci * m + m
                     for r0 in range(0, oh, rows):
                         r1 = min(oh, r0 + rows)
+                        length = (r1 - r0) * wq
                         for oy in range(r0, r1):
                             _copy(gyf, ((b * co + oc) * oh + oy) * ow, grad_out, (oy - r0) * wq, ow)
-                        _dots_shifted(grad_out, (r1 - r0) * wq, phases, r0 * wq, starts, acc[part, oc])
+                            if pair:
+                                _copy(gyf, ((b * co + oc + 1) * oh + oy) * ow, grad_out, length + (oy - r0) * wq,
+                                      ow)
+                        if pair:
+                            _dots_shifted_pair(grad_out, length, phases, r0 * wq, starts, acc[part, oc],
+                                               acc[part, oc + 1])
+                        else:
+                            _dots_shifted(grad_out, length, phases, r0 * wq, starts, acc[part, oc])
     for part in range(1, parts):  # in order: the same sums on any number of threads
         acc[0] += acc[part]
     for oc in range(co):
