@@ -145,13 +145,20 @@ class Graph(FunctionHook):
                 self.edges.append(Edge(src, op, index))
         return root
 
+    def _node_id(self, obj, prefix):
+        """(obj's node id, whether it is new): a function or a leaf gets one id, kept with the object."""
+        if id(obj) in self._ids:
+            return self._ids[id(obj)], False
+        node = self._ids[id(obj)] = f"{prefix}{len(self._ids)}"
+        self._objects[node] = obj
+        return node, True
+
     def _op(self, fn):
-        if id(fn) not in self._ids:
-            op = self._ids[id(fn)] = f"f{len(self._ids)}"
-            self._objects[op] = fn
+        op, new = self._node_id(fn, "f")
+        if new:
             self.nodes[op] = Node("op", fn.name, None)
             self.inputs[op] = []
-        return self._ids[id(fn)]
+        return op
 
     def _tensor(self, fn, index):
         op = self._op(fn)
@@ -163,15 +170,14 @@ class Graph(FunctionHook):
         return tensor
 
     def _leaf(self, t):
-        if id(t) not in self._ids:
-            leaf = self._ids[id(t)] = f"l{len(self._ids)}"
-            self._objects[leaf] = t
+        leaf, new = self._node_id(t, "l")
+        if new:
             names = self.modules.param_names if self.modules is not None else {}
             if isinstance(t, Parameter):
                 self.nodes[leaf] = Node("param", names.get(id(t), "parameter"), t.shape)
             else:
                 self.nodes[leaf] = Node("leaf", t.name or "input", t.shape)
-        return self._ids[id(t)]
+        return leaf
 
     # -- gradients
     def backward_postprocess(self, function, grad_outputs, grad_inputs):
