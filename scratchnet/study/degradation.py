@@ -7,10 +7,9 @@ from .. import backend
 from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ..data import transforms as T
-from ..models import get_model
 from ..nn.serialization import save
 from ..optim import SGD
-from .common import DEFAULT_OUT, fashion_images, plt, save_figure, save_json
+from .common import DEFAULT_OUT, cifar_net, fashion_images, plt, save_figure, save_json
 
 MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 
@@ -26,7 +25,7 @@ def train_for_degradation(name, images, labels, test_images, test_labels, epochs
     """Train one CIFAR-style net; return its training-error curve (per ``log_every`` iterations and test error)
     and the trained net."""
     backend.manual_seed(seed)
-    model = get_model(name, num_classes=10, in_channels=1)
+    model = cifar_net(name, "degradation")
     optimizer = SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     rng = np.random.default_rng(seed)
     curve = {"iteration": [], "train_error": [], "loss": [], "epoch_end": [], "test_error": []}

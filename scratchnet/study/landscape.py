@@ -27,11 +27,10 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, no_grad
-from ..models import get_model
 from ..nn import BatchNorm1d, BatchNorm2d, Module
 from ..nn.serialization import load, save
-from .common import (DEFAULT_OUT, classification_loss, fashion_batches, label, plt, save_figure, save_json,
-                     train_briefly)
+from .common import (DEFAULT_OUT, cifar_net, classification_loss, fashion_batches, label, plt, save_figure,
+                     save_json, train_briefly)
 
 MODELS = ("plain20", "resnet20", "plain56", "resnet56")
 
@@ -204,7 +203,7 @@ def landscape_of(name, steps=100, batch_size=64, lr=0.05, eval_images=128, eval_
     """Every measurement of one net (a zoo name or a ready Module, trained ``steps`` SGD steps from its
     seeded initialisation unless ``weights`` names an .npz to load) as one JSON-ready dict."""
     backend.manual_seed(seed)
-    model = name if isinstance(name, Module) else _cifar_net(name)
+    model = name if isinstance(name, Module) else cifar_net(name, "landscape")
     batches = eval_batches(model, eval_images, eval_batch, data_dir, seed)
     bn_batches = eval_batches(model, eval_images, eval_batch, data_dir, seed + 1)  # other images
     if recalibrate:
@@ -276,14 +275,6 @@ def check_options(steps, eval_images, points, grid, span, hessian_iterations, he
                 if not ok]
     if problems:
         raise ValueError("; ".join(problems))
-
-
-def _cifar_net(name):
-    try:
-        return get_model(name, num_classes=10, in_channels=1)
-    except TypeError:
-        raise ValueError(f"landscape trains 32x32 one-channel nets (plainN / resnetN, N = 20, 32, 44, 56, 110); "
-                         f"{name} takes no in_channels") from None
 
 
 def measure(models=MODELS, weights_dir=None, save_dir=None, **options):
