@@ -155,7 +155,7 @@ def run_macs(names):
     """Params and MACs of every model (scratchnet.summary) against torchvision's published GMACs."""
     from scratchnet.summary import summary
 
-    reference = json.loads((ROOT / "tests" / "data" / "torchvision_reference.json").read_text())
+    reference = json.loads((ROOT / "tests" / "fixtures" / "torchvision_reference.json").read_text())
     crop = {"efficientnet_b2": (3, 288, 288)}  # torchvision measured B2 at its weights' 288 crop
     rows = []
     print(f"{'model':18s} {'input':>11s} {'params':>12s} {'GMACs':>8s} {'torchvision':>12s}", flush=True)

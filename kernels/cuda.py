@@ -15,7 +15,7 @@ NVRTC_OPTIONS = ("--std=c++17",)  # as the emulator's g++; NVRTC 12 and 13 both 
 
 def nvrtc_options(dtype):
     """Everything NVRTC gets besides the architecture (CuPy adds the GPU's own); the compile tests
-    (tests/test_kernels_compile.py) pass exactly these, for sm_70/80/90, without a GPU."""
+    (tests/kernels/test_kernels_compile.py) pass exactly these, for sm_70/80/90, without a GPU."""
     return NVRTC_OPTIONS + (f"-I{SOURCE_DIR}",) + compile_options(dtype)
 
 

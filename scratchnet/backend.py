@@ -64,7 +64,7 @@ class DeviceError(RuntimeError):
     """A device was asked for that this machine cannot provide."""
 
 
-# The oldest GPU the CUDA kernels are compiled and tested for (tests/test_kernels_compile.py), by the
+# The oldest GPU the CUDA kernels are compiled and tested for (tests/kernels/test_kernels_compile.py), by the
 # CUDA major version of CuPy's runtime: sm_70 (Volta) with CUDA 12; CUDA 13's NVRTC dropped sm_70.
 OLDEST_COMPUTE_CAPABILITY = {12: 70, 13: 75}
 _gpu_checked = None  # the CuPy module that passed every check (checked once per process)

@@ -18,6 +18,9 @@ except ImportError:  # pragma: no cover - dev extra not installed
 
 _GPU_REASON = backend.gpu_status()
 
+REPO = Path(__file__).resolve().parents[1]  # the repository root
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # files the tests read (references, toy kernels)
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device (runs when CuPy finds one, skipped otherwise)")
@@ -154,7 +157,7 @@ def torch_conv2d(x, w, stride=1, padding=0, dilation=1, groups=1, extra=(0, 0)):
 @pytest.fixture(scope="session")
 def data_dir():
     """The real datasets (../shared/data beside the repo, or $SCRATCHNET_DATA)."""
-    root = Path(os.environ.get("SCRATCHNET_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    root = Path(os.environ.get("SCRATCHNET_DATA", REPO.parent / "shared" / "data"))
     if not root.is_dir():
         pytest.fail(f"real data folder {root} not found: set SCRATCHNET_DATA to the shared data folder")
     return root

@@ -77,7 +77,7 @@ def versions(device, json_path):
 def resume(work, name, stop_after, json_path, *train_args):
     """Train (run a); train again, stopped by a real SIGTERM after `stop_after` steps (run b, exit 143);
     resume b; then compare a and b: final weights and every epoch's losses must be bit-identical.
-    In one process (train.main, as tests/test_train.py does): one interpreter start, one CUDA context."""
+    In one process (train.main, as tests/train/test_train.py does): one interpreter start, one CUDA context."""
     from scratchnet import train
     a, b = Path(work) / f"{name}_a", Path(work) / f"{name}_b"
     device = train_args[train_args.index("--device") + 1] if "--device" in train_args else "cpu"

@@ -21,7 +21,7 @@
 # seconds (default 450: under 8 minutes), later steps getting what is left.
 #
 # Smoke mode: SCRATCHNET_GPU_CHECK_DEVICE=cpu runs the same steps on the CPU
-# at tiny sizes (tests/test_gpu_check.py), so the plumbing is proven without a GPU.
+# at tiny sizes (tests/kernels/test_gpu_check.py), so the plumbing is proven without a GPU.
 if [ $# -ne 2 ]; then
     echo "usage: bash tools/gpu_check.sh DATA_DIR OUT_DIR   (from the repository root)" >&2
     exit 2
@@ -49,7 +49,7 @@ if [ "$DEVICE" = gpu ]; then
     EPOCH_STEPS=938; LIMIT=(); BENCH=(); TESTS=(tests); XDIST=()
     $PY -c "import xdist" 2>/dev/null && XDIST=(-n 4)  # pytest-xdist: 4 processes share the GPU
 else  # smoke: tiny sizes, and only the quick test file's gpu tests (all skip on the CPU)
-    EPOCH_STEPS=4; LIMIT=(--limit 256 --test-limit 128); BENCH=(--smoke); TESTS=(tests/test_gpu_readiness.py); XDIST=()
+    EPOCH_STEPS=4; LIMIT=(--limit 256 --test-limit 128); BENCH=(--smoke); TESTS=(tests/kernels/test_gpu_readiness.py); XDIST=()
 fi
 
 # step NAME LIMIT_SECONDS COMMAND...: run it under a time limit (capped by what is left of
@@ -113,7 +113,7 @@ if [ "$DEVICE" = gpu ]; then
         --model-arg image_size=64 --model-arg width_mult=0.0625 --model-arg "hidden_features=(32, 32)" \
         --epochs 2 --seed 3
 else
-    skip dropout "smoke mode: tests/test_train.py resumes this tiny YOLO on the CPU"
+    skip dropout "smoke mode: tests/train/test_train.py resumes this tiny YOLO on the CPU"
 fi
 
 # ---- benchmarks (each framework timed in its own process; they write their JSON to OUT_DIR too)
@@ -124,7 +124,7 @@ for f in gpu_conv gpu_lenet; do [ -f "$WORK/$f.json" ] && cp "$WORK/$f.json" "$O
 
 # ---- compute-sanitizer on the CUDA kernel tests: memcheck (bad accesses) and racecheck (shared-memory
 # races; the emulator cannot see races, README "Kernels"). Only where it can attach to this GPU.
-SANITIZE=($PY -m pytest -q -x -p no:cacheprovider tests/test_kernels.py -m gpu -k "cuda and float32")
+SANITIZE=($PY -m pytest -q -x -p no:cacheprovider tests/kernels/test_kernels.py -m gpu -k "cuda and float32")
 if ! command -v compute-sanitizer >/dev/null; then
     skip memcheck "compute-sanitizer is not installed"
     skip racecheck "compute-sanitizer is not installed"

@@ -1,4 +1,4 @@
-"""Regenerate tests/data/torchvision_reference.json from an installed torchvision.
+"""Regenerate tests/fixtures/torchvision_reference.json from an installed torchvision.
 
     pip install torch==2.14.1 torchvision==0.29.1   # in a scratch venv
     python tools/make_torchvision_reference.py
@@ -37,6 +37,6 @@ def reference(name):
 if __name__ == "__main__":
     out = {"torchvision_version": torchvision.__version__}
     out.update({name: reference(name) for name in NAMES})
-    path = Path(__file__).resolve().parents[1] / "tests" / "data" / "torchvision_reference.json"
+    path = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "torchvision_reference.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}")

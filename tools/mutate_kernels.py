@@ -10,7 +10,7 @@ literal + 1, swapped axis names (SY/SX, PH/PW, DY/DX, KH/KW, OH/OW, H/W, iy/ix,
 oy/ox, i/j, tx/ty, threadIdx.x/.y, blockIdx.x/.y), a deleted __syncthreads(),
 an accumulator without its `= 0`, `continue` as `break`. The mutated copy of
 kernels/ is handed to the emulator (SCRATCHNET_EMU_SOURCE_DIR) and the float64
-emulator tests of that file's kernels run against it (tests/test_kernels.py,
+emulator tests of that file's kernels run against it (tests/kernels/test_kernels.py,
 in a forked child, so pytest and torch are imported once). A mutant is
   caught      the tests fail (or the emulator reports a fault),
   hung        the tests ran past --timeout (counted as caught: a GPU run would hang too),

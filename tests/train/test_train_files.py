@@ -16,7 +16,7 @@ import scratchnet as sn
 from scratchnet import train
 from scratchnet.runlock import RUN_LOCK, RunFolderLocked, RunLock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["lenet", "--dataset", "fashion-mnist", "--limit", "16", "--test-limit", "16", "--batch-size", "16",
         "--no-progress", "--prefetch", "1", "--epochs", "1"]
 

@@ -4,7 +4,7 @@ tap when the kernel is smaller than the stride), dilation, channel multipliers, 
 that differs per axis, 5x5, odd and one-pixel sizes, N=1, input rows and columns no
 window reaches, an output larger than the padded input ('same' with an even kernel),
 planes wide enough to be cut into several row blocks, and more planes than prange chunks
-(so one chunk's buffers are reused across planes). tests/test_kernels.py runs the shared
+(so one chunk's buffers are reused across planes). tests/kernels/test_kernels.py runs the shared
 kernel API on every implementation; this file covers the CPU layout's own edge cases.
 """
 import numpy as np

@@ -17,8 +17,9 @@ from scratchnet.models import get_model, list_models
 from scratchnet.models.resnet import IMAGENET_DEPTHS, IMAGENET_WIDTHS, BasicBlock, Bottleneck, make_stage
 from scratchnet.models.senet import SEBlock, SqueezeExcitation
 from scratchnet.nn import SiLU
+from conftest import FIXTURES
 
-REFERENCE = json.loads((Path(__file__).parent / "data" / "torchvision_reference.json").read_text())
+REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
 
 
 def se_parameters(depth, reduction=16):

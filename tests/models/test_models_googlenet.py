@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as TF
 
 import scratchnet as sn
-from conftest import gradcheck_model
+from conftest import FIXTURES, gradcheck_model
 from scratchnet.models import get_model
 from scratchnet.models.googlenet import GoogLeNetOutputs, NaiveInception
 from scratchnet.nn import Dropout, LocalResponseNorm
 
-REFERENCE = json.loads((Path(__file__).parent / "data" / "torchvision_reference.json").read_text())
+REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
 
 # Table 1 of the paper, written out again: module -> (in, #1x1, #3x3red, #3x3, #5x5red, #5x5, pool proj)
 TABLE_1 = {

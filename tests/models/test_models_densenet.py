@@ -1,6 +1,6 @@
 """DenseNet-BC (Huang et al., "Densely Connected Convolutional Networks", Table 1).
 
-Counts and state_dict keys against torchvision's (tests/data/torchvision_reference.json), forward
+Counts and state_dict keys against torchvision's (tests/fixtures/torchvision_reference.json), forward
 values against the same weights run through torch.nn.functional, gradients numerically in float64.
 """
 import inspect
@@ -16,8 +16,9 @@ import torch.nn.functional as TF
 import scratchnet as sn
 from scratchnet.models import get_model, list_models
 from scratchnet.models.densenet import DenseNet, _DenseBlock, _Transition
+from conftest import FIXTURES
 
-REFERENCE = json.loads((Path(__file__).parent / "data" / "torchvision_reference.json").read_text())
+REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
 
 
 def t64(array):

@@ -1,5 +1,5 @@
 """scratchnet.summary: per-layer shapes, params, MACs, receptive fields, against hand-computed numbers
-and torchvision's published GMACs (tests/data/torchvision_reference.json)."""
+and torchvision's published GMACs (tests/fixtures/torchvision_reference.json)."""
 import json
 import os
 from pathlib import Path
@@ -11,8 +11,9 @@ import scratchnet as sn
 from scratchnet.models import get_model, list_models
 from scratchnet.nn import BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential
 from scratchnet.summary import LayerRecord, ModelSummary, main, summary
+from conftest import FIXTURES
 
-REFERENCE = json.loads((Path(__file__).parent / "data" / "torchvision_reference.json").read_text())
+REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
 
 
 def rows(result):

@@ -1,6 +1,6 @@
-"""What each rank runs in tests/test_distributed.py (launched with mpirun; not a test file itself).
+"""What each rank runs in tests/distributed/test_distributed.py (launched with mpirun; not a test file itself).
 
-    mpirun -n 2 python tests/distributed_worker.py SCENARIO
+    mpirun -n 2 python tests/distributed/distributed_worker.py SCENARIO
 
 Each scenario checks its claims on every rank and raises AssertionError (exit code 1) when one
 fails; rank 0 prints a line starting with "ok" when all pass.

@@ -103,7 +103,7 @@ def test_direct_conv_forward_and_backward(cuda_impl, case, dtype, rng):
     for gx in impl("conv2d_backward_input", gy, w, x.shape, stride, padding, dilation, groups):
         assert_close(gx, gx_ref, what="gx")
     for gw in impl("conv2d_backward_weight", gy, x, w.shape, stride, padding, dilation, groups):
-        assert_close(gw, gw_ref, what="gw")
+        assert_close(gw, gw_ref, tol_for_sums(dtype, gy.size // gy.shape[1]), what="gw")  # sums N*OH*OW products
 
 
 # (x shape, multiplier, kernel, stride, padding, dilation)

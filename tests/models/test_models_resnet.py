@@ -2,7 +2,7 @@
 
 Forward values are checked against torch.nn.functional applied to the same weights (an
 independent re-implementation of each unit), counts and state_dict keys against torchvision's
-(tests/data/torchvision_reference.json), gradients numerically in float64.
+(tests/fixtures/torchvision_reference.json), gradients numerically in float64.
 """
 import inspect
 import json
@@ -18,8 +18,9 @@ import scratchnet as sn
 from scratchnet.models import get_model, list_models
 from scratchnet.models.resnet import (BasicBlock, Bottleneck, CifarResNet, ResidualUnit, ResNet, ZeroPadShortcut,
                                       cifar_resnet, make_stage)
+from conftest import FIXTURES
 
-REFERENCE = json.loads((Path(__file__).parent / "data" / "torchvision_reference.json").read_text())
+REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 PLAIN = ["plain18", "plain34", "plain50", "plain101", "plain152"]
 CIFAR_DEPTHS = [20, 32, 44, 56, 110, 1202]
@@ -349,7 +350,7 @@ def test_tiny_cifar_resnet_gradcheck(rng):
 
 
 def test_unit_is_relu_of_branch_plus_shortcut_and_a_plain_unit_has_no_shortcut(rng):
-    """The join itself; how its gradient splits by path is the joins study's (tests/test_study_joins.py)."""
+    """The join itself; how its gradient splits by path is the joins study's (tests/study/test_study_joins.py)."""
     for stride, inplanes, shortcut in ((1, 2, "B"), (2, 3, "B"), (2, 1, "A"), (1, 2, None)):
         unit = make_stage(BasicBlock, inplanes, 2, 1, stride, shortcut=shortcut)[0][0].double()
         x = sn.tensor(rng.standard_normal((2, inplanes, 4, 4)))

@@ -13,8 +13,9 @@ import scratchnet as sn
 from scratchnet.models import get_model
 from scratchnet.models.efficientnet import TINY_STAGES, MBConv, StochasticDepth, _make_divisible
 from scratchnet.nn import BatchNorm2d, Dropout
+from conftest import FIXTURES
 
-REFERENCE = json.loads((Path(__file__).parent / "data" / "torchvision_reference.json").read_text())
+REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import scratchnet as sn
-from conftest import gradcheck_model
+from conftest import FIXTURES, gradcheck_model
 from scratchnet.models import get_model
 from scratchnet.nn import BatchNorm2d, Conv2d, Dropout, Linear
 
 NAMES = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
-REFERENCE = json.loads((Path(__file__).parent / "data" / "torchvision_reference.json").read_text())
+REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
 
 # Table 1 of Simonyan & Zisserman, written out again here: conv widths, "M" for each 2x2 pool
 TABLE_1 = {

@@ -1,4 +1,4 @@
-"""The CPU emulator itself: deliberately buggy toy kernels (tests/data/emulator_defects.cu)
+"""The CPU emulator itself: deliberately buggy toy kernels (tests/fixtures/emulator_defects.cu)
 prove it flags each defect class, and passes each kernel once its defect is switched off:
 a missing __syncthreads (exposed by shuffling the thread order), out-of-bounds reads and
 writes (guarded buffers), a divergent barrier, shared memory read before it is written
@@ -13,10 +13,11 @@ import pytest
 
 from scratchnet.kernels import emulator as emulation
 from scratchnet.kernels.launch import Launch, launch_config
+from conftest import FIXTURES
 
 pytestmark = pytest.mark.skipif(emulation.compiler() is None, reason="the CUDA emulator needs g++")
 
-DEFECTS = Path(__file__).parent / "data" / "emulator_defects.cu"
+DEFECTS = FIXTURES / "emulator_defects.cu"
 KERNELS = ("block_sum", "copy", "underrun", "divide", "divergent", "template_tile", "accumulate",
            "accumulate_uninitialised", "single_pass_copy",
            "racy_sum")

