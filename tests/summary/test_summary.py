@@ -1,13 +1,15 @@
 """scratchnet.summary: per-layer shapes, params, MACs, receptive fields, against hand-computed numbers
 and torchvision's published GMACs (tests/fixtures/torchvision_reference.json)."""
 import json
+import math
 
 import numpy as np
 import pytest
+import torch
 
 import scratchnet as sn
 from scratchnet.models import get_model, list_models
-from scratchnet.nn import BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential
+from scratchnet.nn import BatchNorm2d, Conv2d, ConvTranspose2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential
 from scratchnet.summary import LayerRecord, ModelSummary, main, summary
 from conftest import FIXTURES
 
@@ -212,3 +214,52 @@ def test_lenet5_classic_counts_only_the_connected_c3_kernels_and_the_rbf():
     """C3: 10x10 outputs x 60 connected 5x5 kernels; RBF: 10 classes x 84 features (no model method)."""
     named = {r.name: r for r in summary(get_model("lenet5_classic"), print_table=False).layers}
     assert named["c3"].macs == 10 * 10 * 60 * 25 and named["output"].macs == 10 * 84
+
+
+# --------------------------------------------------------------------------- ConvTranspose2d
+
+TRANSPOSED = [  # (convs before it: (kernel, stride)), ConvTranspose2d options
+    ((), dict(kernel_size=4, stride=2)),
+    ((), dict(kernel_size=3, stride=2, dilation=2)),
+    (((3, 2),), dict(kernel_size=3, stride=2)),
+    (((4, 2),), dict(kernel_size=4, stride=2, padding=1)),
+    (((3, 2), (3, 2)), dict(kernel_size=5, stride=3, dilation=2)),
+]
+
+
+def widest_dependence(layers, size):
+    """The most input rows one output pixel depends on (away from the border), from torch's gradients of the
+    middle column's pixels in a one-channel net with positive weights (no cancellation hides a dependence)."""
+    net = torch.nn.Sequential(*layers).double()
+    for p in net.parameters():
+        torch.nn.init.uniform_(p, 0.5, 1.5)
+    x = torch.zeros(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+    y = net(x)[0, 0]
+    widest = 0
+    for pixel in y[:, y.shape[1] // 2]:
+        (grad,) = torch.autograd.grad(pixel, x, retain_graph=True)
+        rows = grad[0, 0].any(1).nonzero().flatten()
+        if len(rows) and rows.min() > 0 and rows.max() < size - 1:
+            widest = max(widest, int(rows.max() - rows.min() + 1))
+    return widest
+
+
+@pytest.mark.parametrize("before, options", TRANSPOSED)
+def test_transposed_conv_receptive_field_is_its_widest_outputs(before, options):
+    ours = Sequential(*[Conv2d(1, 1, k, stride=s) for k, s in before], ConvTranspose2d(1, 1, **options))
+    last = summary(ours, (1, 23, 23), print_table=False).layers[-1]
+    jump_before = math.prod(s for _, s in before)
+    assert last.jump == (jump_before / options["stride"],) * 2
+    theirs = [torch.nn.Conv2d(1, 1, k, stride=s) for k, s in before] + [torch.nn.ConvTranspose2d(1, 1, **options)]
+    assert last.receptive_field == (widest_dependence(theirs, 23),) * 2
+
+
+@pytest.mark.parametrize("groups, stride, dilation", [(1, 1, 1), (2, 2, 1), (2, 3, 2)])
+def test_transposed_conv_macs_are_those_of_its_adjoint_conv(groups, stride, dilation):
+    """ConvTranspose2d(4 -> 6) is the adjoint of Conv2d(6 -> 4) with the same options: the same products,
+    input elements x C_out / groups x k x k."""
+    options = dict(kernel_size=3, stride=stride, dilation=dilation, padding=1, groups=groups)
+    transposed = summary(ConvTranspose2d(4, 6, **options), (4, 7, 5), print_table=False).layers[0]
+    adjoint = summary(Conv2d(6, 4, **options), transposed.output_shape[1:], print_table=False).layers[0]
+    assert adjoint.output_shape[1:] == (4, 7, 5)
+    assert transposed.macs == adjoint.macs == 4 * 7 * 5 * (6 // groups) * 9
