@@ -124,9 +124,18 @@ def test_two_ranks_collectives_data_parallel_syncbn_and_alexnet_split():
     the AlexNet towers == the grouped model (see distributed_worker.py)."""
     result, _ = mpirun((2, [WORKER, "core"]))
     assert result.returncode == 0, result.stdout + result.stderr
-    for check in ("collectives", "data_parallel_gradients", "unused_parameter", "replicas_identical",
-                  "alexnet_split"):
+    for check in ("collectives", "device_arrays_through_the_host", "data_parallel_gradients", "unused_parameter",
+                  "replicas_identical", "alexnet_split"):
         assert f"ok check_{check}" in result.stdout
+
+
+@pytest.mark.gpu
+@needs_mpirun
+def test_two_ranks_move_cupy_arrays_through_the_host_without_nccl():
+    """comm.py's fallback for a CuPy without NCCL, with real CuPy arrays (both ranks on the first GPU)."""
+    result, _ = mpirun((2, [WORKER, "gpu_without_nccl"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok check_cupy_arrays_through_the_host" in result.stdout
 
 
 @needs_mpirun
@@ -174,16 +183,62 @@ def test_cli_distributed_run_interrupt_on_one_rank_and_resume_bit_identical(data
 
 
 @needs_mpirun
-def test_cli_model_parallel_alexnet_trains_and_checkpoints_the_grouped_model(data_dir, tmp_path):
+def test_cli_model_parallel_alexnet_trains_checkpoints_the_grouped_model_and_resumes_bit_identical(data_dir,
+                                                                                                  tmp_path):
     from scratchnet.models import get_model
     from scratchnet.nn.serialization import load
     tiny = ["alexnet", "--dataset", "fashion-mnist", "--augment", "none", "--model-arg", "channels=(8,16,24,24,16)",
             "--model-arg", "hidden=32", "--model-arg", "image_size=67", "--limit", "64", "--test-limit", "32",
-            "--batch-size", "16", "--epochs", "1", "--no-progress", "--prefetch", "0"]
-    result, _ = mpirun((2, ["-m", "scratchnet.train"] + tiny + ["--model-parallel", "--out", tmp_path]),
-                       env_extra={"SCRATCHNET_DATA": str(data_dir)})
+            "--batch-size", "16", "--epochs", "1", "--no-progress", "--prefetch", "0", "--model-parallel"]
+    env, train = {"SCRATCHNET_DATA": str(data_dir)}, ["-m", "scratchnet.train"]
+    whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
+    result, _ = mpirun((2, train + tiny + ["--out", whole]), env_extra=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "(12,362 parameters)" in result.stdout  # both towers counted, as the grouped model
     grouped = get_model("alexnet", num_classes=10, in_channels=1, channels=(8, 16, 24, 24, 16), hidden=32,
                         image_size=67)
-    grouped.load_state_dict(load(tmp_path / "final.npz"))  # the checkpoint is the one-process model's
+    grouped.load_state_dict(load(whole / "final.npz"))  # the checkpoint is the one-process model's
+    # SIGTERM on rank 1 after 2 of the 4 steps; the resumed run (dropout masks included) ends where the whole did
+    result, _ = mpirun((1, train + tiny + ["--out", interrupted]),
+                       (1, train + tiny + ["--out", interrupted, "--debug-signal-after", "2"]), env_extra=env)
+    assert result.returncode == 143, result.stdout + result.stderr
+    assert (interrupted / "checkpoint.npz").exists() and not (interrupted / "final.npz").exists()
+    result, _ = mpirun((2, train + ["alexnet", "--model-parallel", "--resume", interrupted, "--no-progress"]),
+                       env_extra=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "batch 3 of 4" in result.stdout
+    a, b = np.load(whole / "final.npz"), np.load(interrupted / "final.npz")
+    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@needs_mpirun
+def test_cli_sync_batchnorm_uses_the_global_batch(data_dir, tmp_path, monkeypatch, capsys):
+    """Two ranks of 8 images with --sync-batchnorm train as one process on the same 16: BatchNorm's statistics
+    and every gradient are the global batch's, so the losses agree to float32 rounding over 4 steps (local
+    BatchNorm on halves of the batch gives losses 2e-3 apart)."""
+    import json
+    run = ["resnet20", "--dataset", "fashion-mnist", "--augment", "none", "--limit", "64", "--test-limit", "32",
+           "--epochs", "1", "--no-progress", "--prefetch", "0"]
+    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
+    assert main(run + ["--batch-size", "16", "--out", tmp_path / "one"]) == 0
+    capsys.readouterr()
+    result, _ = mpirun((2, ["-m", "scratchnet.train"] + run + ["--batch-size", "8", "--distributed",
+                                                               "--sync-batchnorm", "--out", tmp_path / "two"]),
+                       env_extra={"SCRATCHNET_DATA": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    one, two = (json.loads((tmp_path / name / "metrics.json").read_text())[-1] for name in ("one", "two"))
+    assert two["train_acc"] == one["train_acc"] and two["test_acc"] == one["test_acc"]
+    for loss in ("train_loss", "test_loss"):
+        assert two[loss] == pytest.approx(one[loss], rel=1e-4), loss
+
+
+@needs_mpirun
+def test_cli_dist_timeout_ends_a_run_whose_other_rank_hangs(data_dir, tmp_path):
+    """Rank 1 joins MPI and then stops answering: the trainer on rank 0 gives up after --dist-timeout seconds,
+    naming them, with the timeout's exit code."""
+    hung = ["-c", "from mpi4py import MPI; import time; MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED); "
+                  "time.sleep(60)"]
+    trainer = ["-m", "scratchnet.train"] + TINY + ["--distributed", "--dist-timeout", "1.5", "--out", tmp_path]
+    result, _ = mpirun((1, trainer), (1, hung), timeout=60, env_extra={"SCRATCHNET_DATA": str(data_dir)})
+    assert result.returncode == distributed.comm.EXIT_TIMEOUT, result.stdout + result.stderr
+    assert "rank 0: no answer from the other ranks for 1.5 s in" in result.stderr
