@@ -16,15 +16,14 @@ import contextlib
 import difflib
 import io
 import re
-from pathlib import Path
 
 import pytest
 
 import scratchnet as sn
+from conftest import REPO
 from scratchnet.functional.conv import get_conv_algo, set_conv_algo
 
-ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SKIP = re.compile(r"#\s*doc-test:\s*skip\s*\((?P<reason>[^)]*)\)")
 VARIES = re.compile(r"#\s*doc-test:\s*output varies\s*\((?P<reason>[^)]*)\)")
 OPEN = re.compile(r"^(?P<indent> *)```(?P<lang>[\w+-]*)[^\n`]*$")
@@ -108,12 +107,10 @@ def anchors(page):
 
 
 @pytest.fixture
-def doc_environment(tmp_path, monkeypatch, data_dir):
+def doc_environment(tmp_path, monkeypatch, data_env):
     """Run in a scratch folder (examples save files), with the real data and a headless matplotlib;
     put back the process-wide settings an example may change."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     algo, threads = get_conv_algo(), sn.get_num_threads()
     sn.manual_seed(0)
     yield
@@ -126,9 +123,9 @@ def test_python_blocks_run_and_print_what_the_page_shows(page, doc_environment):
     namespace = {"__name__": f"doc:{page.name}"}
     shown = shown_outputs(page)
     for line, code in python_blocks(page):
-        where = f"{page.relative_to(ROOT)}:{line}"
+        where = f"{page.relative_to(REPO)}:{line}"
         # Leading newlines make a traceback's line numbers the page's own.
-        compiled = compile("\n" * (line - 1) + code, str(page.relative_to(ROOT)), "exec")
+        compiled = compile("\n" * (line - 1) + code, str(page.relative_to(REPO)), "exec")
         if skip_reason(code) is not None:
             assert line not in shown, f"{where}: a skipped block cannot show its output"
             continue
@@ -183,19 +180,19 @@ def test_relative_links_resolve(page):
         path, _, fragment = target.partition("#")
         file = (page.parent / path).resolve() if path else page
         if not file.exists():
-            broken.append(f"{target} (no file {file.relative_to(ROOT) if ROOT in file.parents else file})")
+            broken.append(f"{target} (no file {file.relative_to(REPO) if REPO in file.parents else file})")
         elif fragment and file.suffix == ".md" and fragment not in anchors(file):
             broken.append(f"{target} (no heading with anchor #{fragment} in {file.name})")
     assert not broken, f"{page.name}: broken links: " + "; ".join(broken)
 
 
 def test_readme_links_every_docs_page():
-    readme = prose(ROOT / "README.md")
+    readme = prose(REPO / "README.md")
     missing = [p.name for p in PAGES[1:] if f"docs/{p.name}" not in readme]
     assert not missing, f"README.md does not link these docs pages: {missing}"
 
 
 def test_readme_keeps_the_ci_test_command():
-    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     command = 'pip install -e ".[dev]" && python -m pytest -n 2 -q'
-    assert command in ci and command in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert command in ci and command in (REPO / "README.md").read_text(encoding="utf-8")

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REPO, assert_same_weights
 from scratchnet import distributed
 from scratchnet.data import ArrayDataset, DataLoader
 from scratchnet.distributed import DistributedSampler
 from scratchnet.train import main
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("distributed_worker.py")
 MPIRUN = distributed.find_mpirun()
 needs_mpirun = pytest.mark.skipif(MPIRUN is None, reason="mpirun not found (pip install 'scratchnet[mpi]')")
@@ -29,12 +29,12 @@ TINY = ["lenet", "--dataset", "fashion-mnist", "--limit", "192", "--test-limit",
 def mpirun(*commands, timeout=120, env_extra=None):
     """Run an MPI job (``commands``: one argument list per rank group, each '-n 1' or '-n 2'); -> result, seconds."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(env_extra or {}))
+               OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **(env_extra or {}))
     argv = [MPIRUN, "--oversubscribe"]
     for i, (ranks, command) in enumerate(commands):
         argv += ([":"] if i else []) + ["-n", str(ranks), sys.executable] + [str(c) for c in command]
     started = time.monotonic()
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     return result, time.monotonic() - started
 
 
@@ -178,8 +178,7 @@ def test_cli_distributed_run_interrupt_on_one_rank_and_resume_bit_identical(data
                        env_extra=env)
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stdout and "batch 4 of 6" in result.stdout
-    a, b = np.load(whole / "final.npz"), np.load(interrupted / "final.npz")
-    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    assert_same_weights(whole / "final.npz", interrupted / "final.npz")
 
 
 @needs_mpirun
@@ -207,8 +206,7 @@ def test_cli_model_parallel_alexnet_trains_checkpoints_the_grouped_model_and_res
                        env_extra=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "batch 3 of 4" in result.stdout
-    a, b = np.load(whole / "final.npz"), np.load(interrupted / "final.npz")
-    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    assert_same_weights(whole / "final.npz", interrupted / "final.npz")
 
 
 @needs_mpirun

@@ -20,9 +20,7 @@ TF = torch.nn.functional
 degradation_study = importlib.import_module("scratchnet.study.degradation")  # the package exports the function
 
 
-@pytest.fixture(autouse=True)
-def _data(data_dir, monkeypatch):
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
+pytestmark = pytest.mark.usefixtures("data_env")
 
 
 def test_gradflow_shows_vanishing_sigmoid_gradients(tmp_path):

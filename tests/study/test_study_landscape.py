@@ -16,9 +16,7 @@ from scratchnet.study import main
 from scratchnet.study.common import train_briefly
 
 
-@pytest.fixture(autouse=True)
-def _data(data_dir, monkeypatch):
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
+pytestmark = pytest.mark.usefixtures("data_env")
 
 
 def tiny_net(shortcut="A", seed=0):

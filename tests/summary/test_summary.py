@@ -1,6 +1,5 @@
 """scratchnet.summary: per-layer shapes, params, MACs, receptive fields, against hand-computed numbers
 and torchvision's published GMACs (tests/fixtures/torchvision_reference.json)."""
-import json
 import math
 
 import numpy as np
@@ -11,9 +10,9 @@ import scratchnet as sn
 from scratchnet.models import get_model, list_models
 from scratchnet.nn import BatchNorm2d, Conv2d, ConvTranspose2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential
 from scratchnet.summary import LayerRecord, ModelSummary, main, summary
-from conftest import FIXTURES
+from conftest import torchvision_reference
 
-REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
+REFERENCE = torchvision_reference()
 
 
 def rows(result):

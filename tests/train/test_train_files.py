@@ -21,11 +21,7 @@ TINY = ["lenet", "--dataset", "fashion-mnist", "--limit", "16", "--test-limit", 
         "--no-progress", "--prefetch", "1", "--epochs", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _env(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
-    monkeypatch.setenv("SCRATCHNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+pytestmark = pytest.mark.usefixtures("data_env")
 
 
 @pytest.fixture(scope="module")
