@@ -12,7 +12,9 @@ setup(
     # ships inside the package as scratchnet.kernels, .cu files included.
     packages=find_packages(include=["scratchnet", "scratchnet.*"]) + ["scratchnet.kernels"],
     package_dir={"scratchnet.kernels": "kernels"},
-    package_data={"scratchnet.kernels": ["*.cu", "*.cuh", "*.h"]},
+    package_data={"scratchnet.kernels": ["*.cu", "*.cuh", "*.h"],
+                  # ImageNet's class names and the sample photographs (public domain / CC0)
+                  "scratchnet.data": ["imagenet_classes.txt", "samples/*.jpg", "samples/README.md"]},
     install_requires=["numpy>=1.23", "numba>=0.58", "tqdm>=4.60", "matplotlib>=3.5",
                       "threadpoolctl>=3",
                       # sn.viz / python -m scratchnet.graph: pure Python, writes DOT (Graphviz's `dot` renders it)
