@@ -17,8 +17,8 @@ import sys
 import numpy as np
 
 from .backend import manual_seed
-from .models import get_model, list_models
-from .models.pretrained import PretrainedError, load_pretrained_argument
+from .models import get_model
+from .models.pretrained import PretrainedError
 from .nn.formats import WeightsFileError
 from .nn.module import StateDictError
 from .onnx import ExportError, export
@@ -58,13 +58,6 @@ def parse_options(pairs):
 
 
 def run(args):
-    if args.model not in list_models() and args.model.lower() not in list_models():
-        try:
-            get_model(args.model)  # an alias resolves; an unknown name raises the registry's sentence
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        except TypeError:
-            pass
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = args.out or f"{args.model}.onnx"
@@ -76,14 +69,11 @@ def run(args):
         options["num_classes"] = args.num_classes
     manual_seed(0)
     try:
-        if args.weights:
-            model = load_pretrained_argument(args.model, args.weights, **options)
-        else:
-            model = get_model(args.model, **options)
+        model = get_model(args.model, weights=args.weights, **options)
     except (PretrainedError, WeightsFileError, StateDictError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"cannot build {args.model} with {options}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # an unknown name (the registry's sentence) or a bad option
+        raise UsageError(f"cannot build model {args.model!r}: {exc}") from None
     shape = tuple(args.input_size) if args.input_size else tuple(model.input_size)
     example = np.zeros((args.batch_size,) + shape, dtype=np.float32)
     try:
