@@ -10,7 +10,6 @@ every op it calls is written as standard ONNX nodes (scratchnet.onnx); initializ
 state_dict keys. A bad argument or file is one line on stderr and exit code 2.
 """
 import argparse
-import ast
 import os
 import sys
 
@@ -22,6 +21,7 @@ from .models.pretrained import PretrainedError
 from .nn.formats import WeightsFileError
 from .nn.module import StateDictError
 from .onnx import ExportError, export
+from .train.cli import parse_model_args
 from .train.errors import EXIT_USAGE, UsageError
 
 
@@ -39,22 +39,9 @@ def build_parser():
                    help="input without the batch (default: the model's native input_size)")
     p.add_argument("--batch-size", type=int, default=1, help="the graph's (static) batch size (default 1)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a constructor option, e.g. -o width_mult=0.5 (repeatable)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra constructor option, e.g. --model-arg width_mult=0.25 (repeatable)")
     return p
-
-
-def parse_options(pairs):
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"-o expects KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value
-    return options
 
 
 def run(args):
@@ -64,7 +51,7 @@ def run(args):
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise UsageError(f"--out {out}: the folder {folder} does not exist or is not writable")
-    options = parse_options(args.option)
+    options = parse_model_args(args.model_arg)
     if args.num_classes is not None:
         options["num_classes"] = args.num_classes
     manual_seed(0)
