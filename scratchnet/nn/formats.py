@@ -281,12 +281,12 @@ def read_torch_zip(path):
                     raise WeightsFileError(f"{path} is truncated or corrupted: storage {member} is missing; "
                                            f"re-download or re-save it")
                 _fill(storage, archive.read(member), path)
+        return _resolve(result, path)
     except WeightsFileError:
         raise
     except (pickle.UnpicklingError, zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, TypeError,
-            IndexError, AttributeError, StopIteration, UnicodeDecodeError) as exc:
+            IndexError, AttributeError, StopIteration, UnicodeDecodeError, MemoryError) as exc:
         raise _damaged(path, exc) from exc
-    return _resolve(result, path)
 
 
 def read_torch_legacy(path):
@@ -312,9 +312,9 @@ def read_torch_legacy(path):
                 _fill(storage, f.read(count * storage.type.raw.itemsize), path)
         for view in unpickler.views.values():
             view.array = view.root.array[view.offset:view.offset + view.numel]
+        return _resolve(result, path)
     except WeightsFileError:
         raise
     except (pickle.UnpicklingError, OSError, EOFError, KeyError, ValueError, TypeError, IndexError,
-            AttributeError, struct.error, UnicodeDecodeError) as exc:
+            AttributeError, struct.error, UnicodeDecodeError, MemoryError) as exc:
         raise _damaged(path, exc) from exc
-    return _resolve(result, path)
