@@ -111,7 +111,8 @@ class Graph(FunctionHook):
         emitter = EMITTERS.get(type(function))
         try:
             if emitter is None:
-                raise UnsupportedOpError(f"the op {type(function).__name__} ({type(function).__module__})")
+                raise UnsupportedOpError(f"the op {type(function).__name__} ({type(function).__module__}) has no "
+                                         f"standard ONNX form in scratchnet's exporter")
             call = Call(function, [self.value(t) for t in inputs], inputs, outputs,
                         outputs[0].dtype if backend.is_floating(outputs[0].dtype) else self.float_dtype)
             names = emitter(self, call)
@@ -162,8 +163,7 @@ def build(model, example_input, opset=17, name=None):
     finally:
         model.train(was_training)
     if graph.error is not None:
-        raise ExportError(f"ONNX export of {label}: {graph.error} has no standard ONNX form in scratchnet's "
-                          f"exporter") from graph.error
+        raise ExportError(f"ONNX export of {label}: {graph.error}") from graph.error
     helper = onnx.helper
     tensor_type = helper.np_dtype_to_tensor_dtype
     out_names = ["output"] if len(outputs) == 1 else [f"output{i}" for i in range(len(outputs))]

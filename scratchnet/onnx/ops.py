@@ -108,8 +108,9 @@ def adaptive_avg_pool2d(g, call):
 def batch_norm(g, call):
     fn = call.fn
     if fn.training:
-        raise UnsupportedOpError("batch norm in training mode (export runs the model in eval mode; a module "
-                                 "that forces training=True cannot be exported)")
+        raise UnsupportedOpError("batch norm runs in training mode, which ONNX's BatchNormalization does not "
+                                 "export (export runs the model in eval mode; a module forcing training=True "
+                                 "cannot be exported)")
     x, *affine = call.inputs
     channels = call.in_tensors[0].shape[1]
     weight = affine.pop(0) if fn.has_weight else g.constant(np.ones(channels, call.dtype))
@@ -121,8 +122,8 @@ def batch_norm(g, call):
 def local_response_norm(g, call):
     fn = call.fn
     if fn.size % 2 == 0:  # torch's window is (size//2 before, (size-1)//2 after); ONNX's the reverse
-        raise UnsupportedOpError(f"LocalResponseNorm with an even size ({fn.size}), whose window ONNX's LRN "
-                                 f"places one channel differently")
+        raise UnsupportedOpError(f"LocalResponseNorm with an even size ({fn.size}) has no ONNX form: ONNX's LRN "
+                                 f"places its window one channel apart from torch's")
     # both divide alpha by the size: (k + alpha/size * sum of squares)^beta
     return g.node("LRN", call.inputs, size=fn.size, alpha=float(fn.alpha), beta=float(fn.beta), bias=float(fn.k))
 
@@ -202,14 +203,14 @@ def getitem(g, call):
     in_shape = call.in_tensors[0].shape
     ellipses = [position for position, i in enumerate(index) if i is Ellipsis]
     if len(ellipses) > 1:
-        raise UnsupportedOpError("indexing with two Ellipses")
+        raise UnsupportedOpError("indexing with two Ellipses has no ONNX form here")
     if ellipses:
         at = ellipses[0]
         named = sum(1 for i in index if i is not None and i is not Ellipsis)
         index = index[:at] + (slice(None),) * (len(in_shape) - named) + index[at + 1:]
     arrays = [i for i in index if isinstance(i, (np.ndarray, list)) or hasattr(i, "__array__")]
     if len(arrays) > 1 or any(np.asarray(a).dtype == bool for a in arrays):
-        raise UnsupportedOpError("indexing with a boolean mask or with several index arrays")
+        raise UnsupportedOpError("indexing with a boolean mask or with several index arrays has no ONNX form here")
     starts, ends, axes, steps, squeeze, unsqueeze, gather = [], [], [], [], [], [], None
     dim = 0
     for entry in index:
@@ -245,6 +246,27 @@ def getitem(g, call):
     return y
 
 
+# --------------------------------------------------------------------------- deformable convolution
+
+
+def deform_conv2d(g, call):
+    """torchvision's deform_conv2d is ONNX's DeformConv (opset 19): the same offset layout, (dy, dx) per kernel
+    tap per offset group, and the same optional modulation mask (v2)."""
+    if g.opset < 19:
+        raise UnsupportedOpError("deform_conv2d needs ONNX's DeformConv, which exists from opset 19 on: export "
+                                 "with opset=19 (--opset 19)")
+    fn = call.fn
+    x, offset, w, *rest = call.inputs
+    (kh, kw), offset_channels = call.in_tensors[2].shape[2:], call.in_tensors[1].shape[1]
+    inputs = [x, w, offset, rest[-1] if fn.has_bias else "", rest[0] if fn.has_mask else ""]
+    while inputs[-1] == "":  # trailing optional inputs are left out
+        inputs.pop()
+    geo = fn.geo
+    return g.node("DeformConv", inputs, kernel_shape=[kh, kw], strides=list(geo.stride),
+                  pads=[geo.padding[0], geo.padding[1], geo.padding[0], geo.padding[1]],
+                  dilations=list(geo.dilation), group=geo.groups, offset_group=offset_channels // (2 * kh * kw))
+
+
 # --------------------------------------------------------------------------- the table
 
 EMITTERS = {
@@ -260,3 +282,8 @@ EMITTERS = {
     Reshape: reshape, Transpose: transpose, BroadcastTo: broadcast_to, GetItem: getitem, Concat: concat,
     Split: split, ToDeviceDtype: cast,
 }
+try:  # the deformable convolution's Function (functional/deform.py, from the deformable-convolution work)
+    from ..functional.deform import DeformConv2d as DeformConvFunction
+    EMITTERS[DeformConvFunction] = deform_conv2d
+except ImportError:
+    pass
