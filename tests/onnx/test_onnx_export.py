@@ -20,7 +20,8 @@ TINY_EFFICIENTNET = dict(stages=TINY_STAGES, resolution=32)
 TINY_ALEXNET = dict(channels=(4, 4, 6, 6, 4), hidden=8)
 # name -> (constructor options, input side); unlisted models export at their native input with num_classes=10
 SMALL = {
-    **{f"vgg{d}{bn}": (dict(width=1 / 32, hidden=16), 32) for d in (11, 13, 16, 19) for bn in ("", "_bn")},
+    **{f"vgg{d}{bn}": (dict(width=1 / 32, hidden=16), 32)
+       for d in ("11", "13", "16", "16_c", "19") for bn in ("", "_bn")},
     **{f"{kind}{d}": (TINY_IMAGENET_RESNET, 32) for kind in ("plain", "resnet") for d in (18, 34, 50, 101, 152)},
     **{f"se_resnet{d}": (dict(widths=(4, 8, 8, 8), reduction=2), 32) for d in (18, 34, 50, 101, 152)},
     **{f"{kind}{d}": (dict(widths=(2, 4, 4)), 16) for kind in ("resnet", "plain") for d in (32, 44, 56, 110, 1202)},
@@ -31,14 +32,28 @@ SMALL = {
     "alexnet": (TINY_ALEXNET, 227), "zfnet": (TINY_ALEXNET, 224),
     "yolov1": (dict(width_mult=1 / 64, hidden_features=(6,), image_size=64, S=2, num_classes=3), 64),
     "fast_yolov1": (dict(width_mult=1 / 16, hidden_features=(6, 8), image_size=64, S=2, num_classes=3), 64),
+    **{f"resnet50_dcn{v}": (TINY_IMAGENET_RESNET, 32) for v in ("", "v2")},
+    **{f"resnet20_dcn{v}": (dict(widths=(4, 4, 8)), 16) for v in ("", "v2")},
+    **{f"densenet_bc_{d}": (dict(growth_rate=4), 16) for d in (100, 190, 250)},
+    **{f"preact_resnet{d}": (dict(widths=(4, 4, 8)), 16) for d in (20, 56, 110, 164, 1001)},
+    "se_googlenet": (dict(width=1 / 8, reduction=2, aux_logits=False), 64),
 }
+# BN weight scale of the 1000-layer nets: at 1, hundreds of residual units grow the logits past 1e26 in float32
+BN_GAIN = {"resnet1202": 0.05, "preact_resnet1001": 0.05}
+# models whose ops need a later opset than the default 17 (deform_conv2d is ONNX's DeformConv from opset 19)
+OPSET = {name: 19 for name in ("resnet50_dcn", "resnet50_dcnv2", "resnet20_dcn", "resnet20_dcnv2")}
 # models the exporter cannot express in standard ONNX ops, each with the reason (none today)
 EXEMPT = {}
 
 
 def randomise_batch_norm(model, rng, gain=1.0):
     """Non-trivial running statistics and affine parameters, so eval-mode batch norm is really compared
-    (``gain`` scales the BN weights: resnet1202's 600 residual units would overflow float32 at 1)."""
+    (``gain`` scales the BN weights, ``BN_GAIN``); and
+    random offset predictors (``conv_offset``, zero at init), so deformable convolutions really sample
+    between pixels."""
+    for name, p in model.named_parameters():
+        if "conv_offset" in name:
+            p.data = (0.3 * rng.standard_normal(p.shape)).astype(np.float32)
     for module in model.modules():
         if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
             c = module.num_features
@@ -85,13 +100,13 @@ def test_every_registered_model_exports_and_onnx_runtime_agrees(name, tmp_path):
     sn.manual_seed(0)
     model = get_model(name, **options)
     rng = np.random.default_rng(0)
-    randomise_batch_norm(model, rng, gain=0.05 if name == "resnet1202" else 1.0)
+    randomise_batch_norm(model, rng, gain=BN_GAIN.get(name, 1.0))
     channels, height, width = model.input_size
     if side is not None:
         height = width = side
     batch = 1 if height >= 200 else 2
     x_trace, x_check = (rng.standard_normal((batch, channels, height, width)).astype(np.float32) for _ in range(2))
-    proto = export_and_compare(model, x_trace, x_check, tmp_path / f"{name}.onnx")
+    proto = export_and_compare(model, x_trace, x_check, tmp_path / f"{name}.onnx", OPSET.get(name, 17))
     keys = set(model.state_dict())
     initializers = {i.name for i in proto.graph.initializer}
     params = {k for k, _ in model.named_parameters()}
