@@ -126,7 +126,7 @@ def test_feature_maps_are_the_chosen_conv_output_of_the_chosen_image(tmp_path):
     w = {k: torch.tensor(v) for k, v in lenet.state_dict().items()}
     result = measure_features("lenet", weights=tmp_path / "lenet.npz", layer=2, image=3)
     (x, labels), = fashion_batches(lenet, 1, 4, seed=1, train=False)
-    assert np.array_equal(result["input"], x[3]) and result["target"] == labels[3]
+    assert np.array_equal(result["input"], x[3]) and result["target"] == str(labels[3])  # a class index here
     c1 = TF.max_pool2d(torch.relu(TF.conv2d(torch.tensor(x[3:4]), w["c1.weight"], w["c1.bias"])), 2)
     maps = TF.conv2d(c1, w["c3.weight"], w["c3.bias"])[0]
     assert_close(result["maps"], maps, what="c3 maps")
