@@ -16,7 +16,7 @@ import pytest
 
 import scratchnet as sn
 import scratchnet.nn.functional as F
-from conftest import FIXTURES, assert_close
+from conftest import FIXTURES, assert_close, assert_within_scale
 from scratchnet.functional import conv_routes
 
 REFERENCE = np.load(FIXTURES / "deform_reference.npz")
@@ -47,14 +47,6 @@ def run(arrays, case, device="cpu", algo="auto", gy=None):
         if gy is not None:
             y.backward(sn.tensor(gy, device=device))
     return y, route, {k: t.grad for k, t in tensors.items()}
-
-
-def assert_within(ours, theirs, relative, what):
-    """max |ours - theirs| <= relative * max |theirs|: float32 against float64, or two float32 routes that add in
-    different orders (their differences are rounding, of the size of the result, not of each entry)."""
-    ours, theirs = np.asarray(ours), np.asarray(theirs)
-    assert ours.shape == theirs.shape, what
-    assert np.abs(ours.astype(np.float64) - theirs).max() <= relative * np.abs(theirs).max(), what
 
 
 def stored(case):
@@ -134,7 +126,7 @@ def test_float32_is_within_1e_5_of_float64(route, rng):
     assert taken == route and y32.dtype == np.float32
     for what, a, b in [("output", y32.numpy(), y64.numpy())] + [(k, grads32[k], grads64[k]) for k in grads64]:
         assert np.asarray(a).dtype == np.float32
-        assert_within(a, b, 1e-5, what)
+        assert_within_scale(a, b, 1e-5, what)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -146,7 +138,7 @@ def test_the_kernels_equal_the_reference_on_non_contiguous_inputs(dtype, rng):
     y_ref, _, grads_ref = run(arrays, case, algo="reference", gy=gy)
     y, route, grads = run(arrays, case, gy=gy)
     assert route == "im2col"
-    check = assert_close if dtype == np.float64 else lambda a, b, what: assert_within(a, b, 1e-5, what)
+    check = assert_close if dtype == np.float64 else lambda a, b, what: assert_within_scale(a, b, 1e-5, what)
     check(y.numpy(), y_ref.numpy(), what="output")
     for key in grads:
         check(grads[key], grads_ref[key], what=key)
