@@ -73,6 +73,7 @@ OPERATORS = [  # (name, pattern, replacement)
 # key: "file:line:operator:occurrence" (as printed by --list).
 EQUIVALENT = {
     "pool.cu:15:no = 0:0": "`best` is first read after `where < 0` has made the first in-bounds tap assign it",
+    "deform.cu:59:literal + 1:0": "`v[5]` instead of `v[4]`: a fifth neighbour slot that nothing reads",
 }
 
 

@@ -1,4 +1,5 @@
-"""The kernels (raw arrays in and out) against torch and the NumPy im2col route.
+"""The kernels (raw arrays in and out) against torch and the NumPy im2col route (the deformable ones against the
+NumPy deformable route, functional/deform_routes.py).
 
 One API, three implementations, each test run on all of them:
   numba     kernels/cpu.py
