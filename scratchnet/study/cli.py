@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .. import backend
 from ..data import DatasetError
+from ..nn import StateDictError
 from .cost import cost
 from .deconv import deconv
 from .deformable import deformable
@@ -84,7 +85,9 @@ def build_parser():
                             ("se", "SE blocks' channel weights per class")):
         s = sub.add_parser(name, help=help_text)
         s.add_argument("--model", default="se_resnet20" if name == "se" else "lenet")
-        s.add_argument("--weights", help=".npz weights (e.g. best.npz from scratchnet.train); else train briefly")
+        s.add_argument("--weights", help="DEFAULT (or a torchvision weight name): ImageNet's pretrained weights, "
+                                         "studied on the sample photographs; or a weights file (.npz from "
+                                         "scratchnet.train, .safetensors, .pth); else train briefly")
         s.add_argument("--steps", type=int, default=100 if name == "se" else 200,
                        help="SGD steps of the brief training when no --weights")
         s.add_argument("--batch-size", type=int, default=32)
@@ -127,7 +130,7 @@ def main(argv=None):
         if args.threads is not None:
             backend.set_num_threads(args.threads)
         args.run(args, dict(data_dir=args.data_dir, out=out, seed=args.seed))
-    except (DatasetError, ValueError, backend.DeviceError) as exc:
+    except (DatasetError, ValueError, backend.DeviceError, FileNotFoundError, StateDictError) as exc:
         print(f"study {args.tool}: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out}/")
