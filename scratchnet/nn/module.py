@@ -5,7 +5,9 @@ As in torch: assigning a ``Parameter``, a ``Module`` or (through
 order, so ``parameters()`` and ``state_dict()`` have a fixed, deterministic
 order and torch's key names (``features.0.weight``, ``bn1.running_mean``).
 """
+import os
 from collections import OrderedDict, namedtuple
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -26,6 +28,13 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+
+def check_state_dict_type(state_dict):
+    """torch's first check of every ``load_state_dict``: a mapping (a file path is a common slip)."""
+    if not isinstance(state_dict, Mapping):
+        hint = " (to load a file, pass sn.load(path))" if isinstance(state_dict, (str, os.PathLike)) else ""
+        raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}{hint}.")
 
 
 class StateDictError(KeyError):
@@ -288,6 +297,7 @@ class Module:
         keys; shapes are checked even when ``strict=False``, as in torch), and on
         failure nothing is changed. Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
         """
+        check_state_dict_type(state_dict)
         own = OrderedDict(self._state_entries())
         values = OrderedDict((k, v.data if isinstance(v, Tensor) else v) for k, v in state_dict.items())
         # torch: a value must be a tensor; here an array (or NumPy scalar) of numbers, named when it is not

@@ -88,11 +88,14 @@ def new_file_mode():
 def load(path):
     """Read a ``.npz`` weights file into an ordered dict of NumPy arrays (a state dict).
 
-    A missing file raises FileNotFoundError; a truncated, corrupted or non-npz
+    A missing file raises FileNotFoundError (a folder IsADirectoryError); a truncated, corrupted or non-npz
     file raises WeightsFileError naming the file. Nothing is loaded into any
     model here, so a bad file can never leave a model half-updated.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"weights file {path!r} is a folder; pass a weights file in it "
+                                f"(a training run's best.npz or final.npz)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist")
     try:
