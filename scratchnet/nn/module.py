@@ -30,6 +30,12 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+def _listed(items, separator=", ", most=8):
+    """The first ``most`` items, and how many more: a message about a large model stays readable."""
+    shown = separator.join(items[:most])
+    return shown if len(items) <= most else f"{shown} ... ({len(items) - most} more)"
+
+
 def check_state_dict_type(state_dict):
     """torch's first check of every ``load_state_dict``: a mapping (a file path is a common slip)."""
     if not isinstance(state_dict, Mapping):
@@ -312,12 +318,14 @@ class Module:
         mismatched = [f"{k}: checkpoint {tuple(np.shape(values[k]))} vs model {own[k].shape}"
                       for k in own if k in values and tuple(np.shape(values[k])) != own[k].shape]
         problems = []
+        if strict and own and values and not set(own) & set(values):
+            problems.append("no key of the state dict is this model's: it holds another model's weights")
         if mismatched:
-            problems.append("shape mismatch for " + "; ".join(mismatched))
+            problems.append("shape mismatch for " + _listed(mismatched, "; "))
         if strict and missing:
-            problems.append("missing keys: " + ", ".join(missing))
+            problems.append("missing keys: " + _listed(missing))
         if strict and unexpected:
-            problems.append("unexpected keys: " + ", ".join(unexpected))
+            problems.append("unexpected keys: " + _listed(unexpected))
         if problems:
             raise StateDictError(f"load_state_dict for {type(self).__name__} failed: " + " | ".join(problems))
         # convert everything first, assign after: a failure half way must not leave a half-loaded model

@@ -127,7 +127,10 @@ def load_or_train(name, weights, steps, batch_size, data_dir, seed, **options):
     backend.manual_seed(seed)
     model = name if isinstance(name, Module) else get_model(name, num_classes=10, **options)
     if weights:
-        model.load_state_dict(load(weights))
+        try:
+            model.load_state_dict(load(weights))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # missing, damaged, or another model's
+            raise ValueError(f"--weights {weights}: {exc}") from None
     elif steps:
         train_briefly(model, steps, batch_size, data_dir, seed)
     return model.eval()
