@@ -31,7 +31,7 @@ from pathlib import Path
 from .. import backend
 from .. import functional as F
 from ..cli import ArgumentParser, command, integer, real, report
-from ..distributed import DistributedError, launch_size
+from ..distributed import DistributedError, launch_size, launched_by_mpi
 from ..distributed.training import abort_other_ranks, setup as setup_ranks
 from ..models.registry import model_name
 from ..nn.serialization import load
@@ -200,6 +200,9 @@ def run(args, held=None, argv=None):
             F.conv.set_conv_algo(args.conv_algo)
         except ValueError as exc:
             raise UsageError(f"--conv-algo: {exc}") from None
+    if (args.distributed or args.model_parallel) and not launched_by_mpi():
+        raise UsageError(f"{'--distributed' if args.distributed else '--model-parallel'} needs its processes started "
+                         f"by MPI: run `mpirun -n 2 {command_line(argv or [])}` (or srun on Slurm)")
     launched = launch_size() or 1
     if launched > 1 and not (args.distributed or args.model_parallel):  # N copies of one run, one --out
         raise UsageError(f"this command was started by MPI as {launched} processes but without --distributed, so "
