@@ -25,6 +25,7 @@ way, so only rank 0 prints (a tool that knows an error is one rank's alone passe
 import argparse
 import functools
 import math
+import os
 import sys
 
 from .backend import DeviceError
@@ -77,6 +78,8 @@ def command(main):
     """Decorate a tool's ``main(argv=None) -> exit code`` with the one error path (see the module doc)."""
     @functools.wraps(main)
     def run(argv=None):
+        if argv is not None:  # paths are welcome in a call from Python
+            argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in argv]
         try:
             return main(argv)
         except ERRORS as exc:

@@ -21,7 +21,6 @@ while a run uses it (``scratchnet/runlock.py``): a second run on the same
 """
 import argparse
 import ast
-import os
 import shlex
 import signal
 import sys
@@ -161,7 +160,7 @@ def command_line(argv):
 @command
 def main(argv=None):
     """Exit codes: 0 done, 1 NaN/inf loss, 2 bad input (scratchnet/cli.py's one line), 130/143 interrupted."""
-    argv = sys.argv[1:] if argv is None else [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in argv]
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     held = []  # the run folder's lock, released however the run ends
     try:
