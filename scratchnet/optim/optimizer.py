@@ -42,7 +42,7 @@ class Optimizer:
         tensors) holds no tensor twice and none another group holds."""
         name = type(self).__name__
         if not isinstance(group, Mapping):
-            raise TypeError(f"param_group must be a dict, but got {type(group).__name__}")
+            raise TypeError(f"param_group must be a dict, but got {type(group)}")
         group = dict(group)
         if "params" not in group:  # torch: KeyError 'params' (a misspelled key would train nothing)
             raise KeyError(f"{name}: a parameter group needs its tensors under 'params'; this one has "

@@ -116,3 +116,17 @@ def test_loading_into_a_gpu_model_keeps_it_on_the_gpu(tmp_path):
     gpu_model.load_state_dict(sn.load(tmp_path / "w.npz"))
     assert all(t.device == "gpu" for t in list(gpu_model.parameters()) + list(gpu_model.buffers()))
     np.testing.assert_array_equal(gpu_model.state_dict()["0.weight"], model.state_dict()["0.weight"])
+
+
+def test_a_folder_is_named_as_a_folder_and_a_path_is_not_a_state_dict(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder; pass a weights file in it"):
+        sn.load(tmp_path)
+    model, reference = nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    for bad in (str(tmp_path / "w.npz"), [1, 2], None):  # torch's check and words, a path's hint added
+        with pytest.raises(TypeError) as ours:
+            model.load_state_dict(bad)
+        with pytest.raises(TypeError) as theirs:
+            reference.load_state_dict(bad)
+        assert str(ours.value).startswith(str(theirs.value)[:-1])  # "Expected state_dict to be dict-like, ..."
+    with pytest.raises(TypeError, match=r"got <class 'str'> \(to load a file, pass sn.load\(path\)\)"):
+        model.load_state_dict(str(tmp_path / "w.npz"))

@@ -220,6 +220,17 @@ def test_conv_algo_option(tmp_path, capsys):
     assert "--conv-algo" in capsys.readouterr().err
 
 
+def test_resume_of_another_models_run_is_refused_naming_both(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main([*TINY_LENET, "--epochs", "1", "--out", out]) == 0
+    capsys.readouterr()
+    assert train.main(["vgg11", "--resume", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a lenet run, not vgg11" in err
+    assert suggested_command(err) == ["python", "-m", "scratchnet.train", "lenet", "--resume", str(out)]
+    assert train.main(["LeNet5", "--resume", out, "--eval-only", "--no-progress"]) == 0  # an alias, any case
+
+
 def test_resume_without_checkpoint(tmp_path, capsys):
     assert train.main(["lenet", "--resume", tmp_path]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
