@@ -239,7 +239,8 @@ def setup(distributed, model_parallel, device, timeout=None, sync_batchnorm=Fals
     ranks = Ranks(comm, "model" if model_parallel else "data", sync_batchnorm)
     if not ranks.is_main:  # rank 0 speaks for the run; the others stay quiet unless they fail
         sys.stdout = open(os.devnull, "w")
-    print(f"{comm.size} ranks ({ranks.mode} parallel), arrays moved by {comm.engine}", flush=True)
+    print(f"{comm.size} rank{'s' if comm.size != 1 else ''} ({ranks.mode} parallel), arrays moved by "
+          f"{comm.engine}", flush=True)
     return ranks
 
 

@@ -141,6 +141,24 @@ def test_cli_refusals_under_mpirun_are_one_line_from_rank_0(data_dir, tmp_path, 
         assert f"`mpirun -n 2 {shlex.join(['python', *command])} --distributed`" in lines[0]
 
 
+@pytest.mark.gpu
+@needs_mpirun
+def test_gpu_ranks_name_their_engine_and_more_ranks_than_gpus_are_refused(data_dir, tmp_path):
+    """On a GPU host: rank 0 names the engine the ranks agreed on (NCCL with the gpu extra's wheel), and one
+    rank more than the host has GPUs is refused in one line, before any training."""
+    import cupy
+    gpus = cupy.cuda.runtime.getDeviceCount()
+    env = {"SCRATCHNET_DATA": str(data_dir)}
+    command = ["-m", "scratchnet.train", *TINY, "--distributed", "--device", "gpu"]
+    result, _ = mpirun((1, [*command, "--out", tmp_path / "one"]), env_extra=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("1 rank (data parallel), arrays moved by ") == 1
+    result, _ = mpirun((gpus + 1, [*command, "--out", tmp_path / "more"]), env_extra=env)
+    lines = error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
+    assert f"{gpus + 1} ranks run on host" in lines[0] and f"has {gpus} GPU(s)" in lines[0]
+
+
 @needs_mpirun
 def test_a_hung_rank_makes_the_other_fail_within_the_timeout():
     result, seconds = mpirun((2, [WORKER, "hang"]), timeout=60)
