@@ -30,7 +30,7 @@ from pathlib import Path
 from .. import backend
 from .. import functional as F
 from ..cli import ArgumentParser, command, integer, real, report
-from ..distributed import DistributedError, launch_size, launched_by_mpi
+from ..distributed import DistributedError, launch_rank, launch_size, launched_by_mpi
 from ..distributed.training import abort_other_ranks, setup as setup_ranks
 from ..models.registry import model_name
 from ..nn.serialization import load
@@ -177,7 +177,8 @@ def main(argv=None):
             abort_other_ranks(1)
         raise
     except KeyboardInterrupt:  # Ctrl-C before training started (while loading data): nothing to save
-        print("\ninterrupted before training started", file=sys.stderr)
+        if launch_rank() in (None, 0):
+            print("\ninterrupted before training started", file=sys.stderr)
         return EXIT_SIGNAL[signal.SIGINT]
     finally:
         for lock in held:
