@@ -11,8 +11,8 @@ Processes are started by an MPI launcher (``mpirun -n 2 ...``, Slurm's ``srun``)
                                  send never waits for the receiver, so two ranks that both send
                                  before they receive cannot deadlock
     barrier(), broadcast_object, allgather_object, abort
-Arrays keep their shape (a 0-d array stays 0-d) and dtype; a dtype the engine cannot move (object,
-strings; bool in a sum) is a TypeError.
+Arrays keep their shape (a 0-d array stays 0-d) and dtype; a dtype the engine cannot move (object;
+bool or text in a sum) is a TypeError.
 
 Which engine moves the bytes depends on the array:
 - NumPy arrays go through MPI (mpi4py's buffer interface, no pickling).
@@ -199,7 +199,7 @@ class Communicator:
         """The element-wise reduction (sum, max or min) of ``array`` over all ranks, as a new array."""
         if op not in REDUCTIONS:
             raise ValueError(f"allreduce: op must be one of {', '.join(REDUCTIONS)}, got {op!r}")
-        _check_dtype(f"allreduce({op})", array, REDUCIBLE)
+        _check_dtype(f"allreduce({op})", array, reduced=True)
         if _on_gpu(array):
             if self.nccl is not None:
                 return self.nccl.allreduce(array, op)
@@ -213,19 +213,19 @@ class Communicator:
 
     def broadcast(self, array, root=0):
         """Rank ``root``'s array on every rank (the others pass an array of the same shape and dtype)."""
-        _check_dtype("broadcast", array, MOVABLE)
+        _check_dtype("broadcast", array)
         if _on_gpu(array):
             if self.nccl is not None:
                 return self.nccl.broadcast(array, root)
             return backend.cp.asarray(self.broadcast(backend.cp.asnumpy(array), root))
         result = np.array(array, copy=True, order="C")
         with self._deadline("broadcast"):
-            self.mpi.Bcast(result, root=root)
+            self.mpi.Bcast([result, self.MPI.BYTE], root=root)  # as bytes: any dtype, any shape
         return result
 
     def allgather(self, array):
         """Every rank's array (all of one shape and dtype), stacked along a new first axis."""
-        _check_dtype("allgather", array, MOVABLE)
+        _check_dtype("allgather", array)
         if _on_gpu(array):
             if self.nccl is not None:
                 return self.nccl.allgather(array)
@@ -233,7 +233,7 @@ class Communicator:
         array = np.asarray(array, order="C")
         result = np.empty((self.size,) + array.shape, dtype=array.dtype)
         with self._deadline("allgather"):
-            self.mpi.Allgather(array, result)
+            self.mpi.Allgather([array, self.MPI.BYTE], [result, self.MPI.BYTE])
         return result
 
     def send(self, array, dest, tag=0):
@@ -242,16 +242,18 @@ class Communicator:
         It returns at once (MPI's non-blocking send; the arrays are kept until MPI has delivered them),
         so two ranks that each send to the other before receiving cannot deadlock, whatever the size.
         CuPy arrays go through host memory (recv gives them back on the GPU)."""
-        _check_dtype("send", array, MOVABLE)
+        _check_dtype("send", array)
         data = np.asarray(backend.to_numpy(array), order="C")
-        if data.ndim > MAX_DIMS:
-            raise ValueError(f"send: at most {MAX_DIMS} dimensions, got {data.ndim}")
+        if data.ndim > MAX_DIMS or len(data.dtype.str) > _DTYPE_CHARS:
+            raise ValueError(f"send: at most {MAX_DIMS} dimensions of a plain dtype, got {data.ndim} of "
+                             f"{data.dtype}")
         header = np.zeros(_HEADER, np.int64)
         header[:3] = int(_on_gpu(array)), data.ndim, len(data.dtype.str)
         header[3:3 + len(data.dtype.str)] = np.frombuffer(data.dtype.str.encode(), np.uint8)
         header[3 + _DTYPE_CHARS:3 + _DTYPE_CHARS + data.ndim] = data.shape
         self._finish_sends()
-        self._sends += [(self.mpi.Isend(header, dest, tag), header), (self.mpi.Isend(data, dest, tag), data)]
+        self._sends += [(self.mpi.Isend(header, dest, tag), header),
+                        (self.mpi.Isend([data, self.MPI.BYTE], dest, tag), data)]
 
     def recv(self, source, tag=0):
         """Receive the array rank ``source`` sent (on the device it was sent from)."""
@@ -261,7 +263,7 @@ class Communicator:
             gpu, ndim, chars = (int(v) for v in header[:3])
             dtype = np.dtype(bytes(header[3:3 + chars].astype(np.uint8)).decode())
             result = np.empty(tuple(int(n) for n in header[3 + _DTYPE_CHARS:3 + _DTYPE_CHARS + ndim]), dtype)
-            self.mpi.Recv(result, source, tag)
+            self.mpi.Recv([result, self.MPI.BYTE], source, tag)
         self._finish_sends()
         return backend.cp.asarray(result) if gpu else result
 
@@ -308,18 +310,18 @@ def _on_gpu(array):
 
 
 REDUCTIONS = ("sum", "max", "min")
-MOVABLE = "biufc"  # the dtype kinds MPI moves: bool, ints, unsigned, floats, complex
-REDUCIBLE = "iufc"  # and those it sums (MPI has no sum of bools)
-MAX_DIMS, _DTYPE_CHARS = 32, 8  # a send's header: device, ndim, dtype's length, dtype (e.g. '<f4'), shape
+REDUCIBLE = "iufc"  # the dtype kinds MPI reduces: ints, unsigned, floats, complex (not bool, not text)
+MAX_DIMS, _DTYPE_CHARS = 32, 16  # a send's header: device, ndim, dtype's length, dtype (e.g. '<f4'), shape
 _HEADER = 3 + _DTYPE_CHARS + MAX_DIMS
 
 
-def _check_dtype(op, array, kinds):
+def _check_dtype(op, array, reduced=False):
+    """Arrays only; any dtype without Python objects moves (as bytes); only numbers are reduced."""
     dtype = getattr(array, "dtype", None)
-    if dtype is None or dtype.kind not in kinds:
-        names = {"b": "bool", "i": "int", "u": "uint", "f": "float", "c": "complex"}
+    if dtype is None or dtype.hasobject or (reduced and dtype.kind not in REDUCIBLE):
+        takes = "int, uint, float or complex dtypes" if reduced else "any dtype but object"
         raise TypeError(f"{op}: cannot move a {type(array).__name__} of dtype {dtype}; the communicator takes "
-                        f"NumPy or CuPy arrays of {', '.join(names[k] for k in kinds)} dtypes")
+                        f"NumPy or CuPy arrays of {takes}")
 
 
 class _Nccl:

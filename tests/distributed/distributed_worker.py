@@ -148,10 +148,11 @@ def check_shapes_and_dtypes(comm):
     assert total.shape == () and total == 4.0, total
     assert comm.broadcast(np.array(7 + comm.rank), root=1).shape == ()
     assert comm.allgather(np.array(comm.rank)).tolist() == [0, 1]
-    assert comm.broadcast(np.array([True, comm.rank == 0])).tolist() == [True, True]  # bools move...
-    for bad, call in ((np.array([True]), lambda a: comm.allreduce(a)),  # ... but MPI has no sum of bools
+    assert comm.broadcast(np.array([True, comm.rank == 0])).tolist() == [True, True]  # bools and text move...
+    assert comm.allgather(np.array(["rank", str(comm.rank)])).tolist() == [["rank", "0"], ["rank", "1"]]
+    for bad, call in ((np.array([True]), lambda a: comm.allreduce(a)),  # ... but MPI sums neither
+                      (np.array(["text"]), lambda a: comm.allreduce(a)),
                       (np.array([object()]), lambda a: comm.broadcast(a)),
-                      (np.array(["text"]), lambda a: comm.allgather(a)),
                       ([1.0, 2.0], lambda a: comm.allreduce(a))):
         try:
             call(bad)
