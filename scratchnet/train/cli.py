@@ -31,7 +31,7 @@ from .. import backend
 from .. import functional as F
 from ..cli import ArgumentParser, command, integer, real, report
 from ..distributed import DistributedError, launch_rank, launch_size, launched_by_mpi
-from ..distributed.training import abort_other_ranks, setup as setup_ranks
+from ..distributed.training import abort_other_ranks, resume_command, setup as setup_ranks
 from ..models.registry import model_name
 from ..nn.serialization import load
 from .checkpoint import load_checkpoint
@@ -116,12 +116,15 @@ def make_config(args):
     return config
 
 
-def check_same_model(asked, saved, folder, ranks, device):
-    """``--resume`` continues the run the folder holds: a different model on the command line is refused."""
+def check_same_model(asked, state, folder, device):
+    """``--resume`` continues the run the folder holds: a different model on the command line is refused,
+    with the command that continues that run (on as many ranks as wrote it)."""
+    saved = state["config"]["model"]
     if model_name(saved) == _known_name(asked):
         return
+    run = state.get("distributed") or {"mode": None, "ranks": 1}
     raise UsageError(f"--resume {folder}: that folder holds a {saved} run, not {asked}; continue it with "
-                     f"`{ranks.resume_command(saved, folder, device)}`, or train {asked} in a new folder "
+                     f"`{resume_command(saved, folder, run, device)}`, or train {asked} in a new folder "
                      f"(--out DIR)")
 
 
@@ -224,7 +227,7 @@ def run(args, held=None, argv=None):
             raise UsageError(f"--resume: {resume_dir / 'checkpoint.npz'} is not a scratchnet training checkpoint "
                              f"(it names no run config)")
         config = resume_state["config"]  # the run continues with its own settings
-        check_same_model(args.model, config["model"], resume_dir, ranks, device)
+        check_same_model(args.model, resume_state, resume_dir, device)
         try:
             ranks.check_resume(resume_state, resume_dir)
         except DistributedError as exc:
