@@ -36,7 +36,8 @@ def run_module(name, *args):
 
 
 def test_the_tools_are_found():
-    assert {"scratchnet.train", "scratchnet.summary", "scratchnet.study", "scratchnet.graph"} <= set(entry_points())
+    assert {"scratchnet.train", "scratchnet.summary", "scratchnet.study", "scratchnet.graph", "scratchnet.predict",
+            "scratchnet.export"} <= set(entry_points())
 
 
 @pytest.mark.parametrize("name", entry_points())
@@ -102,7 +103,7 @@ BAD_INPUT = [
      "{damaged_file} is corrupt or truncated (zlib.error"),
     ("train", ["lenet", "--eval-only", "--weights", "{folder}", "--out", "{out}"], "is a folder"),
     ("train", ["lenet", "--eval-only", "--weights", "{foreign}", "--out", "{out}"],
-     "--weights {foreign}: load_state_dict for LeNet5 failed: no key of the state dict is this model's"),
+     "--weights {foreign}: load_state_dict for LeNet5 failed (no key matches: a checkpoint of another"),
     ("train", ["lenet", "--device", "gpu"], GPU_MISSING),
     ("summary", ["nosuchnet"], "unknown model 'nosuchnet'"),
     ("summary", ["resnet18", "--input-size", "0", "0", "0"], "argument --input-size: must be a positive int, got 0"),
@@ -118,7 +119,7 @@ BAD_INPUT = [
     ("study", ["joins", "resnet18", "--out", "{out}", "--batch-size", "0"], "argument --batch-size"),
     ("study", ["features", "--weights", "{missing}", "--out", "{out}"], "--weights {missing}"),
     ("study", ["features", "--weights", "{foreign}", "--out", "{out}"],
-     "--weights {foreign}: load_state_dict for LeNet5 failed: no key of the state dict is this model's"),
+     "--weights {foreign}: load_state_dict for LeNet5 failed (no key matches: a checkpoint of another"),
     ("study", ["degradation", "--limit", "64", "--out", "{out}"],
      "--limit 64 gives less than one batch (--batch-size 128)"),
     ("study", ["degradation", "--epochs", "0"], "argument --epochs: must be a finite number > 0, got '0'"),
@@ -129,6 +130,10 @@ BAD_INPUT = [
     ("graph", ["resnet20", "--input-size", "3", "0", "8"], "argument --input-size: must be a positive int, got 0"),
     ("graph", ["resnet20", "--batch-size", "0"], "argument --batch-size: must be a positive int, got 0"),
     ("graph", ["resnet20", "--max-nodes", "0"], "argument --max-nodes: must be a positive int, got 0"),
+    ("predict", ["photo.jpg", "--top", "0"], "argument --top: must be a positive int, got 0"),
+    ("predict", ["photo.jpg", "--crop", "-224"], "argument --crop: must be a positive int, got -224"),
+    ("export", ["lenet5", "--batch-size", "0"], "argument --batch-size: must be a positive int, got 0"),
+    ("export", ["lenet5", "--input-size", "1", "0", "32"], "argument --input-size: must be a positive int, got 0"),
 ]
 
 

@@ -23,7 +23,8 @@ def common_options(parser, defaults):
     holds the defaults; each study's parser takes the same options with no default of its own, so a
     value given after the name wins and an absent one leaves the main parser's in place."""
     default = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
-    parser.add_argument("--out", default=default("runs/study"), help="folder for the PNGs and JSON (default runs/study)")
+    parser.add_argument("--out", default=default("runs/study"),
+                        help="folder for the PNGs and JSON (default runs/study)")
     parser.add_argument("--data-dir", default=default(None),
                         help="folder holding fashion-mnist/ (else $SCRATCHNET_DATA, the cache, ...)")
     parser.add_argument("--seed", type=integer(0), default=default(0))
@@ -100,7 +101,9 @@ def build_parser():
                             ("se", "SE blocks' channel weights per class")):
         s = study(name, help=help_text)
         s.add_argument("--model", default="se_resnet20" if name == "se" else "lenet")
-        s.add_argument("--weights", help=".npz weights (e.g. best.npz from scratchnet.train); else train briefly")
+        s.add_argument("--weights", help="DEFAULT (or a torchvision weight name): ImageNet's pretrained weights, "
+                                         "studied on the sample photographs; or a weights file (.npz from "
+                                         "scratchnet.train, .safetensors, .pth); else train briefly")
         s.add_argument("--steps", type=integer(0), default=100 if name == "se" else 200,
                        help="SGD steps of the brief training when no --weights")
         s.add_argument("--batch-size", type=integer(1), default=32)

@@ -83,7 +83,8 @@ def build_parser():
                    "(mpirun -n 2 python -m scratchnet.train ... --distributed); --batch-size is per rank")
     p.add_argument("--model-parallel", action="store_true", help="AlexNet's two-GPU split over 2 ranks (mpirun -n 2)")
     p.add_argument("--sync-batchnorm", action="store_true", help="with --distributed: BatchNorm over the global batch")
-    p.add_argument("--dist-timeout", type=real(above=0), help="seconds to wait for the other ranks before failing (300)")
+    p.add_argument("--dist-timeout", type=real(above=0),
+                   help="seconds to wait for the other ranks before failing (300)")
     # For tests: raise SIGTERM in this process after N optimizer steps (exercises the real handler).
     p.add_argument("--debug-signal-after", type=integer(1), help=argparse.SUPPRESS)
     return p
