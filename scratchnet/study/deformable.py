@@ -316,15 +316,15 @@ def _check(seeds, steps, batch_size, lr, train_images, test_images, stats_images
                                  ("train_images", train_images, 1), ("test_images", test_images, 1),
                                  ("stats_images", stats_images, 1), ("canvas", canvas, 28)):
         if value < minimum:
-            raise ValueError(f"deformable: {name} must be >= {minimum}, got {value}")
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
     if canvas % 4:
-        raise ValueError(f"deformable: canvas must be a multiple of 4 (the net halves it twice), got {canvas}")
+        raise ValueError(f"canvas must be a multiple of 4 (the net halves it twice), got {canvas}")
     if not lr > 0 or (offset_lr_mult is not None and not offset_lr_mult >= 0):
-        raise ValueError(f"deformable: lr must be > 0 and offset_lr_mult >= 0, got {lr} and {offset_lr_mult}")
+        raise ValueError(f"lr must be > 0 and offset_lr_mult >= 0, got {lr} and {offset_lr_mult}")
     if stats_images > test_images:
-        raise ValueError(f"deformable: stats_images ({stats_images}) must not exceed test_images ({test_images})")
+        raise ValueError(f"stats_images ({stats_images}) must not exceed test_images ({test_images})")
     if version not in ("v1", "v2"):
-        raise ValueError(f"deformable: version must be v1 or v2, got {version!r}")
+        raise ValueError(f"version must be v1 or v2, got {version!r}")
 
 
 # --------------------------------------------------------------------------- pictures and table

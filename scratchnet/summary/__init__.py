@@ -44,7 +44,6 @@ Conventions
   the gate makes every pixel depend on the whole image). Padding does not
   change the field, so it may exceed the input size.
 """
-import argparse
 import ast
 import math
 import weakref
@@ -54,6 +53,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import FunctionHook, Tensor, no_grad
+from ..cli import ArgumentParser, UsageError, command, integer
 from ..functional.conv import pair
 from ..models.lenet import EuclideanRBF, PartialConv2d
 from ..nn import AdaptiveAvgPool2d, Conv2d, ConvTranspose2d, DeformConv2d, Linear
@@ -255,6 +255,8 @@ def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, prin
         if input_size is None:
             raise ValueError(f"summary: {type(model).__name__} has no input_size attribute; pass input_size=(C, H, W)")
     input_size = tuple(int(n) for n in input_size)
+    if not input_size or min(input_size) < 1:
+        raise ValueError(f"summary: every input size must be >= 1, got {input_size}")
     if batch_size < 1:
         raise ValueError(f"summary: batch_size must be >= 1, got {batch_size}")
     first = next(model.parameters(), None)
@@ -289,7 +291,11 @@ def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, prin
         model.eval()
         # an untrained very deep net in eval mode may overflow on random input: shapes still count
         with no_grad(), tracker, np.errstate(over="ignore", invalid="ignore"):
-            model(x)
+            try:
+                model(x)
+            except ValueError as exc:  # say which input, in one sentence
+                raise ValueError(f"summary: {type(model).__name__} cannot run on an input of size "
+                                 f"{input_size}: {exc}") from None
     finally:
         for handle in handles:
             handle.remove()
@@ -310,16 +316,17 @@ def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, prin
 # --------------------------------------------------------------------------- CLI
 
 
+@command
 def main(argv=None):
     from ..models import get_model, list_models
 
-    parser = argparse.ArgumentParser(prog="python -m scratchnet.summary",
-                                     description="Per-layer shapes, parameters, memory, MACs and receptive field.")
+    parser = ArgumentParser(prog="python -m scratchnet.summary",
+                            description="Per-layer shapes, parameters, memory, MACs and receptive field.")
     parser.add_argument("model", help="a registered model name, e.g. resnet50 (see --list)", nargs="?")
-    parser.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+    parser.add_argument("--input-size", type=integer(1), nargs=3, metavar=("C", "H", "W"),
                         help="input without the batch (default: the model's native input_size)")
-    parser.add_argument("--num-classes", type=int, help="number of classes (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--num-classes", type=integer(1), help="number of classes (default: the model's)")
+    parser.add_argument("--batch-size", type=integer(1), default=1)
     parser.add_argument("--dtype", default=None, choices=["float32", "float64"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
@@ -329,21 +336,27 @@ def main(argv=None):
     if args.list or not args.model:
         print("\n".join(list_models()))
         return 0
+    device = backend.check_device(args.device)  # before building anything: no GPU is one line
     options = {}
     for item in args.option:
         key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--option expects KEY=VALUE, got {item!r}")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--option expects KEY=VALUE, got {item!r}")
         try:
             options[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             options[key] = value
     if args.num_classes is not None:
         options["num_classes"] = args.num_classes
-    model = get_model(args.model, **options)
-    if args.device != "cpu" or args.dtype:
-        model.to(device=args.device, dtype=args.dtype)
+    try:
+        model = get_model(args.model, **options)
+    except (ValueError, TypeError) as exc:  # an unknown name, or an option the model does not take
+        raise UsageError(f"cannot build model {args.model!r}: {exc}") from None
+    if device != "cpu" or args.dtype:
+        model.to(device=device, dtype=args.dtype)
     print(f"{args.model}")
-    summary(model, args.input_size, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+    try:
+        summary(model, args.input_size, batch_size=args.batch_size, device=device, dtype=args.dtype)
+    except ValueError as exc:  # an input the model cannot take (too small, wrong channels)
+        raise UsageError(str(exc)) from None
     return 0
-
