@@ -1,8 +1,9 @@
 """``python -m scratchnet.study TOOL``: every subcommand run through the command line at a tiny size, with
 options away from their defaults; each writes exactly the JSON its runner writes when called directly with
-the same values, so no option is lost between the parser and the study (the landscape subcommand's CLI test
-is in test_study_landscape.py)."""
+the same values, so no option is lost between the parser and the study (landscape's and deformable's CLI
+tests are in their studies' files)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -53,9 +54,16 @@ CASES = {
 }
 
 
+# subcommands whose run through the command line is tested in their own study's file
+ELSEWHERE = {"landscape": "test_study_landscape.py", "deformable": "test_study_deformable.py"}
+
+
 def test_every_subcommand_has_a_cli_test():
     subcommands = next(a for a in build_parser()._actions if a.dest == "tool").choices
-    assert set(subcommands) == set(CASES) | {"landscape"}
+    assert set(subcommands) == set(CASES) | set(ELSEWHERE)
+    for tool, file in ELSEWHERE.items():
+        source = (Path(__file__).with_name(file)).read_text()
+        assert f'"{tool}"' in source and "main(" in source, f"{file} runs no `study {tool}` through the CLI"
 
 
 @pytest.mark.parametrize("tool", CASES)
