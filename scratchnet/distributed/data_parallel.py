@@ -24,7 +24,7 @@ torch's default) each, one dtype per bucket, so ResNet-50's 161 gradient tensors
 allreduce calls instead of 161. The same code serves NumPy (MPI) and CuPy (NCCL) arrays.
 """
 from .. import backend
-from ..autograd import Function, no_grad
+from ..autograd import Function, Tensor, no_grad
 from ..nn.layers import BatchNorm1d, BatchNorm2d, _BatchNorm
 from ..nn.module import Module
 
@@ -79,12 +79,12 @@ def average_gradients(parameters, comm, cap_bytes=25 * 2**20):
     params = [p for p in parameters if p.requires_grad]
     for bucket in make_buckets(params, cap_bytes):
         xp = backend.get_array_module(bucket[0].data)
-        grads = [p.grad if p.grad is not None else xp.zeros_like(p.data) for p in bucket]
+        grads = [p.grad.data if p.grad is not None else xp.zeros_like(p.data) for p in bucket]
         present = xp.asarray([p.grad is not None for p in bucket], dtype=bucket[0].dtype)
         total = comm.allreduce(xp.concatenate([flatten(grads), present]))
         means = unflatten(total[:-len(bucket)] / comm.size, grads)
         for p, mean, anywhere in zip(bucket, means, backend.to_numpy(total[-len(bucket):])):
-            p.grad = mean if anywhere > 0 else None
+            p.grad = Tensor(mean) if anywhere > 0 else None
 
 
 class DistributedDataParallel(Module):

@@ -56,6 +56,8 @@ def _stable_sigmoid(x):
 
 
 class Sigmoid(Function):
+    saved_outputs = {"y": 0}
+
     def forward(self, x):
         self.y = _stable_sigmoid(x)
         return self.y
@@ -65,6 +67,8 @@ class Sigmoid(Function):
 
 
 class Tanh(Function):
+    saved_outputs = {"y": 0}
+
     def forward(self, x):
         self.y = backend.get_array_module(x).tanh(x)
         return self.y
@@ -76,6 +80,8 @@ class Tanh(Function):
 class SiLU(Function):
     """x * sigmoid(x) (swish); d/dx = s * (1 + x * (1 - s))."""
 
+    saved_inputs = {"x": 0}
+
     def forward(self, x):
         self.x, self.s = x, _stable_sigmoid(x)
         return x * self.s
@@ -86,6 +92,8 @@ class SiLU(Function):
 
 
 class Softmax(Function):
+    saved_outputs = {"y": 0}
+
     def __init__(self, axis):
         self.axis = axis
 
@@ -102,6 +110,8 @@ class Softmax(Function):
 
 class LogSoftmax(Function):
     """x - logsumexp(x), with the max shifted out so it neither overflows nor loses the small terms."""
+
+    saved_outputs = {"y": 0}
 
     def __init__(self, axis):
         self.axis = axis

@@ -32,6 +32,8 @@ class Conv2d(Function):
     backward then run that route's functions, side by side in conv_routes.py.
     """
 
+    saved_inputs = {"x": 0, "w": 1}
+
     def __init__(self, stride, padding, dilation, groups, out_size=None, algo=None):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.out_size = out_size  # given only for 'same' with an even kernel (one more pixel bottom/right)
@@ -118,6 +120,8 @@ class ConvTranspose2d(Function):
     its backward_weight with the two activations swapped: one route table
     (conv_routes.py) serves both ops.
     """
+
+    saved_inputs = {"x": 0, "w": 1}
 
     def __init__(self, stride, padding, dilation, groups, out_size, algo=None):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups

@@ -6,6 +6,8 @@ from .math import check_float
 class Linear(Function):
     """x (..., in) @ W^T (in, out) + b; W is (out, in) as torch, any leading dims batch."""
 
+    saved_inputs = {"x": 0, "w": 1}
+
     def forward(self, x, w, b=None):
         self.x = x if self.needs_input_grad[1] else None
         self.w = w if self.needs_input_grad[0] else None

@@ -113,7 +113,12 @@ class NLLLoss(_ClassLoss):
 
 
 class CrossEntropy(_ClassLoss):
-    """(1 - eps) * w_t * -log p_t + eps / C * sum_c w_c * -log p_c per row (eps: label smoothing)."""
+    """(1 - eps) * w_t * -log p_t + eps / C * sum_c w_c * -log p_c per row (eps: label smoothing).
+
+    Keeps the softmax p for its fused backward, and the logits for the differentiable one.
+    """
+
+    saved_inputs = {"x": 0}
 
     def __init__(self, label_smoothing, *args):
         super().__init__(*args)
@@ -121,6 +126,7 @@ class CrossEntropy(_ClassLoss):
 
     def forward(self, logits):
         xp = backend.get_array_module(logits)
+        self.x = logits
         rows = _to_rows(logits)
         self._setup(rows)
         shifted = rows - rows.max(axis=1, keepdims=True)
@@ -171,12 +177,17 @@ def cross_entropy(input, target, weight=None, reduction="mean", ignore_index=-10
 
 
 class MSELoss(Function):
+    """Keeps its two inputs (as torch does) and takes their difference again in backward."""
+
+    saved_inputs = {"x": 0, "target": 1}
+
     def __init__(self, reduction):
         self.reduction = reduction
 
     def forward(self, x, target):
-        self.diff = x - target
-        squared = self.diff * self.diff
+        self.x, self.target = x, target
+        diff = x - target
+        squared = diff * diff
         if self.reduction == "none":
             return squared
         if self.reduction == "mean" and squared.size == 0:  # NaN, silently, as torch (NumPy warns)
@@ -184,9 +195,10 @@ class MSELoss(Function):
         return squared.mean() if self.reduction == "mean" else squared.sum()
 
     def backward(self, gy):
-        g = 2 * self.diff * gy
+        diff = self.x - self.target
+        g = 2 * diff * gy
         if self.reduction == "mean":
-            g = g / self.diff.size
+            g = g / diff.size
         return g if self.needs_input_grad[0] else None, -g if self.needs_input_grad[1] else None
 
 

@@ -140,6 +140,8 @@ class Sub(Function):
 
 
 class Mul(Function):
+    saved_inputs = {"a": 0, "b": 1}
+
     def forward(self, a, b):
         # keep only the factor each side's gradient needs
         self.a = a if self.needs_input_grad[1] else None
@@ -154,6 +156,9 @@ class Mul(Function):
 
 
 class Div(Function):
+    saved_inputs = {"b": 1}
+    saved_outputs = {"y": 0}
+
     def forward(self, a, b):
         self.b = b
         y = a / b
@@ -178,6 +183,8 @@ class Neg(Function):
 class Pow(Function):
     """x ** p for a constant exponent p."""
 
+    saved_inputs = {"x": 0}
+
     def __init__(self, exponent):
         self.exponent = exponent
 
@@ -191,6 +198,8 @@ class Pow(Function):
 
 
 class Exp(Function):
+    saved_outputs = {"y": 0}
+
     def forward(self, x):
         self.y = backend.get_array_module(x).exp(x)
         return self.y
@@ -200,6 +209,8 @@ class Exp(Function):
 
 
 class Log(Function):
+    saved_inputs = {"x": 0}
+
     def forward(self, x):
         self.x = x
         return backend.get_array_module(x).log(x)
@@ -209,6 +220,8 @@ class Log(Function):
 
 
 class Sqrt(Function):
+    saved_outputs = {"y": 0}
+
     def forward(self, x):
         self.y = backend.get_array_module(x).sqrt(x)
         return self.y
@@ -246,6 +259,8 @@ class Clamp(Function):
 class MatMul(Function):
     """a @ b with NumPy's rules: 1-d operands, batching and broadcasting of batch dims."""
 
+    saved_inputs = {"a": 0, "b": 1}
+
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError("matmul: both operands need at least one dimension (use * for scalars)")
@@ -269,6 +284,32 @@ class MatMul(Function):
         if self.needs_input_grad[1]:
             gb = sum_to(xp.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
         return ga, gb
+
+
+class Fill(Function):
+    """Every element set to ``value`` (fill_ and zero_ when recorded): nothing of the input reaches the output."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def forward(self, x):
+        return backend.get_array_module(x).full_like(x, self.value)
+
+    def backward(self, gy):
+        return (backend.get_array_module(gy).zeros_like(gy),)
+
+
+class CopyFrom(Function):
+    """``src`` broadcast to ``x``'s shape in ``x``'s dtype (copy_ when recorded): only src reaches the output."""
+
+    def forward(self, x, src):
+        xp = backend.get_array_module(x)
+        self.src_shape = src.shape
+        return xp.broadcast_to(backend.to_device(src, backend.device_of(x)).astype(x.dtype), x.shape).copy()
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        return xp.zeros_like(gy), sum_to(gy, self.src_shape)
 
 
 # --------------------------------------------------------------------------- reductions

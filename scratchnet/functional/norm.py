@@ -37,14 +37,17 @@ class BatchNorm(Function):
 
     On the CPU, for (N, C, ...) inputs of a dtype the kernels know, the same formulas run as
     torch's fused CPU passes (kernels/cpu_norm.py, statistics in float64); elsewhere (the GPU,
-    (N, C) inputs, float16) as the array code below.
+    (N, C) inputs, float16) as the array code below. Both keep x (as torch does), not x_hat.
     """
+
+    saved_inputs = {"x": 0, "w": 1}
 
     def __init__(self, mean, var, eps, training, has_weight, has_bias):
         self.mean, self.var, self.eps = mean, var, eps  # None when training (batch stats are computed)
         self.training, self.has_weight, self.has_bias = training, has_weight, has_bias
 
     def forward(self, x, *affine):
+        self.w = affine[0] if self.has_weight else None
         self.on_kernels = backend.device_of(x) == "cpu" and x.ndim > 2 and kernels.supports(x, *affine)
         if self.on_kernels:
             return self._forward_kernels(x, *affine)
@@ -55,18 +58,25 @@ class BatchNorm(Function):
             self.mean = x.mean(axis=self.axes)
             self.var = x.var(axis=self.axes)  # biased: the batch is normalised with its own spread
         self.inv_std = (1 / xp.sqrt(self.var + self.eps)).astype(x.dtype).reshape(shape)
-        self.x_hat = (x - self.mean.astype(x.dtype).reshape(shape)) * self.inv_std
+        self.x = x
+        x_hat = self._x_hat()
         weight = affine[0].reshape(shape) if self.has_weight else None
         self.weight = weight
-        y = self.x_hat if weight is None else self.x_hat * weight
+        y = x_hat if weight is None else x_hat * weight
         if self.has_bias:
             y = y + affine[-1].reshape(shape)
         return y
+
+    def _x_hat(self):
+        """(x - mean) * inv_std, per channel (the array route; forward and backward compute it the same way)."""
+        x = self.x
+        return (x - self.mean.astype(x.dtype).reshape((1, -1) + (1,) * (x.ndim - 2))) * self.inv_std
 
     def backward(self, gy):
         if self.on_kernels:
             return self._backward_kernels(gy)
         needs = self.needs_input_grad
+        x_hat = self._x_hat()
         g_hat = gy if self.weight is None else gy * self.weight
         gx = None
         if needs[0]:
@@ -74,13 +84,13 @@ class BatchNorm(Function):
                 # the standard closed form: the mean and variance depend on x too
                 count = gy.size // gy.shape[1]
                 sum_g = g_hat.sum(axis=self.axes, keepdims=True)
-                sum_gx = (g_hat * self.x_hat).sum(axis=self.axes, keepdims=True)
-                gx = self.inv_std / count * (count * g_hat - sum_g - self.x_hat * sum_gx)
+                sum_gx = (g_hat * x_hat).sum(axis=self.axes, keepdims=True)
+                gx = self.inv_std / count * (count * g_hat - sum_g - x_hat * sum_gx)
             else:
                 gx = g_hat * self.inv_std
         grads = [gx]
         if self.has_weight:
-            grads.append((gy * self.x_hat).sum(axis=self.axes) if needs[1] else None)
+            grads.append((gy * x_hat).sum(axis=self.axes) if needs[1] else None)
         if self.has_bias:
             grads.append(gy.sum(axis=self.axes) if needs[-1] else None)
         return tuple(grads)
@@ -183,6 +193,8 @@ def _channel_window_sum(a, before, after):
 
 
 class LocalResponseNorm(Function):
+    saved_inputs = {"x": 0}
+
     def __init__(self, size, alpha, beta, k):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 

@@ -7,12 +7,12 @@ other's adjoints), and the ones that copy or broadcast sum the gradient back.
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor, as_tensor
+from ..autograd import Function, Tensor, ViewFunction, as_tensor
 from . import validate
 from .math import as_operand, result_type, sum_to
 
 
-class Reshape(Function):
+class Reshape(ViewFunction):
     def __init__(self, shape):
         self.shape = shape
 
@@ -28,7 +28,7 @@ class Reshape(Function):
         return (gy.reshape(self.in_shape),)
 
 
-class Transpose(Function):
+class Transpose(ViewFunction):
     def __init__(self, axes=None):
         self.axes = axes
 
@@ -40,7 +40,7 @@ class Transpose(Function):
         return (gy.transpose(tuple(np.argsort(self.axes).tolist())),)
 
 
-class BroadcastTo(Function):
+class BroadcastTo(ViewFunction):
     def __init__(self, shape):
         self.shape = tuple(shape)
 
@@ -53,7 +53,21 @@ class BroadcastTo(Function):
         return (sum_to(gy, self.in_shape),)
 
 
-class GetItem(Function):
+class SumTo(Function):
+    """Sum a tensor down to a shape it was broadcast from (torch's sum_to_size): the adjoint of BroadcastTo."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        return sum_to(x, self.shape)
+
+    def backward(self, gy):
+        return (backend.get_array_module(gy).broadcast_to(gy, self.in_shape),)
+
+
+class GetItem(ViewFunction):
     """x[index]; the backward scatters with ``add.at`` so repeated indices accumulate."""
 
     def __init__(self, index):
@@ -88,7 +102,7 @@ class Concat(Function):
         return tuple(xp.split(gy, bounds, axis=self.axis))
 
 
-class Split(Function):
+class Split(ViewFunction):
     """Split into pieces of the given sizes along an axis (the adjoint of Concat)."""
 
     def __init__(self, sizes, axis):
@@ -141,6 +155,20 @@ def flatten(x, start_dim=0, end_dim=-1):
         return reshape(x, (1,))
     merged = int(np.prod(shape[start:end + 1]))
     return reshape(x, shape[:start] + (merged,) + shape[end + 1:])
+
+
+def sum_to_size(x, *shape):
+    """Sum ``x`` down to ``shape``, which must broadcast to x's shape (torch's Tensor.sum_to_size)."""
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+    if shape == x.shape:
+        return x
+    try:
+        fits = np.broadcast_shapes(shape, x.shape) == x.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"sum_to_size: size {shape} is not expandable to the tensor's size {x.shape}")
+    return SumTo(shape)(x)
 
 
 def getitem(x, index):

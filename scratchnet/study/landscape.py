@@ -158,7 +158,7 @@ def gradient_function(model, batches):
             loss = classification_loss(model, model(Tensor(x)), Tensor(y))
             (loss * (len(y) / n_images)).backward()
         gradient = np.concatenate([np.zeros(p.shape).ravel() if p.grad is None else
-                                   backend.to_numpy(p.grad).ravel() for _, p in named]).astype(np.float64)
+                                   backend.to_numpy(p.grad.data).ravel() for _, p in named]).astype(np.float64)
         _set_parameters(model, base)
         model.zero_grad()
         return gradient
