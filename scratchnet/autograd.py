@@ -130,28 +130,23 @@ class Tensor:
 
     __array_priority__ = 200  # make `ndarray + Tensor` call Tensor.__radd__
 
-    # What a fresh leaf has: read from the class until an instance sets its own (a Tensor is made per op,
-    # so the constructor stores only what every tensor needs).
-    name = None
-    creator = None  # the Function that produced this tensor (None for leaves)
-    output_index = 0  # which output of `creator` this tensor is
-    generation = 0
-    _grad = None
-    _retains_grad = False
-    _leaf_hooks = ()  # hooks of a leaf tensor; a non-leaf's live on its creator
-    _post_accumulate_hooks = ()
-    _base = None  # a view's root tensor (reshape, transpose, indexing, split share its memory)
-    _view_base_creator = None  # the root's creator when the view was taken (to spot a rewritten history)
-
     def __init__(self, data, requires_grad=False, name=None):
         if requires_grad:
             _check_can_require_grad(data)
         self.data = data
+        self._grad = None
         self._requires_grad = bool(requires_grad)
+        self.name = name
+        self.creator = None  # the Function that produced this tensor (None for leaves)
+        self.output_index = 0  # which output of `creator` this tensor is
+        self.generation = 0
         # [version, name of the last in-place op]: bumped by every in-place op, shared by views and detach()
         self._version_counter = [0, None]
-        if name is not None:
-            self.name = name
+        self._base = None  # a view's root tensor (reshape, transpose, indexing, split share its memory)
+        self._view_base_creator = None  # the root's creator when the view was taken (to spot a new history)
+        self._retains_grad = False
+        self._leaf_hooks = ()  # hooks of a leaf tensor (a list once one is registered); a non-leaf's live
+        self._post_accumulate_hooks = ()  # on its creator
 
     # -- array-like properties
     @property
@@ -523,10 +518,6 @@ class Function:
         hooks = _function_hooks  # empty unless a FunctionHook is active: the one check the plain path pays
         if hooks:
             _call_function_hooks("forward_preprocess", self, tuple(tensors))
-        if record:
-            for t in tensors:
-                if t._base is not None and t._base.creator is not t._view_base_creator:
-                    _stale_view(t)
         outputs = self.forward(*[t.data for t in tensors])
         single = not isinstance(outputs, tuple)
         outputs = (outputs,) if single else outputs
@@ -616,6 +607,9 @@ def _attached(array, creator, index):
 
 
 def _edge(t):
+    """Where a gradient for ``t`` goes: (creator, output_index), the leaf itself, or None."""
+    if t._base is not None and t._base.creator is not t._view_base_creator:
+        _stale_view(t)
     if not t._requires_grad:
         return None
     if t.creator is not None:
@@ -834,16 +828,79 @@ class _Walk:
             self.visit = self._functions_leading_to_targets(edges)
         if self.accumulate and _post_hooks_alive[0]:
             self._count_leaf_uses(edges)
+        # the loop below runs once per function of the graph: what it reads often is held in locals
+        pending, heap, order, visit, create_graph = self.pending, self.heap, self.order, self.visit, self.create_graph
+        targets, retain_graph = self.targets, self.retain_graph
+
+        def send(edge, grad, meta):
+            shape, dtype = meta
+            if grad.dtype != dtype:
+                grad = grad.to(dtype=dtype) if create_graph else grad.astype(dtype)
+            if tuple(grad.shape) != tuple(shape):
+                raise RuntimeError(f"internal error: gradient of shape {tuple(grad.shape)} for a tensor of shape "
+                                   f"{shape}")
+            if isinstance(edge, Tensor):
+                self._send_to_leaf(edge, grad)
+                return
+            fn, index = edge
+            if visit is not None and fn not in visit:
+                return
+            slot = pending.get(fn)
+            if slot is None:
+                if getattr(fn, "freed", False):
+                    raise RuntimeError(f"Trying to backward through the graph a second time ({fn.name} was freed): "
+                                       f"saved values are freed when you call backward() or autograd.grad(); "
+                                       f"specify retain_graph=True the first time")
+                slot = pending[fn] = [None] * len(fn.output_meta)
+                heapq.heappush(heap, (-fn.generation, next(order), fn))
+            slot[index] = grad if slot[index] is None else slot[index] + grad
+
         for (out, seed), edge in zip(roots, edges):
-            self._send(edge, seed, (out.shape, out.dtype))
-        while self.heap:
-            _, _, fn = heapq.heappop(self.heap)
-            self._run_function(fn, self.pending.pop(fn))
+            if edge is not None:
+                send(edge, seed, (out.shape, out.dtype))
+        while heap:
+            fn = heapq.heappop(heap)[2]
+            grads = pending.pop(fn)
+            for index, grad in enumerate(grads):
+                if grad is None:
+                    continue
+                for hook in fn.output_hooks[index]:
+                    grad = grads[index] = self._run_hook(hook, grad)
+                retained = fn.retained_outputs[index]
+                if retained is not None and retained() is not None:
+                    self._keep_non_leaf_grad(retained(), grad)
+                if targets is not None and (fn, index) in targets:
+                    self._capture(fn, index, grad)
+            if visit is not None and not visit[fn]:
+                continue  # only a target's creator: its gradient is captured, its inputs need none
+            if len(grads) > 1 and any(g is None for g in grads):  # an output that got none contributes zeros
+                self._fill_zeros(fn, grads)
+            if fn.saved:
+                fn._check_saved_versions()
+            hooks = _function_hooks
+            if hooks:
+                _call_function_hooks("backward_preprocess", fn, self._arrays(grads))
+            input_grads = fn.differentiable_backward(*grads) if create_graph else fn.backward(*grads)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            if len(input_grads) != len(fn.edges):
+                raise RuntimeError(f"internal error: {fn.name}.backward returned {len(input_grads)} gradients "
+                                   f"for {len(fn.edges)} inputs")
+            if hooks:
+                _call_function_hooks("backward_postprocess", fn, self._arrays(grads), self._arrays(input_grads))
+            for i, (edge, grad, meta) in enumerate(zip(fn.edges, input_grads, fn.input_meta)):
+                if edge is not None and grad is not None:
+                    if tuple(grad.shape) != tuple(meta[0]):
+                        raise RuntimeError(f"{fn.name}.backward returned a gradient of shape {tuple(grad.shape)} "
+                                           f"for input {i} of shape {meta[0]}")
+                    send(edge, grad, meta)
+            if not retain_graph:
+                _free(fn)
         for leaf, grad in list(self.leaf_grads.values()):
             self._finish_leaf(leaf, grad)
         return self.captured
 
-    # -- seeds and sending
+    # -- seeds, and the steps the loop above takes only sometimes
     def _seed(self, out, seed):
         if not out._requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad: "
@@ -866,30 +923,6 @@ class _Walk:
                                f"{out.shape}; they must match")
         return Tensor(seed) if self.create_graph else seed
 
-    def _send(self, edge, grad, meta):
-        if edge is None:
-            return
-        shape, dtype = meta
-        if grad.dtype != dtype:
-            grad = grad.to(dtype=dtype) if self.create_graph else grad.astype(dtype)
-        if tuple(grad.shape) != tuple(shape):
-            raise RuntimeError(f"internal error: gradient of shape {tuple(grad.shape)} for a tensor of shape {shape}")
-        if isinstance(edge, Tensor):
-            self._send_to_leaf(edge, grad)
-            return
-        fn, index = edge
-        if self.visit is not None and fn not in self.visit:
-            return
-        if getattr(fn, "freed", False):
-            raise RuntimeError(f"Trying to backward through the graph a second time ({fn.name} was freed): saved "
-                               f"values are freed when you call backward() or autograd.grad(); specify "
-                               f"retain_graph=True the first time")
-        if fn not in self.pending:
-            self.pending[fn] = [None] * len(fn.output_meta)
-            heapq.heappush(self.heap, (-fn.generation, next(self.order), fn))
-        slot = self.pending[fn]
-        slot[index] = grad if slot[index] is None else slot[index] + grad
-
     def _send_to_leaf(self, leaf, grad):
         if self.targets is not None and leaf not in self.targets:
             return
@@ -903,54 +936,21 @@ class _Walk:
                 return
         self.leaf_grads[id(leaf)] = (leaf, grad)
 
-    # -- one function
-    def _run_function(self, fn, grads):
-        for index, grad in enumerate(grads):
-            if grad is None:
-                continue
-            for hook in fn.output_hooks[index]:
-                grad = self._run_hook(hook, grad)
-            retained = fn.retained_outputs[index]
-            if retained is not None and retained() is not None:
-                self._keep_non_leaf_grad(retained(), grad)
-            if self.targets is not None and (fn, index) in self.targets:
-                target = self.targets[(fn, index)]
-                if self.accumulate:
-                    if not target._retains_grad:
-                        self._keep_non_leaf_grad(target, grad)
-                else:
-                    self.captured[(fn, index)] = self._own(grad)
-            grads[index] = grad
-        if self.visit is not None and not self.visit[fn]:
-            return  # only a target's creator: its gradient is captured, its inputs need none
-        if any(g is None for g in grads):  # an output that got no gradient contributes zeros
-            like = next(g for g in grads if g is not None)
-            xp = backend.get_array_module(like.data if self.create_graph else like)
-            for index, (shape, dtype) in enumerate(fn.output_meta):
-                if grads[index] is None:
-                    zeros = xp.zeros(shape, dtype=dtype)
-                    grads[index] = Tensor(zeros) if self.create_graph else zeros
-        if fn.saved:
-            fn._check_saved_versions()
-        hooks = _function_hooks
-        if hooks:
-            _call_function_hooks("backward_preprocess", fn, self._arrays(grads))
-        input_grads = fn.differentiable_backward(*grads) if self.create_graph else fn.backward(*grads)
-        if not isinstance(input_grads, tuple):
-            input_grads = (input_grads,)
-        if len(input_grads) != len(fn.edges):
-            raise RuntimeError(f"internal error: {fn.name}.backward returned {len(input_grads)} gradients "
-                               f"for {len(fn.edges)} inputs")
-        if hooks:
-            _call_function_hooks("backward_postprocess", fn, self._arrays(grads), self._arrays(input_grads))
-        for i, (edge, grad, meta) in enumerate(zip(fn.edges, input_grads, fn.input_meta)):
-            if edge is not None and grad is not None:
-                if tuple(grad.shape) != tuple(meta[0]):
-                    raise RuntimeError(f"{fn.name}.backward returned a gradient of shape {tuple(grad.shape)} "
-                                       f"for input {i} of shape {meta[0]}")
-                self._send(edge, grad, meta)
-        if not self.retain_graph:
-            _free(fn)
+    def _capture(self, fn, index, grad):
+        """A target that is a function's output: its gradient is kept (autograd.grad) or accumulated."""
+        target = self.targets[(fn, index)]
+        if not self.accumulate:
+            self.captured[(fn, index)] = self._own(grad)
+        elif not target._retains_grad:  # (one that retains its grad got it above)
+            self._keep_non_leaf_grad(target, grad)
+
+    def _fill_zeros(self, fn, grads):
+        like = next(g for g in grads if g is not None)
+        xp = backend.get_array_module(like.data if self.create_graph else like)
+        for index, (shape, dtype) in enumerate(fn.output_meta):
+            if grads[index] is None:
+                zeros = xp.zeros(shape, dtype=dtype)
+                grads[index] = Tensor(zeros) if self.create_graph else zeros
 
     def _arrays(self, grads):
         """What FunctionHooks see: raw arrays, whichever backward runs."""
@@ -1041,7 +1041,5 @@ def _reachable(edges):
 
 def _free(fn):
     """Drop what a function saved for backward, so the graph's memory goes back."""
-    keep = {"generation": fn.generation, "output_meta": fn.output_meta, "output_hooks": fn.output_hooks,
-            "retained_outputs": fn.retained_outputs}
-    fn.__dict__.clear()
-    fn.__dict__.update(keep, freed=True, edges=[], input_meta=[])
+    fn.__dict__ = {"generation": fn.generation, "output_meta": fn.output_meta, "output_hooks": fn.output_hooks,
+                   "retained_outputs": fn.retained_outputs, "freed": True, "edges": [], "input_meta": []}
