@@ -7,7 +7,8 @@ from .conv import conv2d, conv_transpose2d
 from .dropout import dropout
 from .linear import linear
 from .loss import cross_entropy, mse_loss, nll_loss
-from .math import abs, add, clamp, div, exp, log, matmul, max, mean, mul, neg, pow, result_type, sqrt, sub, sum
+from .math import (abs, add, clamp, div, exp, log, matmul, max, mean, mul, neg, pow, result_type, sqrt, sub, sum,
+                   sum_to_size, where)
 from .shape import broadcast_to, cat, flatten, getitem, permute, reshape, split, stack, transpose
 from . import tensor_methods  # noqa: F401 (attaches + - * / @, .sum, .reshape ... to Tensor)
 from .norm import batch_norm, local_response_norm
@@ -18,5 +19,5 @@ __all__ = [
     "conv_transpose2d", "cross_entropy", "div", "dropout", "exp", "flatten", "getitem", "leaky_relu", "linear",
     "local_response_norm", "log", "log_softmax", "matmul", "max", "max_pool2d", "mean", "mse_loss", "mul", "neg",
     "nll_loss", "permute", "pow", "relu", "reshape", "result_type", "sigmoid", "silu", "softmax", "split", "sqrt",
-    "stack", "sub", "sum", "tanh", "transpose",
+    "stack", "sub", "sum", "sum_to_size", "tanh", "transpose", "where",
 ]

@@ -3,13 +3,17 @@
 Each op is a ``Function`` with forward and backward side by side; most
 backward passes undo the forward's rearrangement (Concat and Split are each
 other's adjoints), and the ones that copy or broadcast sum the gradient back.
+Every backward is linear in the gradient, so each ``differentiable_backward``
+is the op's adjoint applied to a Tensor (indexing's is ``IndexAdd``, whose own
+adjoint is indexing again). The ops whose output can share the input's memory
+are ``ViewFunction``s: their outputs are views, as torch's.
 """
 import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor, ViewFunction, as_tensor
 from . import validate
-from .math import as_operand, result_type, sum_to
+from .math import as_operand, result_type, sum_to, sum_to_size
 
 
 class Reshape(ViewFunction):
@@ -27,6 +31,9 @@ class Reshape(ViewFunction):
     def backward(self, gy):
         return (gy.reshape(self.in_shape),)
 
+    def differentiable_backward(self, gy):
+        return (gy.reshape(self.in_shape),)
+
 
 class Transpose(ViewFunction):
     def __init__(self, axes=None):
@@ -38,6 +45,9 @@ class Transpose(ViewFunction):
 
     def backward(self, gy):
         return (gy.transpose(tuple(np.argsort(self.axes).tolist())),)
+
+    def differentiable_backward(self, gy):
+        return (Transpose(tuple(np.argsort(self.axes).tolist()))(gy),)
 
 
 class BroadcastTo(ViewFunction):
@@ -52,19 +62,8 @@ class BroadcastTo(ViewFunction):
     def backward(self, gy):
         return (sum_to(gy, self.in_shape),)
 
-
-class SumTo(Function):
-    """Sum a tensor down to a shape it was broadcast from (torch's sum_to_size): the adjoint of BroadcastTo."""
-
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-
-    def forward(self, x):
-        self.in_shape = x.shape
-        return sum_to(x, self.shape)
-
-    def backward(self, gy):
-        return (backend.get_array_module(gy).broadcast_to(gy, self.in_shape),)
+    def differentiable_backward(self, gy):
+        return (sum_to_size(gy, self.in_shape),)
 
 
 class GetItem(ViewFunction):
@@ -78,13 +77,32 @@ class GetItem(ViewFunction):
         return x[self.index]
 
     def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        gx = xp.zeros(self.in_shape, dtype=gy.dtype)
-        if xp is np:
-            np.add.at(gx, self.index, gy)
-        else:
-            xp.add.at(gx, self.index, gy)
-        return (gx,)
+        return (_index_add(gy, self.index, self.in_shape),)
+
+    def differentiable_backward(self, gy):
+        return (IndexAdd(self.index, self.in_shape)(gy),)
+
+
+class IndexAdd(Function):
+    """Zeros of ``shape`` with ``g`` added at ``index`` (repeats accumulate): GetItem's backward, as an op."""
+
+    def __init__(self, index, shape):
+        self.index, self.shape = index, shape
+
+    def forward(self, g):
+        return _index_add(g, self.index, self.shape)
+
+    def backward(self, ggx):
+        return (ggx[self.index],)
+
+    def differentiable_backward(self, ggx):
+        return (GetItem(self.index)(ggx),)
+
+
+def _index_add(g, index, shape):
+    gx = backend.get_array_module(g).zeros(shape, dtype=g.dtype)
+    backend.get_array_module(g).add.at(gx, index, g)
+    return gx
 
 
 class Concat(Function):
@@ -100,6 +118,9 @@ class Concat(Function):
         xp = backend.get_array_module(gy)
         bounds = np.cumsum(self.sizes)[:-1].tolist()
         return tuple(xp.split(gy, bounds, axis=self.axis))
+
+    def differentiable_backward(self, gy):
+        return Split(self.sizes, self.axis)(gy)
 
 
 class Split(ViewFunction):
@@ -117,6 +138,9 @@ class Split(ViewFunction):
     def backward(self, *gys):
         xp = backend.get_array_module(*gys)
         return (xp.concatenate(gys, axis=self.axis),)
+
+    def differentiable_backward(self, *gys):
+        return (Concat(self.axis)(*gys),)
 
 
 # --------------------------------------------------------------------------- public functions
@@ -155,20 +179,6 @@ def flatten(x, start_dim=0, end_dim=-1):
         return reshape(x, (1,))
     merged = int(np.prod(shape[start:end + 1]))
     return reshape(x, shape[:start] + (merged,) + shape[end + 1:])
-
-
-def sum_to_size(x, *shape):
-    """Sum ``x`` down to ``shape``, which must broadcast to x's shape (torch's Tensor.sum_to_size)."""
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
-    if shape == x.shape:
-        return x
-    try:
-        fits = np.broadcast_shapes(shape, x.shape) == x.shape
-    except ValueError:
-        fits = False
-    if not fits:
-        raise ValueError(f"sum_to_size: size {shape} is not expandable to the tensor's size {x.shape}")
-    return SumTo(shape)(x)
 
 
 def getitem(x, index):

@@ -13,8 +13,8 @@ import numpy as np
 from .. import backend
 from ..autograd import Tensor, apply_inplace
 from .math import (CopyFrom, Fill, _category, abs, add, as_operand, clamp, div, exp, log, matmul, max,  # noqa: A004
-                   mean, mul, neg, pow, result_type, sqrt, sub, sum)
-from .shape import Transpose, broadcast_to, flatten, getitem, permute, reshape, sum_to_size, transpose
+                   mean, mul, neg, pow, result_type, sqrt, sub, sum, sum_to_size)
+from .shape import Transpose, broadcast_to, flatten, getitem, permute, reshape, transpose
 
 
 def _reduce_method(fn):
