@@ -11,7 +11,7 @@ of an (N, C) batch of logits) and says so here instead of guessing by rank.
 from .. import backend, kernels
 from ..autograd import Function
 from . import validate
-from .math import check_float
+from .math import check_float, where
 
 
 class ReLU(Function):
@@ -31,6 +31,9 @@ class ReLU(Function):
             return (kernels.for_array(gy).relu_backward(gy, self.mask),)
         return (backend.get_array_module(gy).where(self.mask, gy, gy.dtype.type(0)),)
 
+    def differentiable_backward(self, gy):  # the mask is constant wherever the derivative exists
+        return (where(self.mask, gy, 0.0),)
+
 
 class LeakyReLU(Function):
     """x where x > 0, negative_slope * x elsewhere (the slope also at 0, as torch)."""
@@ -46,6 +49,9 @@ class LeakyReLU(Function):
     def backward(self, gy):
         xp = backend.get_array_module(gy)
         return (xp.where(self.mask, gy, gy * gy.dtype.type(self.negative_slope)),)
+
+    def differentiable_backward(self, gy):
+        return (where(self.mask, gy, gy * self.negative_slope),)
 
 
 def _stable_sigmoid(x):
@@ -65,6 +71,10 @@ class Sigmoid(Function):
     def backward(self, gy):
         return (gy * self.y * (1 - self.y),)
 
+    def differentiable_backward(self, gy):
+        y = self.saved_output(0)
+        return (gy * y * (1 - y),)
+
 
 class Tanh(Function):
     saved_outputs = {"y": 0}
@@ -75,6 +85,10 @@ class Tanh(Function):
 
     def backward(self, gy):
         return (gy * (1 - self.y * self.y),)
+
+    def differentiable_backward(self, gy):
+        y = self.saved_output(0)
+        return (gy * (1 - y * y),)
 
 
 class SiLU(Function):
@@ -89,6 +103,11 @@ class SiLU(Function):
     def backward(self, gy):
         s = self.s
         return (gy * s * (1 + self.x * (1 - s)),)
+
+    def differentiable_backward(self, gy):
+        x = self.saved_input(0)
+        s = Sigmoid()(x)  # s as a function of x (forward kept its values only)
+        return (gy * s * (1 + x * (1 - s)),)
 
 
 class Softmax(Function):
@@ -106,6 +125,10 @@ class Softmax(Function):
     def backward(self, gy):
         y = self.y
         return (y * (gy - (gy * y).sum(axis=self.axis, keepdims=True)),)
+
+    def differentiable_backward(self, gy):
+        y = self.saved_output(0)
+        return (y * (gy - (gy * y).sum(self.axis, keepdim=True)),)
 
 
 class LogSoftmax(Function):
@@ -125,6 +148,9 @@ class LogSoftmax(Function):
     def backward(self, gy):
         xp = backend.get_array_module(gy)
         return (gy - xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True),)
+
+    def differentiable_backward(self, gy):
+        return (gy - self.saved_output(0).exp() * gy.sum(self.axis, keepdim=True),)
 
 
 def relu(x):

@@ -24,6 +24,18 @@ class Linear(Function):
             return gx, gw, gb
         return gx, gw
 
+    def differentiable_backward(self, gy):
+        needs = self.needs_input_grad
+        rows = gy.reshape(-1, gy.shape[-1])
+        gx = gy @ self.saved_input(1) if needs[0] else None
+        gw = None
+        if needs[1]:
+            x = self.saved_input(0)
+            gw = rows.T @ x.reshape(-1, x.shape[-1])
+        if len(needs) == 3:
+            return gx, gw, (rows.sum(0) if needs[2] else None)
+        return gx, gw
+
 
 def linear(x, weight, bias=None):
     check_float("linear", x, weight, bias)
