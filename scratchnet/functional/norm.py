@@ -128,6 +128,35 @@ class BatchNorm(Function):
             grads[-1] = sum_gy.astype(gy.dtype)
         return tuple(grads)
 
+    def differentiable_backward(self, gy):
+        """The same gradients as Tensor ops of x, the weight and gy; in training the batch mean and
+        variance are functions of x again, so their second derivatives come along."""
+        needs = self.needs_input_grad
+        x = self.saved_input(0)
+        axes, shape = (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+        if self.training:
+            centred = x - x.mean(axes, keepdim=True)
+            inv_std = ((centred * centred).mean(axes, keepdim=True) + self.eps) ** -0.5
+        else:  # the running statistics: constants
+            xp = backend.get_array_module(x.data)
+            centred = x - Tensor(xp.asarray(self.mean, dtype=x.dtype).reshape(shape))
+            inv_std = Tensor((1 / xp.sqrt(xp.asarray(self.var, np.float64) + self.eps)).astype(x.dtype).reshape(shape))
+        x_hat = centred * inv_std
+        g_hat = gy * self.saved_input(1).reshape(shape) if self.has_weight else gy
+        grads = [None] * len(needs)
+        if needs[0]:
+            if self.training:
+                count = gy.size // gy.shape[1]
+                grads[0] = inv_std / count * (count * g_hat - g_hat.sum(axes, keepdim=True)
+                                              - x_hat * (g_hat * x_hat).sum(axes, keepdim=True))
+            else:
+                grads[0] = g_hat * inv_std
+        if self.has_weight and needs[1]:
+            grads[1] = (gy * x_hat).sum(axes)
+        if self.has_bias and needs[-1]:
+            grads[-1] = gy.sum(axes)
+        return tuple(grads)
+
 
 def _raw(t):
     return t.data if isinstance(t, Tensor) else t
@@ -213,6 +242,29 @@ class LocalResponseNorm(Function):
         # the windows containing c are the mirror image: (size-1)//2 before, size//2 after
         back = _channel_window_sum(spread, (size - 1) // 2, size // 2)
         return (gy * self.factor - (2 * self.alpha * self.beta / size) * self.x * back,)
+
+    def differentiable_backward(self, gy):
+        size, x = self.size, self.saved_input(0)
+        scale = self.k + (self.alpha / size) * ChannelWindowSum(size // 2, (size - 1) // 2)(x * x)
+        factor = scale ** -self.beta
+        back = ChannelWindowSum((size - 1) // 2, size // 2)(gy * x * factor / scale)
+        return (gy * factor - (2 * self.alpha * self.beta / size) * x * back,)
+
+
+class ChannelWindowSum(Function):
+    """_channel_window_sum as an op (LRN's double backward): its adjoint sums over the mirrored window."""
+
+    def __init__(self, before, after):
+        self.before, self.after = before, after
+
+    def forward(self, a):
+        return _channel_window_sum(a, self.before, self.after)
+
+    def backward(self, g):
+        return (_channel_window_sum(g, self.after, self.before),)
+
+    def differentiable_backward(self, g):
+        return (ChannelWindowSum(self.after, self.before)(g),)
 
 
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
