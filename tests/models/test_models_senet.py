@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_models_resnet import t64, torch_resnet, torch_unit, tiny_resnet
+from test_models_resnet import tiny_resnet
 
 import scratchnet as sn
 from scratchnet.models import get_model, list_models
 from scratchnet.models.resnet import IMAGENET_DEPTHS, IMAGENET_WIDTHS, BasicBlock, Bottleneck, make_stage
 from scratchnet.models.senet import SEBlock, SqueezeExcitation
 from scratchnet.nn import SiLU
-from conftest import FIXTURES
+from conftest import FIXTURES, t64, torch_resnet, torch_unit
 
 REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
 
