@@ -4,7 +4,10 @@ model's training recipe, ``get_recipe(name)``.
 Each family file decorates its constructors with ``@register_model("name", ..., recipe=...)``: the
 recipe (dataset, optimizer, schedule, augmentation) sits beside the model it trains, citing the paper.
 """
+import os
 from dataclasses import dataclass
+
+from .pretrained import PretrainedError, load_pretrained, resolve
 
 _MODELS = {}
 _ALIASES = {}
@@ -62,9 +65,32 @@ def _resolve(name):
     return key
 
 
-def get_model(name, **options):
-    """Build a model by name, e.g. ``get_model("resnet50", num_classes=10)``."""
-    return _MODELS[_resolve(name)](**options)
+WEIGHTS_FILE_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth", ".bin")
+
+
+def get_model(name, weights=None, **options):
+    """Build a model by name, e.g. ``get_model("resnet50", num_classes=10)``.
+
+    ``weights``: "DEFAULT" or a torchvision weight name ("IMAGENET1K_V1") for the ImageNet weights of
+    the models that have them (``scratchnet.models.pretrained``; 1000 classes), or the path of a
+    weights file (.npz, .safetensors, .pt/.pth) to load; None (default) keeps the initialisation."""
+    key = _resolve(name)
+    if weights is None:
+        return _MODELS[key](**options)
+    is_file = isinstance(weights, os.PathLike) or str(weights).endswith(WEIGHTS_FILE_SUFFIXES)
+    if not is_file and options.get("num_classes", 1000) != 1000:
+        raise PretrainedError(f"{name}: ImageNet weights have 1000 classes, not num_classes="
+                              f"{options['num_classes']}; build with weights=... and 1000 classes, then replace "
+                              f"the last layer to fine-tune")
+    chosen = None if is_file else resolve(key, weights)  # before building: a wrong name fails at once
+    if chosen is not None:
+        options.setdefault("num_classes", 1000)
+    model = _MODELS[key](**options)
+    if chosen is None:
+        model.load_state_dict(weights)
+    else:
+        load_pretrained(model, chosen)
+    return model
 
 
 def get_recipe(name):

@@ -5,8 +5,10 @@ from pathlib import Path
 
 from .. import backend
 from ..data import DatasetError
+from ..nn import StateDictError
 from .cost import cost
 from .deconv import deconv
+from .deformable import deformable
 from .degradation import MODELS as DEGRADATION_MODELS
 from .degradation import degradation
 from .features import features
@@ -83,7 +85,9 @@ def build_parser():
                             ("se", "SE blocks' channel weights per class")):
         s = sub.add_parser(name, help=help_text)
         s.add_argument("--model", default="se_resnet20" if name == "se" else "lenet")
-        s.add_argument("--weights", help=".npz weights (e.g. best.npz from scratchnet.train); else train briefly")
+        s.add_argument("--weights", help="DEFAULT (or a torchvision weight name): ImageNet's pretrained weights, "
+                                         "studied on the sample photographs; or a weights file (.npz from "
+                                         "scratchnet.train, .safetensors, .pth); else train briefly")
         s.add_argument("--steps", type=int, default=100 if name == "se" else 200,
                        help="SGD steps of the brief training when no --weights")
         s.add_argument("--batch-size", type=int, default=32)
@@ -95,6 +99,23 @@ def build_parser():
                                                                         batch_size=a.batch_size, **common))
     sub.choices["se"].set_defaults(run=lambda a, common: se_weights(a.model, a.weights, a.steps, a.batch_size,
                                                                     **common))
+
+    f = sub.add_parser("deformable", help="regular vs deformable nets on scaled, rotated, shifted Fashion-MNIST, "
+                       "and where the deformable kernels sample (Dai et al. 2017, Zhu et al. 2019)")
+    f.add_argument("--seeds", type=int, default=3, help="runs of each net, seeds SEED, SEED+1, ... (default 3)")
+    f.add_argument("--steps", type=int, default=300, help="SGD steps per run (default 300)")
+    f.add_argument("--batch-size", type=int, default=64)
+    f.add_argument("--lr", type=float, default=0.05, help="learning rate, cosine decay, momentum 0.9 (default 0.05)")
+    f.add_argument("--train-images", type=int, default=19200, help="transformed training images per seed")
+    f.add_argument("--test-images", type=int, default=2000, help="transformed test images (one fixed set)")
+    f.add_argument("--stats-images", type=int, default=500, help="test images the offset statistics use")
+    f.add_argument("--canvas", type=int, default=36, help="image side, a multiple of 4 (default 36)")
+    f.add_argument("--version", choices=["v1", "v2"], default="v1", help="DCN v1 (offsets) or v2 (and modulation)")
+    f.add_argument("--offset-lr-mult", type=float, help="the offset branches' learning rate multiplier (default: "
+                   "the papers' 1 for v1, 0.1 for v2)")
+    f.set_defaults(run=lambda a, common: deformable(a.seeds, a.steps, a.batch_size, a.lr, a.train_images,
+                                                    a.test_images, a.stats_images, a.canvas, a.version,
+                                                    a.offset_lr_mult, **common))
 
     c = sub.add_parser("cost", help="parameters vs multiply-adds for the zoo")
     c.add_argument("--models", nargs="*")
@@ -109,7 +130,7 @@ def main(argv=None):
         if args.threads is not None:
             backend.set_num_threads(args.threads)
         args.run(args, dict(data_dir=args.data_dir, out=out, seed=args.seed))
-    except (DatasetError, ValueError, backend.DeviceError) as exc:
+    except (DatasetError, ValueError, backend.DeviceError, FileNotFoundError, StateDictError) as exc:
         print(f"study {args.tool}: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out}/")

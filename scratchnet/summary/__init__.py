@@ -8,13 +8,17 @@ receptive field, from one forward pass.
     python -m scratchnet.summary resnet50 [--input-size 3 224 224] [--num-classes 1000]
 
 How it works: one forward (no_grad, eval mode, restored afterwards) on a random
-input, with a forward hook on every LEAF module (a module with no children).
-A leaf called twice (a shared ReLU) gives two rows; its parameters count once.
+input, with a forward hook on every LEAF module (a module with no children), and
+on every module with a MAC rule that has children (a deformable convolution
+predicting its offsets with its ``conv_offset`` child; its row comes after the
+child's and holds its own parameters). A leaf called twice (a shared ReLU) gives
+two rows; its parameters count once.
 
 Conventions
 -----------
-* MACs (multiply-accumulates) per sample, counted for Conv2d
-  (output elements x C_in/groups x kh x kw), ConvTranspose2d (input elements x
+* MACs (multiply-accumulates) per sample, counted for Conv2d and DeformConv2d
+  (output elements x C_in/groups x kh x kw; a deformable conv's bilinear sampling
+  is not counted), ConvTranspose2d (input elements x
   C_out/groups x kh x kw) and Linear (in x out) only: biases, BatchNorm,
   pooling, activations, element-wise adds and SE scalings count 0. This is the
   convention of torchvision's published GFLOPS (its ``_ops`` metadata counts
@@ -52,7 +56,7 @@ from .. import backend
 from ..autograd import FunctionHook, Tensor, no_grad
 from ..functional.conv import pair
 from ..models.lenet import EuclideanRBF, PartialConv2d
-from ..nn import AdaptiveAvgPool2d, Conv2d, ConvTranspose2d, Linear
+from ..nn import AdaptiveAvgPool2d, Conv2d, ConvTranspose2d, DeformConv2d, Linear
 
 
 @dataclass
@@ -213,6 +217,9 @@ class _FieldTracker(FunctionHook):
 # layer type -> multiply-accumulates per sample of one call: rule(module, input, output, batch)
 MAC_RULES = {
     Conv2d: lambda m, x, y, batch: y.size // batch * (m.in_channels // m.groups) * math.prod(m.kernel_size),
+    # the convolution at the sampled points (its bilinear sampling, 4 per sampled value, is not counted; a block
+    # that predicts its own offsets counts its conv_offset as the Conv2d it is)
+    DeformConv2d: lambda m, x, y, batch: y.size // batch * (m.in_channels // m.groups) * math.prod(m.kernel_size),
     ConvTranspose2d: lambda m, x, y, batch: x.size // batch * (m.out_channels // m.groups) * math.prod(m.kernel_size),
     Linear: lambda m, x, y, batch: y.size // batch * m.in_features,
     # LeNet-5's C3: only the connected kernels multiply (the dense kernel's zeros are free)
@@ -231,6 +238,10 @@ def _macs(module, inputs, output, batch):
 
 def _is_leaf(module):
     return next(module.children(), None) is None
+
+
+def _has_rule(module):
+    return any(cls in MAC_RULES for cls in type(module).__mro__)
 
 
 def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, print_table=True):
@@ -266,13 +277,14 @@ def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, prin
         outs = output if isinstance(output, (tuple, list)) else (output,)
         records.append(LayerRecord(
             name=names.get(id(module), "?"), type=type(module).__name__, output_shape=tuple(out.shape),
-            params=sum(p.size for p in module.parameters()) if first_call else 0,
+            params=sum(p.size for p in module.parameters(recurse=False)) if first_call else 0,
             activation_kb=sum(o.data.nbytes for o in outs if isinstance(o, Tensor)) / 1024,
             macs=int(_macs(module, inputs, out, batch_size)),
             receptive_field=field.rf if field else None, jump=field.jump if field else None))
 
     training = [(m, m.training) for m in model.modules()]
-    handles = [m.register_forward_hook(hook) for m in model.modules() if _is_leaf(m)]
+    # leaves, and the modules with a MAC rule that hold children (a deformable conv with its conv_offset)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if _is_leaf(m) or _has_rule(m)]
     try:
         model.eval()
         # an untrained very deep net in eval mode may overflow on random input: shapes still count
