@@ -39,6 +39,7 @@ joins) use them instead of patching ``Function`` or asking models for plumbing.
 import functools
 import heapq
 import itertools
+import sys
 import threading
 import weakref
 
@@ -973,13 +974,14 @@ class _Walk:
 
     # -- where gradients end up
     def _own(self, grad):
-        """The gradient as a Tensor that shares its memory with nothing else: a copy unless it is an array no
-        other tensor was given (views, shared and caller's arrays are copied). With a graph: a clone."""
+        """The gradient as a Tensor that shares its memory with nothing else: the array itself when no other
+        object can reach its memory and no other tensor got it in this walk, else a copy. With a graph: a
+        clone (as torch's AccumulateGrad under create_graph)."""
         if self.create_graph:
             return grad.clone()
-        if not grad.flags.owndata or id(grad) in self.handed_out:
+        if not _unshared(grad) or id(_memory_owner(grad)) in self.handed_out:
             grad = grad.copy()
-        self.handed_out.add(id(grad))
+        self.handed_out.add(id(_memory_owner(grad)))
         return Tensor(grad)
 
     def _keep_non_leaf_grad(self, t, grad):
@@ -1025,6 +1027,17 @@ class _Walk:
             if isinstance(e, Tensor) and e._post_accumulate_hooks and (self.targets is None or e in self.targets):
                 uses[id(e)] = uses.get(id(e), 0) + 1
         self.uses_left = uses
+
+
+def _unshared(array):
+    """Whether ``array`` alone reaches its memory: it owns it, or it views the whole of an array that nothing
+    else holds (a reshape of a temporary: what many backwards return, a convolution's weight gradient say)."""
+    if array.flags.owndata:
+        return True
+    base = array.base
+    # three references to an unshared base: the view's, the name `base` here, and getrefcount's argument
+    return (type(base) is type(array) and base.base is None and base.size == array.size and
+            base.dtype == array.dtype and sys.getrefcount(base) == 3)
 
 
 def _reachable(edges):

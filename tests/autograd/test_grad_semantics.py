@@ -50,6 +50,14 @@ def test_a_gradient_that_is_a_view_is_copied():
     assert not np.shares_memory(x.grad.data, w.grad.data)
 
 
+def test_gradients_that_are_views_of_one_array_get_their_own():
+    """cat's backward hands each input a view of the same gradient array."""
+    a, b = sn.tensor(np.ones(2), requires_grad=True), sn.tensor(np.ones(3), requires_grad=True)
+    (sn.cat([a, b]) * sn.tensor(np.arange(5.0))).sum().backward()
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    assert a.grad.numpy().tolist() == [0.0, 1.0] and b.grad.numpy().tolist() == [2.0, 3.0, 4.0]
+
+
 def test_the_seed_never_aliases_the_callers_array():
     x = sn.tensor([1.0, 2.0], requires_grad=True)
     seed = np.ones(2)
@@ -250,6 +258,7 @@ def test_create_graph_gives_gradients_with_a_graph():
     same(grads[0][1], grads[1][1])  # 6x
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")  # torch's cycle note
 def test_backward_with_create_graph_leaves_a_differentiable_grad():
     x, tx = pair([1.0, 2.0])
     for t in (x, tx):
