@@ -123,7 +123,7 @@ def measure(steps, repeat):
                      "loop_min_ms": 1e3 * min(entry["loop"]), "alone_min_ms": 1e3 * min(alone)})
     from threadpoolctl import threadpool_info
     return {"step_ms_median": 1e3 * statistics.median(step_times), "step_ms_min": 1e3 * min(step_times),
-            "threads": sn.get_num_threads(), "loaded_before_scratchnet": sn.backend.LOADED_FIRST,
+            "threads": sn.get_num_threads(), "loaded_before_scratchnet": sn.backend.threads.LOADED_FIRST,
             "pools": [{k: p.get(k) for k in ("internal_api", "num_threads", "threading_layer")}
                       for p in threadpool_info()],
             "environment": {k: os.environ.get(k) for k in (*sn.backend.THREAD_ENVIRONMENT, *SPINNING)},
