@@ -1,9 +1,9 @@
-"""Numba CPU kernels: raw NumPy arrays in, raw NumPy arrays out.
+"""The CPU's kernel module: Numba kernels, raw NumPy arrays in, raw NumPy arrays out.
 
-The same function names and signatures as kernels/cuda.py, so a caller picks
-the module for its arrays (kernels.for_array) and calls one API; ReLU, the
-SGD step and batch norm (cpu_norm.py) are CPU-only (the GPU runs CuPy's array
-code). Each convolution, pooling and batch norm kernel parallelises over planes
+It provides kernels/interface.py's CPU list (checked at the end of this file): the functions it
+shares with kernels/cuda.py, so a caller picks the module for its arrays (kernels.for_array) and
+calls one API, and the CPU-only ones: ReLU, the SGD step, batch norm (cpu_norm.py; the GPU runs
+CuPy's array code for these) and the Winograd route's transforms (winograd.py). Each convolution, pooling and batch norm kernel parallelises over planes
 or channels that only it writes (prange), so there are no races and no
 atomics; ReLU and SGD are serial (too little work to pay for a second
 thread). All are njit(cache=True) and see only C-
@@ -15,12 +15,18 @@ offsets: signed indices make Numba check for negative ones, and that keeps
 LLVM from vectorising (a copy loop ran 10x slower); and never mix uint64 with
 int64 in one expression (Numba makes it a float).
 """
+import sys
+
 import numpy as np
 from numba import njit, prange
 
+from . import interface
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
 from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _scale_shift
 from .cpu_rows import _copy
+from .winograd import backward_input as winograd_backward_input  # noqa: F401 (the interface's Winograd)
+from .winograd import backward_weight as winograd_backward_weight  # noqa: F401
+from .winograd import forward as winograd_forward  # noqa: F401
 
 
 def _first_last(out_size, in_size, stride, pad, offset):
@@ -297,7 +303,6 @@ def relu_backward(gy, mask):
     return gx
 
 
-
 def sgd_step(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
     """One SGD step (optim/sgd.py's rule): the new parameter array and the momentum buffer, updated in
     place (None: the first step, which creates it; and always None without momentum)."""
@@ -375,3 +380,6 @@ def warm_up(dtype=np.float32):
     p = np.zeros(3, dtype)
     sgd_step(p, p, None, 0.1, 0.9, 0, 0, False)  # the first step (creates the buffer) and a later one
     sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False)
+
+
+interface.check(sys.modules[__name__], "cpu")  # a missing or changed function fails here, at import

@@ -125,9 +125,9 @@ def compiles(name, folder, cache):
     False when g++ rejects the source: a mutant no compiler accepts is no bug."""
     from concurrent.futures import ThreadPoolExecutor
     from scratchnet.kernels import emulator
-    from scratchnet.kernels.launch import SOURCES
+    from scratchnet.kernels.launch import sources as kernel_sources
     emu = emulator.Emulator(build_dir=cache / "cuda_emu", source_dir=folder)
-    sources = [name] if name.endswith(".cu") else sorted(set(SOURCES.values()))
+    sources = [name] if name.endswith(".cu") else kernel_sources()
     jobs = [(source, dtype) for source in sources for dtype in ("float32", "float64")]
     try:
         with ThreadPoolExecutor(2) as pool:
@@ -145,7 +145,7 @@ def run_tests(name, folder, cache, timeout):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1), os.dup2(devnull, 2)
         import pytest
-        code = pytest.main(["-q", "-x", "-p", "no:cacheprovider", str(REPO / "tests" / "test_kernels.py"),
+        code = pytest.main(["-q", "-x", "-p", "no:cacheprovider", str(REPO / "tests" / "kernels" / "test_kernels.py"),
                             "-k", f"emulator and float64 and {TESTS[name]}"])
         os._exit(int(code))
     deadline = time.monotonic() + timeout
