@@ -3,12 +3,11 @@
 It provides kernels/interface.py's CPU list (checked at the end of this file): the functions it
 shares with kernels/cuda.py, so a caller picks the module for its arrays (kernels.for_array) and
 calls one API, and the CPU-only ones: ReLU, the SGD step, batch norm (cpu_norm.py; the GPU runs
-CuPy's array code for these) and the Winograd route's transforms (winograd.py). Each convolution, pooling and batch norm kernel parallelises over planes
-or channels that only it writes (prange), so there are no races and no
-atomics; ReLU and SGD are serial (too little work to pay for a second
-thread). All are njit(cache=True) and see only C-
-contiguous float32/float64 arrays and Python scalars, keeping specialisations
-(and compile time) to two per kernel.
+CuPy's array code for these) and the Winograd route's transforms (winograd.py). Each
+convolution, pooling and batch norm kernel parallelises over planes or channels that only it
+writes (prange), so there are no races and no atomics; ReLU and SGD are serial (too little work
+to pay for a second thread). All are njit(cache=True) and see only C-contiguous float32/float64
+arrays and Python scalars, keeping specialisations (and compile time) to two per kernel.
 
 Indexing inside a prange loop is on flat arrays with unsigned (uint64)
 offsets: signed indices make Numba check for negative ones, and that keeps

@@ -92,7 +92,8 @@ def assert_policy(got, n):
     assert got["n"] == n and got["numba"] == n
     assert got["blas"] and set(got["blas"]) == {n}
     assert set(got["openmp"]) <= {n}
-    assert got["openblas_timeout"] and set(got["openblas_timeout"]) == {int(THREAD_ENVIRONMENT["OPENBLAS_THREAD_TIMEOUT"])}
+    timeout = int(THREAD_ENVIRONMENT["OPENBLAS_THREAD_TIMEOUT"])
+    assert got["openblas_timeout"] and set(got["openblas_timeout"]) == {timeout}
 
 
 @pytest.mark.parametrize("order", ORDERS)
