@@ -25,7 +25,6 @@ inverse: overlapping windows accumulate.
 """
 from collections import namedtuple
 
-
 from .. import backend, kernels
 from ..kernels.dispatch import ANY, KERNEL_DTYPES, Op, Route, device, same_dtype
 
@@ -404,7 +403,7 @@ AUTO = [
                            "the smaller GEMM, and float32 keeps im2col's rounding (Winograd's float32 error is "
                            "larger: docs/kernels.md)"),
     ("im2col",    _always, "everything else: BLAS GEMMs on L3-sized column chunks (1.5-1.7x less peak memory)"),
-    ("reference", _always, "dtypes the kernels are not built for (float16)"),
+    ("reference", _always, "dtypes the kernels are not built for (float16), and x and w of different dtypes"),
 ]  # noqa: E241
 
 
