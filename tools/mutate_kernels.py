@@ -72,6 +72,11 @@ OPERATORS = [  # (name, pattern, replacement)
 # key: "file:line:operator:occurrence" (as printed by --list).
 EQUIVALENT = {
     "pool.cu:15:no = 0:0": "`best` is first read after `where < 0` has made the first in-bounds tap assign it",
+    # depthwise_backward_weight's last line: after the reduction's last barrier partial[0] holds the sum,
+    # so another thread, or every thread, writing it to gw[tap] writes the same value
+    "depthwise.cu:85:== to !=:0": "every thread but 0 writes the final partial[0]: the same value",
+    "depthwise.cu:85:literal + 1:0": "thread 1 instead of thread 0 writes the final partial[0]",
+    "depthwise.cu:85:threadIdx.x to threadIdx.y:0": "threadIdx.y is 0 in a 1-D block: every thread writes partial[0]",
 }
 
 

@@ -6,7 +6,9 @@ One API, three implementations, each test run on all of them:
             with the grid/block kernels/launch.py gives a GPU, on guarded
             buffers, with outputs that start as NaN; once in launch order,
             once in a shuffled thread/block order with the grid-stride
-            kernels capped at 2 blocks (so their loops run several times)
+            kernels capped at 2 blocks (so their loops run several times);
+            the two runs must agree bit for bit (a kernel without races
+            gives the same bits in any thread order)
   cuda      kernels/cuda.py on a real GPU (skipped without one)
 over odd sizes, partial tiles, stride, padding, dilation, groups and depthwise
 multipliers, in float32 and float64.
@@ -32,17 +34,32 @@ def emu():
     return emulator
 
 
+# max-pool backward adds overlapping windows' gradients with atomicAdd, in the threads' order: the one
+# kernel whose bits may follow the order
+ORDER_DEPENDENT = {"max_pool2d_backward"}
+
+
 class Implementation:
-    """Calls one kernel API on NumPy inputs and returns NumPy results, once per variant."""
+    """Calls one kernel API on NumPy inputs and returns NumPy results, once per variant; the variants (the
+    emulator's thread orders) must agree bit for bit. A race the emulator cannot show as a wrong value
+    (threads switch only at barriers, so a shared `+=` by many threads is whole) still shows there: the
+    sum's rounding follows the order."""
 
     def __init__(self, apis, device="cpu"):
         self.apis, self.device = apis, device
 
     def __call__(self, name, *args):
         args = [backend.to_device(a, self.device) if isinstance(a, np.ndarray) else a for a in args]
+        outs = []
         for api in self.apis:
             out = getattr(api, name)(*args)
-            yield tuple(map(backend.to_numpy, out)) if isinstance(out, tuple) else backend.to_numpy(out)
+            outs.append(tuple(map(backend.to_numpy, out)) if isinstance(out, tuple) else backend.to_numpy(out))
+        if name not in ORDER_DEPENDENT:
+            for out in outs[1:]:
+                for part, first in zip(out if isinstance(out, tuple) else (out,),
+                                       outs[0] if isinstance(out, tuple) else (outs[0],)):
+                    np.testing.assert_array_equal(part, first, err_msg=f"{name} changes with the thread order")
+        return outs
 
 
 GPU = pytest.param("cuda", marks=pytest.mark.gpu)
