@@ -4,9 +4,10 @@ Raw arrays in, raw arrays out (no autograd here). Each device has one kernel mod
 functions kernels/interface.py declares (and each module checks at import):
 
     cpu   kernels/cpu.py    Numba kernels (NumPy arrays): im2col/col2im, depthwise, max-pool,
-                            ReLU, batch norm, the SGD step, and the Winograd transforms
-    gpu   kernels/cuda.py   CUDA kernels (CuPy arrays): im2col/col2im, depthwise, max-pool and
-                            the tiled direct convolution
+                            deformable im2col and its adjoints, ReLU, batch norm, the SGD step,
+                            and the Winograd transforms
+    gpu   kernels/cuda.py   CUDA kernels (CuPy arrays): im2col/col2im, depthwise, max-pool,
+                            deformable im2col and its adjoints, and the tiled direct convolution
 
 ``for_array(x)`` returns the module for x's device. Which op takes which kernel is decided in one
 place per op: its table (kernels/dispatch.py; the tables are kernels/routes.py's and, for

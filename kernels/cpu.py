@@ -2,7 +2,7 @@
 
 It provides kernels/interface.py's CPU list (checked at the end of this file): the functions it
 shares with kernels/cuda.py, so a caller picks the module for its arrays (kernels.for_array) and
-calls one API, and the CPU-only ones: ReLU, the SGD step, batch norm (cpu_norm.py; the GPU runs
+calls one API (deformable convolution's kernels live in cpu_deform.py), and the CPU-only ones: ReLU, the SGD step, batch norm (cpu_norm.py; the GPU runs
 CuPy's array code for these) and the Winograd route's transforms (winograd.py). Each
 convolution, pooling and batch norm kernel parallelises over planes or channels that only it
 writes (prange), so there are no races and no atomics; ReLU and SGD are serial (too little work
@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import interface
+from .cpu_deform import _deform_col2im, _deform_col2im_coord, _deform_im2col, bordered
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
 from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _scale_shift
 from .cpu_rows import _copy
@@ -265,6 +266,36 @@ def depthwise_backward_weight(gy, x, w_shape, stride, padding, dilation):
     return gw
 
 
+def _mask_arg(mask, dtype):
+    """(mask, use_mask) as the deform kernels take them: a 1-element stand-in when there is no mask."""
+    return (np.ones(1, dtype), False) if mask is None else (_c(mask), True)
+
+
+def deform_im2col(x, offset, mask, kernel, stride, padding, dilation, out_hw):
+    """Deformable columns (C, kh, kw, N, oh, ow) (functional/deform_routes.py's layout and rule); mask may be None."""
+    col = np.empty((x.shape[1], kernel[0], kernel[1], x.shape[0]) + tuple(out_hw), dtype=x.dtype)
+    _deform_im2col(bordered(x), _c(offset), *_mask_arg(mask, x.dtype), col, int(kernel[0]), int(kernel[1]),
+                   *_geometry(stride, padding, dilation))
+    return col
+
+
+def deform_col2im(gcol, offset, mask, x_shape, stride, padding, dilation):
+    """The input gradient of deform_im2col: each column gradient added to the pixels its sample read."""
+    gx = np.empty(x_shape, dtype=gcol.dtype)
+    _deform_col2im(_c(gcol), _c(offset), *_mask_arg(mask, gcol.dtype), gx, *_geometry(stride, padding, dilation))
+    return gx
+
+
+def deform_col2im_coord(gcol, x, offset, mask, stride, padding, dilation):
+    """(goffset, gmask) of deform_im2col's columns; gmask is None without a mask."""
+    goffset = np.empty(offset.shape, dtype=gcol.dtype)
+    mask_arg, use_mask = _mask_arg(mask, gcol.dtype)
+    gmask = np.empty(mask.shape, dtype=gcol.dtype) if use_mask else np.empty(1, gcol.dtype)
+    _deform_col2im_coord(_c(gcol), bordered(x), _c(offset), mask_arg, use_mask, goffset, gmask,
+                         *_geometry(stride, padding, dilation))
+    return goffset, (gmask if use_mask else None)
+
+
 def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):
     """(y, argmax): argmax is the int64 flat index inside each (n, c) plane."""
     x = _c(x)
@@ -372,6 +403,11 @@ def warm_up(dtype=np.float32):
     for kernel, stride in (((2, 2), (2, 2)), ((3, 3), unit)):  # the 2x2/2 kernel and the general one
         y, argmax = max_pool2d_forward(x, kernel, stride, none, unit, (2, 2))
         max_pool2d_backward(y, argmax, x.shape)
+    offset, mask = np.zeros((1, 18, 2, 2), dtype), np.ones((1, 9, 2, 2), dtype)
+    for m in (None, mask):  # deformable convolution, v1 and v2
+        col = deform_im2col(x, offset, m, (3, 3), unit, none, unit, one)
+        deform_col2im(col, offset, m, x.shape, unit, none, unit)
+        deform_col2im_coord(col, x, offset, m, unit, none, unit)
     relu_backward(*relu_forward(x))
     mean, var = batch_norm_stats(x)
     y = batch_norm_scale_shift(x, var, mean)

@@ -14,7 +14,7 @@ tensors.
 """
 import inspect
 
-# Both devices: convolution's building blocks and max pooling.
+# Both devices: convolution's building blocks (deformable convolution's too) and max pooling.
 SHARED = {
     "im2col": "(x, kernel, stride, padding, dilation, out_hw, pad_value=0)",  # -> col (C, kh, kw, N, oh, ow)
     "col2im": "(col, x_shape, stride, padding, dilation)",  # -> x: im2col's adjoint (overlaps add up)
@@ -23,6 +23,10 @@ SHARED = {
     "depthwise_backward_weight": "(gy, x, w_shape, stride, padding, dilation)",  # -> gw
     "max_pool2d_forward": "(x, kernel, stride, padding, dilation, out_hw)",  # -> (y, argmax: flat index in the plane)
     "max_pool2d_backward": "(gy, argmax, x_shape)",  # -> gx
+    # deformable convolution: im2col at the offset (and masked) sampling positions, and its adjoints
+    "deform_im2col": "(x, offset, mask, kernel, stride, padding, dilation, out_hw)",  # -> col; mask may be None
+    "deform_col2im": "(gcol, offset, mask, x_shape, stride, padding, dilation)",  # -> gx
+    "deform_col2im_coord": "(gcol, x, offset, mask, stride, padding, dilation)",  # -> (goffset, gmask or None)
 }
 
 # The CPU also fuses the elementwise passes NumPy would take several of (the GPU runs CuPy's array

@@ -49,6 +49,7 @@ CONV_PARAMS = ("N", "C", "H", "W", "CO", "OH", "OW", "KH", "KW", "SY", "SX", "PH
 DEPTHWISE_PARAMS = ("N", "C", "H", "W", "M", "OH", "OW", "KH", "KW", "SY", "SX", "PH", "PW", "DY", "DX")
 COL_PARAMS = ("N", "C", "H", "W", "OH", "OW", "KH", "KW", "SY", "SX", "PH", "PW", "DY", "DX")
 POOL_BACKWARD_PARAMS = ("N", "C", "H", "W", "OH", "OW")
+DEFORM_PARAMS = COL_PARAMS + ("G", "USE_MASK")  # G: offset groups
 
 # One row per kernel: the source file that holds it, its integer parameters (the sizes, in
 # signature order after the arrays) and its grid and block, a function of those sizes (s) and of
@@ -78,6 +79,13 @@ RULES = {
                                lambda s, cap: _elementwise(s["N"] * s["C"] * s["OH"] * s["OW"], cap)),
     "max_pool2d_backward": Rule("pool.cu", POOL_BACKWARD_PARAMS,
                                 lambda s, cap: _elementwise(s["N"] * s["C"] * s["OH"] * s["OW"], cap)),
+    "deform_im2col": Rule("deform.cu", DEFORM_PARAMS,  # one thread per column entry
+                          lambda s, cap: _elementwise(s["C"] * s["KH"] * s["KW"] * s["N"] * s["OH"] * s["OW"], cap)),
+    "deform_col2im": Rule("deform.cu", DEFORM_PARAMS,  # one thread per column entry
+                          lambda s, cap: _elementwise(s["C"] * s["KH"] * s["KW"] * s["N"] * s["OH"] * s["OW"], cap)),
+    "deform_col2im_coord": Rule("deform.cu", DEFORM_PARAMS,  # one thread per (image, offset group, tap, pixel)
+                                lambda s, cap: _elementwise(s["N"] * s["G"] * s["KH"] * s["KW"] * s["OH"] * s["OW"],
+                                                            cap)),
 }
 
 

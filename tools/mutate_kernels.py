@@ -35,12 +35,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 KERNELS = REPO / "kernels"
-FILES = ["common.cuh", "conv.cu", "depthwise.cu", "im2col.cu", "pool.cu"]
+FILES = ["common.cuh", "conv.cu", "deform.cu", "depthwise.cu", "im2col.cu", "pool.cu"]
 TESTS = {  # pytest -k expression for the tests that exercise each file's kernels
     "conv.cu": "test_direct_conv",
     "depthwise.cu": "test_depthwise",
     "im2col.cu": "test_im2col",
     "pool.cu": "max_pool",
+    "deform.cu": "deformable",
     "common.cuh": "test_",
 }
 
@@ -77,6 +78,7 @@ EQUIVALENT = {
     "depthwise.cu:85:== to !=:0": "every thread but 0 writes the final partial[0]: the same value",
     "depthwise.cu:85:literal + 1:0": "thread 1 instead of thread 0 writes the final partial[0]",
     "depthwise.cu:85:threadIdx.x to threadIdx.y:0": "threadIdx.y is 0 in a 1-D block: every thread writes partial[0]",
+    "deform.cu:59:literal + 1:0": "`v[5]` instead of `v[4]`: a fifth neighbour slot that nothing reads",
 }
 
 
@@ -193,6 +195,9 @@ def main(argv=None):
         for number, (key, name, text, before, after) in enumerate(chosen, 1):
             write_sources(folder, name, text)
             outcome = run_tests(name, folder, cache, args.timeout) if compiles(name, folder, cache) else "invalid"
+            if outcome in ("error 4", "error 5"):  # pytest's usage error / no tests collected: nothing was tested
+                raise SystemExit(f"mutate_kernels: the tests did not run for {key} (pytest exit {outcome[6:]}: a "
+                                 f"usage error or no test collected); check TESTS and the test file's path")
             if outcome == "survived" and key in EQUIVALENT:
                 outcome = "equivalent"
             results.append(dict(mutant=key, before=before, after=after, outcome=outcome))

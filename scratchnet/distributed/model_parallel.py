@@ -24,6 +24,9 @@ Two operators carry the activations (Megatron-LM's f and g, in the study notes' 
   over ranks, since each tower's layer contributed part of that activation's gradient).
 Everything between a gather and the next copy is computed on both ranks (ReLU, LRN, pooling,
 dropout with the same generator state), so both hold equal activations and gradients there.
+Their backwards, as ops (for second derivatives), are the pair's mirror images: GatherTowers'
+is TowerPiece (keep our piece; its backward gathers) and CopyToTowers' is ReduceFromTowers (add
+the towers' partial gradients; its backward copies).
 
 Why conv1 and the LRN/pool after conv2 are replicated: in ``alexnet(groups=2)`` the LRN window
 (5 maps) crosses the boundary between the halves (map 47 is normalised with 48 and 49), so an
@@ -51,16 +54,41 @@ class GatherTowers(Function):
         self.comm, self.axis = comm, axis
 
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        pieces = self.comm.allgather(x)  # (size, *x.shape)
         self.width = x.shape[self.axis]
-        return xp.concatenate(list(pieces), axis=self.axis)
+        return _gather(self.comm, x, self.axis)
 
     def backward(self, gy):
-        start = self.comm.rank * self.width
-        index = [slice(None)] * gy.ndim
-        index[self.axis] = slice(start, start + self.width)
-        return (gy[tuple(index)].copy(),)
+        return (gy[_our_piece(self.comm, gy.ndim, self.axis, self.width)].copy(),)
+
+    def differentiable_backward(self, gy):
+        return (TowerPiece(self.comm, self.axis, self.width)(gy),)
+
+
+class TowerPiece(Function):
+    """This tower's piece of a tensor every rank holds (GatherTowers' backward as an op); backward gathers."""
+
+    def __init__(self, comm, axis, width):
+        self.comm, self.axis, self.width = comm, axis, width
+
+    def forward(self, y):
+        return y[_our_piece(self.comm, y.ndim, self.axis, self.width)].copy()
+
+    def backward(self, g):
+        return (_gather(self.comm, g, self.axis),)
+
+    def differentiable_backward(self, g):
+        return (GatherTowers(self.comm, self.axis)(g),)
+
+
+def _gather(comm, x, axis):
+    return backend.get_array_module(x).concatenate(list(comm.allgather(x)), axis=axis)  # allgather: (size, ...)
+
+
+def _our_piece(comm, ndim, axis, width):
+    """The index of this tower's piece along the gathered axis."""
+    index = [slice(None)] * ndim
+    index[axis] = slice(comm.rank * width, (comm.rank + 1) * width)
+    return tuple(index)
 
 
 class CopyToTowers(Function):
@@ -74,6 +102,26 @@ class CopyToTowers(Function):
 
     def backward(self, gy):
         return (self.comm.allreduce(gy),)
+
+    def differentiable_backward(self, gy):
+        return (ReduceFromTowers(self.comm)(gy),)
+
+
+class ReduceFromTowers(Function):
+    """The towers' partial sums added up on every rank (CopyToTowers' backward as an op): its result is one
+    value every rank holds, so its own backward passes the gradient unchanged (CopyToTowers mirrored)."""
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def forward(self, x):
+        return self.comm.allreduce(x)
+
+    def backward(self, gy):
+        return (gy,)
+
+    def differentiable_backward(self, gy):
+        return (CopyToTowers(self.comm)(gy),)
 
 
 def gather_towers(x, comm, axis=1):
@@ -91,15 +139,25 @@ class AlexNetTowers(Module):
     copies its rows of every split layer, so it starts exactly where that model starts.
     """
 
+    @staticmethod
+    def split_convs(model):
+        """The five conv layers of an AlexNet with the two-GPU split (``features`` with conv groups 1, 2, 1, 2,
+        2 and a ``classifier``), or None for a model without it."""
+        features, classifier = getattr(model, "features", None), getattr(model, "classifier", None)
+        if not (isinstance(features, Sequential) and isinstance(classifier, Sequential)):
+            return None
+        convs = [m for m in features if isinstance(m, Conv2d)]
+        return convs if [c.groups for c in convs] == [1, 2, 1, 2, 2] else None
+
     def __init__(self, model, comm):
         super().__init__()
         if comm.size != 2:
             raise ValueError(f"the AlexNet split runs on exactly 2 ranks (the paper's two GPUs), got {comm.size}; "
                              f"launch with mpirun -n 2")
-        convs = [m for m in model.features if isinstance(m, Conv2d)]
-        if len(convs) != 5 or [c.groups for c in convs] != [1, 2, 1, 2, 2]:
+        convs = self.split_convs(model)
+        if convs is None:
             raise ValueError("model parallelism needs AlexNet with the two-GPU split (alexnet, groups=2); "
-                             f"this model's conv groups are {[c.groups for c in convs]}")
+                             f"{type(model).__name__} has no such split")
         object.__setattr__(self, "comm", comm)
         self.input_size = model.input_size
         g = comm.rank
@@ -151,7 +209,7 @@ class AlexNetTowers(Module):
         x = gather_towers(self.conv2(x), comm)                    # -> all 256 maps (into conv3)
         x = copy_to_towers(self.mix2(x), comm)
         x = gather_towers(self.body(x), comm)                     # -> all maps of pool5 (into fc6)
-        x = copy_to_towers(x.reshape(x.shape[0], -1), comm)
+        x = copy_to_towers(F.flatten(x, 1), comm)
         x = copy_to_towers(self.drop6(gather_towers(F.relu(self.fc6(x)), comm, 1)), comm)
         x = copy_to_towers(self.drop7(gather_towers(F.relu(self.fc7(x)), comm, 1)), comm)
         return gather_towers(self.fc8(x), comm, 1)

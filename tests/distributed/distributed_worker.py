@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import scratchnet as sn
-from scratchnet import distributed, nn
+from scratchnet import backend, distributed, nn
 from scratchnet import functional as F
 from scratchnet.models import get_model
 from scratchnet.optim import SGD, Adam
@@ -142,6 +142,66 @@ def check_collectives(comm):
     assert comm.broadcast_object("hello" if comm.rank == 0 else None) == "hello"
 
 
+def check_shapes_and_dtypes(comm):
+    """A 0-d array keeps its shape through every collective; dtypes MPI cannot move are TypeErrors."""
+    total = comm.allreduce(np.float64(comm.rank + 1.5) * np.ones(()))
+    assert total.shape == () and total == 4.0, total
+    assert comm.broadcast(np.array(7 + comm.rank), root=1).shape == ()
+    assert comm.allgather(np.array(comm.rank)).tolist() == [0, 1]
+    assert comm.broadcast(np.array([True, comm.rank == 0])).tolist() == [True, True]  # bools and text move...
+    assert comm.allgather(np.array(["rank", str(comm.rank)])).tolist() == [["rank", "0"], ["rank", "1"]]
+    for bad, call in ((np.array([True]), lambda a: comm.allreduce(a)),  # ... but MPI sums neither
+                      (np.array(["text"]), lambda a: comm.allreduce(a)),
+                      (np.array([object()]), lambda a: comm.broadcast(a)),
+                      ([1.0, 2.0], lambda a: comm.allreduce(a))):
+        try:
+            call(bad)
+        except TypeError as exc:
+            assert "cannot move" in str(exc), exc
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
+    try:
+        comm.allreduce(np.ones(2), op="avg")
+    except ValueError as exc:
+        assert "sum, max, min" in str(exc)
+    else:
+        raise AssertionError("op='avg' was accepted")
+
+
+def check_paired_send_recv(comm):
+    """Both ranks send first, then receive: 8 MB each way (far above MPI's eager limit) cannot deadlock."""
+    comm.timeout = 30.0
+    other = 1 - comm.rank
+    big = np.full((1024, 1024), comm.rank, dtype=np.float64)
+    comm.send(big, dest=other, tag=5)
+    comm.send(np.float32(comm.rank + 0.5) * np.ones((), np.float32), dest=other, tag=5)
+    got, scalar = comm.recv(source=other, tag=5), comm.recv(source=other, tag=5)
+    assert got.shape == (1024, 1024) and np.all(got == other)
+    assert scalar.shape == () and scalar.dtype == np.float32 and scalar == other + 0.5
+    comm.barrier()  # waits for this rank's sends to be received, too
+    assert comm._sends == []
+
+
+def check_engine_agreement(comm):
+    """NCCL on one rank and not the other: both take the host route, and say which rank lacks it."""
+    assert comm.agree_on_nccl(comm.rank == 0, reason="no libnccl here") is None
+    assert comm.engine == "MPI through host memory (no NCCL on rank 1: no libnccl here)", comm.engine
+    assert comm.allgather_object(comm.engine) == [comm.engine] * 2
+
+
+def check_more_ranks_than_gpus(comm):
+    """Both ranks on one host with one GPU: refused on every rank, in one sentence; with two GPUs each
+    rank takes the GPU of its local rank."""
+    assert comm.local_size == 2
+    try:
+        comm.agree_on_gpus(device_count=1)
+    except distributed.DistributedError as exc:
+        assert "2 ranks run on host" in str(exc) and "1 GPU(s)" in str(exc) and "mpirun -n 1" in str(exc), exc
+    else:
+        raise AssertionError("two ranks on one GPU were accepted")
+    assert comm.agree_on_gpus(device_count=2) == comm.local_rank
+
+
 def check_alexnet_split(comm):
     """Two towers on two ranks == the grouped single-process AlexNet: logits, loss, every gradient."""
     options = dict(num_classes=10, image_size=67, channels=(8, 16, 24, 24, 16), hidden=32, groups=2)
@@ -171,6 +231,98 @@ def check_alexnet_split(comm):
         assert np.array_equal(full[key], value), key
 
 
+class HostArray(np.ndarray):
+    """A NumPy array standing in for a CuPy one (see StandInCupy)."""
+
+
+class StandInCupy:
+    """The three names comm.py uses of CuPy, backed by NumPy: where no GPU exists, a HostArray takes the
+    very code path a CuPy array takes without NCCL (to the host, through MPI, back to the device)."""
+    ndarray = HostArray
+
+    @staticmethod
+    def asnumpy(array):
+        assert type(array) is HostArray, type(array)
+        return np.array(array)  # a plain ndarray copy, as cupy.asnumpy gives
+
+    @staticmethod
+    def asarray(array):
+        assert type(array) is np.ndarray, type(array)
+        return array.view(HostArray)
+
+
+def check_device_arrays_through_the_host(comm, to_device=None):
+    """Device arrays without NCCL: allreduce, broadcast, allgather and send/recv go through host memory and
+    MPI and come back as device arrays with the values NumPy arrays get. On a GPU, CuPy arrays
+    (``to_device``: cupy.asarray); elsewhere HostArrays, with StandInCupy as CuPy."""
+    saved = backend.cp
+    if to_device is None:
+        backend.cp, to_device = StandInCupy, StandInCupy.asarray
+    try:
+        assert comm.nccl is None
+        a = np.arange(6, dtype=np.float32).reshape(2, 3) * (comm.rank + 1)
+        results = [(comm.allreduce(to_device(a)), np.arange(6, dtype=np.float32).reshape(2, 3) * 3),
+                   (comm.allreduce(to_device(a), "max"), np.arange(6, dtype=np.float32).reshape(2, 3) * 2),
+                   (comm.broadcast(to_device(a), root=1), np.arange(6, dtype=np.float32).reshape(2, 3) * 2),
+                   (comm.allgather(to_device(np.int64([comm.rank, 10]))), np.int64([[0, 10], [1, 10]]))]
+        if comm.rank == 0:
+            comm.send(to_device(np.linspace(0, 1, 7).reshape(7, 1)), dest=1, tag=5)
+        else:
+            results.append((comm.recv(source=0, tag=5), np.linspace(0, 1, 7).reshape(7, 1)))
+        for result, expected in results:
+            assert isinstance(result, backend.cp.ndarray), type(result)  # handed back on the device
+            host = backend.to_numpy(result)
+            assert host.dtype == expected.dtype and np.array_equal(host, expected), (host, expected)
+    finally:
+        backend.cp = saved
+
+
+def check_cupy_arrays_through_the_host(comm):
+    """On a GPU, real CuPy arrays through a communicator without NCCL (one made for the CPU: no GPU is
+    assigned, so both ranks may share the first GPU) take the host route."""
+    check_device_arrays_through_the_host(comm, backend.cp.asarray)
+
+
+def check_double_backward(comm):
+    """Second derivatives through SyncBatchNorm and the towers' gather/copy equal one process's (1e-10):
+    the gradient of sum(v . dL/dx) for L = sum(u * f(x)) over all ranks' samples."""
+    rng = np.random.default_rng(3)  # the same global arrays on every rank
+    x, u, v = (rng.standard_normal((4, 3, 2, 2)) for _ in range(3))
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    local = slice(2 * comm.rank, 2 * comm.rank + 2)
+
+    def second_derivatives(f, x, u, v, params):
+        x = sn.tensor(x, requires_grad=True)
+        inputs = [x] + params
+        first = sn.autograd.grad((f(x) * sn.tensor(u)).sum(), inputs, create_graph=True)
+        second = sn.autograd.grad((first[0] * sn.tensor(v)).sum() + sum(g.sum() for g in first[1:]), inputs,
+                                  allow_unused=True)  # (the bias's gradient does not depend on anything)
+        return [np.zeros(t.shape) if g is None else g.numpy() for g, t in zip(second, inputs)]
+
+    ours = [sn.tensor(w, requires_grad=True), sn.tensor(b, requires_grad=True)]
+    got = second_derivatives(lambda x: distributed.data_parallel.SyncBatchNormFunction(comm, 1e-5, True, True)(
+        x, *ours), x[local], u[local], v[local], ours)
+    whole = [sn.tensor(w, requires_grad=True), sn.tensor(b, requires_grad=True)]
+    expected = second_derivatives(lambda x: F.batch_norm(x, None, None, *whole, training=True), x, u, v, whole)
+    assert relative_error(got[0], expected[0][local]) < 1e-10
+    for g, e in zip(got[1:], expected[1:]):  # the parameters' shares, added over the ranks
+        assert np.allclose(comm.allreduce(g), e, rtol=1e-10, atol=1e-12)
+
+    # the towers: y = gather(copy(h) * w_rank), each rank holding its half of the weights
+    h, weights = rng.standard_normal(3), rng.standard_normal(6)
+    mine = sn.tensor(weights[3 * comm.rank:3 * comm.rank + 3], requires_grad=True)
+    x_t = sn.tensor(h, requires_grad=True)
+    y = distributed.gather_towers(distributed.copy_to_towers(x_t, comm) * mine, comm, axis=0)
+    first = sn.autograd.grad((y ** 3).sum(), [x_t, mine], create_graph=True)
+    got = sn.autograd.grad(first[0].sum() + first[1].sum(), [x_t, mine])
+    x_1, w_1 = sn.tensor(h, requires_grad=True), sn.tensor(weights, requires_grad=True)
+    y_1 = (x_1.reshape(1, 3) * w_1.reshape(2, 3)).reshape(6)
+    first_1 = sn.autograd.grad((y_1 ** 3).sum(), [x_1, w_1], create_graph=True)
+    expected = sn.autograd.grad(first_1[0].sum() + first_1[1].sum(), [x_1, w_1])
+    assert relative_error(got[0], expected[0]) < 1e-10
+    assert relative_error(got[1], expected[1].numpy()[3 * comm.rank:3 * comm.rank + 3]) < 1e-10
+
+
 def check_hang_times_out(comm):
     """A rank that stops answering: the other's watchdog ends the job within the timeout."""
     comm.timeout = 2.0
@@ -192,10 +344,12 @@ def check_killed_rank(comm):
 
 
 SCENARIOS = {
-    "core": [check_collectives, check_data_parallel_gradients, check_unused_parameter, check_replicas_identical,
-             check_alexnet_split],
+    "core": [check_collectives, check_device_arrays_through_the_host, check_data_parallel_gradients,
+             check_unused_parameter, check_replicas_identical, check_alexnet_split, check_double_backward],
+    "robust": [check_shapes_and_dtypes, check_paired_send_recv, check_engine_agreement, check_more_ranks_than_gpus],
     "hang": [check_hang_times_out],
     "killed": [check_killed_rank],
+    "gpu_without_nccl": [check_cupy_arrays_through_the_host],
 }
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The CPU fast paths run where they should, and give the numbers of the array code they stand in for.
 
-ReLU, max-pool, batch norm and the SGD step run as Numba kernels on the CPU for float32 and float64
-(their tables: kernels/routes.py); float16 (and the GPU, except max-pool) runs the array code, the
-reference route. Every case asserts the route its calls took, twice over: the dispatch's count per
+ReLU, max-pool, batch norm, the SGD step and deformable convolution's im2col run as Numba kernels on
+the CPU for float32 and float64 (their tables: kernels/routes.py, functional/deform_routes.py);
+float16 (and the GPU, except max-pool and deformable convolution) runs the array code, the reference
+route. Every case asserts the route its calls took, twice over: the dispatch's count per
 route (kernels/dispatch.py's recording) and a spy on kernels/cpu.py's function itself, so a fast path
 lost from a table, or skipped by the op that chose it, fails a test. The array code (forced with
 dispatch.reference_only) is checked against torch, and the fused SGD step against it bit for bit.
@@ -21,7 +22,7 @@ import scratchnet as sn
 from scratchnet import functional as F
 from scratchnet import nn, optim
 from scratchnet.kernels import cpu, dispatch, routes
-from conftest import SGD_CONFIGS, assert_close
+from conftest import SGD_CONFIGS, assert_close, assert_within_scale
 
 SPECIAL = [-np.inf, -2.5, -1e-30, -0.0, 0.0, 1e-30, 3.0, np.inf, np.nan]
 
@@ -134,6 +135,47 @@ def test_batch_norm_of_n_c_inputs_and_float16_is_the_array_code(rng, spy):
     assert taken == {("batch_norm", "reference"): 2} and not calls
 
 
+DEFORM_KERNELS = ("deform_im2col", "deform_col2im", "deform_col2im_coord")
+
+
+@pytest.mark.parametrize("mask", [False, True], ids=["v1", "v2"])
+@pytest.mark.parametrize("forced", FORCED)
+@pytest.mark.parametrize("dtype, route", ROUTE_CASES)
+def test_deform_conv2d_takes_its_route_and_equals_the_reference(dtype, route, forced, mask, rng, spy):
+    """The deformable im2col kernels (kernels/cpu_deform.py) on the CPU for float32 and float64: the columns
+    once forward and once more for the weight gradient, the input gradient's scatter and the offset (and
+    mask) gradient once each; float16 (and reference_only) the NumPy sampling, which the kernels equal."""
+    route = "im2col" if route == "kernel" and not forced else "reference"
+    calls = spy(*DEFORM_KERNELS)
+    x = rng.standard_normal((2, 4, 6, 5)).astype(dtype)
+    offset = rng.uniform(-1.5, 1.5, (2, 2 * 2 * 9, 4, 3)).astype(dtype)  # two offset groups, some samples outside
+    w = rng.standard_normal((6, 2, 3, 3)).astype(dtype)  # groups 2
+    m = rng.uniform(0, 1, (2, 2 * 9, 4, 3)).astype(dtype) if mask else None
+    gy = rng.standard_normal((2, 6, 4, 3)).astype(dtype)
+
+    def deform(arrays):
+        tensors = [None if a is None else sn.tensor(a, requires_grad=True) for a in arrays]
+        y = F.deform_conv2d(tensors[0], tensors[1], tensors[2], mask=tensors[3])
+        y.backward(sn.tensor(gy))
+        return [y.numpy()] + [t.grad.numpy() for t in tensors if t is not None]
+
+    with run(forced), dispatch.recording() as taken:
+        ours = deform((x, offset, w, m))
+    assert taken == {("deform_conv2d", route): 1}
+    kernel_calls = {"deform_im2col": 2, "deform_col2im": 1, "deform_col2im_coord": 1} if route == "im2col" else {}
+    assert calls == Counter(kernel_calls)
+    with dispatch.reference_only():
+        reference = deform((x, offset, w, m))
+    for what, a, b in zip(("output", "x", "offset", "weight", "mask"), ours, reference):
+        assert a.dtype == dtype
+        if route == "reference":  # the same array code twice
+            np.testing.assert_array_equal(a, b, err_msg=what)
+        elif dtype == np.float64:
+            assert_close(a, b, what=what)
+        else:  # float32: the kernels' sums run in another order than NumPy's
+            assert_within_scale(a, b, 1e-5, what)
+
+
 def _sgd_run(config, dtype, forced=False, steps=5):
     """Parameters after `steps` SGD steps with the same gradients, and the routes the steps took."""
     rng = np.random.default_rng(0)
@@ -142,7 +184,7 @@ def _sgd_run(config, dtype, forced=False, steps=5):
     with run(forced), dispatch.recording() as taken:
         for _ in range(steps):
             for p in params:
-                p.grad = rng.standard_normal(p.shape).astype(dtype)
+                p.grad = sn.tensor(rng.standard_normal(p.shape).astype(dtype))
             opt.step()
     return [p.numpy() for p in params], [opt.state[p].get("momentum_buffer") for p in params], taken
 
@@ -202,7 +244,7 @@ def test_adam_steps_are_counted_on_the_array_code():
     with dispatch.recording() as taken:
         for _ in range(3):
             for p in params:
-                p.grad = np.ones(4, np.float32)
+                p.grad = sn.tensor(np.ones(4, np.float32))
             opt.step()
     assert taken == {("adam", "reference"): 6}
 
@@ -213,10 +255,10 @@ import numpy as np
 from numba.core.registry import CPUDispatcher
 import scratchnet as sn
 from scratchnet import optim
-from scratchnet.kernels import cpu, cpu_depthwise, cpu_norm
+from scratchnet.kernels import cpu, cpu_deform, cpu_depthwise, cpu_norm
 
 def signatures():
-    return {f"{m.__name__}.{name}": tuple(f.signatures) for m in (cpu, cpu_depthwise, cpu_norm)
+    return {f"{m.__name__}.{name}": tuple(f.signatures) for m in (cpu, cpu_deform, cpu_depthwise, cpu_norm)
             for name, f in vars(m).items() if isinstance(f, CPUDispatcher)}
 
 dtype = np.dtype(sys.argv[1])
@@ -236,6 +278,10 @@ images = sn.tensor(np.ones((2, 3, 4, 4), dtype), requires_grad=True)
 for mode in (bn.train, bn.eval):
     mode()
     bn(images).sum().backward()
+weight = sn.tensor(np.ones((2, 3, 3, 3), dtype), requires_grad=True)  # deformable convolution, v1 and v2
+offset = sn.tensor(np.zeros((2, 18, 2, 2), dtype), requires_grad=True)
+for mask in (None, sn.tensor(np.ones((2, 9, 2, 2), dtype), requires_grad=True)):
+    sn.nn.functional.deform_conv2d(images, offset, weight, mask=mask).sum().backward()
 after = signatures()
 print({name: after[name][len(before[name]):] for name in after if after[name] != before[name]})
 """
@@ -244,7 +290,7 @@ print({name: after[name][len(before[name]):] for name in after if after[name] !=
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_warm_up_loads_every_kernel_a_training_step_uses(dtype):
     """After cpu.warm_up (the training CLI runs it while the data loads), a LeNet training step, an
-    evaluation and batch norm need no kernel compiled or loaded: Numba's start-up is out of the first
+    evaluation, batch norm and deformable convolution need no kernel compiled or loaded: Numba's start-up is out of the first
     step. In a fresh process, where no other test has run a kernel yet."""
     done = subprocess.run([sys.executable, "-c", WARM_UP_CHECK, dtype], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

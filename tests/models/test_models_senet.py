@@ -4,22 +4,20 @@ Counts: the paper (Section 4, "Model and Computational Complexity") counts only 
 2/r * sum_s N_s C_s^2 (~2.5M for SE-ResNet-50); the FCs here have biases (timm / torch hub's
 se_resnet50: 28,088,024 parameters), so each SE block adds C*C/r*2 + C/r + C.
 """
-import json
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
-from test_models_resnet import t64, torch_resnet, torch_unit, tiny_resnet
+from test_models_resnet import tiny_resnet
 
 import scratchnet as sn
 from scratchnet.models import get_model, list_models
 from scratchnet.models.resnet import IMAGENET_DEPTHS, IMAGENET_WIDTHS, BasicBlock, Bottleneck, make_stage
 from scratchnet.models.senet import SEBlock, SqueezeExcitation
 from scratchnet.nn import SiLU
-from conftest import FIXTURES
+from conftest import t64, torch_resnet, torch_unit, torchvision_reference
 
-REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
+REFERENCE = torchvision_reference()
 
 
 def se_parameters(depth, reduction=16):

@@ -257,8 +257,8 @@ def test_cli_writes_dot_when_dot_is_missing(tmp_path, monkeypatch, capsys):
     assert "input" in source and "output" in source
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot program is not installed")
 def test_cli_renders_svg_and_the_dot_file_is_valid(tmp_path, capsys):
+    assert shutil.which("dot"), "Graphviz's dot program is missing: apt-get install graphviz (.ci/run installs it)"
     assert main(CLI + ["--out", str(tmp_path / "g.dot"), "--expand", "layer1.0"]) == 0
     assert main(CLI + ["--out", str(tmp_path / "g.svg"), "--collapse", "BasicBlock"]) == 0
     svg = (tmp_path / "g.svg").read_text()
@@ -273,7 +273,8 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert "unknown model 'nonet'" in one_line_error(capsys, ["nonet"] + out)
     assert "cannot run on an input of size (5, 8, 8)" in one_line_error(
         capsys, ["resnet20", "--input-size", "5", "8", "8"] + out)
-    assert "must be positive" in one_line_error(capsys, ["resnet20", "--input-size", "3", "0", "8"] + out)
+    assert "argument --input-size: must be a positive int, got 0" in one_line_error(
+        capsys, ["resnet20", "--input-size", "3", "0", "8"] + out)
     assert "does not exist" in one_line_error(capsys, CLI + ["--out", str(tmp_path / "nope" / "g.svg")])
     assert ".svg, .png" in one_line_error(capsys, CLI + ["--out", str(tmp_path / "g.txt")])
     assert "no module named or typed 'Nope'" in one_line_error(capsys, CLI + out + ["--collapse", "Nope"])
