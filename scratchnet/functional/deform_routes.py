@@ -211,9 +211,9 @@ def _describe(x, offset, w, mask):
     return device(x), same_dtype(x, offset, w, mask)
 
 
-#                  route        implementation  devices          dtypes         fits
 DEFORM_CONV2D = Op("deform_conv2d", describe=_describe,
                    needs=("deform_im2col", "deform_col2im", "deform_col2im_coord"), routes={
+    #              implementation    devices          dtypes         fits
     "im2col":      Route(KERNELS,   ("cpu", "gpu"),  KERNEL_DTYPES, None),  # Numba (CPU) / deform.cu (GPU)
     "reference":   Route(Reference, ("cpu", "gpu"),  ANY,           None),  # the array code above
 })  # noqa: E241,E128 (aligned so the routes read as a table)

@@ -290,8 +290,8 @@ print({name: after[name][len(before[name]):] for name in after if after[name] !=
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_warm_up_loads_every_kernel_a_training_step_uses(dtype):
     """After cpu.warm_up (the training CLI runs it while the data loads), a LeNet training step, an
-    evaluation, batch norm and deformable convolution need no kernel compiled or loaded: Numba's start-up is out of the first
-    step. In a fresh process, where no other test has run a kernel yet."""
+    evaluation, batch norm and deformable convolution need no kernel compiled or loaded: Numba's start-up
+    is out of the first step. In a fresh process, where no other test has run a kernel yet."""
     done = subprocess.run([sys.executable, "-c", WARM_UP_CHECK, dtype], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "{}", f"kernels a step still had to load: {done.stdout}"
