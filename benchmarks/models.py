@@ -39,27 +39,12 @@ import scratchnet as sn  # noqa: E402  (first: its thread policy must be set bef
 import numpy as np  # noqa: E402,I100
 from scratchnet import backend  # noqa: E402
 from scratchnet.models import get_model, list_models  # noqa: E402
+from timing import reset_peak, rss_mb  # noqa: E402  (benchmarks/timing.py: the shared rules)
 
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 # --------------------------------------------------------------------------- one model (child process)
-
-
-def _rss_mb():
-    with open("/proc/self/status") as status:
-        fields = dict(line.split(":", 1) for line in status)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def _reset_peak():
-    """Reset the kernel's peak-RSS counter; False where /proc/self/clear_refs is not writable."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def measure(name, device, batch, steps, min_size=0):
@@ -86,8 +71,8 @@ def measure(name, device, batch, steps, min_size=0):
         gc.collect()
         if pool is not None:
             pool.free_all_blocks()
-        before, _ = _rss_mb()
-        exact_peak = _reset_peak()
+        before, _ = rss_mb()
+        exact_peak = reset_peak()
         maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         sync()
         cpu_start, start = time.process_time(), time.perf_counter()
@@ -105,7 +90,7 @@ def measure(name, device, batch, steps, min_size=0):
             if pool is not None:
                 memory = pool.total_bytes() / 2 ** 20
             elif exact_peak:
-                memory = _rss_mb()[1] - before
+                memory = rss_mb()[1] - before
             else:
                 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 memory = max(0.0, peak - max(before, maxrss_before))

@@ -26,21 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, clean_env, reset_peak, rss_mb, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _rss_mb():
-    with open("/proc/self/status") as status:
-        fields = dict(line.split(":", 1) for line in status)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def _reset_peak():
-    with open("/proc/self/clear_refs", "w") as clear:  # "5" resets VmHWM to the current RSS
-        clear.write("5")
 
 
 def measure(step, steps):
@@ -49,13 +38,14 @@ def measure(step, steps):
     times, step_mb = [], []
     for _ in range(steps):
         gc.collect()
-        before = _rss_mb()[0]
-        _reset_peak()
+        before = rss_mb()[0]
+        if not reset_peak():
+            raise OSError("the step's memory needs /proc/self/clear_refs (Linux) to reset the peak RSS")
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-        step_mb.append(_rss_mb()[1] - before)
-    return dict(step_s=min(times), step_mb=max(step_mb), process_mb=_rss_mb()[1])
+        step_mb.append(rss_mb()[1] - before)
+    return dict(step_s=min(times), step_mb=max(step_mb), process_mb=rss_mb()[1])
 
 
 # ---------------------------------------------------------------- the children

@@ -13,12 +13,14 @@ routes issue (conv_routes' two GEMM helpers). Then it replays each call alone, b
 the same arrays. ratio = median time in the loop / median time alone (<= 1: no slower in
 the loop; timings on a busy machine scatter, so read the table with the load average).
 
-It runs twice, each in its own process:
-  policy     scratchnet's defaults (backend.THREAD_ENVIRONMENT: idle threads sleep at once)
-  spinning   the libraries' own defaults (OpenBLAS spins 2^28 cycles, GNU OpenMP 300,000
-             spins, Intel OpenMP 200 ms), i.e. the library as shipped before issue 9
-  one thread the policy with SCRATCHNET_NUM_THREADS=1 (the LeNet kernels are small)
-The first two use sn.get_num_threads()'s default count; all run with this workplace's OPENBLAS_CORETYPE /
+It runs four times, each in its own process:
+  policy       scratchnet's defaults (backend.THREAD_ENVIRONMENT: idle threads sleep at once)
+  numpy first  the same, with NumPy imported (and its BLAS pool started) before scratchnet: the
+               policy reaches OpenBLAS at run time (backend/threads.py), so this matches `policy`
+  spinning     the libraries' own defaults (OpenBLAS spins 2^28 cycles, GNU OpenMP 300,000
+               spins, Intel OpenMP 200 ms), i.e. the library as shipped before issue 9
+  one thread   the policy with SCRATCHNET_NUM_THREADS=1 (the LeNet kernels are small)
+All but the last use sn.get_num_threads()'s default count; all run with this workplace's OPENBLAS_CORETYPE /
 OPENBLAS_L2_SIZE overrides unset. Prints the table and writes benchmarks/results/threads.json.
 """
 import argparse
@@ -123,7 +125,7 @@ def measure(steps, repeat):
                      "loop_min_ms": 1e3 * min(entry["loop"]), "alone_min_ms": 1e3 * min(alone)})
     from threadpoolctl import threadpool_info
     return {"step_ms_median": 1e3 * statistics.median(step_times), "step_ms_min": 1e3 * min(step_times),
-            "threads": sn.get_num_threads(), "loaded_before_scratchnet": sn.backend.LOADED_FIRST,
+            "threads": sn.get_num_threads(), "loaded_before_scratchnet": sn.backend.threads.LOADED_FIRST,
             "pools": [{k: p.get(k) for k in ("internal_api", "num_threads", "threading_layer")}
                       for p in threadpool_info()],
             "environment": {k: os.environ.get(k) for k in (*sn.backend.THREAD_ENVIRONMENT, *SPINNING)},
@@ -137,6 +139,8 @@ def run_child(policy, steps, repeat):
     if policy == "one thread":
         env["SCRATCHNET_NUM_THREADS"] = "1"
     command = [sys.executable, __file__, "--child", "--steps", str(steps), "--repeat", str(repeat)]
+    if policy == "numpy first":
+        command.append("--numpy-first")
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{policy} run failed:\n{done.stderr}")
@@ -148,13 +152,18 @@ def main():
     p.add_argument("--steps", type=int, default=40, help="training steps timed")
     p.add_argument("--repeat", type=int, default=20, help="replays of each kernel alone")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--numpy-first", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
+        if args.numpy_first:  # as a user's script may: NumPy's BLAS loaded and its threads started first
+            import numpy
+            numpy.ones((64, 64)) @ numpy.ones((64, 64))
         print(json.dumps(measure(args.steps, args.repeat)))
         return
 
     load_before = os.getloadavg()
-    results = {policy: run_child(policy, args.steps, args.repeat) for policy in ("policy", "one thread", "spinning")}
+    results = {policy: run_child(policy, args.steps, args.repeat)
+               for policy in ("policy", "numpy first", "one thread", "spinning")}
     for policy, r in results.items():
         print(f"\n{policy}: {r['threads']} threads, LeNet-5 step median {r['step_ms_median']:.2f} ms "
               f"(min {r['step_ms_min']:.2f})  environment {r['environment']}")

@@ -1,34 +1,35 @@
 """Hot-path kernels: CUDA RawKernels (*.cu) with their launcher, and Numba CPU kernels.
 
-Raw arrays in, raw arrays out (no autograd here). ``for_array(x)`` returns the
-module for x's device; both modules share one API:
+Raw arrays in, raw arrays out (no autograd here). Each device has one kernel module, whose
+functions kernels/interface.py declares (and each module checks at import):
 
-    im2col, col2im, depthwise_forward, depthwise_backward_input,
-    depthwise_backward_weight, max_pool2d_forward, max_pool2d_backward,
-    deform_im2col, deform_col2im, deform_col2im_coord (deformable convolution)
+    cpu   kernels/cpu.py    Numba kernels (NumPy arrays): im2col/col2im, depthwise, max-pool,
+                            deformable im2col and its adjoints, ReLU, batch norm, the SGD step,
+                            and the Winograd transforms
+    gpu   kernels/cuda.py   CUDA kernels (CuPy arrays): im2col/col2im, depthwise, max-pool,
+                            deformable im2col and its adjoints, and the tiled direct convolution
 
-and, on the GPU only, the direct dense convolution (``conv2d_forward``,
-``conv2d_backward_input``, ``conv2d_backward_weight``); on the CPU only,
-``relu_forward``/``relu_backward``, ``sgd_step`` and batch norm's
-``batch_norm_stats``, ``batch_norm_scale_shift``, ``batch_norm_grad_sums`` and
-``batch_norm_grad_input`` (a pass or two each where NumPy takes several).
+``for_array(x)`` returns the module for x's device. Which op takes which kernel is decided in one
+place per op: its table (kernels/dispatch.py; the tables are kernels/routes.py's and, for
+conv2d, functional/conv_routes.py's).
 """
 import numpy as np
 
 from ..backend import device_of
 
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # what the kernels are compiled for
 
 
-def supports(*arrays):
-    """Whether the kernels handle these arrays (float32 or float64, all one dtype)."""
-    return all(a.dtype == arrays[0].dtype for a in arrays) and arrays[0].dtype in DTYPES
-
-
-def for_array(array):
-    """kernels.cpu (Numba) for NumPy arrays, kernels.cuda (CuPy) for CuPy arrays."""
-    if device_of(array) == "gpu":
+def for_device(device):
+    """kernels.cpu (Numba) for 'cpu', kernels.cuda (CuPy) for 'gpu', imported on first use (Numba's import
+    takes a few tenths of a second, so a process that never runs a CPU kernel never pays it)."""
+    if device == "gpu":
         from . import cuda
         return cuda
     from . import cpu
     return cpu
+
+
+def for_array(array):
+    """kernels.cpu (Numba) for NumPy arrays, kernels.cuda (CuPy) for CuPy arrays."""
+    return for_device(device_of(array))

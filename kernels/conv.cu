@@ -36,24 +36,32 @@ __device__ __forceinline__ scalar_t tiled_dot(const Operands& op, int M, int P, 
     int N, int C, int H, int W, int CO, int OH, int OW, int KH, int KW, int SY, int SX, \
     int PH, int PW, int DY, int DX, int G
 
-struct ForwardOperands {
-    const scalar_t* x; const scalar_t* w;
-    int C, H, W, OH, OW, KH, KW, SY, SX, PH, PW, DY, DX, cg, g, K;
-    __device__ scalar_t a(int oc, int k) const { return w[(long long)oc * K + k]; }
-    __device__ scalar_t b(int k, int p) const {
-        const int c = k / (KH * KW), i = (k / KW) % KH, j = k % KW;
-        const int n = p / (OH * OW), oy = (p / OW) % OH, ox = p % OW;
+// The implicit im2col matrix of group g's input: entry (q, r) is the pixel output position
+// r = (n, oy, ox) reads at tap q = (c, i, j), or 0 where that tap falls in the padding. The
+// forward reads it as its B operand, the weight gradient as its B operand transposed.
+struct InputTaps {
+    const scalar_t* x;
+    int C, H, W, OH, OW, KH, KW, SY, SX, PH, PW, DY, DX, cg, g;
+    __device__ scalar_t at(int q, int r) const {
+        const int c = q / (KH * KW), i = (q / KW) % KH, j = q % KW;
+        const int n = r / (OH * OW), oy = (r / OW) % OH, ox = r % OW;
         const int iy = tap_input(oy, i, SY, PH, DY), ix = tap_input(ox, j, SX, PW, DX);
         if (iy < 0 || iy >= H || ix < 0 || ix >= W) return 0;
         return x[(((long long)n * C + g * cg + c) * H + iy) * W + ix];
     }
 };
 
+struct ForwardOperands {
+    const scalar_t* w; int K; InputTaps x;
+    __device__ scalar_t a(int oc, int k) const { return w[(long long)oc * K + k]; }
+    __device__ scalar_t b(int k, int p) const { return x.at(k, p); }
+};
+
 extern "C" __global__ void conv2d_forward(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
                                           scalar_t* __restrict__ y, CONV_PARAMS) {
     const int g = blockIdx.z, cg = C / G, mg = CO / G;
-    ForwardOperands op = {x, w + (long long)g * mg * cg * KH * KW, C, H, W, OH, OW, KH, KW,
-                          SY, SX, PH, PW, DY, DX, cg, g, cg * KH * KW};
+    ForwardOperands op = {w + (long long)g * mg * cg * KH * KW, cg * KH * KW,
+                          {x, C, H, W, OH, OW, KH, KW, SY, SX, PH, PW, DY, DX, cg, g}};
     const int P = N * OH * OW;
     const scalar_t value = tiled_dot(op, mg, P, op.K);
     const int m = blockIdx.y * CONV_TILE + threadIdx.y, p = blockIdx.x * CONV_TILE + threadIdx.x;
@@ -94,25 +102,18 @@ extern "C" __global__ void conv2d_backward_input(const scalar_t* __restrict__ gy
 }
 
 struct BackwardWeightOperands {
-    const scalar_t* gy; const scalar_t* x;
-    int C, H, W, CO, OH, OW, KH, KW, SY, SX, PH, PW, DY, DX, cg, mg, g;
+    const scalar_t* gy; int CO, OH, OW, mg, g; InputTaps x;
     __device__ scalar_t a(int oc, int k) const {  // gy[n, g*mg + oc, oy, ox] with k = (n, oy, ox)
         const int n = k / (OH * OW), pix = k % (OH * OW);
         return gy[((long long)n * CO + g * mg + oc) * OH * OW + pix];
     }
-    __device__ scalar_t b(int k, int p) const {
-        const int n = k / (OH * OW), oy = (k / OW) % OH, ox = k % OW;
-        const int c = p / (KH * KW), i = (p / KW) % KH, j = p % KW;
-        const int iy = tap_input(oy, i, SY, PH, DY), ix = tap_input(ox, j, SX, PW, DX);
-        if (iy < 0 || iy >= H || ix < 0 || ix >= W) return 0;
-        return x[(((long long)n * C + g * cg + c) * H + iy) * W + ix];
-    }
+    __device__ scalar_t b(int k, int p) const { return x.at(p, k); }  // k = (n, oy, ox), p = (c, i, j)
 };
 
 extern "C" __global__ void conv2d_backward_weight(const scalar_t* __restrict__ gy, const scalar_t* __restrict__ x,
                                                   scalar_t* __restrict__ gw, CONV_PARAMS) {
     const int g = blockIdx.z, cg = C / G, mg = CO / G;
-    BackwardWeightOperands op = {gy, x, C, H, W, CO, OH, OW, KH, KW, SY, SX, PH, PW, DY, DX, cg, mg, g};
+    BackwardWeightOperands op = {gy, CO, OH, OW, mg, g, {x, C, H, W, OH, OW, KH, KW, SY, SX, PH, PW, DY, DX, cg, g}};
     const int P = cg * KH * KW;
     const scalar_t value = tiled_dot(op, mg, P, N * OH * OW);
     const int m = blockIdx.y * CONV_TILE + threadIdx.y, p = blockIdx.x * CONV_TILE + threadIdx.x;

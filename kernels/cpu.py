@@ -1,27 +1,33 @@
-"""Numba CPU kernels: raw NumPy arrays in, raw NumPy arrays out.
+"""The CPU's kernel module: Numba kernels, raw NumPy arrays in, raw NumPy arrays out.
 
-The same function names and signatures as kernels/cuda.py, so a caller picks
-the module for its arrays (kernels.for_array) and calls one API; ReLU, the
-SGD step and batch norm (cpu_norm.py) are CPU-only (the GPU runs CuPy's array
-code). Each convolution, pooling and batch norm kernel parallelises over planes
-or channels that only it writes (prange), so there are no races and no
-atomics; ReLU and SGD are serial (too little work to pay for a second
-thread). All are njit(cache=True) and see only C-
-contiguous float32/float64 arrays and Python scalars, keeping specialisations
-(and compile time) to two per kernel.
+It provides kernels/interface.py's CPU list (checked at the end of this file): the functions it
+shares with kernels/cuda.py, so a caller picks the module for its arrays (kernels.for_array) and
+calls one API (deformable convolution's Numba kernels live in cpu_deform.py), and the CPU-only
+ones: ReLU, the SGD step, batch norm (cpu_norm.py; the GPU runs CuPy's array code for these) and
+the Winograd route's transforms (winograd.py). Each
+convolution, pooling and batch norm kernel parallelises over planes or channels that only it
+writes (prange), so there are no races and no atomics; ReLU and SGD are serial (too little work
+to pay for a second thread). All are njit(cache=True) and see only C-contiguous float32/float64
+arrays and Python scalars, keeping specialisations (and compile time) to two per kernel.
 
 Indexing inside a prange loop is on flat arrays with unsigned (uint64)
 offsets: signed indices make Numba check for negative ones, and that keeps
 LLVM from vectorising (a copy loop ran 10x slower); and never mix uint64 with
 int64 in one expression (Numba makes it a float).
 """
+import sys
+
 import numpy as np
 from numba import njit, prange
 
+from . import interface
 from .cpu_deform import _deform_col2im, _deform_col2im_coord, _deform_im2col, bordered
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
 from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _scale_shift
 from .cpu_rows import _copy
+from .winograd import backward_input as winograd_backward_input  # noqa: F401 (the interface's Winograd)
+from .winograd import backward_weight as winograd_backward_weight  # noqa: F401
+from .winograd import forward as winograd_forward  # noqa: F401
 
 
 def _first_last(out_size, in_size, stride, pad, offset):
@@ -328,7 +334,6 @@ def relu_backward(gy, mask):
     return gx
 
 
-
 def sgd_step(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
     """One SGD step (optim/sgd.py's rule): the new parameter array and the momentum buffer, updated in
     place (None: the first step, which creates it; and always None without momentum)."""
@@ -399,6 +404,11 @@ def warm_up(dtype=np.float32):
     for kernel, stride in (((2, 2), (2, 2)), ((3, 3), unit)):  # the 2x2/2 kernel and the general one
         y, argmax = max_pool2d_forward(x, kernel, stride, none, unit, (2, 2))
         max_pool2d_backward(y, argmax, x.shape)
+    offset, mask = np.zeros((1, 18, 2, 2), dtype), np.ones((1, 9, 2, 2), dtype)
+    for m in (None, mask):  # deformable convolution, v1 and v2
+        col = deform_im2col(x, offset, m, (3, 3), unit, none, unit, one)
+        deform_col2im(col, offset, m, x.shape, unit, none, unit)
+        deform_col2im_coord(col, x, offset, m, unit, none, unit)
     relu_backward(*relu_forward(x))
     mean, var = batch_norm_stats(x)
     y = batch_norm_scale_shift(x, var, mean)
@@ -406,3 +416,6 @@ def warm_up(dtype=np.float32):
     p = np.zeros(3, dtype)
     sgd_step(p, p, None, 0.1, 0.9, 0, 0, False)  # the first step (creates the buffer) and a later one
     sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False)
+
+
+interface.check(sys.modules[__name__], "cpu")  # a missing or changed function fails here, at import

@@ -75,12 +75,17 @@ def _plane_map(h, w, sy, sx, ph, pw, hq, wq):
 
 
 @njit(cache=True)
-def _phase_layout(h, w, oh, ow, kh, kw, sy, sx, ph, pw, dy, dx):
-    """The stride-phase layout all three kernels share: (hq, wq, phase_size, phase and shift per tap,
-    the plane map's runs)."""
+def _layout(x_shape, w_shape, y_shape, sy, sx, ph, pw, dy, dx):
+    """What all three kernels start from, read off their arrays' shapes (x: N, C, H, W; w: C*M, 1, KH, KW;
+    y: N, C*M, OH, OW): the sizes (n, c, h, w, co, m, kh, kw, oh, ow) and the stride-phase layout
+    (hq, wq, phase_size, each tap's phase and shift, the plane map's runs)."""
+    n, c, h, w = x_shape
+    co, _, kh, kw = w_shape
+    oh, ow = y_shape[2], y_shape[3]
     hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
     phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq)
-    return hq, wq, (hq + 1) * wq, phase, shift, _plane_map(h, w, sy, sx, ph, pw, hq, wq)
+    runs = _plane_map(h, w, sy, sx, ph, pw, hq, wq)
+    return (n, c, h, w, co, co // c, kh, kw, oh, ow), (hq, wq, (hq + 1) * wq, phase, shift, runs)
 
 
 @njit(cache=True, inline="always")
@@ -246,10 +251,8 @@ def _dots_shifted_pair(a, length, b, b_start, starts, acc_a, acc_b):
 
 @njit(parallel=True, cache=True)
 def _depthwise_forward(x, w, y, sy, sx, ph, pw, dy, dx):
-    n, c, h, wd = x.shape
-    co, _, kh, kw = w.shape
-    m, oh, ow = co // c, y.shape[2], y.shape[3]
-    hq, wq, phase_size, phase, shift, runs = _phase_layout(h, wd, oh, ow, kh, kw, sy, sx, ph, pw, dy, dx)
+    (n, c, h, wd, co, m, kh, kw, oh, ow), (hq, wq, phase_size, phase, shift, runs) = \
+        _layout(x.shape, w.shape, y.shape, sy, sx, ph, pw, dy, dx)
     rows = _block_rows(oh, wq)
     starts = phase * phase_size + shift
     taps, xf, yf = w.reshape(co, kh * kw), x.reshape(-1), y.reshape(-1)
@@ -278,10 +281,8 @@ def _depthwise_forward(x, w, y, sy, sx, ph, pw, dy, dx):
 
 @njit(parallel=True, cache=True)
 def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
-    n, c, h, wd = gx.shape
-    co, _, kh, kw = w.shape
-    m, oh, ow = co // c, gy.shape[2], gy.shape[3]
-    hq, wq, phase_size, phase, shift, runs = _phase_layout(h, wd, oh, ow, kh, kw, sy, sx, ph, pw, dy, dx)
+    (n, c, h, wd, co, m, kh, kw, oh, ow), (hq, wq, phase_size, phase, shift, runs) = \
+        _layout(gx.shape, w.shape, gy.shape, sy, sx, ph, pw, dy, dx)
     rows = _block_rows(hq + 1, wq)
     # the taps grouped by phase (phase p's are order[bounds[p]:bounds[p + 1]]); a phase's gradient
     # reads gy (laid out wq wide behind `lead` zeros) at lead - shift: the forward's shifts, backwards
@@ -322,10 +323,8 @@ def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
 
 @njit(parallel=True, cache=True)
 def _depthwise_backward_weight(gy, x, gw, sy, sx, ph, pw, dy, dx):
-    n, c, h, wd = x.shape
-    co, _, kh, kw = gw.shape
-    m, oh, ow = co // c, gy.shape[2], gy.shape[3]
-    hq, wq, phase_size, phase, shift, runs = _phase_layout(h, wd, oh, ow, kh, kw, sy, sx, ph, pw, dy, dx)
+    (n, c, h, wd, co, m, kh, kw, oh, ow), (hq, wq, phase_size, phase, shift, runs) = \
+        _layout(x.shape, gw.shape, gy.shape, sy, sx, ph, pw, dy, dx)
     rows = _block_rows(oh, wq)
     starts = phase * phase_size + shift
     xf, gyf = x.reshape(-1), gy.reshape(-1)

@@ -1,14 +1,17 @@
-"""CuPy launcher for the CUDA kernels in *.cu: raw CuPy arrays in, raw CuPy arrays out.
+"""The GPU's kernel module: the CUDA kernels in *.cu, raw CuPy arrays in, raw CuPy arrays out.
 
-Each source is compiled once per dtype by NVRTC (cupy.RawModule) and cached;
-the API (launcher.KernelAPI) takes grid and block from launch.launch_config,
-the configuration the CPU emulator tests run with.
+It provides kernels/interface.py's CUDA list (checked at the end of this file). Each source is
+compiled once per dtype by NVRTC (cupy.RawModule) and cached; the functions are launcher.KernelAPI's,
+which takes grid and block from launch.launch_config, the configuration the CPU emulator tests run
+with.
 """
 import functools
+import sys
 
-from ..backend import cp
-from .launch import SOURCE_DIR, SOURCES, compile_options
-from .launcher import API_NAMES, KernelAPI
+from ..backend.gpu import cp
+from . import interface
+from .launch import RULES, SOURCE_DIR, compile_options
+from .launcher import KernelAPI
 
 NVRTC_OPTIONS = ("--std=c++17",)  # as the emulator's g++; NVRTC 12 and 13 both take it
 
@@ -27,9 +30,24 @@ def module(source, dtype):
 
 
 def _run(kernel, dtype, launch, args):
-    module(SOURCES[kernel], dtype).get_function(kernel)(launch.grid, launch.block, args)
+    module(RULES[kernel].source, dtype).get_function(kernel)(launch.grid, launch.block, args)
 
 
-if cp is not None:
-    _api = KernelAPI(cp, _run)
-    globals().update({name: getattr(_api, name) for name in API_NAMES})
+# Without CuPy (cp None) nothing calls these: no array is on a GPU, so kernels.for_array never
+# returns this module.
+_api = KernelAPI(cp, _run)
+im2col = _api.im2col
+col2im = _api.col2im
+depthwise_forward = _api.depthwise_forward
+depthwise_backward_input = _api.depthwise_backward_input
+depthwise_backward_weight = _api.depthwise_backward_weight
+max_pool2d_forward = _api.max_pool2d_forward
+max_pool2d_backward = _api.max_pool2d_backward
+deform_im2col = _api.deform_im2col
+deform_col2im = _api.deform_col2im
+deform_col2im_coord = _api.deform_col2im_coord
+conv2d_forward = _api.conv2d_forward
+conv2d_backward_input = _api.conv2d_backward_input
+conv2d_backward_weight = _api.conv2d_backward_weight
+
+interface.check(sys.modules[__name__], "gpu")  # a missing or changed function fails here, at import

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .launch import MAX_BLOCKS, SOURCE_DIR, SOURCES, compile_options
+from .launch import MAX_BLOCKS, RULES, SOURCE_DIR, compile_options, kernels_in, sources
 from .launcher import KernelAPI
 
 HEADER = SOURCE_DIR / "cuda_emu.h"
@@ -145,7 +145,7 @@ class Emulator:
         """The compiled shared library for one .cu file (a path, or a name in the source folder)."""
         source = Path(source) if Path(source).is_absolute() else self.source_dir / source
         if kernels is None:
-            kernels = sorted(k for k, file in SOURCES.items() if file == source.name)
+            kernels = sorted(kernels_in(source.name))
         key = (str(source), np.dtype(dtype).name, tuple(kernels))
         if key not in self._libraries:
             self._libraries[key] = self._build(source, dtype, kernels)
@@ -154,7 +154,7 @@ class Emulator:
     def build_all(self, dtypes=(np.float32, np.float64), workers=2):
         """Compile every kernel source for every dtype, a few at a time (g++ runs outside the GIL)."""
         from concurrent.futures import ThreadPoolExecutor
-        jobs = [(source, dtype) for source in sorted(set(SOURCES.values())) for dtype in dtypes]
+        jobs = [(source, dtype) for source in sources() for dtype in dtypes]
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda job: self.library(*job), jobs))
 
@@ -203,7 +203,7 @@ class Emulator:
 
     def launch(self, kernel, launch, args, dtype, seed=0, source=None, kernels=None):
         """Run `kernel` over launch.grid x launch.block; arrays in `args` are updated in place."""
-        library = self.library(source or SOURCES[kernel], dtype, kernels)
+        library = self.library(source or RULES[kernel].source, dtype, kernels)
         signature = getattr(library, f"emu_signature_{kernel}")().decode()
         if len(signature) != len(args):
             raise EmulatorError(f"{kernel} takes {len(signature)} arguments ({signature}), got {len(args)}")
@@ -234,8 +234,9 @@ class Emulator:
                     raise EmulatorError(f"{kernel}: write before the start of buffer (argument {number})")
         return args
 
-    def device(self, seed=0, max_blocks=MAX_BLOCKS):
-        """The kernels' API (launcher.KernelAPI) running on this emulator; outputs start as NaN."""
+    def device(self, seed=0, max_blocks=MAX_BLOCKS, api=KernelAPI):
+        """The kernels' API (launcher.KernelAPI, or ``api``, a subclass with more kernels) running on this
+        emulator; outputs start as NaN."""
         def run(kernel, dtype, launch, args):
             self.launch(kernel, launch, args, dtype, seed=seed)
-        return KernelAPI(_PoisonedNumPy(), run, max_blocks=max_blocks)
+        return api(_PoisonedNumPy(), run, max_blocks=max_blocks)

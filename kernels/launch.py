@@ -1,8 +1,9 @@
 """Launch configurations: the one place that decides grid, block and compile options.
 
-The CuPy launcher (kernels/cuda.py) and the CPU emulator (kernels/emulator.py)
-both ask this module, so the emulator tests run every kernel with exactly the
-grid and block a GPU would get. Sizes follow the kernels' docstrings in *.cu.
+``RULES`` holds one row per CUDA kernel (its source file, its integer parameters, its grid and
+block). The CuPy launcher (kernels/cuda.py) and the CPU emulator (kernels/emulator.py) both ask
+this module, so the emulator tests run every kernel with exactly the grid and block a GPU would
+get. Sizes follow the kernels' docstrings in *.cu.
 """
 from collections import namedtuple
 from pathlib import Path
@@ -15,16 +16,6 @@ CONV_TILE = 16        # conv.cu: a block computes a CONV_TILE x CONV_TILE output
 REDUCE_THREADS = 256  # depthwise_backward_weight: threads reducing one weight tap
 THREADS = 256         # element-wise kernels: threads per block
 MAX_BLOCKS = 65535    # element-wise kernels loop grid-stride past this many blocks
-
-# Which source file holds each kernel.
-SOURCES = {
-    "conv2d_forward": "conv.cu", "conv2d_backward_input": "conv.cu", "conv2d_backward_weight": "conv.cu",
-    "depthwise_forward": "depthwise.cu", "depthwise_backward_input": "depthwise.cu",
-    "depthwise_backward_weight": "depthwise.cu",
-    "im2col": "im2col.cu", "col2im": "im2col.cu",
-    "max_pool2d_forward": "pool.cu", "max_pool2d_backward": "pool.cu",
-    "deform_im2col": "deform.cu", "deform_col2im": "deform.cu", "deform_col2im_coord": "deform.cu",
-}
 
 SCALAR_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
@@ -53,35 +44,6 @@ def _tiled(m, p, groups):
     return Launch((_ceil_div(p, CONV_TILE), _ceil_div(m, CONV_TILE), groups), (CONV_TILE, CONV_TILE, 1))
 
 
-def launch_config(kernel, max_blocks=MAX_BLOCKS, **s):
-    """Grid and block for `kernel` given the sizes its parameters carry (N, C, H, W, ...).
-
-    max_blocks caps the grid of the grid-stride kernels (the emulator tests pass a small one, so
-    their loops run several times); the tiled and reduction kernels need their full grid.
-    """
-    if kernel == "conv2d_forward":
-        return _tiled(s["CO"] // s["G"], s["N"] * s["OH"] * s["OW"], s["G"])
-    if kernel == "conv2d_backward_input":
-        return _tiled(s["C"] // s["G"], s["N"] * s["H"] * s["W"], s["G"])
-    if kernel == "conv2d_backward_weight":
-        return _tiled(s["CO"] // s["G"], s["C"] // s["G"] * s["KH"] * s["KW"], s["G"])
-    if kernel == "depthwise_forward":
-        return _elementwise(s["N"] * s["C"] * s["M"] * s["OH"] * s["OW"], max_blocks)
-    if kernel in ("depthwise_backward_input", "col2im"):
-        return _elementwise(s["N"] * s["C"] * s["H"] * s["W"], max_blocks)
-    if kernel == "depthwise_backward_weight":
-        return Launch((s["C"] * s["M"] * s["KH"] * s["KW"], 1, 1), (REDUCE_THREADS, 1, 1))
-    if kernel == "im2col":
-        return _elementwise(s["C"] * s["KH"] * s["KW"] * s["N"] * s["OH"] * s["OW"], max_blocks)
-    if kernel in ("max_pool2d_forward", "max_pool2d_backward"):
-        return _elementwise(s["N"] * s["C"] * s["OH"] * s["OW"], max_blocks)
-    if kernel in ("deform_im2col", "deform_col2im"):  # one thread per column entry
-        return _elementwise(s["C"] * s["KH"] * s["KW"] * s["N"] * s["OH"] * s["OW"], max_blocks)
-    if kernel == "deform_col2im_coord":  # one thread per (image, offset group, tap, output pixel)
-        return _elementwise(s["N"] * s["G"] * s["KH"] * s["KW"] * s["OH"] * s["OW"], max_blocks)
-    raise KeyError(f"no launch configuration for kernel {kernel!r}")
-
-
 # The integer parameters of each kernel, in signature order (after the arrays).
 CONV_PARAMS = ("N", "C", "H", "W", "CO", "OH", "OW", "KH", "KW", "SY", "SX", "PH", "PW", "DY", "DX", "G")
 DEPTHWISE_PARAMS = ("N", "C", "H", "W", "M", "OH", "OW", "KH", "KW", "SY", "SX", "PH", "PW", "DY", "DX")
@@ -89,17 +51,63 @@ COL_PARAMS = ("N", "C", "H", "W", "OH", "OW", "KH", "KW", "SY", "SX", "PH", "PW"
 POOL_BACKWARD_PARAMS = ("N", "C", "H", "W", "OH", "OW")
 DEFORM_PARAMS = COL_PARAMS + ("G", "USE_MASK")  # G: offset groups
 
+# One row per kernel: the source file that holds it, its integer parameters (the sizes, in
+# signature order after the arrays) and its grid and block, a function of those sizes (s) and of
+# max_blocks (cap), which caps the grid of the grid-stride kernels only: the emulator tests pass a
+# small cap, so their loops run several times; the tiled and reduction kernels need their full grid.
+Rule = namedtuple("Rule", "source params grid")
+RULES = {
+    "conv2d_forward": Rule("conv.cu", CONV_PARAMS,
+                           lambda s, cap: _tiled(s["CO"] // s["G"], s["N"] * s["OH"] * s["OW"], s["G"])),
+    "conv2d_backward_input": Rule("conv.cu", CONV_PARAMS,
+                                  lambda s, cap: _tiled(s["C"] // s["G"], s["N"] * s["H"] * s["W"], s["G"])),
+    "conv2d_backward_weight": Rule("conv.cu", CONV_PARAMS,
+                                   lambda s, cap: _tiled(s["CO"] // s["G"], s["C"] // s["G"] * s["KH"] * s["KW"],
+                                                         s["G"])),
+    "depthwise_forward": Rule("depthwise.cu", DEPTHWISE_PARAMS,
+                              lambda s, cap: _elementwise(s["N"] * s["C"] * s["M"] * s["OH"] * s["OW"], cap)),
+    "depthwise_backward_input": Rule("depthwise.cu", DEPTHWISE_PARAMS,
+                                     lambda s, cap: _elementwise(s["N"] * s["C"] * s["H"] * s["W"], cap)),
+    "depthwise_backward_weight": Rule("depthwise.cu", DEPTHWISE_PARAMS,  # a block of threads per weight tap
+                                      lambda s, cap: Launch((s["C"] * s["M"] * s["KH"] * s["KW"], 1, 1),
+                                                            (REDUCE_THREADS, 1, 1))),
+    "im2col": Rule("im2col.cu", COL_PARAMS,
+                   lambda s, cap: _elementwise(s["C"] * s["KH"] * s["KW"] * s["N"] * s["OH"] * s["OW"], cap)),
+    "col2im": Rule("im2col.cu", COL_PARAMS,
+                   lambda s, cap: _elementwise(s["N"] * s["C"] * s["H"] * s["W"], cap)),
+    "max_pool2d_forward": Rule("pool.cu", COL_PARAMS,  # im2col's geometry
+                               lambda s, cap: _elementwise(s["N"] * s["C"] * s["OH"] * s["OW"], cap)),
+    "max_pool2d_backward": Rule("pool.cu", POOL_BACKWARD_PARAMS,
+                                lambda s, cap: _elementwise(s["N"] * s["C"] * s["OH"] * s["OW"], cap)),
+    "deform_im2col": Rule("deform.cu", DEFORM_PARAMS,  # one thread per column entry
+                          lambda s, cap: _elementwise(s["C"] * s["KH"] * s["KW"] * s["N"] * s["OH"] * s["OW"], cap)),
+    "deform_col2im": Rule("deform.cu", DEFORM_PARAMS,  # one thread per column entry
+                          lambda s, cap: _elementwise(s["C"] * s["KH"] * s["KW"] * s["N"] * s["OH"] * s["OW"], cap)),
+    "deform_col2im_coord": Rule("deform.cu", DEFORM_PARAMS,  # one thread per (image, offset group, tap, pixel)
+                                lambda s, cap: _elementwise(s["N"] * s["G"] * s["KH"] * s["KW"] * s["OH"] * s["OW"],
+                                                            cap)),
+}
+
+
+def launch_config(kernel, max_blocks=MAX_BLOCKS, **s):
+    """Grid and block for `kernel` given the sizes its parameters carry (N, C, H, W, ...)."""
+    if kernel not in RULES:
+        raise KeyError(f"no launch configuration for kernel {kernel!r}")
+    return RULES[kernel].grid(s, max_blocks)
+
 
 def int_params(kernel):
-    if kernel.startswith("conv2d"):
-        return CONV_PARAMS
-    if kernel.startswith("depthwise"):
-        return DEPTHWISE_PARAMS
-    if kernel == "max_pool2d_backward":
-        return POOL_BACKWARD_PARAMS
-    if kernel.startswith("deform"):
-        return DEFORM_PARAMS
-    return COL_PARAMS  # im2col, col2im and max_pool2d_forward share the geometry
+    return RULES[kernel].params
+
+
+def kernels_in(source):
+    """The kernels a source file holds (by file name), in RULES' order."""
+    return [kernel for kernel, rule in RULES.items() if Path(rule.source).name == Path(source).name]
+
+
+def sources():
+    """Every kernel source file (a name in SOURCE_DIR), once each."""
+    return sorted({rule.source for rule in RULES.values()})
 
 
 def geometry(x_shape, w_shape, out_hw, stride, padding, dilation, groups=1):

@@ -1,4 +1,4 @@
-"""The CUDA kernels' Python API, written once for any launcher.
+"""The CUDA kernels' Python API (kernels/interface.py's CUDA list), written once for any launcher.
 
 ``KernelAPI(xp, run)`` allocates outputs with ``xp`` and hands each launch to
 ``run(kernel, dtype, launch, args)``: kernels/cuda.py runs it with CuPy on a
@@ -135,5 +135,3 @@ class KernelAPI:
         self._launch("max_pool2d_backward", (gy, argmax, gx), s)
         return gx
 
-
-API_NAMES = [name for name in vars(KernelAPI) if not name.startswith("_")]

@@ -73,6 +73,11 @@ OPERATORS = [  # (name, pattern, replacement)
 # key: "file:line:operator:occurrence" (as printed by --list).
 EQUIVALENT = {
     "pool.cu:15:no = 0:0": "`best` is first read after `where < 0` has made the first in-bounds tap assign it",
+    # depthwise_backward_weight's last line: after the reduction's last barrier partial[0] holds the sum,
+    # so another thread, or every thread, writing it to gw[tap] writes the same value
+    "depthwise.cu:85:== to !=:0": "every thread but 0 writes the final partial[0]: the same value",
+    "depthwise.cu:85:literal + 1:0": "thread 1 instead of thread 0 writes the final partial[0]",
+    "depthwise.cu:85:threadIdx.x to threadIdx.y:0": "threadIdx.y is 0 in a 1-D block: every thread writes partial[0]",
     "deform.cu:59:literal + 1:0": "`v[5]` instead of `v[4]`: a fifth neighbour slot that nothing reads",
 }
 
@@ -127,9 +132,9 @@ def compiles(name, folder, cache):
     False when g++ rejects the source: a mutant no compiler accepts is no bug."""
     from concurrent.futures import ThreadPoolExecutor
     from scratchnet.kernels import emulator
-    from scratchnet.kernels.launch import SOURCES
+    from scratchnet.kernels.launch import sources as kernel_sources
     emu = emulator.Emulator(build_dir=cache / "cuda_emu", source_dir=folder)
-    sources = [name] if name.endswith(".cu") else sorted(set(SOURCES.values()))
+    sources = [name] if name.endswith(".cu") else kernel_sources()
     jobs = [(source, dtype) for source in sources for dtype in ("float32", "float64")]
     try:
         with ThreadPoolExecutor(2) as pool:

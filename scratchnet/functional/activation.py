@@ -8,27 +8,29 @@ softmax/log_softmax take ``dim`` as torch does; torch warns when it is left
 out and guesses, scratchnet picks ``dim=-1`` (the last axis, the class axis
 of an (N, C) batch of logits) and says so here instead of guessing by rank.
 """
-from .. import backend, kernels
+from .. import backend
 from ..autograd import Function
+from ..kernels.routes import RELU
 from . import validate
 from .math import check_float, where
 
 
 class ReLU(Function):
     """max(x, 0); backward needs only where the input was kept (a bool mask). torch's rule: NaN passes,
-    value and gradient. On the CPU one Numba pass writes both (kernels/cpu.py); elsewhere array code."""
+    value and gradient. On the CPU one Numba pass writes both (kernels/cpu.py); elsewhere array code
+    (the table: kernels/routes.py's RELU)."""
 
     def forward(self, x):
-        self.on_kernels = backend.device_of(x) == "cpu" and kernels.supports(x)
-        if self.on_kernels:
-            y, self.mask = kernels.for_array(x).relu_forward(x)
+        self.kernels = RELU.choose(x).impl  # the device's kernel module, or None: the array code below
+        if self.kernels is not None:
+            y, self.mask = self.kernels.relu_forward(x)
             return y
         self.mask = ~(x <= 0)  # True for NaN
         return backend.get_array_module(x).where(self.mask, x, x.dtype.type(0))
 
     def backward(self, gy):
-        if self.on_kernels:
-            return (kernels.for_array(gy).relu_backward(gy, self.mask),)
+        if self.kernels is not None:
+            return (self.kernels.relu_backward(gy, self.mask),)
         return (backend.get_array_module(gy).where(self.mask, gy, gy.dtype.type(0)),)
 
     def differentiable_backward(self, gy):  # the mask is constant wherever the derivative exists

@@ -49,8 +49,9 @@ class Conv2d(Function):
         out_hw = self.out_size or tuple(conv_output_size(x.shape[2 + a], w.shape[2 + a], self.stride[a],
                                                          self.padding[a], self.dilation[a]) for a in range(2))
         self.geo = Geometry(self.stride, self.padding, self.dilation, self.groups, tuple(out_hw))
-        self.route = choose(self.algo, x, w, self.geo)
-        y = ROUTES[self.route].impl.forward(x, w, self.geo)
+        chosen = choose(self.algo, x, w, self.geo)
+        self.route, self.impl = chosen.name, chosen.impl
+        y = self.impl.forward(x, w, self.geo)
         if b is not None:
             y += b.reshape(1, -1, 1, 1)  # routes return a fresh array
         self.x = x if self.needs_input_grad[1] else None  # w's gradient needs x
@@ -59,7 +60,7 @@ class Conv2d(Function):
         return backend.get_array_module(y).ascontiguousarray(y)
 
     def backward(self, gy):
-        route = ROUTES[self.route].impl
+        route = self.impl
         gx = route.backward_input(gy, self.w, self.x_shape, self.geo) if self.needs_input_grad[0] else None
         gw = route.backward_weight(gy, self.x, self.w_shape, self.geo) if self.needs_input_grad[1] else None
         if len(self.needs_input_grad) == 2:
@@ -186,8 +187,9 @@ class ConvTranspose2d(Function):
         n, _, h, w_in = x.shape
         self.y_shape = (n, w.shape[1] * self.groups) + tuple(self.out_size)  # the convolution's input
         self.geo = Geometry(self.stride, self.padding, self.dilation, self.groups, (h, w_in))
-        self.route = choose(self.algo, x, w, self.geo, conv_input_shape=self.y_shape)
-        y = ROUTES[self.route].impl.backward_input(x, w, self.y_shape, self.geo)
+        chosen = choose(self.algo, x, w, self.geo, conv_input_shape=self.y_shape)
+        self.route, self.impl = chosen.name, chosen.impl
+        y = self.impl.backward_input(x, w, self.y_shape, self.geo)
         if b is not None:
             y = y + b.reshape(1, -1, 1, 1)
         self.x = x if self.needs_input_grad[1] else None
@@ -196,7 +198,7 @@ class ConvTranspose2d(Function):
         return backend.get_array_module(y).ascontiguousarray(y)
 
     def backward(self, gy):
-        route = ROUTES[self.route].impl
+        route = self.impl
         gx = route.forward(gy, self.w, self.geo) if self.needs_input_grad[0] else None
         gw = route.backward_weight(self.x, gy, self.w_shape, self.geo) if self.needs_input_grad[1] else None
         if len(self.needs_input_grad) == 2:

@@ -8,11 +8,13 @@ A route computes one convolution three ways on raw arrays, each writing NCHW:
 
 ``geo`` is a ``Geometry`` (stride, padding, dilation, groups, out_hw). Routes
 return fresh arrays (conv.py adds the bias in place). ``ROUTES`` below lists
-them side by side with the devices, dtypes and shapes each one handles;
-``choose`` is the only place that decides which one a call takes, and
-``AUTO`` holds conv_algo='auto''s rules with the measurement behind each.
-Adding a kernel means its source (kernels/), its launch rule (kernels/launch.py
-on the GPU) and one row here.
+them side by side with the devices, dtypes and shapes each one handles, and
+``AUTO`` holds conv_algo='auto''s rules with the measurement behind each; they
+make ``CONV2D``, conv2d's table in the one dispatch mechanism every op with
+kernels uses (kernels/dispatch.py), whose ``choose`` is the only place that
+decides which route a call takes. Adding a kernel means its source (kernels/),
+its launch rule (kernels/launch.py on the GPU) and one row here
+(docs/kernels.md, "Adding a kernel").
 
 The reference route (NumPy/CuPy im2col + one batched GEMM) stays the readable
 baseline every other route is tested against. Its column layout is
@@ -26,6 +28,7 @@ from collections import namedtuple
 import numpy as np
 
 from .. import backend, kernels
+from ..kernels.dispatch import ANY, KERNEL_DTYPES, Op, Route, device, same_dtype
 
 Geometry = namedtuple("Geometry", "stride padding dilation groups out_hw")
 
@@ -282,32 +285,27 @@ class Window:
 
 
 # ---------------------------------------------------------------- route: winograd
-def _winograd():
-    """kernels/winograd.py (Lavin & Gray's minimal filtering), imported on first use like kernels.cpu."""
-    from ..kernels import winograd
-    return winograd
-
-
 class Winograd:
-    """3x3 stride-1 convolution by Winograd minimal filtering (kernels/winograd.py, NumPy arrays)."""
+    """3x3 stride-1 convolution by Winograd minimal filtering (kernels/winograd.py, through the CPU's kernel
+    module)."""
 
     @staticmethod
     def forward(x, w, geo):
         if x.shape[0] == 0:
             return _empty_batch(x, (0, w.shape[0], *geo.out_hw))
-        return _winograd().forward(x, w, geo.padding)
+        return kernels.for_array(x).winograd_forward(x, w, geo.padding)
 
     @staticmethod
     def backward_input(gy, w, x_shape, geo):
         if gy.shape[0] == 0:
             return _empty_batch(gy, x_shape)
-        return _winograd().backward_input(gy, w, tuple(x_shape), geo.padding)
+        return kernels.for_array(gy).winograd_backward_input(gy, w, tuple(x_shape), geo.padding)
 
     @staticmethod
     def backward_weight(gy, x, w_shape, geo):
         if x.shape[0] == 0:
             return _empty_batch(x, w_shape)
-        return _winograd().backward_weight(gy, x, tuple(w_shape), geo.padding)
+        return kernels.for_array(x).winograd_backward_weight(gy, x, tuple(w_shape), geo.padding)
 
 
 # ---------------------------------------------------------------- routes: the direct kernels
@@ -355,10 +353,6 @@ class Direct:
 # ---------------------------------------------------------------- the table
 # A call as the table sees it: device, dtype and shapes (x: N, C, H, W; w: C_out, C_in/groups, kh, kw).
 Call = namedtuple("Call", "device dtype x_shape w_shape geo")
-Route = namedtuple("Route", "impl devices dtypes fits")
-
-ANY = None  # every float dtype
-KERNEL_DTYPES = tuple(kernels.DTYPES)  # what the Numba/CUDA kernels are compiled for
 
 
 def _natural_out(c):
@@ -404,7 +398,7 @@ def _wide(c):
 WINOGRAD_MIN_CHANNELS = 32
 
 
-#            route        implementation  devices          dtypes         shapes it handles
+#            route        implementation  devices          dtypes (ANY: every float) shapes it handles
 ROUTES = {
     "reference": Route(Reference, ("cpu", "gpu"), ANY, _always),
     "im2col":    Route(Im2col,    ("cpu", "gpu"), KERNEL_DTYPES, _always),
@@ -431,14 +425,21 @@ AUTO = [
                            "the smaller GEMM, and float32 keeps im2col's rounding (Winograd's float32 error is "
                            "larger: docs/kernels.md)"),
     ("im2col",    _always, "everything else: BLAS GEMMs on L3-sized column chunks (1.5-1.7x less peak memory)"),
-    ("reference", _always, "dtypes the kernels are not built for (float16)"),
+    ("reference", _always, "dtypes the kernels are not built for (float16), and x and w of different dtypes"),
 ]  # noqa: E241
 
 
+def _describe(x, w, geo, conv_input_shape=None):
+    """The call as the table sees it; ``conv_input_shape``: the convolution's input shape where ``x`` is
+    not that input (conv_transpose2d passes the shape of its output)."""
+    return device(x), same_dtype(x, w), tuple(conv_input_shape or x.shape), tuple(w.shape), geo
+
+
+CONV2D = Op("conv2d", ROUTES, describe=_describe, record=Call, auto=AUTO)
+
+
 def fits(name, call):
-    route = ROUTES[name]
-    return (call.device in route.devices and (route.dtypes is ANY or call.dtype in route.dtypes)
-            and route.fits(call))
+    return CONV2D.fits(name, call)
 
 
 CONV_ALGOS = tuple(ROUTES) + ("auto",)
@@ -463,18 +464,11 @@ def get_conv_algo():
 
 
 def choose(algo, x, w, geo, conv_input_shape=None):
-    """The route name for this call: the one asked for where it fits, else auto's pick.
-
-    ``conv_input_shape``: the convolution's input shape where ``x`` is not that
-    input (conv_transpose2d passes the shape of its output)."""
-    algo = _default_algo if algo is None else check_algo(algo)
-    call = Call(backend.device_of(x), np.dtype(x.dtype) if x.dtype == w.dtype else None,
-                tuple(conv_input_shape or x.shape), tuple(w.shape), geo)
-    return choose_for(algo, call)
+    """The route this call takes (``.name``, ``.impl``: the class above): the one asked for where it fits,
+    else auto's pick (inside dispatch.reference_only(), the reference). Counted per route."""
+    return CONV2D.choose(x, w, geo, conv_input_shape, algo=_default_algo if algo is None else check_algo(algo))
 
 
 def choose_for(algo, call):
-    """As choose, on a Call (device, dtype, shapes, geometry) without any arrays."""
-    if algo != "auto" and fits(algo, call):
-        return algo
-    return next(name for name, rule, _ in AUTO if fits(name, call) and rule(call))
+    """The route's name for a Call (device, dtype, shapes, geometry) without any arrays (not counted)."""
+    return CONV2D.decide(algo, call)

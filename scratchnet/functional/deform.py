@@ -19,7 +19,8 @@ class DeformConv2d(Function):
 
     Inputs in order: x, offset, weight, then the mask and the bias where given. Forward keeps the
     inputs, not the kh*kw-times larger columns; backward rebuilds the columns for the weight gradient.
-    The route (deform_routes.choose) is picked once per call; ``self.route`` tells which. It has no
+    The route (deform_routes.choose: the op's dispatch table) is picked once per call; ``self.route`` tells
+    which, ``self.columns`` is what runs (the device's kernel module, or the reference). It has no
     differentiable backward yet: create_graph=True through it raises, naming it.
     """
 
@@ -30,11 +31,12 @@ class DeformConv2d(Function):
 
     def forward(self, x, offset, w, *optional):
         mask = optional[0] if self.has_mask else None
-        self.route = deform_routes.choose(x, offset, w, mask)
+        chosen = deform_routes.choose(x, offset, w, mask)
+        self.route, self.columns = chosen.name, chosen.impl
         if x.shape[0] == 0:  # an empty batch: an empty output, as torchvision
             y = backend.get_array_module(x).zeros((0, w.shape[0]) + tuple(self.geo.out_hw), dtype=x.dtype)
         else:
-            y = deform_routes.forward(deform_routes.ROUTES[self.route], x, offset, mask, w, self.geo)
+            y = deform_routes.forward(self.columns, x, offset, mask, w, self.geo)
         if self.has_bias:
             y += optional[-1].reshape(1, -1, 1, 1)
         self.x, self.offset, self.mask, self.w = x, offset, mask, w
@@ -49,8 +51,7 @@ class DeformConv2d(Function):
             gx, goffset, gmask, gw = (xp.zeros_like(a) if want else None
                                       for a, want in zip((x, offset, mask, w), wanted))
         else:
-            gx, goffset, gmask, gw = deform_routes.backward(deform_routes.ROUTES[self.route], gy, x, offset, mask, w,
-                                                            self.geo, wanted)
+            gx, goffset, gmask, gw = deform_routes.backward(self.columns, gy, x, offset, mask, w, self.geo, wanted)
         grads = [gx, goffset, gw]
         if self.has_mask:
             grads.append(gmask)

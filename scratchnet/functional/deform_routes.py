@@ -28,15 +28,19 @@ Bilinear sampling follows torchvision's kernel (torchvision/csrc/ops/cpu/deform_
     on y = -1 (or x = -1) reads 0 yet has the one-sided derivative from the inside;
   - the mask gradient is the sum over the group's channels of gcol times the unmodulated sample.
 
-Two routes give these three functions: the NumPy/CuPy code below ('reference', readable, any float
-dtype, either device) and the kernels ('im2col': kernels/cpu_deform.py with Numba on the CPU,
-kernels/deform.cu on the GPU, float32 and float64). ``choose`` picks one per call.
+Two routes give these three functions, side by side in ``DEFORM_CONV2D``, the op's table in the one
+dispatch mechanism every op with kernels uses (kernels/dispatch.py): the kernels ('im2col':
+kernels/cpu_deform.py with Numba on the CPU, kernels/deform.cu on the GPU, float32 and float64, the
+functions kernels/interface.py declares for both devices) and the NumPy/CuPy code below ('reference',
+readable, any float dtype, either device). ``choose`` picks one per call, and each route offers the
+three functions under the same names.
 """
 from collections import namedtuple
 
 import numpy as np
 
-from .. import backend, kernels
+from .. import backend
+from ..kernels.dispatch import ANY, KERNEL_DTYPES, KERNELS, Op, Route, device, same_dtype
 from .conv_routes import _grouped_matmul, _weight_gradient, get_conv_algo
 
 Geometry = namedtuple("Geometry", "kernel stride padding dilation groups out_hw")
@@ -162,11 +166,12 @@ def deform_col2im_coord(gcol, x, offset, mask, stride, padding, dilation):
 
 
 def forward(columns, x, offset, mask, w, geo):
-    """y (N, C_out, oh, ow) = the grouped weight times the deformable columns (one batched GEMM)."""
+    """y (N, C_out, oh, ow) = the grouped weight times the deformable columns (one batched GEMM).
+    ``columns``: the chosen route's implementation (the device's kernel module, or Reference)."""
     xp = backend.get_array_module(x)
     n, (c_out, c_group, kh, kw), g = x.shape[0], w.shape, geo.groups
     oh, ow = geo.out_hw
-    col = columns.im2col(x, offset, mask, geo.kernel, geo.stride, geo.padding, geo.dilation, geo.out_hw)
+    col = columns.deform_im2col(x, offset, mask, geo.kernel, geo.stride, geo.padding, geo.dilation, geo.out_hw)
     y = _grouped_matmul(w.reshape(g, c_out // g, c_group * kh * kw), col.reshape(g, c_group * kh * kw, n * oh * ow))
     return xp.ascontiguousarray(y.reshape(c_out, n, oh, ow).transpose(1, 0, 2, 3))
 
@@ -182,11 +187,11 @@ def backward(columns, gy, x, offset, mask, w, geo, needs):
         w_t = xp.ascontiguousarray(w.reshape(g, c_out // g, k).transpose(0, 2, 1))  # (g, K, C_out/g)
         gcol = _grouped_matmul(w_t, gy_groups).reshape((g * c_group, kh, kw, n) + tuple(geo.out_hw))
         if needs[0]:
-            gx = columns.col2im(gcol, offset, mask, x.shape, geo.stride, geo.padding, geo.dilation)
+            gx = columns.deform_col2im(gcol, offset, mask, x.shape, geo.stride, geo.padding, geo.dilation)
         if needs[1] or needs[2]:
-            goffset, gmask = columns.coord(gcol, x, offset, mask, geo.stride, geo.padding, geo.dilation)
+            goffset, gmask = columns.deform_col2im_coord(gcol, x, offset, mask, geo.stride, geo.padding, geo.dilation)
     if needs[3]:
-        col = columns.im2col(x, offset, mask, geo.kernel, geo.stride, geo.padding, geo.dilation, geo.out_hw)
+        col = columns.deform_im2col(x, offset, mask, geo.kernel, geo.stride, geo.padding, geo.dilation, geo.out_hw)
         gw = _weight_gradient(gy_groups, col.reshape(g, k, -1)).reshape(w.shape)
     return gx, goffset, gmask, gw
 
@@ -195,35 +200,28 @@ def backward(columns, gy, x, offset, mask, w, geo, needs):
 
 
 class Reference:
-    """The NumPy/CuPy sampling above: readable, any float dtype, either device."""
-    im2col = staticmethod(deform_im2col)
-    col2im = staticmethod(deform_col2im)
-    coord = staticmethod(deform_col2im_coord)
+    """The NumPy/CuPy sampling above, under the kernel interface's names: readable, any float dtype, either
+    device."""
+    deform_im2col = staticmethod(deform_im2col)
+    deform_col2im = staticmethod(deform_col2im)
+    deform_col2im_coord = staticmethod(deform_col2im_coord)
 
 
-class Kernels:
-    """The deformable im2col kernels: Numba on the CPU (kernels/cpu_deform.py), CUDA on the GPU (deform.cu)."""
-
-    @staticmethod
-    def im2col(x, offset, mask, kernel, stride, padding, dilation, out_hw):
-        return kernels.for_array(x).deform_im2col(x, offset, mask, kernel, stride, padding, dilation, out_hw)
-
-    @staticmethod
-    def col2im(gcol, offset, mask, x_shape, stride, padding, dilation):
-        return kernels.for_array(gcol).deform_col2im(gcol, offset, mask, x_shape, stride, padding, dilation)
-
-    @staticmethod
-    def coord(gcol, x, offset, mask, stride, padding, dilation):
-        return kernels.for_array(gcol).deform_col2im_coord(gcol, x, offset, mask, stride, padding, dilation)
+def _describe(x, offset, w, mask):
+    return device(x), same_dtype(x, offset, w, mask)
 
 
-ROUTES = {"reference": Reference, "im2col": Kernels}
+DEFORM_CONV2D = Op("deform_conv2d", describe=_describe,
+                   needs=("deform_im2col", "deform_col2im", "deform_col2im_coord"), routes={
+    #              implementation    devices          dtypes         fits
+    "im2col":      Route(KERNELS,   ("cpu", "gpu"),  KERNEL_DTYPES, None),  # Numba (CPU) / deform.cu (GPU)
+    "reference":   Route(Reference, ("cpu", "gpu"),  ANY,           None),  # the array code above
+})  # noqa: E241,E128 (aligned so the routes read as a table)
 
 
-def choose(*arrays):
-    """'reference' when set_conv_algo('reference') asks for the readable route everywhere, or for dtypes the
-    kernels are not built for (float16); else the kernels ('im2col')."""
-    present = [a for a in arrays if a is not None]
-    if get_conv_algo() == "reference" or not kernels.supports(*present):
-        return "reference"
-    return "im2col"
+def choose(x, offset, w, mask=None):
+    """The route this call takes (a dispatch Chosen: ``.name``, ``.impl``), counted: the kernels for float32
+    and float64 (x, offset, weight and mask alike), else the reference; set_conv_algo('reference') (or
+    dispatch.reference_only()) asks for the reference everywhere, as it does for conv2d."""
+    algo = get_conv_algo()
+    return DEFORM_CONV2D.choose(x, offset, w, mask, algo=algo if algo in DEFORM_CONV2D.routes else "auto")

@@ -24,8 +24,9 @@ local_response_norm (torch's formula)
 """
 import numpy as np
 
-from .. import backend, kernels
+from .. import backend
 from ..autograd import Function, Tensor
+from ..kernels.routes import BATCH_NORM
 from . import validate
 from .math import check_float
 
@@ -37,7 +38,8 @@ class BatchNorm(Function):
 
     On the CPU, for (N, C, ...) inputs of a dtype the kernels know, the same formulas run as
     torch's fused CPU passes (kernels/cpu_norm.py, statistics in float64); elsewhere (the GPU,
-    (N, C) inputs, float16) as the array code below. Both keep x (as torch does), not x_hat.
+    (N, C) inputs, float16) as the array code below (the table: kernels/routes.py's BATCH_NORM). Both keep x
+    (as torch does), not x_hat.
     """
 
     saved_inputs = {"x": 0, "w": 1}
@@ -48,8 +50,8 @@ class BatchNorm(Function):
 
     def forward(self, x, *affine):
         self.w = affine[0] if self.has_weight else None
-        self.on_kernels = backend.device_of(x) == "cpu" and x.ndim > 2 and kernels.supports(x, *affine)
-        if self.on_kernels:
+        self.kernels = BATCH_NORM.choose(x, *affine).impl  # kernels/cpu.py, or None: the array code below
+        if self.kernels is not None:
             return self._forward_kernels(x, *affine)
         xp = backend.get_array_module(x)
         self.axes = (0,) + tuple(range(2, x.ndim))
@@ -73,7 +75,7 @@ class BatchNorm(Function):
         return (x - self.mean.astype(x.dtype).reshape((1, -1) + (1,) * (x.ndim - 2))) * self.inv_std
 
     def backward(self, gy):
-        if self.on_kernels:
+        if self.kernels is not None:
             return self._backward_kernels(gy)
         needs = self.needs_input_grad
         x_hat = self._x_hat()
@@ -97,7 +99,7 @@ class BatchNorm(Function):
 
     # the same, as torch's CPU passes: per-channel scalars in float64, one elementwise pass each way
     def _forward_kernels(self, x, *affine):
-        cpu = kernels.for_array(x)
+        cpu = self.kernels
         if self.training:
             self.mean, self.var = cpu.batch_norm_stats(x)
         self.inv_std = 1 / np.sqrt(np.asarray(self.var, np.float64) + self.eps)
@@ -109,7 +111,7 @@ class BatchNorm(Function):
         return cpu.batch_norm_scale_shift(x, self.scale, shift)
 
     def _backward_kernels(self, gy):
-        cpu, needs = kernels.for_array(gy), self.needs_input_grad
+        cpu, needs = self.kernels, self.needs_input_grad
         grads = [None] * len(needs)
         if self.training or self.has_weight and needs[1]:
             sum_gy, dot = cpu.batch_norm_grad_sums(gy, self.x, np.asarray(self.mean, np.float64))

@@ -27,8 +27,9 @@ the gradient to the maxima (PlaneScatterAdd, whose adjoint gathers it back),
 average pooling's spreads each window's gradient (AvgPool2dAdjoint, whose
 adjoint is average pooling again).
 """
-from .. import backend, kernels
+from .. import backend
 from ..autograd import Function, Tensor
+from ..kernels.routes import MAX_POOL2D
 from . import validate
 from .conv import col2im, conv_output_size, im2col
 from .math import check_float, mean
@@ -71,8 +72,9 @@ class MaxPool2d(Function):
     def forward(self, x):
         self.x_shape = x.shape
         self.plane_argmax = None
-        if kernels.supports(x):  # the Numba / CUDA max-pool kernels (same rules, argmax per plane)
-            y, self.plane_argmax = kernels.for_array(x).max_pool2d_forward(
+        self.kernels = MAX_POOL2D.choose(x).impl  # the Numba / CUDA kernels (same rules, argmax per plane), or None
+        if self.kernels is not None:
+            y, self.plane_argmax = self.kernels.max_pool2d_forward(
                 x, self.kernel, self.stride, self.padding, self.dilation, self.out_size)
             return y
         xp = backend.get_array_module(x)
@@ -87,8 +89,8 @@ class MaxPool2d(Function):
         return xp.ascontiguousarray(y.transpose(1, 0, 2, 3))
 
     def backward(self, gy):
-        if self.plane_argmax is not None:
-            return (kernels.for_array(gy).max_pool2d_backward(gy, self.plane_argmax, self.x_shape),)
+        if self.kernels is not None:
+            return (self.kernels.max_pool2d_backward(gy, self.plane_argmax, self.x_shape),)
         xp = backend.get_array_module(gy)
         c, n, oh, ow = self.argmax.shape
         kh, kw = self.kernel

@@ -51,10 +51,10 @@ def _install_tensor_methods():
     T.permute = permute
     T.T = property(lambda self: Transpose()(self))
     T.broadcast_to = broadcast_to
-    # comparisons give plain boolean tensors (no gradient), as in torch
+    # comparisons give plain boolean tensors (no gradient), as in torch; an __eq__ set here, after the
+    # class was made, leaves its identity hash (Tensor.__hash__ in autograd.py) in place
     for name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
         setattr(T, name, _comparison(name))
-    T.__hash__ = lambda self: id(self)
     T.argmax = lambda self, dim=None, keepdim=False: Tensor(_argmax(self.data, dim, keepdim))
     T.sum_to_size = sum_to_size
     # in place

@@ -6,6 +6,7 @@ denominator); AdamW shrinks the weights directly, ``p *= 1 - lr * weight_decay``
 (decoupled, Loshchilov & Hutter).
 """
 from .. import backend
+from ..kernels.routes import ADAM as ADAM_ROUTES
 from .optimizer import Optimizer, check_hyper
 
 
@@ -31,6 +32,7 @@ class Adam(Optimizer):
                                       amsgrad=amsgrad, maximize=maximize))
 
     def _update(self, p, grad, state, group):
+        ADAM_ROUTES.choose(p.data)  # the array code below: no fused Adam kernel yet (kernels/routes.py)
         xp = backend.get_array_module(p.data)
         lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         if not state:

@@ -1,13 +1,6 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay (torch.optim.SGD)."""
-from .. import backend, kernels
+from ..kernels.routes import SGD as SGD_ROUTES
 from .optimizer import Optimizer, check_hyper
-
-
-def _fused(p, grad, buf):
-    """Whether the CPU kernel takes this update: one float dtype the kernels know, contiguous arrays."""
-    arrays = (p, grad) if buf is None else (p, grad, buf)
-    return (backend.device_of(p) == "cpu" and kernels.supports(*arrays)
-            and all(a.flags.c_contiguous and a.shape == p.shape for a in arrays))
 
 
 class SGD(Optimizer):
@@ -30,10 +23,10 @@ class SGD(Optimizer):
 
     def _update(self, p, grad, state, group):
         buf = state.get("momentum_buffer")
-        if _fused(p.data, grad, buf):  # the same rule in one Numba pass (kernels/cpu.py: bit for bit)
-            p.data, buf = kernels.for_array(p.data).sgd_step(p.data, grad, buf, group["lr"], group["momentum"],
-                                                            group["dampening"], group["weight_decay"],
-                                                            group["nesterov"])
+        kernels = SGD_ROUTES.choose(p.data, grad, buf).impl  # kernels/routes.py: the CPU kernel, or None
+        if kernels is not None:  # the same rule in one Numba pass (kernels/cpu.py: bit for bit)
+            p.data, buf = kernels.sgd_step(p.data, grad, buf, group["lr"], group["momentum"], group["dampening"],
+                                           group["weight_decay"], group["nesterov"])
             if buf is not None:
                 state["momentum_buffer"] = buf
             return

@@ -7,6 +7,7 @@ import torch.nn.functional as TF
 
 import scratchnet as sn
 import scratchnet.nn.functional as F
+from scratchnet.kernels import dispatch
 from conftest import CONV_CASES, POOL_CASES, TRANSPOSE_CASES, assert_close, conv_inputs
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
@@ -124,16 +125,20 @@ def test_conv2d_double_backward_on_every_route(route, x_shape, w_shape, options,
                             lambda *a: TF.conv2d(*a, **options), [x, w, b])
 
 
-def test_the_array_routes_double_backward(compare_double_backward, monkeypatch, rng):
-    """Max pooling, ReLU and batch norm where the CPU kernels do not go (the GPU, float16): their array code."""
-    monkeypatch.setattr(sn.kernels, "supports", lambda *arrays: False)
+def test_the_array_routes_double_backward(compare_double_backward, rng):
+    """Max pooling, ReLU and batch norm where the CPU kernels do not go (the GPU, float16): their array code,
+    forced with dispatch.reference_only() (every call counted on the reference route)."""
     x = rng.standard_normal((2, 3, 5, 6))
-    assert F.max_pool2d(sn.tensor(x, requires_grad=True), 3, 2).creator.plane_argmax is None
-    compare_double_backward(lambda x: F.max_pool2d(x, 3, 2, 1) ** 2, lambda x: TF.max_pool2d(x, 3, 2, 1) ** 2, [x])
-    compare_double_backward(lambda x: F.relu(x) ** 2, lambda x: TF.relu(x) ** 2, [x])
-    compare_double_backward(lambda x, w, b: F.batch_norm(x, None, None, w, b, True) ** 2,
-                            lambda x, w, b: TF.batch_norm(x, None, None, w, b, True) ** 2,
-                            [x, rng.standard_normal(3), rng.standard_normal(3)])
+    with dispatch.reference_only(), dispatch.recording() as taken:
+        assert F.max_pool2d(sn.tensor(x, requires_grad=True), 3, 2).creator.plane_argmax is None
+        compare_double_backward(lambda x: F.max_pool2d(x, 3, 2, 1) ** 2, lambda x: TF.max_pool2d(x, 3, 2, 1) ** 2,
+                                [x])
+        compare_double_backward(lambda x: F.relu(x) ** 2, lambda x: TF.relu(x) ** 2, [x])
+        compare_double_backward(lambda x, w, b: F.batch_norm(x, None, None, w, b, True) ** 2,
+                                lambda x, w, b: TF.batch_norm(x, None, None, w, b, True) ** 2,
+                                [x, rng.standard_normal(3), rng.standard_normal(3)])
+    assert {op for op, _ in taken} == {"max_pool2d", "relu", "batch_norm"}
+    assert {route for _, route in taken} == {"reference"}
 
 
 @pytest.mark.parametrize("x_shape,w_shape,options", TRANSPOSE_CASES)

@@ -249,3 +249,11 @@ def test_gradient_through_concat_join(rng):
     joined = compare_with_torch(lambda x, w: branches(x, w, F, sn.cat), lambda x, w: branches(x, w, TF, torch.cat),
                                 [x, w], gradcheck=True)
     assert joined.y.shape == (2, 7, 6, 6)
+
+
+def test_tensors_hash_by_identity_while_eq_compares_elements():
+    """tensor_methods attaches an elementwise __eq__ after the class is made; the identity hash stays, so
+    tensors can key dicts and sets (the autograd walk does) as torch's do."""
+    a, b = sn.tensor([1.0, 2.0]), sn.tensor([1.0, 2.0])
+    assert hash(a) == id(a) and len({a, b}) == 2 and {a: "a"}[a] == "a"
+    np.testing.assert_array_equal((a == b).numpy(), [True, True])

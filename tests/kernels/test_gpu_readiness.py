@@ -46,13 +46,13 @@ def fake_cupy(count=1, error=None, runtime=12080, capability="90", nvrtc_error=N
 
 @pytest.fixture
 def with_cupy(monkeypatch):
-    """Install a fake CuPy in the backend (undone after the test)."""
+    """Install a fake CuPy in the backend (backend/gpu.py, read by every backend module; undone after the test)."""
     def install(**options):
-        monkeypatch.setattr(backend, "cp", None if options.get("missing") else fake_cupy(
+        monkeypatch.setattr(backend.gpu, "cp", None if options.get("missing") else fake_cupy(
             **{k: v for k, v in options.items() if k not in ("missing", "import_error")}))
-        monkeypatch.setattr(backend, "_CUPY_IMPORT_ERROR", options.get("import_error"))
-        monkeypatch.setattr(backend, "_gpu_checked", None)
-        monkeypatch.setattr(backend, "_generators", {})
+        monkeypatch.setattr(backend.gpu, "_CUPY_IMPORT_ERROR", options.get("import_error"))
+        monkeypatch.setattr(backend.gpu, "_checked", None)
+        monkeypatch.setattr(backend.generators, "_generators", {})
     return install
 
 
@@ -106,7 +106,7 @@ def test_gpu_failures_name_what_is_missing_in_one_sentence(with_cupy, broken, wo
 def test_a_usable_gpu_passes_every_check_once(with_cupy):
     with_cupy(capability="90", runtime=13000)
     assert backend.gpu_status() is None
-    backend.cp.cuda.runtime.getDeviceCount = None  # checked once per process: not asked again
+    backend.gpu.cp.cuda.runtime.getDeviceCount = None  # checked once per process: not asked again
     assert backend.gpu_status() is None and backend.check_device("cuda") == "gpu"
 
 

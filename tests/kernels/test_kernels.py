@@ -7,7 +7,9 @@ One API, three implementations, each test run on all of them:
             with the grid/block kernels/launch.py gives a GPU, on guarded
             buffers, with outputs that start as NaN; once in launch order,
             once in a shuffled thread/block order with the grid-stride
-            kernels capped at 2 blocks (so their loops run several times)
+            kernels capped at 2 blocks (so their loops run several times);
+            the two runs must agree bit for bit (a kernel without races
+            gives the same bits in any thread order)
   cuda      kernels/cuda.py on a real GPU (skipped without one)
 over odd sizes, partial tiles, stride, padding, dilation, groups and depthwise
 multipliers, in float32 and float64.
@@ -23,6 +25,7 @@ from scratchnet.functional.conv import col2im, conv_output_size, im2col
 from scratchnet import backend
 from scratchnet.kernels import cpu
 from scratchnet.kernels import emulator as emulation
+from scratchnet.kernels.launch import RULES, geometry, launch_config
 
 @pytest.fixture(scope="session")
 def emu():
@@ -32,23 +35,39 @@ def emu():
     return emulator
 
 
+# max-pool backward adds overlapping windows' gradients, and deform_col2im the samples' gradients, with
+# atomicAdd in the threads' order (their targets depend on the data): the kernels whose bits may follow the order
+ORDER_DEPENDENT = {"max_pool2d_backward", "deform_col2im"}
+
+
 class Implementation:
-    """Calls one kernel API on NumPy inputs and returns NumPy results, once per variant."""
+    """Calls one kernel API on NumPy inputs and returns NumPy results, once per variant; the variants (the
+    emulator's thread orders) must agree bit for bit. A race the emulator cannot show as a wrong value
+    (threads switch only at barriers, so a shared `+=` by many threads is whole) still shows there: the
+    sum's rounding follows the order."""
 
     def __init__(self, apis, device="cpu"):
         self.apis, self.device = apis, device
 
     def __call__(self, name, *args):
         args = [backend.to_device(a, self.device) if isinstance(a, np.ndarray) else a for a in args]
+        outs = []
         for api in self.apis:
             out = getattr(api, name)(*args)
             if isinstance(out, tuple):  # several results, None where a kernel has nothing to return
-                yield tuple(None if o is None else backend.to_numpy(o) for o in out)
+                outs.append(tuple(None if o is None else backend.to_numpy(o) for o in out))
             else:
-                yield backend.to_numpy(out)
+                outs.append(backend.to_numpy(out))
+        if name not in ORDER_DEPENDENT:
+            for out in outs[1:]:
+                for part, first in zip(out if isinstance(out, tuple) else (out,),
+                                       outs[0] if isinstance(out, tuple) else (outs[0],)):
+                    np.testing.assert_array_equal(part, first, err_msg=f"{name} changes with the thread order")
+        return outs
 
 
 GPU = pytest.param("cuda", marks=pytest.mark.gpu)
+EMULATOR_CAP = 2  # blocks the grid-stride kernels get in the shuffled emulator run: their loops must go round
 
 
 @pytest.fixture(params=["numba", "emulator", GPU])
@@ -70,7 +89,7 @@ def _implementation(request):
         if emulation.compiler() is None:
             pytest.skip("the CUDA emulator needs g++")
         emu = request.getfixturevalue("emu")
-        return Implementation([emu.device(0), emu.device(7, max_blocks=2)])  # as launched; shuffled, capped
+        return Implementation([emu.device(0), emu.device(7, max_blocks=EMULATOR_CAP)])  # as launched; shuffled, capped
     from scratchnet.kernels import cuda
     return Implementation([cuda], "gpu")
 
@@ -88,6 +107,7 @@ CONV_CASES = [
     ((1, 20, 5, 4), 3, (3, 3), (1, 1), (1, 1), (2, 2), 1),      # K = 180: several k-slices, last partial
     ((2, 4, 6, 6), 8, (3, 3), (1, 1), (1, 1), (1, 1), 4),       # depthwise (multiplier 2) as grouped conv
     ((2, 3, 9, 11), 5, (3, 2), (2, 1), (2, 1), (1, 3), 1),      # stride, padding, dilation all differ per axis
+    ((1, 4, 12, 13), 6, (3, 3), (3, 2), (1, 2), (2, 3), 2),     # ... each > 1 on both axes, the larger one varying
 ]
 
 
@@ -118,6 +138,8 @@ DEPTHWISE_CASES = [
     ((1, 1, 17, 3), 1, (5, 1), (1, 1), (2, 0), (1, 1)),
     ((2, 2, 19, 18), 1, (3, 3), (1, 1), (1, 1), (1, 1)),  # N*OH*OW = 684 > the 256 reducing threads
     ((1, 3, 10, 9), 2, (3, 3), (1, 2), (0, 2), (2, 1)),   # stride, padding, dilation all differ per axis
+    ((1, 2, 9, 11), 2, (3, 3), (2, 1), (2, 1), (1, 2)),   # ... the other way round (a horizontal dilation)
+    ((2, 2, 10, 13), 1, (3, 3), (3, 2), (1, 2), (2, 3)),  # ... each > 1 on both axes, the larger one varying
 ]
 
 
@@ -147,6 +169,8 @@ COL_CASES = [
     ((3, 1, 4, 4), (1, 1), (1, 1), (0, 0), (1, 1)),
     ((1, 3, 12, 11), (11, 11), (4, 4), (2, 2), (1, 1)),  # AlexNet conv1's geometry, shrunk
     ((1, 2, 9, 10), (2, 3), (1, 2), (1, 0), (3, 1)),     # stride, padding, dilation all differ per axis
+    ((1, 2, 10, 12), (3, 2), (2, 1), (0, 2), (1, 3)),    # ... the other way round (a horizontal dilation)
+    ((2, 3, 12, 14), (3, 3), (3, 2), (1, 2), (2, 3)),    # ... each > 1 on both axes; N*C*H*W > the capped grid
 ]
 
 
@@ -174,7 +198,9 @@ POOL_CASES = [
     ((1, 4, 5, 5), (3, 3), (2, 2), (0, 0), (1, 1), True),    # a last window hanging past the edge
     ((1, 2, 9, 10), (3, 2), (2, 1), (1, 0), (2, 1), False),  # stride, padding, dilation all differ per axis
     ((2, 2, 7, 5), (2, 2), (2, 2), (0, 0), (1, 1), True),    # 2x2/2 with a last window past the edge
-]
+    ((1, 2, 10, 9), (2, 3), (1, 2), (0, 1), (1, 2), False),  # the other way round (a horizontal dilation)
+    ((2, 4, 20, 24), (3, 3), (3, 2), (1, 0), (2, 3), True),  # each differs, both dilations > 1; more windows
+]                                                            # than the capped grid has threads
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -187,8 +213,7 @@ def test_max_pool_forward_backward_with_argmax(impl, case, values, dtype, rng):
     x = (rng.integers(0, 3, x_shape) if values == "ties" else rng.standard_normal(x_shape)).astype(dtype)
     if values == "nan":
         x[rng.random(x_shape) < 0.15] = np.nan
-    out_hw = tuple(conv_output_size(x_shape[2 + a], kernel[a], stride[a], padding[a], dilation[a], ceil_mode)
-                   for a in range(2))
+    out_hw = _pool_out_hw(x_shape, kernel, stride, padding, dilation, ceil_mode)
     xt = torch.tensor(x, requires_grad=True)
     yt, it = TF.max_pool2d(xt, kernel, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=True)
     gy = rng.standard_normal(yt.shape).astype(dtype)
@@ -215,6 +240,41 @@ def test_unrolled_2x2_max_pool_equals_the_general_kernel(shape, dtype, rng):
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(argmax, argmax_ref)
     assert np.isnan(y).any() and not np.isnan(y).all()  # windows with NaNs and windows of tied numbers
+
+
+def _pool_out_hw(x_shape, kernel, stride, padding, dilation, ceil_mode):
+    return tuple(conv_output_size(x_shape[2 + a], kernel[a], stride[a], padding[a], dilation[a], ceil_mode)
+                 for a in range(2))
+
+
+def _launch_sizes(kernel):
+    """The sizes of every launch of `kernel` this file's cases make."""
+    if kernel.startswith("depthwise"):
+        return [geometry(x, (x[1] * m, 1) + k, _out_hw(x, k, s, p, d), s, p, d)
+                for x, m, k, s, p, d in DEPTHWISE_CASES]
+    if kernel in ("im2col", "col2im"):
+        return [geometry(x, (1, 1) + k, _out_hw(x, k, s, p, d), s, p, d) for x, k, s, p, d in COL_CASES]
+    if kernel.startswith("max_pool2d"):
+        return [geometry(x, (1, 1) + k, _pool_out_hw(x, k, s, p, d, c), s, p, d) for x, k, s, p, d, c in POOL_CASES]
+    if kernel.startswith("deform"):
+        return [dict(geometry(x, (1, 1) + k, _out_hw(x, k, s, p, d), s, p, d), G=g, USE_MASK=int(m))
+                for x, k, s, p, d, g, m, _ in DEFORM_CASES]
+    return []
+
+
+def test_every_grid_stride_kernel_gets_more_data_than_its_capped_grid():
+    """The shuffled emulator run caps the grid-stride kernels at EMULATOR_CAP blocks: some case of each must
+    need more, or a kernel whose loop does not stride (each thread one item) would pass. The grid-stride
+    kernels are found from kernels/launch.py's RULES (those whose grid the cap shrinks)."""
+    large = dict(N=64, C=64, H=64, W=64, CO=64, M=1, OH=64, OW=64, KH=3, KW=3, G=1)
+    grid_stride = sorted(k for k in RULES if launch_config(k, max_blocks=1, **large) != launch_config(k, **large))
+    assert grid_stride == sorted(["depthwise_forward", "depthwise_backward_input", "im2col", "col2im",
+                                  "max_pool2d_forward", "max_pool2d_backward",
+                                  "deform_im2col", "deform_col2im", "deform_col2im_coord"])
+    for kernel in grid_stride:
+        capped = [launch_config(kernel, max_blocks=EMULATOR_CAP, **sizes).grid < launch_config(kernel, **sizes).grid
+                  for sizes in _launch_sizes(kernel)]
+        assert any(capped), f"no case of {kernel} needs more than {EMULATOR_CAP} blocks"
 
 
 def test_max_pool_backward_many_windows_on_one_pixel(impl):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from scratchnet.kernels.cuda import nvrtc_options
-from scratchnet.kernels.launch import SCALAR_TYPES, SOURCE_DIR, SOURCES, compile_options
+from scratchnet.kernels.launch import SCALAR_TYPES, SOURCE_DIR, compile_options, kernels_in, sources
 
-CU_FILES = sorted(set(SOURCES.values()))
+CU_FILES = sources()
 DTYPES = [np.dtype(d).name for d in SCALAR_TYPES]
 
 
@@ -48,7 +48,7 @@ def test_nvrtc_compiles(source, dtype, arch):
         nvrtc.compileProgram(program, options)
     except nvrtc.NVRTCError:
         pytest.fail(f"NVRTC failed on {source} ({dtype}, {arch}):\n{nvrtc.getProgramLog(program)}")
-    kernels = [k for k, f in SOURCES.items() if f == source]
+    kernels = kernels_in(source)
     ptx = nvrtc.getPTX(program).decode() if isinstance(nvrtc.getPTX(program), bytes) else nvrtc.getPTX(program)
     for kernel in kernels:  # extern "C": the launcher finds them by these names
         assert f".entry {kernel}(" in ptx

@@ -1,45 +1,77 @@
-"""The CPU fast paths of issue 9 give the numbers of the array code they stand in for.
+"""The CPU fast paths run where they should, and give the numbers of the array code they stand in for.
 
-ReLU and SGD run as one Numba pass each on the CPU (kernels/cpu.py); elsewhere (other dtypes,
-non-contiguous arrays, the GPU) the NumPy/CuPy lines run. Both must agree with torch, and the
-fused SGD step must equal the array code bit for bit.
+ReLU, max-pool, batch norm, the SGD step and deformable convolution's im2col run as Numba kernels on
+the CPU for float32 and float64 (their tables: kernels/routes.py, functional/deform_routes.py);
+float16 (and the GPU, except max-pool and deformable convolution) runs the array code, the reference
+route. Every case asserts the route its calls took, twice over: the dispatch's count per
+route (kernels/dispatch.py's recording) and a spy on kernels/cpu.py's function itself, so a fast path
+lost from a table, or skipped by the op that chose it, fails a test. The array code (forced with
+dispatch.reference_only) is checked against torch, and the fused SGD step against it bit for bit.
 """
+import contextlib
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as TF
 
 import scratchnet as sn
 from scratchnet import functional as F
 from scratchnet import nn, optim
-from scratchnet.functional import activation
-from scratchnet.kernels import cpu
-from scratchnet.optim import sgd
-from conftest import SGD_CONFIGS
+from scratchnet.kernels import cpu, dispatch, routes
+from conftest import SGD_CONFIGS, assert_close, assert_within_scale
 
 SPECIAL = [-np.inf, -2.5, -1e-30, -0.0, 0.0, 1e-30, 3.0, np.inf, np.nan]
 
+# (dtype, the route it takes): the kernels are built for float32 and float64; float16 is the array code
+ROUTE_CASES = [pytest.param(np.float32, "kernel", id="float32-kernel"),
+               pytest.param(np.float64, "kernel", id="float64-kernel"),
+               pytest.param(np.float16, "reference", id="float16-array_code")]
+FORCED = [pytest.param(False, id="auto"), pytest.param(True, id="reference_only")]
 
-@pytest.mark.parametrize("path", ["kernel", "array code"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-def test_relu_matches_torch_on_special_values(dtype, path, rng, monkeypatch):
+
+@pytest.fixture
+def spy(monkeypatch):
+    """spy(*names) wraps those functions of kernels/cpu.py so each call is counted; returns the Counter."""
+    calls = Counter()
+
+    def install(*names):
+        for name in names:
+            def counting(*args, _kernel=getattr(cpu, name), _name=name, **kwargs):
+                calls[_name] += 1
+                return _kernel(*args, **kwargs)
+            monkeypatch.setattr(cpu, name, counting)
+        return calls
+    return install
+
+
+def run(forced):
+    """The block runs with the reference route forced (dispatch.reference_only) or with each op's own choice."""
+    return dispatch.reference_only() if forced else contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("forced", FORCED)
+@pytest.mark.parametrize("dtype, route", ROUTE_CASES)
+def test_relu_takes_its_route_and_matches_torch_on_special_values(dtype, route, forced, rng, spy):
     """NaN stays NaN, -inf becomes 0, and the gradient flows where the input was > 0 or NaN (torch's rule),
     on the Numba kernel and on the array code (the GPU's, and float16's)."""
-    if path == "array code":
-        monkeypatch.setattr(activation.kernels, "supports", lambda *arrays: False)
+    route = "reference" if forced else route
+    calls = spy("relu_forward", "relu_backward")
     x = np.concatenate([np.array(SPECIAL), rng.standard_normal(23)]).astype(dtype).reshape(4, 8)
-    y = F.relu(sn.tensor(x))
-    expected = torch.relu(torch.tensor(x)).numpy()
-    np.testing.assert_array_equal(y.numpy(), expected)
-    if dtype == np.float16:
-        return
     t, tt = sn.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
     gy = rng.standard_normal(x.shape).astype(dtype)
-    F.relu(t).backward(gy)
+    with run(forced), dispatch.recording() as taken:
+        y = F.relu(t)
+        y.backward(gy)
     torch.relu(tt).backward(torch.tensor(gy))
+    np.testing.assert_array_equal(y.numpy(), torch.relu(torch.tensor(x)).numpy())
     np.testing.assert_array_equal(t.grad, tt.grad.numpy())
+    assert taken == {("relu", route): 1}
+    kernel_calls = 1 if route == "kernel" else 0
+    assert calls == Counter({"relu_forward": kernel_calls, "relu_backward": kernel_calls}) - Counter()
 
 
 def test_relu_kernel_takes_non_contiguous_input(rng):
@@ -51,25 +83,126 @@ def test_relu_kernel_takes_non_contiguous_input(rng):
     np.testing.assert_array_equal(cpu.relu_backward(gy, mask), np.where(x > 0, gy, 0))
 
 
+@pytest.mark.parametrize("forced", FORCED)
+@pytest.mark.parametrize("dtype, route", ROUTE_CASES)
+def test_max_pool_takes_its_route_and_matches_torch(dtype, route, forced, rng, spy):
+    route = "reference" if forced else route
+    calls = spy("max_pool2d_forward", "max_pool2d_backward")
+    x = rng.integers(0, 4, (2, 3, 6, 7)).astype(dtype)  # ties: the first maximum of a window wins
+    gy = rng.standard_normal((2, 3, 2, 3)).astype(dtype)
+    # torch in float64 (its float16 pool differs); windows that do not overlap: each gradient lands once, exactly
+    t, tt = sn.tensor(x, requires_grad=True), torch.tensor(x.astype(np.float64), requires_grad=True)
+    with run(forced), dispatch.recording() as taken:
+        y = F.max_pool2d(t, 3, stride=3, padding=1)
+        y.backward(gy)
+    y_t = TF.max_pool2d(tt, 3, stride=3, padding=1)
+    y_t.backward(torch.tensor(gy.astype(np.float64)))
+    np.testing.assert_array_equal(y.numpy(), y_t.detach().numpy().astype(dtype))
+    np.testing.assert_array_equal(t.grad, tt.grad.numpy().astype(dtype))
+    assert taken == {("max_pool2d", route): 1}
+    kernel_calls = 1 if route == "kernel" else 0
+    assert calls == Counter({"max_pool2d_forward": kernel_calls, "max_pool2d_backward": kernel_calls}) - Counter()
 
-def _sgd_run(config, dtype, fused, monkeypatch, steps=5):
-    """Parameters after `steps` SGD steps with the same gradients, on the kernel or on the array code."""
-    monkeypatch.setattr(sgd, "_fused", sgd._fused if fused else (lambda *arrays: False))
+
+BATCH_NORM_KERNELS = ("batch_norm_stats", "batch_norm_scale_shift", "batch_norm_grad_sums", "batch_norm_grad_input")
+
+
+@pytest.mark.parametrize("forced", FORCED)
+@pytest.mark.parametrize("dtype, route", ROUTE_CASES[:2])  # float16: torch's CPU batch norm has no half kernel
+def test_batch_norm_takes_its_route_and_matches_torch(dtype, route, forced, rng, spy):
+    route = "reference" if forced else route
+    calls = spy(*BATCH_NORM_KERNELS)
+    x = (rng.standard_normal((4, 3, 5, 5)) * 2 + 1).astype(dtype)
+    w, b = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    ours, theirs = ([lib.tensor(a, requires_grad=True) for a in (x, w, b)] for lib in (sn, torch))
+    with run(forced), dispatch.recording() as taken:
+        y = F.batch_norm(ours[0], None, None, ours[1], ours[2], training=True)
+        y.backward(gy)
+    TF.batch_norm(theirs[0], None, None, theirs[1], theirs[2], training=True).backward(torch.tensor(gy))
+    for t, t_ref in zip(ours, theirs):
+        assert_close(t.grad, t_ref.grad)
+    assert taken == {("batch_norm", route): 1}
+    expected = {name: 1 for name in BATCH_NORM_KERNELS} if route == "kernel" else {}
+    assert calls == Counter(expected)
+
+
+def test_batch_norm_of_n_c_inputs_and_float16_is_the_array_code(rng, spy):
+    calls = spy(*BATCH_NORM_KERNELS)
+    with dispatch.recording() as taken:
+        F.batch_norm(sn.tensor(rng.standard_normal((4, 3))), None, None, training=True)  # (N, C): no planes
+        F.batch_norm(sn.tensor(rng.standard_normal((4, 3, 2)).astype(np.float16)), None, None, training=True)
+    assert taken == {("batch_norm", "reference"): 2} and not calls
+
+
+DEFORM_KERNELS = ("deform_im2col", "deform_col2im", "deform_col2im_coord")
+
+
+@pytest.mark.parametrize("mask", [False, True], ids=["v1", "v2"])
+@pytest.mark.parametrize("forced", FORCED)
+@pytest.mark.parametrize("dtype, route", ROUTE_CASES)
+def test_deform_conv2d_takes_its_route_and_equals_the_reference(dtype, route, forced, mask, rng, spy):
+    """The deformable im2col kernels (kernels/cpu_deform.py) on the CPU for float32 and float64: the columns
+    once forward and once more for the weight gradient, the input gradient's scatter and the offset (and
+    mask) gradient once each; float16 (and reference_only) the NumPy sampling, which the kernels equal."""
+    route = "im2col" if route == "kernel" and not forced else "reference"
+    calls = spy(*DEFORM_KERNELS)
+    x = rng.standard_normal((2, 4, 6, 5)).astype(dtype)
+    offset = rng.uniform(-1.5, 1.5, (2, 2 * 2 * 9, 4, 3)).astype(dtype)  # two offset groups, some samples outside
+    w = rng.standard_normal((6, 2, 3, 3)).astype(dtype)  # groups 2
+    m = rng.uniform(0, 1, (2, 2 * 9, 4, 3)).astype(dtype) if mask else None
+    gy = rng.standard_normal((2, 6, 4, 3)).astype(dtype)
+
+    def deform(arrays):
+        tensors = [None if a is None else sn.tensor(a, requires_grad=True) for a in arrays]
+        y = F.deform_conv2d(tensors[0], tensors[1], tensors[2], mask=tensors[3])
+        y.backward(sn.tensor(gy))
+        return [y.numpy()] + [t.grad.numpy() for t in tensors if t is not None]
+
+    with run(forced), dispatch.recording() as taken:
+        ours = deform((x, offset, w, m))
+    assert taken == {("deform_conv2d", route): 1}
+    kernel_calls = {"deform_im2col": 2, "deform_col2im": 1, "deform_col2im_coord": 1} if route == "im2col" else {}
+    assert calls == Counter(kernel_calls)
+    with dispatch.reference_only():
+        reference = deform((x, offset, w, m))
+    for what, a, b in zip(("output", "x", "offset", "weight", "mask"), ours, reference):
+        assert a.dtype == dtype
+        if route == "reference":  # the same array code twice
+            np.testing.assert_array_equal(a, b, err_msg=what)
+        elif dtype == np.float64:
+            assert_close(a, b, what=what)
+        else:  # float32: the kernels' sums run in another order than NumPy's
+            assert_within_scale(a, b, 1e-5, what)
+
+
+def _sgd_run(config, dtype, forced=False, steps=5):
+    """Parameters after `steps` SGD steps with the same gradients, and the routes the steps took."""
     rng = np.random.default_rng(0)
     params = [nn.Parameter(rng.standard_normal(shape).astype(dtype)) for shape in [(3, 4), (7,), (2, 1, 5)]]
     opt = optim.SGD(params, **config)
-    for _ in range(steps):
-        for p in params:
-            p.grad = sn.tensor(rng.standard_normal(p.shape).astype(dtype))
-        opt.step()
-    return [p.numpy() for p in params], [opt.state[p].get("momentum_buffer") for p in params]
+    with run(forced), dispatch.recording() as taken:
+        for _ in range(steps):
+            for p in params:
+                p.grad = sn.tensor(rng.standard_normal(p.shape).astype(dtype))
+            opt.step()
+    return [p.numpy() for p in params], [opt.state[p].get("momentum_buffer") for p in params], taken
+
+
+@pytest.mark.parametrize("dtype, route", ROUTE_CASES)
+def test_sgd_takes_the_fused_kernel_once_per_parameter_per_step(dtype, route, spy):
+    calls = spy("sgd_step")
+    _, _, taken = _sgd_run(dict(lr=0.05, momentum=0.9, weight_decay=5e-4), dtype, steps=4)
+    assert taken == {("sgd", route): 3 * 4}  # three parameters, four steps
+    assert calls["sgd_step"] == (3 * 4 if route == "kernel" else 0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("config", SGD_CONFIGS, ids=str)
-def test_fused_sgd_step_is_the_array_code_bit_for_bit(config, dtype, monkeypatch):
-    fused, fused_buffers = _sgd_run(config, dtype, True, monkeypatch)
-    plain, plain_buffers = _sgd_run(config, dtype, False, monkeypatch)
+def test_fused_sgd_step_is_the_array_code_bit_for_bit(config, dtype):
+    fused, fused_buffers, taken = _sgd_run(config, dtype)
+    plain, plain_buffers, taken_plain = _sgd_run(config, dtype, forced=True)
+    assert taken == {("sgd", "kernel"): 15} and taken_plain == {("sgd", "reference"): 15}
     for a, b in zip(fused + fused_buffers, plain + plain_buffers):
         if a is None or b is None:
             assert a is None and b is None
@@ -79,8 +212,9 @@ def test_fused_sgd_step_is_the_array_code_bit_for_bit(config, dtype, monkeypatch
 
 
 @pytest.mark.parametrize("config", SGD_CONFIGS, ids=str)
-def test_fused_sgd_matches_torch_in_float32(config, monkeypatch):
-    ours, _ = _sgd_run(config, np.float32, True, monkeypatch)
+def test_fused_sgd_matches_torch_in_float32(config):
+    ours, _, taken = _sgd_run(config, np.float32)
+    assert taken == {("sgd", "kernel"): 15}
     rng = np.random.default_rng(0)
     params = [torch.nn.Parameter(torch.tensor(rng.standard_normal(s).astype(np.float32))) for s in
               [(3, 4), (7,), (2, 1, 5)]]
@@ -93,13 +227,26 @@ def test_fused_sgd_matches_torch_in_float32(config, monkeypatch):
         np.testing.assert_allclose(a, p.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_sgd_takes_the_kernel_only_where_it_applies(rng):
+def test_sgd_takes_the_kernel_only_where_it_applies():
     p32 = np.ones(3, np.float32)
-    assert sgd._fused(p32, np.ones(3, np.float32), None)
-    assert not sgd._fused(p32, np.ones(3), None)  # a float64 gradient: the array code keeps p float32
-    assert not sgd._fused(p32.astype(np.float16), np.ones(3, np.float16), None)
-    assert not sgd._fused(np.ones((3, 4), np.float32).T, np.ones((4, 3), np.float32), None)  # not contiguous
+    assert routes.SGD.choose(p32, np.ones(3, np.float32), None).name == "kernel"
+    assert routes.SGD.choose(p32, np.ones(3, np.float32), np.ones(3, np.float32)).name == "kernel"
+    # a float64 gradient: the array code keeps p float32; float16; not contiguous; a buffer of another shape
+    assert routes.SGD.choose(p32, np.ones(3), None).name == "reference"
+    assert routes.SGD.choose(p32.astype(np.float16), np.ones(3, np.float16), None).name == "reference"
+    assert routes.SGD.choose(np.ones((3, 4), np.float32).T, np.ones((4, 3), np.float32), None).name == "reference"
+    assert routes.SGD.choose(p32, p32, np.ones(4, np.float32)).name == "reference"
 
+
+def test_adam_steps_are_counted_on_the_array_code():
+    params = [nn.Parameter(np.ones(4, np.float32)) for _ in range(2)]
+    opt = optim.Adam(params)
+    with dispatch.recording() as taken:
+        for _ in range(3):
+            for p in params:
+                p.grad = sn.tensor(np.ones(4, np.float32))
+            opt.step()
+    assert taken == {("adam", "reference"): 6}
 
 
 WARM_UP_CHECK = """
@@ -108,10 +255,10 @@ import numpy as np
 from numba.core.registry import CPUDispatcher
 import scratchnet as sn
 from scratchnet import optim
-from scratchnet.kernels import cpu, cpu_depthwise, cpu_norm
+from scratchnet.kernels import cpu, cpu_deform, cpu_depthwise, cpu_norm
 
 def signatures():
-    return {f"{m.__name__}.{name}": tuple(f.signatures) for m in (cpu, cpu_depthwise, cpu_norm)
+    return {f"{m.__name__}.{name}": tuple(f.signatures) for m in (cpu, cpu_deform, cpu_depthwise, cpu_norm)
             for name, f in vars(m).items() if isinstance(f, CPUDispatcher)}
 
 dtype = np.dtype(sys.argv[1])
@@ -131,6 +278,10 @@ images = sn.tensor(np.ones((2, 3, 4, 4), dtype), requires_grad=True)
 for mode in (bn.train, bn.eval):
     mode()
     bn(images).sum().backward()
+weight = sn.tensor(np.ones((2, 3, 3, 3), dtype), requires_grad=True)  # deformable convolution, v1 and v2
+offset = sn.tensor(np.zeros((2, 18, 2, 2), dtype), requires_grad=True)
+for mask in (None, sn.tensor(np.ones((2, 9, 2, 2), dtype), requires_grad=True)):
+    sn.nn.functional.deform_conv2d(images, offset, weight, mask=mask).sum().backward()
 after = signatures()
 print({name: after[name][len(before[name]):] for name in after if after[name] != before[name]})
 """
@@ -139,8 +290,8 @@ print({name: after[name][len(before[name]):] for name in after if after[name] !=
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_warm_up_loads_every_kernel_a_training_step_uses(dtype):
     """After cpu.warm_up (the training CLI runs it while the data loads), a LeNet training step, an
-    evaluation and batch norm need no kernel compiled or loaded: Numba's start-up is out of the first
-    step. In a fresh process, where no other test has run a kernel yet."""
+    evaluation, batch norm and deformable convolution need no kernel compiled or loaded: Numba's start-up
+    is out of the first step. In a fresh process, where no other test has run a kernel yet."""
     done = subprocess.run([sys.executable, "-c", WARM_UP_CHECK, dtype], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "{}", f"kernels a step still had to load: {done.stdout}"

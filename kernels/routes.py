@@ -1,0 +1,57 @@
+"""The tables of the ops with kernels (kernels/dispatch.py chooses): which route runs which call.
+
+conv2d's table, whose routes combine kernels with BLAS GEMMs, is functional/conv_routes.py's.
+Each op's Function (or optimizer) calls ``TABLE.choose(...)`` once per call and runs what it
+gets: ``.impl`` is the device's kernel module (kernels/cpu.py, kernels/cuda.py) or None, the
+op's own array code, which stays the reference every kernel is tested against
+(tests/kernels/test_speed_paths.py asserts the route each case takes).
+"""
+from collections import namedtuple
+
+from .dispatch import ANY, ARRAY_CODE, KERNEL_DTYPES, KERNELS, Op, Route, device, same_dtype
+
+# ---- relu (functional/activation.py ReLU)
+RELU = Op("relu", needs=("relu_forward", "relu_backward"), routes={
+    #              implementation  devices         dtypes         fits
+    "kernel":      Route(KERNELS,    ("cpu",),        KERNEL_DTYPES, None),  # one pass writes y and the mask
+    "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
+})  # noqa: E241 (aligned so the routes read as a table)
+
+# ---- max_pool2d (functional/pool.py MaxPool2d)
+MAX_POOL2D = Op("max_pool2d", needs=("max_pool2d_forward", "max_pool2d_backward"), routes={
+    "kernel":      Route(KERNELS,    ("cpu", "gpu"),  KERNEL_DTYPES, None),  # forward with argmax, backward scatter
+    "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),  # im2col's columns, a max per window
+})  # noqa: E241
+
+# ---- batch_norm (functional/norm.py BatchNorm): the input and the affine parameters in one dtype
+BatchNormCall = namedtuple("BatchNormCall", "device dtype planes")  # planes: an (N, C, ...) input, not (N, C)
+
+
+def _describe_batch_norm(x, *affine):
+    return device(x), same_dtype(x, *affine), x.ndim > 2
+
+
+BATCH_NORM = Op("batch_norm", describe=_describe_batch_norm, record=BatchNormCall,
+                needs=("batch_norm_stats", "batch_norm_scale_shift", "batch_norm_grad_sums", "batch_norm_grad_input"),
+                routes={
+    "kernel":      Route(KERNELS,    ("cpu",),        KERNEL_DTYPES, lambda c: c.planes),  # torch's CPU passes
+    "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
+})  # noqa: E241,E128
+
+# ---- the optimizers' steps (optim/sgd.py, optim/adam.py), one call per parameter
+SGDCall = namedtuple("SGDCall", "device dtype flat")  # flat: every array C-contiguous, in p's shape
+
+
+def _describe_sgd(p, grad, buf):
+    arrays = (p, grad) if buf is None else (p, grad, buf)
+    return device(p), same_dtype(p, grad, buf), all(a.flags.c_contiguous and a.shape == p.shape for a in arrays)
+
+
+SGD = Op("sgd", describe=_describe_sgd, record=SGDCall, needs=("sgd_step",), routes={
+    "kernel":      Route(KERNELS,    ("cpu",),        KERNEL_DTYPES, lambda c: c.flat),  # one pass, bit for bit
+    "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
+})  # noqa: E241
+
+ADAM = Op("adam", routes={  # no fused kernel yet: a row here and an adam_step in kernels/interface.py's CPU
+    "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
+})  # noqa: E241
