@@ -26,14 +26,13 @@ OPENBLAS_L2_SIZE overrides unset. Prints the table and writes benchmarks/results
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 # the libraries' own idle-wait defaults; GOMP_SPINCOUNT overrides OMP_WAIT_POLICY in libgomp
@@ -161,7 +160,7 @@ def main():
         print(json.dumps(measure(args.steps, args.repeat)))
         return
 
-    load_before = os.getloadavg()
+    recorded, load_before = started(), os.getloadavg()
     results = {policy: run_child(policy, args.steps, args.repeat)
                for policy in ("policy", "numpy first", "one thread", "spinning")}
     for policy, r in results.items():
@@ -177,12 +176,7 @@ def main():
     print(f"\nload average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} ({os.cpu_count()} CPUs)")
     out = ROOT / "benchmarks" / "results" / "threads.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": "python benchmarks/threads.py " + " ".join(sys.argv[1:]),
-                               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                           "processor": platform.processor() or platform.machine(),
-                                           "load_average_before": load_before, "load_average_after": load_after},
-                               "unset_for_runs": list(OVERRIDES), "results": results}, indent=2))
+    write_result(out, {"unset_for_runs": list(OVERRIDES), "results": results}, recorded)
     print(f"wrote {out}")
 
 

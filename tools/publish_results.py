@@ -260,8 +260,26 @@ def lenet_epochs():
             + table(["epoch", "train loss", "train acc", "test loss", "test acc", "s/epoch (training)", "images/s"], rows))
 
 
+def thread_runs():
+    data = result("threads")
+    names = {"policy": "policy, the default threads", "numpy first": "policy, NumPy imported (and its BLAS "
+             "started) first", "one thread": "policy, 1 thread (`--threads 1`)", "spinning": "the libraries' "
+             "spinning defaults"}
+    rows = []
+    for name, run in data["results"].items():
+        numba = sorted(k["ratio"] for k in run["kernels"] if not k["kernel"].startswith("gemm"))
+        big = [k["ratio"] for k in run["kernels"] if not k["kernel"].startswith("gemm") and k["alone_ms"] >= 0.05]
+        gemms = [k["ratio"] for k in run["kernels"] if k["kernel"].startswith("gemm")]
+        rows.append((names.get(name, name), run["threads"], f"{run['step_ms_median']:.2f} ms ({run['step_ms_min']:.2f})",
+                     f"{numba[len(numba) // 2]:.2f} ({max(numba):.2f}; {max(big):.2f})", f"{max(gemms):.2f}"))
+    return (f"{command(data)}, {when(data)}:\n\n"
+            + table(["run", "threads", "LeNet step, median (min)", "Numba kernels, loop / alone: median (worst; worst "
+                     "of those >= 0.05 ms)", "GEMMs, loop / alone: worst"], rows))
+
+
 BLOCKS = {"headline": headline, "conv-layers": conv_layers, "resnet50-step": resnet50_step, "zoo-steps": zoo_steps,
-          "lenet-runs": lenet_runs, "lenet-epochs": lenet_epochs, "distributed-runs": distributed_runs}
+          "lenet-runs": lenet_runs, "lenet-epochs": lenet_epochs, "distributed-runs": distributed_runs,
+          "thread-runs": thread_runs}
 
 
 # --------------------------------------------------------------------------- the pages
