@@ -17,10 +17,10 @@ import http.client
 import os
 import sys
 import tempfile
-import urllib.request
 import zlib
 from pathlib import Path
 
+from ..fetch import stream
 from ..nn.serialization import new_file_mode
 from ..runlock import exclusive
 
@@ -155,7 +155,7 @@ def download(urls, dest, sha256=None, md5=None, progress=True, timeout=30):
         fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
         try:
             with os.fdopen(fd, "wb") as out:
-                _fetch(url, out, progress, timeout, label=dest.name)
+                stream(url, out, progress, timeout, label=dest.name)
             verify(tmp, sha256=sha256, md5=md5)
             os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> what open() gives a new file
             os.replace(tmp, dest)  # atomic: readers see the old state or the whole new file
@@ -166,36 +166,6 @@ def download(urls, dest, sha256=None, md5=None, progress=True, timeout=30):
             if os.path.exists(tmp):
                 os.remove(tmp)
     raise DatasetError(f"could not download {dest.name} (tried {'; '.join(failures)})")
-
-
-def _fetch(url, out, progress, timeout, label):
-    request = urllib.request.Request(url, headers={"User-Agent": "scratchnet"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        total = response.headers.get("Content-Length")
-        total = int(total) if total is not None else None
-        bar = _progress_bar(total, label) if progress else None
-        received = 0
-        try:
-            while True:
-                block = response.read(1 << 16)
-                if not block:
-                    break
-                out.write(block)
-                received += len(block)
-                if bar is not None:
-                    bar.update(len(block))
-        finally:
-            if bar is not None:
-                bar.close()
-    # http.client raises IncompleteRead for most drops; a server that just closes early is caught here.
-    if total is not None and received != total:
-        raise OSError(f"connection dropped after {received} of {total} bytes")
-
-
-def _progress_bar(total, label):
-    from tqdm import tqdm
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"downloading {label}",
-                leave=False, dynamic_ncols=True)
 
 
 def fetch_file(name, filename, urls=(), sha256=None, md5=None, data_dir=None, system_dirs=(),

@@ -17,10 +17,10 @@ so torchvision's weights for those do not fit and none are listed.
 """
 import hashlib
 import os
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fetch import stream
 from ..nn.serialization import atomic_write
 
 SERVER = "https://download.pytorch.org/models/"
@@ -52,7 +52,8 @@ class Weights:
         return SERVER + self.file
 
 
-# torchvision 0.29.1's ImageNet-1K weights for the zoo's matching models (tools/make_imagenet_data.py prints it)
+# torchvision 0.29.1's ImageNet-1K weights for the zoo's matching models (tools/make_imagenet_data.py prints it).
+# Rows alike in shape on purpose: one row per published file, readable beside torchvision's docs.
 WEIGHTS = [
     Weights("vgg11", "IMAGENET1K_V1", "vgg11-8a719046.pth", 256, 224, "bilinear", 69.02, True),
     Weights("vgg11_bn", "IMAGENET1K_V1", "vgg11_bn-6002323d.pth", 256, 224, "bilinear", 70.37, True),
@@ -173,32 +174,11 @@ def _download(url, dest, sha256_prefix, progress):
     """Fetch ``url`` into ``dest`` through a temporary file, hashing as it arrives; keep it only if it matches."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    request = urllib.request.Request(url, headers={"User-Agent": "scratchnet"})
-    with urllib.request.urlopen(request, timeout=30) as response, atomic_write(dest) as out:
-        total = response.headers.get("Content-Length")
-        bar = _progress_bar(int(total) if total else None, dest.name) if progress else None
-        received = 0
-        try:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                digest.update(block)
-                received += len(block)
-                if bar is not None:
-                    bar.update(len(block))
-        finally:
-            if bar is not None:
-                bar.close()
-        if total is not None and received != int(total):
-            raise OSError(f"connection dropped after {received} of {total} bytes")
+    with atomic_write(dest) as out:
+        stream(url, out, progress, timeout=30, label=dest.name, digest=digest)
         if not digest.hexdigest().startswith(sha256_prefix):  # raised inside: the temporary file is removed
             raise ValueError(f"SHA-256 {digest.hexdigest()[:12]}... does not begin with {sha256_prefix}")
     return dest
-
-
-def _progress_bar(total, label):
-    from tqdm import tqdm
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"downloading {label}",
-                leave=False, dynamic_ncols=True)
 
 
 def load_pretrained(model, w, progress=True):
