@@ -103,6 +103,16 @@ def command(main):
     return run
 
 
+def command_of(build_parser, run):
+    """The ``main`` of a tool that is one ``run(args)``: parse ``argv`` with ``build_parser()``, run, exit 0
+    (through ``command``'s error path)."""
+    @command
+    def main(argv=None):
+        run(build_parser().parse_args(argv))
+        return 0
+    return main
+
+
 # --------------------------------------------------------------------------- numeric options
 
 

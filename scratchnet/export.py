@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from .backend import manual_seed
-from .cli import ArgumentParser, UsageError, command, integer
+from .cli import ArgumentParser, UsageError, command_of, integer
 from .models import get_model
 from .models.pretrained import PretrainedError
 from .nn.formats import WeightsFileError
@@ -71,10 +71,7 @@ def run(args):
           f"input {list(example.shape)}, opset {args.opset}")
 
 
-@command
-def main(argv=None):
-    run(build_parser().parse_args(argv))
-    return 0
+main = command_of(build_parser, run)
 
 
 if __name__ == "__main__":

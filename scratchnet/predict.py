@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from .autograd import Tensor, no_grad
-from .cli import ArgumentParser, UsageError, command, integer
+from .cli import ArgumentParser, UsageError, command_of, integer
 from .data import imagenet_classes, read_image
 from .data.transforms import FILTERS, imagenet_eval
 from .functional.activation import softmax
@@ -94,10 +94,7 @@ def run(args):
             print(f"  {probability:7.2%}  {name} ({index})")
 
 
-@command
-def main(argv=None):
-    run(build_parser().parse_args(argv))
-    return 0
+main = command_of(build_parser, run)
 
 
 if __name__ == "__main__":
