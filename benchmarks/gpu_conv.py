@@ -58,9 +58,21 @@ def result_row(label, name, n, route, forward, forward_backward, forward_flops):
                 fb_ms=1e3 * forward_backward[0], fb_median_ms=1e3 * forward_backward[1], gflop=forward_flops / 1e9)
 
 
-def timer(device, repeat):
-    """time(fn) -> (best, median) seconds: CUDA events after a synchronize on the GPU."""
-    if device == "gpu":
+def timer(device, repeat, events="cupy"):
+    """time(fn) -> (best, median) seconds: CUDA events after a synchronize on the GPU (CuPy's, or torch's
+    in the torch process: events="torch"), perf_counter on the CPU."""
+    if device == "gpu" and events == "torch":
+        import torch
+
+        def once(fn):
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            return start.elapsed_time(stop) / 1e3
+    elif device == "gpu":
         import cupy as cp
 
         def once(fn):
@@ -135,21 +147,7 @@ def run_torch(args):
 
     device = "cuda" if args.device == "gpu" else "cpu"
     torch.backends.cudnn.benchmark = True
-    if device == "cpu":
-        time_it = timer("cpu", args.repeat)
-    else:
-        def time_it(fn):
-            fn(), fn()
-            runs = []
-            for _ in range(args.repeat):
-                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                start.record()
-                fn()
-                stop.record()
-                stop.synchronize()
-                runs.append(start.elapsed_time(stop) / 1e3)
-            return min(runs), statistics.median(runs)
+    time_it = timer(args.device, args.repeat, events="torch")
     rows = []
     for label, name, n, c, size, c_out, k, s, p, g in layers(args.smoke):
         x = torch.randn(n, c, size, size, device=device)
