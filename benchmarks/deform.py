@@ -21,11 +21,10 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
-from timing import best_time, clean_env  # benchmarks/timing.py: the shared rules
+from timing import best_time, child_json  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -55,6 +54,25 @@ def inputs(shape):
     return x, offset, mask, weight, bias
 
 
+def timed_calls(deform_conv2d, no_grad, arrays, stride, padding, output_grad):
+    """forward() (under ``no_grad``) and forward_backward() (the five gradients cleared, then computed
+    with ``output_grad(y)`` as y's gradient) for one shape, with either framework's deform_conv2d:
+    what the CPU and GPU benchmarks time, the same on both sides."""
+    x, offset, mask, weight, bias = arrays
+
+    def forward():
+        with no_grad():
+            deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding, mask=mask)
+
+    def forward_backward():
+        for a in arrays:
+            if a is not None:
+                a.grad = None
+        y = deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding, mask=mask)
+        y.backward(output_grad(y))
+    return forward, forward_backward
+
+
 # ---------------------------------------------------------------- the children (one framework each)
 
 def child_torch(shapes, repeat):
@@ -64,19 +82,7 @@ def child_torch(shapes, repeat):
     for shape in shapes:
         name, *_, s, p, _, _ = shape
         arrays = [None if a is None else torch.tensor(a, requires_grad=True) for a in inputs(shape)]
-        x, offset, mask, weight, bias = arrays
-
-        def forward():
-            with torch.no_grad():
-                deform_conv2d(x, offset, weight, bias, stride=s, padding=p, mask=mask)
-
-        def forward_backward():
-            for a in arrays:
-                if a is not None:
-                    a.grad = None
-            y = deform_conv2d(x, offset, weight, bias, stride=s, padding=p, mask=mask)
-            y.backward(torch.ones_like(y))
-
+        forward, forward_backward = timed_calls(deform_conv2d, torch.no_grad, arrays, s, p, torch.ones_like)
         rows.append(dict(shape=name, framework="torchvision", threads=torch.get_num_threads(),
                          forward_ms=1e3 * best_time(forward, repeat),
                          forward_backward_ms=1e3 * best_time(forward_backward, repeat)))
@@ -94,17 +100,7 @@ def child_scratchnet(shapes, repeat):
         x, offset, mask, weight, bias = arrays
         out = F.deform_conv2d(x, offset, weight, bias, stride=s, padding=p, mask=mask)
         gy = np.ones(out.shape, dtype=np.float32)
-
-        def forward():
-            with sn.no_grad():
-                F.deform_conv2d(x, offset, weight, bias, stride=s, padding=p, mask=mask)
-
-        def forward_backward():
-            for a in arrays:
-                if a is not None:
-                    a.grad = None
-            F.deform_conv2d(x, offset, weight, bias, stride=s, padding=p, mask=mask).backward(gy)
-
+        forward, forward_backward = timed_calls(F.deform_conv2d, sn.no_grad, arrays, s, p, lambda y: gy)
         rows.append(dict(shape=name, framework="scratchnet", route=out.creator.route,
                          forward_ms=1e3 * best_time(forward, repeat),
                          forward_backward_ms=1e3 * best_time(forward_backward, repeat)))
@@ -114,14 +110,9 @@ def child_scratchnet(shapes, repeat):
 # ---------------------------------------------------------------- the parent
 
 def run_child(framework, python, args):
-    env = clean_env()
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     command = [str(python), __file__, "--child", framework, "--repeat", str(args.repeat)]
     command += ["--smoke"] if args.smoke else []
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"the {framework} child ({python}) failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(command, f"the {framework} child ({python})")
 
 
 def keep_best(best, rows):

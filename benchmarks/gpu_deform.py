@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from deform import SHAPES, SMOKE, inputs  # noqa: E402  (the CPU benchmark's shapes and inputs)
+from deform import SHAPES, SMOKE, inputs, timed_calls  # noqa: E402  (the CPU benchmark's shapes, inputs, calls)
 from gpu_conv import timer  # noqa: E402  (CUDA events after a synchronize; perf_counter on the CPU)
 
 SCALES = (1, 4)
@@ -59,16 +59,7 @@ def run_scratchnet(args):
             x, offset, mask, weight, bias = tensors
             y = F.deform_conv2d(x, offset, weight, bias, stride=s, padding=p, mask=mask)
             gy = sn.tensor(sn.backend.xp_for(args.device).ones(y.shape, dtype=y.dtype), device=args.device)
-
-            def forward():
-                with sn.no_grad():
-                    F.deform_conv2d(x, offset, weight, bias, stride=s, padding=p, mask=mask)
-
-            def forward_backward():
-                for t in tensors:
-                    if t is not None:
-                        t.grad = None
-                F.deform_conv2d(x, offset, weight, bias, stride=s, padding=p, mask=mask).backward(gy)
+            forward, forward_backward = timed_calls(F.deform_conv2d, sn.no_grad, tensors, s, p, lambda y: gy)
             rows.append(row(label, "scratchnet", y.creator.route, time_it(forward), time_it(forward_backward)))
         conv_routes.set_conv_algo("auto")
     return rows
@@ -82,37 +73,12 @@ def run_torchvision(args):
     except Exception as exc:  # torchvision missing, or built for another torch
         return None, f"{type(exc).__name__}: {exc}"
     device = "cuda" if args.device == "gpu" else "cpu"
-    if device == "cpu":
-        time_it = timer("cpu", args.repeat)
-    else:
-        def time_it(fn):
-            fn(), fn()
-            runs = []
-            for _ in range(args.repeat):
-                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                start.record()
-                fn()
-                stop.record()
-                stop.synchronize()
-                runs.append(start.elapsed_time(stop) / 1e3)
-            return min(runs), sorted(runs)[len(runs) // 2]
+    time_it = timer(args.device, args.repeat, events="torch")
     rows = []
     for label, shape in shapes(args.smoke):
         s, p = shape[6], shape[7]
         tensors = [None if a is None else torch.tensor(a, device=device, requires_grad=True) for a in inputs(shape)]
-        x, offset, mask, weight, bias = tensors
-
-        def forward():
-            with torch.no_grad():
-                deform_conv2d(x, offset, weight, bias, stride=s, padding=p, mask=mask)
-
-        def forward_backward():
-            for t in tensors:
-                if t is not None:
-                    t.grad = None
-            y = deform_conv2d(x, offset, weight, bias, stride=s, padding=p, mask=mask)
-            y.backward(torch.ones_like(y))
+        forward, forward_backward = timed_calls(deform_conv2d, torch.no_grad, tensors, s, p, torch.ones_like)
         rows.append(row(label, "torchvision", device, time_it(forward), time_it(forward_backward)))
     return rows, f"torch {torch.__version__}, torchvision {__import__('torchvision').__version__}"
 
