@@ -23,12 +23,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from timing import OVERRIDES, best_time, clean_env  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, best_time, child_json  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,6 +42,9 @@ def problem(batch):
 
 
 # ---------------------------------------------------------------- the children
+# The two children are the same steps written line for line in each framework's own API, on purpose:
+# each runs in its own process, and the reader checks that both time the same thing by reading them side
+# by side.
 
 def child_scratchnet(batch, repeat, weights):
     import scratchnet as sn  # first: its thread policy must be in place before NumPy loads its BLAS
@@ -153,14 +155,9 @@ def child_torch(batch, repeat, weights):
 # ---------------------------------------------------------------- the parent
 
 def run_child(framework, args, weights):
-    env = clean_env()
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     command = [sys.executable, __file__, "--child", framework, "--batch", str(args.batch),
                "--repeat", str(args.repeat), "--weights", str(weights)]
-    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"the {framework} child failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return child_json(command, f"the {framework} child")
 
 
 def main():

@@ -27,12 +27,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, child_json, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 # the libraries' own idle-wait defaults; GOMP_SPINCOUNT overrides OMP_WAIT_POLICY in libgomp
@@ -140,10 +139,7 @@ def run_child(policy, steps, repeat):
     command = [sys.executable, __file__, "--child", "--steps", str(steps), "--repeat", str(repeat)]
     if policy == "numpy first":
         command.append("--numpy-first")
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{policy} run failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(command, f"{policy} run", env)
 
 
 def main():

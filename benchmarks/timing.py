@@ -1,6 +1,7 @@
 """What the CPU benchmarks share: the timing rule (the fastest of N calls after warm-up calls), the
-environment their timed children run in (this workplace's OpenBLAS overrides removed), the
-process's resident memory (Linux), and where a result comes from (``started``/``write_result``)."""
+environment their timed children run in (this workplace's OpenBLAS overrides removed) and how a child
+is run (``child_json``), the process's resident memory (Linux), and where a result comes from
+(``started``/``write_result``)."""
 import json
 import os
 import platform
@@ -12,11 +13,25 @@ from pathlib import Path
 
 # set on every machine of this workplace (CI included); they slow NumPy's BLAS and users do not have them
 OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def clean_env():
     """This process's environment without OVERRIDES, for a timed child process."""
     return {k: v for k, v in os.environ.items() if k not in OVERRIDES}
+
+
+def child_json(command, what, env=None):
+    """Run a benchmark's child process ``command`` in the repo root and return the JSON object it prints
+    on its last line; a failed child stops the benchmark with ``what`` and the child's stderr. ``env``:
+    clean_env() with this checkout first on PYTHONPATH, unless the caller gives its own."""
+    if env is None:
+        env = clean_env()
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{what} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def rss_mb():
