@@ -269,7 +269,9 @@ LAYERS = [
 ]
 
 
-# What torch raises, at construction or in the first forward, for each LAYERS row it refuses (see TORCH_SAYS)
+# What torch raises, at construction or in the first forward, for each LAYERS row it refuses (see TORCH_SAYS).
+# Many messages are TORCH_SAYS' again (a layer refuses through the same functional check): recorded per row
+# on purpose, so that each row says what torch answers to it, in torch's words, without a lookup.
 LAYERS_TORCH_SAYS = {
     "Conv2d stride=0": (RuntimeError, "non-positive stride is not supported"),
     "Conv2d padding=-1": (RuntimeError, "negative padding is not supported"),
