@@ -167,6 +167,42 @@ def run_torch(args):
     return rows, {"torch": torch.__version__, "cudnn": torch.backends.cudnn.version() if device == "cuda" else None}
 
 
+# --------------------------------------------------------------------------- the torch process and the result file
+# (gpu_deform.py runs and writes the same way)
+
+
+def run_torch_process(script, args):
+    """Run ``script`` again as its torch process (``--torch-worker JSON``: torch never shares a process
+    with CuPy) on the same options; (its {"rows", "versions"} or None when it failed, its exit code)."""
+    worker_json = Path(args.json).with_suffix(".torch.tmp.json")
+    command = [sys.executable, str(script), "--device", args.device, "--repeat", str(args.repeat),
+               "--torch-worker", str(worker_json)] + (["--smoke"] if args.smoke else [])
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        return None, done.returncode
+    part = json.loads(worker_json.read_text())
+    worker_json.unlink()
+    return part, 0
+
+
+def write_result(args, started, load_before, **fields):
+    """Write --json: the device and its GPU's name, the options, the timer, the machine and its load, the
+    seconds since ``started``, and ``fields`` (the rows, the other framework's versions ...)."""
+    from scratchnet import backend
+    device_name = None
+    if args.device == "gpu":
+        device_name = backend.cp.cuda.runtime.getDeviceProperties(0)["name"]
+        device_name = device_name.decode() if isinstance(device_name, bytes) else device_name
+    result = dict(device=args.device, gpu=device_name, smoke=args.smoke, repeat=args.repeat, dtype="float32",
+                  timer="CUDA events" if args.device == "gpu" else "perf_counter",
+                  machine=dict(cpus=os.cpu_count(), python=platform.python_version(),
+                               load_average_before=load_before, load_average_after=os.getloadavg()),
+                  seconds=round(time.time() - started, 1), **fields)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {args.json}")
+
+
 # --------------------------------------------------------------------------- the report
 
 
@@ -207,18 +243,13 @@ def main(argv=None):
 
     started, load_before = time.time(), os.getloadavg()
     rows = run_scratchnet(args)
-    torch_json = Path(args.json).with_suffix(".torch.tmp.json")
-    command = [sys.executable, __file__, "--device", args.device, "--repeat", str(args.repeat),
-               "--torch-worker", str(torch_json)] + (["--smoke"] if args.smoke else [])
-    done = subprocess.run(command)
+    torch_part, exit_code = run_torch_process(__file__, args)
     torch_versions = None
-    if done.returncode == 0:
-        torch_part = json.loads(torch_json.read_text())
+    if torch_part is not None:
         rows += torch_part["rows"]
         torch_versions = torch_part["versions"]
-        torch_json.unlink()
     else:
-        print(f"the PyTorch process failed (exit {done.returncode}); no cuDNN column")
+        print(f"the PyTorch process failed (exit {exit_code}); no cuDNN column")
 
     print(f"\n{'layer':<36} {'route':<9} {'fwd ms':>8} {'f+b ms':>8} {'fwd TF/s':>8} {'f+b TF/s':>8} "
           f"{'f+b/im2col':>10} {'f+b/torch':>9}")
@@ -236,20 +267,8 @@ def main(argv=None):
         verdict = "met    " if check["met"] else "NOT met"
         print(f"{verdict} {check['target']}: {check['layer']} ratio {check['ratio']:.2f}")
 
-    from scratchnet import backend
-    device_name = None
-    if args.device == "gpu":
-        device_name = backend.cp.cuda.runtime.getDeviceProperties(0)["name"]
-        device_name = device_name.decode() if isinstance(device_name, bytes) else device_name
-    result = dict(device=args.device, gpu=device_name, smoke=args.smoke, repeat=args.repeat, dtype="float32",
-                  timer="CUDA events" if args.device == "gpu" else "perf_counter", torch=torch_versions,
-                  machine=dict(cpus=os.cpu_count(), python=platform.python_version(),
-                               load_average_before=load_before, load_average_after=os.getloadavg()),
-                  seconds=round(time.time() - started, 1), targets=checks, rows=rows)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1))
-    print(f"\nwrote {args.json}")
-    return 0 if done.returncode == 0 else 1
+    write_result(args, started, load_before, torch=torch_versions, targets=checks, rows=rows)
+    return 0 if exit_code == 0 else 1
 
 
 if __name__ == "__main__":

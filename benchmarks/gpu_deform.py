@@ -16,8 +16,6 @@ GPU. Prints a table and writes benchmarks/results/gpu_deform.json.
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from deform import SHAPES, SMOKE, inputs, timed_calls  # noqa: E402  (the CPU benchmark's shapes, inputs, calls)
-from gpu_conv import timer  # noqa: E402  (CUDA events after a synchronize; perf_counter on the CPU)
+from gpu_conv import run_torch_process, timer, write_result  # noqa: E402  (the GPU benchmarks' shared parts)
 
 SCALES = (1, 4)
 
@@ -102,14 +100,9 @@ def main(argv=None):
 
     started, load_before = time.time(), os.getloadavg()
     rows = run_scratchnet(args)
-    worker_json = Path(args.json).with_suffix(".torch.tmp.json")
-    command = [sys.executable, __file__, "--device", args.device, "--repeat", str(args.repeat),
-               "--torch-worker", str(worker_json)] + (["--smoke"] if args.smoke else [])
-    done = subprocess.run(command)
+    part, exit_code = run_torch_process(__file__, args)
     torchvision = "the torchvision process failed"
-    if done.returncode == 0:
-        part = json.loads(worker_json.read_text())
-        worker_json.unlink()
+    if part is not None:
         torchvision = part["versions"]
         rows += part["rows"] or []
         if part["rows"] is None:
@@ -123,20 +116,8 @@ def main(argv=None):
                 continue
             ratio = f"{theirs['fb_ms'] / r['fb_ms']:.2f}" if theirs and framework == "scratchnet" else "-"
             print(f"{label:<50} {framework + ' ' + route:<20} {r['fwd_ms']:8.3f} {r['fb_ms']:8.3f} {ratio:>18}")
-    from scratchnet import backend
-    device_name = None
-    if args.device == "gpu":
-        device_name = backend.cp.cuda.runtime.getDeviceProperties(0)["name"]
-        device_name = device_name.decode() if isinstance(device_name, bytes) else device_name
-    result = dict(device=args.device, gpu=device_name, smoke=args.smoke, repeat=args.repeat, dtype="float32",
-                  timer="CUDA events" if args.device == "gpu" else "perf_counter", torchvision=torchvision,
-                  machine=dict(cpus=os.cpu_count(), python=platform.python_version(),
-                               load_average_before=load_before, load_average_after=os.getloadavg()),
-                  seconds=round(time.time() - started, 1), rows=rows)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1))
-    print(f"\nwrote {args.json}")
-    return 0 if done.returncode == 0 else 1
+    write_result(args, started, load_before, torchvision=torchvision, rows=rows)
+    return 0 if exit_code == 0 else 1
 
 
 if __name__ == "__main__":
