@@ -37,3 +37,20 @@ __device__ __forceinline__ int tap_output(int in, int tap, int stride, int pad, 
     t /= stride;
     return t < out_size ? t : -1;
 }
+
+// Where entry `idx` of a column matrix col (C, KH, KW, N, OH, OW) sits: channel c, tap (i, j), image n,
+// output pixel (oy, ox). The im2col kernels (im2col.cu, deform.cu) run one thread per entry.
+struct ColumnIndex {
+    int c, i, j, n, oy, ox;
+};
+__device__ __forceinline__ ColumnIndex column_index(long long idx, int N, int OH, int OW, int KH, int KW) {
+    ColumnIndex e;
+    e.ox = idx % OW;
+    e.oy = (idx / OW) % OH;
+    long long rest = idx / ((long long)OH * OW);
+    e.n = rest % N; rest /= N;
+    e.j = rest % KW; rest /= KW;
+    e.i = rest % KH;
+    e.c = rest / KH;
+    return e;
+}

@@ -147,6 +147,8 @@ def _sum_shifted(out, out_start, length, src, src_start, starts, scales, accumul
             t += 1
 
 
+# Written out beside _sum_shifted, not built on it: the pair's whole point is that each load of src
+# feeds two channels' multiply-adds inside one loop, which a call per channel cannot give.
 @njit(cache=True)
 def _sum_shifted_pair(out, length, src, src_start, starts, scales_a, scales_b):
     """Two output channels of one input plane in one pass: out[k] as _sum_shifted(out, 0, ..., scales_a)
@@ -207,6 +209,7 @@ def _dots_shifted(a, length, b, b_start, starts, acc):
             t += 1
 
 
+# Written out beside _dots_shifted for the same reason as _sum_shifted_pair: one load of b, two channels.
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _dots_shifted_pair(a, length, b, b_start, starts, acc_a, acc_b):
     """_dots_shifted for two output channels at once: a[k] and a[length + k] are their gradients, each

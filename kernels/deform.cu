@@ -46,12 +46,7 @@ extern "C" __global__ void deform_im2col(const scalar_t* __restrict__ x_in, cons
                                          DEFORM_PARAMS) {
     const long long total = (long long)C * KH * KW * N * OH * OW;
     GRID_STRIDE_LOOP(idx, total) {
-        const int ox = idx % OW, oy = (idx / OW) % OH;
-        long long rest = idx / ((long long)OH * OW);
-        const int n = rest % N; rest /= N;
-        const int j = rest % KW; rest /= KW;
-        const int i = rest % KH;
-        const int c = rest / KH;
+        const auto [c, i, j, n, oy, ox] = column_index(idx, N, OH, OW, KH, KW);
         const long long ch = ((long long)n * G + c / (C / G)) * KH * KW + i * KW + j;
         SAMPLE_POINT(y, x, m, ch, (long long)oy * OW + ox, oy, ox, i, j);
         scalar_t value = 0;
@@ -68,18 +63,15 @@ extern "C" __global__ void deform_im2col(const scalar_t* __restrict__ x_in, cons
 // The input gradient: one thread per column entry adds its gradient, times the mask and the bilinear
 // weights, to the (up to) four pixels its sample read. Samples of different taps and pixels land on the
 // same pixel at data-dependent places, so this is a scatter with atomicAdd (as torchvision's and mmcv's
-// CUDA kernels), the one kernel here besides max-pool backward; gx must start at zero.
+// CUDA kernels), the one kernel here besides max-pool backward; gx must start at zero. It opens as
+// deform_im2col does (the same column entry, the same sample point) on purpose: each kernel reads whole,
+// forward beside adjoint, rather than behind a shared prologue macro.
 extern "C" __global__ void deform_col2im(const scalar_t* __restrict__ gcol, const scalar_t* __restrict__ offset,
                                          const scalar_t* __restrict__ mask, scalar_t* __restrict__ gx,
                                          DEFORM_PARAMS) {
     const long long total = (long long)C * KH * KW * N * OH * OW;
     GRID_STRIDE_LOOP(idx, total) {
-        const int ox = idx % OW, oy = (idx / OW) % OH;
-        long long rest = idx / ((long long)OH * OW);
-        const int n = rest % N; rest /= N;
-        const int j = rest % KW; rest /= KW;
-        const int i = rest % KH;
-        const int c = rest / KH;
+        const auto [c, i, j, n, oy, ox] = column_index(idx, N, OH, OW, KH, KW);
         const long long ch = ((long long)n * G + c / (C / G)) * KH * KW + i * KW + j;
         SAMPLE_POINT(y, x, m, ch, (long long)oy * OW + ox, oy, ox, i, j);
         if (!reads(y, x, H, W)) continue;

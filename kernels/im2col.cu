@@ -12,12 +12,7 @@ extern "C" __global__ void im2col(const scalar_t* __restrict__ x, scalar_t* __re
                                   COL_PARAMS, scalar_t pad_value) {
     const long long total = (long long)C * KH * KW * N * OH * OW;
     GRID_STRIDE_LOOP(idx, total) {
-        const int ox = idx % OW, oy = (idx / OW) % OH;
-        long long rest = idx / ((long long)OH * OW);
-        const int n = rest % N; rest /= N;
-        const int j = rest % KW; rest /= KW;
-        const int i = rest % KH;
-        const int c = rest / KH;
+        const auto [c, i, j, n, oy, ox] = column_index(idx, N, OH, OW, KH, KW);
         const int iy = tap_input(oy, i, SY, PH, DY), ix = tap_input(ox, j, SX, PW, DX);
         col[idx] = (iy >= 0 && iy < H && ix >= 0 && ix < W)
                        ? x[(((long long)n * C + c) * H + iy) * W + ix] : pad_value;
