@@ -171,6 +171,23 @@ def run_torch(args):
 # (gpu_deform.py runs and writes the same way)
 
 
+def parse_options(argv, description, json_name, smoke_help):
+    """The GPU benchmarks' options: --device, --repeat, --smoke, --json (default results/<json_name>) and
+    the internal --torch-worker."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help=smoke_help)
+    parser.add_argument("--json", default=str(HERE / "results" / json_name))
+    parser.add_argument("--torch-worker", metavar="JSON", help=argparse.SUPPRESS)  # internal: the torch process
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be >= 1, got {args.repeat}")
+    if args.smoke:
+        args.repeat = min(args.repeat, 2)
+    return args
+
+
 def run_torch_process(script, args):
     """Run ``script`` again as its torch process (``--torch-worker JSON``: torch never shares a process
     with CuPy) on the same options; (its {"rows", "versions"} or None when it failed, its exit code)."""
@@ -183,6 +200,13 @@ def run_torch_process(script, args):
     part = json.loads(worker_json.read_text())
     worker_json.unlink()
     return part, 0
+
+
+def torch_worker(args, run):
+    """The torch process's whole job: ``run(args)``'s rows and versions into the --torch-worker JSON."""
+    rows, versions = run(args)
+    Path(args.torch_worker).write_text(json.dumps({"rows": rows, "versions": versions}))
+    return 0
 
 
 def write_result(args, started, load_before, **fields):
@@ -227,19 +251,10 @@ def targets(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes, one batch size (checks the plumbing)")
-    parser.add_argument("--json", default=str(HERE / "results" / "gpu_conv.json"))
-    parser.add_argument("--torch-worker", metavar="JSON", help=argparse.SUPPRESS)  # internal: the torch process
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.repeat = min(args.repeat, 2)
+    args = parse_options(argv, __doc__.split("\n\n")[0], "gpu_conv.json",
+                         "tiny shapes, one batch size (checks the plumbing)")
     if args.torch_worker:
-        rows, versions = run_torch(args)
-        Path(args.torch_worker).write_text(json.dumps({"rows": rows, "versions": versions}))
-        return 0
+        return torch_worker(args, run_torch)
 
     started, load_before = time.time(), os.getloadavg()
     rows = run_scratchnet(args)

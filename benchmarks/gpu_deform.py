@@ -13,8 +13,6 @@ left out and the step still passes). float32; forward (no graph) and forward+bac
 gradients); each the best and the median of --repeat runs after 2 warm-up runs, CUDA events on the
 GPU. Prints a table and writes benchmarks/results/gpu_deform.json.
 """
-import argparse
-import json
 import os
 import sys
 import time
@@ -22,8 +20,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from deform import SHAPES, SMOKE, inputs, timed_calls  # noqa: E402  (the CPU benchmark's shapes, inputs, calls)
-from gpu_conv import run_torch_process, timer, write_result  # noqa: E402  (the GPU benchmarks' shared parts)
+from deform import SHAPES, SMOKE, inputs, timed_calls  # noqa: E402  (the CPU benchmark's shapes and calls)
+from gpu_conv import parse_options, run_torch_process, timer, torch_worker, write_result  # noqa: E402
 
 SCALES = (1, 4)
 
@@ -81,22 +79,12 @@ def run_torchvision(args):
     return rows, f"torch {torch.__version__}, torchvision {__import__('torchvision').__version__}"
 
 
+# gpu_conv.main's steps, each one of its shared helpers; only the table and the result's fields differ.
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="one tiny shape, one batch size (checks the plumbing)")
-    parser.add_argument("--json", default=str(HERE / "results" / "gpu_deform.json"))
-    parser.add_argument("--torch-worker", metavar="JSON", help=argparse.SUPPRESS)  # internal: the torch process
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error(f"--repeat must be >= 1, got {args.repeat}")
-    if args.smoke:
-        args.repeat = min(args.repeat, 2)
+    args = parse_options(argv, __doc__.split("\n\n")[0], "gpu_deform.json",
+                         "one tiny shape, one batch size (checks the plumbing)")
     if args.torch_worker:
-        rows, versions = run_torchvision(args)
-        Path(args.torch_worker).write_text(json.dumps({"rows": rows, "versions": versions}))
-        return 0
+        return torch_worker(args, run_torchvision)
 
     started, load_before = time.time(), os.getloadavg()
     rows = run_scratchnet(args)
