@@ -1,5 +1,6 @@
-"""What the CPU benchmarks share: the timing rule (the fastest of N calls after warm-up calls) and
-the environment their timed children run in (this workplace's OpenBLAS overrides removed)."""
+"""What the CPU benchmarks share: the timing rule (the fastest of N calls after warm-up calls), the
+environment their timed children run in (this workplace's OpenBLAS overrides removed) and the
+process's resident memory (Linux)."""
 import os
 import time
 
@@ -10,6 +11,24 @@ OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 def clean_env():
     """This process's environment without OVERRIDES, for a timed child process."""
     return {k: v for k, v in os.environ.items() if k not in OVERRIDES}
+
+
+def rss_mb():
+    """(resident, peak resident) MB of this process: Linux's VmRSS and VmHWM (/proc/self/status)."""
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def reset_peak():
+    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS; False where /proc/self/clear_refs is
+    not writable."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def best_time(fn, repeat, cpu_time=False, warmups=1):
