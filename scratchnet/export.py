@@ -16,37 +16,35 @@ import sys
 import numpy as np
 
 from .backend import manual_seed
+from .cli import ArgumentParser, UsageError, command, integer
 from .models import get_model
 from .models.pretrained import PretrainedError
 from .nn.formats import WeightsFileError
 from .nn.module import StateDictError
 from .onnx import ExportError, export
 from .train.cli import parse_model_args
-from .train.errors import EXIT_USAGE, UsageError
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m scratchnet.export", description=__doc__.split("\n\n")[0],
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m scratchnet.export", description=__doc__.split("\n\n")[0],
+                       epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a registered model name (python -c 'import scratchnet.models as m; "
                                  "print(m.list_models())')")
     p.add_argument("--out", help="the .onnx file to write (default: MODEL.onnx)")
     p.add_argument("--weights", help="DEFAULT or a torchvision weight name (ImageNet weights), or a "
                                      ".npz/.safetensors/.pth file (default: seeded random weights)")
-    p.add_argument("--num-classes", type=int, help="number of classes (default: the model's)")
-    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+    p.add_argument("--num-classes", type=integer(1), help="number of classes (default: the model's)")
+    p.add_argument("--input-size", type=integer(1), nargs=3, metavar=("C", "H", "W"),
                    help="input without the batch (default: the model's native input_size)")
-    p.add_argument("--batch-size", type=int, default=1, help="the graph's (static) batch size (default 1)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--batch-size", type=integer(1), default=1, help="the graph's (static) batch size (default 1)")
+    p.add_argument("--opset", type=integer(1), default=17, help="ONNX opset (default 17)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra constructor option, e.g. --model-arg width_mult=0.25 (repeatable)")
     return p
 
 
 def run(args):
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = args.out or f"{args.model}.onnx"
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
@@ -73,13 +71,9 @@ def run(args):
           f"input {list(example.shape)}, opset {args.opset}")
 
 
+@command
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    run(build_parser().parse_args(argv))
     return 0
 
 

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from .autograd import Tensor, no_grad
+from .cli import ArgumentParser, UsageError, command, integer
 from .data import imagenet_classes, read_image
 from .data.transforms import FILTERS, imagenet_eval
 from .functional.activation import softmax
@@ -24,21 +25,20 @@ from .models import PretrainedError, get_model
 from .nn.formats import WeightsFileError
 from .nn.module import StateDictError
 from .train.cli import parse_model_args
-from .train.errors import EXIT_USAGE, UsageError
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m scratchnet.predict", description=__doc__.split("\n\n")[0],
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m scratchnet.predict", description=__doc__.split("\n\n")[0],
+                       epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything Pillow reads)")
     p.add_argument("--model", default="resnet50", help="a zoo model with ImageNet weights (default resnet50)")
     p.add_argument("--weights", default="DEFAULT",
                    help="DEFAULT or a torchvision weight name (IMAGENET1K_V1), or a .pth/.safetensors/.npz file "
                         "of 1000-class ImageNet weights (default DEFAULT)")
-    p.add_argument("--top", type=int, default=5, help="classes printed per image (default 5)")
-    p.add_argument("--resize", type=int, help="shorter side before the crop (default: the weights', else 256)")
-    p.add_argument("--crop", type=int, help="centre crop (default: the weights', else 224)")
+    p.add_argument("--top", type=integer(1), default=5, help="classes printed per image (default 5)")
+    p.add_argument("--resize", type=integer(1), help="shorter side before the crop (default: the weights', else 256)")
+    p.add_argument("--crop", type=integer(1), help="centre crop (default: the weights', else 224)")
     p.add_argument("--interpolation", choices=sorted(FILTERS), help="resize filter (default: the weights', "
                                                                     "else bilinear)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -80,8 +80,6 @@ def predict(model, transform, path, top):
 
 
 def run(args):
-    if args.top < 1:
-        raise UsageError(f"--top must be >= 1, got {args.top}")
     missing = [path for path in args.images if not os.path.isfile(path)]
     if missing:
         raise UsageError(f"image {missing[0]} does not exist")
@@ -96,13 +94,9 @@ def run(args):
             print(f"  {probability:7.2%}  {name} ({index})")
 
 
+@command
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    run(build_parser().parse_args(argv))
     return 0
 
 

@@ -101,6 +101,16 @@ def assert_close(ours, theirs, tol=None, what="result"):
     np.testing.assert_allclose(ours, theirs, **(tol or TOL.get(ours.dtype, dict(rtol=0, atol=0))), err_msg=what)
 
 
+def assert_within_scale(ours, theirs, relative, what="result"):
+    """max |ours - theirs| <= relative * max |theirs|, shapes equal. For float32 against float64, or two float32
+    computations that round differently (another summation order): their differences are rounding errors of the
+    size of the whole result, which an entrywise rtol would misjudge on entries that cancel towards zero."""
+    ours, theirs = backend.to_numpy(ours), backend.to_numpy(theirs)
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, expected {theirs.shape}"
+    error, scale = np.abs(ours.astype(np.float64) - theirs).max(initial=0), np.abs(theirs).max(initial=0)
+    assert error <= relative * scale, f"{what}: max error {error:.3g} > {relative} x max |expected| {scale:.3g}"
+
+
 # what compare_with_torch ran: the two outputs, and the two input lists (tensors where arrays were given)
 Compared = namedtuple("Compared", "y y_ref ours theirs")
 

@@ -68,7 +68,7 @@ def test_bad_inputs_are_one_line_each(cached_tiny_resnet18, tmp_path, capsys):
         ([image, "--model", "resnet18", "--model-arg", TINY, "--crop", "300"], "--crop 300 is larger than --resize"),
         ([image, "--model", "resnet34"], "download https://download.pytorch.org/models/resnet34-b627a593.pth"
                                          .replace("https://download.pytorch.org/models/", "http://127.0.0.1:9/")),
-        ([image, "--top", "0"], "--top must be >= 1"),
+        ([image, "--top", "0"], "argument --top: must be a positive int, got 0"),
     ]:
         capsys.readouterr()
         assert main(argv) == 2, argv

@@ -1,5 +1,6 @@
 """The model zoo: one file per family, each reading like its paper's architecture table."""
-from . import alexnet, densenet, efficientnet, googlenet, lenet, mobilenet, resnet, senet, vgg, yolo  # noqa: F401
+from . import (alexnet, deformable, densenet, efficientnet, googlenet, lenet, mobilenet, resnet, senet, vgg,  # noqa: F401
+               yolo)
 from .pretrained import PretrainedError
 from .registry import Recipe, get_model, get_recipe, list_models, register_model
 

@@ -4,6 +4,8 @@ model's training recipe, ``get_recipe(name)``.
 Each family file decorates its constructors with ``@register_model("name", ..., recipe=...)``: the
 recipe (dataset, optimizer, schedule, augmentation) sits beside the model it trains, citing the paper.
 """
+import functools
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -45,12 +47,43 @@ def register_model(name, *aliases, recipe=None):
     def decorate(constructor):
         if name in _MODELS or name in _ALIASES:
             raise ValueError(f"model name {name!r} registered twice")
-        _MODELS[name] = constructor
+        checked = _checking_sizes(constructor)
+        _MODELS[name] = checked
         _RECIPES[name] = recipe
         for alias in aliases:
             _ALIASES[alias] = name
-        return constructor
+        return checked
     return decorate
+
+
+# The sizes every constructor may take, checked before anything is built: a network needs at least one
+# class and one input channel (0 would fail deep inside, in an initialiser's 1/sqrt(fan)).
+SIZES = ("num_classes", "in_channels")
+
+
+def _checking_sizes(constructor):
+    """``constructor``, refusing a size in ``SIZES`` that is not a positive int, in one sentence."""
+    signature = inspect.signature(constructor)
+
+    @functools.wraps(constructor)
+    def build(*args, **options):
+        try:
+            given = dict(signature.bind_partial(*args, **options).arguments)
+        except TypeError:
+            given = {}  # a wrong call: the constructor itself says what is wrong with it
+        for parameter in signature.parameters.values():  # what **options collected, by name
+            if parameter.kind is parameter.VAR_KEYWORD:
+                given.update(given.pop(parameter.name, {}))
+        for size in SIZES:
+            value = given.get(size)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not hasattr(value, "__index__"):  # int or a NumPy int
+                raise TypeError(f"{constructor.__name__}: {size} must be an int, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{constructor.__name__}: {size} must be a positive int, got {value}")
+        return constructor(*args, **options)
+    return build
 
 
 def list_models():
@@ -63,6 +96,11 @@ def _resolve(name):
     if key not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     return key
+
+
+def model_name(name):
+    """The registered name of a model name or alias, in any case (``"LeNet"`` -> ``"lenet5"``)."""
+    return _resolve(name)
 
 
 WEIGHTS_FILE_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth", ".bin")

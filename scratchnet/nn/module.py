@@ -295,6 +295,9 @@ class Module:
         source = ""
         if isinstance(state_dict, (str, os.PathLike)):
             source = f" from {os.fspath(state_dict)}"
+            if os.path.isdir(state_dict):
+                raise IsADirectoryError(f"weights file {os.fspath(state_dict)!r} is a folder; pass a weights file "
+                                        f"in it (a training run's best.npz or final.npz)")
             if not os.path.isfile(state_dict):
                 raise FileNotFoundError(f"weights file {os.fspath(state_dict)!r} does not exist")
             state_dict = read_weights(os.fspath(state_dict))

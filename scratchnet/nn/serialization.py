@@ -101,11 +101,14 @@ def load(path):
     bytes) into an ordered dict of NumPy arrays (a state dict); a PyTorch file comes back as the structure
     it pickled (usually a state dict), every tensor an array.
 
-    A missing file raises FileNotFoundError; a truncated, corrupted or foreign file, or a pickle asking
-    for anything beyond tensors, raises WeightsFileError naming the file. Nothing is loaded into any
-    model here, so a bad file can never leave a model half-updated.
+    A missing file raises FileNotFoundError (a folder IsADirectoryError); a truncated, corrupted or foreign
+    file, or a pickle asking for anything beyond tensors, raises WeightsFileError naming the file. Nothing
+    is loaded into any model here, so a bad file can never leave a model half-updated.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"weights file {path!r} is a folder; pass a weights file in it "
+                                f"(a training run's best.npz or final.npz)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist")
     return read_weights(path)

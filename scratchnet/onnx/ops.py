@@ -16,6 +16,7 @@ from ..autograd import ToDeviceDtype
 from ..functional import activation as act
 from ..functional import math as ops
 from ..functional.conv import Conv2d, ConvTranspose2d
+from ..functional.deform import DeformConv2d as DeformConvFunction
 from ..functional.linear import Linear
 from ..functional.norm import BatchNorm, LocalResponseNorm
 from ..functional.pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
@@ -280,10 +281,5 @@ EMITTERS = {
     ops.Abs: _same("Abs"), ops.MatMul: _same("MatMul"), ops.Pow: power, ops.Clamp: clamp,
     ops.Sum: _reduce("ReduceSum"), ops.Mean: _reduce("ReduceMean"), ops.Max: _reduce("ReduceMax"),
     Reshape: reshape, Transpose: transpose, BroadcastTo: broadcast_to, GetItem: getitem, Concat: concat,
-    Split: split, ToDeviceDtype: cast,
+    Split: split, ToDeviceDtype: cast, DeformConvFunction: deform_conv2d,
 }
-try:  # the deformable convolution's Function (functional/deform.py, from the deformable-convolution work)
-    from ..functional.deform import DeformConv2d as DeformConvFunction
-    EMITTERS[DeformConvFunction] = deform_conv2d
-except ImportError:
-    pass

@@ -140,25 +140,33 @@ def classes_in(state, name, **options):
     return 10
 
 
+def _with_weights(name, weights, **options):
+    if isinstance(name, Module):
+        if weights:
+            name.load_state_dict(load(weights))
+        return name
+    if not is_weights_file(weights):
+        return get_model(name, weights=weights, **options)
+    state = load(weights)
+    model = get_model(name, num_classes=classes_in(state, name, **options), **options)
+    model.load_state_dict(state)
+    return model
+
+
 def load_or_train(name, weights, steps, batch_size, data_dir, seed, **options):
     """The model to study, in eval mode: ``weights`` "DEFAULT" (or a torchvision weight name) loads ImageNet's
     pretrained weights; a file (.npz, .safetensors, .pth) loads it, with as many classes as it has; no
     weights: a 10-class net trained ``steps`` SGD steps on Fashion-MNIST."""
     backend.manual_seed(seed)
-    if isinstance(name, Module):
-        model = name
-        if weights:
-            model.load_state_dict(load(weights))
-    elif weights and not is_weights_file(weights):
-        model = get_model(name, weights=weights, **options)
-    elif weights:
-        state = load(weights)
-        model = get_model(name, num_classes=classes_in(state, name, **options), **options)
-        model.load_state_dict(state)
-    else:
+    if not weights and not isinstance(name, Module):
         model = get_model(name, num_classes=10, **options)
         if steps:
             train_briefly(model, steps, batch_size, data_dir, seed)
+        return model.eval()
+    try:
+        model = _with_weights(name, weights, **options)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # missing, damaged, another model's, offline
+        raise ValueError(f"--weights {weights}: {exc}") from None
     return model.eval()
 
 

@@ -86,4 +86,5 @@ def test_models_without_imagenet_weights_are_refused_in_one_line(tmp_path, capsy
     monkeypatch.setenv("SCRATCHNET_CACHE", str(tmp_path / "cache"))
     assert study.main(["--out", str(tmp_path), "deconv", "--model", "alexnet", "--weights", "DEFAULT"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("study deconv: alexnet has no pretrained weights") and err.count("\n") == 1
+    assert err.startswith("error: study deconv: --weights DEFAULT: alexnet has no pretrained weights")
+    assert err.count("\n") == 1

@@ -43,7 +43,7 @@ def recipe_name_before(name):
         return "lenet"
     if "yolo" in name:
         return "yolo"
-    if re.fullmatch(r"(se_resnet|resnet|plain)(20|32|44|56|110|1202)", name):
+    if re.fullmatch(r"(se_resnet|resnet|plain)(20|32|44|56|110|1202)(_dcn|_dcnv2)?", name):
         return "cifar"
     if name in ("alexnet", "zfnet"):
         return "alexnet"
