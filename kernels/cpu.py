@@ -18,6 +18,7 @@ int64 in one expression (Numba makes it a float).
 import numpy as np
 from numba import njit, prange
 
+from . import cpu_cache  # watches Numba's compiles of these kernels: reports and times them
 from .cpu_deform import _deform_col2im, _deform_col2im_coord, _deform_im2col, bordered
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
 from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _scale_shift
@@ -379,8 +380,46 @@ def batch_norm_grad_input(gy, x, mean, mean_gy, k, scale):
 
 # ---- start-up ----
 
-def warm_up(dtype=np.float32):
-    """Run every kernel once on tiny arrays of ``dtype``, in this thread and on one thread.
+def _warm_up_calls(dtype):
+    """Each kernel called once on tiny arrays of ``dtype``: (its Numba function's name, the call)."""
+    x, w = np.zeros((1, 1, 4, 4), dtype), np.zeros((1, 1, 3, 3), dtype)
+    y, argmax, p = np.zeros((1, 1, 2, 2), dtype), np.zeros((1, 1, 2, 2), np.int64), np.zeros(3, dtype)
+    unit, none, two = (1, 1), (0, 0), (2, 2)
+    mean, var = np.zeros(1), np.ones(1)
+    return [
+        ("im2col", lambda: im2col(x, (3, 3), unit, none, unit, two)),
+        ("col2im", lambda: col2im(np.zeros((1, 3, 3, 1, 2, 2), dtype), x.shape, unit, none, unit)),
+        ("depthwise_forward", lambda: depthwise_forward(x, w, unit, none, unit, two)),
+        ("depthwise_backward_input", lambda: depthwise_backward_input(y, w, x.shape, unit, none, unit)),
+        ("depthwise_backward_weight", lambda: depthwise_backward_weight(y, x, w.shape, unit, none, unit)),
+        ("max_pool2x2_forward", lambda: max_pool2d_forward(x, two, two, none, unit, two)),
+        ("max_pool2d_forward", lambda: max_pool2d_forward(x, (3, 3), unit, none, unit, two)),
+        ("max_pool2d_backward", lambda: max_pool2d_backward(y, argmax, x.shape)),
+        ("relu_forward", lambda: relu_forward(x)),
+        ("relu_backward", lambda: relu_backward(x, np.zeros(x.shape, np.bool_))),
+        ("channel_stats", lambda: batch_norm_stats(x)),  # batch norm's four
+        ("scale_shift", lambda: batch_norm_scale_shift(x, var, mean)),
+        ("grad_sums", lambda: batch_norm_grad_sums(x, x, mean)),
+        ("grad_input", lambda: batch_norm_grad_input(x, x, mean, mean, var, var)),
+        ("sgd_step", lambda: (sgd_step(p, p, None, 0.1, 0.9, 0, 0, False),  # the first step (makes the buffer)
+                              sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False))),  # and a later one
+    ]
+
+
+def compile_kernels(names, dtype):
+    """Compile (or load) the named kernels of _warm_up_calls for ``dtype`` in this process."""
+    calls = dict(_warm_up_calls(np.dtype(dtype)))
+    for name in names:
+        calls[name]()
+
+
+def warm_up(dtype=np.float32, compile=False, processes=1):
+    """Load every kernel of ``dtype`` that Numba's cache holds, in this thread and on one thread; return
+    the names of those it does not hold (their first use on this machine), left for their first real
+    call to compile (kernels/cpu_cache.py: only what runs is compiled). ``compile=True`` compiles
+    them now instead, in ``processes`` child processes at once when more than one (a machine's first
+    run: its cores compile side by side, where the first step would compile one kernel after another),
+    and returns the names of those that still failed to load ([] normally).
 
     Numba's first call in a process initialises its compiler (~0.3 s, most of it importing its
     typing registries) and each kernel's first call loads its machine code from the cache: 0.3-0.4 s
@@ -390,19 +429,18 @@ def warm_up(dtype=np.float32):
     """
     import numba
     numba.set_num_threads(1)
-    x, w = np.zeros((1, 1, 4, 4), dtype), np.zeros((1, 1, 3, 3), dtype)
-    unit, none, one = (1, 1), (0, 0), (2, 2)
-    col2im(im2col(x, (3, 3), unit, none, unit, one), x.shape, unit, none, unit)
-    y = depthwise_forward(x, w, unit, none, unit, one)
-    depthwise_backward_input(y, w, x.shape, unit, none, unit)
-    depthwise_backward_weight(y, x, w.shape, unit, none, unit)
-    for kernel, stride in (((2, 2), (2, 2)), ((3, 3), unit)):  # the 2x2/2 kernel and the general one
-        y, argmax = max_pool2d_forward(x, kernel, stride, none, unit, (2, 2))
-        max_pool2d_backward(y, argmax, x.shape)
-    relu_backward(*relu_forward(x))
-    mean, var = batch_norm_stats(x)
-    y = batch_norm_scale_shift(x, var, mean)
-    batch_norm_grad_input(y, x, *batch_norm_grad_sums(y, x, mean), var, mean)
-    p = np.zeros(3, dtype)
-    sgd_step(p, p, None, 0.1, 0.9, 0, 0, False)  # the first step (creates the buffer) and a later one
-    sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False)
+    dtype = np.dtype(dtype)
+    missing = []
+    for name, call in _warm_up_calls(dtype):
+        try:
+            with cpu_cache.load_only():
+                call()
+        except cpu_cache.NotCompiled:
+            missing.append(name)
+    if not (compile and missing):
+        return missing
+    if processes > 1:
+        cpu_cache.compile_in_processes(missing, dtype, processes, f"from {__name__} import compile_kernels; "
+                                                                  f"compile_kernels(NAMES, DTYPE)")
+    compile_kernels(missing, dtype)  # loads what the children compiled, compiles what they could not
+    return []
