@@ -44,3 +44,12 @@ def best_time(fn, repeat, cpu_time=False, warmups=1):
         fn()
         best = min(best, clock() - start)
     return best
+
+
+def torch_python():
+    """The interpreter of a benchmark's PyTorch side: the newest PyTorch that installs here (this workplace's
+    bench venv, torch 2.14.1 and torchvision 0.29.1), else this interpreter (the test suite's torch)."""
+    import sys
+    from pathlib import Path
+    bench = Path("/work/venvs/bench/bin/python")
+    return bench if bench.exists() else Path(sys.executable)

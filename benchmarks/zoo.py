@@ -40,11 +40,10 @@ import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, reset_peak, rss_mb  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, clean_env, reset_peak, rss_mb, torch_python  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-BENCH_PYTHON = Path("/work/venvs/bench/bin/python")  # torch 2.14.1 + torchvision 0.29.1 on the shared machine
 
 # name: (batch sizes, the loss). Every seed architecture of DESIGN.md, at its native input size.
 ZOO = {
@@ -423,8 +422,8 @@ def main(argv=None):
     parser.add_argument("--cpu-time", action="store_true", help="compare process CPU time instead of wall time")
     parser.add_argument("--orders", default=",".join(ORDERS), help="scratchnet's import orders to run")
     parser.add_argument("--quick", action="store_true", help="1 round, 1 timed step, each model's first batch size")
-    parser.add_argument("--torch-python", type=Path, default=BENCH_PYTHON if BENCH_PYTHON.exists() else
-                        Path(sys.executable), help="the interpreter of the PyTorch side (default: %(default)s)")
+    parser.add_argument("--torch-python", type=Path, default=torch_python(),
+                        help="the interpreter of the PyTorch side (default: %(default)s)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per child process")
     parser.add_argument("--out", type=Path, default=RESULTS / "zoo_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
