@@ -1,7 +1,13 @@
-"""Shared fixtures: the devices to run on, seeded RNGs, the real-data folder, and the harness that checks
-an op against PyTorch (compare_with_torch, the `compare` fixture, assert_close, TOL)."""
+"""Shared fixtures: the devices to run on, seeded RNGs, the real-data folder and an environment that points
+at it, a loopback HTTP server, torchvision's reference layouts, and the harness that checks an op against
+PyTorch (compare_with_torch, the `compare` fixture, assert_close, TOL)."""
+import functools
 import http.server
+import inspect
+import json
 import os
+import pickle
+import sys
 import threading
 from collections import namedtuple
 from pathlib import Path
@@ -63,6 +69,41 @@ def skip_random_init(monkeypatch):
     from scratchnet.nn import init
     monkeypatch.setattr(init, "uniform_", lambda tensor, a=0.0, b=1.0: tensor)
     monkeypatch.setattr(init, "normal_", lambda tensor, mean=0.0, std=1.0: tensor)
+
+
+@functools.cache
+def torchvision_reference():
+    """tests/fixtures/torchvision_reference.json (tools/make_torchvision_reference.py): per torchvision model,
+    its parameter count, state_dict keys and shapes in order, and published MACs."""
+    return json.loads((FIXTURES / "torchvision_reference.json").read_text())
+
+
+def assert_torchvision_layout(model, name):
+    """``model`` has torchvision's ``name``: the same parameter count and state_dict, key for key in order,
+    shape for shape."""
+    reference = torchvision_reference()[name]
+    assert model.num_parameters() == reference["num_params"]
+    assert [[key, list(value.shape)] for key, value in model.state_dict().items()] == reference["state_dict"]
+
+
+def assert_same_weights(path, other):
+    """Two weights files (.npz) hold the same keys in the same order and the same arrays, bit for bit (a
+    resumed run against an uninterrupted one)."""
+    a, b = sn.load(path), sn.load(other)
+    assert list(a) == list(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def backward_without_recursion(output, frames=100):
+    """``output.backward()`` with Python's recursion limit ``frames`` above the current depth: a backward
+    that recursed once per level of a deep graph would fail."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + frames)
+    try:
+        output.backward()
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def gradcheck_model(model, x, seed=3, **options):
@@ -173,6 +214,32 @@ def data_dir():
     if not root.is_dir():
         pytest.fail(f"real data folder {root} not found: set SCRATCHNET_DATA to the shared data folder")
     return root
+
+
+def write_cifar(folder, sizes, seed=0):
+    """Write CIFAR-10-format batches (pickled dicts of bytes keys) into ``folder`` and return their contents:
+    ``sizes`` images in data_batch_1 ... data_batch_5 and test_batch."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    written = {}
+    for name, n in zip(names, sizes):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=n)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                         b"filenames": [b"x.png"] * n}, f, protocol=2)
+        written[name] = (data, labels)
+    return written
+
+
+@pytest.fixture
+def data_env(data_dir, tmp_path, monkeypatch):
+    """For code that finds its data itself (the CLIs, the studies, the docs' examples): $SCRATCHNET_DATA at
+    the real data, a download cache of this test's own, and a headless matplotlib."""
+    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
+    monkeypatch.setenv("SCRATCHNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
 
 
 # torch.optim.SGD's options, each rule exercised (the optimizer tests and the fused SGD kernel's tests)

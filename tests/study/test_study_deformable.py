@@ -132,8 +132,8 @@ def test_the_study_runs_at_a_tiny_size_through_the_cli(tmp_path):
 
 
 @pytest.mark.parametrize("option,value,says", [("--canvas", "30", "canvas must be a multiple of 4"),
-                                               ("--seeds", "0", "seeds must be >= 1"),
-                                               ("--lr", "0", "lr must be > 0"),
+                                               ("--seeds", "0", "argument --seeds: must be a positive int, got 0"),
+                                               ("--lr", "0", "argument --lr: must be a finite number > 0"),
                                                ("--stats-images", "5000", "must not exceed test_images")])
 def test_bad_options_are_one_line(tmp_path, capsys, option, value, says):
     assert study.main(["--out", str(tmp_path), "deformable", option, value]) == 2
