@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import cpu_cache  # watches Numba's compiles of these kernels: reports and times them
+from .cpu_activation import _sigmoid_backward, _sigmoid_from_exp, _silu_backward, _silu_from_exp, exp_of_negative_abs
 from .cpu_deform import _deform_col2im, _deform_col2im_coord, _deform_im2col, bordered
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
 from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _scale_shift
@@ -386,6 +387,36 @@ def relu_backward(gy, mask):
 
 
 
+def sigmoid_forward(x):
+    """1 / (1 + exp(-x)) in the stable form (cpu_activation.py): NumPy's exp, one fused pass around it."""
+    x = _c(x)
+    s = np.empty_like(x)
+    _sigmoid_from_exp(x.reshape(-1), exp_of_negative_abs(x.reshape(-1)), s.reshape(-1))
+    return s
+
+
+def sigmoid_backward(gy, s):
+    """gy * s * (1 - s), s the forward's output."""
+    gx = np.empty(gy.shape, dtype=gy.dtype)
+    _sigmoid_backward(_c(gy).reshape(-1), _c(s).reshape(-1), gx.reshape(-1))
+    return gx
+
+
+def silu_forward(x):
+    """(y, s): y = x * sigmoid(x) (SiLU, swish) and s = sigmoid(x), what backward needs."""
+    x = _c(x)
+    y, s = np.empty_like(x), np.empty_like(x)
+    _silu_from_exp(x.reshape(-1), exp_of_negative_abs(x.reshape(-1)), y.reshape(-1), s.reshape(-1))
+    return y, s
+
+
+def silu_backward(gy, x, s):
+    """gy * s * (1 + x * (1 - s))."""
+    gx = np.empty(gy.shape, dtype=gy.dtype)
+    _silu_backward(_c(gy).reshape(-1), _c(x).reshape(-1), _c(s).reshape(-1), gx.reshape(-1))
+    return gx
+
+
 def sgd_step(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
     """One SGD step (optim/sgd.py's rule): the new parameter array and the momentum buffer, updated in
     place (None: the first step, which creates it; and always None without momentum)."""
@@ -453,6 +484,11 @@ def _warm_up_calls(dtype):
         ("max_pool2d_backward", lambda: max_pool2d_backward(y, argmax, x.shape)),
         ("relu_forward", lambda: relu_forward(x)),
         ("relu_backward", lambda: relu_backward(x, np.zeros(x.shape, np.bool_))),
+        ("negative_abs", lambda: exp_of_negative_abs(x.reshape(-1))),  # sigmoid's and SiLU's
+        ("sigmoid_from_exp", lambda: sigmoid_forward(x)),
+        ("sigmoid_backward", lambda: sigmoid_backward(x, x)),
+        ("silu_from_exp", lambda: silu_forward(x)),
+        ("silu_backward", lambda: silu_backward(x, x, x)),
         ("channel_stats", lambda: batch_norm_stats(x)),  # batch norm's four
         ("scale_shift", lambda: batch_norm_scale_shift(x, var, mean)),
         ("grad_sums", lambda: batch_norm_grad_sums(x, x, mean)),
