@@ -22,7 +22,7 @@ from . import cpu_cache  # watches Numba's compiles of these kernels: reports an
 from .cpu_activation import _sigmoid_backward, _sigmoid_from_exp, _silu_backward, _silu_from_exp, exp_of_negative_abs
 from .cpu_deform import _deform_col2im, _deform_col2im_coord, _deform_im2col, bordered
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
-from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _scale_shift
+from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _lrn_backward, _lrn_scale, _scale_shift
 from .cpu_rows import _copy
 
 
@@ -465,6 +465,25 @@ def batch_norm_grad_input(gy, x, mean, mean_gy, k, scale):
     return gx
 
 
+def local_response_norm_forward(x, size, alpha, beta, k):
+    """(y, scale, factor) of torch's local_response_norm on x (N, C, ...): scale = k + alpha / size * the
+    window's sum of squares, factor = scale^-beta, y = x * factor (cpu_norm.py: the array code's numbers)."""
+    x = _c(x)
+    dtype = x.dtype.type
+    scale = np.empty_like(x)
+    _lrn_scale(_planes(x), _planes(scale), size // 2, (size - 1) // 2, dtype(k), dtype(alpha / size))
+    factor = np.power(scale, dtype(-beta))
+    return np.multiply(x, factor), scale, factor
+
+
+def local_response_norm_backward(gy, x, scale, factor, size, alpha, beta):
+    """The input gradient of local_response_norm_forward, from what it returned."""
+    gx = np.empty(x.shape, dtype=x.dtype)
+    _lrn_backward(_planes(gy), _planes(x), _planes(scale), _planes(factor), _planes(gx), size // 2,
+                  (size - 1) // 2, x.dtype.type(2 * alpha * beta / size))
+    return gx
+
+
 # ---- start-up ----
 
 def _warm_up_calls(dtype):
@@ -493,6 +512,8 @@ def _warm_up_calls(dtype):
         ("scale_shift", lambda: batch_norm_scale_shift(x, var, mean)),
         ("grad_sums", lambda: batch_norm_grad_sums(x, x, mean)),
         ("grad_input", lambda: batch_norm_grad_input(x, x, mean, mean, var, var)),
+        ("lrn_scale", lambda: local_response_norm_forward(x, 5, 1e-4, 0.75, 1.0)),
+        ("lrn_backward", lambda: local_response_norm_backward(x, x, x + 1, x + 1, 5, 1e-4, 0.75)),
         ("sgd_step", lambda: (sgd_step(p, p, None, 0.1, 0.9, 0, 0, False),  # the first step (makes the buffer)
                               sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False))),  # and a later one
     ]

@@ -44,6 +44,7 @@ COMPILE_SECONDS = {
     "max_pool2d_backward": 0.8, "relu_forward": 0.2, "relu_backward": 0.2, "sgd_step": 0.3,
     "negative_abs": 0.2, "sigmoid_from_exp": 0.2, "sigmoid_backward": 0.2, "silu_from_exp": 0.2, "silu_backward": 0.2,
     "channel_stats": 1.1, "scale_shift": 1.1, "grad_sums": 1.0, "grad_input": 1.2,  # batch norm's
+    "lrn_scale": 0.5, "lrn_backward": 0.6,
 }
 DEFAULT_SECONDS = 2.0  # a kernel not in the table
 
