@@ -11,7 +11,7 @@ of an (N, C) batch of logits) and says so here instead of guessing by rank.
 from .. import backend, kernels
 from ..autograd import Function
 from . import validate
-from .math import check_float
+from .math import check_float, where
 
 
 class ReLU(Function):
@@ -31,6 +31,9 @@ class ReLU(Function):
             return (kernels.for_array(gy).relu_backward(gy, self.mask),)
         return (backend.get_array_module(gy).where(self.mask, gy, gy.dtype.type(0)),)
 
+    def differentiable_backward(self, gy):  # the mask is constant wherever the derivative exists
+        return (where(self.mask, gy, 0.0),)
+
 
 class LeakyReLU(Function):
     """x where x > 0, negative_slope * x elsewhere (the slope also at 0, as torch)."""
@@ -47,6 +50,9 @@ class LeakyReLU(Function):
         xp = backend.get_array_module(gy)
         return (xp.where(self.mask, gy, gy * gy.dtype.type(self.negative_slope)),)
 
+    def differentiable_backward(self, gy):
+        return (where(self.mask, gy, gy * self.negative_slope),)
+
 
 def _stable_sigmoid(x):
     """1 / (1 + e^-x) without overflow: use e^-|x| <= 1 on both sides of zero."""
@@ -59,6 +65,8 @@ class Sigmoid(Function):
     """1 / (1 + e^-x), stably; backward needs only the output. On the CPU the same formulas in fused
     Numba passes around NumPy's exp (kernels/cpu_activation.py: the same numbers); elsewhere array code."""
 
+    saved_outputs = {"y": 0}
+
     def forward(self, x):
         self.on_kernels = backend.device_of(x) == "cpu" and kernels.supports(x)
         self.y = kernels.for_array(x).sigmoid_forward(x) if self.on_kernels else _stable_sigmoid(x)
@@ -69,8 +77,14 @@ class Sigmoid(Function):
             return (kernels.for_array(gy).sigmoid_backward(gy, self.y),)
         return (gy * self.y * (1 - self.y),)
 
+    def differentiable_backward(self, gy):
+        y = self.saved_output(0)
+        return (gy * y * (1 - y),)
+
 
 class Tanh(Function):
+    saved_outputs = {"y": 0}
+
     def forward(self, x):
         self.y = backend.get_array_module(x).tanh(x)
         return self.y
@@ -78,11 +92,17 @@ class Tanh(Function):
     def backward(self, gy):
         return (gy * (1 - self.y * self.y),)
 
+    def differentiable_backward(self, gy):
+        y = self.saved_output(0)
+        return (gy * (1 - y * y),)
+
 
 class SiLU(Function):
     """x * sigmoid(x) (swish); d/dx = s * (1 + x * (1 - s)). On the CPU the same formulas in fused Numba
     passes (kernels/cpu_activation.py, the same numbers: EfficientNet-B0's 49 SiLUs, N=8, one thread,
     forward 4x faster); elsewhere array code."""
+
+    saved_inputs = {"x": 0}
 
     def forward(self, x):
         self.x = x
@@ -99,8 +119,15 @@ class SiLU(Function):
         s = self.s
         return (gy * s * (1 + self.x * (1 - s)),)
 
+    def differentiable_backward(self, gy):
+        x = self.saved_input(0)
+        s = Sigmoid()(x)  # s as a function of x (forward kept its values only)
+        return (gy * s * (1 + x * (1 - s)),)
+
 
 class Softmax(Function):
+    saved_outputs = {"y": 0}
+
     def __init__(self, axis):
         self.axis = axis
 
@@ -114,9 +141,15 @@ class Softmax(Function):
         y = self.y
         return (y * (gy - (gy * y).sum(axis=self.axis, keepdims=True)),)
 
+    def differentiable_backward(self, gy):
+        y = self.saved_output(0)
+        return (y * (gy - (gy * y).sum(self.axis, keepdim=True)),)
+
 
 class LogSoftmax(Function):
     """x - logsumexp(x), with the max shifted out so it neither overflows nor loses the small terms."""
+
+    saved_outputs = {"y": 0}
 
     def __init__(self, axis):
         self.axis = axis
@@ -130,6 +163,9 @@ class LogSoftmax(Function):
     def backward(self, gy):
         xp = backend.get_array_module(gy)
         return (gy - xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True),)
+
+    def differentiable_backward(self, gy):
+        return (gy - self.saved_output(0).exp() * gy.sum(self.axis, keepdim=True),)
 
 
 def relu(x):
