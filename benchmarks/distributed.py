@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from timing import clean_env  # benchmarks/timing.py: the shared rules
+from timing import clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -184,7 +184,7 @@ def main():
     if args.worker:
         return worker(args)
 
-    load_before = os.getloadavg()
+    recorded, load_before = started(), os.getloadavg()
     results = {"data_parallel": [], "overlap_speedup": {}, "allreduce": [], "alexnet": [], "rounds": None}
     steps = {"lenet": 10 if args.quick else 30, "resnet20": 3 if args.quick else 8, "resnet50": 3}
     batches = {"lenet": 64, "resnet20": 32, "resnet50": 4}
@@ -231,8 +231,7 @@ def main():
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_average_before": load_before, "load_average_after": os.getloadavg(),
                           "threads_per_rank": 1, "openblas_overrides": "unset"}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
+    write_result(args.json, results, recorded)
     print(f"\nload average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}; wrote {args.json}")
 
 

@@ -1,8 +1,14 @@
 """What the CPU benchmarks share: the timing rule (the fastest of N calls after warm-up calls), the
-environment their timed children run in (this workplace's OpenBLAS overrides removed) and the
-process's resident memory (Linux)."""
+environment their timed children run in (this workplace's OpenBLAS overrides removed), the process's
+resident memory (Linux), the interpreter of the PyTorch side, and where a result comes from."""
+import json
 import os
+import platform
+import subprocess
+import sys
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 # set on every machine of this workplace (CI included); they slow NumPy's BLAS and users do not have them
 OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -49,7 +55,25 @@ def best_time(fn, repeat, cpu_time=False, warmups=1):
 def torch_python():
     """The interpreter of a benchmark's PyTorch side: the newest PyTorch that installs here (this workplace's
     bench venv, torch 2.14.1 and torchvision 0.29.1), else this interpreter (the test suite's torch)."""
-    import sys
-    from pathlib import Path
     bench = Path("/work/venvs/bench/bin/python")
     return bench if bench.exists() else Path(sys.executable)
+
+
+def started():
+    """Where a result comes from, taken when a benchmark starts: its command, the UTC date, the commit, the
+    machine and its load average (other jobs on the machine slow every number; the docs quote it)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return dict(command=" ".join(["python", *sys.argv]), date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                commit=commit, machine=platform.machine(), cpus=os.cpu_count(), load_before=list(os.getloadavg()))
+
+
+def write_result(path, result, recorded):
+    """Write a benchmark's JSON with ``recorded`` (from ``started``) completed by the load at the end, the
+    form tools/publish_results.py reads into the docs."""
+    recorded = dict(recorded, load_after=list(os.getloadavg()))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(dict(result, recorded=recorded), indent=1) + "\n")

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, torch_python  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, clean_env, started, torch_python, write_result  # benchmarks/timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 # scratchnet's normalisation of each dataset (scratchnet/train/datasets.py DATASETS)
@@ -170,7 +170,7 @@ def main():
         return torch_child(args)
 
     out = Path(args.out or ROOT / "runs" / f"bench-lenet-{args.dataset}")
-    load_before, started = os.getloadavg(), time.time()
+    recorded, load_before, start = started(), os.getloadavg(), time.time()
     runs = {"scratchnet": [], "pytorch": []}
     for _ in range(args.rounds):
         runs["scratchnet"].append(run_scratchnet(args, out))
@@ -199,20 +199,19 @@ def main():
                   f"{100 * r['epochs'][-1]['test_acc']:>21.2f}%")
         print(f"ratio (PyTorch s/epoch / scratchnet s/epoch, higher is better): {ratio:.2f}")
         result.update(pytorch_epoch_s=theirs["best_epoch_s"], pytorch_threads=theirs["threads"], ratio=ratio,
-                      scratchnet_threads=args.threads or "default", pytorch_version=theirs["torch"],
-                      torch_python=str(args.torch_python))
+                      torch=theirs["torch"].split("+")[0], torch_python=str(args.torch_python),
+                      scratchnet_threads=args.threads or "default")
     print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} ({os.cpu_count()} CPUs)")
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                          "processor": platform.processor() or platform.machine(),
                          # other work on the machine slows every epoch: keep the load with the timings
                          "load_average_before": load_before, "load_average_after": load_after}
-    result["total_time_s"] = time.time() - started
+    result["total_time_s"] = time.time() - start
     name = f"train_lenet{'' if args.dataset == 'fashion-mnist' else '_' + args.dataset}"
     name += f"_threads{args.threads}" if args.threads else ""
     path = Path(args.json or ROOT / "benchmarks" / "results" / f"{name}{'' if args.epochs == 10 else '_epoch'}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    write_result(path, result, recorded)
     print(f"wrote {path}")
 
 
