@@ -237,8 +237,8 @@ def lenet_runs():
 
 def distributed_runs():
     data = result("distributed")
-    def gradients(r):  # how the 2-rank runs average: buckets reduced during backward, or after it
-        return "-" if r["ranks"] == 1 else {True: "during backward", False: "after backward"}.get(r.get("overlap"), "-")
+    def gradients(r):  # how the 2-rank runs average: buckets reduced during backward, or after it (older runs)
+        return "-" if r["ranks"] == 1 else "during backward" if r.get("overlap", False) else "after backward"
     steps = [(r["model"], r["ranks"], gradients(r), r["batch_per_rank"], f"{1000 * r['step_s']:.1f}",
               f"{r['images_per_s']:.0f}", f"{r['scaling_efficiency']:.2f}") for r in data["data_parallel"]]
     allreduce = [(f"{r['bytes'] // 1024} KiB", f"{r['communicator_GBps']:.3f}", f"{r['mpi4py_GBps']:.3f}",
