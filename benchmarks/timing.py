@@ -1,6 +1,6 @@
 """What the CPU benchmarks share: the timing rule (the fastest of N calls after warm-up calls), the
-environment their timed children run in (this workplace's OpenBLAS overrides removed), the
-process's resident memory (Linux), and where a result comes from (``started``/``write_result``)."""
+environment their timed children run in (this workplace's OpenBLAS overrides removed), the process's
+resident memory (Linux), the interpreter of the PyTorch side, and where a result comes from."""
 import json
 import os
 import platform
@@ -50,6 +50,13 @@ def best_time(fn, repeat, cpu_time=False, warmups=1):
         fn()
         best = min(best, clock() - start)
     return best
+
+
+def torch_python():
+    """The interpreter of a benchmark's PyTorch side: the newest PyTorch that installs here (this workplace's
+    bench venv, torch 2.14.1 and torchvision 0.29.1), else this interpreter (the test suite's torch)."""
+    bench = Path("/work/venvs/bench/bin/python")
+    return bench if bench.exists() else Path(sys.executable)
 
 
 def started():
