@@ -498,7 +498,8 @@ def _warm_up_calls(dtype):
     y, argmax, p = np.zeros((1, 1, 2, 2), dtype), np.zeros((1, 1, 2, 2), np.int64), np.zeros(3, dtype)
     unit, none, two = (1, 1), (0, 0), (2, 2)
     mean, var = np.zeros(1), np.ones(1)
-    offset, mask, col = np.zeros((1, 18, 2, 2), dtype), np.ones((1, 9, 2, 2), dtype), np.zeros((1, 3, 3, 1, 2, 2), dtype)
+    offset, mask = np.zeros((1, 18, 2, 2), dtype), np.ones((1, 9, 2, 2), dtype)
+    col = np.zeros((1, 3, 3, 1, 2, 2), dtype)  # deform_im2col's columns for x and a 3x3 kernel
     return [
         ("im2col", lambda: im2col(x, (3, 3), unit, none, unit, two)),
         ("col2im", lambda: col2im(np.zeros((1, 3, 3, 1, 2, 2), dtype), x.shape, unit, none, unit)),
