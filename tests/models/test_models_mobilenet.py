@@ -2,6 +2,8 @@
 forward against torch, and a float64 gradient check at width 0.25 on a small input."""
 from collections import OrderedDict
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ import scratchnet as sn
 from scratchnet.models import get_model
 from scratchnet.nn import BatchNorm2d, Conv2d
 from scratchnet.summary import summary
+from conftest import FIXTURES
 
 # Table 1 of Howard et al. 2017, transcribed: the 13 depthwise separable layers as
 # (depthwise stride, pointwise output channels); the stem is a 3x3/2 conv to 32 channels.
@@ -134,3 +137,35 @@ def test_train_and_eval_behaviour():
         a, b = model(x).numpy(), model(x[:1]).numpy()
     np.testing.assert_allclose(a[:1], b, rtol=1e-5, atol=1e-6)  # eval: samples independent of the batch
     np.testing.assert_array_equal(bn.running_mean.numpy(), stats)
+
+
+# --------------------------------------------------------------------------- Table 4: full convolutions
+
+
+def test_conv_mobilenet_table_4():
+    """Table 4: Conv MobileNet 29.3M parameters and 4866M mult-adds against MobileNet's 4.2M and 569M; the same
+    counts as the net assembled from torchvision's Conv2dNormActivation (tests/fixtures/torchvision_twins.json)."""
+    twins = json.loads((FIXTURES / "torchvision_twins.json").read_text())
+    full, separable = get_model("mobilenet_v1", separable=False), get_model("mobilenet_v1")
+    assert full.num_parameters() == twins["conv_mobilenet_v1"]["num_params"] == 29_294_088
+    assert separable.num_parameters() == twins["mobilenet_v1"]["num_params"]
+    assert round(full.num_parameters() / 1e6, 1) == 29.3
+    # closed form: stem, 13 full 3x3 convs, 2 BN parameters per channel, the fc
+    c, expected = 32, 3 * 3 * 3 * 32 + 2 * 32
+    for _, out in TABLE1:
+        expected += 9 * c * out + 2 * out
+        c = out
+    assert full.num_parameters() == expected + 1024 * 1000 + 1000
+    macs = summary(full, print_table=False).total_macs
+    # 3*3*M*N*DF^2 per layer; the paper prints 4866M, 1.3M (0.03%) under this count
+    assert macs == 4_867_293_184 and abs(macs / 1e6 - 4866) < 1.5
+
+
+def test_full_conv_blocks_replace_each_separable_pair(rng):
+    model = get_model("mobilenet_v1", num_classes=10, width_mult=0.25, resolution=32, separable=False).double()
+    convs = [m for m in model.features.modules() if isinstance(m, Conv2d)]
+    assert len(convs) == 14 and all(m.groups == 1 and m.kernel_size == (3, 3) for m in convs)
+    assert [m.stride[0] for m in convs[1:]] == [s for s, _ in TABLE1]
+    assert "separable=False" in repr(model)
+    x = sn.tensor(rng.standard_normal((2, 3, 32, 32)), requires_grad=True)
+    assert sn.gradcheck(lambda v: model(v), [x], params=list(model.parameters()))
