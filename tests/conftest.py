@@ -1,6 +1,7 @@
 """Shared fixtures: the devices to run on, seeded RNGs, the real-data folder, and the harness that checks
 an op against PyTorch (compare_with_torch, the `compare` fixture, assert_close, TOL)."""
 import os
+import pickle
 from collections import namedtuple
 from pathlib import Path
 
@@ -152,6 +153,23 @@ def torch_conv2d(x, w, stride=1, padding=0, dilation=1, groups=1, extra=(0, 0)):
         yt.backward(torch.tensor(gy))
         return xt.grad.numpy(), wt.grad.numpy()
     return yt.detach().numpy(), grads
+
+
+def write_cifar(folder, sizes, seed=0):
+    """Write CIFAR-10-format batches (pickled dicts of bytes keys: data_batch_1..5, test_batch with ``sizes``
+    random images each) into ``folder`` and return their contents."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    written = {}
+    for name, n in zip(names, sizes):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=n)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                         b"filenames": [b"x.png"] * n}, f, protocol=2)
+        written[name] = (data, labels)
+    return written
 
 
 @pytest.fixture(scope="session")

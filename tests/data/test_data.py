@@ -11,6 +11,7 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import write_cifar
 from scratchnet.data import DatasetError, load_cifar10, load_mnist, parse_idx, read_idx
 from scratchnet.data import download as dl
 from scratchnet.data import idx
@@ -224,22 +225,6 @@ def test_download_verifies_md5(tmp_path):
 
 
 # --------------------------------------------------------------------------- CIFAR-10, on small files in its format
-
-
-def write_cifar(folder, sizes, seed=0):
-    """Write CIFAR-10-format batches (pickled dicts of bytes keys) and return their contents."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    written = {}
-    for name, n in zip(names, sizes):
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, size=n)]
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [b"x.png"] * n}, f, protocol=2)
-        written[name] = (data, labels)
-    return written
 
 
 def test_cifar10_reads_batches_in_order(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import scratchnet as sn
 from scratchnet import train
 from scratchnet.data import transforms as T
-from test_data import write_cifar
+from conftest import write_cifar
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_LENET = ["lenet", "--dataset", "fashion-mnist", "--limit", "96", "--test-limit", "64", "--batch-size", "16",
