@@ -9,6 +9,7 @@
     python -m scratchnet.study se --model se_resnet20        # SE channel weights per class
     python -m scratchnet.study cost                           # parameters vs multiply-adds for the zoo
     python -m scratchnet.study landscape plain20 resnet20     # loss landscape and sharpness (Li et al. 2018)
+    python -m scratchnet.study claims [NAME ...] [--quick]    # the study notes' claims, each checked (docs/claims.md)
 
 Every command writes PNGs and a JSON of the numbers to ``--out`` (default
 ``runs/study``) and prints a short table. Gradients are read with tensor hooks,
@@ -24,6 +25,7 @@ command line. This file only re-exports: ``study.gradflow`` is the runner
 function; import a module's other pieces with ``from scratchnet.study.gradflow
 import measure``.
 """
+from .claims import claims
 from .cli import build_parser, main
 from .common import build, classification_loss, deep_net, fashion_batches, load_or_train, train_briefly
 from .cost import cost
@@ -35,7 +37,7 @@ from .joins import join_gradients, joins
 from .landscape import landscape
 from .se_weights import se_weights
 
-__all__ = ["build", "build_parser", "classification_loss", "cost", "deconv", "deconv_project", "deep_net",
+__all__ = ["build", "build_parser", "claims", "classification_loss", "cost", "deconv", "deconv_project", "deep_net",
            "degradation", "fashion_batches", "feature_stack", "features", "gradflow", "gradient_norms",
            "join_gradients", "joins", "landscape", "load_or_train", "main", "max_pool_with_switches", "max_unpool",
            "se_weights", "train_briefly"]
