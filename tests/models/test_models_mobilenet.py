@@ -78,8 +78,9 @@ def test_bad_width_is_rejected():
         get_model("mobilenet_v1", width_mult=0)
 
 
-def torch_mobilenet(model, alpha, classes):
-    """Table 1 in torch with the same module names, loaded with our weights."""
+def torch_mobilenet(model, alpha, classes, separable=True):
+    """Table 1 in torch with the same module names, loaded with our weights (``separable=False``: Table 4's
+    full 3x3 convolutions)."""
     tnn = torch.nn
 
     def cbr(cin, cout, k, stride=1, groups=1):
@@ -89,7 +90,10 @@ def torch_mobilenet(model, alpha, classes):
     layers = [cbr(3, c, 3, 2)]
     for stride, out in TABLE1:
         out = int(out * alpha)
-        layers.append(tnn.Sequential(OrderedDict(depthwise=cbr(c, c, 3, stride, c), pointwise=cbr(c, out, 1))))
+        if separable:
+            layers.append(tnn.Sequential(OrderedDict(depthwise=cbr(c, c, 3, stride, c), pointwise=cbr(c, out, 1))))
+        else:
+            layers.append(tnn.Sequential(OrderedDict(conv=cbr(c, out, 3, stride))))
         c = out
     net = tnn.Sequential(OrderedDict(features=tnn.Sequential(*layers), avgpool=tnn.AdaptiveAvgPool2d(1),
                                      flatten=tnn.Flatten(1), fc=tnn.Linear(c, classes))).double()
@@ -97,23 +101,23 @@ def torch_mobilenet(model, alpha, classes):
     return net
 
 
-@pytest.mark.parametrize("training", [False, True])
-def test_forward_equals_torch(training):
-    model = get_model("mobilenet_v1", num_classes=10, width_mult=0.25).double()
+@pytest.mark.parametrize("training, separable", [(False, True), (True, True), (True, False)])
+def test_forward_equals_torch(training, separable):
+    model = get_model("mobilenet_v1", num_classes=10, width_mult=0.25, separable=separable).double()
     rng = np.random.default_rng(0)
     for m in model.modules():
         if isinstance(m, BatchNorm2d):
             m.running_mean.data = rng.standard_normal(m.num_features) * 0.1
             m.running_var.data = rng.uniform(0.5, 2.0, m.num_features)
-    reference = torch_mobilenet(model, 0.25, 10).train(training)
+    reference = torch_mobilenet(model, 0.25, 10, separable).train(training)
     model.train(training)
     x = rng.standard_normal((2, 3, 64, 64))
     np.testing.assert_allclose(model(sn.tensor(x)).numpy(), reference(torch.from_numpy(x)).detach().numpy(),
                                rtol=1e-9, atol=1e-11)
     if training:
-        np.testing.assert_allclose(model.state_dict()["features.13.pointwise.1.running_mean"],
-                                   reference.state_dict()["features.13.pointwise.1.running_mean"].numpy(),
-                                   rtol=1e-10, atol=1e-13)
+        key = "features.13.pointwise.1.running_mean" if separable else "features.13.conv.1.running_mean"
+        np.testing.assert_allclose(model.state_dict()[key], reference.state_dict()[key].numpy(), rtol=1e-10,
+                                   atol=1e-13)
 
 
 def test_tiny_gradcheck():
