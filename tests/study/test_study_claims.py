@@ -41,7 +41,7 @@ def test_every_claim_writes_its_json(tiny_run):
         claim = CLAIMS[name]
         assert record["statement"] == claim.statement and record["source"] == claim.source
         assert record["size"] == "tiny" and record["command"] == f"python -m scratchnet.study claims {name} --tiny"
-        assert record["seconds"] >= 0 and len(record["load_average"]) == 2
+        assert record["seconds"] >= 0 and record["cpu_seconds"] >= 0 and len(record["load_average"]) == 2
         for dataset, outcome in record["results"].items():
             assert outcome["verdict"] in VERDICTS or outcome["verdict"].startswith("holds; "), (name, outcome)
             if claim.kind == "training":

@@ -158,7 +158,7 @@ def result_path(out, name):
 def run_claim(claim, size, seeds, datasets, data_dir, out, available):
     """Run one claim at ``size`` on each of ``datasets`` it uses; returns the JSON record (also written to
     OUT/claims/NAME.json). ``available(dataset)`` is None when the data is here, else why it is not."""
-    started, load_before = time.perf_counter(), load_average()
+    started, cpu_started, load_before = time.perf_counter(), time.process_time(), load_average()
     budget = claim.budgets.get(size, {})
     results = {}
     for dataset in (claim.datasets and [d for d in datasets if d in claim.datasets]) or [None]:
@@ -173,7 +173,9 @@ def run_claim(claim, size, seeds, datasets, data_dir, out, available):
     record = dict(name=claim.name, statement=claim.statement, source=claim.source, kind=claim.kind,
                   experiment=claim.experiment, expected=claim.expected, rule=claim.rule, size=size,
                   seeds=list(seeds) if claim.kind == "training" else [], budget=budget, results=results,
-                  seconds=round(time.perf_counter() - started, 1), load_average=[load_before, load_average()],
+                  seconds=round(time.perf_counter() - started, 1),
+                  cpu_seconds=round(time.process_time() - cpu_started, 1),  # ~ the wall time on a quiet machine
+                  load_average=[load_before, load_average()],
                   command=f"python -m scratchnet.study claims {claim.name} --{size}")
     path = result_path(out, claim.name)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,10 @@ def number(value):
     return str(value)
 
 
+def duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
+
+
 def cell(text):
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -94,8 +98,9 @@ def claim_section(record, page, out):
     seeds = f"{len(record['seeds'])} seeds ({', '.join(map(str, record['seeds']))}), " if record["seeds"] else ""
     load = record.get("load_average") or [None, None]
     loads = " -> ".join(f"{l[0]:.2f}" for l in load if l) if all(load) else "unknown"
+    cpu = f", {record['cpu_seconds']:.0f} s of CPU" if "cpu_seconds" in record else ""
     lines.append(f"- **Run:** `{record['command']}`: {seeds}{budget + ', ' if budget else ''}"
-                 f"{record['seconds']:.0f} s (load average {loads})")
+                 f"{record['seconds']:.0f} s{cpu} (load average {loads})")
     lines.append("")
     for dataset, outcome in record["results"].items():
         if dataset != "exact":
@@ -142,6 +147,12 @@ def write_page(records, page, out):
     lines = HEADER.splitlines() + ["", "## Summary", ""]
     if not records:
         lines += ["No claim has been run yet.", ""]
+    else:
+        wall, cpu = sum(r["seconds"] for r in records), sum(r.get("cpu_seconds", 0.0) for r in records)
+        sizes = sorted({r["size"] for r in records})
+        lines += [f"The claims below ran at the {' and '.join(sizes)} size{'s' if len(sizes) > 1 else ''}: "
+                  f"{duration(wall)} in all, {duration(cpu)} of CPU (one thread: the CPU time is about the time "
+                  f"the run takes on a quiet machine; each claim's own is in its section).", ""]
     lines += summary_table(records) + [""]
     for title, kinds in (("Cost claims, exact", ("cost",)), ("Training claims, measured", ("training",)),
                          ("The notes' sizes", ("erratum",))):

@@ -37,7 +37,7 @@ def claims(names=None, size="quick", seeds=None, datasets=DATASETS, data_dir=Non
         print(f"claim {name} ({size}, {CLAIMS[name].kind})", flush=True)
         records.append(run_claim(CLAIMS[name], size, seeds, datasets, data_dir, out,
                                  lambda dataset: missing.get(dataset)))
-        print(f"  {records[-1]['seconds']:.1f} s", flush=True)
+        print(f"  {records[-1]['seconds']:.1f} s ({records[-1]['cpu_seconds']:.1f} s of CPU)", flush=True)
     print()
     print_table(records)
     if docs is not None:
