@@ -25,9 +25,9 @@ CLAIM = Claim(
     kind="training",
     experiment="A CIFAR-sized AlexNet built by the zoo's AlexNet class (layer table "
                f"{[row[:4] for row in CIFAR_ALEXNET]}, (maps, kernel, stride, padding); LRN n=5, k=2, alpha=1e-4, "
-               "beta=0.75 after conv1 and conv2, overlapping 3x3/2 pools, FC 128-128 with dropout 0.5), with "
-               "lrn=True or lrn=False, trained with SGD (momentum 0.9, weight decay 5e-4) on the same batches; top-1 "
-               "error on the test images.",
+               "beta=0.75 after conv1 and conv2, overlapping 3x3/2 pools, FC 128-128 with dropout 0.5, He "
+               "initialisation), with lrn=True or lrn=False, trained with SGD (momentum 0.9, weight decay 5e-4) on "
+               "the same batches; top-1 error on the test images.",
     expected="a lower test error with LRN (paper: -1.4% top-1 on ImageNet, -2% on CIFAR-10)",
     rule="supported when the net with LRN has the lower test error in every seed and the difference of the means "
          "exceeds the larger sd",

@@ -16,6 +16,7 @@ from ...autograd import Tensor, no_grad
 from ...data import DatasetError, load_cifar10
 from ...data import transforms as T
 from ...models.alexnet import AlexNet
+from ...nn import Conv2d, Linear, init
 from ...optim import SGD
 from ..common import fashion_images, plt, save_figure
 from .core import NOT_SUPPORTED, SUPPORTED, Outcome, arm_row, better_everywhere, spread
@@ -78,10 +79,17 @@ CIFAR_ALEXNET = (
 
 
 def cifar_alexnet(in_channels, image_size=32, hidden=128, **switches):
-    """AlexNet's class on the CIFAR-sized table, torch's default initialisation (the paper's N(0, 0.01) with
-    biases of 1 does not start training within a CPU budget); ``switches``: lrn, overlapping_pool, dropout."""
-    return AlexNet(CIFAR_ALEXNET, 10, in_channels=in_channels, image_size=image_size, groups=1, hidden=hidden,
-                   init_weights="torch", **switches)
+    """AlexNet's class on the CIFAR-sized table with He initialisation (normal, fan_in, zero biases): neither the
+    paper's N(0, 0.01) with biases of 1 nor torch's layer defaults leave chance level within a CPU budget on this
+    narrow net (150 steps: 89% training error with torch's defaults, 46-63% with He's); ``switches``: lrn,
+    overlapping_pool, dropout."""
+    model = AlexNet(CIFAR_ALEXNET, 10, in_channels=in_channels, image_size=image_size, groups=1, hidden=hidden,
+                    init_weights="torch", **switches)
+    for layer in model.modules():
+        if isinstance(layer, (Conv2d, Linear)):
+            init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            init.zeros_(layer.bias)
+    return model
 
 
 def resized(side):
