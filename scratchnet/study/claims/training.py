@@ -254,6 +254,7 @@ def comparison(context, runs, metric, better, worse, label, metrics, title, lowe
     ``better_everywhere``); the table shows every arm's mean and sd, the rows every metric's per-seed values."""
     values = {arm: [run[metric] for run in arm_runs] for arm, arm_runs in runs.items()}
     holds, detail = better_everywhere(values[better], values[worse], lower_is_better)
-    measured = f"{label}: " + ", ".join(f"{arm} {spread(v, scale, unit=unit)}" for arm, v in values.items())
+    digits = 1 if unit == "%" else 3  # percentages to a tenth, losses to three decimals
+    measured = f"{label}: " + ", ".join(f"{arm} {spread(v, scale, digits, unit)}" for arm, v in values.items())
     return Outcome(measured=measured + extra, verdict=SUPPORTED if holds else NOT_SUPPORTED,
                    rows=summarise(runs, metrics), figure=plot_curves(runs, context, title), notes=detail)
