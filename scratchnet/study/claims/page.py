@@ -1,6 +1,9 @@
 """docs/claims.md, generated from the claims' JSON: every number on the page is one the command wrote."""
 import os
+import shutil
 from pathlib import Path
+
+from .core import SKIPPED
 
 HEADER = """# The study notes' claims, checked
 
@@ -11,7 +14,7 @@ Every architectural choice the study notes explain rests on a claim of its paper
 `scratchnet/study/claims/`: the statement in one sentence with its paper and section, the experiment, the outcome
 the paper predicts and the rule that gives the verdict. One command runs them all, prints the table below,
 writes each claim's JSON (`--out`, default `benchmarks/results`, in `claims/NAME.json`) and figure, and
-regenerates this page from the JSON:
+regenerates this page from the JSON (the figures copied to `docs/images/claims/`):
 
 ```bash
 python -m scratchnet.study claims                      # every claim at the quick size (about 15 minutes on 2 cores)
@@ -38,6 +41,16 @@ def relative(path, page):
     return Path(os.path.relpath(path, page.parent)).as_posix()
 
 
+def page_figure(figure, page):
+    """The copy of a claim's figure beside the page (``images/claims/`` next to it, where the docs keep their
+    pictures), refreshed from the run's folder when the run left one there."""
+    copy = page.parent / "images" / "claims" / figure.name
+    if figure.is_file() and figure.resolve() != copy.resolve():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(figure, copy)
+    return copy
+
+
 def number(value):
     """A table cell: integers with thousands separators, floats to 4 significant digits."""
     if value is None:
@@ -60,15 +73,22 @@ def cell(text):
 
 
 def summary_table(records):
+    """One row per claim and dataset that ran; the datasets that were not here in one sentence after it."""
     lines = ["| claim | source | expected | measured (mean ± sd over seeds) | verdict |",
              "| --- | --- | --- | --- | --- |"]
+    skipped = {}
     for record in records:
         for dataset, outcome in record["results"].items():
+            if outcome["verdict"] == SKIPPED:
+                skipped.setdefault(dataset, (outcome["measured"], []))[1].append(record["name"])
+                continue
             label = f"[{record['name']}](#{record['name']})"  # the section's anchor: its name, underscores kept
             if dataset != "exact":
                 label += f" ({dataset})"
             lines.append(f"| {label} | {cell(record['source'])} | {cell(record['expected'])} | "
                          f"{cell(outcome['measured'])} | **{cell(outcome['verdict'])}** |")
+    for dataset, (why, names) in skipped.items():
+        lines += ["", f"Skipped on {dataset} ({len(names)} claims): {why}."]
     return lines
 
 
@@ -105,8 +125,8 @@ def claim_section(record, page, out):
     for dataset, outcome in record["results"].items():
         if dataset != "exact":
             lines += [f"**{dataset}**", ""]
-        if outcome["verdict"] == "skipped":
-            lines += [f"Skipped: {outcome['measured']}", ""]
+        if outcome["verdict"] == SKIPPED:
+            lines += [f"Skipped: {outcome['measured']}.", ""]
             continue
         if record["kind"] == "training":
             lines += arms_table(outcome["rows"], record["seeds"])
@@ -115,7 +135,7 @@ def claim_section(record, page, out):
         lines += ["", f"Measured: {outcome['measured']}. **Verdict: {outcome['verdict']}.**"
                   + (f" {outcome['notes']}" if outcome.get("notes") else ""), ""]
         if outcome.get("figure"):
-            lines += [f"![{record['name']}]({relative(out / outcome['figure'], page)})", ""]
+            lines += [f"![{record['name']}]({relative(page_figure(out / outcome['figure'], page), page)})", ""]
     return lines
 
 
