@@ -4,7 +4,8 @@ Raw arrays in, raw arrays out (no autograd here). ``for_array(x)`` returns the
 module for x's device; both modules share one API:
 
     im2col, col2im, depthwise_forward, depthwise_backward_input,
-    depthwise_backward_weight, max_pool2d_forward, max_pool2d_backward
+    depthwise_backward_weight, max_pool2d_forward, max_pool2d_backward,
+    deform_im2col, deform_col2im, deform_col2im_coord (deformable convolution)
 
 and, on the GPU only, the direct dense convolution (``conv2d_forward``,
 ``conv2d_backward_input``, ``conv2d_backward_weight``); on the CPU only,

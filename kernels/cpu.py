@@ -18,6 +18,7 @@ int64 in one expression (Numba makes it a float).
 import numpy as np
 from numba import njit, prange
 
+from .cpu_deform import _deform_col2im, _deform_col2im_coord, _deform_im2col, bordered
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
 from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _scale_shift
 from .cpu_rows import _copy
@@ -258,6 +259,36 @@ def depthwise_backward_weight(gy, x, w_shape, stride, padding, dilation):
     gw = np.empty(w_shape, dtype=x.dtype)
     _depthwise_backward_weight(_c(gy), _c(x), gw, *_geometry(stride, padding, dilation))
     return gw
+
+
+def _mask_arg(mask, dtype):
+    """(mask, use_mask) as the deform kernels take them: a 1-element stand-in when there is no mask."""
+    return (np.ones(1, dtype), False) if mask is None else (_c(mask), True)
+
+
+def deform_im2col(x, offset, mask, kernel, stride, padding, dilation, out_hw):
+    """Deformable columns (C, kh, kw, N, oh, ow) (functional/deform_routes.py's layout and rule); mask may be None."""
+    col = np.empty((x.shape[1], kernel[0], kernel[1], x.shape[0]) + tuple(out_hw), dtype=x.dtype)
+    _deform_im2col(bordered(x), _c(offset), *_mask_arg(mask, x.dtype), col, int(kernel[0]), int(kernel[1]),
+                   *_geometry(stride, padding, dilation))
+    return col
+
+
+def deform_col2im(gcol, offset, mask, x_shape, stride, padding, dilation):
+    """The input gradient of deform_im2col: each column gradient added to the pixels its sample read."""
+    gx = np.empty(x_shape, dtype=gcol.dtype)
+    _deform_col2im(_c(gcol), _c(offset), *_mask_arg(mask, gcol.dtype), gx, *_geometry(stride, padding, dilation))
+    return gx
+
+
+def deform_col2im_coord(gcol, x, offset, mask, stride, padding, dilation):
+    """(goffset, gmask) of deform_im2col's columns; gmask is None without a mask."""
+    goffset = np.empty(offset.shape, dtype=gcol.dtype)
+    mask_arg, use_mask = _mask_arg(mask, gcol.dtype)
+    gmask = np.empty(mask.shape, dtype=gcol.dtype) if use_mask else np.empty(1, gcol.dtype)
+    _deform_col2im_coord(_c(gcol), bordered(x), _c(offset), mask_arg, use_mask, goffset, gmask,
+                         *_geometry(stride, padding, dilation))
+    return goffset, (gmask if use_mask else None)
 
 
 def max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw):

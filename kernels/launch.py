@@ -23,6 +23,7 @@ SOURCES = {
     "depthwise_backward_weight": "depthwise.cu",
     "im2col": "im2col.cu", "col2im": "im2col.cu",
     "max_pool2d_forward": "pool.cu", "max_pool2d_backward": "pool.cu",
+    "deform_im2col": "deform.cu", "deform_col2im": "deform.cu", "deform_col2im_coord": "deform.cu",
 }
 
 SCALAR_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
@@ -74,6 +75,10 @@ def launch_config(kernel, max_blocks=MAX_BLOCKS, **s):
         return _elementwise(s["C"] * s["KH"] * s["KW"] * s["N"] * s["OH"] * s["OW"], max_blocks)
     if kernel in ("max_pool2d_forward", "max_pool2d_backward"):
         return _elementwise(s["N"] * s["C"] * s["OH"] * s["OW"], max_blocks)
+    if kernel in ("deform_im2col", "deform_col2im"):  # one thread per column entry
+        return _elementwise(s["C"] * s["KH"] * s["KW"] * s["N"] * s["OH"] * s["OW"], max_blocks)
+    if kernel == "deform_col2im_coord":  # one thread per (image, offset group, tap, output pixel)
+        return _elementwise(s["N"] * s["G"] * s["KH"] * s["KW"] * s["OH"] * s["OW"], max_blocks)
     raise KeyError(f"no launch configuration for kernel {kernel!r}")
 
 
@@ -82,6 +87,7 @@ CONV_PARAMS = ("N", "C", "H", "W", "CO", "OH", "OW", "KH", "KW", "SY", "SX", "PH
 DEPTHWISE_PARAMS = ("N", "C", "H", "W", "M", "OH", "OW", "KH", "KW", "SY", "SX", "PH", "PW", "DY", "DX")
 COL_PARAMS = ("N", "C", "H", "W", "OH", "OW", "KH", "KW", "SY", "SX", "PH", "PW", "DY", "DX")
 POOL_BACKWARD_PARAMS = ("N", "C", "H", "W", "OH", "OW")
+DEFORM_PARAMS = COL_PARAMS + ("G", "USE_MASK")  # G: offset groups
 
 
 def int_params(kernel):
@@ -91,6 +97,8 @@ def int_params(kernel):
         return DEPTHWISE_PARAMS
     if kernel == "max_pool2d_backward":
         return POOL_BACKWARD_PARAMS
+    if kernel.startswith("deform"):
+        return DEFORM_PARAMS
     return COL_PARAMS  # im2col, col2im and max_pool2d_forward share the geometry
 
 

@@ -83,6 +83,41 @@ class KernelAPI:
         self._launch("col2im", (col, x), s)
         return x
 
+    # ---- deformable convolution (deform.cu), columns (C, kh, kw, N, oh, ow); mask None for v1 ----
+    def _deform_sizes(self, x_shape, kernel, out_hw, stride, padding, dilation, offset, mask):
+        s = geometry(x_shape, (1, 1) + tuple(kernel), out_hw, stride, padding, dilation)
+        s.update(G=offset.shape[1] // (2 * s["KH"] * s["KW"]), USE_MASK=int(mask is not None))
+        return s
+
+    def _mask_arg(self, mask, dtype):
+        """The mask, or a 1-element stand-in the kernels never read."""
+        return self.xp.ones(1, dtype=dtype) if mask is None else self.xp.ascontiguousarray(mask)
+
+    def deform_im2col(self, x, offset, mask, kernel, stride, padding, dilation, out_hw):
+        x, offset = self._contiguous(x, offset)
+        s = self._deform_sizes(x.shape, kernel, out_hw, stride, padding, dilation, offset, mask)
+        col = self.xp.empty((s["C"], s["KH"], s["KW"], s["N"], s["OH"], s["OW"]), dtype=x.dtype)
+        self._launch("deform_im2col", (x, offset, self._mask_arg(mask, x.dtype), col), s)
+        return col
+
+    def deform_col2im(self, gcol, offset, mask, x_shape, stride, padding, dilation):
+        gcol, offset = self._contiguous(gcol, offset)
+        _, kh, kw, _, oh, ow = gcol.shape
+        s = self._deform_sizes(x_shape, (kh, kw), (oh, ow), stride, padding, dilation, offset, mask)
+        gx = self.xp.zeros(x_shape, dtype=gcol.dtype)  # the kernel adds into it (atomicAdd)
+        self._launch("deform_col2im", (gcol, offset, self._mask_arg(mask, gcol.dtype), gx), s)
+        return gx
+
+    def deform_col2im_coord(self, gcol, x, offset, mask, stride, padding, dilation):
+        """(goffset, gmask); gmask is None without a mask."""
+        gcol, x, offset = self._contiguous(gcol, x, offset)
+        _, kh, kw, _, oh, ow = gcol.shape
+        s = self._deform_sizes(x.shape, (kh, kw), (oh, ow), stride, padding, dilation, offset, mask)
+        goffset = self.xp.empty(offset.shape, dtype=gcol.dtype)
+        gmask = self.xp.empty(mask.shape if mask is not None else (1,), dtype=gcol.dtype)
+        self._launch("deform_col2im_coord", (gcol, x, offset, self._mask_arg(mask, gcol.dtype), goffset, gmask), s)
+        return goffset, (gmask if mask is not None else None)
+
     # ---- max pooling (pool.cu) ----
     def max_pool2d_forward(self, x, kernel, stride, padding, dilation, out_hw):
         """(y, argmax): argmax is the int64 flat index inside each (n, c) plane."""

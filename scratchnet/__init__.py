@@ -16,5 +16,6 @@ from .gradcheck import GradcheckError, gradcheck
 from .nn.serialization import WeightsFileError, load, save
 from .summary import summary
 from . import viz  # sn.viz.draw_graph: the autograd graph with its gradients (graphviz loads on first draw)
+from . import onnx  # sn.onnx.export: ONNX files (the onnx package loads on first export)
 
 __version__ = "0.1.0"

@@ -20,27 +20,28 @@ import numpy as np
 from . import functional as F
 from .autograd import Tensor
 from .backend import manual_seed
+from .cli import ArgumentParser, UsageError, command, integer
 from .models import get_model, list_models
 from .viz import FORMATS, GraphError, draw_graph, trace_modules
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m scratchnet.graph", description=__doc__.split("\n\n")[0],
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m scratchnet.graph", description=__doc__.split("\n\n")[0],
+                       epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", help="a registered model name (see --list)")
-    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+    p.add_argument("--input-size", type=integer(1), nargs=3, metavar=("C", "H", "W"),
                    help="input without the batch (default: the model's native input_size)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--num-classes", type=int, help="number of classes (default: the model's)")
+    p.add_argument("--batch-size", type=integer(1), default=1)
+    p.add_argument("--num-classes", type=integer(1), help="number of classes (default: the model's)")
     p.add_argument("--out", help="picture to write: .svg, .png, .pdf or .dot (default: MODEL.svg)")
-    p.add_argument("--depth", type=int, help="module depth drawn as boxes (default: the deepest that keeps "
+    p.add_argument("--depth", type=integer(0), help="module depth drawn as boxes (default: the deepest that keeps "
                                              "the drawing under --max-nodes nodes)")
     p.add_argument("--collapse", action="append", default=[], metavar="TYPE|NAME",
                    help="draw these modules as one box each, e.g. Bottleneck or layer1 (repeatable)")
     p.add_argument("--expand", action="append", default=[], metavar="NAME|TYPE",
                    help="draw this module open, e.g. layer1.0 (repeatable)")
-    p.add_argument("--max-nodes", type=int, default=150, help="node budget of the default depth (150)")
+    p.add_argument("--max-nodes", type=integer(1), default=150, help="node budget of the default depth (150)")
     p.add_argument("--no-params", action="store_true", help="leave parameter tensors out")
     p.add_argument("--no-grad", action="store_true", help="draw the graph only (no backward)")
     p.add_argument("--train", action="store_true", help="training mode (batch-norm statistics, dropout)")
@@ -98,6 +99,7 @@ def run(args):
     return drawing, drawing.save(out)
 
 
+@command
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.list or not args.model:
@@ -106,8 +108,7 @@ def main(argv=None):
     try:
         drawing, written = run(args)
     except (GraphError, ImportError) as error:
-        print(f"python -m scratchnet.graph: error: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(str(error)) from None
     print(f"wrote {written}: {drawing.describe()}")
     return 0
 

@@ -7,7 +7,11 @@ file left behind by a killed run is *stale* by construction: the next run
 finds the file, gets the flock, says whose lock it takes over, and goes on.
 A second run while the first still lives cannot get the flock and stops
 with a message naming the first run's process id.
+
+``exclusive(path)`` is the waiting kind, for work that several processes may start at once and one
+should do (preparing a dataset): the others wait for the flock, then find the work done.
 """
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -36,6 +40,39 @@ def _read_owner(fd):
         return json.loads(os.read(fd, 65536).decode() or "null")
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def _owner_record():
+    return {"pid": os.getpid(), "host": socket.gethostname(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
+
+
+def _write_owner(fd):
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(_owner_record()).encode())
+
+
+@contextlib.contextmanager
+def exclusive(path, waiting=None):
+    """Hold an exclusive flock on the file ``path`` (made if needed) for the block, waiting while another
+    process holds it; ``waiting(owner)`` is called once first, with a description of that process. The
+    file stays (removing it would race with a process about to lock it); the kernel drops the flock
+    when the block ends or the process dies."""
+    fd = os.open(os.fspath(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            if waiting is not None:
+                waiting(_describe(_read_owner(fd)))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _write_owner(fd)
+        yield
+    finally:
+        os.close(fd)
 
 
 class RunLock:
@@ -74,12 +111,7 @@ class RunLock:
         previous = _read_owner(fd)
         if previous:  # a file that no live flock holds: its run was killed before it could remove it
             self.taken_over = previous
-        record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started": datetime.datetime.now().isoformat(timespec="seconds"),
-                  "command": " ".join(sys.argv)}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(record).encode())
+        _write_owner(fd)
         os.fsync(fd)
         self.fd = fd
         return self

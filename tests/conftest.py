@@ -1,7 +1,9 @@
 """Shared fixtures: the devices to run on, seeded RNGs, the real-data folder, and the harness that checks
 an op against PyTorch (compare_with_torch, the `compare` fixture, assert_close, TOL)."""
+import http.server
 import os
 import pickle
+import threading
 from collections import namedtuple
 from pathlib import Path
 
@@ -100,6 +102,16 @@ def assert_close(ours, theirs, tol=None, what="result"):
     np.testing.assert_allclose(ours, theirs, **(tol or TOL.get(ours.dtype, dict(rtol=0, atol=0))), err_msg=what)
 
 
+def assert_within_scale(ours, theirs, relative, what="result"):
+    """max |ours - theirs| <= relative * max |theirs|, shapes equal. For float32 against float64, or two float32
+    computations that round differently (another summation order): their differences are rounding errors of the
+    size of the whole result, which an entrywise rtol would misjudge on entries that cancel towards zero."""
+    ours, theirs = backend.to_numpy(ours), backend.to_numpy(theirs)
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, expected {theirs.shape}"
+    error, scale = np.abs(ours.astype(np.float64) - theirs).max(initial=0), np.abs(theirs).max(initial=0)
+    assert error <= relative * scale, f"{what}: max error {error:.3g} > {relative} x max |expected| {scale:.3g}"
+
+
 # what compare_with_torch ran: the two outputs, and the two input lists (tensors where arrays were given)
 Compared = namedtuple("Compared", "y y_ref ours theirs")
 
@@ -191,3 +203,40 @@ SGD_CONFIGS = [
     dict(lr=0.05, momentum=0.8, weight_decay=1e-2),
     dict(lr=0.05, momentum=0.8, weight_decay=1e-2, nesterov=True, maximize=True),
 ]
+
+
+# --------------------------------------------------------------------------- a loopback HTTP server
+
+
+class LoopbackServer:
+    """A loopback HTTP server: path -> bytes, '/drop/...' sends half and hangs up, anything else 404."""
+
+    def __init__(self, files):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                name = self.path.split("/")[-1]
+                if name not in files:
+                    self.send_error(404)
+                    return
+                body = files[name]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.path.startswith("/drop/"):
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -13,10 +13,11 @@
 #               run stopped by SIGTERM mid-epoch 2 and resumed must end bit-identical
 #   dropout     the same stop/resume check on a tiny YOLO (dropout: CuPy's RNG state)
 #   conv-bench  benchmarks/gpu_conv.py: raw CUDA kernels vs im2col+cuBLAS vs cuDNN
+#   deform-bench benchmarks/gpu_deform.py: deformable conv, CUDA kernels vs CuPy reference vs torchvision
 #   lenet-bench benchmarks/gpu_lenet.py: a LeNet-5 epoch, scratchnet vs PyTorch
 #   memcheck, racecheck   compute-sanitizer on the CUDA kernel tests (if it can attach)
 # OUT_DIR receives gpu_check.json (every step, versions, numbers), gpu_check.log
-# (everything printed), gpu_conv.json and gpu_lenet.json: 4 files. Exit 0 only
+# (everything printed), gpu_conv.json, gpu_deform.json and gpu_lenet.json: 5 files. Exit 0 only
 # if every step passed. The whole run keeps within SCRATCHNET_GPU_CHECK_BUDGET
 # seconds (default 450: under 8 minutes), later steps getting what is left.
 #
@@ -118,9 +119,10 @@ fi
 
 # ---- benchmarks (each framework timed in its own process; they write their JSON to OUT_DIR too)
 step conv-bench 90 $PY benchmarks/gpu_conv.py --device "$DEVICE" "${BENCH[@]}" --json "$WORK/gpu_conv.json"
+step deform-bench 60 $PY benchmarks/gpu_deform.py --device "$DEVICE" "${BENCH[@]}" --json "$WORK/gpu_deform.json"
 step lenet-bench 90 $PY benchmarks/gpu_lenet.py --device "$DEVICE" --data-dir "$DATA_DIR" "${BENCH[@]}" \
     --json "$WORK/gpu_lenet.json"
-for f in gpu_conv gpu_lenet; do [ -f "$WORK/$f.json" ] && cp "$WORK/$f.json" "$OUT_DIR/"; done
+for f in gpu_conv gpu_deform gpu_lenet; do [ -f "$WORK/$f.json" ] && cp "$WORK/$f.json" "$OUT_DIR/"; done
 
 # ---- compute-sanitizer on the CUDA kernel tests: memcheck (bad accesses) and racecheck (shared-memory
 # races; the emulator cannot see races, README "Kernels"). Only where it can attach to this GPU.

@@ -35,12 +35,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 KERNELS = REPO / "kernels"
-FILES = ["common.cuh", "conv.cu", "depthwise.cu", "im2col.cu", "pool.cu"]
+FILES = ["common.cuh", "conv.cu", "deform.cu", "depthwise.cu", "im2col.cu", "pool.cu"]
 TESTS = {  # pytest -k expression for the tests that exercise each file's kernels
     "conv.cu": "test_direct_conv",
     "depthwise.cu": "test_depthwise",
     "im2col.cu": "test_im2col",
     "pool.cu": "max_pool",
+    "deform.cu": "deformable",
     "common.cuh": "test_",
 }
 
@@ -72,6 +73,7 @@ OPERATORS = [  # (name, pattern, replacement)
 # key: "file:line:operator:occurrence" (as printed by --list).
 EQUIVALENT = {
     "pool.cu:15:no = 0:0": "`best` is first read after `where < 0` has made the first in-bounds tap assign it",
+    "deform.cu:59:literal + 1:0": "`v[5]` instead of `v[4]`: a fifth neighbour slot that nothing reads",
 }
 
 
@@ -145,7 +147,7 @@ def run_tests(name, folder, cache, timeout):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1), os.dup2(devnull, 2)
         import pytest
-        code = pytest.main(["-q", "-x", "-p", "no:cacheprovider", str(REPO / "tests" / "test_kernels.py"),
+        code = pytest.main(["-q", "-x", "-p", "no:cacheprovider", str(REPO / "tests" / "kernels" / "test_kernels.py"),
                             "-k", f"emulator and float64 and {TESTS[name]}"])
         os._exit(int(code))
     deadline = time.monotonic() + timeout
@@ -188,6 +190,9 @@ def main(argv=None):
         for number, (key, name, text, before, after) in enumerate(chosen, 1):
             write_sources(folder, name, text)
             outcome = run_tests(name, folder, cache, args.timeout) if compiles(name, folder, cache) else "invalid"
+            if outcome in ("error 4", "error 5"):  # pytest's usage error / no tests collected: nothing was tested
+                raise SystemExit(f"mutate_kernels: the tests did not run for {key} (pytest exit {outcome[6:]}: a "
+                                 f"usage error or no test collected); check TESTS and the test file's path")
             if outcome == "survived" and key in EQUIVALENT:
                 outcome = "equivalent"
             results.append(dict(mutant=key, before=before, after=after, outcome=outcome))

@@ -12,11 +12,12 @@ import pickle
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .download import DatasetError, cache_root, download, find_file, search_dirs, verify
+from .download import DatasetError, cache_root, download, find_file, preparing, search_dirs, verify
 from .loader import ArrayDataset
 
 NAME = "cifar-10"
@@ -61,26 +62,40 @@ def read_batch(path):
 
 
 def find_cifar10(data_dir=None, download_ok=True, progress=True, mirrors=None, archive_md5=ARCHIVE_MD5):
-    """The ``cifar-10-batches-py`` folder: found, unpacked from a found archive, or downloaded."""
+    """The ``cifar-10-batches-py`` folder: found, unpacked from a found archive, or downloaded.
+
+    Downloading and unpacking happen under the dataset's preparation lock (``preparing``): when several
+    processes start at once, one prepares the folder and the others wait for it."""
     dirs = search_dirs(NAME, data_dir)
-    for d in dirs:
-        if (d / FOLDER / "test_batch").is_file():
-            return d / FOLDER
-    archive = find_file([ARCHIVE], dirs)
-    tried = "downloads are disabled"
-    if archive is None and download_ok:
-        try:
-            archive = download(MIRRORS if mirrors is None else mirrors, cache_root() / NAME / ARCHIVE,
-                               md5=archive_md5, progress=progress)
-        except DatasetError as exc:
-            tried = str(exc)
-    if archive is not None:
+    folder = _unpacked(dirs)
+    if folder is not None:
+        return folder
+    if find_file([ARCHIVE], dirs) is None and not download_ok:
+        raise _missing(dirs, "downloads are disabled")
+    with preparing(NAME, progress):
+        folder = _unpacked(dirs)  # prepared by another process while this one waited
+        if folder is not None:
+            return folder
+        archive = find_file([ARCHIVE], dirs)
+        if archive is None:
+            try:
+                archive = download(MIRRORS if mirrors is None else mirrors, cache_root() / NAME / ARCHIVE,
+                                   md5=archive_md5, progress=progress)
+            except DatasetError as exc:
+                raise _missing(dirs, str(exc)) from None
         verify(archive, md5=archive_md5)
         return _unpack(archive, cache_root() / NAME)
+
+
+def _unpacked(dirs):
+    return next((d / FOLDER for d in dirs if (d / FOLDER / "test_batch").is_file()), None)
+
+
+def _missing(dirs, tried):
     searched = ", ".join(str(d) for d in dirs)
-    raise DatasetError(f"{NAME}: {FOLDER}/ (or {ARCHIVE}) not found. Looked in: {searched}; {tried}. "
-                       f"To supply it: download {MIRRORS[0]} and unpack it (or just put the archive) in one of "
-                       f"those folders, or pass --data-dir pointing at the folder holding it")
+    return DatasetError(f"{NAME}: {FOLDER}/ (or {ARCHIVE}) not found. Looked in: {searched}; {tried}. "
+                        f"To supply it: download {MIRRORS[0]} and unpack it (or just put the archive) in one of "
+                        f"those folders, or pass --data-dir pointing at the folder holding it")
 
 
 def _unpack(archive, into):
@@ -96,7 +111,7 @@ def _unpack(archive, into):
                        and ".." not in m.name.split("/")]
             tar.extractall(tmp, members=members, filter="data")
         os.replace(tmp / FOLDER, target)
-    except (OSError, EOFError, tarfile.TarError) as exc:
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
         raise DatasetError(f"{archive} could not be unpacked ({exc.__class__.__name__}: {exc}); "
                            f"it is corrupt or truncated: delete it and run again") from None
     finally:

@@ -10,15 +10,21 @@ answer 403 or vanish, so we keep several): written to a temporary file beside
 the target, checked, and only then renamed into place, so a dropped connection
 or a bad mirror never leaves a half-written file that a later run would trust.
 """
+import contextlib
 import gzip
 import hashlib
 import http.client
 import os
+import sys
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 from ..nn.serialization import new_file_mode
+from ..runlock import exclusive
+
+PREPARE_LOCK = ".prepare.lock"
 
 
 class DatasetError(RuntimeError):
@@ -45,6 +51,26 @@ def search_dirs(name, data_dir=None, system_dirs=()):
         if d not in unique:
             unique.append(d)
     return unique
+
+
+@contextlib.contextmanager
+def preparing(name, progress=True):
+    """Hold dataset ``name``'s preparation lock (a file in its cache folder) for the block. Several
+    processes may start at once (the ranks of an mpirun, two runs): one downloads or unpacks, the others
+    wait, then find its result, so none reads or replaces a half-written file."""
+    folder = cache_root() / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = exclusive(folder / PREPARE_LOCK, waiting=lambda owner: progress and print(
+            f"waiting for {owner}, which is preparing {name} in {folder} ...", file=sys.stderr, flush=True))
+        lock.__enter__()
+    except OSError as exc:
+        raise DatasetError(f"cannot use the dataset cache {folder} ({exc.strerror or exc}): set SCRATCHNET_CACHE "
+                           f"to a folder you can write to") from None
+    try:
+        yield folder
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def find_file(filenames, dirs):
@@ -103,9 +129,15 @@ def verify(path, sha256=None, md5=None):
                 raise DatasetError(f"{path} is corrupt: MD5 is {got}, expected {md5}; "
                                    f"delete it and run again to download a fresh copy")
         _verified.add(key)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DatasetError(f"{path} is corrupt or truncated ({exc.__class__.__name__}: {exc}); "
-                           f"delete it and run again to download a fresh copy") from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a broken stream is zlib's
+        raise unreadable(path, exc) from None
+
+
+def unreadable(path, exc):
+    """The DatasetError for a file that cannot be read to its end: which file, what broke, what to do."""
+    kind = type(exc).__name__ if type(exc).__module__ == "builtins" else f"{type(exc).__module__}.{type(exc).__name__}"
+    return DatasetError(f"{path} is corrupt or truncated ({kind}: {exc}); delete it and run again to download a "
+                        f"fresh copy")
 
 
 # --------------------------------------------------------------------------- downloading
@@ -181,11 +213,16 @@ def fetch_file(name, filename, urls=(), sha256=None, md5=None, data_dir=None, sy
         return path
     tried = "downloads are disabled"
     if download_ok and urls:
-        try:
-            return download([u + filename if u.endswith("/") else u for u in urls],
-                            cache_root() / name / filename, sha256=sha256, md5=md5, progress=progress)
-        except DatasetError as exc:
-            tried = str(exc)
+        with preparing(name, progress):
+            path = find_file([filename, *alternatives], dirs)  # fetched by another process while this one waited
+            if path is not None:
+                verify(path, sha256=sha256, md5=md5 if path.name == filename else None)
+                return path
+            try:
+                return download([u + filename if u.endswith("/") else u for u in urls],
+                                cache_root() / name / filename, sha256=sha256, md5=md5, progress=progress)
+            except DatasetError as exc:
+                tried = str(exc)
     advice = how_to or (f"download it and put it in one of those folders, or pass --data-dir (data_dir=) "
                         f"pointing at the folder that holds it")
     # One line (the CLI prints it as is): what is missing, where we looked, what failed, what to do.

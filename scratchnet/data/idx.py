@@ -5,11 +5,12 @@ big-endian uint32 sizes, then the values in C order. Both datasets ship as four
 gzip'd IDX files; we accept them compressed or not.
 """
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .download import DatasetError, fetch_file
+from .download import DatasetError, fetch_file, unreadable
 from .loader import ArrayDataset
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -42,9 +43,8 @@ def read_idx(path):
         opener = gzip.open if magic == b"\x1f\x8b" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise DatasetError(f"{path} is corrupt or truncated ({exc.__class__.__name__}: {exc}); "
-                           f"delete it and run again to download a fresh copy") from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a broken stream is zlib's
+        raise unreadable(path, exc) from None
     return parse_idx(raw, source=str(path))
 
 

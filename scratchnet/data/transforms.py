@@ -3,7 +3,8 @@
 Working on the batch, not one image at a time, keeps the loops inside NumPy:
 a random crop is one fancy-index, a resize two matrix products. Names follow
 torchvision's (``Normalize``, ``Pad``, ``RandomCrop``, ``RandomHorizontalFlip``,
-``Resize``, ``CenterCrop``, ``TenCrop``) with AlexNet's PCA lighting noise added.
+``Resize``, ``CenterCrop``, ``TenCrop``) with AlexNet's PCA lighting noise added; ``AntialiasResize`` and
+``imagenet_eval`` are torchvision's ImageNet evaluation preprocessing (Pillow's antialiased filters).
 
 AlexNet's data (Krizhevsky et al. 2012, Sec. 4.1): images rescaled to 256x256, random 224x224
 patches and their mirror images for training (``Resize(256)``, ``RandomCrop(224)``,
@@ -158,20 +159,6 @@ def five_crop(x, size):
     return np.stack(corners + [center_crop(x, size)], axis=1)
 
 
-class CenterCrop:
-    """The centre ``size`` window of every image (torchvision's rounding of odd margins)."""
-
-    def __init__(self, size):
-        self.size = _size_pair(size)
-
-    def __call__(self, x, rng=None):
-        _check_crop("CenterCrop", self.size, x)
-        return np.ascontiguousarray(center_crop(x, self.size))
-
-    def __repr__(self):
-        return f"CenterCrop({self.size})"
-
-
 class TenCrop:
     """AlexNet's test-time patches (Sec. 4.1): the four corners and the centre, then the same five windows
     of the mirrored image, as torchvision's ``TenCrop`` orders them (``five_crop(x) + five_crop(hflip(x))``).
@@ -228,6 +215,141 @@ class Resize:
 
     def __repr__(self):
         return f"Resize({self.size})"
+
+
+# --------------------------------------------------------------------------- antialiased resize (Pillow's filters)
+
+
+def _triangle(x):
+    """Pillow's bilinear filter (support 1)."""
+    return np.maximum(1.0 - np.abs(x), 0.0)
+
+
+def _cubic(x, a=-0.5):
+    """Pillow's bicubic filter (Keys, a = -0.5; support 2)."""
+    x = np.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+FILTERS = {"bilinear": (_triangle, 1.0), "bicubic": (_cubic, 2.0)}
+
+
+def antialias_resize_matrix(in_size, out_size, interpolation="bilinear", dtype=np.float64):
+    """(out, in) matrix of Pillow's resampling (``Image.resize``), which torchvision's ``antialias=True``
+    reproduces: when shrinking, the filter is stretched by the scale, so every input pixel counts.
+
+    Pillow's ``precompute_coeffs``: output pixel i is centred at (i + 0.5) * scale in the input; its
+    window [int(centre - support + 0.5), int(centre + support + 0.5)) is clipped to the image, its
+    weights are filter((j - centre + 0.5) / filterscale), normalised to sum 1.
+    """
+    if interpolation not in FILTERS:
+        raise ValueError(f"interpolation must be one of {', '.join(FILTERS)}, got {interpolation!r}")
+    kernel, support = FILTERS[interpolation]
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support *= filterscale
+    centre = (np.arange(out_size) + 0.5) * scale
+    first = np.maximum((centre - support + 0.5).astype(np.int64), 0)  # C's (int) cast truncates, like astype
+    last = np.minimum((centre + support + 0.5).astype(np.int64), in_size)
+    taps = np.arange(int(np.ceil(support)) * 2 + 1)
+    columns = first[:, None] + taps  # (out, taps) input pixels of each window
+    inside = columns < last[:, None]
+    weights = np.where(inside, kernel((columns - centre[:, None] + 0.5) / filterscale), 0.0)
+    weights /= weights.sum(axis=1, keepdims=True)
+    m = np.zeros((out_size, in_size), dtype=np.float64)
+    rows = np.broadcast_to(np.arange(out_size)[:, None], columns.shape)
+    m[rows[inside], columns[inside]] = weights[inside]
+    return m.astype(dtype)
+
+
+def resized_size(height, width, size):
+    """torchvision's ``Resize`` output size: an int sets the shorter side (the longer one keeps the aspect,
+    truncated), a pair is (height, width)."""
+    if not np.isscalar(size):
+        return tuple(int(s) for s in size)
+    short, long = (height, width) if height <= width else (width, height)
+    new_short, new_long = int(size), int(size * long / short)
+    return (new_short, new_long) if height <= width else (new_long, new_short)
+
+
+PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point coefficients for 8-bit images
+
+
+def _pillow_8bit_pass(x, matrix):
+    """One pass of Pillow's 8-bit resampling along the last axis: coefficients rounded to 22-bit fixed
+    point, a half added, shifted back and clipped to 0..255. Every product and sum is an integer below
+    2**53, so float64 arithmetic computes it exactly (with BLAS)."""
+    scale = float(1 << PRECISION_BITS)
+    fixed = np.trunc(matrix * scale + np.where(matrix < 0, -0.5, 0.5))
+    sums = x.astype(np.float64) @ fixed.T + (1 << (PRECISION_BITS - 1))
+    return np.clip(np.floor(sums / scale), 0, 255).astype(np.uint8)
+
+
+class AntialiasResize:
+    """Resize as torchvision's ``Resize(size, interpolation, antialias=True)``: an int ``size`` sets the
+    shorter side; bilinear or bicubic with Pillow's antialiasing filters, one matrix per axis.
+
+    uint8 images are resized exactly as Pillow resizes 8-bit images (torchvision on PIL images):
+    fixed-point coefficients, rounding to 8 bits after each pass, horizontal first. Float images as
+    torchvision's ``antialias=True`` on float tensors.
+    """
+
+    def __init__(self, size, interpolation="bilinear"):
+        if interpolation not in FILTERS:
+            raise ValueError(f"AntialiasResize: interpolation must be one of {', '.join(FILTERS)}, "
+                             f"got {interpolation!r}")
+        self.size, self.interpolation = size, interpolation
+
+    def __call__(self, x, rng=None):
+        h, w = x.shape[-2:]
+        out_h, out_w = resized_size(h, w, self.size)
+        if x.dtype == np.uint8:  # Pillow's order: horizontal pass first, then vertical
+            if out_w != w:
+                x = _pillow_8bit_pass(x, antialias_resize_matrix(w, out_w, self.interpolation))
+            if out_h != h:
+                x = _pillow_8bit_pass(x.swapaxes(-1, -2), antialias_resize_matrix(h, out_h, self.interpolation))
+                x = np.ascontiguousarray(x.swapaxes(-1, -2))
+            return x
+        dtype = x.dtype if backend.is_floating(x.dtype) else backend.get_default_dtype()
+        x = x.astype(dtype, copy=False)
+        if out_w != w:
+            x = x @ antialias_resize_matrix(w, out_w, self.interpolation, dtype).T
+        if out_h != h:
+            x = antialias_resize_matrix(h, out_h, self.interpolation, dtype) @ x
+        return x
+
+    def __repr__(self):
+        return f"AntialiasResize({self.size}, interpolation={self.interpolation!r})"
+
+
+class CenterCrop:
+    """The central ``size`` window, placed as torchvision's ``CenterCrop`` (offsets rounded half to even)."""
+
+    def __init__(self, size):
+        self.size = (size, size) if np.isscalar(size) else tuple(size)
+
+    def __call__(self, x, rng=None):
+        _check_crop("CenterCrop", self.size, x)
+        return center_crop(x, self.size)
+
+    def __repr__(self):
+        return f"CenterCrop({self.size})"
+
+
+# ImageNet's per-channel mean and standard deviation of RGB pixels in [0, 1] (torchvision's weights use them)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_eval(resize_size=256, crop_size=224, interpolation="bilinear"):
+    """ImageNet evaluation preprocessing as torchvision applies its weights' transform to a PIL image:
+    uint8 RGB (N, 3, H, W) -> shorter side ``resize_size`` (Pillow's 8-bit antialiased resize) -> centre
+    ``crop_size`` crop -> [0, 1] float32 -> normalised by ``IMAGENET_MEAN``/``IMAGENET_STD``. A batch
+    holds images of one size: preprocess photographs one by one."""
+    return Compose([AntialiasResize(resize_size, interpolation), CenterCrop(crop_size), ToFloat(np.float32),
+                    Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 # ImageNet's RGB eigen-decomposition (pixels in [0, 1]), as used by fb.resnet.torch and torchvision's recipes.

@@ -7,7 +7,7 @@ See comm.py (ranks, collectives, timeouts), data_parallel.py (DistributedDataPar
 SyncBatchNorm), sampler.py (DistributedSampler), model_parallel.py (AlexNetTowers) and
 training.py (what the train CLI does on every rank).
 """
-from .comm import Communicator, DistributedError, find_mpirun, init, launched_by_mpi
+from .comm import Communicator, DistributedError, find_mpirun, init, launch_rank, launch_size, launched_by_mpi
 from .data_parallel import (DistributedDataParallel, SyncBatchNorm, average_gradients, broadcast_tensors,
                             convert_sync_batchnorm, make_buckets)
 from .model_parallel import AlexNetTowers, copy_to_towers, gather_towers

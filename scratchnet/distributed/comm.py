@@ -7,14 +7,23 @@ Processes are started by an MPI launcher (``mpirun -n 2 ...``, Slurm's ``srun``)
     allreduce(a, op)             the element-wise sum (or max/min) of ``a`` over all ranks, on every rank
     broadcast(a, root)           rank ``root``'s array on every rank
     allgather(a)                 every rank's array, stacked: shape (size, *a.shape)
-    send(a, dest) / recv(src)    point to point (recv learns shape and dtype from a small header)
+    send(a, dest) / recv(src)    point to point (recv learns shape and dtype from a small header);
+                                 send never waits for the receiver, so two ranks that both send
+                                 before they receive cannot deadlock
     barrier(), broadcast_object, allgather_object, abort
+Arrays keep their shape (a 0-d array stays 0-d) and dtype; a dtype the engine cannot move (object;
+bool or text in a sum) is a TypeError.
 
 Which engine moves the bytes depends on the array:
 - NumPy arrays go through MPI (mpi4py's buffer interface, no pickling).
-- CuPy arrays go through NCCL (``cupy.cuda.nccl``), whose communicator is set up once by
-  broadcasting NCCL's unique id over MPI. Without NCCL (CuPy built without it) they take
-  the slower, always-available route through host memory: copy to the host, MPI, copy back.
+- CuPy arrays go through NCCL (``cupy.cuda.nccl``; its runtime is the ``nvidia-nccl-cu12`` /
+  ``-cu13`` wheel of the ``gpu`` / ``cuda13`` extras), whose communicator is set up once by
+  broadcasting NCCL's unique id over MPI. The ranks agree on it: when NCCL is missing on any rank,
+  every rank takes the slower, always-available route through host memory (copy to the host, MPI,
+  copy back), and ``engine`` says which one is in use and why. Point-to-point sends of CuPy arrays
+  always take the host route (NCCL's would block until the peer receives).
+A GPU run gives each rank of a host its own GPU (by local rank); more ranks on a host than it has
+GPUs is refused, on every rank, in one sentence.
 
 No call can hang for ever. Every operation runs under a deadline (``timeout`` seconds, default
 300, env ``SCRATCHNET_DIST_TIMEOUT``): a watchdog thread checks the call in progress, and when a
@@ -32,6 +41,7 @@ import sys
 import sysconfig
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -52,6 +62,29 @@ class DistributedError(RuntimeError):
 def launched_by_mpi():
     """Whether this process was started by an MPI launcher (mpirun, mpiexec, srun with PMI/PMIx)."""
     return any(name in os.environ for name in _LAUNCH_VARIABLES)
+
+
+def _launch_number(names):
+    for name in names:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def launch_rank():
+    """This process's rank as its MPI launcher numbered it (None when not launched by MPI), read from the
+    environment: known before (and without) MPI is initialised, e.g. to let rank 0 alone print an error."""
+    if not launched_by_mpi():
+        return None
+    return _launch_number(("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"))
+
+
+def launch_size():
+    """How many processes the MPI launcher started (None when not launched by MPI), from the environment."""
+    if not launched_by_mpi():
+        return None
+    return _launch_number(("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"))
 
 
 def find_mpirun():
@@ -80,6 +113,16 @@ def init(device="cpu", timeout=None):
     return Communicator(MPI.COMM_WORLD, device=device, timeout=timeout)
 
 
+def gpu_for_rank(local_rank, local_size, device_count, host):
+    """The GPU a rank uses: its local rank. None, and the reason, when its host runs more ranks than it has
+    GPUs (two ranks on one GPU would share its memory and NCCL refuses them)."""
+    if local_size > device_count:
+        return None, (f"{local_size} ranks run on host {host}, which has {device_count} GPU(s): start at most "
+                      f"{device_count} rank(s) per host (mpirun -n {device_count}, or slots={device_count} in a "
+                      f"hostfile), or train on --device cpu")
+    return local_rank, None
+
+
 class Communicator:
     """Collective operations among the ranks of an MPI communicator (see the module docstring)."""
 
@@ -91,20 +134,44 @@ class Communicator:
             timeout = float(os.environ.get("SCRATCHNET_DIST_TIMEOUT", DEFAULT_TIMEOUT))
         self.timeout = float(timeout)
         # the rank among the processes on this host: the GPU to use when a host has several
-        self.local_rank = mpi_comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
+        local = mpi_comm.Split_type(self.MPI.COMM_TYPE_SHARED)
+        self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         self._waiting = None  # (deadline, operation) of the call in progress, read by the watchdog
+        self._sends = []  # (request, buffers) of sends MPI has not finished yet
         threading.Thread(target=self._watchdog, name="scratchnet-mpi-watchdog", daemon=True).start()
         self.device = backend.check_device(device)
         self.nccl = None
+        self.engine = "MPI"
         if self.device == "gpu":
             cp = backend.cp
-            self.gpu_id = self.local_rank % cp.cuda.runtime.getDeviceCount()
+            self.gpu_id = self.agree_on_gpus(cp.cuda.runtime.getDeviceCount())
             cp.cuda.Device(self.gpu_id).use()
-            self.nccl = _Nccl.create(self)
+            self.nccl = self.agree_on_nccl(*_Nccl.available())
 
     def __repr__(self):
-        engine = "NCCL" if self.nccl is not None else "MPI"
-        return f"Communicator(rank {self.rank} of {self.size}, local rank {self.local_rank}, {engine})"
+        return f"Communicator(rank {self.rank} of {self.size}, local rank {self.local_rank}, {self.engine})"
+
+    # -- what every rank must agree on before the first GPU call
+    def agree_on_gpus(self, device_count):
+        """This rank's GPU; refused on every rank when any host runs more ranks than it has GPUs."""
+        gpu, problem = gpu_for_rank(self.local_rank, self.local_size, device_count, self.MPI.Get_processor_name())
+        problems = [p for p in self.allgather_object(problem) if p is not None]
+        if problems:
+            raise DistributedError(problems[0])
+        return gpu
+
+    def agree_on_nccl(self, available, reason=None):
+        """NCCL (a ``_Nccl``) when every rank has it, else None on every rank: ranks that disagreed would
+        wait in different engines for ever. ``engine`` names the choice (rank 0 reports it)."""
+        reasons = self.allgather_object(None if available else (reason or "NCCL is not available"))
+        missing = [(rank, why) for rank, why in enumerate(reasons) if why is not None]
+        if missing:
+            rank, why = missing[0]
+            self.engine = (f"MPI through host memory (no NCCL on rank {rank}"
+                           f"{f' and {len(missing) - 1} other(s)' if len(missing) > 1 else ''}: {why})")
+            return None
+        self.engine = "NCCL"
+        return _Nccl(self, _Nccl.module())
 
     # -- the deadline
     @contextmanager
@@ -130,11 +197,14 @@ class Communicator:
     # -- collectives on arrays
     def allreduce(self, array, op="sum"):
         """The element-wise reduction (sum, max or min) of ``array`` over all ranks, as a new array."""
+        if op not in REDUCTIONS:
+            raise ValueError(f"allreduce: op must be one of {', '.join(REDUCTIONS)}, got {op!r}")
+        _check_dtype(f"allreduce({op})", array, reduced=True)
         if _on_gpu(array):
             if self.nccl is not None:
                 return self.nccl.allreduce(array, op)
             return backend.cp.asarray(self.allreduce(backend.cp.asnumpy(array), op))  # through the host
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
         result = np.empty_like(array)
         ops = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}
         with self._deadline(f"allreduce({op})"):
@@ -143,58 +213,70 @@ class Communicator:
 
     def broadcast(self, array, root=0):
         """Rank ``root``'s array on every rank (the others pass an array of the same shape and dtype)."""
+        _check_dtype("broadcast", array)
         if _on_gpu(array):
             if self.nccl is not None:
                 return self.nccl.broadcast(array, root)
             return backend.cp.asarray(self.broadcast(backend.cp.asnumpy(array), root))
         result = np.array(array, copy=True, order="C")
         with self._deadline("broadcast"):
-            self.mpi.Bcast(result, root=root)
+            self.mpi.Bcast([result, self.MPI.BYTE], root=root)  # as bytes: any dtype, any shape
         return result
 
     def allgather(self, array):
         """Every rank's array (all of one shape and dtype), stacked along a new first axis."""
+        _check_dtype("allgather", array)
         if _on_gpu(array):
             if self.nccl is not None:
                 return self.nccl.allgather(array)
             return backend.cp.asarray(self.allgather(backend.cp.asnumpy(array)))
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")
         result = np.empty((self.size,) + array.shape, dtype=array.dtype)
         with self._deadline("allgather"):
-            self.mpi.Allgather(array, result)
+            self.mpi.Allgather([array, self.MPI.BYTE], [result, self.MPI.BYTE])
         return result
 
     def send(self, array, dest, tag=0):
-        """Send an array to rank ``dest``: a small header (shape, dtype, device), then the bytes."""
-        gpu = _on_gpu(array)
-        header = np.array([array.ndim, *array.shape, *np.frombuffer(array.dtype.str.encode().ljust(8), np.uint8),
-                           int(gpu)], dtype=np.int64)
-        with self._deadline(f"send to rank {dest}"):
-            self.mpi.Send(np.array([header.size], np.int64), dest, tag)
-            self.mpi.Send(header, dest, tag)
-            if gpu and self.nccl is not None:
-                self.nccl.send(array, dest)
-            else:
-                self.mpi.Send(np.ascontiguousarray(backend.to_numpy(array)), dest, tag)
+        """Send an array to rank ``dest``: a fixed-size header (device, dtype, shape), then the bytes.
+
+        It returns at once (MPI's non-blocking send; the arrays are kept until MPI has delivered them),
+        so two ranks that each send to the other before receiving cannot deadlock, whatever the size.
+        CuPy arrays go through host memory (recv gives them back on the GPU)."""
+        _check_dtype("send", array)
+        data = np.asarray(backend.to_numpy(array), order="C")
+        if data.ndim > MAX_DIMS or len(data.dtype.str) > _DTYPE_CHARS:
+            raise ValueError(f"send: at most {MAX_DIMS} dimensions of a plain dtype, got {data.ndim} of "
+                             f"{data.dtype}")
+        header = np.zeros(_HEADER, np.int64)
+        header[:3] = int(_on_gpu(array)), data.ndim, len(data.dtype.str)
+        header[3:3 + len(data.dtype.str)] = np.frombuffer(data.dtype.str.encode(), np.uint8)
+        header[3 + _DTYPE_CHARS:3 + _DTYPE_CHARS + data.ndim] = data.shape
+        self._finish_sends()
+        self._sends += [(self.mpi.Isend(header, dest, tag), header),
+                        (self.mpi.Isend([data, self.MPI.BYTE], dest, tag), data)]
 
     def recv(self, source, tag=0):
         """Receive the array rank ``source`` sent (on the device it was sent from)."""
         with self._deadline(f"recv from rank {source}"):
-            length = np.empty(1, np.int64)
-            self.mpi.Recv(length, source, tag)
-            header = np.empty(int(length[0]), np.int64)
+            header = np.empty(_HEADER, np.int64)
             self.mpi.Recv(header, source, tag)
-            ndim = int(header[0])
-            shape = tuple(int(n) for n in header[1:1 + ndim])
-            dtype = np.dtype(bytes(header[1 + ndim:9 + ndim].astype(np.uint8)).rstrip().decode())
-            gpu = bool(header[-1])
-            if gpu and self.nccl is not None:
-                return self.nccl.recv(shape, dtype, source)
-            result = np.empty(shape, dtype)
-            self.mpi.Recv(result, source, tag)
+            gpu, ndim, chars = (int(v) for v in header[:3])
+            dtype = np.dtype(bytes(header[3:3 + chars].astype(np.uint8)).decode())
+            result = np.empty(tuple(int(n) for n in header[3 + _DTYPE_CHARS:3 + _DTYPE_CHARS + ndim]), dtype)
+            self.mpi.Recv([result, self.MPI.BYTE], source, tag)
+        self._finish_sends()
         return backend.cp.asarray(result) if gpu else result
 
+    def _finish_sends(self, wait=False):
+        """Forget the sends MPI has delivered (``wait``: wait for all of them, under the deadline)."""
+        if wait and self._sends:
+            with self._deadline("sends waiting for their receivers"):
+                self.MPI.Request.Waitall([request for request, _ in self._sends])
+        self._sends = [(request, kept) for request, kept in self._sends if not request.Test()]
+
     def barrier(self):
+        """Wait for every rank (and for this rank's sends to be received)."""
+        self._finish_sends(wait=True)
         with self._deadline("barrier"):
             self.mpi.Barrier()
 
@@ -227,6 +309,21 @@ def _on_gpu(array):
     return backend.cp is not None and isinstance(array, backend.cp.ndarray)
 
 
+REDUCTIONS = ("sum", "max", "min")
+REDUCIBLE = "iufc"  # the dtype kinds MPI reduces: ints, unsigned, floats, complex (not bool, not text)
+MAX_DIMS, _DTYPE_CHARS = 32, 16  # a send's header: device, ndim, dtype's length, dtype (e.g. '<f4'), shape
+_HEADER = 3 + _DTYPE_CHARS + MAX_DIMS
+
+
+def _check_dtype(op, array, reduced=False):
+    """Arrays only; any dtype without Python objects moves (as bytes); only numbers are reduced."""
+    dtype = getattr(array, "dtype", None)
+    if dtype is None or dtype.hasobject or (reduced and dtype.kind not in REDUCIBLE):
+        takes = "int, uint, float or complex dtypes" if reduced else "any dtype but object"
+        raise TypeError(f"{op}: cannot move a {type(array).__name__} of dtype {dtype}; the communicator takes "
+                        f"NumPy or CuPy arrays of {takes}")
+
+
 class _Nccl:
     """NCCL collectives on CuPy arrays, on the current stream, waited on with the same deadline.
 
@@ -240,20 +337,35 @@ class _Nccl:
         uid = communicator.broadcast_object(uid)  # the bootstrap goes over MPI
         self.comm = nccl.NcclCommunicator(communicator.size, uid, communicator.rank)
         self.dtypes = {np.dtype(np.float16): nccl.NCCL_FLOAT16, np.dtype(np.float32): nccl.NCCL_FLOAT32,
-                       np.dtype(np.float64): nccl.NCCL_FLOAT64, np.dtype(np.int32): nccl.NCCL_INT32,
-                       np.dtype(np.int64): nccl.NCCL_INT64, np.dtype(np.uint8): nccl.NCCL_UINT8}
+                       np.dtype(np.float64): nccl.NCCL_FLOAT64, np.dtype(np.int8): nccl.NCCL_INT8,
+                       np.dtype(np.uint8): nccl.NCCL_UINT8, np.dtype(np.int32): nccl.NCCL_INT32,
+                       np.dtype(np.uint32): nccl.NCCL_UINT32, np.dtype(np.int64): nccl.NCCL_INT64,
+                       np.dtype(np.uint64): nccl.NCCL_UINT64}
         self.ops = {"sum": nccl.NCCL_SUM, "max": nccl.NCCL_MAX, "min": nccl.NCCL_MIN}
 
+    @staticmethod
+    def module():
+        from cupy.cuda import nccl
+        return nccl
+
     @classmethod
-    def create(cls, communicator):
-        """NCCL when CuPy has it, else None (CuPy arrays then go through host memory and MPI)."""
+    def available(cls):
+        """(True, None) when CuPy can use NCCL here, else (False, why)."""
         try:
-            from cupy.cuda import nccl
-            if not nccl.available:
-                return None
-        except ImportError:
-            return None
-        return cls(communicator, nccl)
+            with warnings.catch_warnings():  # CuPy warns that it cannot load NCCL: the reason below says it
+                warnings.simplefilter("ignore")
+                if cls.module().available:
+                    return True, None
+        except ImportError as exc:
+            return False, f"cupy.cuda.nccl cannot be imported ({exc})"
+        return False, "CuPy finds no NCCL runtime: pip install 'scratchnet[gpu]' (nvidia-nccl-cu12)"
+
+    def _dtype(self, x, op):
+        try:
+            return self.dtypes[np.dtype(x.dtype)]
+        except KeyError:
+            raise TypeError(f"NCCL {op}: cannot move arrays of dtype {x.dtype}; it takes "
+                            f"{', '.join(str(d) for d in self.dtypes)}") from None
 
     def _wait(self, what):
         """NCCL calls are queued on the stream: wait for it, under the communicator's deadline."""
@@ -261,36 +373,24 @@ class _Nccl:
             backend.cp.cuda.get_current_stream().synchronize()
 
     def allreduce(self, x, op):
-        x = backend.cp.ascontiguousarray(x)
+        x = backend.cp.asarray(x, order="C")  # (keeps a 0-d array 0-d)
         out = backend.cp.empty_like(x)
         stream = backend.cp.cuda.get_current_stream().ptr
-        self.comm.allReduce(x.data.ptr, out.data.ptr, x.size, self.dtypes[x.dtype], self.ops[op], stream)
+        self.comm.allReduce(x.data.ptr, out.data.ptr, x.size, self._dtype(x, "allreduce"), self.ops[op], stream)
         self._wait("allreduce")
         return out
 
     def broadcast(self, x, root):
         out = backend.cp.array(x, copy=True, order="C")
-        self.comm.bcast(out.data.ptr, out.size, self.dtypes[out.dtype], root,
+        self.comm.bcast(out.data.ptr, out.size, self._dtype(out, "broadcast"), root,
                         backend.cp.cuda.get_current_stream().ptr)
         self._wait("broadcast")
         return out
 
     def allgather(self, x):
-        x = backend.cp.ascontiguousarray(x)
+        x = backend.cp.asarray(x, order="C")
         out = backend.cp.empty((self.owner.size,) + x.shape, x.dtype)
-        self.comm.allGather(x.data.ptr, out.data.ptr, x.size, self.dtypes[x.dtype],
+        self.comm.allGather(x.data.ptr, out.data.ptr, x.size, self._dtype(x, "allgather"),
                             backend.cp.cuda.get_current_stream().ptr)
         self._wait("allgather")
-        return out
-
-    def send(self, x, dest):
-        x = backend.cp.ascontiguousarray(x)
-        self.comm.send(x.data.ptr, x.size, self.dtypes[x.dtype], dest, backend.cp.cuda.get_current_stream().ptr)
-        self._wait(f"send to rank {dest}")
-
-    def recv(self, shape, dtype, source):
-        out = backend.cp.empty(shape, dtype)
-        self.comm.recv(out.data.ptr, out.size, self.dtypes[out.dtype], source,
-                       backend.cp.cuda.get_current_stream().ptr)
-        self._wait(f"recv from rank {source}")
         return out

@@ -91,15 +91,25 @@ class AlexNetTowers(Module):
     copies its rows of every split layer, so it starts exactly where that model starts.
     """
 
+    @staticmethod
+    def split_convs(model):
+        """The five conv layers of an AlexNet with the two-GPU split (``features`` with conv groups 1, 2, 1, 2,
+        2 and a ``classifier``), or None for a model without it."""
+        features, classifier = getattr(model, "features", None), getattr(model, "classifier", None)
+        if not (isinstance(features, Sequential) and isinstance(classifier, Sequential)):
+            return None
+        convs = [m for m in features if isinstance(m, Conv2d)]
+        return convs if [c.groups for c in convs] == [1, 2, 1, 2, 2] else None
+
     def __init__(self, model, comm):
         super().__init__()
         if comm.size != 2:
             raise ValueError(f"the AlexNet split runs on exactly 2 ranks (the paper's two GPUs), got {comm.size}; "
                              f"launch with mpirun -n 2")
-        convs = [m for m in model.features if isinstance(m, Conv2d)]
-        if len(convs) != 5 or [c.groups for c in convs] != [1, 2, 1, 2, 2]:
+        convs = self.split_convs(model)
+        if convs is None:
             raise ValueError("model parallelism needs AlexNet with the two-GPU split (alexnet, groups=2); "
-                             f"this model's conv groups are {[c.groups for c in convs]}")
+                             f"{type(model).__name__} has no such split")
         object.__setattr__(self, "comm", comm)
         self.input_size = model.input_size
         g = comm.rank
@@ -151,7 +161,7 @@ class AlexNetTowers(Module):
         x = gather_towers(self.conv2(x), comm)                    # -> all 256 maps (into conv3)
         x = copy_to_towers(self.mix2(x), comm)
         x = gather_towers(self.body(x), comm)                     # -> all maps of pool5 (into fc6)
-        x = copy_to_towers(x.reshape(x.shape[0], -1), comm)
+        x = copy_to_towers(F.flatten(x, 1), comm)
         x = copy_to_towers(self.drop6(gather_towers(F.relu(self.fc6(x)), comm, 1)), comm)
         x = copy_to_towers(self.drop7(gather_towers(F.relu(self.fc7(x)), comm, 1)), comm)
         return gather_towers(self.fc8(x), comm, 1)

@@ -12,6 +12,9 @@ The train CLI asks a ``Ranks`` object (``setup()``) at the few points where rank
     any_stop          the signal (SIGINT/SIGTERM) any rank received, so every rank stops at one batch
     sum, gather       evaluation metrics over the test shards
     optimizer_state   the optimizer state as one process would hold it (model parallel: gathered)
+    read_on_main      a file only rank 0 reads (the checkpoint): its content, or its error, on every rank
+    agree             a step every rank takes itself (reading the data): its failure on any rank, on all
+    resume_command    the exact command that continues this run (mpirun, rank count, flags, folder)
     is_main           rank 0: the only one that prints and writes files
 
 A single process gets ``SingleProcess``, whose methods do nothing, so the training loop reads the
@@ -19,8 +22,10 @@ same either way. Batch size: ``--batch-size`` is per rank (as in torch's DDP), s
 N times as many samples per step; the learning rate is not rescaled.
 """
 import os
+import shlex
 import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -33,7 +38,10 @@ from .sampler import DistributedSampler
 class SingleProcess:
     """One process: every hook is the identity."""
 
-    rank, size, is_main, mode = 0, 1, True, None
+    rank, size, is_main, mode, sync_batchnorm = 0, 1, True, None, False
+
+    def __init__(self, device="cpu"):
+        self.device = device
 
     def wrap_model(self, model):
         return model
@@ -71,10 +79,22 @@ class SingleProcess:
     def broadcast_object(self, obj):
         return obj
 
-    def check_resume(self, state):
+    def read_on_main(self, read, error):
+        return read()
+
+    def agree(self, action, error):
+        return action()
+
+    def check_resume(self, state, folder):
+        """Refuse a checkpoint written by another number of ranks (or mode): it cannot continue this run."""
         saved = state.get("distributed") or {"mode": None, "ranks": 1}
-        if saved["ranks"] != 1 or saved["mode"] is not None:
-            raise DistributedError(_resume_mismatch(saved, self))
+        if saved["ranks"] != self.size or saved["mode"] != self.mode:
+            raise DistributedError(_resume_mismatch(saved, self, (state.get("config") or {}).get("model", "MODEL"),
+                                                    folder))
+
+    def resume_command(self, model, folder, device=None):
+        """The command that continues this run from ``folder``."""
+        return resume_command(model, folder, self.describe(), device or self.device, self.sync_batchnorm)
 
     def describe(self):
         return {"mode": None, "ranks": 1}
@@ -84,11 +104,16 @@ class Ranks(SingleProcess):
     """One rank of a distributed run: ``mode`` is "data" (data parallel) or "model" (AlexNet split)."""
 
     def __init__(self, comm, mode, sync_batchnorm=False):
+        super().__init__(comm.device)
         self.comm, self.mode, self.sync_batchnorm = comm, mode, sync_batchnorm
         self.rank, self.size, self.is_main = comm.rank, comm.size, comm.rank == 0
 
     def wrap_model(self, model):
         if self.mode == "model":
+            if AlexNetTowers.split_convs(model) is None:
+                raise ValueError(f"--model-parallel splits AlexNet's two towers over 2 ranks (alexnet, groups=2); "
+                                 f"{type(model).__name__} has no such split: train it data parallel with "
+                                 f"--distributed instead")
             return AlexNetTowers(model, self.comm)
         if self.sync_batchnorm:
             convert_sync_batchnorm(model, self.comm)
@@ -144,31 +169,62 @@ class Ranks(SingleProcess):
     def broadcast_object(self, obj):
         return self.comm.broadcast_object(obj)
 
-    def check_resume(self, state):
-        saved = state.get("distributed") or {"mode": None, "ranks": 1}
-        if saved["ranks"] != self.size or saved["mode"] != self.mode:
-            raise DistributedError(_resume_mismatch(saved, self))
+    def read_on_main(self, read, error):
+        """Rank 0 runs ``read()``; every rank gets its result, or raises ``error`` with rank 0's message
+        (so that no rank waits for a file that rank 0 could not read)."""
+        result = failure = None
+        if self.is_main:
+            try:
+                result = read()
+            except error as exc:
+                failure = str(exc)
+        result, failure = self.comm.broadcast_object((result, failure))
+        if failure is not None:
+            raise error(failure)
+        return result
+
+    def agree(self, action, error):
+        """Every rank runs ``action()`` (e.g. reads its data); when it fails on any rank, every rank raises
+        ``error`` with the first failure's message (naming its rank), so none goes on to wait for the rank
+        that stopped, and rank 0 alone reports it."""
+        try:
+            result, failure = action(), None
+        except error as exc:
+            result, failure = None, str(exc)
+        for rank, message in enumerate(self.comm.allgather_object(failure)):
+            if message is not None:
+                raise error(message if rank == 0 else f"on rank {rank}: {message}")
+        return result
 
     def describe(self):
         return {"mode": self.mode, "ranks": self.size}
 
 
-def _resume_mismatch(saved, now):
+def resume_command(model, folder, run, device="cpu", sync_batchnorm=False):
+    """The command that continues a run described by ``run`` (``describe()``: mode and ranks) from ``folder``."""
+    words = ["python", "-m", "scratchnet.train", model]
+    words += {"data": ["--distributed"], "model": ["--model-parallel"], None: []}[run["mode"]]
+    if sync_batchnorm:
+        words.append("--sync-batchnorm")
+    if device != "cpu":
+        words += ["--device", device]
+    words += ["--resume", str(folder)]
+    return (f"mpirun -n {run['ranks']} " if run["mode"] else "") + shlex.join(words)
+
+
+def _resume_mismatch(saved, now, model, folder):
     def words(d):
         if d["mode"] is None:
             return "one process"
         return f"{d['ranks']} ranks ({'model' if d['mode'] == 'model' else 'data'} parallel)"
 
-    def command(d):
-        if d["mode"] is None:
-            return "python -m scratchnet.train ... --resume DIR"
-        flag = "--model-parallel" if d["mode"] == "model" else "--distributed"
-        return f"mpirun -n {d['ranks']} python -m scratchnet.train ... {flag} --resume DIR"
-
-    return (f"--resume: this checkpoint was written by {words(saved)} and this run has {words(now.describe())}; "
-            f"the shards, the global batch and the step schedule depend on the number of ranks, so it cannot "
-            f"continue the same run: resume it with `{command(saved)}`, or start a new run from its weights "
-            f"with --weights DIR/final.npz or best.npz")
+    weights = [Path(folder) / name for name in ("best.npz", "final.npz") if (Path(folder) / name).is_file()]
+    start_new = (f", or start a new run from its weights with --weights {weights[0]}" if weights else
+                 "; no epoch of it has finished, so it has no weights yet to start a new run from")
+    return (f"--resume {folder}: this checkpoint was written by {words(saved)} and this run has "
+            f"{words(now.describe())}; the shards, the global batch and the step schedule depend on the number "
+            f"of ranks, so it cannot continue the same run: resume it with "
+            f"`{resume_command(model, folder, saved, now.device)}`{start_new}")
 
 
 def setup(distributed, model_parallel, device, timeout=None, sync_batchnorm=False):
@@ -178,11 +234,13 @@ def setup(distributed, model_parallel, device, timeout=None, sync_batchnorm=Fals
     if timeout is not None and not timeout > 0:
         raise DistributedError(f"--dist-timeout must be a positive number of seconds, got {timeout}")
     if not (distributed or model_parallel):
-        return SingleProcess()
+        return SingleProcess(device)
     comm = init(device, timeout)
     ranks = Ranks(comm, "model" if model_parallel else "data", sync_batchnorm)
     if not ranks.is_main:  # rank 0 speaks for the run; the others stay quiet unless they fail
         sys.stdout = open(os.devnull, "w")
+    print(f"{comm.size} rank{'s' if comm.size != 1 else ''} ({ranks.mode} parallel), arrays moved by "
+          f"{comm.engine}", flush=True)
     return ranks
 
 

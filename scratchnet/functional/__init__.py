@@ -4,6 +4,7 @@ One file per family, forward and backward side by side in each Function.
 """
 from .activation import leaky_relu, log_softmax, relu, sigmoid, silu, softmax, tanh
 from .conv import conv2d, conv_transpose2d
+from .deform import deform_conv2d
 from .dropout import dropout
 from .linear import linear
 from .loss import cross_entropy, mse_loss, nll_loss
@@ -15,8 +16,8 @@ from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
 __all__ = [
     "abs", "adaptive_avg_pool2d", "add", "avg_pool2d", "batch_norm", "broadcast_to", "cat", "clamp", "conv2d",
-    "conv_transpose2d", "cross_entropy", "div", "dropout", "exp", "flatten", "getitem", "leaky_relu", "linear",
-    "local_response_norm", "log", "log_softmax", "matmul", "max", "max_pool2d", "mean", "mse_loss", "mul", "neg",
-    "nll_loss", "permute", "pow", "relu", "reshape", "result_type", "sigmoid", "silu", "softmax", "split", "sqrt",
-    "stack", "sub", "sum", "tanh", "transpose",
+    "conv_transpose2d", "cross_entropy", "deform_conv2d", "div", "dropout", "exp", "flatten", "getitem", "leaky_relu",
+    "linear", "local_response_norm", "log", "log_softmax", "matmul", "max", "max_pool2d", "mean", "mse_loss", "mul",
+    "neg", "nll_loss", "permute", "pow", "relu", "reshape", "result_type", "sigmoid", "silu", "softmax", "split",
+    "sqrt", "stack", "sub", "sum", "tanh", "transpose",
 ]

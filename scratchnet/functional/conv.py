@@ -77,6 +77,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, conv
         raise ValueError(f"conv2d expects input of shape (N, C, H, W), got {x.shape}")
     if weight.ndim != 4:
         raise ValueError(f"conv2d expects weight of shape (C_out, C_in/groups, kh, kw), got {weight.shape}")
+    validate.conv_kernel("conv2d", weight.shape)
     c_in, (c_out, c_group, kh, kw) = x.shape[1], weight.shape
     if groups < 1 or c_in % groups or c_out % groups:
         raise ValueError(f"conv2d: groups={groups} must divide both in-channels ({c_in}) and "
@@ -161,6 +162,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     if weight.ndim != 4:
         raise ValueError(f"conv_transpose2d expects weight of shape (C_in, C_out/groups, kh, kw), "
                          f"got {weight.shape}")
+    validate.conv_kernel("conv_transpose2d", weight.shape)
     c_in, (c_w, c_group_out, kh, kw) = x.shape[1], weight.shape
     if groups < 1 or c_w % groups:
         raise ValueError(f"conv_transpose2d: groups={groups} must divide the in-channels of weight "

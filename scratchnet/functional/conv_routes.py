@@ -86,6 +86,13 @@ def col2im(col, x_shape, stride, padding, dilation):
     return padded[:, :, ph:ph + h, pw:pw + w]
 
 
+def _empty_batch(like, shape):
+    """The result of a call on an empty batch (N = 0): zeros of ``shape`` (an empty output or input gradient,
+    a zero weight gradient). Routes whose kernels would launch an empty grid, divide by the batch or sum
+    into memory they never initialise return this first."""
+    return backend.get_array_module(like).zeros(shape, dtype=like.dtype)
+
+
 def _grouped_matmul(a, b):
     """(g, m, k) @ (g, k, n); one plain 2-D GEMM when g == 1."""
     if a.shape[0] == 1:
@@ -222,10 +229,11 @@ class Gemm1x1:
     def forward(x, w, geo):
         xs, g, (oh, ow) = Gemm1x1._strided(x, geo), geo.groups, geo.out_hw
         n, c_out = x.shape[0], w.shape[0]
+        c_in = x.shape[1]  # named, not -1: an empty batch (N = 0) leaves -1 undetermined
         if g == 1:  # (C_out, C_in) broadcast against (N, C_in, oh*ow): one BLAS GEMM per image
-            y = w.reshape(c_out, -1) @ xs.reshape(n, -1, oh * ow)
+            y = w.reshape(c_out, -1) @ xs.reshape(n, c_in, oh * ow)
         else:
-            y = w.reshape(g, c_out // g, -1) @ xs.reshape(n, g, -1, oh * ow)
+            y = w.reshape(g, c_out // g, -1) @ xs.reshape(n, g, c_in // g, oh * ow)
         return y.reshape(n, c_out, oh, ow)
 
     @staticmethod
@@ -248,7 +256,7 @@ class Gemm1x1:
         xs, n, c_out = Gemm1x1._strided(x, geo), x.shape[0], w_shape[0]
         gy_images = xp.ascontiguousarray(gy).reshape(n, g, c_out // g, oh * ow)
         # per image gy (C_out/g, oh*ow) @ x^T (oh*ow, C_in/g), summed over the batch
-        gw = xp.matmul(gy_images, xs.reshape(n, g, -1, oh * ow).transpose(0, 1, 3, 2)).sum(axis=0)
+        gw = xp.matmul(gy_images, xs.reshape(n, g, x.shape[1] // g, oh * ow).transpose(0, 1, 3, 2)).sum(axis=0)
         return gw.reshape(w_shape)
 
 
@@ -260,7 +268,7 @@ class Window:
     @staticmethod
     def forward(x, w, geo):
         n, c_out = x.shape[0], w.shape[0]
-        return (x.reshape(n, -1) @ w.reshape(c_out, -1).T).reshape(n, c_out, 1, 1)
+        return (x.reshape(n, w[0].size) @ w.reshape(c_out, -1).T).reshape(n, c_out, 1, 1)
 
     @staticmethod
     def backward_input(gy, w, x_shape, geo):
@@ -270,7 +278,7 @@ class Window:
     @staticmethod
     def backward_weight(gy, x, w_shape, geo):
         n, c_out = gy.shape[:2]
-        return (gy.reshape(n, c_out).T @ x.reshape(n, -1)).reshape(w_shape)
+        return (gy.reshape(n, c_out).T @ x.reshape(n, int(np.prod(w_shape[1:])))).reshape(w_shape)
 
 
 # ---------------------------------------------------------------- route: winograd
@@ -285,14 +293,20 @@ class Winograd:
 
     @staticmethod
     def forward(x, w, geo):
+        if x.shape[0] == 0:
+            return _empty_batch(x, (0, w.shape[0], *geo.out_hw))
         return _winograd().forward(x, w, geo.padding)
 
     @staticmethod
     def backward_input(gy, w, x_shape, geo):
+        if gy.shape[0] == 0:
+            return _empty_batch(gy, x_shape)
         return _winograd().backward_input(gy, w, tuple(x_shape), geo.padding)
 
     @staticmethod
     def backward_weight(gy, x, w_shape, geo):
+        if x.shape[0] == 0:
+            return _empty_batch(x, w_shape)
         return _winograd().backward_weight(gy, x, tuple(w_shape), geo.padding)
 
 
@@ -310,6 +324,8 @@ class Depthwise:
 
     @staticmethod
     def backward_weight(gy, x, w_shape, geo):
+        if x.shape[0] == 0:
+            return _empty_batch(x, w_shape)
         return kernels.for_array(x).depthwise_backward_weight(gy, x, w_shape, geo.stride, geo.padding, geo.dilation)
 
 
@@ -318,11 +334,15 @@ class Direct:
 
     @staticmethod
     def forward(x, w, geo):
+        if x.shape[0] == 0:  # the tiled grid would have no blocks along N*oh*ow
+            return _empty_batch(x, (0, w.shape[0], *geo.out_hw))
         return kernels.for_array(x).conv2d_forward(x, w, geo.stride, geo.padding, geo.dilation, geo.groups,
                                                    geo.out_hw)
 
     @staticmethod
     def backward_input(gy, w, x_shape, geo):
+        if gy.shape[0] == 0:
+            return _empty_batch(gy, x_shape)
         return kernels.for_array(gy).conv2d_backward_input(gy, w, x_shape, geo.stride, geo.padding,
                                                            geo.dilation, geo.groups)
 

@@ -133,6 +133,13 @@ def conv_input(op, shape):
                          f"{tuple(shape)} (H and W must be >= 1)")
 
 
+def conv_kernel(op, weight_shape):
+    """A weight's kernel has at least one tap each way (torch's "kernel size should be greater than zero")."""
+    if len(weight_shape) == 4 and not (weight_shape[2] and weight_shape[3]):
+        raise ValueError(f"{op}: kernel size should be greater than zero, but the weight {tuple(weight_shape)} "
+                         f"has a {weight_shape[2]}x{weight_shape[3]} kernel")
+
+
 def conv_layer(op, in_channels, out_channels, kernel_size, groups_):
     """A conv layer's sizes: channels >= 0 divisible by groups, kernel_size >= 1."""
     in_channels = count(op, "in_channels", in_channels)

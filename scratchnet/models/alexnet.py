@@ -46,6 +46,7 @@ The pools round up (Caffe's rule, ceil_mode=True) to give Fig. 3's 55, 13 and 6.
 """
 from dataclasses import replace
 
+from .. import functional as F
 from ..functional.conv import conv_output_size
 from ..nn import init
 from ..nn.layers import Conv2d, Dropout, Linear, LocalResponseNorm, MaxPool2d, ReLU
@@ -124,7 +125,7 @@ class AlexNet(Module):
 
     def forward(self, x):
         x = self.features(x)
-        return self.classifier(x.reshape(x.shape[0], -1))
+        return self.classifier(F.flatten(x, 1))
 
 
 # AlexNet/ZFNet: the ImageNet-shaped recipe with Krizhevsky et al.'s augmentation (Sec. 4.1): random patches

@@ -135,7 +135,7 @@ class InceptionAux(Module):
 
     def forward(self, x):
         x = self.conv(self.pool(x))
-        x = F.relu(self.fc1(x.reshape(x.shape[0], -1)))
+        x = F.relu(self.fc1(F.flatten(x, 1)))
         return self.fc2(self.dropout(x))
 
 
@@ -214,7 +214,7 @@ class GoogLeNet(Module):
         x = self.maxpool4(self.inception4e(x))
         x = self.inception5b(self.inception5a(x))
         x = self.avgpool(x)
-        logits = self.fc(self.dropout(x.reshape(x.shape[0], -1)))
+        logits = self.fc(self.dropout(F.flatten(x, 1)))
         if aux1 is not None:
             return GoogLeNetOutputs(logits, aux1, aux2)
         return logits

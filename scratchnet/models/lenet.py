@@ -300,7 +300,7 @@ class LeNet5(Module):
         if self.variant == "classic":
             x = act(x)
         x = act(self.c5(x))  # 5x5 maps -> 1x1: C5 is a convolution, not a full layer
-        x = act(self.f6(x.reshape(x.shape[0], -1)))
+        x = act(self.f6(F.flatten(x, 1)))
         return self.output(x)
 
     # -- the output contract (nn.Module.loss / scores)

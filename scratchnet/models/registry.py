@@ -4,7 +4,12 @@ model's training recipe, ``get_recipe(name)``.
 Each family file decorates its constructors with ``@register_model("name", ..., recipe=...)``: the
 recipe (dataset, optimizer, schedule, augmentation) sits beside the model it trains, citing the paper.
 """
+import functools
+import inspect
+import os
 from dataclasses import dataclass
+
+from .pretrained import PretrainedError, load_pretrained, resolve
 
 _MODELS = {}
 _ALIASES = {}
@@ -42,12 +47,43 @@ def register_model(name, *aliases, recipe=None):
     def decorate(constructor):
         if name in _MODELS or name in _ALIASES:
             raise ValueError(f"model name {name!r} registered twice")
-        _MODELS[name] = constructor
+        checked = _checking_sizes(constructor)
+        _MODELS[name] = checked
         _RECIPES[name] = recipe
         for alias in aliases:
             _ALIASES[alias] = name
-        return constructor
+        return checked
     return decorate
+
+
+# The sizes every constructor may take, checked before anything is built: a network needs at least one
+# class and one input channel (0 would fail deep inside, in an initialiser's 1/sqrt(fan)).
+SIZES = ("num_classes", "in_channels")
+
+
+def _checking_sizes(constructor):
+    """``constructor``, refusing a size in ``SIZES`` that is not a positive int, in one sentence."""
+    signature = inspect.signature(constructor)
+
+    @functools.wraps(constructor)
+    def build(*args, **options):
+        try:
+            given = dict(signature.bind_partial(*args, **options).arguments)
+        except TypeError:
+            given = {}  # a wrong call: the constructor itself says what is wrong with it
+        for parameter in signature.parameters.values():  # what **options collected, by name
+            if parameter.kind is parameter.VAR_KEYWORD:
+                given.update(given.pop(parameter.name, {}))
+        for size in SIZES:
+            value = given.get(size)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not hasattr(value, "__index__"):  # int or a NumPy int
+                raise TypeError(f"{constructor.__name__}: {size} must be an int, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{constructor.__name__}: {size} must be a positive int, got {value}")
+        return constructor(*args, **options)
+    return build
 
 
 def list_models():
@@ -62,9 +98,37 @@ def _resolve(name):
     return key
 
 
-def get_model(name, **options):
-    """Build a model by name, e.g. ``get_model("resnet50", num_classes=10)``."""
-    return _MODELS[_resolve(name)](**options)
+def model_name(name):
+    """The registered name of a model name or alias, in any case (``"LeNet"`` -> ``"lenet5"``)."""
+    return _resolve(name)
+
+
+WEIGHTS_FILE_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth", ".bin")
+
+
+def get_model(name, weights=None, **options):
+    """Build a model by name, e.g. ``get_model("resnet50", num_classes=10)``.
+
+    ``weights``: "DEFAULT" or a torchvision weight name ("IMAGENET1K_V1") for the ImageNet weights of
+    the models that have them (``scratchnet.models.pretrained``; 1000 classes), or the path of a
+    weights file (.npz, .safetensors, .pt/.pth) to load; None (default) keeps the initialisation."""
+    key = _resolve(name)
+    if weights is None:
+        return _MODELS[key](**options)
+    is_file = isinstance(weights, os.PathLike) or str(weights).endswith(WEIGHTS_FILE_SUFFIXES)
+    if not is_file and options.get("num_classes", 1000) != 1000:
+        raise PretrainedError(f"{name}: ImageNet weights have 1000 classes, not num_classes="
+                              f"{options['num_classes']}; build with weights=... and 1000 classes, then replace "
+                              f"the last layer to fine-tune")
+    chosen = None if is_file else resolve(key, weights)  # before building: a wrong name fails at once
+    if chosen is not None:
+        options.setdefault("num_classes", 1000)
+    model = _MODELS[key](**options)
+    if chosen is None:
+        model.load_state_dict(weights)
+    else:
+        load_pretrained(model, chosen)
+    return model
 
 
 def get_recipe(name):

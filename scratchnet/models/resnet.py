@@ -53,7 +53,8 @@ with function hooks (``scratchnet.study.joins``), so the model holds no plumbing
 """
 from .. import backend
 from .. import functional as F
-from ..nn import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU, Sequential, init
+from ..nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, DeformConv2d, DeformConv2dPack, Linear, MaxPool2d, Module,
+                  ReLU, Sequential, init)
 from .registry import IMAGENET_SHAPED, Recipe, register_model
 
 # --------------------------------------------------------------------------- the tables
@@ -124,12 +125,12 @@ class BasicBlock(ResidualUnit):
     expansion = 1
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, use_shortcut=True, se_layer=None,
-                 stride_in_1x1=False):
+                 stride_in_1x1=False, conv3x3_layer=conv3x3):
         super().__init__(use_shortcut)
-        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.conv1 = conv3x3_layer(inplanes, planes, stride)
         self.bn1 = BatchNorm2d(planes)
         self.relu = ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3_layer(planes, planes)
         self.bn2 = BatchNorm2d(planes)
         # SENet Fig. 3: recalibrate the branch before the addition
         self.se = se_layer(planes) if se_layer is not None else None
@@ -155,12 +156,12 @@ class Bottleneck(ResidualUnit):
     expansion = 4
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, use_shortcut=True, se_layer=None,
-                 stride_in_1x1=False):
+                 stride_in_1x1=False, conv3x3_layer=conv3x3):
         super().__init__(use_shortcut)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(inplanes, planes, stride_1x1)
         self.bn1 = BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride_3x3)
+        self.conv2 = conv3x3_layer(planes, planes, stride_3x3)
         self.bn2 = BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = BatchNorm2d(planes * self.expansion)
@@ -209,11 +210,14 @@ class ZeroPadShortcut(Module):
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-def make_stage(block, inplanes, planes, blocks, stride=1, shortcut="B", se_layer=None, stride_in_1x1=False):
+def make_stage(block, inplanes, planes, blocks, stride=1, shortcut="B", se_layer=None, stride_in_1x1=False,
+               conv3x3_layer=None):
     """One stage (``layerN``): ``blocks`` units, the first one striding and widening.
 
     Returns (Sequential, output channels). The shortcut of the first unit changes shape only
     when it must (stride != 1 or new width): a projection for "B", zero padding for "A".
+    ``conv3x3_layer(in, out, stride)`` builds the units' 3x3 convolutions (None: ``conv3x3``; the
+    deformable ResNets of deformable.py pass a deformable one).
     """
     if shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS} ('A' zero-pad, 'B' projection, None plain), "
@@ -225,7 +229,8 @@ def make_stage(block, inplanes, planes, blocks, stride=1, shortcut="B", se_layer
             downsample = Sequential(conv1x1(inplanes, outplanes, stride), BatchNorm2d(outplanes))
         else:
             downsample = ZeroPadShortcut(inplanes, outplanes, stride)
-    options = dict(use_shortcut=shortcut is not None, se_layer=se_layer, stride_in_1x1=stride_in_1x1)
+    options = dict(use_shortcut=shortcut is not None, se_layer=se_layer, stride_in_1x1=stride_in_1x1,
+                   conv3x3_layer=conv3x3_layer or conv3x3)
     units = [block(inplanes, planes, stride, downsample, **options)]
     units += [block(outplanes, planes, **options) for _ in range(1, blocks)]
     return Sequential(*units), outplanes
@@ -238,11 +243,14 @@ def init_resnet_(model, zero_init_residual):
     (Goyal et al. 2017); it is refused for plain nets, where it would cut the signal.
     """
     for module in model.modules():
-        if isinstance(module, Conv2d):
+        if isinstance(module, (Conv2d, DeformConv2d)):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(module, BatchNorm2d):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+    for module in model.modules():  # a deformable conv's offset branch (re-drawn above) starts at zero
+        if isinstance(module, DeformConv2dPack):
+            module.zero_offset_branch()
     if zero_init_residual:
         units = [m for m in model.modules() if isinstance(m, ResidualUnit)]
         if not all(unit.use_shortcut for unit in units):
@@ -261,15 +269,18 @@ class ResNet(Module):
     ``block``: BasicBlock or Bottleneck; ``layers``: units per stage; ``widths``: the stages'
     (inner) widths, the stem has ``widths[0]`` channels (shrink them for tiny test nets);
     ``shortcut``: "B" (default), "A", or None for the plain twin; ``se_layer``: a callable
-    ``channels -> Module`` put at the end of every residual branch (SENet; see senet.py).
+    ``channels -> Module`` put at the end of every residual branch (SENet; see senet.py);
+    ``stage_conv3x3``: per stage, None or a callable ``(in, out, stride) -> Module`` building its units'
+    3x3 convolutions (the deformable ResNets; see deformable.py).
     """
 
     def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, in_channels=3,
-                 widths=IMAGENET_WIDTHS, shortcut="B", se_layer=None, stride_in_1x1=False):
+                 widths=IMAGENET_WIDTHS, shortcut="B", se_layer=None, stride_in_1x1=False, stage_conv3x3=None):
         super().__init__()
         if len(layers) != len(widths):
             raise ValueError(f"ResNet: {len(layers)} stages of units {tuple(layers)} but {len(widths)} "
                              f"widths {tuple(widths)}; give one width per stage")
+        stage_conv3x3 = _per_stage(stage_conv3x3, len(layers))
         self.input_size = (in_channels, 224, 224)
         self.inplanes = widths[0]
         self.conv1 = Conv2d(in_channels, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
@@ -278,7 +289,8 @@ class ResNet(Module):
         self.maxpool = MaxPool2d(kernel_size=3, stride=2, padding=1)
         for index, (blocks, width) in enumerate(zip(layers, widths)):
             stage, self.inplanes = make_stage(block, self.inplanes, width, blocks, stride=1 if index == 0 else 2,
-                                              shortcut=shortcut, se_layer=se_layer, stride_in_1x1=stride_in_1x1)
+                                              shortcut=shortcut, se_layer=se_layer, stride_in_1x1=stride_in_1x1,
+                                              conv3x3_layer=stage_conv3x3[index])
             setattr(self, f"layer{index + 1}", stage)
         self.num_stages = len(layers)
         self.avgpool = AdaptiveAvgPool2d((1, 1))
@@ -299,12 +311,14 @@ class CifarResNet(Module):
     """The CIFAR-10 ResNet of Section 4.2: 3x3 stem, three stages of ``n`` basic units, 6n+2 layers.
 
     ``shortcut``: "A" (the paper's CIFAR choice, default), "B", or None for the plain net.
-    ``in_channels=1`` for 32x32 (zero-padded) Fashion-MNIST. Same init as ``ResNet``.
+    ``in_channels=1`` for 32x32 (zero-padded) Fashion-MNIST; ``stage_conv3x3`` as ``ResNet``'s. Same init
+    as ``ResNet``.
     """
 
     def __init__(self, n, num_classes=10, shortcut="A", in_channels=3, widths=CIFAR_WIDTHS,
-                 zero_init_residual=False, se_layer=None, block=BasicBlock):
+                 zero_init_residual=False, se_layer=None, block=BasicBlock, stage_conv3x3=None):
         super().__init__()
+        stage_conv3x3 = _per_stage(stage_conv3x3, len(widths))
         self.input_size = (in_channels, 32, 32)
         self.inplanes = widths[0]
         self.conv1 = conv3x3(in_channels, self.inplanes)
@@ -312,7 +326,7 @@ class CifarResNet(Module):
         self.relu = ReLU(inplace=True)
         for index, width in enumerate(widths):
             stage, self.inplanes = make_stage(block, self.inplanes, width, n, stride=1 if index == 0 else 2,
-                                              shortcut=shortcut, se_layer=se_layer)
+                                              shortcut=shortcut, se_layer=se_layer, conv3x3_layer=stage_conv3x3[index])
             setattr(self, f"layer{index + 1}", stage)
         self.num_stages = len(widths)
         self.avgpool = AdaptiveAvgPool2d((1, 1))
@@ -326,6 +340,15 @@ class CifarResNet(Module):
         for stage in self.stages():
             x = stage(x)
         return self.fc(F.flatten(self.avgpool(x), 1))
+
+
+def _per_stage(stage_conv3x3, stages):
+    """stage_conv3x3 as one entry (None: a regular 3x3 conv) per stage."""
+    if stage_conv3x3 is None:
+        return (None,) * stages
+    if len(stage_conv3x3) != stages:
+        raise ValueError(f"stage_conv3x3 needs one entry per stage ({stages}), got {len(stage_conv3x3)}")
+    return tuple(stage_conv3x3)
 
 
 def imagenet_resnet(depth, num_classes=1000, **options):

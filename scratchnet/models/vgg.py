@@ -19,6 +19,7 @@ As torchvision: ``features.N`` indices, an AdaptiveAvgPool2d((7, 7)) ``avgpool``
 224x224 input) and ``classifier.0/3/6``; its initialisation (Kaiming-normal fan_out convs, N(0,
 0.01) linears, zero biases). VGG-16: 138,357,544 parameters.
 """
+from .. import functional as F
 from ..nn import init
 from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d, ReLU
 from ..nn.module import Module, Sequential
@@ -77,7 +78,7 @@ class VGG(Module):
 
     def forward(self, x):
         x = self.avgpool(self.features(x))
-        return self.classifier(x.reshape(x.shape[0], -1))
+        return self.classifier(F.flatten(x, 1))
 
 
 def _register(name, config, batch_norm):

@@ -119,6 +119,95 @@ class ConvTranspose2d(Module):
         return _conv_repr(self)
 
 
+class DeformConv2d(Module):
+    """Deformable convolution, as torchvision.ops.DeformConv2d: the offset (and, for v2, the mask) are inputs
+    of ``forward(input, offset, mask=None)``; the layer holds the weight and bias of a Conv2d (same init,
+    same state_dict keys). F.deform_conv2d documents the shapes."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True):
+        super().__init__()
+        op = type(self).__name__
+        in_channels, out_channels, self.kernel_size, groups = validate.conv_layer(
+            op, in_channels, out_channels, kernel_size, groups)
+        self.stride = validate.at_least(op, "stride", stride, 1, "non-positive stride is not supported")
+        self.padding = validate.at_least(op, "padding", padding, 0, "negative padding is not supported")
+        self.dilation = validate.at_least(op, "dilation", dilation, 1, "non-positive dilation is not supported")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.weight = Parameter(_empty(out_channels, in_channels // groups, *self.kernel_size))
+        self.register_parameter("bias", Parameter(_empty(out_channels)) if bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.default_layer_init_(self.weight, self.bias)
+
+    def forward(self, input, offset, mask=None):
+        return F.deform_conv2d(input, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+
+    def extra_repr(self):
+        return _conv_repr(self)
+
+
+class DeformConv2dPack(DeformConv2d):
+    """A deformable convolution that predicts its own offsets (DCNv1, Dai et al. 2017, Sec. 2.1): ``conv_offset``
+    is a Conv2d over the same input with the same kernel size, stride, padding and dilation and
+    2*offset_groups*kh*kw output channels, one (dy, dx) per tap and output pixel. It starts at zero (weight
+    and bias), so training starts from the regular convolution, as the paper does (Sec. 2.3).
+
+    ``forward(input)``. The names (and the state_dict keys ``weight``, ``bias``, ``conv_offset.weight``,
+    ``conv_offset.bias``) are mmcv's, whose detection models (mmdetection's DCN ResNets) use this block.
+    The papers train ``conv_offset`` at a multiple of the base learning rate: a parameter group
+    (docs/models.md)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, offset_groups=1):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        op = type(self).__name__
+        self.offset_groups = validate.count(op, "offset_groups", offset_groups, 1)
+        if self.in_channels % self.offset_groups:
+            raise ValueError(f"{op}: offset_groups={offset_groups} must divide in_channels={self.in_channels} (got "
+                             f"offset_groups={offset_groups!r}; valid: a divisor of {self.in_channels})")
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        self.conv_offset = Conv2d(self.in_channels, self.branch_channels * self.offset_groups * taps,
+                                  self.kernel_size, self.stride, self.padding, self.dilation, bias=True)
+        self.zero_offset_branch()
+
+    branch_channels = 2  # per tap and offset group: (dy, dx)
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        if hasattr(self, "conv_offset"):  # absent while DeformConv2d.__init__ runs
+            self.zero_offset_branch()
+
+    def zero_offset_branch(self):
+        """Offsets 0 (and modulation 0.5 for v2): the block computes the regular convolution (times 0.5)."""
+        init.zeros_(self.conv_offset.weight)
+        init.zeros_(self.conv_offset.bias)
+
+    def forward(self, input):
+        return F.deform_conv2d(input, self.conv_offset(input), self.weight, self.bias, self.stride, self.padding,
+                               self.dilation)
+
+    def extra_repr(self):
+        return _conv_repr(self) + (f", offset_groups={self.offset_groups}" if self.offset_groups != 1 else "")
+
+
+class ModulatedDeformConv2dPack(DeformConv2dPack):
+    """DCNv2 (Zhu et al. 2019, Sec. 3.1): ``conv_offset`` gives 3*offset_groups*kh*kw channels, the first two
+    thirds the offsets, the last third the modulation through a sigmoid. Zero-initialised, so the offsets
+    start at 0 and the modulation at sigmoid(0) = 0.5, as the paper states ("the initial values of Δp_k and
+    Δm_k are 0 and 0.5"): a new block starts as half the regular convolution. (MSRA's released DCNv2
+    operator example doubles the sigmoid, starting at 1; mmcv, whose names these are, follows the paper.)"""
+
+    branch_channels = 3  # per tap and offset group: dy, dx (the offsets) and the modulation
+
+    def forward(self, input):
+        out = self.conv_offset(input)
+        split = 2 * out.shape[1] // 3
+        return F.deform_conv2d(input, out[:, :split], self.weight, self.bias, self.stride, self.padding, self.dilation,
+                               mask=F.sigmoid(out[:, split:]))
+
+
 class Flatten(Module):
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()

@@ -5,6 +5,7 @@ As in torch: assigning a ``Parameter``, a ``Module`` or (through
 order, so ``parameters()`` and ``state_dict()`` have a fixed, deterministic
 order and torch's key names (``features.0.weight``, ``bn1.running_mean``).
 """
+import os
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from .. import backend
 from ..autograd import FunctionHook, RemovableHandle, Tensor
 from ..functional.loss import cross_entropy
+from .formats import read_weights
 
 
 class Parameter(Tensor):
@@ -283,11 +285,30 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into parameters and buffers, keeping each on its device and dtype.
 
+        ``state_dict`` is a mapping of key -> array (or Tensor), or the path of a weights file
+        (``.npz``, ``.safetensors``, PyTorch's ``.pt``/``.pth``; read by ``formats.read_weights``).
         The module never moves: a GPU model gets its arrays copied to the GPU.
         Every problem is reported at once (all missing, unexpected and mis-shaped
         keys; shapes are checked even when ``strict=False``, as in torch), and on
         failure nothing is changed. Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
         """
+        source = ""
+        if isinstance(state_dict, (str, os.PathLike)):
+            source = f" from {os.fspath(state_dict)}"
+            if os.path.isdir(state_dict):
+                raise IsADirectoryError(f"weights file {os.fspath(state_dict)!r} is a folder; pass a weights file "
+                                        f"in it (a training run's best.npz or final.npz)")
+            if not os.path.isfile(state_dict):
+                raise FileNotFoundError(f"weights file {os.fspath(state_dict)!r} does not exist")
+            state_dict = read_weights(os.fspath(state_dict))
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"load_state_dict for {type(self).__name__}{source}: expected a state dict "
+                            f"(key -> array) or a weights file's path, got {type(state_dict).__name__}")
+        nested = [k for k, v in state_dict.items() if isinstance(v, dict)]
+        if nested and not any(k in state_dict for k, _ in self._state_entries()):
+            raise StateDictError(f"load_state_dict for {type(self).__name__}{source}: this is a checkpoint holding "
+                                 f"{', '.join(map(repr, list(state_dict)[:6]))}, not a state dict; pass the entry "
+                                 f"with the weights, e.g. sn.load(path)[{nested[0]!r}]")
         own = OrderedDict(self._state_entries())
         values = OrderedDict((k, v.data if isinstance(v, Tensor) else v) for k, v in state_dict.items())
         # torch: a value must be a tensor; here an array (or NumPy scalar) of numbers, named when it is not
@@ -295,21 +316,24 @@ class Module:
                  for k, v in values.items() if k in own and getattr(getattr(v, "dtype", None), "kind", "") not in
                  ("b", "i", "u", "f")]
         if wrong:
-            raise TypeError(f"load_state_dict for {type(self).__name__}: expected an array of numbers for every "
-                            f"entry, but " + "; ".join(wrong))
+            raise TypeError(f"load_state_dict for {type(self).__name__}{source}: expected an array of numbers for "
+                            f"every entry, but " + "; ".join(wrong))
         missing = [k for k in own if k not in values]
         unexpected = [k for k in values if k not in own]
         mismatched = [f"{k}: checkpoint {tuple(np.shape(values[k]))} vs model {own[k].shape}"
                       for k in own if k in values and tuple(np.shape(values[k])) != own[k].shape]
         problems = []
         if mismatched:
-            problems.append("shape mismatch for " + "; ".join(mismatched))
+            problems.append("shape mismatch for " + _listing(mismatched, "; "))
         if strict and missing:
-            problems.append("missing keys: " + ", ".join(missing))
+            problems.append("missing keys: " + _listing(missing))
         if strict and unexpected:
-            problems.append("unexpected keys: " + ", ".join(unexpected))
+            problems.append("unexpected keys: " + _listing(unexpected))
         if problems:
-            raise StateDictError(f"load_state_dict for {type(self).__name__} failed: " + " | ".join(problems))
+            foreign = strict and own and len(missing) == len(own)
+            advice = (" (no key matches: a checkpoint of another architecture?)" if foreign else "")
+            raise StateDictError(f"load_state_dict for {type(self).__name__}{source} failed{advice}: "
+                                 + " | ".join(problems))
         # convert everything first, assign after: a failure half way must not leave a half-loaded model
         converted = {}
         for key, t in own.items():
@@ -336,6 +360,12 @@ class Module:
         elif extra or children:
             body = "\n  " + "\n  ".join(extra + children) + "\n"
         return f"{type(self).__name__}({body})"
+
+
+def _listing(items, separator=", ", most=12):
+    """``items`` joined, the first ``most`` of them and a count of the rest (a foreign checkpoint has hundreds)."""
+    shown = separator.join(items[:most])
+    return shown + (f"{separator}... ({len(items) - most} more)" if len(items) > most else "")
 
 
 class ModuleCallHook(FunctionHook):

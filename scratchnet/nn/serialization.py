@@ -1,28 +1,29 @@
-"""Saving and loading weights as ``.npz`` (a zip of ``.npy`` arrays, one per state_dict key).
+"""Saving and loading weights: scratchnet's ``.npz`` (a zip of ``.npy`` arrays, one per state_dict key) and
+safetensors; loading also reads PyTorch's ``.pt``/``.pth`` files without torch (``formats.py``).
 
-    sn.save(model, "lenet.npz")                  # or sn.save(model.state_dict(), path)
-    model.load_state_dict(sn.load("lenet.npz"))  # arrays go to each parameter's device
+    sn.save(model, "lenet.npz")                            # or sn.save(model.state_dict(), path)
+    sn.save(model, "lenet.safetensors")                    # by extension, or format="safetensors"
+    model.load_state_dict(sn.load("lenet.npz"))            # arrays go to each parameter's device
+    model.load_state_dict("resnet18-f37072fd.pth")         # a path works too
 
-Writes are atomic: the archive is written to a temporary file in the same
-folder and moved over the target with ``os.replace``, so a crash mid-save
-never leaves a half-written file where the old weights were. Loading never
-unpickles (``allow_pickle=False``): a weights file cannot run code.
+Writes are atomic: the file is written to a temporary file in the same folder and moved over the
+target with ``os.replace``, so a crash mid-save never leaves a half-written file where the old
+weights were. Loading never runs code from the file: ``.npz`` is read with ``allow_pickle=False``,
+safetensors holds no code, and PyTorch's pickles go through an allow-list unpickler.
 """
 import contextlib
 import os
 import tempfile
-import zipfile
 from collections import OrderedDict
 
 import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
+from .formats import WeightsFileError, read_weights, safetensors_bytes  # noqa: F401 (WeightsFileError: re-exported)
 from .module import Module
 
-
-class WeightsFileError(ValueError):
-    """A file that should hold scratchnet weights is not a readable ``.npz`` archive."""
+FORMATS = ("npz", "safetensors")
 
 
 def _as_arrays(obj):
@@ -41,11 +42,21 @@ def _as_arrays(obj):
     return arrays
 
 
-def save(obj, path):
-    """Write a model's state_dict (or a state dict) to ``path`` as ``.npz``, atomically."""
+def save(obj, path, format=None):
+    """Write a model's state_dict (or a state dict) to ``path``, atomically: ``format="npz"`` (the default)
+    or ``"safetensors"`` (the default for a path ending in ``.safetensors``)."""
+    if format is None:
+        format = "safetensors" if os.fspath(path).endswith(".safetensors") else "npz"
+    if format not in FORMATS:
+        advice = (" (writing PyTorch's pickle format needs torch; save as safetensors, which torch reads with "
+                  "safetensors.torch.load_file)" if format in ("pt", "pth", "torch") else "")
+        raise ValueError(f"save: format must be one of {', '.join(FORMATS)}, got {format!r}{advice}")
     arrays = _as_arrays(obj)
     with atomic_write(path) as f:
-        np.savez(f, **arrays)  # a file object: numpy adds no ".npz" to the name
+        if format == "safetensors":
+            f.write(safetensors_bytes(arrays))
+        else:
+            np.savez(f, **arrays)  # a file object: numpy adds no ".npz" to the name
 
 
 @contextlib.contextmanager
@@ -86,22 +97,18 @@ def new_file_mode():
 
 
 def load(path):
-    """Read a ``.npz`` weights file into an ordered dict of NumPy arrays (a state dict).
+    """Read a weights file (``.npz``, safetensors, or PyTorch's ``.pt``/``.pth``, told apart by their first
+    bytes) into an ordered dict of NumPy arrays (a state dict); a PyTorch file comes back as the structure
+    it pickled (usually a state dict), every tensor an array.
 
-    A missing file raises FileNotFoundError; a truncated, corrupted or non-npz
-    file raises WeightsFileError naming the file. Nothing is loaded into any
-    model here, so a bad file can never leave a model half-updated.
+    A missing file raises FileNotFoundError (a folder IsADirectoryError); a truncated, corrupted or foreign
+    file, or a pickle asking for anything beyond tensors, raises WeightsFileError naming the file. Nothing
+    is loaded into any model here, so a bad file can never leave a model half-updated.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"weights file {path!r} is a folder; pass a weights file in it "
+                                f"(a training run's best.npz or final.npz)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist")
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single .npy array, not an .npz archive")
-        with archive:
-            # read every array now: a damaged member only shows when it is read (CRC check)
-            return OrderedDict((key, archive[key]) for key in archive.files)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise WeightsFileError(f"{path} is not a valid scratchnet weights file (truncated or corrupted?): "
-                               f"re-save it or pass the right path [{type(exc).__name__}: {exc}]") from exc
+    return read_weights(path)

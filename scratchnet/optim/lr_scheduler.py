@@ -13,8 +13,10 @@ but the optimizer, so a resumed run continues exactly.
 """
 import copy
 import math
+import numbers
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Mapping
 
 from .optimizer import Optimizer
 
@@ -75,14 +77,29 @@ class LRScheduler:
         return {key: copy.deepcopy(value) for key, value in self.__dict__.items() if key != "optimizer"}
 
     def load_state_dict(self, state_dict):
+        _check_mapping(self, state_dict)
         self.__dict__.update(copy.deepcopy(state_dict))
+
+
+def _period(name, value):
+    """A schedule's period (steps per decay, half a cosine): a positive number of steps. Zero would divide
+    by zero at the first step; torch's own check of a period (CosineAnnealingWarmRestarts' T_0) words it so."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"Expected positive integer {name}, but got {value!r}")
+    return value
+
+
+def _check_mapping(scheduler, state_dict):
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"{type(scheduler).__name__}.load_state_dict expects the dict that state_dict() "
+                        f"returns, got {type(state_dict).__name__}")
 
 
 class StepLR(LRScheduler):
     """lr = base_lr * gamma ** (epoch // step_size)."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        self.step_size, self.gamma = step_size, gamma
+        self.step_size, self.gamma = _period("step_size", step_size), gamma
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -141,7 +158,7 @@ class CosineAnnealingLR(LRScheduler):
     """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2 (SGDR without restarts)."""
 
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):  # noqa: N803 - torch's name
-        self.T_max, self.eta_min = T_max, eta_min
+        self.T_max, self.eta_min = _period("T_max", T_max), eta_min
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -206,6 +223,7 @@ class SequentialLR(LRScheduler):
         return state
 
     def load_state_dict(self, state_dict):
+        _check_mapping(self, state_dict)
         state = dict(state_dict)
         schedulers = state.pop("_schedulers")
         self.__dict__.update(copy.deepcopy(state))

@@ -11,6 +11,8 @@ would corrupt another parameter's gradient. ``p.data`` is replaced with a new
 array; state buffers are the optimizer's own and are updated in place.
 """
 import copy
+import os
+from collections.abc import Mapping, Set
 
 from .. import backend
 from ..autograd import Tensor, no_grad
@@ -24,6 +26,8 @@ class Optimizer:
         if isinstance(params, Tensor):
             raise TypeError(f"{type(self).__name__}: params must be an iterable of tensors or of dicts, "
                             f"got a single tensor; wrap it in a list")
+        if isinstance(params, Set):
+            raise TypeError(_UNORDERED)
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
@@ -32,20 +36,33 @@ class Optimizer:
             self.add_param_group(group)
 
     def add_param_group(self, group):
-        """Add a dict with 'params' and any hyper-parameters that differ from the defaults."""
+        """Add a dict with 'params' and any hyper-parameters that differ from the defaults.
+
+        Checked as torch checks it: a dict, whose 'params' (a tensor or an ordered collection of leaf
+        tensors) holds no tensor twice and none another group holds."""
+        name = type(self).__name__
+        if not isinstance(group, Mapping):
+            raise TypeError(f"param_group must be a dict, but got {type(group)}")
         group = dict(group)
-        params = group.get("params")
-        params = [params] if isinstance(params, Tensor) else list(params or [])
-        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if "params" not in group:  # torch: KeyError 'params' (a misspelled key would train nothing)
+            raise KeyError(f"{name}: a parameter group needs its tensors under 'params'; this one has "
+                           f"{', '.join(repr(k) for k in group) or 'no keys'}")
+        params = group["params"]
+        if isinstance(params, Set):
+            raise TypeError(_UNORDERED)
+        params = [params] if isinstance(params, Tensor) else list(params)
         for p in params:
             if not isinstance(p, Tensor):
-                raise TypeError(f"{type(self).__name__}: can only optimize tensors, got {type(p).__name__}")
+                raise TypeError(f"optimizer can only optimize Tensors, but one of the params is "
+                                f"{type(p).__module__}.{type(p).__name__}")
             if not p.is_leaf:
-                raise ValueError(f"{type(self).__name__}: can't optimize a non-leaf tensor (shape {p.shape})")
-            if id(p) in seen:
-                raise ValueError(f"{type(self).__name__}: a parameter (shape {p.shape}) appears in more "
-                                 f"than one parameter group")
-            seen.add(id(p))
+                raise ValueError(f"{name}: can't optimize a non-leaf Tensor (shape {p.shape})")
+        if len({id(p) for p in params}) != len(params):  # torch warns that this will become an error
+            raise ValueError(f"{name}: optimizer contains a parameter group with duplicate parameters; "
+                             f"list each tensor once")
+        others = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in others for p in params):
+            raise ValueError(f"{name}: some parameters appear in more than one parameter group")
         group["params"] = params
         for key, value in self.defaults.items():
             group.setdefault(key, value)
@@ -77,7 +94,12 @@ class Optimizer:
 
     @staticmethod
     def _assign(p, value):
-        """Out of place, and in the parameter's own dtype (a float64 grad must not upcast float32 weights)."""
+        """Out of place, and in the parameter's own dtype (a float64 grad must not upcast float32 weights).
+        Never in another shape: state that broadcasts against the gradient (loaded from another model)
+        would otherwise silently reshape the parameter."""
+        if value.shape != p.shape:
+            raise RuntimeError(f"optimizer step: the update of a parameter of shape {p.shape} has shape "
+                               f"{value.shape}; its optimizer state does not fit it (loaded from another model?)")
         p.data = value.astype(p.dtype, copy=False)
 
     # -- checkpointing (torch's layout: parameters referred to by their index across groups)
@@ -96,7 +118,18 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore state and hyper-parameters; arrays go to each parameter's device and dtype."""
+        """Restore state and hyper-parameters; arrays go to each parameter's device and dtype.
+
+        State from another model is refused, not loaded: the groups must have this optimizer's sizes
+        (as torch checks), and every state array the shape of its parameter."""
+        if not isinstance(state_dict, Mapping):
+            hint = " (to load a file, pass sn.load(path))" if isinstance(state_dict, (str, os.PathLike)) else ""
+            raise TypeError(f"{type(self).__name__}.load_state_dict expects the dict that state_dict() returns, "
+                            f"got {type(state_dict).__name__}{hint}")
+        missing = [key for key in ("state", "param_groups") if key not in state_dict]
+        if missing:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: not an optimizer state dict (it lacks "
+                             f"{' and '.join(missing)})")
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"{type(self).__name__}.load_state_dict: the checkpoint has {len(saved_groups)} "
@@ -109,6 +142,15 @@ class Optimizer:
         by_index = {}
         for group, saved in zip(self.param_groups, saved_groups):
             by_index.update(zip(saved["params"], group["params"]))
+        unknown = [i for i in state_dict["state"] if int(i) not in by_index]
+        misfits = [f"parameter {i} {by_index[int(i)].shape} gets {k} of shape {tuple(v.shape)}"
+                   for i, entries in state_dict["state"].items() if int(i) in by_index
+                   for k, v in entries.items() if getattr(v, "ndim", 0) and tuple(v.shape) != by_index[int(i)].shape]
+        if unknown or misfits:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the state does not fit this optimizer's "
+                             f"parameters, it comes from another model: "
+                             + "; ".join(misfits + [f"state for parameter {i}, which has no such index"
+                                                    for i in unknown]))
         state = {}
         for i, entries in state_dict["state"].items():
             p = by_index[int(i)]
@@ -126,6 +168,10 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
         return "\n".join(lines) + "\n)"
+
+
+_UNORDERED = ("optimizer parameters need to be organized in ordered collections, but the ordering of tensors "
+              "in sets will change between runs. Please use a list instead.")
 
 
 def _host_copy(value):

@@ -9,6 +9,7 @@
     python -m scratchnet.study se --model se_resnet20        # SE channel weights per class
     python -m scratchnet.study cost                           # parameters vs multiply-adds for the zoo
     python -m scratchnet.study landscape plain20 resnet20     # loss landscape and sharpness (Li et al. 2018)
+    python -m scratchnet.study deformable                     # regular vs deformable nets, where the kernels look
     python -m scratchnet.study claims [NAME ...] [--quick]    # the study notes' claims, each checked (docs/claims.md)
 
 Every command writes PNGs and a JSON of the numbers to ``--out`` (default
@@ -30,6 +31,7 @@ from .cli import build_parser, main
 from .common import build, classification_loss, deep_net, fashion_batches, load_or_train, train_briefly
 from .cost import cost
 from .deconv import deconv, deconv_project, feature_stack, max_pool_with_switches, max_unpool
+from .deformable import deformable
 from .degradation import degradation
 from .features import features
 from .gradflow import gradflow, gradient_norms
@@ -38,6 +40,6 @@ from .landscape import landscape
 from .se_weights import se_weights
 
 __all__ = ["build", "build_parser", "claims", "classification_loss", "cost", "deconv", "deconv_project", "deep_net",
-           "degradation", "fashion_batches", "feature_stack", "features", "gradflow", "gradient_norms",
+           "deformable", "degradation", "fashion_batches", "feature_stack", "features", "gradflow", "gradient_norms",
            "join_gradients", "joins", "landscape", "load_or_train", "main", "max_pool_with_switches", "max_unpool",
            "se_weights", "train_briefly"]

@@ -1,15 +1,17 @@
-"""What every study shares: Fashion-MNIST batches shaped for a model, building and briefly training a net,
-the loss of a classifier's output, and writing JSON and figures."""
+"""What every study shares: Fashion-MNIST batches shaped for a model, building and briefly training a net
+(or loading weights: a file, or ImageNet's pretrained ones with the sample photographs as input), the
+loss of a classifier's output, and writing JSON and figures."""
 import json
 from pathlib import Path
 
 import numpy as np
 
 from .. import backend
-from ..autograd import Tensor
-from ..data import load_mnist
+from ..autograd import Tensor, no_grad
+from ..data import imagenet_classes, load_mnist, read_image, sample_images
 from ..data import transforms as T
 from ..models import get_model
+from ..models.registry import WEIGHTS_FILE_SUFFIXES
 from ..nn import Conv2d, Linear, Module, ReLU, Sequential, Sigmoid, Tanh, init
 from ..nn.serialization import load
 from ..optim import SGD
@@ -124,14 +126,85 @@ def train_briefly(model, steps, batch_size, data_dir, seed, lr=0.05, side=None):
     return losses
 
 
+def is_weights_file(weights):
+    return str(weights).endswith(WEIGHTS_FILE_SUFFIXES) or Path(weights).is_file()
+
+
+def classes_in(state, name, **options):
+    """How many classes the weights in ``state`` were trained for: read from the shape of the model's
+    last layer there (10 if the file fits a 10-class ``name`` as it is)."""
+    model = get_model(name, num_classes=10, **options)
+    mismatched = [k for k, v in model.state_dict().items() if k in state and np.shape(state[k]) != v.shape]
+    last = list(model.state_dict())[-2:]  # the output layer's weight and bias, in registration order
+    if mismatched and set(mismatched) <= set(last) and np.ndim(state.get(last[-1])) == 1:
+        return int(np.shape(state[last[-1]])[0])
+    return 10
+
+
+def _with_weights(name, weights, **options):
+    if isinstance(name, Module):
+        if weights:
+            name.load_state_dict(load(weights))
+        return name
+    if not is_weights_file(weights):
+        return get_model(name, weights=weights, **options)
+    state = load(weights)
+    model = get_model(name, num_classes=classes_in(state, name, **options), **options)
+    model.load_state_dict(state)
+    return model
+
+
 def load_or_train(name, weights, steps, batch_size, data_dir, seed, **options):
+    """The model to study, in eval mode: ``weights`` "DEFAULT" (or a torchvision weight name) loads ImageNet's
+    pretrained weights; a file (.npz, .safetensors, .pth) loads it, with as many classes as it has; no
+    weights: a 10-class net trained ``steps`` SGD steps on Fashion-MNIST."""
     backend.manual_seed(seed)
-    model = name if isinstance(name, Module) else get_model(name, num_classes=10, **options)
-    if weights:
-        model.load_state_dict(load(weights))
-    elif steps:
-        train_briefly(model, steps, batch_size, data_dir, seed)
+    if not weights and not isinstance(name, Module):
+        model = get_model(name, num_classes=10, **options)
+        if steps:
+            train_briefly(model, steps, batch_size, data_dir, seed)
+        return model.eval()
+    try:
+        model = _with_weights(name, weights, **options)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # missing, damaged, another model's, offline
+        raise ValueError(f"--weights {weights}: {exc}") from None
     return model.eval()
+
+
+def is_imagenet_model(model):
+    """Trained on ImageNet (1000 classes, RGB): the studies then look at photographs, not Fashion-MNIST."""
+    if getattr(model, "pretrained", None) is not None:
+        return True
+    outputs = [m for m in model.modules() if isinstance(m, Linear)]
+    return model.input_size[0] == 3 and bool(outputs) and outputs[-1].out_features == 1000
+
+
+def photo_batch(model):
+    """The sample photographs (public domain / CC0) preprocessed for an ImageNet model, and the class each
+    is predicted as (there is no ground truth): (x (N, 3, crop, crop) float32, predicted classes, names)."""
+    known = getattr(model, "pretrained", None)
+    transform = T.imagenet_eval(known.resize_size, known.crop_size, known.interpolation) if known else \
+        T.imagenet_eval(256, 224, "bilinear")
+    x = np.concatenate([transform(read_image(path)) for path in sample_images()]).astype(np.float32)
+    with no_grad():
+        predicted = model.scores(model(Tensor(x))).numpy().argmax(1)
+    names = imagenet_classes()
+    return x, predicted, [f"{path.stem}: {names[c]}" for path, c in zip(sample_images(), predicted)]
+
+
+def class_name(model, index):
+    """ImageNet's name of class ``index`` for an ImageNet model, else the index."""
+    return f"{index} {imagenet_classes()[index]}" if is_imagenet_model(model) else str(index)
+
+
+def study_batch(model, count, data_dir, seed):
+    """What a study looks at: ``count`` Fashion-MNIST test images (and labels) for a net trained here; the
+    sample photographs (and their predicted classes) for an ImageNet-trained one."""
+    if is_imagenet_model(model):
+        x, predicted, _ = photo_batch(model)
+        return x, predicted
+    (x, y), = fashion_batches(model, 1, count, data_dir, seed=seed + 1, train=False)
+    return x, y
 
 
 # --------------------------------------------------------------------------- files and figures

@@ -1,20 +1,24 @@
 """DeconvNet (Zeiler & Fergus 2014): a layer's strongest activations projected back to pixels through
-max-unpooling with the pooling switches, ReLU, and the transposed filters."""
+max-unpooling with the pooling switches, ReLU, and the transposed filters.
+
+On a net trained here (Fashion-MNIST), or on an ImageNet-trained VGG (``--weights DEFAULT``) looking at
+the sample photographs, which is the paper's setting (its Fig. 2 shows an ImageNet AlexNet/ZFNet)."""
 import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ..functional.conv import im2col
 from ..functional.pool import pool_geometry
-from ..nn import AvgPool2d, Conv2d, Linear, LocalResponseNorm, MaxPool2d, ReLU
-from .common import DEFAULT_OUT, fashion_batches, image_grid, label, load_or_train, save_figure, save_json
+from ..nn import AvgPool2d, BatchNorm2d, Conv2d, Linear, LocalResponseNorm, MaxPool2d, ReLU
+from .common import DEFAULT_OUT, image_grid, label, load_or_train, save_figure, save_json, study_batch
 
 
 def feature_stack(model):
-    """The model's leading convolutional layers as a flat list (Conv2d, ReLU, MaxPool2d, LRN, avg pool).
+    """The model's leading convolutional layers as a flat list (Conv2d, ReLU, MaxPool2d, LRN, batch norm,
+    avg pool).
 
     Works for models whose forward applies their children in registration
-    order up to the first Linear (LeNet-5 modern, ZFNet/AlexNet ``features``).
+    order up to the first Linear (LeNet-5 modern, ZFNet/AlexNet and VGG ``features``).
     """
     source = model.features if hasattr(model, "features") else model
     stack = []
@@ -23,7 +27,7 @@ def feature_stack(model):
             continue
         if isinstance(m, Linear):
             break
-        if isinstance(m, (Conv2d, ReLU, MaxPool2d, AvgPool2d, LocalResponseNorm)):
+        if isinstance(m, (Conv2d, ReLU, MaxPool2d, AvgPool2d, LocalResponseNorm, BatchNorm2d)):
             stack.append(m)
     # a shared activation module (LeNet's self.act) is applied after every conv
     if not any(isinstance(m, ReLU) for m in stack) and hasattr(model, "act"):
@@ -97,7 +101,7 @@ def deconv_project(stack, x, layer_index, top=9):
                 if r.shape[2:] != below.shape[2:]:  # stride remainder: pad back to the input size
                     r = np.pad(r, ((0, 0), (0, 0), (0, below.shape[2] - r.shape[2]),
                                    (0, below.shape[3] - r.shape[3])))
-            # LRN and other normalisations are skipped on the way down, as in the paper
+            # LRN (and batch norm, which the paper predates) are skipped on the way down, as in the paper
         projections.append(r[0])
     return np.stack(projections), [tuple(int(v) for v in o) for o in order]
 
@@ -114,9 +118,9 @@ def measure(model_name="lenet", weights=None, layer=None, steps=200, batch_size=
         raise ValueError(f"--layer must be between 1 and {len(conv_indices)} (the conv layers of {label(model_name)})")
     # project from the layer's rectified (and pooled, if a pool follows) output
     index = conv_indices[layer - 1]
-    while index + 1 < len(stack) and isinstance(stack[index + 1], (ReLU, MaxPool2d)):
+    while index + 1 < len(stack) and isinstance(stack[index + 1], (ReLU, MaxPool2d, BatchNorm2d)):
         index += 1
-    (x, _), = fashion_batches(model, 1, images, data_dir, seed=seed + 1, train=False)
+    x, _ = study_batch(model, images, data_dir, seed)
     projections, order = deconv_project(stack, x, index, top)
     return dict(model=label(model_name), layer=layer, images=x, projections=projections, activations=order)
 

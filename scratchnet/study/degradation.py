@@ -72,6 +72,10 @@ def measure(models=MODELS, epochs=1, limit=None, batch_size=128, lr=0.1, test_li
     are written to ``save_dir/NAME.json`` and ``NAME.npz`` as soon as it finishes, so a long run keeps what
     it has (and the landscape study can be drawn around the weights: ``--weights-dir save_dir``)."""
     images, labels = fashion_32(train=True, limit=limit, data_dir=data_dir)
+    if len(images) < batch_size:  # no full batch: an epoch would have no iteration
+        raise ValueError(f"--limit {len(images)} gives less than one batch (--batch-size {batch_size}), and the study "
+                         f"trains on full batches only, as the paper: pass --batch-size {len(images)} or less, or "
+                         f"a larger --limit")
     test_images, test_labels = fashion_32(train=False, limit=test_limit, data_dir=data_dir)
     results = {}
     for name in models:

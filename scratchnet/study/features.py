@@ -1,9 +1,10 @@
-"""Filters and feature maps: a net's first-layer filters and one image's maps after a conv layer."""
+"""Filters and feature maps: a net's first-layer filters and one image's maps after a conv layer (a net
+trained here on Fashion-MNIST, or an ImageNet-trained one on a sample photograph)."""
 from .. import backend
 from ..autograd import Tensor, no_grad
 from ..nn import Conv2d
-from .common import (DEFAULT_OUT, fashion_batches, image_grid, label, load_or_train, save_figure, save_json,
-                     weighted_layers)
+from .common import (DEFAULT_OUT, class_name, image_grid, label, load_or_train, save_figure, save_json,
+                     study_batch, weighted_layers)
 
 
 def measure(model_name="lenet", weights=None, layer=1, image=0, steps=200, batch_size=32, data_dir=None, seed=0,
@@ -15,12 +16,14 @@ def measure(model_name="lenet", weights=None, layer=1, image=0, steps=200, batch
         raise ValueError(f"--layer must be between 1 and {len(convs)} (the conv layers of {label(model_name)})")
     captured = {}
     handle = convs[layer - 1].register_forward_hook(lambda m, i, o: captured.setdefault("maps", o.data))
-    (x, y), = fashion_batches(model, 1, image + 1, data_dir, seed=seed + 1, train=False)
+    x, y = study_batch(model, image + 1, data_dir, seed)
+    if not 0 <= image < len(x):
+        raise ValueError(f"image {image} does not exist: there are {len(x)} images to choose from")
     with no_grad():
         model(Tensor(x[image:image + 1]))
     handle.remove()
     return dict(model=label(model_name), layer=layer, filters=backend.to_numpy(convs[0].weight.data),
-                input=x[image], target=int(y[image]), maps=backend.to_numpy(captured["maps"])[0])
+                input=x[image], target=class_name(model, int(y[image])), maps=backend.to_numpy(captured["maps"])[0])
 
 
 def plot_filters(result):

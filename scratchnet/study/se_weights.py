@@ -1,25 +1,28 @@
 """SE excitations (Hu et al. 2018, Fig. 6): the mean channel gate of every squeeze-and-excitation block,
-per class -- how class-specific each stage's channel use is."""
+per class -- how class-specific each stage's channel use is. On an ImageNet-trained EfficientNet
+(``--weights DEFAULT``) the classes are those predicted for the sample photographs."""
 import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, no_grad
-from ..models.senet import SqueezeExcitation
-from .common import DEFAULT_OUT, fashion_batches, label, load_or_train, plt, save_figure
+from ..models import efficientnet, senet
+from .common import DEFAULT_OUT, label, load_or_train, plt, save_figure, study_batch
+
+SE_BLOCKS = (senet.SqueezeExcitation, efficientnet.SqueezeExcitation)
 
 
 def measure(model_name="se_resnet20", weights=None, steps=100, batch_size=32, images=500, data_dir=None, seed=0,
             **options):
     """{block name: (classes, channels) mean excitation}, over ``images`` test images."""
     model = load_or_train(model_name, weights, steps, batch_size, data_dir, seed, **options)
-    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, SqueezeExcitation)]
+    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, SE_BLOCKS)]
     if not blocks:
         raise ValueError(f"{label(model_name)} has no SE blocks; try se_resnet20 or an efficientnet")
     gates, handles = {}, []
     for name, block in blocks:
         handles.append(block.scale_activation.register_forward_hook(
             lambda m, i, o, name=name: gates.__setitem__(name, backend.to_numpy(o.data)[:, :, 0, 0])))
-    (x, y), = fashion_batches(model, 1, images, data_dir, seed=seed + 1, train=False)
+    x, y = study_batch(model, images, data_dir, seed)
     with no_grad():
         model(Tensor(x))
     for h in handles:

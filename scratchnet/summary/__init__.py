@@ -8,13 +8,17 @@ receptive field, from one forward pass.
     python -m scratchnet.summary resnet50 [--input-size 3 224 224] [--num-classes 1000]
 
 How it works: one forward (no_grad, eval mode, restored afterwards) on a random
-input, with a forward hook on every LEAF module (a module with no children).
-A leaf called twice (a shared ReLU) gives two rows; its parameters count once.
+input, with a forward hook on every LEAF module (a module with no children), and
+on every module with a MAC rule that has children (a deformable convolution
+predicting its offsets with its ``conv_offset`` child; its row comes after the
+child's and holds its own parameters). A leaf called twice (a shared ReLU) gives
+two rows; its parameters count once.
 
 Conventions
 -----------
-* MACs (multiply-accumulates) per sample, counted for Conv2d
-  (output elements x C_in/groups x kh x kw), ConvTranspose2d (input elements x
+* MACs (multiply-accumulates) per sample, counted for Conv2d and DeformConv2d
+  (output elements x C_in/groups x kh x kw; a deformable conv's bilinear sampling
+  is not counted), ConvTranspose2d (input elements x
   C_out/groups x kh x kw) and Linear (in x out) only: biases, BatchNorm,
   pooling, activations, element-wise adds and SE scalings count 0. This is the
   convention of torchvision's published GFLOPS (its ``_ops`` metadata counts
@@ -40,7 +44,6 @@ Conventions
   the gate makes every pixel depend on the whole image). Padding does not
   change the field, so it may exceed the input size.
 """
-import argparse
 import ast
 import math
 import weakref
@@ -50,9 +53,10 @@ import numpy as np
 
 from .. import backend
 from ..autograd import FunctionHook, Tensor, no_grad
+from ..cli import ArgumentParser, UsageError, command, integer
 from ..functional.conv import pair
 from ..models.lenet import EuclideanRBF, PartialConv2d
-from ..nn import AdaptiveAvgPool2d, Conv2d, ConvTranspose2d, Linear
+from ..nn import AdaptiveAvgPool2d, Conv2d, ConvTranspose2d, DeformConv2d, Linear
 
 
 @dataclass
@@ -213,6 +217,9 @@ class _FieldTracker(FunctionHook):
 # layer type -> multiply-accumulates per sample of one call: rule(module, input, output, batch)
 MAC_RULES = {
     Conv2d: lambda m, x, y, batch: y.size // batch * (m.in_channels // m.groups) * math.prod(m.kernel_size),
+    # the convolution at the sampled points (its bilinear sampling, 4 per sampled value, is not counted; a block
+    # that predicts its own offsets counts its conv_offset as the Conv2d it is)
+    DeformConv2d: lambda m, x, y, batch: y.size // batch * (m.in_channels // m.groups) * math.prod(m.kernel_size),
     ConvTranspose2d: lambda m, x, y, batch: x.size // batch * (m.out_channels // m.groups) * math.prod(m.kernel_size),
     Linear: lambda m, x, y, batch: y.size // batch * m.in_features,
     # LeNet-5's C3: only the connected kernels multiply (the dense kernel's zeros are free)
@@ -233,6 +240,10 @@ def _is_leaf(module):
     return next(module.children(), None) is None
 
 
+def _has_rule(module):
+    return any(cls in MAC_RULES for cls in type(module).__mro__)
+
+
 def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, print_table=True):
     """Run one forward of ``model`` on a random (batch_size, *input_size) input and summarise it.
 
@@ -244,6 +255,8 @@ def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, prin
         if input_size is None:
             raise ValueError(f"summary: {type(model).__name__} has no input_size attribute; pass input_size=(C, H, W)")
     input_size = tuple(int(n) for n in input_size)
+    if not input_size or min(input_size) < 1:
+        raise ValueError(f"summary: every input size must be >= 1, got {input_size}")
     if batch_size < 1:
         raise ValueError(f"summary: batch_size must be >= 1, got {batch_size}")
     first = next(model.parameters(), None)
@@ -266,18 +279,23 @@ def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, prin
         outs = output if isinstance(output, (tuple, list)) else (output,)
         records.append(LayerRecord(
             name=names.get(id(module), "?"), type=type(module).__name__, output_shape=tuple(out.shape),
-            params=sum(p.size for p in module.parameters()) if first_call else 0,
+            params=sum(p.size for p in module.parameters(recurse=False)) if first_call else 0,
             activation_kb=sum(o.data.nbytes for o in outs if isinstance(o, Tensor)) / 1024,
             macs=int(_macs(module, inputs, out, batch_size)),
             receptive_field=field.rf if field else None, jump=field.jump if field else None))
 
     training = [(m, m.training) for m in model.modules()]
-    handles = [m.register_forward_hook(hook) for m in model.modules() if _is_leaf(m)]
+    # leaves, and the modules with a MAC rule that hold children (a deformable conv with its conv_offset)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if _is_leaf(m) or _has_rule(m)]
     try:
         model.eval()
         # an untrained very deep net in eval mode may overflow on random input: shapes still count
         with no_grad(), tracker, np.errstate(over="ignore", invalid="ignore"):
-            model(x)
+            try:
+                model(x)
+            except ValueError as exc:  # say which input, in one sentence
+                raise ValueError(f"summary: {type(model).__name__} cannot run on an input of size "
+                                 f"{input_size}: {exc}") from None
     finally:
         for handle in handles:
             handle.remove()
@@ -298,16 +316,17 @@ def summary(model, input_size=None, batch_size=1, device="cpu", dtype=None, prin
 # --------------------------------------------------------------------------- CLI
 
 
+@command
 def main(argv=None):
     from ..models import get_model, list_models
 
-    parser = argparse.ArgumentParser(prog="python -m scratchnet.summary",
-                                     description="Per-layer shapes, parameters, memory, MACs and receptive field.")
+    parser = ArgumentParser(prog="python -m scratchnet.summary",
+                            description="Per-layer shapes, parameters, memory, MACs and receptive field.")
     parser.add_argument("model", help="a registered model name, e.g. resnet50 (see --list)", nargs="?")
-    parser.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+    parser.add_argument("--input-size", type=integer(1), nargs=3, metavar=("C", "H", "W"),
                         help="input without the batch (default: the model's native input_size)")
-    parser.add_argument("--num-classes", type=int, help="number of classes (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--num-classes", type=integer(1), help="number of classes (default: the model's)")
+    parser.add_argument("--batch-size", type=integer(1), default=1)
     parser.add_argument("--dtype", default=None, choices=["float32", "float64"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
@@ -317,21 +336,27 @@ def main(argv=None):
     if args.list or not args.model:
         print("\n".join(list_models()))
         return 0
+    device = backend.check_device(args.device)  # before building anything: no GPU is one line
     options = {}
     for item in args.option:
         key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--option expects KEY=VALUE, got {item!r}")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--option expects KEY=VALUE, got {item!r}")
         try:
             options[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             options[key] = value
     if args.num_classes is not None:
         options["num_classes"] = args.num_classes
-    model = get_model(args.model, **options)
-    if args.device != "cpu" or args.dtype:
-        model.to(device=args.device, dtype=args.dtype)
+    try:
+        model = get_model(args.model, **options)
+    except (ValueError, TypeError) as exc:  # an unknown name, or an option the model does not take
+        raise UsageError(f"cannot build model {args.model!r}: {exc}") from None
+    if device != "cpu" or args.dtype:
+        model.to(device=device, dtype=args.dtype)
     print(f"{args.model}")
-    summary(model, args.input_size, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+    try:
+        summary(model, args.input_size, batch_size=args.batch_size, device=device, dtype=args.dtype)
+    except ValueError as exc:  # an input the model cannot take (too small, wrong channels)
+        raise UsageError(str(exc)) from None
     return 0
-

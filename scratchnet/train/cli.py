@@ -21,7 +21,7 @@ while a run uses it (``scratchnet/runlock.py``): a second run on the same
 """
 import argparse
 import ast
-import os
+import shlex
 import signal
 import sys
 import traceback
@@ -29,8 +29,10 @@ from pathlib import Path
 
 from .. import backend
 from .. import functional as F
-from ..distributed import DistributedError
-from ..distributed.training import abort_other_ranks, setup as setup_ranks
+from ..cli import ArgumentParser, command, integer, real, report
+from ..distributed import DistributedError, launch_rank, launch_size, launched_by_mpi
+from ..distributed.training import abort_other_ranks, resume_command, setup as setup_ranks
+from ..models.registry import model_name
 from ..nn.serialization import load
 from .checkpoint import load_checkpoint
 from .datasets import DATASETS
@@ -39,54 +41,57 @@ from .folder import lock_run_folder, prepare_out, write_json
 from .loop import Run, fit_with_signals
 from .recipes import recipe_for
 
+PROG = "python -m scratchnet.train"
+
 CONFIG_KEYS = ("model", "dataset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer",
                "schedule", "warmup", "augment", "ten_crop", "seed", "limit", "test_limit", "model_args", "data_dir")
 AUGMENTATIONS = ("crop", "patches", "flip", "lighting")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m scratchnet.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a name from scratchnet.models.list_models() (e.g. lenet, resnet20, fast_yolov1)")
     p.add_argument("--dataset", choices=sorted(DATASETS), help="default: the model's recipe")
     p.add_argument("--data-dir", help="folder holding the dataset files (else $SCRATCHNET_DATA, the cache, ...)")
     p.add_argument("--no-download", action="store_true", help="never download missing dataset files")
     p.add_argument("--device", default="cpu", help="cpu or gpu")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--epochs", type=integer(1))
+    p.add_argument("--batch-size", type=integer(1), help="per rank under --distributed")
+    p.add_argument("--lr", type=real(above=0))
+    p.add_argument("--momentum", type=real(minimum=0))
+    p.add_argument("--weight-decay", type=real(minimum=0))
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     p.add_argument("--schedule", choices=["step", "cosine", "none"])
-    p.add_argument("--warmup", type=float, help="epochs of linear warm-up from lr/10 (fractions allowed)")
+    p.add_argument("--warmup", type=real(minimum=0), help="epochs of linear warm-up from lr/10 (fractions allowed)")
     p.add_argument("--augment", help="comma-separated subset of crop (CIFAR's pad and crop), patches (AlexNet's "
                    "random patches of images rescaled by 256/224), flip, lighting (AlexNet's PCA colour noise), "
                    "or 'none'")
     p.add_argument("--ten-crop", action="store_true", help="evaluate as AlexNet: the softmax averaged over ten "
                    "patches per test image (four corners, centre, and their mirror images)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--out", help="run folder (default runs/MODEL-DATASET)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
     p.add_argument("--eval-only", action="store_true", help="evaluate (weights from --resume DIR or --weights)")
     p.add_argument("--weights", help="a .npz of model weights to start from (or to evaluate)")
-    p.add_argument("--limit", type=int, help="train on the first N training samples")
-    p.add_argument("--test-limit", type=int, help="evaluate on the first N test samples")
+    p.add_argument("--limit", type=integer(1), help="train on the first N training samples")
+    p.add_argument("--test-limit", type=integer(1), help="evaluate on the first N test samples")
     p.add_argument("--conv-algo", help="the global conv2d route: " + ", ".join(F.conv.CONV_ALGOS)
                    + " (scratchnet.functional.conv.set_conv_algo; docs/kernels.md)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra constructor option, e.g. --model-arg width_mult=0.25 (repeatable)")
-    p.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead in a background thread")
+    p.add_argument("--prefetch", type=integer(0), default=2, help="batches prepared ahead in a background thread")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch summaries only)")
-    p.add_argument("--threads", type=int, help="CPU threads for BLAS and the Numba kernels alike "
+    p.add_argument("--threads", type=integer(1), help="CPU threads for BLAS and the Numba kernels alike "
                                                "(default: every CPU, or $SCRATCHNET_NUM_THREADS)")
     p.add_argument("--distributed", action="store_true", help="data parallel over the processes of an MPI launch "
                    "(mpirun -n 2 python -m scratchnet.train ... --distributed); --batch-size is per rank")
     p.add_argument("--model-parallel", action="store_true", help="AlexNet's two-GPU split over 2 ranks (mpirun -n 2)")
     p.add_argument("--sync-batchnorm", action="store_true", help="with --distributed: BatchNorm over the global batch")
-    p.add_argument("--dist-timeout", type=float, help="seconds to wait for the other ranks before failing (300)")
+    p.add_argument("--dist-timeout", type=real(above=0),
+                   help="seconds to wait for the other ranks before failing (300)")
     # For tests: raise SIGTERM in this process after N optimizer steps (exercises the real handler).
-    p.add_argument("--debug-signal-after", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--debug-signal-after", type=integer(1), help=argparse.SUPPRESS)
     return p
 
 
@@ -110,14 +115,6 @@ def make_config(args):
     config["ten_crop"] = args.ten_crop
     config.update(seed=args.seed, limit=args.limit, test_limit=args.test_limit, data_dir=args.data_dir,
                   model_args=parse_model_args(args.model_arg))
-    for key in ("epochs", "batch_size"):
-        if config[key] < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
-    for key in ("limit", "test_limit"):
-        if config[key] is not None and config[key] < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {config[key]}")
-    if config["lr"] <= 0:
-        raise UsageError(f"--lr must be positive, got {config['lr']}")
     detector, wants_detection = recipe.task == "detection", DATASETS[config["dataset"]]["task"] == "detection"
     if detector != wants_detection:
         raise UsageError(f"model {args.model} is {'a detector' if detector else 'a classifier'} but dataset "
@@ -128,6 +125,32 @@ def make_config(args):
     if config["ten_crop"] and wants_detection:
         raise UsageError("--ten-crop averages a classifier's softmax over ten patches; it is not for detection")
     return config
+
+
+def check_same_model(asked, state, folder, device):
+    """``--resume`` continues the run the folder holds: a different model on the command line is refused,
+    with the command that continues that run (on as many ranks as wrote it)."""
+    saved = state["config"]["model"]
+    if model_name(saved) == _known_name(asked):
+        return
+    run = state.get("distributed") or {"mode": None, "ranks": 1}
+    raise UsageError(f"--resume {folder}: that folder holds a {saved} run, not {asked}; continue it with "
+                     f"`{resume_command(saved, folder, run, device)}`, or train {asked} in a new folder "
+                     f"(--out DIR)")
+
+
+def _known_name(name):
+    try:
+        return model_name(name)
+    except ValueError:
+        return None
+
+
+def load_weights(model, path):
+    try:
+        model.load_state_dict(load(path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--weights {path}: {exc}") from None
 
 
 def parse_model_args(pairs):
@@ -143,37 +166,40 @@ def parse_model_args(pairs):
     return options
 
 
+def command_line(argv):
+    """The command a user types for these arguments, quoted for a shell."""
+    return shlex.join([*PROG.split(), *argv])
+
+
+@command
 def main(argv=None):
-    if argv is not None:
-        argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in argv]
+    """Exit codes: 0 done, 1 NaN/inf loss, 2 bad input (scratchnet/cli.py's one line), 130/143 interrupted."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     held = []  # the run folder's lock, released however the run ends
     try:
-        return run(args, held)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except DistributedError as exc:  # e.g. a rank died or hung: end every rank of the job
-        print(f"error: {exc}", file=sys.stderr)
+        return run(args, held, argv)
+    except (DistributedError, OSError) as exc:  # met during the run, on this rank alone: end every rank of the job
+        report(exc, every_rank=True)
         abort_other_ranks(EXIT_USAGE)
         return EXIT_USAGE
-    except OSError as exc:  # a file problem met later (disk full, folder removed): one line, not a traceback
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
-        return EXIT_USAGE
+    except UsageError:
+        raise  # every rank meets it alike (the ranks agree on files one of them reads): scratchnet/cli.py prints it
     except Exception:
         if args.distributed or args.model_parallel:  # the other ranks may be waiting for this one: end them too
             traceback.print_exc()
             abort_other_ranks(1)
         raise
     except KeyboardInterrupt:  # Ctrl-C before training started (while loading data): nothing to save
-        print("\ninterrupted before training started", file=sys.stderr)
+        if launch_rank() in (None, 0):
+            print("\ninterrupted before training started", file=sys.stderr)
         return EXIT_SIGNAL[signal.SIGINT]
     finally:
         for lock in held:
             lock.release()
 
 
-def run(args, held=None):
+def run(args, held=None, argv=None):
     try:  # first, before any data is read: a missing GPU fails at once
         device = backend.check_device(args.device)
     except backend.DeviceError as exc:
@@ -188,6 +214,14 @@ def run(args, held=None):
             F.conv.set_conv_algo(args.conv_algo)
         except ValueError as exc:
             raise UsageError(f"--conv-algo: {exc}") from None
+    if (args.distributed or args.model_parallel) and not launched_by_mpi():
+        raise UsageError(f"{'--distributed' if args.distributed else '--model-parallel'} needs its processes started "
+                         f"by MPI: run `mpirun -n 2 {command_line(argv or [])}` (or srun on Slurm)")
+    launched = launch_size() or 1
+    if launched > 1 and not (args.distributed or args.model_parallel):  # N copies of one run, one --out
+        raise UsageError(f"this command was started by MPI as {launched} processes but without --distributed, so "
+                         f"each would train the same run alone; add it: "
+                         f"`mpirun -n {launched} {command_line([*(argv or []), '--distributed'])}`")
     try:  # --distributed / --model-parallel: join the MPI launch (else one process)
         ranks = setup_ranks(args.distributed, args.model_parallel, device, args.dist_timeout, args.sync_batchnorm)
     except (DistributedError, ValueError) as exc:
@@ -198,15 +232,17 @@ def run(args, held=None):
     resume_state = None
     if args.resume:
         resume_dir = Path(args.resume)
-        resume_state = ranks.broadcast_object(load_checkpoint(resume_dir / "checkpoint.npz") if ranks.is_main else None)
-        try:
-            ranks.check_resume(resume_state)
-        except DistributedError as exc:
-            raise UsageError(str(exc)) from None
+        # rank 0 reads the checkpoint; every rank gets it (or rank 0's error, so that none waits for it)
+        resume_state = ranks.read_on_main(lambda: load_checkpoint(resume_dir / "checkpoint.npz"), UsageError)
         if not isinstance(resume_state, dict) or "model" not in (resume_state.get("config") or {}):
             raise UsageError(f"--resume: {resume_dir / 'checkpoint.npz'} is not a scratchnet training checkpoint "
                              f"(it names no run config)")
         config = resume_state["config"]  # the run continues with its own settings
+        check_same_model(args.model, resume_state, resume_dir, device)
+        try:
+            ranks.check_resume(resume_state, resume_dir)
+        except DistributedError as exc:
+            raise UsageError(str(exc)) from None
         if args.data_dir:  # ... but the data may have moved
             config["data_dir"] = args.data_dir
         if args.ten_crop:  # ... and may be evaluated with ten patches per image
@@ -235,10 +271,7 @@ def run(args, held=None):
             raise UsageError(f"--resume: the checkpoint in {args.resume} does not fit this run: {exc}") from None
         print(f"resuming {out}: epoch {job.epoch + 1}, batch {job.batch + 1} of {len(job.train_loader)}", flush=True)
     if args.weights:
-        try:
-            job.model.load_state_dict(load(args.weights))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"--weights: {exc}") from None
+        ranks.agree(lambda: load_weights(job.model, args.weights), UsageError)  # each rank reads the file
 
     if args.eval_only:
         record = job.evaluate()

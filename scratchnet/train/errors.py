@@ -1,12 +1,13 @@
-"""How a training run ends other than done: the exit codes and the exceptions that carry them."""
+"""How a training run ends other than done: the exit codes and the exceptions that carry them.
+
+Bad input is the shared error path of every command (``scratchnet/cli.py``): ``UsageError``, one line
+on stderr and exit code 2."""
 import signal
 
-EXIT_NAN, EXIT_USAGE = 1, 2
+from ..cli import EXIT_USAGE, UsageError  # noqa: F401 (re-exported: the train package's names)
+
+EXIT_NAN = 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-class UsageError(Exception):
-    """Bad command-line input or a file problem: printed as one line, exit code 2."""
 
 
 class NonFiniteLoss(Exception):

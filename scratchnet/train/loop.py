@@ -6,6 +6,8 @@ import sys
 import threading
 import time
 
+import numpy as np
+
 from .. import backend
 from ..autograd import Tensor, no_grad
 from ..data import DataLoader
@@ -13,7 +15,7 @@ from ..distributed.training import SingleProcess
 from ..nn.serialization import save
 from .checkpoint import restore_rng, rng_state, save_checkpoint
 from .datasets import DATASETS, build_model, load_datasets, pipelines
-from .errors import EXIT_NAN, EXIT_SIGNAL, Interrupted, NonFiniteLoss
+from .errors import EXIT_NAN, EXIT_SIGNAL, Interrupted, NonFiniteLoss, UsageError
 from .folder import plot_curves, write_json
 from .recipes import make_optimizer, make_scheduler
 from .tasks import TASKS
@@ -43,12 +45,14 @@ class Run:
             self.kernel_warm_up.start()
         self.config, self.device, self.out, self.progress = config, device, out, progress
         self.debug_signal_after = debug_signal_after
-        self.ranks = ranks or SingleProcess()  # distributed runs: what differs per rank (distributed/training.py)
+        self.ranks = ranks or SingleProcess(device)  # distributed runs: what differs per rank (distributed/training.py)
         backend.manual_seed(config["seed"])
         self.model = self.ranks.wrap_model(build_model(config).to(device))
         self.task = TASKS[DATASETS[config["dataset"]]["task"]](self.model, device)
-        self.train_set, self.test_set = load_datasets(config, self.model, download=not config.get("no_download"),
-                                                      progress=progress)
+        # every rank reads the data itself; a failure on any rank stops all of them, rank 0 saying why
+        self.train_set, self.test_set = self.ranks.agree(
+            lambda: load_datasets(config, self.model, download=not config.get("no_download"), progress=progress),
+            UsageError)
         train_tf, test_tf = pipelines(config, self.model, getattr(self.train_set, "inputs", None))
         self.train_loader = DataLoader(self.train_set, config["batch_size"], shuffle=True,
                                        seed=self.ranks.augment_seed(config["seed"]), transform=train_tf,
@@ -188,25 +192,34 @@ class Run:
 
 
 def fit_with_signals(job):
-    """Run job.fit(); Ctrl-C / SIGTERM let the current batch finish, then checkpoint and exit."""
+    """Run job.fit(); Ctrl-C / SIGTERM let the current batch finish, then checkpoint and exit.
+
+    Only rank 0 speaks (a distributed run's ranks all stop together). A diverging run ends in one line:
+    NumPy's overflow and invalid-value warnings on the way to the NaN are not printed, the check of the
+    loss after every step says it once."""
+    speak = job.ranks.is_main
+
     def on_signal(signum, frame):
-        if job.stop_signal is None:
+        if job.stop_signal is None and speak:
             print(f"\n{signal.Signals(signum).name}: stopping after this batch and writing a checkpoint...",
                   file=sys.stderr, flush=True)
         job.stop_signal = signum
 
     previous = {s: signal.signal(s, on_signal) for s in EXIT_SIGNAL}
     try:
-        job.fit()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            job.fit()
     except Interrupted:
-        print(f"interrupted: checkpoint written to {job.out / 'checkpoint.npz'}; continue with "
-              f"`python -m scratchnet.train {job.config['model']} --resume {job.out}`", file=sys.stderr)
+        if speak:
+            print(f"interrupted: checkpoint written to {job.out / 'checkpoint.npz'}; continue with "
+                  f"`{job.ranks.resume_command(job.config['model'], job.out)}`", file=sys.stderr)
         return EXIT_SIGNAL[job.stop_signal]
     except NonFiniteLoss as exc:
         kept = (f"the last good checkpoint (end of epoch {job.epoch}) is kept in {job.out / 'checkpoint.npz'}"
                 if job.epoch else "no epoch finished, so there is no checkpoint")
-        print(f"error: {exc}; training stopped. {kept}. Try a lower --lr (now {job.config['lr']}) or "
-              f"--warmup.", file=sys.stderr)
+        if speak:
+            print(f"error: {exc}; training stopped. {kept}. Try a lower --lr (now {job.config['lr']}) or "
+                  f"--warmup.", file=sys.stderr)
         return EXIT_NAN
     finally:
         for s, handler in previous.items():

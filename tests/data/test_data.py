@@ -1,17 +1,15 @@
 """Datasets: IDX parsing, finding/downloading/verifying files (against a real loopback HTTP server), CIFAR-10."""
 import gzip
 import hashlib
-import http.server
 import io
 import os
 import pickle
 import tarfile
-import threading
 
 import numpy as np
 import pytest
 
-from conftest import write_cifar
+from conftest import LoopbackServer, write_cifar
 from scratchnet.data import DatasetError, load_cifar10, load_mnist, parse_idx, read_idx
 from scratchnet.data import download as dl
 from scratchnet.data import idx
@@ -121,46 +119,10 @@ def test_corrupt_local_file_is_reported_not_used(data_dir, tmp_path):
 # --------------------------------------------------------------------------- downloads, for real, over loopback
 
 
-class _Server:
-    """A loopback HTTP server: path -> bytes, '/drop/...' sends half and hangs up, anything else 404."""
-
-    def __init__(self, files):
-        files = files
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                name = self.path.split("/")[-1]
-                if name not in files:
-                    self.send_error(404)
-                    return
-                body = files[name]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.path.startswith("/drop/"):
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def mnist_test_server(data_dir):
     folder = data_dir / "mnist"
-    server = _Server({name: (folder / name).read_bytes()
+    server = LoopbackServer({name: (folder / name).read_bytes()
                       for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")})
     yield server
     server.close()
@@ -170,7 +132,7 @@ def test_download_from_second_mirror_into_cache(mnist_test_server, tmp_path, cap
     mirrors = [mnist_test_server.url + "/missing/", mnist_test_server.url + "/ok/"]
     test = load_mnist("mnist", train=False, mirrors=mirrors)
     assert len(test) == 10000
-    cached = sorted(p.name for p in (tmp_path / "cache" / "mnist").iterdir())
+    cached = kept(tmp_path / "cache" / "mnist")
     assert cached == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]  # no .part leftovers
     umask = os.umask(0)
     os.umask(umask)
@@ -184,7 +146,7 @@ def test_download_bad_checksum_keeps_nothing(data_dir, tmp_path):
     good = (data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()
     raw = bytearray(gzip.decompress(good))
     raw[-1] ^= 0xFF
-    server = _Server({"t10k-labels-idx1-ubyte.gz": gzip.compress(bytes(raw))})
+    server = LoopbackServer({"t10k-labels-idx1-ubyte.gz": gzip.compress(bytes(raw))})
     try:
         with pytest.raises(DatasetError) as info:
             idx.mnist_file("mnist", "t10k-labels-idx1-ubyte.gz", mirrors=[server.url + "/"], progress=False)
@@ -192,17 +154,17 @@ def test_download_bad_checksum_keeps_nothing(data_dir, tmp_path):
         server.close()
     message = str(info.value)
     assert "SHA-256" in message and server.url in message and "Looked in" in message
-    assert list((tmp_path / "cache" / "mnist").iterdir()) == []
+    assert kept(tmp_path / "cache" / "mnist") == []
 
 
 def test_download_dropped_connection_keeps_nothing(data_dir, tmp_path):
     body = (data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()
-    server = _Server({"t10k-labels-idx1-ubyte.gz": body})
+    server = LoopbackServer({"t10k-labels-idx1-ubyte.gz": body})
     try:
         with pytest.raises(DatasetError) as info:
             idx.mnist_file("mnist", "t10k-labels-idx1-ubyte.gz", mirrors=[server.url + "/drop/"])
         assert "t10k-labels-idx1-ubyte.gz" in str(info.value)
-        assert list((tmp_path / "cache" / "mnist").iterdir()) == []
+        assert kept(tmp_path / "cache" / "mnist") == []
         # The next mirror in the list is tried after the drop.
         path = idx.mnist_file("mnist", "t10k-labels-idx1-ubyte.gz",
                               mirrors=[server.url + "/drop/", server.url + "/"])
@@ -213,7 +175,7 @@ def test_download_dropped_connection_keeps_nothing(data_dir, tmp_path):
 
 def test_download_verifies_md5(tmp_path):
     body = b"hello scratchnet"
-    server = _Server({"f.bin": body})
+    server = LoopbackServer({"f.bin": body})
     try:
         dest = dl.download([server.url + "/f.bin"], tmp_path / "d" / "f.bin", md5=hashlib.md5(body).hexdigest())
         assert dest.read_bytes() == body
@@ -225,6 +187,11 @@ def test_download_verifies_md5(tmp_path):
 
 
 # --------------------------------------------------------------------------- CIFAR-10, on small files in its format
+
+
+def kept(folder):
+    """The files a download left in ``folder``, besides the preparation lock (which stays, by design)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != dl.PREPARE_LOCK)
 
 
 def test_cifar10_reads_batches_in_order(tmp_path):
@@ -246,7 +213,7 @@ def test_cifar10_download_archive_over_loopback(tmp_path):
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     archive = buffer.getvalue()
-    server = _Server({"cifar-10-python.tar.gz": archive})
+    server = LoopbackServer({"cifar-10-python.tar.gz": archive})
     try:
         with pytest.raises(DatasetError, match="MD5"):  # the real archive's checksum does not match ours
             load_cifar10(train=False, mirrors=[server.url + "/cifar-10-python.tar.gz"])

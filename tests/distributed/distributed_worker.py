@@ -142,6 +142,66 @@ def check_collectives(comm):
     assert comm.broadcast_object("hello" if comm.rank == 0 else None) == "hello"
 
 
+def check_shapes_and_dtypes(comm):
+    """A 0-d array keeps its shape through every collective; dtypes MPI cannot move are TypeErrors."""
+    total = comm.allreduce(np.float64(comm.rank + 1.5) * np.ones(()))
+    assert total.shape == () and total == 4.0, total
+    assert comm.broadcast(np.array(7 + comm.rank), root=1).shape == ()
+    assert comm.allgather(np.array(comm.rank)).tolist() == [0, 1]
+    assert comm.broadcast(np.array([True, comm.rank == 0])).tolist() == [True, True]  # bools and text move...
+    assert comm.allgather(np.array(["rank", str(comm.rank)])).tolist() == [["rank", "0"], ["rank", "1"]]
+    for bad, call in ((np.array([True]), lambda a: comm.allreduce(a)),  # ... but MPI sums neither
+                      (np.array(["text"]), lambda a: comm.allreduce(a)),
+                      (np.array([object()]), lambda a: comm.broadcast(a)),
+                      ([1.0, 2.0], lambda a: comm.allreduce(a))):
+        try:
+            call(bad)
+        except TypeError as exc:
+            assert "cannot move" in str(exc), exc
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
+    try:
+        comm.allreduce(np.ones(2), op="avg")
+    except ValueError as exc:
+        assert "sum, max, min" in str(exc)
+    else:
+        raise AssertionError("op='avg' was accepted")
+
+
+def check_paired_send_recv(comm):
+    """Both ranks send first, then receive: 8 MB each way (far above MPI's eager limit) cannot deadlock."""
+    comm.timeout = 30.0
+    other = 1 - comm.rank
+    big = np.full((1024, 1024), comm.rank, dtype=np.float64)
+    comm.send(big, dest=other, tag=5)
+    comm.send(np.float32(comm.rank + 0.5) * np.ones((), np.float32), dest=other, tag=5)
+    got, scalar = comm.recv(source=other, tag=5), comm.recv(source=other, tag=5)
+    assert got.shape == (1024, 1024) and np.all(got == other)
+    assert scalar.shape == () and scalar.dtype == np.float32 and scalar == other + 0.5
+    comm.barrier()  # waits for this rank's sends to be received, too
+    assert comm._sends == []
+
+
+def check_engine_agreement(comm):
+    """NCCL on one rank and not the other: both take the host route, and say which rank lacks it."""
+    assert comm.agree_on_nccl(comm.rank == 0, reason="no libnccl here") is None
+    assert comm.engine == "MPI through host memory (no NCCL on rank 1: no libnccl here)", comm.engine
+    assert comm.allgather_object(comm.engine) == [comm.engine] * 2
+
+
+def check_more_ranks_than_gpus(comm):
+    """Both ranks on one host with one GPU: refused on every rank, in one sentence; with two GPUs each
+    rank takes the GPU of its local rank."""
+    assert comm.local_size == 2
+    try:
+        comm.agree_on_gpus(device_count=1)
+    except distributed.DistributedError as exc:
+        assert "2 ranks run on host" in str(exc) and "1 GPU(s)" in str(exc) and "mpirun -n 1" in str(exc), exc
+    else:
+        raise AssertionError("two ranks on one GPU were accepted")
+    assert comm.agree_on_gpus(device_count=2) == comm.local_rank
+
+
 def check_alexnet_split(comm):
     """Two towers on two ranks == the grouped single-process AlexNet: logits, loss, every gradient."""
     options = dict(num_classes=10, image_size=67, channels=(8, 16, 24, 24, 16), hidden=32, groups=2)
@@ -194,6 +254,7 @@ def check_killed_rank(comm):
 SCENARIOS = {
     "core": [check_collectives, check_data_parallel_gradients, check_unused_parameter, check_replicas_identical,
              check_alexnet_split],
+    "robust": [check_shapes_and_dtypes, check_paired_send_recv, check_engine_agreement, check_more_ranks_than_gpus],
     "hang": [check_hang_times_out],
     "killed": [check_killed_rank],
 }

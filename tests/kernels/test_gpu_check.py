@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 import gpu_check  # noqa: E402
 
-STEPS = ["install", "versions", "gpu-tests", "train", "dropout", "conv-bench", "lenet-bench", "memcheck",
-         "racecheck"]
+STEPS = ["install", "versions", "gpu-tests", "train", "dropout", "conv-bench", "deform-bench", "lenet-bench",
+         "memcheck", "racecheck"]
 
 
 def test_smoke_mode_runs_every_step_on_the_cpu(tmp_path, data_dir):
@@ -25,7 +25,7 @@ def test_smoke_mode_runs_every_step_on_the_cpu(tmp_path, data_dir):
     log = (out / "gpu_check.log").read_text()
     assert done.returncode == 0, log[-4000:]
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_conv.json",
-                                                     "gpu_lenet.json"]
+                                                     "gpu_deform.json", "gpu_lenet.json"]
     report = json.loads((out / "gpu_check.json").read_text())
     assert [s["step"] for s in report["steps"]] == STEPS and report["ok"]
     assert report["versions"]["device_asked"] == "cpu" and report["versions"]["numba"]
@@ -33,6 +33,8 @@ def test_smoke_mode_runs_every_step_on_the_cpu(tmp_path, data_dir):
     assert report["steps"][STEPS.index("dropout")]["note"].startswith("skipped")  # the CPU's is in test_train.py
     routes = {row["route"] for row in report["gpu_conv"]["rows"]}
     assert {"im2col", "torch"} <= routes and report["gpu_conv"]["targets"]
+    assert {(r["framework"], r["route"]) for r in report["gpu_deform"]["rows"]} >= {("scratchnet", "im2col"),
+                                                                                   ("scratchnet", "reference")}
     assert report["gpu_lenet"]["torch"]["epoch_s"] > 0 and report["gpu_lenet"]["scratchnet"]["epoch_s"] > 0
     for step in STEPS:
         assert f"===== [{step}]" in log

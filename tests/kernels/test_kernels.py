@@ -1,4 +1,5 @@
-"""The kernels (raw arrays in and out) against torch and the NumPy im2col route.
+"""The kernels (raw arrays in and out) against torch and the NumPy im2col route (the deformable ones against the
+NumPy deformable route, functional/deform_routes.py).
 
 One API, three implementations, each test run on all of them:
   numba     kernels/cpu.py
@@ -17,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from conftest import assert_close, tol_for_sums, torch_conv2d
+from conftest import assert_close, assert_within_scale, tol_for_sums, torch_conv2d
 from scratchnet.functional.conv import col2im, conv_output_size, im2col
 from scratchnet import backend
 from scratchnet.kernels import cpu
@@ -41,7 +42,10 @@ class Implementation:
         args = [backend.to_device(a, self.device) if isinstance(a, np.ndarray) else a for a in args]
         for api in self.apis:
             out = getattr(api, name)(*args)
-            yield tuple(map(backend.to_numpy, out)) if isinstance(out, tuple) else backend.to_numpy(out)
+            if isinstance(out, tuple):  # several results, None where a kernel has nothing to return
+                yield tuple(None if o is None else backend.to_numpy(o) for o in out)
+            else:
+                yield backend.to_numpy(out)
 
 
 GPU = pytest.param("cuda", marks=pytest.mark.gpu)
@@ -226,3 +230,68 @@ def test_max_pool_backward_many_windows_on_one_pixel(impl):
         assert (argmax == 32 * 64 + 32).sum() == 33 * 33
         for gx in impl("max_pool2d_backward", gy, argmax, x.shape):
             assert gx[0, 0, 32, 32] == 33 * 33 and gx.sum() == gy.size
+
+
+# ---------------------------------------------------------------- deformable convolution (cpu_deform.py, deform.cu)
+# (x shape, kernel, stride, padding, dilation, offset groups, mask, offsets): the NumPy reference of
+# functional/deform_routes.py (itself equal to torchvision's numbers, tests/functional/test_deform.py) is
+# the answer; 'edges' puts samples exactly on -1, -0.5, H-1, H (torchvision's borders) and on integers.
+DEFORM_CASES = [
+    ((2, 4, 6, 7), (3, 3), (1, 1), (1, 1), (1, 1), 1, True, "normal"),
+    ((1, 6, 7, 5), (3, 2), (2, 1), (1, 0), (1, 2), 3, False, "normal"),       # everything differs per axis
+    ((2, 4, 5, 6), (2, 3), (1, 2), (0, 1), (2, 1), 2, True, "edges"),
+    ((3, 2, 4, 4), (1, 1), (1, 1), (0, 0), (1, 1), 2, True, "far"),          # most samples outside the image
+    ((1, 40, 5, 5), (3, 3), (1, 1), (1, 1), (1, 1), 1, True, "normal"),      # > 32 channels: two channel blocks
+    ((2, 3, 17, 16), (3, 3), (1, 1), (1, 1), (1, 1), 1, False, "normal"),    # 17*16 > 256 threads of a block
+]
+
+
+def _deform_arrays(case, dtype, rng):
+    x_shape, kernel, stride, padding, dilation, groups, use_mask, kind = case
+    n, c = x_shape[:2]
+    out_hw = _out_hw(x_shape, kernel, stride, padding, dilation)
+    shape = (n, 2 * groups * kernel[0] * kernel[1]) + out_hw
+    offset = rng.standard_normal(shape) * (6 if kind == "far" else 1.5)
+    if kind == "edges":  # exact positions: integers, halves, -1 and the far border
+        offset = rng.choice(np.array([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, float(max(x_shape[2:]))]), shape)
+    mask = rng.uniform(-0.5, 1.5, (n, groups * kernel[0] * kernel[1]) + out_hw).astype(dtype) if use_mask else None
+    return rng.standard_normal(x_shape).astype(dtype), offset.astype(dtype), mask, out_hw
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", DEFORM_CASES, ids=lambda c: "x".join(map(str, c[0])) + f"-g{c[5]}-{c[7]}")
+def test_deformable_columns_and_their_adjoints_match_the_numpy_route(impl, case, dtype, rng):
+    from scratchnet.functional import deform_routes as reference
+    _, kernel, stride, padding, dilation, *_ = case
+    x, offset, mask, out_hw = _deform_arrays(case, dtype, rng)
+    col_ref = reference.deform_im2col(x, offset, mask, kernel, stride, padding, dilation, out_hw)
+    gcol = rng.standard_normal(col_ref.shape).astype(dtype)
+    gx_ref = reference.deform_col2im(gcol, offset, mask, x.shape, stride, padding, dilation)
+    goffset_ref, gmask_ref = reference.deform_col2im_coord(gcol, x, offset, mask, stride, padding, dilation)
+    # float32: sample positions and sums rounded in each implementation's own order (Numba's positions in float64)
+    check = assert_close if dtype == np.float64 else lambda a, b, what: assert_within_scale(a, b, 1e-5, what)
+    for col in impl("deform_im2col", x, offset, mask, kernel, stride, padding, dilation, out_hw):
+        check(col, col_ref, what="columns")
+    for gx in impl("deform_col2im", gcol, offset, mask, x.shape, stride, padding, dilation):
+        check(gx, gx_ref, what="gx")
+    for goffset, gmask in impl("deform_col2im_coord", gcol, x, offset, mask, stride, padding, dilation):
+        check(goffset, goffset_ref, what="goffset")
+        if mask is None:
+            assert gmask is None
+        else:
+            check(gmask, gmask_ref, what="gmask")
+
+
+def test_deformable_input_gradient_many_samples_on_one_pixel(impl):
+    """Every tap of every output pixel samples pixel (3, 4) exactly: 5*6*9 column entries scatter into one
+    pixel, each adding 1. A plain `+=` in place of atomicAdd loses updates on a GPU (never in the emulator,
+    whose threads switch only at barriers)."""
+    x_shape, kernel, out_hw = (1, 2, 7, 8), (3, 3), (5, 6)
+    taps = np.arange(9)
+    base_y = (taps // 3)[:, None, None] + np.arange(5)[None, :, None]
+    base_x = (taps % 3)[:, None, None] + np.arange(6)[None, None, :]
+    offset = np.stack([np.broadcast_to(3.0 - base_y, (9, 5, 6)), np.broadcast_to(4.0 - base_x, (9, 5, 6))], axis=1)
+    offset = offset.reshape(1, 18, 5, 6)
+    gcol = np.ones((2, 3, 3, 1) + out_hw)
+    for gx in impl("deform_col2im", gcol, offset, None, x_shape, (1, 1), (0, 0), (1, 1)):
+        assert (gx[:, :, 3, 4] == 5 * 6 * 9).all() and gx.sum() == gcol.size

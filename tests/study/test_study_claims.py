@@ -220,7 +220,7 @@ def test_fit_pairs_seeds_and_records_windows():
 
 @pytest.mark.parametrize("argv, message", [
     (["claims", "no_such_claim", "--tiny"], "unknown claim 'no_such_claim'"),
-    (["claims", "lrn", "--seeds", "0"], "--seeds must be at least 1"),
+    (["claims", "lrn", "--seeds", "0"], "--seeds: must be a positive int, got 0"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, message, capsys, tmp_path):
     assert study.main(["--out", str(tmp_path), *argv]) == 2

@@ -213,6 +213,6 @@ def test_landscape_cli_runs_a_zoo_net_and_loads_weights(tmp_path, capsys):
     second = json.loads((tmp_path / "landscape.json").read_text())["resnet20"]
     assert second["trained_steps"] == 0 and second["loss"] == first["loss"]
     assert main(["--out", str(tmp_path), "landscape", "resnet20", "--grid", "1"]) == 2
-    assert "--grid must be >= 2 (got 1)" in capsys.readouterr().err
+    assert "argument --grid: must be an int >= 2, got 1" in capsys.readouterr().err
     assert main(["--out", str(tmp_path), "landscape", "resnet20", "--weights-dir", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -217,3 +217,16 @@ def test_lenet5_classic_counts_only_the_connected_c3_kernels_and_the_rbf():
     """C3: 10x10 outputs x 60 connected 5x5 kernels; RBF: 10 classes x 84 features (no model method)."""
     named = {r.name: r for r in summary(get_model("lenet5_classic"), print_table=False).layers}
     assert named["c3"].macs == 10 * 10 * 60 * 25 and named["output"].macs == 10 * 84
+
+
+def test_deformable_convolutions_count_their_convolution_and_their_offset_branch():
+    """A deformable 3x3 conv costs its regular twin's MACs (the bilinear sampling is not counted) plus its
+    conv_offset, a Conv2d with 18 outputs per pixel (v1); its row holds its own weight, the child's row the rest."""
+    plain, deformable = (summary(get_model(name), print_table=False) for name in ("resnet20", "resnet20_dcn"))
+    offsets = [r for r in deformable.layers if r.name.endswith("conv_offset")]
+    assert [r.name for r in offsets] == [f"layer3.{u}.conv{c}.conv_offset" for u in range(3) for c in (1, 2)]
+    assert sum(r.macs for r in offsets) == 8 * 8 * 18 * 9 * (32 + 5 * 64)
+    assert deformable.total_macs == plain.total_macs + sum(r.macs for r in offsets)
+    row = next(r for r in deformable.layers if r.name == "layer3.1.conv1")
+    assert (row.type, row.params, row.macs) == ("DeformConv2dPack", 64 * 64 * 9, 8 * 8 * 64 * 64 * 9)
+    assert sum(r.params for r in deformable.layers) == deformable.total_params == 326_854

@@ -1,6 +1,7 @@
 """The training CLI: CI-sized runs of LeNet, a tiny ResNet and a tiny YOLO, resume, signals, bad input."""
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections import Counter
@@ -34,6 +35,11 @@ def cli(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "scratchnet.train", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=300)
+
+
+def suggested_command(err):
+    """The command a message suggests between backticks, as argv words."""
+    return shlex.split(err.split("`")[1])
 
 
 def check_run_folder(out, epochs, metric="acc"):
@@ -101,11 +107,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, case, stop_after
     args = [*(TINY_LENET if case == "lenet" else TINY_YOLO), "--epochs", "2", "--seed", "3"]
     assert train.main([*args, "--out", tmp_path / "a"]) == 0
     assert train.main([*args, "--out", tmp_path / "b", "--debug-signal-after", str(stop_after)]) == 143
-    assert "--resume" in capsys.readouterr().err
+    suggested = suggested_command(capsys.readouterr().err)
+    assert suggested[:3] == ["python", "-m", "scratchnet.train"] and "--resume" in suggested
     state = train.load_checkpoint(tmp_path / "b" / "checkpoint.npz")
     assert state["batch"] > 0 and state["partial"] is not None  # stopped inside an epoch
     assert not (tmp_path / "b" / "final.npz").exists()
-    assert train.main(["lenet", "--resume", tmp_path / "b", "--no-progress"]) == 0
+    assert train.main([*suggested[3:], "--no-progress"]) == 0  # the command the message suggests works
     a, b = sn.load(tmp_path / "a" / "final.npz"), sn.load(tmp_path / "b" / "final.npz")
     assert list(a) == list(b)
     for key in a:
@@ -178,7 +185,7 @@ def test_bad_input_subprocess_one_line_no_traceback(tmp_path):
     (["fast_yolov1", "--dataset", "mnist"], "detector but dataset mnist"),
     (["lenet", "--augment", "lighting"], "needs RGB"),
     (["lenet", "--augment", "rotate"], "unknown rotate"),
-    (["lenet", "--epochs", "0"], "--epochs must be >= 1"),
+    (["lenet", "--epochs", "0"], "argument --epochs: must be a positive int, got 0"),
     (["lenet", "--model-arg", "variant"], "KEY=VALUE"),
     (["lenet", "--model-arg", "variant='weird'"], "cannot build model 'lenet'"),
     (["lenet", "--eval-only"], "--eval-only needs trained weights"),
@@ -211,6 +218,17 @@ def test_gpu_without_gpu_fails_before_loading_data(tmp_path, capsys):
 def test_conv_algo_option(tmp_path, capsys):
     assert train.main(["lenet", "--conv-algo", "no-such-algorithm", "--out", tmp_path / "x"]) == 2
     assert "--conv-algo" in capsys.readouterr().err
+
+
+def test_resume_of_another_models_run_is_refused_naming_both(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main([*TINY_LENET, "--epochs", "1", "--out", out]) == 0
+    capsys.readouterr()
+    assert train.main(["vgg11", "--resume", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a lenet run, not vgg11" in err
+    assert suggested_command(err) == ["python", "-m", "scratchnet.train", "lenet", "--resume", str(out)]
+    assert train.main(["LeNet5", "--resume", out, "--eval-only", "--no-progress"]) == 0  # an alias, any case
 
 
 def test_resume_without_checkpoint(tmp_path, capsys):

@@ -47,7 +47,7 @@ def recipe_name_before(name):
         return "lenet"
     if "yolo" in name:
         return "yolo"
-    if re.fullmatch(r"(se_resnet|resnet|plain|preact_resnet)(20|32|44|56|110|164|1001|1202)", name):
+    if re.fullmatch(r"(se_resnet|resnet|plain|preact_resnet)(20|32|44|56|110|164|1001|1202)(_dcn|_dcnv2)?", name):
         return "cifar"
     if name.startswith("densenet_bc_"):
         return "densenet_cifar"

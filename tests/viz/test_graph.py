@@ -273,7 +273,8 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert "unknown model 'nonet'" in one_line_error(capsys, ["nonet"] + out)
     assert "cannot run on an input of size (5, 8, 8)" in one_line_error(
         capsys, ["resnet20", "--input-size", "5", "8", "8"] + out)
-    assert "must be positive" in one_line_error(capsys, ["resnet20", "--input-size", "3", "0", "8"] + out)
+    assert "argument --input-size: must be a positive int, got 0" in one_line_error(
+        capsys, ["resnet20", "--input-size", "3", "0", "8"] + out)
     assert "does not exist" in one_line_error(capsys, CLI + ["--out", str(tmp_path / "nope" / "g.svg")])
     assert ".svg, .png" in one_line_error(capsys, CLI + ["--out", str(tmp_path / "g.txt")])
     assert "no module named or typed 'Nope'" in one_line_error(capsys, CLI + out + ["--collapse", "Nope"])
