@@ -19,6 +19,7 @@ and backward while a ``with`` block holds them; tools (summary, the study's
 joins) use them instead of patching ``Function`` or asking models for plumbing.
 """
 import contextlib
+import functools
 import heapq
 import itertools
 import weakref
@@ -37,7 +38,7 @@ def is_grad_enabled():
 
 
 @contextlib.contextmanager
-def set_grad_enabled(mode):
+def _grad_mode(mode):
     global _grad_enabled
     previous, _grad_enabled = _grad_enabled, bool(mode)
     try:
@@ -46,13 +47,44 @@ def set_grad_enabled(mode):
         _grad_enabled = previous
 
 
+class set_grad_enabled:
+    """Grad mode on or off, as torch's: a plain call sets it at once and for good
+    (``sn.set_grad_enabled(False)``); as a context manager or a decorator it is set inside and put back
+    after."""
+
+    def __init__(self, mode):
+        global _grad_enabled
+        self.mode, self.previous = bool(mode), _grad_enabled
+        _grad_enabled = self.mode
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc_info):
+        global _grad_enabled
+        _grad_enabled = self.previous
+
+    def __call__(self, function):
+        """Used as a decorator: the mode is the caller's until the function runs."""
+        global _grad_enabled
+        _grad_enabled = self.previous
+        mode = self.mode
+
+        @functools.wraps(function)
+        def with_mode(*args, **kwargs):
+            with _grad_mode(mode):
+                return function(*args, **kwargs)
+        return with_mode
+
+
 def no_grad():
-    """Context manager: operations inside record no graph (inference, optimizer steps)."""
-    return set_grad_enabled(False)
+    """Context manager (or decorator): operations inside record no graph (inference, optimizer steps)."""
+    return _grad_mode(False)
 
 
 def enable_grad():
-    return set_grad_enabled(True)
+    """Context manager (or decorator): operations inside record the graph, also within no_grad."""
+    return _grad_mode(True)
 
 
 # --------------------------------------------------------------------------- Tensor

@@ -1,8 +1,13 @@
-"""Shared fixtures: the devices to run on, seeded RNGs, the real-data folder, and the harness that checks
-an op against PyTorch (compare_with_torch, the `compare` fixture, assert_close, TOL)."""
+"""Shared fixtures: the devices to run on, seeded RNGs, the real-data folder and an environment that points
+at it, a loopback HTTP server, torchvision's reference layouts, and the harness that checks an op against
+PyTorch (compare_with_torch, the `compare` fixture, assert_close, TOL)."""
+import functools
 import http.server
+import inspect
+import json
 import os
 import pickle
+import sys
 import threading
 from collections import namedtuple
 from pathlib import Path
@@ -64,6 +69,48 @@ def skip_random_init(monkeypatch):
     from scratchnet.nn import init
     monkeypatch.setattr(init, "uniform_", lambda tensor, a=0.0, b=1.0: tensor)
     monkeypatch.setattr(init, "normal_", lambda tensor, mean=0.0, std=1.0: tensor)
+
+
+@functools.cache
+def torchvision_reference():
+    """tests/fixtures/torchvision_reference.json (tools/make_torchvision_reference.py): per torchvision model,
+    its parameter count, state_dict keys and shapes in order, and published MACs."""
+    return json.loads((FIXTURES / "torchvision_reference.json").read_text())
+
+
+def torchvision_twins():
+    """tests/fixtures/torchvision_twins.json (tools/make_torchvision_twins.py): nets torchvision has the parts of
+    (CIFAR DenseNet-BC, SE blocks on GoogLeNet's modules, MobileNet and its full-convolution twin) assembled
+    from its modules, and TenCrop's crops."""
+    return json.loads((FIXTURES / "torchvision_twins.json").read_text())
+
+
+def assert_torchvision_layout(model, name):
+    """``model`` has torchvision's ``name``: the same parameter count and state_dict, key for key in order,
+    shape for shape."""
+    reference = torchvision_reference()[name]
+    assert model.num_parameters() == reference["num_params"]
+    assert [[key, list(value.shape)] for key, value in model.state_dict().items()] == reference["state_dict"]
+
+
+def assert_same_weights(path, other):
+    """Two weights files (.npz) hold the same keys in the same order and the same arrays, bit for bit (a
+    resumed run against an uninterrupted one)."""
+    a, b = sn.load(path), sn.load(other)
+    assert list(a) == list(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def backward_without_recursion(output, frames=100):
+    """``output.backward()`` with Python's recursion limit ``frames`` above the current depth: a backward
+    that recursed once per level of a deep graph would fail."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + frames)
+    try:
+        output.backward()
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def gradcheck_model(model, x, seed=3, **options):
@@ -167,9 +214,18 @@ def torch_conv2d(x, w, stride=1, padding=0, dilation=1, groups=1, extra=(0, 0)):
     return yt.detach().numpy(), grads
 
 
+@pytest.fixture(scope="session")
+def data_dir():
+    """The real datasets (../shared/data beside the repo, or $SCRATCHNET_DATA)."""
+    root = Path(os.environ.get("SCRATCHNET_DATA", REPO.parent / "shared" / "data"))
+    if not root.is_dir():
+        pytest.fail(f"real data folder {root} not found: set SCRATCHNET_DATA to the shared data folder")
+    return root
+
+
 def write_cifar(folder, sizes, seed=0):
-    """Write CIFAR-10-format batches (pickled dicts of bytes keys: data_batch_1..5, test_batch with ``sizes``
-    random images each) into ``folder`` and return their contents."""
+    """Write CIFAR-10-format batches (pickled dicts of bytes keys) into ``folder`` and return their contents:
+    ``sizes`` images in data_batch_1 ... data_batch_5 and test_batch."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -184,13 +240,13 @@ def write_cifar(folder, sizes, seed=0):
     return written
 
 
-@pytest.fixture(scope="session")
-def data_dir():
-    """The real datasets (../shared/data beside the repo, or $SCRATCHNET_DATA)."""
-    root = Path(os.environ.get("SCRATCHNET_DATA", REPO.parent / "shared" / "data"))
-    if not root.is_dir():
-        pytest.fail(f"real data folder {root} not found: set SCRATCHNET_DATA to the shared data folder")
-    return root
+@pytest.fixture
+def data_env(data_dir, tmp_path, monkeypatch):
+    """For code that finds its data itself (the CLIs, the studies, the docs' examples): $SCRATCHNET_DATA at
+    the real data, a download cache of this test's own, and a headless matplotlib."""
+    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
+    monkeypatch.setenv("SCRATCHNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
 
 
 # torch.optim.SGD's options, each rule exercised (the optimizer tests and the fused SGD kernel's tests)

@@ -1,22 +1,31 @@
-"""The docs cannot rot: every ```python block of README.md and docs/*.md runs, and every relative link resolves.
+"""The docs cannot rot: every ```python block of README.md and docs/*.md runs, prints what the page shows
+it printing, and every relative link resolves.
 
 A page's blocks run in order in one namespace (a later block may use an earlier one's names), in a
 temporary folder, with $SCRATCHNET_DATA pointing at the real data. A block that must not run here
 (it needs MPI ranks, a GPU, a download, or minutes) starts with the line
 `# doc-test: skip (reason)`: it is still compiled, so its syntax cannot rot, and the skips are
 counted below. Prefer a small runnable example; mark shell commands ```bash and output ```text.
+
+Printed output: a block that prints shows what it prints in the ```text block right after it (nothing
+between the two but blank lines, or one paragraph ending in "prints:"), and the test compares the two
+exactly. A block whose output differs from run to run (timings) says so on its first line,
+`# doc-test: output varies (reason)`, and shows none.
 """
+import contextlib
+import difflib
+import io
 import re
-from pathlib import Path
 
 import pytest
 
 import scratchnet as sn
+from conftest import REPO
 from scratchnet.functional.conv import get_conv_algo, set_conv_algo
 
-ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SKIP = re.compile(r"#\s*doc-test:\s*skip\s*\((?P<reason>[^)]*)\)")
+VARIES = re.compile(r"#\s*doc-test:\s*output varies\s*\((?P<reason>[^)]*)\)")
 OPEN = re.compile(r"^(?P<indent> *)```(?P<lang>[\w+-]*)[^\n`]*$")
 LINK = re.compile(r"!?\[[^\]]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
@@ -48,10 +57,34 @@ def python_blocks(page):
     return [(line, code) for lang, line, code in code_blocks(page) if lang == "python"]
 
 
-def skip_reason(code):
+def marker(pattern, code):
+    """The reason given by a `# doc-test: ...` marker on the block's first line, or None."""
     first = code.lstrip("\n").split("\n", 1)[0]
-    match = SKIP.match(first.strip())
+    match = pattern.match(first.strip())
     return match["reason"].strip() if match else None
+
+
+def skip_reason(code):
+    return marker(SKIP, code)
+
+
+def shown_outputs(page):
+    """{first line of a python block: the output the page shows for it}: the ```text block right after the
+    block, with nothing between them but blank lines or one paragraph ending in "prints:"."""
+    lines = page.read_text(encoding="utf-8").split("\n")
+    blocks, shown = code_blocks(page), {}
+    for (lang, line, code), (next_lang, next_line, output) in zip(blocks, blocks[1:]):
+        closing = line - 1 + len(code.split("\n"))  # 0-based index of the block's closing fence
+        between = " ".join(text.strip() for text in lines[closing + 1:next_line - 2]).strip()
+        if lang == "python" and next_lang == "text" and (not between or between.endswith("prints:")):
+            shown[line] = output
+    return shown
+
+
+def printed_differs(printed, shown):
+    diff = difflib.unified_diff(shown.split("\n"), printed.split("\n"), "the page shows", "the block prints",
+                                lineterm="")
+    return "\n".join(diff)
 
 
 def without_blocks(page):
@@ -74,12 +107,10 @@ def anchors(page):
 
 
 @pytest.fixture
-def doc_environment(tmp_path, monkeypatch, data_dir):
+def doc_environment(tmp_path, monkeypatch, data_env):
     """Run in a scratch folder (examples save files), with the real data and a headless matplotlib;
     put back the process-wide settings an example may change."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     algo, threads = get_conv_algo(), sn.get_num_threads()
     sn.manual_seed(0)
     yield
@@ -88,19 +119,30 @@ def doc_environment(tmp_path, monkeypatch, data_dir):
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
-def test_python_blocks_run(page, doc_environment, capsys):
+def test_python_blocks_run_and_print_what_the_page_shows(page, doc_environment):
     namespace = {"__name__": f"doc:{page.name}"}
+    shown = shown_outputs(page)
     for line, code in python_blocks(page):
-        where = f"{page.relative_to(ROOT)}:{line}"
+        where = f"{page.relative_to(REPO)}:{line}"
         # Leading newlines make a traceback's line numbers the page's own.
-        compiled = compile("\n" * (line - 1) + code, str(page.relative_to(ROOT)), "exec")
+        compiled = compile("\n" * (line - 1) + code, str(page.relative_to(REPO)), "exec")
         if skip_reason(code) is not None:
+            assert line not in shown, f"{where}: a skipped block cannot show its output"
             continue
+        out = io.StringIO()
         try:
-            exec(compiled, namespace)
+            with contextlib.redirect_stdout(out):
+                exec(compiled, namespace)
         except Exception as error:
             raise AssertionError(f"the python block at {where} fails: {type(error).__name__}: {error}") from error
-    capsys.readouterr()  # the examples' prints are theirs, not the test's
+        printed = out.getvalue().rstrip("\n")
+        if line in shown:
+            assert printed == shown[line], f"{where} prints other output than the page shows:\n" + \
+                printed_differs(printed, shown[line])
+        elif printed:
+            assert marker(VARIES, code) is not None, (
+                f"{where} prints\n{printed}\nbut the page does not show it: put the output in a ```text block "
+                f"right after the block, or start it with '# doc-test: output varies (reason)'")
 
 
 def test_skip_markers_name_a_reason_and_stay_the_exception():
@@ -109,8 +151,9 @@ def test_skip_markers_name_a_reason_and_stay_the_exception():
         for line, code in python_blocks(page):
             reason = skip_reason(code)
             if reason is None:
-                assert "doc-test" not in code.split("\n", 1)[0], (
-                    f"{page.name}:{line}: write the marker as '# doc-test: skip (reason)' on the first line")
+                assert "doc-test" not in code.split("\n", 1)[0] or marker(VARIES, code), (
+                    f"{page.name}:{line}: write the marker as '# doc-test: skip (reason)' or "
+                    f"'# doc-test: output varies (reason)' on the first line")
                 runnable += 1
             else:
                 assert reason, f"{page.name}:{line}: '# doc-test: skip ()' needs a reason in the parentheses"
@@ -137,19 +180,19 @@ def test_relative_links_resolve(page):
         path, _, fragment = target.partition("#")
         file = (page.parent / path).resolve() if path else page
         if not file.exists():
-            broken.append(f"{target} (no file {file.relative_to(ROOT) if ROOT in file.parents else file})")
+            broken.append(f"{target} (no file {file.relative_to(REPO) if REPO in file.parents else file})")
         elif fragment and file.suffix == ".md" and fragment not in anchors(file):
             broken.append(f"{target} (no heading with anchor #{fragment} in {file.name})")
     assert not broken, f"{page.name}: broken links: " + "; ".join(broken)
 
 
 def test_readme_links_every_docs_page():
-    readme = prose(ROOT / "README.md")
+    readme = prose(REPO / "README.md")
     missing = [p.name for p in PAGES[1:] if f"docs/{p.name}" not in readme]
     assert not missing, f"README.md does not link these docs pages: {missing}"
 
 
 def test_readme_keeps_the_ci_test_command():
-    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     command = 'pip install -e ".[dev]" && python -m pytest -n 2 -q'
-    assert command in ci and command in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert command in ci and command in (REPO / "README.md").read_text(encoding="utf-8")

@@ -328,7 +328,9 @@ class _Nccl:
     """NCCL collectives on CuPy arrays, on the current stream, waited on with the same deadline.
 
     This code needs a multi-GPU host; CI checks the CPU path, which shares everything above it
-    (bucketing, the data-parallel wrapper, the sampler), and the MPI fallback for CuPy arrays.
+    (bucketing, the data-parallel wrapper, the sampler), and the host route for CuPy arrays without NCCL
+    with a NumPy-backed stand-in for CuPy (tests/distributed/distributed_worker.py; on a GPU, a
+    gpu-marked test runs it with real CuPy arrays).
     """
 
     def __init__(self, communicator, nccl):

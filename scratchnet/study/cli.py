@@ -112,15 +112,18 @@ def build_parser():
         s.add_argument("--steps", type=integer(0), default=100 if name == "se" else 200,
                        help="SGD steps of the brief training when no --weights")
         s.add_argument("--batch-size", type=integer(1), default=32)
+        if name != "features":
+            s.add_argument("--images", type=integer(1), default=500 if name == "se" else 64,
+                           help="test images measured (default %(default)s)")
         if name != "se":
             s.add_argument("--layer", type=integer(1), default=None if name == "deconv" else 1,
                            help="conv layer (1-based)")
     sub.choices["deconv"].set_defaults(run=lambda a, common: deconv(a.model, a.weights, a.layer, a.steps,
-                                                                    a.batch_size, **common))
+                                                                    a.batch_size, a.images, **common))
     sub.choices["features"].set_defaults(run=lambda a, common: features(a.model, a.weights, a.layer, steps=a.steps,
                                                                         batch_size=a.batch_size, **common))
     sub.choices["se"].set_defaults(run=lambda a, common: se_weights(a.model, a.weights, a.steps, a.batch_size,
-                                                                    **common))
+                                                                    a.images, **common))
 
     f = study("deformable", help="regular vs deformable nets on scaled, rotated, shifted Fashion-MNIST, "
               "and where the deformable kernels sample (Dai et al. 2017, Zhu et al. 2019)")

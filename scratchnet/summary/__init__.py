@@ -34,7 +34,8 @@ Conventions
   sees) and ``jump`` (input pixels between neighbouring outputs). Input: rf 1,
   jump 1. A window layer (conv, pooling; any leaf with a ``kernel_size``, and
   ``stride`` 1 when it has none) with kernel k, stride s, dilation d gives
-  ``rf + d(k-1) jump`` and ``jump s``; an adaptive pool from n to m cells
+  ``rf + d(k-1) jump`` and ``jump s``; a ConvTranspose2d gives ``jump / s`` and
+  its widest output's field (``_transposed_rf``); an adaptive pool from n to m cells
   acts as kernel ceil(n/m), stride n//m (global pooling covers the whole
   map); a Linear sees its whole input map; every other leaf keeps the field.
   Ops between modules (``+``, ``cat``, ``*``, reshapes) are joins: the field is
@@ -152,13 +153,21 @@ def _window(field, kernel, stride, dilation=(1, 1), grid=None):
     return _Field(rf, tuple(j * s for j, s in zip(field.jump, stride)), grid or field.grid)
 
 
+def _transposed_rf(rf, jump, kernel, stride, dilation):
+    """The widest field of a transposed conv's outputs. Tap m of input pixel i lands on output i*s + d*m - p,
+    so the taps reaching one output are every g-th one (g = s / gcd(d, s)): at most ceil(k / g) input
+    pixels, d / gcd(d, s) apart."""
+    step = math.gcd(dilation, stride)
+    return rf + (math.ceil(kernel / (stride // step)) - 1) * (dilation // step) * jump
+
+
 def _layer_field(module, field, output):
     """The field after a leaf layer, given the field of its (first) input."""
     grid = _spatial(output)
     if isinstance(module, ConvTranspose2d):  # upsampling: the jump shrinks by the stride
-        jump = tuple(j / s for j, s in zip(field.jump, module.stride))
-        rf = tuple(r + d * (k - 1) * j for r, k, d, j in zip(field.rf, module.kernel_size, module.dilation, jump))
-        return _Field(rf, jump, grid)
+        return _Field(tuple(_transposed_rf(field.rf[a], field.jump[a], module.kernel_size[a], module.stride[a],
+                                           module.dilation[a]) for a in range(2)),
+                      tuple(j / s for j, s in zip(field.jump, module.stride)), grid)
     kernel = getattr(module, "kernel_size", None)
     if kernel is not None:  # conv-like (stride 1 unless it says) or pooling (stride None: the kernel)
         stride = getattr(module, "stride", 1)

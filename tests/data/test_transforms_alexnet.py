@@ -1,15 +1,13 @@
 """AlexNet's data (Krizhevsky et al. 2012, Sec. 4.1) as batch transforms: ten test patches equal to
 torchvision's TenCrop (tests/fixtures/torchvision_twins.json, made by tools/make_torchvision_twins.py), the
 centre crop's rounding, and the PCA lighting noise computed from a training set's pixels."""
-import json
-
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
+from conftest import torchvision_twins
 from scratchnet.data import transforms as T
 
-TWINS = json.loads((FIXTURES / "torchvision_twins.json").read_text())
+TWINS = torchvision_twins()
 
 
 @pytest.mark.parametrize("case", TWINS["ten_crop"], ids=lambda c: f"{c['height']}x{c['width']}-{c['size']}")

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import scratchnet as sn
-from scratchnet import distributed, nn
+from scratchnet import backend, distributed, nn
 from scratchnet import functional as F
 from scratchnet.models import get_model
 from scratchnet.optim import SGD, Adam
@@ -231,6 +231,58 @@ def check_alexnet_split(comm):
         assert np.array_equal(full[key], value), key
 
 
+class HostArray(np.ndarray):
+    """A NumPy array standing in for a CuPy one (see StandInCupy)."""
+
+
+class StandInCupy:
+    """The three names comm.py uses of CuPy, backed by NumPy: where no GPU exists, a HostArray takes the
+    very code path a CuPy array takes without NCCL (to the host, through MPI, back to the device)."""
+    ndarray = HostArray
+
+    @staticmethod
+    def asnumpy(array):
+        assert type(array) is HostArray, type(array)
+        return np.array(array)  # a plain ndarray copy, as cupy.asnumpy gives
+
+    @staticmethod
+    def asarray(array):
+        assert type(array) is np.ndarray, type(array)
+        return array.view(HostArray)
+
+
+def check_device_arrays_through_the_host(comm, to_device=None):
+    """Device arrays without NCCL: allreduce, broadcast, allgather and send/recv go through host memory and
+    MPI and come back as device arrays with the values NumPy arrays get. On a GPU, CuPy arrays
+    (``to_device``: cupy.asarray); elsewhere HostArrays, with StandInCupy as CuPy."""
+    saved = backend.cp
+    if to_device is None:
+        backend.cp, to_device = StandInCupy, StandInCupy.asarray
+    try:
+        assert comm.nccl is None
+        a = np.arange(6, dtype=np.float32).reshape(2, 3) * (comm.rank + 1)
+        results = [(comm.allreduce(to_device(a)), np.arange(6, dtype=np.float32).reshape(2, 3) * 3),
+                   (comm.allreduce(to_device(a), "max"), np.arange(6, dtype=np.float32).reshape(2, 3) * 2),
+                   (comm.broadcast(to_device(a), root=1), np.arange(6, dtype=np.float32).reshape(2, 3) * 2),
+                   (comm.allgather(to_device(np.int64([comm.rank, 10]))), np.int64([[0, 10], [1, 10]]))]
+        if comm.rank == 0:
+            comm.send(to_device(np.linspace(0, 1, 7).reshape(7, 1)), dest=1, tag=5)
+        else:
+            results.append((comm.recv(source=0, tag=5), np.linspace(0, 1, 7).reshape(7, 1)))
+        for result, expected in results:
+            assert isinstance(result, backend.cp.ndarray), type(result)  # handed back on the device
+            host = backend.to_numpy(result)
+            assert host.dtype == expected.dtype and np.array_equal(host, expected), (host, expected)
+    finally:
+        backend.cp = saved
+
+
+def check_cupy_arrays_through_the_host(comm):
+    """On a GPU, real CuPy arrays through a communicator without NCCL (one made for the CPU: no GPU is
+    assigned, so both ranks may share the first GPU) take the host route."""
+    check_device_arrays_through_the_host(comm, backend.cp.asarray)
+
+
 def check_hang_times_out(comm):
     """A rank that stops answering: the other's watchdog ends the job within the timeout."""
     comm.timeout = 2.0
@@ -252,11 +304,12 @@ def check_killed_rank(comm):
 
 
 SCENARIOS = {
-    "core": [check_collectives, check_data_parallel_gradients, check_unused_parameter, check_replicas_identical,
-             check_alexnet_split],
+    "core": [check_collectives, check_device_arrays_through_the_host, check_data_parallel_gradients,
+             check_unused_parameter, check_replicas_identical, check_alexnet_split],
     "robust": [check_shapes_and_dtypes, check_paired_send_recv, check_engine_agreement, check_more_ranks_than_gpus],
     "hang": [check_hang_times_out],
     "killed": [check_killed_rank],
+    "gpu_without_nccl": [check_cupy_arrays_through_the_host],
 }
 
 if __name__ == "__main__":

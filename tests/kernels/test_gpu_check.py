@@ -6,10 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
 import gpu_check  # noqa: E402
 
 STEPS = ["install", "versions", "gpu-tests", "train", "dropout", "conv-bench", "deform-bench", "lenet-bench",
@@ -20,7 +20,7 @@ def test_smoke_mode_runs_every_step_on_the_cpu(tmp_path, data_dir):
     out = tmp_path / "out"
     env = dict(os.environ, SCRATCHNET_GPU_CHECK_DEVICE="cpu", PYTHON=sys.executable, SCRATCHNET_DATA="",
                SCRATCHNET_CACHE=str(tmp_path / "cache"))
-    done = subprocess.run(["bash", "tools/gpu_check.sh", str(data_dir / "fashion-mnist"), str(out)], cwd=ROOT,
+    done = subprocess.run(["bash", "tools/gpu_check.sh", str(data_dir / "fashion-mnist"), str(out)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=900)
     log = (out / "gpu_check.log").read_text()
     assert done.returncode == 0, log[-4000:]
@@ -53,5 +53,5 @@ def test_summary_fails_when_a_step_failed_and_lists_every_step(tmp_path, capsys)
 
 
 def test_usage_error_without_arguments():
-    done = subprocess.run(["bash", "tools/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(["bash", "tools/gpu_check.sh"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and "usage: bash tools/gpu_check.sh DATA_DIR OUT_DIR" in done.stderr

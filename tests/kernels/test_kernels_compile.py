@@ -18,12 +18,22 @@ DTYPES = [np.dtype(d).name for d in SCALAR_TYPES]
 
 
 def _nvrtc():
+    """CuPy's NVRTC, or a skip where there is no such compiler: CuPy not installed, or no NVRTC library where
+    CuPy looks for one (cuda.pathfinder, CuPy's own finder). Any other failure is a test failure."""
     try:
         from cupy.cuda import nvrtc
-        nvrtc.getVersion()
-    except Exception as exc:  # CuPy missing, or its NVRTC library missing
-        pytest.skip(f"NVRTC unavailable ({exc.__class__.__name__}: {exc}); "
-                    "pip install 'cupy-cuda12x[ctk]>=14'")
+    except ImportError as exc:
+        pytest.skip(f"CuPy is not installed ({exc}): pip install 'cupy-cuda12x[ctk]>=14'")
+    try:
+        from cuda.pathfinder import DynamicLibNotFoundError, load_nvidia_dynamic_lib
+    except ImportError:  # an older CuPy without pathfinder: getVersion below must work
+        pass
+    else:
+        try:
+            load_nvidia_dynamic_lib("nvrtc")
+        except DynamicLibNotFoundError as exc:
+            pytest.skip(f"no NVRTC library ({exc}); pip install 'cupy-cuda12x[ctk]>=14'")
+    nvrtc.getVersion()
     return nvrtc
 
 

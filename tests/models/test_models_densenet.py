@@ -3,10 +3,6 @@
 Counts and state_dict keys against torchvision's (tests/fixtures/torchvision_reference.json), forward
 values against the same weights run through torch.nn.functional, gradients numerically in float64.
 """
-import inspect
-import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +12,11 @@ import torch.nn.functional as TF
 import scratchnet as sn
 from scratchnet.models import get_model, list_models
 from scratchnet.models.densenet import DenseNet, _DenseBlock, _Transition, cifar_densenet_bc
-from conftest import FIXTURES
+from conftest import (assert_torchvision_layout, backward_without_recursion, torchvision_reference,
+                      torchvision_twins)
 
-REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
-TWINS = json.loads((FIXTURES / "torchvision_twins.json").read_text())
+REFERENCE = torchvision_reference()
+TWINS = torchvision_twins()
 
 
 def t64(array):
@@ -60,9 +57,8 @@ TINY = dict(growth_rate=2, block_config=(2, 2), num_init_features=4, bn_size=2, 
 
 @pytest.mark.parametrize("name", ["densenet121", "densenet169", "densenet201"])
 def test_counts_and_state_dict_match_torchvision(name):
-    model, reference = get_model(name), REFERENCE[name]
-    assert model.num_parameters() == reference["num_params"]
-    assert [[key, list(value.shape)] for key, value in model.state_dict().items()] == reference["state_dict"]
+    model = get_model(name)
+    assert_torchvision_layout(model, name)
     assert model.input_size == (3, 224, 224)
 
 
@@ -161,12 +157,7 @@ def test_densenet201_backward_without_recursion(rng):
     x = sn.tensor(rng.standard_normal((1, 3, 32, 32)).astype(np.float32), requires_grad=True)
     out = model(x)
     assert out.shape == (1, 1000) and out.creator.generation > 600
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(len(inspect.stack()) + 100)
-    try:
-        out.sum().backward()
-    finally:
-        sys.setrecursionlimit(limit)
+    backward_without_recursion(out.sum())
     assert x.grad.shape == (1, 3, 32, 32) and np.isfinite(x.grad).all()
     assert all(p.grad is not None for p in model.parameters())
 

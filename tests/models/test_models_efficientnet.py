@@ -1,9 +1,7 @@
 """EfficientNet B0-B7: torchvision's counts and state_dict keys, the compound-scaling table, MBConv/SE/
 stochastic depth against torch, and float64 gradient checks of a tiny configuration."""
 import functools
-import json
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +12,8 @@ from scratchnet.models import get_model
 from scratchnet.models.efficientnet import (B0_STAGES, TINY_STAGES, VARIANTS, MBConv, StochasticDepth,
                                            _make_divisible, compound_scaling, scale_stages)
 from scratchnet.nn import BatchNorm2d, Dropout
-from conftest import FIXTURES
+from conftest import assert_torchvision_layout
 
-REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,9 +37,8 @@ def tiny(**options):
 def test_variants_equal_torchvision(name, resolution, dropout, eps, momentum):
     """Parameter count and state_dict keys/shapes are torchvision's; so are each variant's resolution
     and dropout; B5-B7 use TF's BN (eps 1e-3, momentum 0.01) as torchvision builds them."""
-    model, ref = get_model(name), REFERENCE[name]
-    assert model.num_parameters() == ref["num_params"]
-    assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == ref["state_dict"]
+    model = get_model(name)
+    assert_torchvision_layout(model, name)
     assert model.input_size == (3, resolution, resolution)
     assert [m.p for m in model.modules() if isinstance(m, Dropout)] == [dropout]
     norms = [m for m in model.modules() if isinstance(m, BatchNorm2d)]

@@ -1,7 +1,5 @@
 """GoogLeNet / Inception v1 (Szegedy et al. 2014): counts from Table 1, torchvision's key layout
 (with the true 5x5 branch), Table 1's sizes, forward against torch, aux heads, gradients."""
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,12 +7,12 @@ import torch
 import torch.nn.functional as TF
 
 import scratchnet as sn
-from conftest import FIXTURES, gradcheck_model
+from conftest import gradcheck_model, torchvision_reference, torchvision_twins
 from scratchnet.models import get_model
 from scratchnet.models.googlenet import GoogLeNetOutputs, NaiveInception
 from scratchnet.nn import Dropout, LocalResponseNorm
 
-REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
+REFERENCE = torchvision_reference()
 
 # Table 1 of the paper, written out again: module -> (in, #1x1, #3x3red, #3x3, #5x5red, #5x5, pool proj)
 TABLE_1 = {
@@ -195,7 +193,7 @@ def test_inception_blocks_elementwise_gradcheck(rng):
 
 # --------------------------------------------------------------------------- smaller inputs, SE-Inception
 
-TWINS = json.loads((FIXTURES / "torchvision_twins.json").read_text())
+TWINS = torchvision_twins()
 
 
 @pytest.mark.parametrize("image_size, pooled", [(224, 4), (160, 2), (96, 1), (80, 1)])

@@ -2,8 +2,6 @@
 forward against torch, and a float64 gradient check at width 0.25 on a small input."""
 from collections import OrderedDict
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +10,7 @@ import scratchnet as sn
 from scratchnet.models import get_model
 from scratchnet.nn import BatchNorm2d, Conv2d
 from scratchnet.summary import summary
-from conftest import FIXTURES
+from conftest import torchvision_twins
 
 # Table 1 of Howard et al. 2017, transcribed: the 13 depthwise separable layers as
 # (depthwise stride, pointwise output channels); the stem is a 3x3/2 conv to 32 channels.
@@ -149,7 +147,7 @@ def test_train_and_eval_behaviour():
 def test_conv_mobilenet_table_4():
     """Table 4: Conv MobileNet 29.3M parameters and 4866M mult-adds against MobileNet's 4.2M and 569M; the same
     counts as the net assembled from torchvision's Conv2dNormActivation (tests/fixtures/torchvision_twins.json)."""
-    twins = json.loads((FIXTURES / "torchvision_twins.json").read_text())
+    twins = torchvision_twins()
     full, separable = get_model("mobilenet_v1", separable=False), get_model("mobilenet_v1")
     assert full.num_parameters() == twins["conv_mobilenet_v1"]["num_params"] == 29_294_088
     assert separable.num_parameters() == twins["mobilenet_v1"]["num_params"]

@@ -4,10 +4,6 @@ Forward values are checked against torch.nn.functional applied to the same weigh
 independent re-implementation of each unit), counts and state_dict keys against torchvision's
 (tests/fixtures/torchvision_reference.json), gradients numerically in float64.
 """
-import inspect
-import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +14,9 @@ import scratchnet as sn
 from scratchnet.models import get_model, list_models
 from scratchnet.models.resnet import (BasicBlock, Bottleneck, CifarResNet, ResidualUnit, ResNet, ZeroPadShortcut,
                                       cifar_resnet, make_stage)
-from conftest import FIXTURES
+from conftest import assert_torchvision_layout, backward_without_recursion, torchvision_reference
 
-REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
+REFERENCE = torchvision_reference()
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 PLAIN = ["plain18", "plain34", "plain50", "plain101", "plain152"]
 CIFAR_DEPTHS = [20, 32, 44, 56, 110, 1202]
@@ -109,8 +105,7 @@ def test_imagenet_resnet_and_plain_twin_counts_and_keys(residual, plain):
     """Counts and state_dict (keys, order, shapes) equal torchvision's; the plain twin is the same
     net without its projection shortcuts. Each model is built once here (resnet152 takes seconds)."""
     resnet, reference = get_model(residual), REFERENCE[residual]
-    assert resnet.num_parameters() == reference["num_params"]
-    assert [[key, list(value.shape)] for key, value in resnet.state_dict().items()] == reference["state_dict"]
+    assert_torchvision_layout(resnet, residual)
     assert resnet.input_size == (3, 224, 224)
     projection = sum(p.size for k, p in resnet.named_parameters() if ".downsample." in k)
     without_shortcut = [(k, v.shape) for k, v in resnet.state_dict().items() if ".downsample." not in k]
@@ -370,10 +365,5 @@ def test_resnet110_backward_does_not_recurse(rng):
     x = sn.tensor(rng.standard_normal((2, 3, 8, 8)), requires_grad=True)
     out = model(x).sum()
     assert out.creator.generation > 300
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(len(inspect.stack()) + 100)
-    try:
-        out.backward()
-    finally:
-        sys.setrecursionlimit(limit)
+    backward_without_recursion(out)
     assert x.grad is not None and all(p.grad is not None for p in model.parameters())

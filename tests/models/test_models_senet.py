@@ -4,9 +4,7 @@ Counts: the paper (Section 4, "Model and Computational Complexity") counts only 
 2/r * sum_s N_s C_s^2 (~2.5M for SE-ResNet-50); the FCs here have biases (timm / torch hub's
 se_resnet50: 28,088,024 parameters), so each SE block adds C*C/r*2 + C/r + C.
 """
-import json
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +15,9 @@ from scratchnet.models import get_model, list_models
 from scratchnet.models.resnet import IMAGENET_DEPTHS, IMAGENET_WIDTHS, BasicBlock, Bottleneck, make_stage
 from scratchnet.models.senet import SEBlock, SqueezeExcitation
 from scratchnet.nn import SiLU
-from conftest import FIXTURES
+from conftest import torchvision_reference
 
-REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
+REFERENCE = torchvision_reference()
 
 
 def se_parameters(depth, reduction=16):

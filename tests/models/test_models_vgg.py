@@ -1,20 +1,17 @@
 """VGG-11/13/16/19 (+BN): torchvision's counts and state dicts, a torch twin built from Table 1
 that loads our weights and agrees, gradients, and batch-norm/dropout train/eval behaviour."""
-import json
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import scratchnet as sn
-from conftest import FIXTURES, gradcheck_model
+from conftest import assert_torchvision_layout, gradcheck_model
 from scratchnet.models import get_model
 from scratchnet.nn import BatchNorm2d, Conv2d, Dropout, Linear
 
 NAMES = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
-REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
 
 # Table 1 of Simonyan & Zisserman, written out again here: conv widths, "M" for each 2x2 pool
 TABLE_1 = {
@@ -30,8 +27,7 @@ TINY = {"width": 1 / 32, "hidden": 8, "num_classes": 5}  # 2-4-8-16-16 maps
 @pytest.mark.parametrize("name", NAMES)
 def test_counts_and_state_dict_equal_torchvision(skip_random_init, name):
     model = get_model(name)
-    assert model.num_parameters() == REFERENCE[name]["num_params"]
-    assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == REFERENCE[name]["state_dict"]
+    assert_torchvision_layout(model, name)
     assert model.input_size == (3, 224, 224)
 
 
@@ -139,11 +135,37 @@ def test_train_eval_behaviour(rng):
     assert not np.allclose(first, model(x).numpy())  # dropout is on
 
 
-def test_torchvision_initialisation():
+def assert_normal(w, std, what, z=5):
+    """``w`` looks like N(0, std^2) draws: its mean, standard deviation and excess kurtosis within ``z``
+    standard errors of those of n = w.size normal draws (std / sqrt(n), std / sqrt(2n), sqrt(24 / n)).
+    Returns the relative tolerance on the standard deviation."""
+    w = w.astype(np.float64).ravel()
+    n, mean, sample_std = w.size, w.mean(), w.std()
+    tolerance = z / np.sqrt(2 * n)
+    assert abs(mean) < z * std / np.sqrt(n), f"{what}: mean {mean:.3g}"
+    assert abs(sample_std / std - 1) < tolerance, f"{what}: std {sample_std:.5g}, expected {std:.5g}"
+    kurtosis = ((w - mean) ** 4).mean() / sample_std ** 4 - 3  # 0 for a normal, -1.2 for a uniform
+    assert abs(kurtosis) < z * np.sqrt(24 / n), f"{what}: excess kurtosis {kurtosis:.3g}, not a normal's"
+    return tolerance
+
+
+def test_torchvision_initialisation_tells_the_schemes_apart():
+    """Convs: He normal with fan_out (torchvision's VGG), not fan_in, not Glorot, not torch's default
+    U(+-1/sqrt(fan_in)); linears N(0, 0.01); biases 0. Each tolerance comes from the tensor's size, and is
+    checked to be tight enough to reject every other scheme's standard deviation."""
     model = get_model("vgg11", width=1 / 4, hidden=512, num_classes=10)
-    conv = model.features[0]
-    fan_out = conv.weight.shape[0] * 9
-    assert abs(float(conv.weight.numpy().std()) / np.sqrt(2 / fan_out) - 1) < 0.15  # kaiming normal, fan_out
-    linear = model.classifier[3]
-    assert isinstance(linear, Linear) and abs(float(linear.weight.numpy().std()) - 0.01) < 0.0005
-    assert all(not m.bias.numpy().any() for m in model.modules() if isinstance(m, (Conv2d, Linear)))
+    convs = [m for m in model.features if isinstance(m, Conv2d)]
+    assert len(convs) == 8
+    rejected = set()  # the other schemes some conv's tolerance rules out
+    for i, conv in enumerate(convs):
+        fan_in, fan_out = conv.in_channels * 9, conv.out_channels * 9
+        std = np.sqrt(2 / fan_out)
+        tolerance = assert_normal(conv.weight.numpy(), std, f"conv {i}")
+        others = {"kaiming fan_in": np.sqrt(2 / fan_in), "xavier": np.sqrt(2 / (fan_in + fan_out)),
+                  "torch default": 1 / np.sqrt(3 * fan_in)}
+        rejected |= {scheme for scheme, other in others.items() if abs(other / std - 1) > 2 * tolerance}
+    assert rejected == {"kaiming fan_in", "xavier", "torch default"}
+    linears = [m for m in model.classifier if isinstance(m, Linear)]
+    for i, linear in enumerate(linears):
+        assert_normal(linear.weight.numpy(), 0.01, f"linear {i}")
+    assert all(not m.bias.numpy().any() for m in convs + linears)

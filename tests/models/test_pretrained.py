@@ -4,7 +4,6 @@ torch.save from a tiny model. Nothing is ever fetched from the network."""
 import dataclasses
 import hashlib
 import io
-import json
 import os
 from collections import OrderedDict
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FIXTURES, LoopbackServer
+from conftest import LoopbackServer, torchvision_reference
 from scratchnet.models import PretrainedError, get_model, list_models, pretrained
 
 TINY = dict(widths=(4, 8, 8, 8))  # a resnet18 small enough to serve, still 1000 classes
@@ -34,7 +33,7 @@ def test_every_listed_model_has_torchvisions_keys_and_shapes():
     """Each model's state_dict is compared key for key and shape for shape with torchvision's by its family's
     tests (tests/models/test_models_*.py, from the same reference file); here: that the list holds only
     such models, each with one default."""
-    reference = json.loads((FIXTURES / "torchvision_reference.json").read_text())
+    reference = torchvision_reference()
     models = sorted({w.model for w in pretrained.WEIGHTS})
     assert len(models) == 25 and set(models) <= set(list_models())
     for name in models:

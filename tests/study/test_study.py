@@ -1,4 +1,5 @@
 """The study tools: each runs on tiny models, writes its files, and its numbers mean what they say."""
+import importlib
 import json
 
 import numpy as np
@@ -6,15 +7,20 @@ import pytest
 import torch
 
 import scratchnet as sn
+from conftest import assert_close
 from scratchnet import study
+from scratchnet.data import load_mnist
 from scratchnet.models import get_model
 from scratchnet.models.senet import SEBlock
 from scratchnet.nn import Conv2d, MaxPool2d
+from scratchnet.study.common import fashion_batches
+from scratchnet.study.features import measure as measure_features
+
+TF = torch.nn.functional
+degradation_study = importlib.import_module("scratchnet.study.degradation")  # the package exports the function
 
 
-@pytest.fixture(autouse=True)
-def _data(data_dir, monkeypatch):
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
+pytestmark = pytest.mark.usefixtures("data_env")
 
 
 def test_gradflow_shows_vanishing_sigmoid_gradients(tmp_path):
@@ -87,6 +93,49 @@ def test_deconv_features_and_se_tools_write_their_files(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_se_gates_are_each_blocks_sigmoid_output_averaged_per_label(tmp_path):
+    """The gates recomputed by torch from each SE block's input (hooked on the block itself), grouped by the
+    labels of the images the model was fed."""
+    model = get_model("resnet20", num_classes=10, in_channels=1, se_layer=lambda c: SEBlock(c, reduction=4))
+    blocks = {name: m for name, m in model.named_modules() if isinstance(m, SEBlock)}
+    block_inputs, fed = {}, []
+    for name, block in blocks.items():
+        block.register_forward_hook(lambda m, args, out, name=name: block_inputs.__setitem__(name, args[0].data))
+    model.register_forward_hook(lambda m, args, out: fed.append(args[0].data))
+    per_class = study.se_weights(model, steps=0, images=40, out=tmp_path)
+    (x, labels), = fashion_batches(model, 1, 40, seed=1, train=False)
+    assert len(fed) == 1 and np.array_equal(fed[0], x)  # the labels below are those of the images fed
+    assert set(labels) == set(range(10))
+    assert list(per_class) == list(blocks) and len(blocks) == 9
+    for name, block in blocks.items():
+        pooled = torch.tensor(block_inputs[name]).mean((2, 3), keepdim=True)
+        hidden = torch.relu(TF.conv2d(pooled, torch.tensor(block.fc1.weight.data), torch.tensor(block.fc1.bias.data)))
+        gates = torch.sigmoid(TF.conv2d(hidden, torch.tensor(block.fc2.weight.data),
+                                        torch.tensor(block.fc2.bias.data)))[:, :, 0, 0]
+        expected = torch.stack([gates[torch.tensor(labels == c)].mean(0) for c in range(10)])
+        assert_close(per_class[name], expected, what=name)
+        spread = json.loads((tmp_path / "se_weights.json").read_text())["class_spread"][name]
+        assert spread == pytest.approx(expected.std(0, correction=0).mean().item(), rel=1e-5)
+
+
+def test_feature_maps_are_the_chosen_conv_output_of_the_chosen_image(tmp_path):
+    """LeNet's second conv (c3) on image 3, recomputed by torch from the weights file the study loaded."""
+    sn.manual_seed(3)
+    lenet = get_model("lenet", num_classes=10)
+    sn.save(lenet, tmp_path / "lenet.npz")
+    w = {k: torch.tensor(v) for k, v in lenet.state_dict().items()}
+    result = measure_features("lenet", weights=tmp_path / "lenet.npz", layer=2, image=3)
+    (x, labels), = fashion_batches(lenet, 1, 4, seed=1, train=False)
+    assert np.array_equal(result["input"], x[3]) and result["target"] == str(labels[3])  # a class index here
+    c1 = TF.max_pool2d(torch.relu(TF.conv2d(torch.tensor(x[3:4]), w["c1.weight"], w["c1.bias"])), 2)
+    maps = TF.conv2d(c1, w["c3.weight"], w["c3.bias"])[0]
+    assert_close(result["maps"], maps, what="c3 maps")
+    assert_close(result["filters"], w["c1.weight"], what="first-layer filters")
+    stats = study.features("lenet", weights=tmp_path / "lenet.npz", layer=2, image=3, out=tmp_path)
+    assert stats["maps"] == [16, 10, 10] and stats["filters"] == [6, 1, 5, 5]
+    np.testing.assert_allclose(stats["map_mean"], maps.mean((1, 2)).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_cost_tool_uses_the_summary_numbers(tmp_path):
     rows = study.cost(["lenet5", "alexnet"], out=tmp_path)
     assert json.loads((tmp_path / "cost.json").read_text()) == rows and (tmp_path / "cost.png").exists()
@@ -102,14 +151,48 @@ def test_cost_tool_uses_the_summary_numbers(tmp_path):
     assert by_name["lenet5"]["macs"] == 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 120 * 400 + 84 * 120 + 10 * 84
 
 
-def test_degradation_records_a_training_error_curve_per_iteration(tmp_path):
-    results = study.degradation(["plain20", "resnet20"], epochs=2, limit=64, batch_size=32, test_limit=32,
-                                log_every=1, out=tmp_path)
+def raw_fashion_labels(train, count):
+    """{image bytes: label} of the first ``count`` Fashion-MNIST images, read from the dataset files."""
+    images, labels = load_mnist("fashion-mnist", train=train, progress=False).get_batch(np.arange(count))
+    table = {image.tobytes(): int(label) for image, label in zip(images, labels)}
+    assert len(table) == count  # no two images alike: an image names its label
+    return table
+
+
+def label_of(table, padded):
+    """The label of a degradation input (normalised, padded to 32x32), recovered from its pixels."""
+    from scratchnet.study.common import FASHION_MEAN, FASHION_STD
+    raw = np.rint((padded[:, 2:30, 2:30] * FASHION_STD + FASHION_MEAN) * 255).astype(np.uint8)
+    return table[raw.tobytes()]
+
+
+def test_degradation_records_the_misclassification_rates_it_saw(tmp_path, monkeypatch):
+    """Every forward of the nets is watched (predictions, inputs, train or eval mode) and the error rates
+    are counted again here: training error over each window of ``log_every`` iterations, test error over
+    all 48 test images (batches of 32 and 16), labels looked up by image in the dataset files."""
+    forwards = {}
+    make_net = degradation_study.cifar_net
+
+    def watched(name, study_name):
+        net = make_net(name, study_name)
+        net.register_forward_hook(lambda module, args, output: forwards.setdefault(name, []).append(
+            (module.training, output.data.argmax(1), args[0].data.copy())))
+        return net
+
+    monkeypatch.setattr(degradation_study, "cifar_net", watched)
+    results = study.degradation(["plain20", "resnet20"], epochs=2, limit=64, batch_size=32, test_limit=48,
+                                log_every=2, out=tmp_path)
     assert set(results) == {"plain20", "resnet20"}
+    train_labels, test_labels = raw_fashion_labels(True, 64), raw_fashion_labels(False, 48)
     for name, curve in results.items():
-        assert curve["iteration"] == [1, 2, 3, 4] and curve["epoch_end"] == [2, 4]
-        assert all(0 <= e <= 1 and e * 32 == round(e * 32) for e in curve["train_error"])  # whole images wrong
-        assert len(curve["test_error"]) == 2 and all(e * 32 == round(e * 32) for e in curve["test_error"])
+        assert curve["iteration"] == [2, 4] and curve["epoch_end"] == [2, 4]
+        wrong = {True: [], False: []}  # per forward: how many it got wrong
+        for training, predicted, images in forwards[name]:
+            table = train_labels if training else test_labels
+            wrong[training].append(sum(int(p != label_of(table, image)) for p, image in zip(predicted, images)))
+        assert len(wrong[True]) == 4 and len(wrong[False]) == 2 * 2  # 4 steps; 32 + 16 test images per epoch
+        assert curve["train_error"] == [sum(wrong[True][:2]) / 64, sum(wrong[True][2:]) / 64]
+        assert curve["test_error"] == [sum(wrong[False][:2]) / 48, sum(wrong[False][2:]) / 48]
         assert json.loads((tmp_path / "degradation" / f"{name}.json").read_text()) == curve  # read back
     assert json.loads((tmp_path / "degradation.json").read_text()) == results
     assert (tmp_path / "degradation.png").exists()

@@ -188,12 +188,7 @@ def test_densenet_new_features_norms_are_slices_of_each_concat_gradient(rng):
 # --------------------------------------------------------------------------- the runner's files
 
 
-@pytest.fixture
-def _data(data_dir, monkeypatch):
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
-
-
-def test_joins_writes_its_numbers_and_reads_them_back(tmp_path, _data):
+def test_joins_writes_its_numbers_and_reads_them_back(tmp_path, data_env):
     model = ScaledResidual(-2.0)
     model.input_size = (1, 4, 4)
     results = study.joins([model], batch_size=2, out=tmp_path)

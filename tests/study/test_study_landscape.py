@@ -8,7 +8,7 @@ import torch
 
 import scratchnet as sn
 from scratchnet.models.resnet import CifarResNet
-from scratchnet.nn import Linear, Sequential, Tanh
+from scratchnet.nn import BatchNorm2d, Conv2d, Flatten, Linear, ReLU, Sequential, Tanh
 from scratchnet.study.landscape import (eigenvalue_by_step, eval_batches, evaluate, filter_normalized_direction,
                                        gradient_function, hessian_vector_product, interpolate, landscape,
                                        losses_along, recalibrate_batch_norm, symmetric_axis, top_hessian_eigenvalue)
@@ -16,9 +16,7 @@ from scratchnet.study import main
 from scratchnet.study.common import train_briefly
 
 
-@pytest.fixture(autouse=True)
-def _data(data_dir, monkeypatch):
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
+pytestmark = pytest.mark.usefixtures("data_env")
 
 
 def tiny_net(shortcut="A", seed=0):
@@ -94,6 +92,30 @@ def test_finite_difference_hessian_vector_product_matches_torch_exact_hvp():
                                rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(ours, exact.numpy(), rtol=1e-6, atol=1e-9)
     assert np.array_equal(np.concatenate([p.data.ravel() for p in net.parameters()]), w)  # grad put w back
+
+
+def test_evaluate_is_torchs_mean_cross_entropy_over_all_images():
+    """Batches of 8, 8 and 4 images (eval_batches' uneven split of 20): the loss is the mean over the 20
+    images (not the mean of the three batch means) and the accuracy the fraction of the 20 right, both
+    computed here by a torch twin on all 20 at once."""
+    sn.manual_seed(5)  # an untrained net that gets 3 of the 20 right
+    net = Sequential(Conv2d(1, 3, 3), BatchNorm2d(3), ReLU(), Flatten(), Linear(3 * 6 * 6, 10))
+    net.input_size = (1, 8, 8)
+    net[1].running_mean.data = np.float32([0.1, -0.2, 0.3])  # eval mode: BN uses these, not batch statistics
+    net[1].running_var.data = np.float32([0.5, 2.0, 1.5])
+    batches = eval_batches(net, 20, 8, None, seed=0)
+    assert [len(y) for _, y in batches] == [8, 8, 4]
+    twin = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(3 * 6 * 6, 10)).eval()
+    twin.load_state_dict({k: torch.tensor(v) for k, v in net.state_dict().items()})
+    x = torch.tensor(np.concatenate([x for x, _ in batches]))
+    y = torch.tensor(np.concatenate([y for _, y in batches]))
+    with torch.no_grad():
+        logits = twin(x)
+    loss, accuracy = evaluate(net, batches)
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-6)
+    assert accuracy == (logits.argmax(1) == y).sum().item() / 20 == 3 / 20
+    assert not net.training
 
 
 def test_interpolation_endpoints_are_the_two_weight_sets_losses():

@@ -1,19 +1,18 @@
 """scratchnet.summary: per-layer shapes, params, MACs, receptive fields, against hand-computed numbers
 and torchvision's published GMACs (tests/fixtures/torchvision_reference.json)."""
-import json
-import os
-from pathlib import Path
+import math
 
 import numpy as np
 import pytest
+import torch
 
 import scratchnet as sn
 from scratchnet.models import get_model, list_models
-from scratchnet.nn import BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential
+from scratchnet.nn import BatchNorm2d, Conv2d, ConvTranspose2d, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential
 from scratchnet.summary import LayerRecord, ModelSummary, main, summary
-from conftest import FIXTURES
+from conftest import torchvision_reference
 
-REFERENCE = json.loads((FIXTURES / "torchvision_reference.json").read_text())
+REFERENCE = torchvision_reference()
 
 
 def rows(result):
@@ -163,19 +162,15 @@ def test_missing_input_size_is_a_clear_error():
 # torchvision measured each model at its weights' crop size; for B2 that is 288 (EfficientNet_B2_Weights:
 # crop_size=288), not the paper's 260 that `input_size` keeps.
 REFERENCE_INPUT = {"efficientnet_b2": (3, 288, 288)}
-# A forward at full resolution per model: the cheap ones run always, the whole zoo with SCRATCHNET_FULL_ZOO=1
-# (benchmarks/models.py --macs prints the same comparison for every model).
-ALWAYS = ["resnet50", "vgg16", "densenet121", "efficientnet_b0", "efficientnet_b2"]
+# Every model torchvision publishes GMACs for: one forward each at full resolution, batch 1, on zero weights
+# (skip_random_init: the count needs shapes, not random draws).
 TORCHVISION_FAMILY = [name for name, ref in REFERENCE.items() if isinstance(ref, dict) and ref.get("macs")
                       and name.split("_")[0].rstrip("0123456789") in ("vgg", "resnet", "densenet", "efficientnet")]
 
 
 @pytest.mark.parametrize("name", TORCHVISION_FAMILY)
-def test_macs_equal_torchvision_published(name):
-    if name not in ALWAYS and not os.environ.get("SCRATCHNET_FULL_ZOO"):
-        pytest.skip("full-resolution forward of a large model: set SCRATCHNET_FULL_ZOO=1")
-    if name not in list_models():
-        pytest.skip(f"{name} is not in the zoo yet")
+def test_macs_equal_torchvision_published(name, skip_random_init):
+    assert name in list_models(), f"{name} has torchvision's published MACs but is not in the zoo"
     model = get_model(name)
     ref = REFERENCE[name]
     assert model.num_parameters() == ref["num_params"]
@@ -187,9 +182,10 @@ def test_macs_equal_torchvision_published(name):
         assert (pool5.receptive_field, pool5.jump) == ((212, 212), (32, 32))
 
 
-def test_the_always_set_is_in_the_reference():
-    assert set(ALWAYS) <= set(TORCHVISION_FAMILY)
-    assert {"resnet50", "vgg16", "densenet121", "efficientnet_b0"} <= set(ALWAYS)
+def test_the_whole_published_table_is_checked():
+    """torchvision publishes GMACs for 24 models of these families (tests/fixtures/torchvision_reference.json)."""
+    assert len(TORCHVISION_FAMILY) == 24
+    assert {"resnet50", "vgg16", "densenet121", "efficientnet_b0", "efficientnet_b7"} <= set(TORCHVISION_FAMILY)
 
 
 # --------------------------------------------------------------------------- MAC rules, function hooks
@@ -230,3 +226,52 @@ def test_deformable_convolutions_count_their_convolution_and_their_offset_branch
     row = next(r for r in deformable.layers if r.name == "layer3.1.conv1")
     assert (row.type, row.params, row.macs) == ("DeformConv2dPack", 64 * 64 * 9, 8 * 8 * 64 * 64 * 9)
     assert sum(r.params for r in deformable.layers) == deformable.total_params == 326_854
+
+
+# --------------------------------------------------------------------------- ConvTranspose2d
+
+TRANSPOSED = [  # (convs before it: (kernel, stride)), ConvTranspose2d options
+    ((), dict(kernel_size=4, stride=2)),
+    ((), dict(kernel_size=3, stride=2, dilation=2)),
+    (((3, 2),), dict(kernel_size=3, stride=2)),
+    (((4, 2),), dict(kernel_size=4, stride=2, padding=1)),
+    (((3, 2), (3, 2)), dict(kernel_size=5, stride=3, dilation=2)),
+]
+
+
+def widest_dependence(layers, size):
+    """The most input rows one output pixel depends on (away from the border), from torch's gradients of the
+    middle column's pixels in a one-channel net with positive weights (no cancellation hides a dependence)."""
+    net = torch.nn.Sequential(*layers).double()
+    for p in net.parameters():
+        torch.nn.init.uniform_(p, 0.5, 1.5)
+    x = torch.zeros(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+    y = net(x)[0, 0]
+    widest = 0
+    for pixel in y[:, y.shape[1] // 2]:
+        (grad,) = torch.autograd.grad(pixel, x, retain_graph=True)
+        rows = grad[0, 0].any(1).nonzero().flatten()
+        if len(rows) and rows.min() > 0 and rows.max() < size - 1:
+            widest = max(widest, int(rows.max() - rows.min() + 1))
+    return widest
+
+
+@pytest.mark.parametrize("before, options", TRANSPOSED)
+def test_transposed_conv_receptive_field_is_its_widest_outputs(before, options):
+    ours = Sequential(*[Conv2d(1, 1, k, stride=s) for k, s in before], ConvTranspose2d(1, 1, **options))
+    last = summary(ours, (1, 23, 23), print_table=False).layers[-1]
+    jump_before = math.prod(s for _, s in before)
+    assert last.jump == (jump_before / options["stride"],) * 2
+    theirs = [torch.nn.Conv2d(1, 1, k, stride=s) for k, s in before] + [torch.nn.ConvTranspose2d(1, 1, **options)]
+    assert last.receptive_field == (widest_dependence(theirs, 23),) * 2
+
+
+@pytest.mark.parametrize("groups, stride, dilation", [(1, 1, 1), (2, 2, 1), (2, 3, 2)])
+def test_transposed_conv_macs_are_those_of_its_adjoint_conv(groups, stride, dilation):
+    """ConvTranspose2d(4 -> 6) is the adjoint of Conv2d(6 -> 4) with the same options: the same products,
+    input elements x C_out / groups x k x k."""
+    options = dict(kernel_size=3, stride=stride, dilation=dilation, padding=1, groups=groups)
+    transposed = summary(ConvTranspose2d(4, 6, **options), (4, 7, 5), print_table=False).layers[0]
+    adjoint = summary(Conv2d(6, 4, **options), transposed.output_shape[1:], print_table=False).layers[0]
+    assert adjoint.output_shape[1:] == (4, 7, 5)
+    assert transposed.macs == adjoint.macs == 4 * 7 * 5 * (6 // groups) * 9

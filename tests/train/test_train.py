@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
+from conftest import REPO, assert_same_weights, write_cifar
 from scratchnet import train
 from scratchnet.data import transforms as T
-from conftest import write_cifar
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY_LENET = ["lenet", "--dataset", "fashion-mnist", "--limit", "96", "--test-limit", "64", "--batch-size", "16",
               "--no-progress", "--prefetch", "1"]
 TINY_YOLO = ["fast_yolov1", "--limit", "24", "--test-limit", "8", "--batch-size", "8", "--no-progress",
@@ -23,18 +22,14 @@ TINY_YOLO = ["fast_yolov1", "--limit", "24", "--test-limit", "8", "--batch-size"
              "hidden_features=(32, 32)", "--lr", "1e-3"]
 
 
-@pytest.fixture(autouse=True)
-def _env(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
-    monkeypatch.setenv("SCRATCHNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+pytestmark = pytest.mark.usefixtures("data_env")
 
 
 def cli(*args):
     """Run the CLI as a user would, in a fresh interpreter; returns the CompletedProcess."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", "scratchnet.train", *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=300)
+                          text=True, cwd=REPO, env=env, timeout=300)
 
 
 def suggested_command(err):
@@ -113,10 +108,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, case, stop_after
     assert state["batch"] > 0 and state["partial"] is not None  # stopped inside an epoch
     assert not (tmp_path / "b" / "final.npz").exists()
     assert train.main([*suggested[3:], "--no-progress"]) == 0  # the command the message suggests works
-    a, b = sn.load(tmp_path / "a" / "final.npz"), sn.load(tmp_path / "b" / "final.npz")
-    assert list(a) == list(b)
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert_same_weights(tmp_path / "a" / "final.npz", tmp_path / "b" / "final.npz")
     ma = json.loads((tmp_path / "a" / "metrics.json").read_text())
     mb = json.loads((tmp_path / "b" / "metrics.json").read_text())
     for ra, rb in zip(ma, mb, strict=True):
@@ -126,10 +118,10 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, case, stop_after
 def test_sigterm_from_outside_writes_a_checkpoint(tmp_path):
     """A real signal from another process: clean exit 143, no traceback, a resumable checkpoint."""
     out = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
     process = subprocess.Popen([sys.executable, "-m", "scratchnet.train", *TINY_LENET, "--limit", "32",
                                 "--epochs", "50", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=ROOT, env=env)
+                               cwd=REPO, env=env)
     for line in process.stdout:  # wait until training is under way
         if line.startswith("epoch 1/50"):
             break

@@ -15,17 +15,13 @@ import pytest
 import scratchnet as sn
 from scratchnet import train
 from scratchnet.runlock import RUN_LOCK, RunFolderLocked, RunLock
+from conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = ["lenet", "--dataset", "fashion-mnist", "--limit", "16", "--test-limit", "16", "--batch-size", "16",
         "--no-progress", "--prefetch", "1", "--epochs", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _env(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("SCRATCHNET_DATA", str(data_dir))
-    monkeypatch.setenv("SCRATCHNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+pytestmark = pytest.mark.usefixtures("data_env")
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +36,8 @@ def finished_run(tmp_path_factory, data_dir):
 
 
 def python(*args, **kwargs):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
