@@ -27,6 +27,7 @@ import functools
 import math
 import os
 import sys
+import time
 
 from .backend import DeviceError
 from .data import DatasetError
@@ -65,10 +66,17 @@ def describe(exc):
     return " ".join(text.split())  # a message must stay one line
 
 
+SILENT_RANK_GRACE_S = 10
+
+
 def report(exc, every_rank=False):
     """Print ``error: ...`` (under mpirun: rank 0 only, unless ``every_rank``, then naming the rank)."""
     rank = launch_rank()
     if rank not in (None, 0) and not every_rank:
+        # mpirun ends the whole job when the first rank exits with an error: a silent rank that got
+        # there first would cut rank 0 off before its line. Rank 0 meets the same error at the same
+        # point, prints and exits, and mpirun then stops this rank during the wait.
+        time.sleep(SILENT_RANK_GRACE_S)
         return
     where = f"rank {rank}: " if rank not in (None, 0) else ""
     print(f"error: {where}{describe(exc)}", file=sys.stderr, flush=True)

@@ -20,9 +20,10 @@ from scratchnet import backend
 
 try:  # torch is the reference oracle; one thread keeps it fast and steady on a shared 2-core machine
     import torch
+    import torch.nn.functional as TF
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover - dev extra not installed
-    torch = None
+    torch = TF = None
 
 _GPU_REASON = backend.gpu_status()
 
@@ -200,6 +201,78 @@ def compare(device):
     return on_device
 
 
+def compare_double_backward_with_torch(op, torch_op, inputs, device="cpu", *, constants=(), tol=None,
+                                       gradgradcheck=True, order=2, **options):
+    """Second (or higher) derivatives of op(*inputs, **options) against torch's, for float64 inputs:
+
+    1. the first derivatives g = u . dy/d(inputs), taken with create_graph=True for a random cotangent u
+       that requires grad, equal torch's;
+    2. the gradient of sum_i(v_i . g_i) (random v_i) w.r.t. every input and u equals torch's (a None on
+       one side must be zeros, or None, on the other); with order=3 that gradient is taken with
+       create_graph=True too and differentiated once more the same way, and so on;
+    3. with gradgradcheck=True, sn.gradgradcheck of op (directional checks) passes.
+
+    `inputs` and `constants` as in compare_with_torch. Tolerances: TOL for the dtype, or `tol`. Returns
+    the last derivatives (ours, torch's).
+    """
+    grads = [isinstance(a, np.ndarray) and a.dtype.kind == "f" and i not in constants for i, a in enumerate(inputs)]
+    ours = [sn.tensor(a, requires_grad=g, device=device) if isinstance(a, np.ndarray) else a
+            for a, g in zip(inputs, grads)]
+    theirs = [torch.tensor(a, requires_grad=g) if isinstance(a, np.ndarray) else a for a, g in zip(inputs, grads)]
+    y, y_ref = op(*ours, **options), torch_op(*theirs, **options)
+    outs = [o for o in (y if isinstance(y, (tuple, list)) else (y,)) if o.dtype.kind == "f"]
+    outs_ref = [o for o in (y_ref if isinstance(y_ref, (tuple, list)) else (y_ref,)) if o.dtype.is_floating_point]
+    for i, (o, o_ref) in enumerate(zip(outs, outs_ref)):
+        assert_close(o, o_ref, tol, f"output {i}")
+    rng = np.random.default_rng(2)
+    u = [rng.standard_normal(o.shape) for o in outs]
+    u_ours = [sn.tensor(a, requires_grad=True, device=device) for a in u]
+    u_theirs = [torch.tensor(a, requires_grad=True) for a in u]
+    x_ours = [t for t, g in zip(ours, grads) if g]
+    x_theirs = [t for t, g in zip(theirs, grads) if g]
+    derivative = sn.autograd.grad(outs, x_ours, u_ours, create_graph=True, allow_unused=True)
+    derivative_ref = torch.autograd.grad(outs_ref, x_theirs, u_theirs, create_graph=True, allow_unused=True)
+    for i, (g, g_ref) in enumerate(zip(derivative, derivative_ref)):
+        _assert_same_or_zero(g, g_ref, tol, f"first derivative {i}")
+    for k in range(2, order + 1):
+        v = [rng.standard_normal(t.shape) for t in (x_ours if k == 2 else x_ours + u_ours)]
+        total = [(g * sn.tensor(w, device=device)).sum() for g, w in zip(derivative, v)
+                 if g is not None and g.requires_grad]
+        total_ref = [(g * torch.tensor(w)).sum() for g, w in zip(derivative_ref, v)
+                     if g is not None and g.requires_grad]
+        assert total and len(total) == len(total_ref), f"derivative {k - 1} carries no graph"
+        derivative = sn.autograd.grad(sum(total[1:], total[0]), x_ours + u_ours, create_graph=k < order,
+                                      allow_unused=True)
+        derivative_ref = torch.autograd.grad(sum(total_ref[1:], total_ref[0]), x_theirs + u_theirs,
+                                             create_graph=k < order, allow_unused=True)
+        for i, (g, g_ref) in enumerate(zip(derivative, derivative_ref)):
+            what = f"input {i}" if i < len(x_theirs) else f"the cotangent {i - len(x_theirs)}"
+            _assert_same_or_zero(g, g_ref, tol, f"derivative {k} w.r.t. {what}")
+    if gradgradcheck:
+        assert sn.gradgradcheck(lambda *args: op(*args, **options), ours, max_elements=0)
+    return derivative, derivative_ref
+
+
+def _assert_same_or_zero(ours, theirs, tol, what):
+    if theirs is not None and theirs._is_zerotensor():  # torch's symbolic zeros (abs'' = 0, say)
+        theirs = torch.zeros(theirs.shape, dtype=theirs.dtype)
+    if ours is None and theirs is None:
+        return
+    if ours is None or theirs is None:
+        present = ours.numpy() if ours is not None else theirs.detach().numpy()
+        assert not present.any(), f"{what}: {'ours' if ours is None else 'torch'}'s is None, the other's is not zero"
+        return
+    assert_close(ours, theirs, tol, what)
+
+
+@pytest.fixture
+def compare_double_backward(device):
+    """compare_double_backward_with_torch on this test's device (the CPU, and the GPU when one is present)."""
+    def on_device(op, torch_op, inputs, **options):
+        return compare_double_backward_with_torch(op, torch_op, inputs, device, **options)
+    return on_device
+
+
 def torch_conv2d(x, w, stride=1, padding=0, dilation=1, groups=1, extra=(0, 0)):
     """The kernel tests' reference (raw arrays in and out): torch's conv2d of x and w as (y, grads), where
     grads(gy) gives (gx, gw). `extra`: rows and columns of zeros added at the bottom and right only (the
@@ -212,6 +285,136 @@ def torch_conv2d(x, w, stride=1, padding=0, dilation=1, groups=1, extra=(0, 0)):
         yt.backward(torch.tensor(gy))
         return xt.grad.numpy(), wt.grad.numpy()
     return yt.detach().numpy(), grads
+
+
+# --------------------------------------------------------------------------- case tables shared by the op tests
+# (tests/functional checks each case's forward and gradients, tests/autograd its second derivatives)
+
+CONV_CASES = [
+    # (N, C_in, H, W), (C_out, kh, kw), options
+    ((2, 3, 7, 6), (4, 3, 3), dict()),
+    ((2, 3, 7, 6), (4, 3, 3), dict(stride=2, padding=1)),
+    ((1, 2, 8, 9), (3, 2, 3), dict(stride=(2, 1), padding=(1, 0))),  # non-square kernel, pairs
+    ((1, 2, 7, 7), (3, 3, 3), dict(dilation=2, padding=2)),
+    ((1, 2, 9, 8), (2, 3, 2), dict(dilation=(2, 1), stride=(1, 3))),
+    ((2, 4, 6, 6), (6, 3, 3), dict(groups=2, padding=1)),  # AlexNet-style two-tower split
+    ((2, 4, 6, 6), (4, 3, 3), dict(groups=4, padding=1)),  # depthwise
+    ((2, 3, 6, 6), (6, 3, 3), dict(groups=3, stride=2)),  # depthwise with channel multiplier 2
+    ((2, 3, 5, 5), (4, 1, 1), dict()),  # pointwise 1x1
+    ((1, 2, 6, 5), (3, 3, 3), dict(padding="same")),
+    ((1, 2, 7, 5), (3, 5, 3), dict(padding="same", dilation=(1, 2))),
+    ((1, 2, 6, 5), (3, 2, 4), dict(padding="same")),  # even kernels: the odd pixel is padded bottom/right
+    ((1, 2, 1, 5), (3, 2, 3), dict(padding="same", dilation=(1, 2))),
+    ((1, 2, 6, 5), (3, 3, 2), dict(padding="valid")),
+    ((1, 3, 11, 11), (4, 11, 11), dict(stride=4)),  # AlexNet conv1 geometry, shrunk
+]
+
+
+def conv_inputs(rng, x_shape, w_shape, options, dtype=np.float64, with_bias=True, transposed=False):
+    """Random x, weight and bias (or None) for a case: the weight is (C_out, C_in / groups, kh, kw), or
+    (C_in, C_out / groups, kh, kw) for conv_transpose2d."""
+    groups = options.get("groups", 1)
+    c_in, (c_out, kh, kw) = x_shape[1], w_shape
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((c_in, c_out // groups, kh, kw) if transposed else (c_out, c_in // groups, kh, kw))
+    b = rng.standard_normal(c_out).astype(dtype) if with_bias else None
+    return [x, w.astype(dtype), b]
+
+
+TRANSPOSE_CASES = [
+    # (N, C_in, H, W), (C_out, kh, kw), options
+    ((2, 3, 4, 5), (2, 3, 3), dict()),
+    ((2, 3, 4, 5), (2, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+    ((1, 4, 3, 4), (6, 3, 2), dict(stride=(2, 3), groups=2, output_padding=(1, 2))),
+    ((1, 2, 3, 3), (2, 3, 3), dict(dilation=2, padding=1, output_padding=1)),  # output_padding < dilation
+    ((1, 3, 4, 4), (3, 4, 4), dict(stride=2, padding=1, groups=3)),  # depthwise upsampling (DCGAN-like)
+    ((2, 2, 3, 3), (3, 1, 1), dict()),
+]
+
+POOL_CASES = [
+    dict(kernel_size=2),  # VGG's 2x2/2
+    dict(kernel_size=3, stride=2),  # AlexNet's overlapping 3x3/2
+    dict(kernel_size=3, stride=2, ceil_mode=True),  # GoogLeNet's, a window hangs off the edge
+    dict(kernel_size=3, stride=1, padding=1),  # Inception's pool branch
+    dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1)),
+    dict(kernel_size=2, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=3, stride=3, padding=1, ceil_mode=True),  # the extra window would start in padding
+]
+
+
+# --------------------------------------------------------------------------- torch twins of the ResNet units
+# (tests/models checks ResNet and SENet forwards with them, tests/autograd a Hessian-vector product)
+
+
+def t64(array):
+    """A float64 torch tensor of an array; a torch tensor (a parameter that requires grad) as it is."""
+    if isinstance(array, torch.Tensor):
+        return array
+    return torch.from_numpy(np.array(array, dtype=np.float64))
+
+
+def torch_bn(x, sd, prefix, training):
+    return TF.batch_norm(x, t64(sd[prefix + ".running_mean"]), t64(sd[prefix + ".running_var"]),
+                         t64(sd[prefix + ".weight"]), t64(sd[prefix + ".bias"]), training=training)
+
+
+def torch_conv(x, sd, prefix, stride=1, padding=0):
+    bias = sd.get(prefix + ".bias")
+    return TF.conv2d(x, t64(sd[prefix + ".weight"]), None if bias is None else t64(bias), stride, padding)
+
+
+def torch_unit(sd, x, kind, stride, training, shortcut="B", has_projection=False, se=False, pad_to=None,
+               stride_in_1x1=False):
+    """One residual unit written with torch ops from its state dict ``sd`` (keys relative to the unit)."""
+    bn = lambda y, name: torch_bn(y, sd, name, training)  # noqa: E731
+    if kind == "bottleneck":
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        out = TF.relu(bn(torch_conv(x, sd, "conv1", s1), "bn1"))
+        out = TF.relu(bn(torch_conv(out, sd, "conv2", s3, 1), "bn2"))
+        out = bn(torch_conv(out, sd, "conv3"), "bn3")
+    else:
+        out = TF.relu(bn(torch_conv(x, sd, "conv1", stride, 1), "bn1"))
+        out = bn(torch_conv(out, sd, "conv2", 1, 1), "bn2")
+    if se:  # squeeze, excite, scale (SENet Eq. 2-4)
+        gates = torch.sigmoid(torch_conv(TF.relu(torch_conv(out.mean((2, 3), keepdim=True), sd, "se.fc1")),
+                                         sd, "se.fc2"))
+        out = out * gates
+    if shortcut is None:
+        return TF.relu(out)
+    if has_projection:
+        skip = bn(torch_conv(x, sd, "downsample.0", stride), "downsample.1")
+    elif pad_to is not None:  # option A: subsample, append zero channels
+        skip = x[:, :, ::stride, ::stride]
+        skip = TF.pad(skip, (0, 0, 0, 0, 0, pad_to - skip.shape[1]))
+    else:
+        skip = x
+    return TF.relu(out + skip)
+
+
+def sub_state(sd, prefix):
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def torch_resnet(model, x, training, kind, shortcut="B", cifar=False, se=False, sd=None):
+    """The whole network in torch ops, from the model's state dict (taken before its forward), or from ``sd``
+    (the same keys, torch tensors: parameters that require grad)."""
+    sd = model.state_dict() if sd is None else sd
+    if cifar:
+        y = TF.relu(torch_bn(torch_conv(x, sd, "conv1", 1, 1), sd, "bn1", training))
+    else:
+        y = TF.relu(torch_bn(torch_conv(x, sd, "conv1", 2, 3), sd, "bn1", training))
+        y = TF.max_pool2d(y, 3, 2, 1)
+    for s, stage in enumerate(model.stages()):
+        for j, _ in enumerate(stage):
+            prefix = f"layer{s + 1}.{j}."
+            unit_sd = sub_state(sd, prefix)
+            stride = 2 if s > 0 and j == 0 else 1
+            width = unit_sd["conv1.weight"].shape[0] * (4 if kind == "bottleneck" else 1)
+            changes = stride != 1 or y.shape[1] != width
+            y = torch_unit(unit_sd, y, kind, stride, training, shortcut,
+                           has_projection="downsample.0.weight" in unit_sd, se=se,
+                           pad_to=width if shortcut == "A" and changes else None)
+    return TF.linear(y.mean((2, 3)), t64(sd["fc.weight"]), t64(sd["fc.bias"]))
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ torch's default) each, one dtype per bucket, so ResNet-50's 161 gradient tensors
 allreduce calls instead of 161. The same code serves NumPy (MPI) and CuPy (NCCL) arrays.
 """
 from .. import backend
-from ..autograd import Function, no_grad
+from ..autograd import Function, Tensor, no_grad
 from ..nn.layers import BatchNorm1d, BatchNorm2d, _BatchNorm
 from ..nn.module import Module
 
@@ -79,12 +79,12 @@ def average_gradients(parameters, comm, cap_bytes=25 * 2**20):
     params = [p for p in parameters if p.requires_grad]
     for bucket in make_buckets(params, cap_bytes):
         xp = backend.get_array_module(bucket[0].data)
-        grads = [p.grad if p.grad is not None else xp.zeros_like(p.data) for p in bucket]
+        grads = [p.grad.data if p.grad is not None else xp.zeros_like(p.data) for p in bucket]
         present = xp.asarray([p.grad is not None for p in bucket], dtype=bucket[0].dtype)
         total = comm.allreduce(xp.concatenate([flatten(grads), present]))
         means = unflatten(total[:-len(bucket)] / comm.size, grads)
         for p, mean, anywhere in zip(bucket, means, backend.to_numpy(total[-len(bucket):])):
-            p.grad = mean if anywhere > 0 else None
+            p.grad = Tensor(mean) if anywhere > 0 else None
 
 
 class DistributedDataParallel(Module):
@@ -155,19 +155,40 @@ class DistributedDataParallel(Module):
 # --------------------------------------------------------------------------- synchronised batch norm
 
 
+class AllReduceSum(Function):
+    """Every rank's output is the sum of all ranks' inputs; so is each rank's input gradient (the
+    same collective both ways). SyncBatchNorm's and CopyToTowers' differentiable backwards use it."""
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def forward(self, x):
+        return self.comm.allreduce(x)
+
+    def backward(self, gy):
+        return (self.comm.allreduce(gy),)
+
+    def differentiable_backward(self, gy):
+        return (AllReduceSum(self.comm)(gy),)
+
+
 class SyncBatchNormFunction(Function):
     """Batch norm whose mean and variance are those of the global batch (all ranks' samples).
 
     Forward: two allreduces (the sum and count, then the sum of squared deviations from the
     global mean: the two-pass formula, as exact as one process). Backward: one allreduce of the
-    two per-channel sums the closed-form gradient needs.
+    two per-channel sums the closed-form gradient needs. It keeps x (as BatchNorm does) for the
+    differentiable backward, which writes the same with AllReduceSum ops.
     """
+
+    saved_inputs = {"x": 0, "w": 1}
 
     def __init__(self, comm, eps, has_weight, has_bias):
         self.comm, self.eps, self.has_weight, self.has_bias = comm, eps, has_weight, has_bias
 
     def forward(self, x, *affine):
         xp = backend.get_array_module(x)
+        self.x, self.w = x, (affine[0] if self.has_weight else None)
         self.axes = (0,) + tuple(range(2, x.ndim))
         shape = (1, -1) + (1,) * (x.ndim - 2)
         local_count = x.size // x.shape[1]
@@ -177,26 +198,43 @@ class SyncBatchNormFunction(Function):
         centred = x - self.mean.reshape(shape)
         self.var = self.comm.allreduce((centred * centred).sum(axis=self.axes)) / self.count
         self.inv_std = (1 / xp.sqrt(self.var + self.eps)).reshape(shape)
-        self.x_hat = centred * self.inv_std
+        x_hat = centred * self.inv_std
         self.weight = affine[0].reshape(shape) if self.has_weight else None
-        y = self.x_hat if self.weight is None else self.x_hat * self.weight
+        y = x_hat if self.weight is None else x_hat * self.weight
         return y + affine[-1].reshape(shape) if self.has_bias else y
 
     def backward(self, gy):
         xp = backend.get_array_module(gy)
+        x_hat = (self.x - self.mean.reshape((1, -1) + (1,) * (gy.ndim - 2))) * self.inv_std
         g_hat = gy if self.weight is None else gy * self.weight
         c = gy.shape[1]
         sums = self.comm.allreduce(xp.concatenate([g_hat.sum(axis=self.axes),
-                                                   (g_hat * self.x_hat).sum(axis=self.axes)]))
+                                                   (g_hat * x_hat).sum(axis=self.axes)]))
         shape = (1, -1) + (1,) * (gy.ndim - 2)
         sum_g, sum_gx = sums[:c].reshape(shape), sums[c:].reshape(shape)
         # the one-process closed form, with the global count and global sums
-        gx = self.inv_std / self.count * (self.count * g_hat - sum_g - self.x_hat * sum_gx)
+        gx = self.inv_std / self.count * (self.count * g_hat - sum_g - x_hat * sum_gx)
         grads = [gx]
         if self.has_weight:  # local sums: the data-parallel gradient averaging adds the ranks up
-            grads.append((gy * self.x_hat).sum(axis=self.axes))
+            grads.append((gy * x_hat).sum(axis=self.axes))
         if self.has_bias:
             grads.append(gy.sum(axis=self.axes))
+        return tuple(grads)
+
+    def differentiable_backward(self, gy):
+        x, count, shape = self.saved_input(0), self.count, (1, -1) + (1,) * (gy.ndim - 2)
+
+        def global_sum(t):  # per channel, over every rank's samples
+            return AllReduceSum(self.comm)(t.sum(self.axes)).reshape(shape)
+        centred = x - global_sum(x) / count
+        inv_std = (global_sum(centred * centred) / count + self.eps) ** -0.5
+        x_hat = centred * inv_std
+        g_hat = gy * self.saved_input(1).reshape(shape) if self.has_weight else gy
+        grads = [inv_std / count * (count * g_hat - global_sum(g_hat) - x_hat * global_sum(g_hat * x_hat))]
+        if self.has_weight:
+            grads.append((gy * x_hat).sum(self.axes))
+        if self.has_bias:
+            grads.append(gy.sum(self.axes))
         return tuple(grads)
 
 

@@ -24,6 +24,9 @@ Two operators carry the activations (Megatron-LM's f and g, in the study notes' 
   over ranks, since each tower's layer contributed part of that activation's gradient).
 Everything between a gather and the next copy is computed on both ranks (ReLU, LRN, pooling,
 dropout with the same generator state), so both hold equal activations and gradients there.
+Their backwards, as ops (for second derivatives), are the pair's mirror images: GatherTowers'
+is TowerPiece (keep our piece; its backward gathers) and CopyToTowers' is ReduceFromTowers (add
+the towers' partial gradients; its backward copies).
 
 Why conv1 and the LRN/pool after conv2 are replicated: in ``alexnet(groups=2)`` the LRN window
 (5 maps) crosses the boundary between the halves (map 47 is normalised with 48 and 49), so an
@@ -51,16 +54,41 @@ class GatherTowers(Function):
         self.comm, self.axis = comm, axis
 
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        pieces = self.comm.allgather(x)  # (size, *x.shape)
         self.width = x.shape[self.axis]
-        return xp.concatenate(list(pieces), axis=self.axis)
+        return _gather(self.comm, x, self.axis)
 
     def backward(self, gy):
-        start = self.comm.rank * self.width
-        index = [slice(None)] * gy.ndim
-        index[self.axis] = slice(start, start + self.width)
-        return (gy[tuple(index)].copy(),)
+        return (gy[_our_piece(self.comm, gy.ndim, self.axis, self.width)].copy(),)
+
+    def differentiable_backward(self, gy):
+        return (TowerPiece(self.comm, self.axis, self.width)(gy),)
+
+
+class TowerPiece(Function):
+    """This tower's piece of a tensor every rank holds (GatherTowers' backward as an op); backward gathers."""
+
+    def __init__(self, comm, axis, width):
+        self.comm, self.axis, self.width = comm, axis, width
+
+    def forward(self, y):
+        return y[_our_piece(self.comm, y.ndim, self.axis, self.width)].copy()
+
+    def backward(self, g):
+        return (_gather(self.comm, g, self.axis),)
+
+    def differentiable_backward(self, g):
+        return (GatherTowers(self.comm, self.axis)(g),)
+
+
+def _gather(comm, x, axis):
+    return backend.get_array_module(x).concatenate(list(comm.allgather(x)), axis=axis)  # allgather: (size, ...)
+
+
+def _our_piece(comm, ndim, axis, width):
+    """The index of this tower's piece along the gathered axis."""
+    index = [slice(None)] * ndim
+    index[axis] = slice(comm.rank * width, (comm.rank + 1) * width)
+    return tuple(index)
 
 
 class CopyToTowers(Function):
@@ -74,6 +102,26 @@ class CopyToTowers(Function):
 
     def backward(self, gy):
         return (self.comm.allreduce(gy),)
+
+    def differentiable_backward(self, gy):
+        return (ReduceFromTowers(self.comm)(gy),)
+
+
+class ReduceFromTowers(Function):
+    """The towers' partial sums added up on every rank (CopyToTowers' backward as an op): its result is one
+    value every rank holds, so its own backward passes the gradient unchanged (CopyToTowers mirrored)."""
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def forward(self, x):
+        return self.comm.allreduce(x)
+
+    def backward(self, gy):
+        return (gy,)
+
+    def differentiable_backward(self, gy):
+        return (CopyToTowers(self.comm)(gy),)
 
 
 def gather_towers(x, comm, axis=1):

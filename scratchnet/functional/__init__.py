@@ -8,7 +8,8 @@ from .deform import deform_conv2d
 from .dropout import dropout
 from .linear import linear
 from .loss import cross_entropy, mse_loss, nll_loss
-from .math import abs, add, clamp, div, exp, log, matmul, max, mean, mul, neg, pow, result_type, sqrt, sub, sum
+from .math import (abs, add, clamp, div, exp, log, matmul, max, mean, mul, neg, pow, result_type, sqrt, sub, sum,
+                   sum_to_size, where)
 from .shape import broadcast_to, cat, flatten, getitem, permute, reshape, split, stack, transpose
 from . import tensor_methods  # noqa: F401 (attaches + - * / @, .sum, .reshape ... to Tensor)
 from .norm import batch_norm, local_response_norm
@@ -19,5 +20,5 @@ __all__ = [
     "conv_transpose2d", "cross_entropy", "deform_conv2d", "div", "dropout", "exp", "flatten", "getitem", "leaky_relu",
     "linear", "local_response_norm", "log", "log_softmax", "matmul", "max", "max_pool2d", "mean", "mse_loss", "mul",
     "neg", "nll_loss", "permute", "pow", "relu", "reshape", "result_type", "sigmoid", "silu", "softmax", "split",
-    "sqrt", "stack", "sub", "sum", "tanh", "transpose",
+    "sqrt", "stack", "sub", "sum", "sum_to_size", "tanh", "transpose", "where",
 ]

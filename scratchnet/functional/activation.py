@@ -11,7 +11,7 @@ of an (N, C) batch of logits) and says so here instead of guessing by rank.
 from .. import backend, kernels
 from ..autograd import Function
 from . import validate
-from .math import check_float
+from .math import check_float, where
 
 
 class ReLU(Function):
@@ -31,6 +31,9 @@ class ReLU(Function):
             return (kernels.for_array(gy).relu_backward(gy, self.mask),)
         return (backend.get_array_module(gy).where(self.mask, gy, gy.dtype.type(0)),)
 
+    def differentiable_backward(self, gy):  # the mask is constant wherever the derivative exists
+        return (where(self.mask, gy, 0.0),)
+
 
 class LeakyReLU(Function):
     """x where x > 0, negative_slope * x elsewhere (the slope also at 0, as torch)."""
@@ -47,6 +50,9 @@ class LeakyReLU(Function):
         xp = backend.get_array_module(gy)
         return (xp.where(self.mask, gy, gy * gy.dtype.type(self.negative_slope)),)
 
+    def differentiable_backward(self, gy):
+        return (where(self.mask, gy, gy * self.negative_slope),)
+
 
 def _stable_sigmoid(x):
     """1 / (1 + e^-x) without overflow: use e^-|x| <= 1 on both sides of zero."""
@@ -56,6 +62,8 @@ def _stable_sigmoid(x):
 
 
 class Sigmoid(Function):
+    saved_outputs = {"y": 0}
+
     def forward(self, x):
         self.y = _stable_sigmoid(x)
         return self.y
@@ -63,8 +71,14 @@ class Sigmoid(Function):
     def backward(self, gy):
         return (gy * self.y * (1 - self.y),)
 
+    def differentiable_backward(self, gy):
+        y = self.saved_output(0)
+        return (gy * y * (1 - y),)
+
 
 class Tanh(Function):
+    saved_outputs = {"y": 0}
+
     def forward(self, x):
         self.y = backend.get_array_module(x).tanh(x)
         return self.y
@@ -72,9 +86,15 @@ class Tanh(Function):
     def backward(self, gy):
         return (gy * (1 - self.y * self.y),)
 
+    def differentiable_backward(self, gy):
+        y = self.saved_output(0)
+        return (gy * (1 - y * y),)
+
 
 class SiLU(Function):
     """x * sigmoid(x) (swish); d/dx = s * (1 + x * (1 - s))."""
+
+    saved_inputs = {"x": 0}
 
     def forward(self, x):
         self.x, self.s = x, _stable_sigmoid(x)
@@ -84,8 +104,15 @@ class SiLU(Function):
         s = self.s
         return (gy * s * (1 + self.x * (1 - s)),)
 
+    def differentiable_backward(self, gy):
+        x = self.saved_input(0)
+        s = Sigmoid()(x)  # s as a function of x (forward kept its values only)
+        return (gy * s * (1 + x * (1 - s)),)
+
 
 class Softmax(Function):
+    saved_outputs = {"y": 0}
+
     def __init__(self, axis):
         self.axis = axis
 
@@ -99,9 +126,15 @@ class Softmax(Function):
         y = self.y
         return (y * (gy - (gy * y).sum(axis=self.axis, keepdims=True)),)
 
+    def differentiable_backward(self, gy):
+        y = self.saved_output(0)
+        return (y * (gy - (gy * y).sum(self.axis, keepdim=True)),)
+
 
 class LogSoftmax(Function):
     """x - logsumexp(x), with the max shifted out so it neither overflows nor loses the small terms."""
+
+    saved_outputs = {"y": 0}
 
     def __init__(self, axis):
         self.axis = axis
@@ -115,6 +148,9 @@ class LogSoftmax(Function):
     def backward(self, gy):
         xp = backend.get_array_module(gy)
         return (gy - xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True),)
+
+    def differentiable_backward(self, gy):
+        return (gy - self.saved_output(0).exp() * gy.sum(self.axis, keepdim=True),)
 
 
 def relu(x):

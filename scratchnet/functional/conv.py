@@ -6,6 +6,12 @@ and CUDA kernels) and runs that route's forward, backward_input and
 backward_weight. ConvTranspose2d is the same three functions with the roles
 swapped: its forward is the convolution's input gradient. Forward keeps ``x``
 (not a kh*kw-times larger column buffer) and backward rebuilds what it needs.
+
+The double backward of a convolution is convolutions again: the input gradient
+is a transposed convolution of gy by w (ConvTranspose2d), the weight gradient
+the op ConvWeightGrad(gy, x), and each of the three is linear in each input, so
+their differentiable backwards are made of the same three ops, with the same
+geometry on the same route.
 """
 from .. import backend
 from ..autograd import Function
@@ -32,6 +38,8 @@ class Conv2d(Function):
     backward then run that route's functions, side by side in conv_routes.py.
     """
 
+    saved_inputs = {"x": 0, "w": 1}
+
     def __init__(self, stride, padding, dilation, groups, out_size=None, algo=None):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.out_size = out_size  # given only for 'same' with an even kernel (one more pixel bottom/right)
@@ -57,6 +65,53 @@ class Conv2d(Function):
         if len(self.needs_input_grad) == 2:
             return gx, gw
         return gx, gw, (gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None)
+
+    def differentiable_backward(self, gy):
+        needs = self.needs_input_grad
+        gx = _input_gradient(self.geo, self.route, self.x_shape)(gy, self.saved_input(1)) if needs[0] else None
+        gw = ConvWeightGrad(self.geo, self.route, self.w_shape)(gy, self.saved_input(0)) if needs[1] else None
+        return (gx, gw) if len(needs) == 2 else (gx, gw, gy.sum((0, 2, 3)) if needs[2] else None)
+
+
+def _convolution(geo, route):
+    """The convolution of this geometry on this route, as a Function of (x, w)."""
+    return Conv2d(geo.stride, geo.padding, geo.dilation, geo.groups, out_size=geo.out_hw, algo=route)
+
+
+def _input_gradient(geo, route, x_shape):
+    """The input gradient of that convolution, as a Function of (gy, w): a transposed convolution."""
+    return ConvTranspose2d(geo.stride, geo.padding, geo.dilation, geo.groups, out_size=tuple(x_shape[2:]), algo=route)
+
+
+class ConvWeightGrad(Function):
+    """gw = the weight gradient of a convolution (``geo``, ``route``) for output gradient gy and input x.
+
+    Linear in gy (its adjoint: convolve x with the incoming ggw) and in x (a transposed convolution of gy
+    by ggw): the op a convolution's weight gradient becomes when backward is differentiated.
+    """
+
+    saved_inputs = {"gy": 0, "x": 1}
+
+    def __init__(self, geo, route, w_shape):
+        self.geo, self.route, self.w_shape = geo, route, tuple(w_shape)
+
+    def forward(self, gy, x):
+        self.gy = gy if self.needs_input_grad[1] else None  # x's gradient needs gy
+        self.x = x if self.needs_input_grad[0] else None  # gy's gradient needs x
+        self.x_shape = x.shape
+        return ROUTES[self.route].impl.backward_weight(gy, x, self.w_shape, self.geo)
+
+    def backward(self, ggw):
+        route = ROUTES[self.route].impl
+        g_gy = route.forward(self.x, ggw, self.geo) if self.needs_input_grad[0] else None
+        g_x = route.backward_input(self.gy, ggw, self.x_shape, self.geo) if self.needs_input_grad[1] else None
+        return g_gy, g_x
+
+    def differentiable_backward(self, ggw):
+        needs = self.needs_input_grad
+        g_gy = _convolution(self.geo, self.route)(self.saved_input(1), ggw) if needs[0] else None
+        g_x = _input_gradient(self.geo, self.route, self.x_shape)(self.saved_input(0), ggw) if needs[1] else None
+        return g_gy, g_x
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, conv_algo=None):
@@ -120,6 +175,8 @@ class ConvTranspose2d(Function):
     (conv_routes.py) serves both ops.
     """
 
+    saved_inputs = {"x": 0, "w": 1}
+
     def __init__(self, stride, padding, dilation, groups, out_size, algo=None):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.out_size = out_size
@@ -145,6 +202,12 @@ class ConvTranspose2d(Function):
         if len(self.needs_input_grad) == 2:
             return gx, gw
         return gx, gw, (gy.sum(axis=(0, 2, 3)) if self.needs_input_grad[2] else None)
+
+    def differentiable_backward(self, gy):
+        needs = self.needs_input_grad
+        gx = _convolution(self.geo, self.route)(gy, self.saved_input(1)) if needs[0] else None
+        gw = ConvWeightGrad(self.geo, self.route, self.w_shape)(self.saved_input(0), gy) if needs[1] else None
+        return (gx, gw) if len(needs) == 2 else (gx, gw, gy.sum((0, 2, 3)) if needs[2] else None)
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):

@@ -19,8 +19,11 @@ class DeformConv2d(Function):
 
     Inputs in order: x, offset, weight, then the mask and the bias where given. Forward keeps the
     inputs, not the kh*kw-times larger columns; backward rebuilds the columns for the weight gradient.
-    The route (deform_routes.choose) is picked once per call; ``self.route`` tells which.
+    The route (deform_routes.choose) is picked once per call; ``self.route`` tells which. It has no
+    differentiable backward yet: create_graph=True through it raises, naming it.
     """
+
+    saved_inputs = {"x": 0, "offset": 1, "w": 2, "mask": 3}  # (self.mask is None without a mask)
 
     def __init__(self, geo, has_mask, has_bias):
         self.geo, self.has_mask, self.has_bias = geo, has_mask, has_bias
@@ -34,11 +37,11 @@ class DeformConv2d(Function):
             y = deform_routes.forward(deform_routes.ROUTES[self.route], x, offset, mask, w, self.geo)
         if self.has_bias:
             y += optional[-1].reshape(1, -1, 1, 1)
-        self.inputs = (x, offset, mask, w)
+        self.x, self.offset, self.mask, self.w = x, offset, mask, w
         return y
 
     def backward(self, gy):
-        x, offset, mask, w = self.inputs
+        x, offset, mask, w = self.x, self.offset, self.mask, self.w
         needs = self.needs_input_grad  # x, offset, weight, [mask], [bias]
         wanted = (needs[0], needs[1], self.has_mask and needs[3], needs[2])  # the route's order: x, offset, mask, w
         if x.shape[0] == 0:  # nothing was sampled: zero gradients (torchvision's too)

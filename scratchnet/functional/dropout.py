@@ -6,7 +6,7 @@ original paper's weight scaling). The mask comes from ``backend.rng(device)``,
 so ``sn.manual_seed`` makes it repeatable.
 """
 from .. import backend
-from ..autograd import Function
+from ..autograd import Function, Tensor
 from . import validate
 from .math import check_float
 
@@ -26,6 +26,9 @@ class Dropout(Function):
 
     def backward(self, gy):
         return (gy * self.scale,)
+
+    def differentiable_backward(self, gy):
+        return (gy * Tensor(self.scale),)
 
 
 def dropout(x, p=0.5, training=True):

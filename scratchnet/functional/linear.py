@@ -6,6 +6,8 @@ from .math import check_float
 class Linear(Function):
     """x (..., in) @ W^T (in, out) + b; W is (out, in) as torch, any leading dims batch."""
 
+    saved_inputs = {"x": 0, "w": 1}
+
     def forward(self, x, w, b=None):
         self.x = x if self.needs_input_grad[1] else None
         self.w = w if self.needs_input_grad[0] else None
@@ -20,6 +22,18 @@ class Linear(Function):
         if len(self.needs_input_grad) == 3:
             gb = gy.reshape(-1, gy.shape[-1]).sum(axis=0) if self.needs_input_grad[2] else None
             return gx, gw, gb
+        return gx, gw
+
+    def differentiable_backward(self, gy):
+        needs = self.needs_input_grad
+        rows = gy.reshape(-1, gy.shape[-1])
+        gx = gy @ self.saved_input(1) if needs[0] else None
+        gw = None
+        if needs[1]:
+            x = self.saved_input(0)
+            gw = rows.T @ x.reshape(-1, x.shape[-1])
+        if len(needs) == 3:
+            return gx, gw, (rows.sum(0) if needs[2] else None)
         return gx, gw
 
 

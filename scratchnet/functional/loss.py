@@ -8,12 +8,15 @@ gives nan, as torch).
 
 cross_entropy's backward is the fused ``softmax - onehot`` (scaled by the
 class weights and the label smoothing), never a trip through log and exp.
+Each differentiable backward writes the same gradient with Tensor ops: the
+targets and weights are constants, the softmax a function of the logits again.
 """
 import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor, as_tensor
 from . import validate
+from .activation import Softmax
 from .math import check_float
 
 
@@ -98,6 +101,27 @@ class _ClassLoss(Function):
         n, c, rest = self.x_shape[0], self.x_shape[1], self.x_shape[2:]
         return xp.ascontiguousarray(xp.moveaxis(g_rows.reshape((n,) + rest + (c,)), -1, 1))
 
+    # the same two steps on Tensors, for the differentiable backwards
+    def _row_grad_scale_tensor(self, gy):
+        if self.reduction == "none":
+            return gy.reshape(-1, 1)
+        g = gy / Tensor(self.denominator) if self.reduction == "mean" else gy
+        return g.reshape(1, 1).broadcast_to((self.target.shape[0], 1))
+
+    def _unrows_tensor(self, g_rows):
+        if len(self.x_shape) == 1:
+            return g_rows.reshape(self.x_shape)
+        n, c, rest = self.x_shape[0], self.x_shape[1], self.x_shape[2:]
+        g = g_rows.reshape((n,) + rest + (c,))
+        return g.permute((0, g.ndim - 1) + tuple(range(1, g.ndim - 1)))
+
+    def _target_pattern(self, values, dtype):
+        """(M, C) zeros with ``values`` at each row's target class."""
+        xp = backend.get_array_module(self.w_t)
+        pattern = xp.zeros((self.target.shape[0], self.n_classes), dtype=dtype)
+        pattern[self.row_index, self.safe_target] = values
+        return Tensor(pattern)
+
 
 class NLLLoss(_ClassLoss):
     def forward(self, log_probs):
@@ -111,9 +135,17 @@ class NLLLoss(_ClassLoss):
         g_rows[self.row_index, self.safe_target] = -self.w_t * self._row_grad_scale(gy)[:, 0]
         return (self._unrows(g_rows),)
 
+    def differentiable_backward(self, gy):  # linear in gy; nothing of the input
+        return (self._unrows_tensor(self._target_pattern(-self.w_t, gy.dtype) * self._row_grad_scale_tensor(gy)),)
+
 
 class CrossEntropy(_ClassLoss):
-    """(1 - eps) * w_t * -log p_t + eps / C * sum_c w_c * -log p_c per row (eps: label smoothing)."""
+    """(1 - eps) * w_t * -log p_t + eps / C * sum_c w_c * -log p_c per row (eps: label smoothing).
+
+    Keeps the softmax p for its fused backward, and the logits for the differentiable one.
+    """
+
+    saved_inputs = {"x": 0}
 
     def __init__(self, label_smoothing, *args):
         super().__init__(*args)
@@ -121,6 +153,7 @@ class CrossEntropy(_ClassLoss):
 
     def forward(self, logits):
         xp = backend.get_array_module(logits)
+        self.x = logits
         rows = _to_rows(logits)
         self._setup(rows)
         shifted = rows - rows.max(axis=1, keepdims=True)
@@ -143,6 +176,17 @@ class CrossEntropy(_ClassLoss):
             w = xp.ones(c, dtype=self.p.dtype) if self.weight is None else self.weight.astype(self.p.dtype)
             g_rows += (eps / c) * self.keep[:, None] * (w.sum() * self.p - w)
         return (self._unrows(g_rows * self._row_grad_scale(gy)),)
+
+    def differentiable_backward(self, gy):
+        xp = backend.get_array_module(gy.data)
+        eps, c, x = self.label_smoothing, self.n_classes, self.saved_input(0)
+        rows = x.reshape(1, -1) if x.ndim == 1 else x.permute((0,) + tuple(range(2, x.ndim)) + (1,)).reshape(-1, c)
+        p = Softmax(1)(rows)  # the softmax as a function of the logits
+        g_rows = p * Tensor((1 - eps) * self.w_t[:, None]) - self._target_pattern((1 - eps) * self.w_t, gy.dtype)
+        if eps:
+            w = xp.ones(c, dtype=gy.dtype) if self.weight is None else self.weight.astype(gy.dtype)
+            g_rows = g_rows + (p * w.sum() - Tensor(w)) * Tensor(((eps / c) * self.keep[:, None]).astype(gy.dtype))
+        return (self._unrows_tensor(g_rows * self._row_grad_scale_tensor(gy)),)
 
 
 def _to_rows(x):
@@ -171,12 +215,17 @@ def cross_entropy(input, target, weight=None, reduction="mean", ignore_index=-10
 
 
 class MSELoss(Function):
+    """Keeps its two inputs (as torch does) and takes their difference again in backward."""
+
+    saved_inputs = {"x": 0, "target": 1}
+
     def __init__(self, reduction):
         self.reduction = reduction
 
     def forward(self, x, target):
-        self.diff = x - target
-        squared = self.diff * self.diff
+        self.x, self.target = x, target
+        diff = x - target
+        squared = diff * diff
         if self.reduction == "none":
             return squared
         if self.reduction == "mean" and squared.size == 0:  # NaN, silently, as torch (NumPy warns)
@@ -184,9 +233,17 @@ class MSELoss(Function):
         return squared.mean() if self.reduction == "mean" else squared.sum()
 
     def backward(self, gy):
-        g = 2 * self.diff * gy
+        diff = self.x - self.target
+        g = 2 * diff * gy
         if self.reduction == "mean":
-            g = g / self.diff.size
+            g = g / diff.size
+        return g if self.needs_input_grad[0] else None, -g if self.needs_input_grad[1] else None
+
+    def differentiable_backward(self, gy):
+        diff = self.saved_input(0) - self.saved_input(1)
+        g = 2 * diff * gy
+        if self.reduction == "mean":
+            g = g / diff.size
         return g if self.needs_input_grad[0] else None, -g if self.needs_input_grad[1] else None
 
 

@@ -1,8 +1,11 @@
 """Tensor math: arithmetic and reductions, with torch's type promotion.
 
 Each op is a ``Function`` with forward and backward side by side on raw
-arrays. Shape ops, indexing and cat/split are in ``shape.py``; the Tensor's
-operators (``+ - * / @ **``, ``.sum`` ...) are attached in ``tensor_methods.py``.
+arrays, then its ``differentiable_backward``: the same formula on Tensors, so
+that ``create_graph=True`` can differentiate it again. Shape ops, indexing and
+cat/split are in ``shape.py``; the Tensor's operators (``+ - * / @ **``,
+``.sum`` ...) are attached in ``tensor_methods.py`` (the differentiable
+backwards here use them, and ``.reshape`` / ``.broadcast_to`` from shape.py).
 """
 import numbers
 
@@ -22,6 +25,37 @@ def sum_to(grad, shape):
     axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1)
     out = grad.sum(axis=axes, keepdims=True)
     return out.reshape(shape) if lead else out
+
+
+class SumTo(Function):
+    """Sum a tensor down to a shape it was broadcast from (torch's sum_to_size): the adjoint of BroadcastTo."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        return sum_to(x, self.shape)
+
+    def backward(self, gy):
+        return (backend.get_array_module(gy).broadcast_to(gy, self.in_shape),)
+
+    def differentiable_backward(self, gy):
+        return (gy.broadcast_to(self.in_shape),)
+
+
+def sum_to_size(x, *shape):
+    """Sum ``x`` down to ``shape``, which must broadcast to x's shape (torch's Tensor.sum_to_size)."""
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+    if shape == x.shape:
+        return x
+    try:
+        fits = np.broadcast_shapes(shape, x.shape) == x.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"sum_to_size: size {shape} is not expandable to the tensor's size {x.shape}")
+    return SumTo(shape)(x)
 
 
 def check_float(op, *tensors):
@@ -129,6 +163,9 @@ class Add(Function):
     def backward(self, gy):
         return sum_to(gy, self.shapes[0]), sum_to(gy, self.shapes[1])
 
+    def differentiable_backward(self, gy):
+        return sum_to_size(gy, self.shapes[0]), sum_to_size(gy, self.shapes[1])
+
 
 class Sub(Function):
     def forward(self, a, b):
@@ -138,8 +175,13 @@ class Sub(Function):
     def backward(self, gy):
         return sum_to(gy, self.shapes[0]), sum_to(-gy, self.shapes[1])
 
+    def differentiable_backward(self, gy):
+        return sum_to_size(gy, self.shapes[0]), sum_to_size(-gy, self.shapes[1])
+
 
 class Mul(Function):
+    saved_inputs = {"a": 0, "b": 1}
+
     def forward(self, a, b):
         # keep only the factor each side's gradient needs
         self.a = a if self.needs_input_grad[1] else None
@@ -152,8 +194,16 @@ class Mul(Function):
         gb = sum_to(gy * self.a, self.shapes[1]) if self.needs_input_grad[1] else None
         return ga, gb
 
+    def differentiable_backward(self, gy):
+        ga = sum_to_size(gy * self.saved_input(1), self.shapes[0]) if self.needs_input_grad[0] else None
+        gb = sum_to_size(gy * self.saved_input(0), self.shapes[1]) if self.needs_input_grad[1] else None
+        return ga, gb
+
 
 class Div(Function):
+    saved_inputs = {"b": 1}
+    saved_outputs = {"y": 0}
+
     def forward(self, a, b):
         self.b = b
         y = a / b
@@ -166,6 +216,12 @@ class Div(Function):
         gb = sum_to(-gy * self.y / self.b, self.shapes[1]) if self.needs_input_grad[1] else None
         return ga, gb
 
+    def differentiable_backward(self, gy):
+        b = self.saved_input(1)
+        ga = sum_to_size(gy / b, self.shapes[0]) if self.needs_input_grad[0] else None
+        gb = sum_to_size(-gy * self.saved_output(0) / b, self.shapes[1]) if self.needs_input_grad[1] else None
+        return ga, gb
+
 
 class Neg(Function):
     def forward(self, x):
@@ -174,9 +230,14 @@ class Neg(Function):
     def backward(self, gy):
         return (-gy,)
 
+    def differentiable_backward(self, gy):
+        return (-gy,)
+
 
 class Pow(Function):
     """x ** p for a constant exponent p."""
+
+    saved_inputs = {"x": 0}
 
     def __init__(self, exponent):
         self.exponent = exponent
@@ -189,8 +250,14 @@ class Pow(Function):
         p = self.exponent
         return (gy * p * self.x ** (p - 1),)
 
+    def differentiable_backward(self, gy):
+        p = self.exponent
+        return (gy * p * self.saved_input(0) ** (p - 1),)
+
 
 class Exp(Function):
+    saved_outputs = {"y": 0}
+
     def forward(self, x):
         self.y = backend.get_array_module(x).exp(x)
         return self.y
@@ -198,8 +265,13 @@ class Exp(Function):
     def backward(self, gy):
         return (gy * self.y,)
 
+    def differentiable_backward(self, gy):
+        return (gy * self.saved_output(0),)
+
 
 class Log(Function):
+    saved_inputs = {"x": 0}
+
     def forward(self, x):
         self.x = x
         return backend.get_array_module(x).log(x)
@@ -207,14 +279,22 @@ class Log(Function):
     def backward(self, gy):
         return (gy / self.x,)
 
+    def differentiable_backward(self, gy):
+        return (gy / self.saved_input(0),)
+
 
 class Sqrt(Function):
+    saved_outputs = {"y": 0}
+
     def forward(self, x):
         self.y = backend.get_array_module(x).sqrt(x)
         return self.y
 
     def backward(self, gy):
         return (gy / (2 * self.y),)
+
+    def differentiable_backward(self, gy):
+        return (gy / (2 * self.saved_output(0)),)
 
 
 class Abs(Function):
@@ -225,6 +305,9 @@ class Abs(Function):
 
     def backward(self, gy):
         return (gy * self.sign,)
+
+    def differentiable_backward(self, gy):  # the sign is constant wherever the derivative exists
+        return (gy * Tensor(self.sign),)
 
 
 class Clamp(Function):
@@ -242,9 +325,14 @@ class Clamp(Function):
     def backward(self, gy):
         return (gy * self.mask,)
 
+    def differentiable_backward(self, gy):
+        return (gy * Tensor(self.mask.astype(gy.dtype)),)
+
 
 class MatMul(Function):
     """a @ b with NumPy's rules: 1-d operands, batching and broadcasting of batch dims."""
+
+    saved_inputs = {"a": 0, "b": 1}
 
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
@@ -270,6 +358,72 @@ class MatMul(Function):
             gb = sum_to(xp.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
         return ga, gb
 
+    def differentiable_backward(self, gy):
+        a, b = self.saved_input(0), self.saved_input(1)
+        a2 = a.reshape((1,) + a.shape) if a.ndim == 1 else a
+        b2 = b.reshape(b.shape + (1,)) if b.ndim == 1 else b
+        g = gy.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = sum_to_size(g @ b2.transpose(-1, -2), a2.shape).reshape(a.shape)
+        if self.needs_input_grad[1]:
+            gb = sum_to_size(a2.transpose(-1, -2) @ g, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+class Where(Function):
+    """``a`` where ``condition`` (a constant boolean array) holds, ``b`` elsewhere; both broadcast."""
+
+    def __init__(self, condition):
+        self.condition = condition
+
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return backend.get_array_module(a).where(self.condition, a, b)
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        zero = gy.dtype.type(0)
+        return (sum_to(xp.where(self.condition, gy, zero), self.shapes[0]),
+                sum_to(xp.where(self.condition, zero, gy), self.shapes[1]))
+
+    def differentiable_backward(self, gy):
+        zero = Tensor(backend.get_array_module(gy.data).zeros((), dtype=gy.dtype))
+        return (sum_to_size(Where(self.condition)(gy, zero), self.shapes[0]),
+                sum_to_size(Where(self.condition)(zero, gy), self.shapes[1]))
+
+
+class Fill(Function):
+    """Every element set to ``value`` (fill_ and zero_ when recorded): nothing of the input reaches the output."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def forward(self, x):
+        return backend.get_array_module(x).full_like(x, self.value)
+
+    def backward(self, gy):
+        return (backend.get_array_module(gy).zeros_like(gy),)
+
+    def differentiable_backward(self, gy):
+        return (Tensor(backend.get_array_module(gy.data).zeros_like(gy.data)),)
+
+
+class CopyFrom(Function):
+    """``src`` broadcast to ``x``'s shape in ``x``'s dtype (copy_ when recorded): only src reaches the output."""
+
+    def forward(self, x, src):
+        xp = backend.get_array_module(x)
+        self.src_shape = src.shape
+        return xp.broadcast_to(backend.to_device(src, backend.device_of(x)).astype(x.dtype), x.shape).copy()
+
+    def backward(self, gy):
+        xp = backend.get_array_module(gy)
+        return xp.zeros_like(gy), sum_to(gy, self.src_shape)
+
+    def differentiable_backward(self, gy):
+        return Tensor(backend.get_array_module(gy.data).zeros_like(gy.data)), sum_to_size(gy, self.src_shape)
+
 
 # --------------------------------------------------------------------------- reductions
 
@@ -290,6 +444,11 @@ def _expand_reduced(g, shape, axes, keepdims):
     return g
 
 
+def _kept_shape(shape, axes):
+    """``shape`` with the reduced ``axes`` kept as 1s (what keepdim=True gives)."""
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
 class Sum(Function):
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
@@ -303,6 +462,9 @@ class Sum(Function):
         xp = backend.get_array_module(gy)
         g = _expand_reduced(gy, self.shape, self.axes, self.keepdims)
         return (xp.broadcast_to(g, self.shape).copy(),)
+
+    def differentiable_backward(self, gy):
+        return (gy.reshape(_kept_shape(self.shape, self.axes)).broadcast_to(self.shape),)
 
 
 class Mean(Function):
@@ -325,6 +487,11 @@ class Mean(Function):
         g = _expand_reduced(gy, self.shape, self.axes, self.keepdims) / self.count
         return (xp.broadcast_to(g, self.shape).astype(gy.dtype),)
 
+    def differentiable_backward(self, gy):
+        if self.count == 0:
+            return (Tensor(backend.get_array_module(gy.data).zeros(self.shape, dtype=gy.dtype)),)
+        return ((gy.reshape(_kept_shape(self.shape, self.axes)) / self.count).broadcast_to(self.shape),)
+
 
 class Max(Function):
     """Maximum over axes; ties share the gradient equally (torch's amax rule)."""
@@ -342,6 +509,11 @@ class Max(Function):
         g = _expand_reduced(gy, self.mask.shape, self.axes, self.keepdims)
         share = self.mask / self.mask.sum(axis=self.axes, keepdims=True)
         return ((g * share).astype(gy.dtype),)
+
+    def differentiable_backward(self, gy):  # which entries are maxima is constant wherever the derivative exists
+        share = self.mask / self.mask.sum(axis=self.axes, keepdims=True)
+        g = gy.reshape(_kept_shape(self.mask.shape, self.axes)).broadcast_to(self.mask.shape)
+        return (g * Tensor(share.astype(gy.dtype)),)
 
 
 # --------------------------------------------------------------------------- public functions
@@ -361,6 +533,15 @@ def mul(a, b):
 
 def div(a, b):
     return _elementwise("div", Div, a, b, true_divide=True)
+
+
+def where(condition, input, other):  # noqa: A002 - torch's names
+    """``input`` where ``condition`` is true, ``other`` elsewhere, broadcast together (torch.where); the gradient
+    reaches each side where it was taken. ``condition``: a boolean tensor or array (no gradient)."""
+    condition = condition.data if isinstance(condition, Tensor) else condition
+    a, b = _binary_operands(input, other)
+    _check_broadcast("where", a, b)
+    return Where(condition)(a, b)
 
 
 def neg(x):

@@ -37,14 +37,17 @@ class BatchNorm(Function):
 
     On the CPU, for (N, C, ...) inputs of a dtype the kernels know, the same formulas run as
     torch's fused CPU passes (kernels/cpu_norm.py, statistics in float64); elsewhere (the GPU,
-    (N, C) inputs, float16) as the array code below.
+    (N, C) inputs, float16) as the array code below. Both keep x (as torch does), not x_hat.
     """
+
+    saved_inputs = {"x": 0, "w": 1}
 
     def __init__(self, mean, var, eps, training, has_weight, has_bias):
         self.mean, self.var, self.eps = mean, var, eps  # None when training (batch stats are computed)
         self.training, self.has_weight, self.has_bias = training, has_weight, has_bias
 
     def forward(self, x, *affine):
+        self.w = affine[0] if self.has_weight else None
         self.on_kernels = backend.device_of(x) == "cpu" and x.ndim > 2 and kernels.supports(x, *affine)
         if self.on_kernels:
             return self._forward_kernels(x, *affine)
@@ -55,18 +58,25 @@ class BatchNorm(Function):
             self.mean = x.mean(axis=self.axes)
             self.var = x.var(axis=self.axes)  # biased: the batch is normalised with its own spread
         self.inv_std = (1 / xp.sqrt(self.var + self.eps)).astype(x.dtype).reshape(shape)
-        self.x_hat = (x - self.mean.astype(x.dtype).reshape(shape)) * self.inv_std
+        self.x = x
+        x_hat = self._x_hat()
         weight = affine[0].reshape(shape) if self.has_weight else None
         self.weight = weight
-        y = self.x_hat if weight is None else self.x_hat * weight
+        y = x_hat if weight is None else x_hat * weight
         if self.has_bias:
             y = y + affine[-1].reshape(shape)
         return y
+
+    def _x_hat(self):
+        """(x - mean) * inv_std, per channel (the array route; forward and backward compute it the same way)."""
+        x = self.x
+        return (x - self.mean.astype(x.dtype).reshape((1, -1) + (1,) * (x.ndim - 2))) * self.inv_std
 
     def backward(self, gy):
         if self.on_kernels:
             return self._backward_kernels(gy)
         needs = self.needs_input_grad
+        x_hat = self._x_hat()
         g_hat = gy if self.weight is None else gy * self.weight
         gx = None
         if needs[0]:
@@ -74,13 +84,13 @@ class BatchNorm(Function):
                 # the standard closed form: the mean and variance depend on x too
                 count = gy.size // gy.shape[1]
                 sum_g = g_hat.sum(axis=self.axes, keepdims=True)
-                sum_gx = (g_hat * self.x_hat).sum(axis=self.axes, keepdims=True)
-                gx = self.inv_std / count * (count * g_hat - sum_g - self.x_hat * sum_gx)
+                sum_gx = (g_hat * x_hat).sum(axis=self.axes, keepdims=True)
+                gx = self.inv_std / count * (count * g_hat - sum_g - x_hat * sum_gx)
             else:
                 gx = g_hat * self.inv_std
         grads = [gx]
         if self.has_weight:
-            grads.append((gy * self.x_hat).sum(axis=self.axes) if needs[1] else None)
+            grads.append((gy * x_hat).sum(axis=self.axes) if needs[1] else None)
         if self.has_bias:
             grads.append(gy.sum(axis=self.axes) if needs[-1] else None)
         return tuple(grads)
@@ -116,6 +126,35 @@ class BatchNorm(Function):
             grads[1] = (dot * self.inv_std).astype(gy.dtype)
         if self.has_bias and needs[-1]:
             grads[-1] = sum_gy.astype(gy.dtype)
+        return tuple(grads)
+
+    def differentiable_backward(self, gy):
+        """The same gradients as Tensor ops of x, the weight and gy; in training the batch mean and
+        variance are functions of x again, so their second derivatives come along."""
+        needs = self.needs_input_grad
+        x = self.saved_input(0)
+        axes, shape = (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+        if self.training:
+            centred = x - x.mean(axes, keepdim=True)
+            inv_std = ((centred * centred).mean(axes, keepdim=True) + self.eps) ** -0.5
+        else:  # the running statistics: constants
+            xp = backend.get_array_module(x.data)
+            centred = x - Tensor(xp.asarray(self.mean, dtype=x.dtype).reshape(shape))
+            inv_std = Tensor((1 / xp.sqrt(xp.asarray(self.var, np.float64) + self.eps)).astype(x.dtype).reshape(shape))
+        x_hat = centred * inv_std
+        g_hat = gy * self.saved_input(1).reshape(shape) if self.has_weight else gy
+        grads = [None] * len(needs)
+        if needs[0]:
+            if self.training:
+                count = gy.size // gy.shape[1]
+                grads[0] = inv_std / count * (count * g_hat - g_hat.sum(axes, keepdim=True)
+                                              - x_hat * (g_hat * x_hat).sum(axes, keepdim=True))
+            else:
+                grads[0] = g_hat * inv_std
+        if self.has_weight and needs[1]:
+            grads[1] = (gy * x_hat).sum(axes)
+        if self.has_bias and needs[-1]:
+            grads[-1] = gy.sum(axes)
         return tuple(grads)
 
 
@@ -183,6 +222,8 @@ def _channel_window_sum(a, before, after):
 
 
 class LocalResponseNorm(Function):
+    saved_inputs = {"x": 0}
+
     def __init__(self, size, alpha, beta, k):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
@@ -201,6 +242,29 @@ class LocalResponseNorm(Function):
         # the windows containing c are the mirror image: (size-1)//2 before, size//2 after
         back = _channel_window_sum(spread, (size - 1) // 2, size // 2)
         return (gy * self.factor - (2 * self.alpha * self.beta / size) * self.x * back,)
+
+    def differentiable_backward(self, gy):
+        size, x = self.size, self.saved_input(0)
+        scale = self.k + (self.alpha / size) * ChannelWindowSum(size // 2, (size - 1) // 2)(x * x)
+        factor = scale ** -self.beta
+        back = ChannelWindowSum((size - 1) // 2, size // 2)(gy * x * factor / scale)
+        return (gy * factor - (2 * self.alpha * self.beta / size) * x * back,)
+
+
+class ChannelWindowSum(Function):
+    """_channel_window_sum as an op (LRN's double backward): its adjoint sums over the mirrored window."""
+
+    def __init__(self, before, after):
+        self.before, self.after = before, after
+
+    def forward(self, a):
+        return _channel_window_sum(a, self.before, self.after)
+
+    def backward(self, g):
+        return (_channel_window_sum(g, self.after, self.before),)
+
+    def differentiable_backward(self, g):
+        return (ChannelWindowSum(self.after, self.before)(g),)
 
 
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):

@@ -19,6 +19,13 @@ torch's rules kept here:
   window hanging past the padding is divided by the clipped size even with
   ``count_include_pad=True``. ``divisor_override`` replaces the divisor.
 * padding may be at most half the kernel.
+
+Both backwards are linear in the gradient with what forward found held
+constant (which input is each window's maximum; each window's divisor), so
+their differentiable backwards are ops of their own: max pooling's scatters
+the gradient to the maxima (PlaneScatterAdd, whose adjoint gathers it back),
+average pooling's spreads each window's gradient (AvgPool2dAdjoint, whose
+adjoint is average pooling again).
 """
 from .. import backend, kernels
 from ..autograd import Function, Tensor
@@ -90,6 +97,9 @@ class MaxPool2d(Function):
         gcol = (onehot * gy.transpose(1, 0, 2, 3)[:, None]).reshape(c, kh, kw, n, oh, ow)
         return (col2im(gcol, self.x_shape, self.stride, self.padding, self.dilation),)
 
+    def differentiable_backward(self, gy):  # which input is the maximum is constant where the derivative exists
+        return (PlaneScatterAdd(self.indices(), self.x_shape)(gy),)
+
     def indices(self):
         """torch's return_indices: each maximum's flat position h * W + w in its input plane."""
         if self.plane_argmax is not None:
@@ -101,6 +111,50 @@ class MaxPool2d(Function):
         rows = xp.arange(oh).reshape(-1, 1) * sy - py + (self.argmax // kw) * dy
         cols = xp.arange(ow) * sx - px + (self.argmax % kw) * dx
         return (rows * self.x_shape[3] + cols).transpose(1, 0, 2, 3).astype(xp.int64)
+
+
+class PlaneScatterAdd(Function):
+    """(N, C, H, W) zeros with each g[n, c, i, j] added at flat position indices[n, c, i, j] of plane (n, c)."""
+
+    def __init__(self, indices, x_shape):
+        self.indices, self.x_shape = indices, tuple(x_shape)
+
+    def forward(self, g):
+        xp = backend.get_array_module(g)
+        n, c, h, w = self.x_shape
+        gx = xp.zeros((n * c, h * w), dtype=g.dtype)
+        xp.add.at(gx, (xp.arange(n * c).reshape(-1, 1), self.indices.reshape(n * c, -1)), g.reshape(n * c, -1))
+        return gx.reshape(self.x_shape)
+
+    def backward(self, ggx):
+        return (_plane_gather(ggx, self.indices),)
+
+    def differentiable_backward(self, ggx):
+        return (PlaneGather(self.indices)(ggx),)
+
+
+class PlaneGather(Function):
+    """out[n, c, i, j] = x[n, c] at flat position indices[n, c, i, j] (the adjoint of PlaneScatterAdd)."""
+
+    def __init__(self, indices):
+        self.indices = indices
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return _plane_gather(x, self.indices)
+
+    def backward(self, gy):
+        return (PlaneScatterAdd(self.indices, self.x_shape).forward(gy),)
+
+    def differentiable_backward(self, gy):
+        return (PlaneScatterAdd(self.indices, self.x_shape)(gy),)
+
+
+def _plane_gather(x, indices):
+    n, c = x.shape[:2]
+    planes = x.reshape(n * c, -1)
+    return backend.get_array_module(x).take_along_axis(planes, indices.reshape(n * c, -1), axis=1).reshape(
+        indices.shape)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
@@ -127,32 +181,65 @@ def _window_counts(xp, size, kernel, stride, padding, out, include_pad):
 
 
 class AvgPool2d(Function):
-    def __init__(self, kernel, stride, padding, out_size, count_include_pad, divisor_override):
+    def __init__(self, kernel, stride, padding, out_size, count_include_pad, divisor_override, divisor=None):
         self.kernel, self.stride, self.padding, self.out_size = kernel, stride, padding, out_size
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+        self.divisor = divisor  # each window's divisor when already known (AvgPool2dAdjoint's adjoint)
 
     def forward(self, x):
-        xp = backend.get_array_module(x)
-        n, c = x.shape[:2]
-        oh, ow = self.out_size
         self.x_shape = x.shape
+        if self.divisor is None:
+            self.divisor = self._divisor(x)
+        return _avg_pool(x, self.kernel, self.stride, self.padding, self.out_size, self.divisor)
+
+    def _divisor(self, x):
         if self.divisor_override:
-            self.divisor = x.dtype.type(self.divisor_override)
-        else:
-            counts = [_window_counts(xp, x.shape[2 + i], self.kernel[i], self.stride[i], self.padding[i],
-                                     self.out_size[i], self.count_include_pad) for i in range(2)]
-            self.divisor = (counts[0].reshape(-1, 1) * counts[1]).astype(x.dtype)
-        col = im2col(x, self.kernel, self.stride, self.padding, (1, 1), self.out_size)
-        sums = col.reshape(c, self.kernel[0] * self.kernel[1], n, oh, ow).sum(axis=1)  # no -1: N may be 0
-        return xp.ascontiguousarray((sums / self.divisor).transpose(1, 0, 2, 3))
+            return x.dtype.type(self.divisor_override)
+        xp = backend.get_array_module(x)
+        counts = [_window_counts(xp, x.shape[2 + i], self.kernel[i], self.stride[i], self.padding[i],
+                                 self.out_size[i], self.count_include_pad) for i in range(2)]
+        return (counts[0].reshape(-1, 1) * counts[1]).astype(x.dtype)
 
     def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        n, c, oh, ow = gy.shape
-        kh, kw = self.kernel
-        share = (gy / self.divisor).transpose(1, 0, 2, 3)  # each window's gradient, spread evenly
-        gcol = xp.broadcast_to(share[:, None, None], (c, kh, kw, n, oh, ow))
-        return (col2im(gcol, self.x_shape, self.stride, self.padding, (1, 1)),)
+        return (_avg_pool_adjoint(gy, self.x_shape, self.kernel, self.stride, self.padding, self.divisor),)
+
+    def differentiable_backward(self, gy):
+        return (AvgPool2dAdjoint(self.x_shape, self.kernel, self.stride, self.padding, self.divisor)(gy),)
+
+
+class AvgPool2dAdjoint(Function):
+    """Average pooling's backward as an op: each window's gradient / its divisor, spread over the window."""
+
+    def __init__(self, x_shape, kernel, stride, padding, divisor):
+        self.x_shape, self.kernel, self.stride, self.padding, self.divisor = x_shape, kernel, stride, padding, divisor
+
+    def forward(self, gy):
+        self.out_size = gy.shape[2:]
+        return _avg_pool_adjoint(gy, self.x_shape, self.kernel, self.stride, self.padding, self.divisor)
+
+    def backward(self, ggx):
+        return (_avg_pool(ggx, self.kernel, self.stride, self.padding, self.out_size, self.divisor),)
+
+    def differentiable_backward(self, ggx):
+        return (AvgPool2d(self.kernel, self.stride, self.padding, self.out_size, None, None, self.divisor)(ggx),)
+
+
+def _avg_pool(x, kernel, stride, padding, out_size, divisor):
+    xp = backend.get_array_module(x)
+    n, c = x.shape[:2]
+    oh, ow = out_size
+    col = im2col(x, kernel, stride, padding, (1, 1), out_size)
+    sums = col.reshape(c, kernel[0] * kernel[1], n, oh, ow).sum(axis=1)  # no -1: N may be 0
+    return xp.ascontiguousarray((sums / divisor).transpose(1, 0, 2, 3))
+
+
+def _avg_pool_adjoint(gy, x_shape, kernel, stride, padding, divisor):
+    xp = backend.get_array_module(gy)
+    n, c, oh, ow = gy.shape
+    kh, kw = kernel
+    share = (gy / divisor).transpose(1, 0, 2, 3)  # each window's gradient, spread evenly
+    gcol = xp.broadcast_to(share[:, None, None], (c, kh, kw, n, oh, ow))
+    return col2im(gcol, x_shape, stride, padding, (1, 1))
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -177,6 +264,9 @@ class AdaptiveAvgPool2d(Function):
 
     def backward(self, gy):
         return (self.a_h.T @ gy @ self.a_w,)
+
+    def differentiable_backward(self, gy):
+        return (Tensor(self.a_h.T) @ gy @ Tensor(self.a_w),)
 
 
 def _bin_matrix(xp, size, out, dtype):

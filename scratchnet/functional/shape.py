@@ -3,16 +3,20 @@
 Each op is a ``Function`` with forward and backward side by side; most
 backward passes undo the forward's rearrangement (Concat and Split are each
 other's adjoints), and the ones that copy or broadcast sum the gradient back.
+Every backward is linear in the gradient, so each ``differentiable_backward``
+is the op's adjoint applied to a Tensor (indexing's is ``IndexAdd``, whose own
+adjoint is indexing again). The ops whose output can share the input's memory
+are ``ViewFunction``s: their outputs are views, as torch's.
 """
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor, as_tensor
+from ..autograd import Function, Tensor, ViewFunction, as_tensor
 from . import validate
-from .math import as_operand, result_type, sum_to
+from .math import as_operand, result_type, sum_to, sum_to_size
 
 
-class Reshape(Function):
+class Reshape(ViewFunction):
     def __init__(self, shape):
         self.shape = shape
 
@@ -27,8 +31,11 @@ class Reshape(Function):
     def backward(self, gy):
         return (gy.reshape(self.in_shape),)
 
+    def differentiable_backward(self, gy):
+        return (gy.reshape(self.in_shape),)
 
-class Transpose(Function):
+
+class Transpose(ViewFunction):
     def __init__(self, axes=None):
         self.axes = axes
 
@@ -39,8 +46,11 @@ class Transpose(Function):
     def backward(self, gy):
         return (gy.transpose(tuple(np.argsort(self.axes).tolist())),)
 
+    def differentiable_backward(self, gy):
+        return (Transpose(tuple(np.argsort(self.axes).tolist()))(gy),)
 
-class BroadcastTo(Function):
+
+class BroadcastTo(ViewFunction):
     def __init__(self, shape):
         self.shape = tuple(shape)
 
@@ -52,8 +62,11 @@ class BroadcastTo(Function):
     def backward(self, gy):
         return (sum_to(gy, self.in_shape),)
 
+    def differentiable_backward(self, gy):
+        return (sum_to_size(gy, self.in_shape),)
 
-class GetItem(Function):
+
+class GetItem(ViewFunction):
     """x[index]; the backward scatters with ``add.at`` so repeated indices accumulate."""
 
     def __init__(self, index):
@@ -64,13 +77,32 @@ class GetItem(Function):
         return x[self.index]
 
     def backward(self, gy):
-        xp = backend.get_array_module(gy)
-        gx = xp.zeros(self.in_shape, dtype=gy.dtype)
-        if xp is np:
-            np.add.at(gx, self.index, gy)
-        else:
-            xp.add.at(gx, self.index, gy)
-        return (gx,)
+        return (_index_add(gy, self.index, self.in_shape),)
+
+    def differentiable_backward(self, gy):
+        return (IndexAdd(self.index, self.in_shape)(gy),)
+
+
+class IndexAdd(Function):
+    """Zeros of ``shape`` with ``g`` added at ``index`` (repeats accumulate): GetItem's backward, as an op."""
+
+    def __init__(self, index, shape):
+        self.index, self.shape = index, shape
+
+    def forward(self, g):
+        return _index_add(g, self.index, self.shape)
+
+    def backward(self, ggx):
+        return (ggx[self.index],)
+
+    def differentiable_backward(self, ggx):
+        return (GetItem(self.index)(ggx),)
+
+
+def _index_add(g, index, shape):
+    gx = backend.get_array_module(g).zeros(shape, dtype=g.dtype)
+    backend.get_array_module(g).add.at(gx, index, g)
+    return gx
 
 
 class Concat(Function):
@@ -87,8 +119,11 @@ class Concat(Function):
         bounds = np.cumsum(self.sizes)[:-1].tolist()
         return tuple(xp.split(gy, bounds, axis=self.axis))
 
+    def differentiable_backward(self, gy):
+        return Split(self.sizes, self.axis)(gy)
 
-class Split(Function):
+
+class Split(ViewFunction):
     """Split into pieces of the given sizes along an axis (the adjoint of Concat)."""
 
     def __init__(self, sizes, axis):
@@ -103,6 +138,9 @@ class Split(Function):
     def backward(self, *gys):
         xp = backend.get_array_module(*gys)
         return (xp.concatenate(gys, axis=self.axis),)
+
+    def differentiable_backward(self, *gys):
+        return (Concat(self.axis)(*gys),)
 
 
 # --------------------------------------------------------------------------- public functions

@@ -225,10 +225,7 @@ class Module:
 
     def zero_grad(self, set_to_none=True):
         for p in self.parameters():
-            if set_to_none or p.grad is None:
-                p.grad = None
-            else:
-                p.grad = backend.get_array_module(p.grad).zeros_like(p.grad)
+            p.zero_grad(set_to_none)
 
     def requires_grad_(self, requires_grad=True):
         """Freeze (False) or unfreeze every parameter, e.g. for fine-tuning."""
@@ -252,7 +249,7 @@ class Module:
         for t in list(self.parameters()) + list(self.buffers()):
             t.data = convert(t.data)
             if t.grad is not None:
-                t.grad = convert(t.grad)
+                t.grad = Tensor(convert(t.grad.data))
         return self
 
     def double(self):

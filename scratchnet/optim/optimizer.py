@@ -5,10 +5,9 @@ and hyper-parameters (``lr``, ``weight_decay`` ...); ``state[p]`` holds what
 the update rule remembers for parameter ``p`` (momentum buffers, Adam's
 moments). Subclasses implement ``_update(p, grad, state, group)``.
 
-Updates never write into ``p.grad``: autograd may hand the same gradient array
-to several tensors (``a + b`` gives both the same one), so an in-place change
-would corrupt another parameter's gradient. ``p.data`` is replaced with a new
-array; state buffers are the optimizer's own and are updated in place.
+Updates read ``p.grad.data`` (each parameter's own array) and never write into it.
+``p.data`` is replaced with a new array; state buffers are the optimizer's own
+and are updated in place.
 """
 import copy
 import os
@@ -69,13 +68,10 @@ class Optimizer:
         self.param_groups.append(group)
 
     def zero_grad(self, set_to_none=True):
-        """Forget the gradients (None, as torch's default; zeros with set_to_none=False)."""
+        """Forget the gradients (None, as torch's default; zeros in place with set_to_none=False)."""
         for group in self.param_groups:
             for p in group["params"]:
-                if set_to_none or p.grad is None:
-                    p.grad = None
-                else:
-                    p.grad = backend.get_array_module(p.grad).zeros_like(p.grad)
+                p.zero_grad(set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; ``closure`` re-evaluates the loss (optional)."""
@@ -85,7 +81,7 @@ class Optimizer:
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    grad = -p.grad if group.get("maximize", False) else p.grad
+                    grad = -p.grad.data if group.get("maximize", False) else p.grad.data
                     self._update(p, grad, self.state.setdefault(p, {}), group)
         return loss
 

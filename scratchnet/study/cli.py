@@ -90,10 +90,10 @@ def build_parser():
     s.add_argument("--grid", type=integer(2), default=9, help="the 2-D surface is GRID x GRID points (default 9)")
     s.add_argument("--span", type=real(above=0), default=1.0,
                    help="directions scaled from -SPAN to SPAN (default 1)")
-    s.add_argument("--hessian-iterations", type=integer(1), default=10, help="power iterations, 2 gradients each "
-                   "(default 10)")
-    s.add_argument("--hessian-step", type=real(above=0), default=1e-3,
-                   help="finite-difference step along the unit vector (default 1e-3; also re-taken at /10, x10)")
+    s.add_argument("--hessian-iterations", type=integer(1), default=10, help="power iterations, an exact "
+                   "Hessian-vector product each (default 10)")
+    s.add_argument("--hessian-step", type=real(above=0), default=1e-3, help="finite-difference step along the top "
+                   "eigenvector, for the comparison with the exact number (default 1e-3; also at /10, x10)")
     s.add_argument("--no-recalibrate", dest="recalibrate", action="store_false",
                    help="keep the BN running statistics training left (default: re-estimate them at the weights "
                    "measured, on --eval-images other training images)")

@@ -18,7 +18,7 @@ def gradient_norms(model, x, y):
         def on_forward(module, inputs, output):
             if isinstance(output, Tensor) and output.requires_grad:
                 output.register_hook(lambda g: act_norms.__setitem__(name, float(np.linalg.norm(
-                    backend.to_numpy(g)))))
+                    backend.to_numpy(g.data)))))
         return on_forward
 
     for name, module in layers:
@@ -28,7 +28,7 @@ def gradient_norms(model, x, y):
     loss.backward()
     for h in handles:
         h.remove()
-    return [dict(layer=name, weight_grad=float(np.linalg.norm(backend.to_numpy(m.weight.grad))),
+    return [dict(layer=name, weight_grad=float(np.linalg.norm(backend.to_numpy(m.weight.grad.data))),
                  activation_grad=act_norms.get(name, float("nan"))) for name, m in layers], float(loss.item())
 
 

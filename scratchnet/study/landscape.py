@@ -9,11 +9,12 @@ For each net (trained here briefly, or loaded):
   every filter (a conv output channel, a linear layer's row) is rescaled to the norm of the same filter
   of the weights, so that nets of different weight scale can be compared; biases and BN parameters get
   no direction (the appendix: "the random direction applies to all weights but not the weights in BN");
-- the top eigenvalue of the Hessian of the loss, a sharpness number, by power iteration on
-  Hessian-vector products taken as central differences of gradients, Hv ~ (g(w + e v) - g(w - e v)) / 2e
-  with |v| = 1, and the same Rayleigh quotient v.Hv re-taken at e/10 and 10e to show how much the
-  number depends on the step (ReLU kinks make a gradient piecewise smooth: the quotient is stable over
-  a range of steps, not in the limit).
+- the top eigenvalue of the Hessian of the loss, a sharpness number, by power iteration on exact
+  Hessian-vector products (Pearlmutter's trick: Hv is the gradient of g.v, g the gradient taken with
+  create_graph=True), and beside it the Rayleigh quotient v.Hv at the same v from central differences
+  of gradients, Hv ~ (g(w + e v) - g(w - e v)) / 2e with |v| = 1, at e/10, e and 10e: how far the
+  finite-difference estimate an autograd without double backward must use is from the exact number
+  (ReLU kinks make a gradient piecewise smooth: the quotient depends on the step).
 
 The loss is the mean cross-entropy over a fixed set of training images, with the net in eval mode (BN
 uses its running statistics), so it is one deterministic function of the weights. Those statistics are
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, grad as autograd_grad, no_grad
 from ..nn import BatchNorm1d, BatchNorm2d, Module
 from ..nn.serialization import load, save
 from .common import (DEFAULT_OUT, cifar_net, classification_loss, fashion_batches, label, plt, save_figure,
@@ -158,7 +159,7 @@ def gradient_function(model, batches):
             loss = classification_loss(model, model(Tensor(x)), Tensor(y))
             (loss * (len(y) / n_images)).backward()
         gradient = np.concatenate([np.zeros(p.shape).ravel() if p.grad is None else
-                                   backend.to_numpy(p.grad).ravel() for _, p in named]).astype(np.float64)
+                                   backend.to_numpy(p.grad.data).ravel() for _, p in named]).astype(np.float64)
         _set_parameters(model, base)
         model.zero_grad()
         return gradient
@@ -166,26 +167,58 @@ def gradient_function(model, batches):
     return w, grad
 
 
+def exact_hessian_vector_function(model, batches):
+    """v -> H v exactly, for the loss gradient_function differentiates (the mean over ``batches``, eval
+    mode, at the model's parameters now): per batch, the gradient g with create_graph=True, then the
+    gradient of g.v (Pearlmutter's trick). Float64 in and out, like gradient_function's."""
+    named = list(model.named_parameters())
+    params = [p for _, p in named]
+    sizes = [p.size for p in params]
+    n_images = sum(len(y) for _, y in batches)
+
+    def hvp(vector):
+        pieces = np.split(np.asarray(vector, dtype=np.float64), np.cumsum(sizes)[:-1])
+        v = [Tensor(backend.get_array_module(p.data).asarray(piece.reshape(p.shape), dtype=p.dtype))
+             for p, piece in zip(params, pieces)]
+        model.eval()
+        total = np.zeros(sum(sizes))
+        for x, y in batches:  # the mean over all images: each batch's mean loss weighted by its size
+            loss = classification_loss(model, model(Tensor(x)), Tensor(y)) * (len(y) / n_images)
+            grads = autograd_grad(loss, params, create_graph=True, allow_unused=True)
+            hv = autograd_grad(sum((g * vi).sum() for g, vi in zip(grads, v) if g is not None), params,
+                               allow_unused=True)
+            total += np.concatenate([np.zeros(p.size) if h is None else backend.to_numpy(h.data).ravel()
+                                     for p, h in zip(params, hv)])
+        return total
+
+    return hvp
+
+
 def hessian_vector_product(grad, w, v, step):
     """H v by central differences of the gradient along unit ``v`` (exact for a quadratic loss)."""
     return (grad(w + step * v) - grad(w - step * v)) / (2 * step)
 
 
-def top_hessian_eigenvalue(grad, w, iterations=10, step=1e-3, tol=1e-3, seed=0):
-    """Power iteration on H v: (eigenvalue of largest magnitude, the unit vector v it was measured at,
-    the estimate v.Hv after each iteration). Stops early once the estimate changes by less than ``tol``
-    (relative)."""
-    v = np.random.default_rng(seed).standard_normal(w.shape)
+def power_iteration(hvp, size, iterations=10, tol=1e-3, seed=0):
+    """Power iteration on ``hvp`` (v -> H v): (eigenvalue of largest magnitude, the unit vector v it was
+    measured at, the estimate v.Hv after each iteration). Stops early once the estimate changes by less
+    than ``tol`` (relative)."""
+    v = np.random.default_rng(seed).standard_normal(size)
     v /= np.linalg.norm(v)
-    hv = hessian_vector_product(grad, w, v, step)
+    hv = hvp(v)
     history = [float(v @ hv)]
     for _ in range(iterations - 1):
         v = hv / np.linalg.norm(hv)
-        hv = hessian_vector_product(grad, w, v, step)
+        hv = hvp(v)
         history.append(float(v @ hv))
         if abs(history[-1] - history[-2]) <= tol * abs(history[-1]):
             break
     return history[-1], v, history
+
+
+def top_hessian_eigenvalue(grad, w, iterations=10, step=1e-3, tol=1e-3, seed=0):
+    """power_iteration on finite-difference H v (from the gradient function ``grad``) at ``w``."""
+    return power_iteration(lambda v: hessian_vector_product(grad, w, v, step), w.shape, iterations, tol, seed)
 
 
 def eigenvalue_by_step(grad, w, v, steps):
@@ -236,7 +269,8 @@ def landscape_of(name, steps=100, batch_size=64, lr=0.05, eval_images=128, eval_
     surface = losses_along(model, [dx, dy], [(a, b) for b in axis for a in axis], batches)
 
     w, grad = gradient_function(model, batches)
-    top, v, history = top_hessian_eigenvalue(grad, w, hessian_iterations, hessian_step, seed=seed)
+    top, v, history = power_iteration(exact_hessian_vector_function(model, batches), w.shape, hessian_iterations,
+                                      seed=seed)
     by_step = eigenvalue_by_step(grad, w, v, (hessian_step / 10, hessian_step, hessian_step * 10))
     model.load_state_dict(end)
     return dict(
@@ -246,9 +280,10 @@ def landscape_of(name, steps=100, batch_size=64, lr=0.05, eval_images=128, eval_
         interpolation=dict(alpha=alphas.tolist(), loss=interp_loss, accuracy=interp_acc),
         direction_1d=dict(alpha=line.tolist(), loss=line_loss),
         surface=dict(x=axis.tolist(), y=axis.tolist(), loss=np.reshape(surface, (grid, grid)).tolist()),
-        hessian=dict(top_eigenvalue=top, step=hessian_step, history=history,
-                     by_step={f"{s:g}": lam for s, lam in by_step.items()},
-                     relative_spread=float(np.ptp(list(by_step.values())) / abs(top))))
+        hessian=dict(top_eigenvalue=top, history=history, step=hessian_step,  # top: exact H v products
+                     by_step={f"{s:g}": lam for s, lam in by_step.items()},  # finite differences at its v
+                     relative_spread=float(np.ptp(list(by_step.values())) / abs(top)),
+                     finite_difference_error=float(abs(by_step[hessian_step] - top) / abs(top))))
 
 
 def eval_batches(model, images, batch_size, data_dir, seed):
@@ -346,7 +381,7 @@ def plot_surfaces(results):
 
 def print_table(results):
     print(f"{'model':<10}{'params':>9}{'steps':>7}{'loss':>8}{'stale BN':>9}{'acc':>7}{'1-D max':>9}{'2-D max':>9}"
-          f"{'top eig':>10}   top eig at steps (finite-difference stability)")
+          f"{'top eig':>10}   v.Hv by finite differences at steps (exact H v: top eig)")
     for name, r in results.items():
         h = r["hessian"]
         steps = ", ".join(f"{s}: {lam:.4g}" for s, lam in h["by_step"].items())

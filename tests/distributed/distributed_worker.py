@@ -283,6 +283,46 @@ def check_cupy_arrays_through_the_host(comm):
     check_device_arrays_through_the_host(comm, backend.cp.asarray)
 
 
+def check_double_backward(comm):
+    """Second derivatives through SyncBatchNorm and the towers' gather/copy equal one process's (1e-10):
+    the gradient of sum(v . dL/dx) for L = sum(u * f(x)) over all ranks' samples."""
+    rng = np.random.default_rng(3)  # the same global arrays on every rank
+    x, u, v = (rng.standard_normal((4, 3, 2, 2)) for _ in range(3))
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    local = slice(2 * comm.rank, 2 * comm.rank + 2)
+
+    def second_derivatives(f, x, u, v, params):
+        x = sn.tensor(x, requires_grad=True)
+        inputs = [x] + params
+        first = sn.autograd.grad((f(x) * sn.tensor(u)).sum(), inputs, create_graph=True)
+        second = sn.autograd.grad((first[0] * sn.tensor(v)).sum() + sum(g.sum() for g in first[1:]), inputs,
+                                  allow_unused=True)  # (the bias's gradient does not depend on anything)
+        return [np.zeros(t.shape) if g is None else g.numpy() for g, t in zip(second, inputs)]
+
+    ours = [sn.tensor(w, requires_grad=True), sn.tensor(b, requires_grad=True)]
+    got = second_derivatives(lambda x: distributed.data_parallel.SyncBatchNormFunction(comm, 1e-5, True, True)(
+        x, *ours), x[local], u[local], v[local], ours)
+    whole = [sn.tensor(w, requires_grad=True), sn.tensor(b, requires_grad=True)]
+    expected = second_derivatives(lambda x: F.batch_norm(x, None, None, *whole, training=True), x, u, v, whole)
+    assert relative_error(got[0], expected[0][local]) < 1e-10
+    for g, e in zip(got[1:], expected[1:]):  # the parameters' shares, added over the ranks
+        assert np.allclose(comm.allreduce(g), e, rtol=1e-10, atol=1e-12)
+
+    # the towers: y = gather(copy(h) * w_rank), each rank holding its half of the weights
+    h, weights = rng.standard_normal(3), rng.standard_normal(6)
+    mine = sn.tensor(weights[3 * comm.rank:3 * comm.rank + 3], requires_grad=True)
+    x_t = sn.tensor(h, requires_grad=True)
+    y = distributed.gather_towers(distributed.copy_to_towers(x_t, comm) * mine, comm, axis=0)
+    first = sn.autograd.grad((y ** 3).sum(), [x_t, mine], create_graph=True)
+    got = sn.autograd.grad(first[0].sum() + first[1].sum(), [x_t, mine])
+    x_1, w_1 = sn.tensor(h, requires_grad=True), sn.tensor(weights, requires_grad=True)
+    y_1 = (x_1.reshape(1, 3) * w_1.reshape(2, 3)).reshape(6)
+    first_1 = sn.autograd.grad((y_1 ** 3).sum(), [x_1, w_1], create_graph=True)
+    expected = sn.autograd.grad(first_1[0].sum() + first_1[1].sum(), [x_1, w_1])
+    assert relative_error(got[0], expected[0]) < 1e-10
+    assert relative_error(got[1], expected[1].numpy()[3 * comm.rank:3 * comm.rank + 3]) < 1e-10
+
+
 def check_hang_times_out(comm):
     """A rank that stops answering: the other's watchdog ends the job within the timeout."""
     comm.timeout = 2.0
@@ -305,7 +345,7 @@ def check_killed_rank(comm):
 
 SCENARIOS = {
     "core": [check_collectives, check_device_arrays_through_the_host, check_data_parallel_gradients,
-             check_unused_parameter, check_replicas_identical, check_alexnet_split],
+             check_unused_parameter, check_replicas_identical, check_alexnet_split, check_double_backward],
     "robust": [check_shapes_and_dtypes, check_paired_send_recv, check_engine_agreement, check_more_ranks_than_gpus],
     "hang": [check_hang_times_out],
     "killed": [check_killed_rank],

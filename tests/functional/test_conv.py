@@ -6,41 +6,11 @@ import torch.nn.functional as TF
 
 import scratchnet as sn
 import scratchnet.nn.functional as F
-from conftest import assert_close, tol_for_sums
+from conftest import CONV_CASES, TRANSPOSE_CASES, assert_close, conv_inputs, tol_for_sums
 from scratchnet.functional.conv import col2im, conv_output_size, im2col
 
 # torch's own note that it copies the input for padding='same' with an even kernel
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
-
-CONV_CASES = [
-    # (N, C_in, H, W), (C_out, kh, kw), options
-    ((2, 3, 7, 6), (4, 3, 3), dict()),
-    ((2, 3, 7, 6), (4, 3, 3), dict(stride=2, padding=1)),
-    ((1, 2, 8, 9), (3, 2, 3), dict(stride=(2, 1), padding=(1, 0))),  # non-square kernel, pairs
-    ((1, 2, 7, 7), (3, 3, 3), dict(dilation=2, padding=2)),
-    ((1, 2, 9, 8), (2, 3, 2), dict(dilation=(2, 1), stride=(1, 3))),
-    ((2, 4, 6, 6), (6, 3, 3), dict(groups=2, padding=1)),  # AlexNet-style two-tower split
-    ((2, 4, 6, 6), (4, 3, 3), dict(groups=4, padding=1)),  # depthwise
-    ((2, 3, 6, 6), (6, 3, 3), dict(groups=3, stride=2)),  # depthwise with channel multiplier 2
-    ((2, 3, 5, 5), (4, 1, 1), dict()),  # pointwise 1x1
-    ((1, 2, 6, 5), (3, 3, 3), dict(padding="same")),
-    ((1, 2, 7, 5), (3, 5, 3), dict(padding="same", dilation=(1, 2))),
-    ((1, 2, 6, 5), (3, 2, 4), dict(padding="same")),  # even kernels: the odd pixel is padded bottom/right
-    ((1, 2, 1, 5), (3, 2, 3), dict(padding="same", dilation=(1, 2))),
-    ((1, 2, 6, 5), (3, 3, 2), dict(padding="valid")),
-    ((1, 3, 11, 11), (4, 11, 11), dict(stride=4)),  # AlexNet conv1 geometry, shrunk
-]
-
-
-def conv_inputs(rng, x_shape, w_shape, options, dtype=np.float64, with_bias=True, transposed=False):
-    """Random x, weight and bias (or None) for a case: the weight is (C_out, C_in / groups, kh, kw), or
-    (C_in, C_out / groups, kh, kw) for conv_transpose2d."""
-    groups = options.get("groups", 1)
-    c_in, (c_out, kh, kw) = x_shape[1], w_shape
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal((c_in, c_out // groups, kh, kw) if transposed else (c_out, c_in // groups, kh, kw))
-    b = rng.standard_normal(c_out).astype(dtype) if with_bias else None
-    return [x, w.astype(dtype), b]
 
 
 def gradcheck_inputs(rng, x_shape, w_shape, options, transposed=False):
@@ -114,17 +84,6 @@ def test_col2im_is_the_adjoint_of_im2col(rng):
 ])
 def test_conv_output_size(size, kernel, stride, padding, dilation, ceil, expected):
     assert conv_output_size(size, kernel, stride, padding, dilation, ceil_mode=ceil) == expected
-
-
-TRANSPOSE_CASES = [
-    # (N, C_in, H, W), (C_out, kh, kw), options
-    ((2, 3, 4, 5), (2, 3, 3), dict()),
-    ((2, 3, 4, 5), (2, 3, 3), dict(stride=2, padding=1, output_padding=1)),
-    ((1, 4, 3, 4), (6, 3, 2), dict(stride=(2, 3), groups=2, output_padding=(1, 2))),
-    ((1, 2, 3, 3), (2, 3, 3), dict(dilation=2, padding=1, output_padding=1)),  # output_padding < dilation
-    ((1, 3, 4, 4), (3, 4, 4), dict(stride=2, padding=1, groups=3)),  # depthwise upsampling (DCGAN-like)
-    ((2, 2, 3, 3), (3, 1, 1), dict()),
-]
 
 
 @pytest.mark.parametrize("x_shape,w_shape,options", TRANSPOSE_CASES)

@@ -7,18 +7,7 @@ import torch.nn.functional as TF
 import scratchnet as sn
 import scratchnet.nn.functional as F
 from scratchnet.functional import norm
-from conftest import assert_close
-
-POOL_CASES = [
-    dict(kernel_size=2),  # VGG's 2x2/2
-    dict(kernel_size=3, stride=2),  # AlexNet's overlapping 3x3/2
-    dict(kernel_size=3, stride=2, ceil_mode=True),  # GoogLeNet's, a window hangs off the edge
-    dict(kernel_size=3, stride=1, padding=1),  # Inception's pool branch
-    dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1)),
-    dict(kernel_size=2, stride=2, padding=1, ceil_mode=True),
-    dict(kernel_size=3, stride=3, padding=1, ceil_mode=True),  # the extra window would start in padding
-]
-
+from conftest import POOL_CASES, assert_close
 
 @pytest.mark.parametrize("options", POOL_CASES + [dict(kernel_size=2, stride=1, dilation=2),
                                                   dict(kernel_size=3, stride=2, padding=1, dilation=(2, 1),

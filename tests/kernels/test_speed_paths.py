@@ -60,7 +60,7 @@ def _sgd_run(config, dtype, fused, monkeypatch, steps=5):
     opt = optim.SGD(params, **config)
     for _ in range(steps):
         for p in params:
-            p.grad = rng.standard_normal(p.shape).astype(dtype)
+            p.grad = sn.tensor(rng.standard_normal(p.shape).astype(dtype))
         opt.step()
     return [p.numpy() for p in params], [opt.state[p].get("momentum_buffer") for p in params]
 

@@ -7,89 +7,18 @@ independent re-implementation of each unit), counts and state_dict keys against 
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as TF
 
 import scratchnet as sn
 from scratchnet.models import get_model, list_models
 from scratchnet.models.resnet import (BasicBlock, Bottleneck, CifarResNet, ResidualUnit, ResNet, ZeroPadShortcut,
                                       cifar_resnet, make_stage)
 from conftest import assert_torchvision_layout, backward_without_recursion, torchvision_reference
+from conftest import t64, torch_resnet, torch_unit
 
 REFERENCE = torchvision_reference()
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 PLAIN = ["plain18", "plain34", "plain50", "plain101", "plain152"]
 CIFAR_DEPTHS = [20, 32, 44, 56, 110, 1202]
-
-# --------------------------------------------------------------------------- torch references
-
-
-def t64(array):
-    return torch.from_numpy(np.array(array, dtype=np.float64))
-
-
-def torch_bn(x, sd, prefix, training):
-    return TF.batch_norm(x, t64(sd[prefix + ".running_mean"]), t64(sd[prefix + ".running_var"]),
-                         t64(sd[prefix + ".weight"]), t64(sd[prefix + ".bias"]), training=training)
-
-
-def torch_conv(x, sd, prefix, stride=1, padding=0):
-    bias = sd.get(prefix + ".bias")
-    return TF.conv2d(x, t64(sd[prefix + ".weight"]), None if bias is None else t64(bias), stride, padding)
-
-
-def torch_unit(sd, x, kind, stride, training, shortcut="B", has_projection=False, se=False, pad_to=None,
-               stride_in_1x1=False):
-    """One residual unit written with torch ops from its state dict ``sd`` (keys relative to the unit)."""
-    bn = lambda y, name: torch_bn(y, sd, name, training)  # noqa: E731
-    if kind == "bottleneck":
-        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        out = TF.relu(bn(torch_conv(x, sd, "conv1", s1), "bn1"))
-        out = TF.relu(bn(torch_conv(out, sd, "conv2", s3, 1), "bn2"))
-        out = bn(torch_conv(out, sd, "conv3"), "bn3")
-    else:
-        out = TF.relu(bn(torch_conv(x, sd, "conv1", stride, 1), "bn1"))
-        out = bn(torch_conv(out, sd, "conv2", 1, 1), "bn2")
-    if se:  # squeeze, excite, scale (SENet Eq. 2-4)
-        gates = torch.sigmoid(torch_conv(TF.relu(torch_conv(out.mean((2, 3), keepdim=True), sd, "se.fc1")),
-                                         sd, "se.fc2"))
-        out = out * gates
-    if shortcut is None:
-        return TF.relu(out)
-    if has_projection:
-        skip = bn(torch_conv(x, sd, "downsample.0", stride), "downsample.1")
-    elif pad_to is not None:  # option A: subsample, append zero channels
-        skip = x[:, :, ::stride, ::stride]
-        skip = TF.pad(skip, (0, 0, 0, 0, 0, pad_to - skip.shape[1]))
-    else:
-        skip = x
-    return TF.relu(out + skip)
-
-
-def sub_state(sd, prefix):
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-
-
-def torch_resnet(model, x, training, kind, shortcut="B", cifar=False, se=False):
-    """The whole network in torch ops, from the model's state dict (taken before its forward)."""
-    sd = model.state_dict()
-    if cifar:
-        y = TF.relu(torch_bn(torch_conv(x, sd, "conv1", 1, 1), sd, "bn1", training))
-    else:
-        y = TF.relu(torch_bn(torch_conv(x, sd, "conv1", 2, 3), sd, "bn1", training))
-        y = TF.max_pool2d(y, 3, 2, 1)
-    for s, stage in enumerate(model.stages()):
-        for j, _ in enumerate(stage):
-            prefix = f"layer{s + 1}.{j}."
-            unit_sd = sub_state(sd, prefix)
-            stride = 2 if s > 0 and j == 0 else 1
-            width = unit_sd["conv1.weight"].shape[0] * (4 if kind == "bottleneck" else 1)
-            changes = stride != 1 or y.shape[1] != width
-            y = torch_unit(unit_sd, y, kind, stride, training, shortcut,
-                           has_projection="downsample.0.weight" in unit_sd, se=se,
-                           pad_to=width if shortcut == "A" and changes else None)
-    return TF.linear(y.mean((2, 3)), t64(sd["fc.weight"]), t64(sd["fc.bias"]))
-
 
 def tiny_resnet(kind, **options):
     """Two stages of one unit each: an identity-shortcut unit and a projection unit."""

@@ -8,14 +8,14 @@ from functools import partial
 
 import numpy as np
 import pytest
-from test_models_resnet import t64, torch_resnet, torch_unit, tiny_resnet
+from test_models_resnet import tiny_resnet
 
 import scratchnet as sn
 from scratchnet.models import get_model, list_models
 from scratchnet.models.resnet import IMAGENET_DEPTHS, IMAGENET_WIDTHS, BasicBlock, Bottleneck, make_stage
 from scratchnet.models.senet import SEBlock, SqueezeExcitation
 from scratchnet.nn import SiLU
-from conftest import torchvision_reference
+from conftest import t64, torch_resnet, torch_unit, torchvision_reference
 
 REFERENCE = torchvision_reference()
 

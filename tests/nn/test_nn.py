@@ -103,7 +103,7 @@ def test_train_eval_propagate_to_every_submodule():
 
 def test_to_dtype_casts_parameters_buffers_and_grads_but_not_num_batches_tracked():
     model = build(nn)
-    next(model.parameters()).grad = np.ones((4, 3, 3, 3), dtype=np.float32)
+    next(model.parameters()).grad = sn.tensor(np.ones((4, 3, 3, 3), dtype=np.float32))
     model.to(dtype=np.float64)
     assert all(p.dtype == np.float64 for p in model.parameters())
     assert next(model.parameters()).grad.dtype == np.float64
@@ -187,7 +187,7 @@ def test_forward_hooks_and_pre_hooks():
 def test_zero_grad_and_requires_grad_():
     model = nn.Linear(2, 2)
     for p in model.parameters():
-        p.grad = np.ones(p.shape, dtype=p.dtype)
+        p.grad = sn.tensor(np.ones(p.shape, dtype=p.dtype))
     model.zero_grad()
     assert all(p.grad is None for p in model.parameters())
     model.requires_grad_(False)

@@ -1,0 +1,209 @@
+"""A Hessian-vector product of ResNet-20 (CIFAR, 32x32), scratchnet against PyTorch.
+
+    python benchmarks/hvp.py                  # batch 32, float32, 3 timed products each
+    python benchmarks/hvp.py --batch 8 --repeat 2
+
+H v is Pearlmutter's trick in both frameworks: the gradient of the loss (mean cross-entropy, random
+labels, training-mode batch norm) taken with create_graph=True, then the gradient of g.v. Beside it
+each framework times one plain gradient (forward + backward), so the cost of the double backward is
+read as a ratio taken in the same process. Each framework runs in its OWN subprocess (torch is never
+imported where scratchnet is timed) with this workplace's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
+overrides removed (timing.clean_env) and the libraries' default threads. torch's ResNet-20 is built
+here with the same state_dict keys (option-A shortcuts: subsample, append zero channels) and loads
+scratchnet's weights, so both compute the same product: after the timing each child takes H v once more
+in float64, and the parent checks the two agree to 1e-9 (|difference| / |H v|; the float32 products
+are reported too: scratchnet's Winograd route rounds 3x3 convolutions of >= 32 channels more coarsely
+than torch in float32, docs/kernels.md).
+
+* time: the fastest of --repeat calls after one warm-up call.
+ratio = torch / scratchnet (>= 1: scratchnet is faster). Prints a table with the load average, writes
+benchmarks/results/hvp_cpu.json.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from timing import OVERRIDES, best_time, clean_env  # benchmarks/timing.py: the shared rules
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def problem(batch):
+    """The same input, labels and direction v for both frameworks (v: one entry per parameter, |v| = 1)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, batch),
+            np.random.default_rng(1))
+
+
+# ---------------------------------------------------------------- the children
+
+def child_scratchnet(batch, repeat, weights):
+    import scratchnet as sn  # first: its thread policy must be in place before NumPy loads its BLAS
+    import scratchnet.functional as F  # noqa: I100
+    import numpy as np
+    from scratchnet.models import get_model
+    sn.manual_seed(0)
+    model = get_model("resnet20")  # training mode: batch statistics
+    sn.save(model, weights)
+    x, y, rng = problem(batch)
+    params = list(model.parameters())
+    v = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+    norm = np.sqrt(sum(float((a.astype(np.float64) ** 2).sum()) for a in v))
+    v = [sn.tensor(a / norm) for a in v]
+    x, y = sn.tensor(x), sn.tensor(y)
+
+    def gradient():
+        return sn.autograd.grad(F.cross_entropy(model(x), y), params)
+
+    def hvp():
+        grads = sn.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+        return sn.autograd.grad(sum((g * vi).sum() for g, vi in zip(grads, v)), params)
+
+    timed = dict(gradient_s=best_time(gradient, repeat), hvp_s=best_time(hvp, repeat))
+    hv = hvp()
+    np.save(weights.with_name("scratchnet_hv.npy"), np.concatenate([h.numpy().ravel() for h in hv]))
+    model.double()  # the same product in float64, for the check
+    params, x = list(model.parameters()), x.double()
+    v = [vi.double() for vi in v]
+    np.save(weights.with_name("scratchnet_hv64.npy"), np.concatenate([h.numpy().ravel() for h in hvp()]))
+    return dict(framework="scratchnet", params=model.num_parameters(), threads=sn.get_num_threads(), **timed,
+                v_hv=float(sum((h.numpy().astype(np.float64) * vi.numpy()).sum() for h, vi in zip(hv, v))),
+                hv_norm=float(np.sqrt(sum((h.numpy().astype(np.float64) ** 2).sum() for h in hv))))
+
+
+def torch_resnet20():
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as TF
+
+    class Unit(nn.Module):
+        def __init__(self, c_in, c_out, stride):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
+            self.conv2, self.bn2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
+            self.stride, self.extra = stride, c_out - c_in
+
+        def forward(self, x):
+            out = TF.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            skip = x[:, :, ::self.stride, ::self.stride]  # option A: subsample, append zero channels
+            if self.extra:
+                skip = torch.cat([skip, skip.new_zeros((skip.shape[0], self.extra) + skip.shape[2:])], 1)
+            return TF.relu(out + skip)
+
+    class ResNet20(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
+            c = 16
+            for s, width in enumerate((16, 32, 64)):
+                units = [Unit(c if u == 0 else width, width, 2 if s and u == 0 else 1) for u in range(3)]
+                setattr(self, f"layer{s + 1}", nn.Sequential(*units))
+                c = width
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = TF.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(x.mean((2, 3)))
+
+    return ResNet20()
+
+
+def child_torch(batch, repeat, weights):
+    import numpy as np
+    import torch
+    import torch.nn.functional as TF
+    model = torch_resnet20()
+    with np.load(weights) as saved:
+        model.load_state_dict({k: torch.tensor(saved[k]) for k in saved.files})
+    x, y, rng = problem(batch)
+    params = list(model.parameters())
+    v = [rng.standard_normal(tuple(p.shape)).astype(np.float32) for p in params]
+    norm = np.sqrt(sum(float((a.astype(np.float64) ** 2).sum()) for a in v))
+    v = [torch.tensor(a / norm) for a in v]
+    x, y = torch.tensor(x), torch.tensor(y)
+
+    def gradient():
+        return torch.autograd.grad(TF.cross_entropy(model(x), y), params)
+
+    def hvp():
+        grads = torch.autograd.grad(TF.cross_entropy(model(x), y), params, create_graph=True)
+        return torch.autograd.grad(sum((g * vi).sum() for g, vi in zip(grads, v)), params)
+
+    timed = dict(gradient_s=best_time(gradient, repeat), hvp_s=best_time(hvp, repeat))
+    hv = hvp()
+    np.save(weights.with_name("torch_hv.npy"), np.concatenate([h.detach().numpy().ravel() for h in hv]))
+    model.double()  # the same product in float64, for the check
+    params, x = list(model.parameters()), x.double()
+    v = [vi.double() for vi in v]
+    np.save(weights.with_name("torch_hv64.npy"), np.concatenate([h.detach().numpy().ravel() for h in hvp()]))
+    return dict(framework="torch", params=sum(p.numel() for p in params), threads=torch.get_num_threads(), **timed,
+                v_hv=float(sum((h.double() * vi.double()).sum() for h, vi in zip(hv, v))),
+                hv_norm=float(torch.sqrt(sum((h.double() ** 2).sum() for h in hv))))
+
+
+# ---------------------------------------------------------------- the parent
+
+def run_child(framework, args, weights):
+    env = clean_env()
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    command = [sys.executable, __file__, "--child", framework, "--batch", str(args.batch),
+               "--repeat", str(args.repeat), "--weights", str(weights)]
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"the {framework} child failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", choices=["scratchnet", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.batch < 1 or args.repeat < 1:
+        parser.error("--batch and --repeat must be >= 1")
+    if args.child:
+        child = child_scratchnet if args.child == "scratchnet" else child_torch
+        print(json.dumps(child(args.batch, args.repeat, args.weights)))
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        weights = Path(folder) / "resnet20.npz"
+        ours = run_child("scratchnet", args, weights)  # first: it writes the weights torch loads
+        theirs = run_child("torch", args, weights)
+        import numpy as np
+        difference = {}
+        for suffix in ("hv64", "hv"):
+            a, b = (np.load(Path(folder) / f"{name}_{suffix}.npy").astype(np.float64) for name in ("scratchnet", "torch"))
+            difference[suffix] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    if ours["params"] != theirs["params"] or not difference["hv64"] < 1e-9:
+        sys.exit(f"the two products differ: |difference| / |H v| = {difference['hv64']:.2g} in float64, "
+                 f"parameters {ours['params']} vs {theirs['params']}")
+    print(f"ResNet-20, batch {args.batch}, float32, {ours['params']:,} parameters; load average "
+          f"{os.getloadavg()[0]:.1f}; |Hv| {ours['hv_norm']:.6g} (torch {theirs['hv_norm']:.6g}); "
+          f"|difference| / |Hv| {difference['hv64']:.1e} in float64, {difference['hv']:.1e} in float32")
+    print(f"{'':<12}{'gradient':>10}{'H v':>10}{'H v / gradient':>16}")
+    for r in (ours, theirs):
+        print(f"{r['framework']:<12}{r['gradient_s'] * 1e3:>8.1f}ms{r['hvp_s'] * 1e3:>8.1f}ms"
+              f"{r['hvp_s'] / r['gradient_s']:>16.2f}")
+    print(f"ratio torch / scratchnet: gradient {theirs['gradient_s'] / ours['gradient_s']:.2f}, "
+          f"H v {theirs['hvp_s'] / ours['hvp_s']:.2f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = dict(machine=platform.processor() or platform.machine(), load_average=os.getloadavg()[0],
+                  batch=args.batch, repeat=args.repeat, unset=list(OVERRIDES), scratchnet=ours, torch=theirs,
+                  hv_relative_difference=dict(float64=difference["hv64"], float32=difference["hv"]),
+                  ratio=dict(gradient=theirs["gradient_s"] / ours["gradient_s"], hvp=theirs["hvp_s"] / ours["hvp_s"]))
+    (RESULTS / "hvp_cpu.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
