@@ -215,6 +215,30 @@ def test_fit_pairs_seeds_and_records_windows():
     assert first["loss"] != other["loss"]
 
 
+def test_auxiliary_claims_conv1_gradient_is_the_losses_gradient():
+    """The claim's |dL/dW conv1| (read from .grad after backward) equals the norm of sn.autograd.grad of the
+    same loss, with the auxiliary terms and without; the auxiliary terms change it."""
+    import scratchnet as sn
+    from scratchnet import backend
+    from scratchnet.study.claims.auxiliary_classifiers import SIDE, conv1_gradient, googlenet
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2, 1, SIDE, SIDE)).astype(np.float32), rng.integers(0, 10, 2)
+    backend.manual_seed(0)
+    model = googlenet(1, aux_logits=True)
+    weight = model.conv1.conv.weight
+    norms = {}
+    for with_aux in (True, False):
+        measured = conv1_gradient(model, x, y, with_aux)
+        assert isinstance(weight.grad, sn.Tensor)
+        backend.manual_seed(0)  # the dropout masks conv1_gradient drew
+        out = model(sn.tensor(x))
+        loss = model.loss(out, sn.tensor(y)) if with_aux else model.loss(model.main_output(out), sn.tensor(y))
+        (expected,) = sn.autograd.grad(loss, [weight])
+        assert abs(measured - float(np.linalg.norm(expected.numpy()))) <= 1e-5 * measured
+        norms[with_aux] = measured
+    assert norms[True] != norms[False]
+
+
 # --------------------------------------------------------------------------- bad input
 
 
