@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import OVERRIDES, best_time, clean_env  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, best_time, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -164,7 +164,7 @@ def main(argv=None):
         print(json.dumps(rows))
         return 0
 
-    load_before = os.getloadavg()
+    recorded, load_before = started(), os.getloadavg()
     torch_best, ours_best = {}, {}
     for _ in range(args.rounds):
         keep_best(torch_best, run_child("torch", args))
@@ -206,8 +206,7 @@ def main(argv=None):
                 repeat=args.repeat, rounds=args.rounds, load_before=load_before, load_after=load_after,
                 unset=list(OVERRIDES), requires_grad="input and weight, no bias, on both sides",
                 torch_threads=torch_threads)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(meta=meta, summary=summary, rows=rows), indent=1))
+    write_result(args.out, dict(meta=meta, summary=summary, rows=rows), recorded)
     print(f"wrote {args.out}")
     return 0
 

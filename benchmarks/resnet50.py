@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -158,7 +158,7 @@ def main(argv=None):
         print(json.dumps(result))
         return 0
 
-    load_before = os.getloadavg()
+    recorded, load_before = started(), os.getloadavg()
     theirs, ours = run_child("torch", args), run_child("scratchnet", args)
     load_after = os.getloadavg()
     assert ours["params"] == theirs["params"], (ours["params"], theirs["params"])
@@ -174,8 +174,7 @@ def main(argv=None):
           f"after {tuple(round(v, 2) for v in load_after)}; torch threads {theirs['threads']}")
     meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), batch=args.batch,
                 steps=args.steps, load_before=load_before, load_after=load_after, unset=list(OVERRIDES))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(meta=meta, summary=summary, scratchnet=ours, torch=theirs), indent=1))
+    write_result(args.out, dict(meta=meta, summary=summary, scratchnet=ours, torch=theirs), recorded)
     print(f"wrote {args.out}")
     return 0
 

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 # scratchnet's normalisation of each dataset (scratchnet/train/datasets.py DATASETS)
@@ -167,7 +167,7 @@ def main():
         return torch_child(args)
 
     out = Path(args.out or ROOT / "runs" / f"bench-lenet-{args.dataset}")
-    load_before, started = os.getloadavg(), time.time()
+    recorded, load_before, start = started(), os.getloadavg(), time.time()
     runs = {"scratchnet": [], "pytorch": []}
     for _ in range(args.rounds):
         runs["scratchnet"].append(run_scratchnet(args, out))
@@ -196,6 +196,7 @@ def main():
                   f"{100 * r['epochs'][-1]['test_acc']:>21.2f}%")
         print(f"ratio (PyTorch s/epoch / scratchnet s/epoch, higher is better): {ratio:.2f}")
         result.update(pytorch_epoch_s=theirs["best_epoch_s"], pytorch_threads=theirs["threads"], ratio=ratio,
+                      torch=theirs["torch"].split("+")[0],
                       scratchnet_threads=args.threads or "default")
     print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} ({os.cpu_count()} CPUs)")
@@ -203,12 +204,11 @@ def main():
                          "processor": platform.processor() or platform.machine(),
                          # other work on the machine slows every epoch: keep the load with the timings
                          "load_average_before": load_before, "load_average_after": load_after}
-    result["total_time_s"] = time.time() - started
+    result["total_time_s"] = time.time() - start
     name = f"train_lenet{'' if args.dataset == 'fashion-mnist' else '_' + args.dataset}"
     name += f"_threads{args.threads}" if args.threads else ""
     path = Path(args.json or ROOT / "benchmarks" / "results" / f"{name}{'' if args.epochs == 10 else '_epoch'}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    write_result(path, result, recorded)
     print(f"wrote {path}")
 
 

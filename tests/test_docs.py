@@ -14,6 +14,7 @@ exactly. A block whose output differs from run to run (timings) says so on its f
 """
 import contextlib
 import difflib
+import importlib.util
 import io
 import re
 
@@ -22,6 +23,14 @@ import pytest
 import scratchnet as sn
 from conftest import REPO
 from scratchnet.functional.conv import get_conv_algo, set_conv_algo
+
+def load_tool(name):
+    """A script of tools/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SKIP = re.compile(r"#\s*doc-test:\s*skip\s*\((?P<reason>[^)]*)\)")
@@ -196,3 +205,22 @@ def test_readme_keeps_the_ci_test_command():
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     command = 'pip install -e ".[dev]" && python -m pytest -n 2 -q'
     assert command in ci and command in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_quoted_measurements_are_the_results_json():
+    """Every generated block (`<!-- results: NAME -->`) holds what tools/publish_results.py renders from
+    benchmarks/results/*.json now, and every renderer has its block on some page."""
+    publish_results = load_tool("publish_results")
+    assert publish_results.publish(check=True) == []
+
+
+def test_a_stale_quoted_measurement_is_caught(tmp_path, monkeypatch):
+    """The check is not vacuous: a number edited by hand in a block is reported."""
+    publish_results = load_tool("publish_results")
+    page = tmp_path / "page.md"
+    page.write_text("<!-- results: headline -->\n" + publish_results.headline().replace("| what", "| What")
+                    + "<!-- /results -->\n")
+    monkeypatch.setattr(publish_results, "PAGES", [page])
+    monkeypatch.setattr(publish_results, "REPO", tmp_path)
+    problems = publish_results.publish(check=True)
+    assert "page.md: block 'headline' differs from benchmarks/results" in problems

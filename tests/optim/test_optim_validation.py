@@ -71,7 +71,7 @@ def test_load_state_dict_of_a_non_mapping_is_a_type_error():
 def stepped(model, make):
     optimizer = make(list(model.parameters()))
     for p in model.parameters():
-        p.grad = sn.tensor(np.ones(p.shape, dtype=p.dtype))  # .grad is a Tensor of the parameter's dtype
+        p.grad = sn.tensor(np.ones(p.shape, p.dtype))
     optimizer.step()
     return optimizer
 
@@ -110,12 +110,12 @@ def test_state_that_would_reshape_a_parameter_is_refused_at_step(make):
     replacing the (10,) parameter by a (5, 10) one."""
     p = nn.Parameter(np.ones(10))
     optimizer = make([p])
-    p.grad = sn.tensor(np.ones(10))
+    p.grad = sn.tensor(np.ones(p.shape, p.dtype))
     optimizer.step()
     for key, value in optimizer.state[p].items():
         if getattr(value, "ndim", 0):
             optimizer.state[p][key] = np.ones((5, 10))
-    p.grad = sn.tensor(np.ones(10))
+    p.grad = sn.tensor(np.ones(p.shape, p.dtype))
     with pytest.raises(RuntimeError, match=r"parameter of shape \(10,\) has shape \(5, 10\)"):
         optimizer.step()
     assert p.shape == (10,)

@@ -1,0 +1,309 @@
+"""The numbers in README.md and docs/ come from benchmarks/results/*.json, written in by this script.
+
+A page holds a generated block where it quotes measured numbers:
+
+    <!-- results: NAME -->
+    ...the table BLOCKS[NAME] renders from the JSON...
+    <!-- /results -->
+
+`python tools/publish_results.py` rewrites every block from the JSON as it is now (run it after a
+benchmark); `--check` only lists the blocks that differ, and tests/test_docs.py fails on any. Each
+row says the command that produced it, when and at what load average (`recorded`, written by
+benchmarks/timing.py's write_result); history lives in git, not in the pages.
+"""
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+BLOCK = re.compile(r"(<!-- results: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def result(name):
+    """benchmarks/results/NAME.json, or None where it has not been run."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def when(data):
+    """'2026-12-06, load 1.2-1.5': the date and the load average (1 minute) before and after."""
+    recorded = data["recorded"]
+    loads = [recorded["load_before"][0], recorded["load_after"][0]]
+    return f"{recorded['date'][:10]}, load {min(loads):.1f}-{max(loads):.1f}"
+
+
+def command(data):
+    return f"`{data['recorded']['command']}`"
+
+
+def geomean(values):
+    values = list(values)
+    return math.exp(sum(map(math.log, values)) / len(values))
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def missing(what, how):
+    return f"| {what} | not measured | `{how}` | - |"
+
+
+# --------------------------------------------------------------------------- rows of the headline table
+
+
+def lenet_accuracy():
+    data = result("train_lenet")
+    if data is None:
+        return missing("LeNet-5, Fashion-MNIST, 10 epochs", "python benchmarks/train_lenet.py --epochs 10 --no-torch")
+    epochs = [e["epoch_time_s"] for run in data["runs"]["scratchnet"] for e in run["epochs"]]
+    return (f"| LeNet-5, Fashion-MNIST, {data['epochs']} epochs ({when(data)}) | **{100 * data['final_test_acc']:.2f}% "
+            f"test accuracy** (best epoch {100 * data['best_test_acc']:.2f}%), {min(epochs):.1f}-{max(epochs):.1f} s "
+            f"per epoch | {command(data)} | [training](docs/training.md#lenet-5-on-fashion-mnist-measured) |")
+
+
+def lenet_epoch():
+    data = result("train_lenet_epoch")
+    if data is None:
+        return missing("LeNet-5 epoch vs PyTorch", "python benchmarks/train_lenet.py --rounds 5")
+    return (f"| LeNet-5 training epoch vs PyTorch{' ' + data['torch'] if 'torch' in data else ''} ({when(data)}) | **{data['ratio']:.2f}** of "
+            f"PyTorch's speed ({data['scratchnet_epoch_s']:.2f} s vs {data['pytorch_epoch_s']:.2f} s, best of "
+            f"{len(data['runs']['scratchnet'])} alternating rounds each) | {command(data)} | "
+            f"[training](docs/training.md#lenet-5-on-fashion-mnist-measured) |")
+
+
+def conv_headline():
+    data = result("conv_cpu")
+    if data is None:
+        return missing("conv layers vs PyTorch", "python benchmarks/conv.py")
+    summary = data["summary"]
+    return (f"| conv layers, `auto` route vs PyTorch, {summary['layers']} layers ({when(data)}) | forward+backward "
+            f"geometric mean **{summary['geomean_forward_backward_ratio']:.2f}** of PyTorch's speed, lowest "
+            f"{summary['lowest_forward_backward_ratio']:.2f} | {command(data)} | "
+            f"[kernels](docs/kernels.md#benchmark-every-route-against-torch) |")
+
+
+def resnet50_headline():
+    data = result("resnet50_cpu")
+    if data is None:
+        return missing("ResNet-50 training step", "python benchmarks/resnet50.py --steps 5")
+    summary, ours, theirs = data["summary"], data["scratchnet"], data["torch"]
+    return (f"| ResNet-50 training step, batch {data['meta']['batch']}, 224x224 ({when(data)}) | "
+            f"**{summary['time_ratio']:.2f}** of PyTorch's speed ({ours['step_s']:.2f} s vs {theirs['step_s']:.2f} s), "
+            f"{summary['step_memory_ratio']:.2f}x its step memory | {command(data)} | "
+            f"[kernels](docs/kernels.md#benchmark-every-route-against-torch) |")
+
+
+def zoo_ratios(row):
+    """A zoo row's ratios, one per import order measured."""
+    return [row[key] for key in ("ratio_scratchnet_first", "ratio_numpy_first") if key in row]
+
+
+def zoo_headline():
+    data = result("zoo_cpu")
+    if data is None:
+        return missing("training step of every seed architecture vs PyTorch", "python benchmarks/zoo.py")
+    rows = [row for row in data["results"] if zoo_ratios(row)]
+    low = min(rows, key=lambda row: min(zoo_ratios(row)))
+    return (f"| training step of {len({r['model'] for r in rows})} seed architectures vs PyTorch ({when(data)}) | "
+            f"geometric mean **{geomean(r for row in rows for r in zoo_ratios(row)):.2f}** of PyTorch's speed over "
+            f"models, batch sizes and import orders, lowest {min(zoo_ratios(low)):.2f} ({low['model']}, batch "
+            f"{low['batch']}) | {command(data)} | [kernels](docs/kernels.md#the-zoo-against-pytorch) |")
+
+
+def gpu_headline():
+    data = result("gpu_check")
+    link = "[kernels](docs/kernels.md#running-it-on-a-gpu-toolsgpu_checksh)"
+    if data is None:
+        return ("| the GPU route on real hardware | **never run on a GPU**; one command does the whole check on any "
+                f"CUDA machine | `bash tools/gpu_check.sh DATA_DIR OUT_DIR` | {link} |")
+    passed = sum(step["ok"] for step in data["steps"])
+    device = data.get("versions", {}).get("device", "a GPU")
+    return (f"| the GPU route on {device} | {passed} of {len(data['steps'])} steps passed"
+            f"{'' if data['ok'] else ' (**some failed**)'} | `bash tools/gpu_check.sh DATA_DIR OUT_DIR` | {link} |")
+
+
+def mutation_headline():
+    rows = []
+    for name in ("mutate_kernels", "mutate_deform"):
+        data = result(name)
+        if data is not None:
+            rows.append(f"{data['caught']} of {data['behaviour_changing']} behaviour-changing mutants of "
+                        f"{'deform.cu' if name == 'mutate_deform' else 'the other .cu files'} ({data['run']} "
+                        f"sampled of {data['mutants']}; `{data['command']}`)")
+    return (f"| CUDA kernels: planted bugs caught by the CPU emulator's tests | {'; '.join(rows)} | "
+            f"`python tools/mutate_kernels.py --sample N` | [kernels](docs/kernels.md#trusting-the-cuda-code-without-a-gpu) |")
+
+
+def macs_headline():
+    data = result("models_macs")
+    published = [r for r in data["results"] if r["torchvision_gmacs"] is not None]
+    equal = [r for r in published if round(r["macs"] / 1e9, 3) == round(r["torchvision_gmacs"], 3)]
+    return (f"| multiply-adds of the zoo | equal torchvision's published GMACs (to its 3 decimals) for {len(equal)} of the "
+            f"{len(published)} models it publishes | `python benchmarks/models.py --macs` | "
+            f"[summary](docs/summary.md#macs-of-the-zoo-vs-torchvision) |")
+
+
+def parity_headline():
+    data = result("torchvision_parity")
+    diffs = [r["max_abs_diff"] for r in data["rows"]]
+    return (f"| torchvision's pretrained architectures, logits in float64 | max abs difference {min(diffs):.2e} to "
+            f"{max(diffs):.2e} over {len(diffs)} models | `python benchmarks/torchvision_parity.py` | "
+            f"[models](docs/models.md) |")
+
+
+def distributed_headline():
+    data = result("distributed")
+    if data is None:
+        return missing("data parallel, 2 ranks", "python benchmarks/distributed.py")
+    two = [r for r in data["data_parallel"] if r["ranks"] == 2]
+    efficiency = ", ".join(f"{r['scaling_efficiency']:.2f} ({r['model']})" for r in two)
+    return (f"| data parallel, 2 ranks on {data['recorded']['cpus']} cores ({when(data)}) | scaling efficiency "
+            f"{efficiency} | {command(data)} | [distributed](docs/distributed.md) |")
+
+
+def headline(_=None):
+    rows = [lenet_accuracy(), lenet_epoch(), conv_headline(), resnet50_headline(), zoo_headline(), gpu_headline(),
+            mutation_headline(), macs_headline(), parity_headline(), distributed_headline()]
+    return "| what | number | command | details |\n| --- | --- | --- | --- |\n" + "\n".join(rows) + "\n"
+
+
+# --------------------------------------------------------------------------- the pages' tables
+
+
+def conv_layers():
+    data = result("conv_cpu")
+    rows = [(r["layer"], r["picked"], f"{r['forward_ms']:.1f}", f"{r['torch_forward_ms']:.1f}", f"{r['forward_ratio']:.2f}",
+             f"{r['forward_backward_ms']:.1f}", f"{r['torch_forward_backward_ms']:.1f}",
+             f"**{r['forward_backward_ratio']:.2f}**") for r in data["rows"] if r["route"] == "auto"]
+    return (f"{command(data)}, {when(data)}, ratio = PyTorch's time / scratchnet's:\n\n"
+            + table(["layer", "route picked", "fwd ms", "torch fwd ms", "fwd ratio", "fwd+bwd ms", "torch fwd+bwd ms",
+                     "fwd+bwd ratio"], rows))
+
+
+def resnet50_step():
+    data = result("resnet50_cpu")
+    ours, theirs = data["scratchnet"], data["torch"]
+    rows = [("scratchnet", f"{ours['step_s']:.2f}", f"{ours['step_mb']:.0f}", f"{ours['process_mb']:.0f}"),
+            (f"PyTorch ({theirs['threads']} threads)", f"{theirs['step_s']:.2f}", f"{theirs['step_mb']:.0f}",
+             f"{theirs['process_mb']:.0f}")]
+    return (f"{command(data)}, batch {data['meta']['batch']}, {when(data)}: time ratio "
+            f"**{data['summary']['time_ratio']:.2f}**, step memory {data['summary']['step_memory_ratio']:.2f}x:\n\n"
+            + table(["framework", "step s (fastest)", "step MB", "process peak MB"], rows))
+
+
+def zoo_steps():
+    data = result("zoo_cpu")
+    if data is None:
+        return "Not measured: `python benchmarks/zoo.py`.\n"
+
+    def seconds(side, clock):
+        return f"{side[clock]:.3f}" if clock in side else side.get("error", "-")
+
+    rows = [(row["model"], row["batch"], seconds(row["torch"], row["clock"]),
+             seconds(row["scratchnet_first"], row["clock"]), f"**{row['ratio_scratchnet_first']:.2f}**"
+             if "ratio_scratchnet_first" in row else "-",
+             seconds(row.get("numpy_first", {}), row["clock"]),
+             f"{row['ratio_numpy_first']:.2f}" if "ratio_numpy_first" in row else "-",
+             f"{row['step_memory_ratio_scratchnet_first']:.2f}" if "step_memory_ratio_scratchnet_first" in row else "-")
+            for row in data["results"]]
+    return (f"{command(data)}, {when(data)}, PyTorch {data['meta'].get('torch', '')}; ratio = PyTorch's step time / "
+            f"scratchnet's, each side's fastest step over alternating rounds:\n\n"
+            + table(["model", "batch", "PyTorch s", "scratchnet s (imported first)", "ratio", "scratchnet s (numpy "
+                     "imported first)", "ratio", "step memory, scratchnet / PyTorch"], rows))
+
+
+def lenet_runs():
+    rows = []
+    for name, what in (("train_lenet", "accuracy run"), ("train_lenet_epoch", "epoch vs PyTorch, default threads"),
+                       ("train_lenet_threads1_epoch", "epoch vs PyTorch, one thread")):
+        data = result(name)
+        if data is None:
+            continue
+        torch_s = f"{data['pytorch_epoch_s']:.2f}" if "pytorch_epoch_s" in data else "-"
+        ratio = f"**{data['ratio']:.2f}**" if "ratio" in data else "-"
+        rows.append((what, command(data), when(data), data["epochs"], f"{100 * data['final_test_acc']:.2f}%",
+                     f"{data['scratchnet_epoch_s']:.2f}", torch_s, ratio))
+    return table(["run", "command", "when", "epochs", "test accuracy", "scratchnet epoch s (fastest)",
+                  "PyTorch epoch s", "ratio"], rows)
+
+
+def distributed_runs():
+    data = result("distributed")
+    steps = [(r["model"], r["ranks"], r["batch_per_rank"], f"{1000 * r['step_s']:.1f}", f"{r['images_per_s']:.0f}",
+              f"{r['scaling_efficiency']:.2f}") for r in data["data_parallel"]]
+    allreduce = [(f"{r['bytes'] // 1024} KiB", f"{r['communicator_GBps']:.3f}", f"{r['mpi4py_GBps']:.3f}",
+                  f"{r['communicator_GBps'] / r['mpi4py_GBps']:.2f}") for r in data["allreduce"]]
+    alexnet = [(what, f"{r['step_s']:.2f}", f"{r['parameter_MB_per_rank']:.0f}", f"{r['peak_rss_MB_per_rank']:.0f}")
+               for what, r in zip(["one process, `alexnet(groups=2)`", "two towers on 2 ranks (`AlexNetTowers`)"],
+                                  data["alexnet"])]
+    return (f"{command(data)}, {when(data)}, one thread per rank:\n\n"
+            + table(["model", "ranks", "batch per rank", "step ms", "images/s", "scaling efficiency"], steps) + "\n"
+            + table(["allreduce, 2 ranks, float32", "Communicator.allreduce GB/s", "raw mpi4py Allreduce GB/s",
+                     "ratio"], allreduce) + "\n"
+            + table(["AlexNet, batch 8, 227x227", "s/step", "parameter MB per rank", "peak RSS MB per rank"], alexnet))
+
+
+def lenet_epochs():
+    data = result("train_lenet")
+    best = min(data["runs"]["scratchnet"], key=lambda run: run["best_epoch_s"])
+    rows = [(e["epoch"], f"{e['train_loss']:.4f}", f"{100 * e['train_acc']:.2f}%", f"{e['test_loss']:.4f}",
+             f"{100 * e['test_acc']:.2f}%", f"{e['epoch_time_s']:.1f}", f"{e['images_per_s']:.0f}") for e in best["epochs"]]
+    return (f"{command(data)}, {when(data)}:\n\n"
+            + table(["epoch", "train loss", "train acc", "test loss", "test acc", "s/epoch (training)", "images/s"], rows))
+
+
+BLOCKS = {"headline": headline, "conv-layers": conv_layers, "resnet50-step": resnet50_step, "zoo-steps": zoo_steps,
+          "lenet-runs": lenet_runs, "lenet-epochs": lenet_epochs, "distributed-runs": distributed_runs}
+
+
+# --------------------------------------------------------------------------- the pages
+
+
+def publish(check=False):
+    """Rewrite every generated block (or, with ``check``, only list the stale ones); returns the problems."""
+    problems, used = [], set()
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+
+        def render(match):
+            name = match["name"]
+            used.add(name)
+            if name not in BLOCKS:
+                problems.append(f"{page.relative_to(REPO)}: no block named {name!r} (known: {', '.join(BLOCKS)})")
+                return match[0]
+            body = BLOCKS[name]()
+            if body != match["body"]:
+                problems.append(f"{page.relative_to(REPO)}: block {name!r} "
+                                f"{'differs from' if check else 'rewritten from'} benchmarks/results")
+            return match[1] + body + match[4]
+
+        new = BLOCK.sub(render, text)
+        if new != text and not check:
+            page.write_text(new, encoding="utf-8")
+    problems += [f"block {name!r} is on no page" for name in BLOCKS if name not in used]
+    return problems
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; list the blocks that are stale")
+    args = parser.parse_args(argv)
+    problems = publish(check=args.check)
+    for problem in problems:
+        print(problem)
+    if args.check and problems:
+        print("run `python tools/publish_results.py` to write the numbers from benchmarks/results", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
