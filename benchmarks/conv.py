@@ -2,6 +2,7 @@
 
     python benchmarks/conv.py                 # all routes, all five layers (a few minutes on 2 cores)
     python benchmarks/conv.py --only vgg --routes auto,winograd,im2col --repeat 5
+    python benchmarks/conv.py --routes auto --threads 1 --cpu-time   # one thread each, CPU time (a busy machine)
 
 For every layer and every route that handles it (scratchnet/functional/conv_routes.py's table,
 plus 'auto') it times the forward (under no_grad) and the forward+backward, float32, best of
@@ -9,7 +10,8 @@ plus 'auto') it times the forward (under no_grad) and the forward+backward, floa
 imported where scratchnet is timed), --rounds times alternately, keeping each number's best; both
 children run with this workplace's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides removed from
 their environment, and with their libraries' default thread settings (scratchnet's policy is
-sn.set_num_threads's default). Fairness: on both sides the input and the weight require grad and
+sn.set_num_threads's default) or --threads N on both. The PyTorch side runs under --torch-python
+(default: the newest PyTorch installed here, benchmarks/timing.py's torch_python). Fairness: on both sides the input and the weight require grad and
 there is no bias, so the backward computes both the input and the weight gradient.
 
 ratio = torch time / scratchnet time (higher is better; > 1: scratchnet is faster). The summary
@@ -27,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import OVERRIDES, best_time, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, best_time, clean_env, started, torch_python, write_result  # benchmarks/timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -52,9 +54,11 @@ def inputs(layer):
 
 # ---------------------------------------------------------------- the children (one framework each)
 
-def child_torch(layers, repeat):
+def child_torch(layers, repeat, threads=0, cpu_time=False):
     import torch
     import torch.nn.functional as TF
+    if threads:
+        torch.set_num_threads(threads)
     rows = []
     for layer in layers:
         name, *_, s, p, g = layer
@@ -69,19 +73,21 @@ def child_torch(layers, repeat):
             y = TF.conv2d(x, w, stride=s, padding=p, groups=g)
             y.backward(torch.ones_like(y))
 
-        rows.append(dict(layer=name, route="torch", threads=torch.get_num_threads(),
-                         forward_ms=1e3 * best_time(forward, repeat),
-                         forward_backward_ms=1e3 * best_time(forward_backward, repeat)))
+        rows.append(dict(layer=name, route="torch", threads=torch.get_num_threads(), version=torch.__version__,
+                         forward_ms=1e3 * best_time(forward, repeat, cpu_time),
+                         forward_backward_ms=1e3 * best_time(forward_backward, repeat, cpu_time)))
     return rows
 
 
-def child_scratchnet(layers, repeat, routes):
+def child_scratchnet(layers, repeat, routes, threads=0, cpu_time=False):
     import tracemalloc
 
     import scratchnet as sn  # first: its thread policy must be in place before NumPy loads its BLAS
     import scratchnet.functional as F  # noqa: I100
     import numpy as np
     from scratchnet.functional import conv_routes as R
+    if threads:
+        sn.set_num_threads(threads)
 
     rows = []
     for layer in layers:
@@ -106,9 +112,9 @@ def child_scratchnet(layers, repeat, routes):
                 x.grad = w.grad = None
                 F.conv2d(x, w, stride=s, padding=p, groups=g, conv_algo=algo).backward(gy)
 
-            row = dict(layer=name, route=route, picked=auto if route == "auto" else algo,
-                       forward_ms=1e3 * best_time(forward, repeat),
-                       forward_backward_ms=1e3 * best_time(forward_backward, repeat))
+            row = dict(layer=name, route=route, picked=auto if route == "auto" else algo, threads=sn.get_num_threads(),
+                       forward_ms=1e3 * best_time(forward, repeat, cpu_time),
+                       forward_backward_ms=1e3 * best_time(forward_backward, repeat, cpu_time))
             tracemalloc.start()
             forward_backward()
             row["peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
@@ -123,8 +129,11 @@ def child_scratchnet(layers, repeat, routes):
 def run_child(framework, args):
     env = clean_env()
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    command = [sys.executable, __file__, "--child", framework, "--repeat", str(args.repeat),
-               "--only", args.only, "--routes", args.routes]
+    python = args.torch_python if framework == "torch" else sys.executable
+    command = [str(python), __file__, "--child", framework, "--repeat", str(args.repeat),
+               "--only", args.only, "--routes", args.routes, "--threads", str(args.threads)]
+    if args.cpu_time:
+        command.append("--cpu-time")
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"the {framework} child failed:\n{done.stderr}")
@@ -154,13 +163,17 @@ def main(argv=None):
     parser.add_argument("--only", default="", help="only the layers whose name contains this text (any case)")
     parser.add_argument("--routes", default="auto,reference,im2col,im2col-unchunked,gemm1x1,winograd,depthwise",
                         help="comma-separated routes to time (each where it handles the layer)")
+    parser.add_argument("--threads", type=int, default=0, help="both sides' thread count (default: each one's own)")
+    parser.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time (a busy machine)")
+    parser.add_argument("--torch-python", type=Path, default=torch_python(),
+                        help="the interpreter of the PyTorch side (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS / "conv_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     layers = [layer for layer in LAYERS if args.only.lower() in layer[0].lower()]
     if args.child:
-        rows = child_torch(layers, args.repeat) if args.child == "torch" else \
-            child_scratchnet(layers, args.repeat, args.routes.split(","))
+        rows = child_torch(layers, args.repeat, args.threads, args.cpu_time) if args.child == "torch" else \
+            child_scratchnet(layers, args.repeat, args.routes.split(","), args.threads, args.cpu_time)
         print(json.dumps(rows))
         return 0
 
@@ -199,13 +212,16 @@ def main(argv=None):
               f"{summary['geomean_forward_backward_ratio']:.2f} (lowest {summary['lowest_forward_backward_ratio']:.2f})")
     else:
         print("\n(no 'auto' rows: add auto to --routes for the summary)")
-    torch_threads = next(iter(torch_best.values()))["threads"]
+    torch_side = next(iter(torch_best.values()))
+    torch_threads = torch_side["threads"]
     print(f"load average (1, 5, 15 min): before {tuple(round(v, 2) for v in load_before)}, "
-          f"after {tuple(round(v, 2) for v in load_after)}; torch threads {torch_threads}")
+          f"after {tuple(round(v, 2) for v in load_after)}; torch {torch_side['version']} ({args.torch_python}), "
+          f"threads {torch_threads}; {'CPU' if args.cpu_time else 'wall'} time")
     meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), dtype="float32",
                 repeat=args.repeat, rounds=args.rounds, load_before=load_before, load_after=load_after,
                 unset=list(OVERRIDES), requires_grad="input and weight, no bias, on both sides",
-                torch_threads=torch_threads)
+                torch_threads=torch_threads, torch_version=torch_side["version"],
+                torch_python=str(args.torch_python), clock="cpu" if args.cpu_time else "wall")
     write_result(args.out, dict(meta=meta, summary=summary, rows=rows), recorded)
     print(f"wrote {args.out}")
     return 0

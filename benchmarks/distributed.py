@@ -4,9 +4,13 @@ bandwidth, and AlexNet's two-rank split against one process.
     python benchmarks/distributed.py                 # all three parts, a few minutes
     python benchmarks/distributed.py --quick         # fewer steps and sizes
 
-1. Data parallel: LeNet-5 (batch 64 per rank) and resnet20 (batch 32 per rank), one thread per rank,
-   training steps per second with 1 and 2 ranks (each launched with mpirun), and the scaling
-   efficiency: (images/s with 2 ranks) / (2 x images/s with 1 rank); 1.0 is perfect weak scaling.
+1. Data parallel: LeNet-5 (batch 64 per rank), resnet20 (batch 32 per rank) and, without --quick,
+   resnet50 (batch 4 per rank, 224x224), one thread per rank, training steps per second with 1 and 2
+   ranks (each launched with mpirun), and the scaling efficiency: (images/s with 2 ranks) / (2 x
+   images/s with 1 rank); 1.0 is perfect weak scaling. With 2 ranks in both gradient modes,
+   alternating for --rounds rounds, each mode's fastest round kept: "overlap" (each bucket's
+   allreduce started during backward, DistributedDataParallel's default) and "after backward"
+   (overlap=False: every bucket reduced once backward is done); overlap_speedup is their ratio.
 2. allreduce bandwidth (float32 sums, 2 ranks): Communicator.allreduce against raw mpi4py
    (``Allreduce(IN_PLACE, buf)``) on the same buffer sizes; bandwidth is the buffer size over
    the time (the "algorithm bandwidth"). The communicator adds a copy and the deadline polling.
@@ -29,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from timing import clean_env  # benchmarks/timing.py: the shared rules
+from timing import clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,7 +48,7 @@ def _single_thread():
         sn.set_num_threads(1)
 
 
-def worker_train(comm, model_name, batch, steps):
+def worker_train(comm, model_name, batch, steps, overlap):
     import numpy as np
     import scratchnet as sn
     from scratchnet import distributed
@@ -54,7 +58,7 @@ def worker_train(comm, model_name, batch, steps):
 
     sn.manual_seed(0)
     model = get_model(model_name, num_classes=10)
-    ddp = distributed.DistributedDataParallel(model, comm)
+    ddp = distributed.DistributedDataParallel(model, comm, overlap=overlap)
     optimizer = SGD(list(ddp.parameters()), lr=0.01, momentum=0.9)
     rng = np.random.default_rng(comm.rank)
     x = sn.tensor(rng.standard_normal((batch,) + model.input_size).astype(np.float32))
@@ -70,7 +74,7 @@ def worker_train(comm, model_name, batch, steps):
         times.append(time.perf_counter() - started)
     step_time = float(np.median(times[2:]))
     slowest = float(comm.allreduce(np.array([step_time]), "max")[0])  # the job runs at its slowest rank
-    return {"model": model_name, "ranks": comm.size, "batch_per_rank": batch, "steps": steps,
+    return {"model": model_name, "ranks": comm.size, "overlap": overlap, "batch_per_rank": batch, "steps": steps,
             "buckets": ddp.num_buckets(), "step_s": slowest, "steps_per_s": 1 / slowest,
             "images_per_s": comm.size * batch / slowest}
 
@@ -134,7 +138,7 @@ def worker(args):
     from scratchnet import distributed
     comm = distributed.init()
     if args.worker == "train":
-        result = worker_train(comm, args.model, args.batch, args.steps)
+        result = worker_train(comm, args.model, args.batch, args.steps, args.overlap == "on")
     elif args.worker == "allreduce":
         result = worker_allreduce(comm, [int(s) for s in args.sizes.split(",")], args.steps)
     else:
@@ -173,25 +177,38 @@ def main():
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--sizes", help=argparse.SUPPRESS)
+    p.add_argument("--overlap", choices=("on", "off"), default="on", help=argparse.SUPPRESS)
+    p.add_argument("--rounds", type=int, default=None,
+                   help="alternating rounds of the two gradient modes on 2 ranks (default 3; --quick 1)")
     args = p.parse_args()
     if args.worker:
         return worker(args)
 
-    load_before = os.getloadavg()
-    results = {"data_parallel": [], "allreduce": [], "alexnet": []}
-    steps = {"lenet": 10 if args.quick else 30, "resnet20": 3 if args.quick else 8}
-    batches = {"lenet": 64, "resnet20": 32}
-    print(f"{'model':<9} {'ranks':>5} {'batch/rank':>10} {'buckets':>7} {'steps/s':>8} {'img/s':>8} {'efficiency':>10}")
-    for model in ("lenet", "resnet20"):
-        one = None
-        for ranks in (1, 2):
-            r = launch(ranks, "--worker", "train", "--model", model, "--batch", batches[model],
-                       "--steps", steps[model])
-            one = one or r
-            r["scaling_efficiency"] = r["images_per_s"] / (ranks * one["images_per_s"])
+    recorded, load_before = started(), os.getloadavg()
+    results = {"data_parallel": [], "overlap_speedup": {}, "allreduce": [], "alexnet": [], "rounds": None}
+    steps = {"lenet": 10 if args.quick else 30, "resnet20": 3 if args.quick else 8, "resnet50": 3}
+    batches = {"lenet": 64, "resnet20": 32, "resnet50": 4}
+    rounds = results["rounds"] = args.rounds or (1 if args.quick else 3)
+    print(f"{'model':<9} {'ranks':>5} {'gradients':>14} {'batch/rank':>10} {'buckets':>7} {'steps/s':>8} "
+          f"{'img/s':>8} {'efficiency':>10}")
+    for model in ("lenet", "resnet20") if args.quick else ("lenet", "resnet20", "resnet50"):
+        common = ("--worker", "train", "--model", model, "--batch", batches[model], "--steps", steps[model])
+        one = launch(1, *common)
+        best = {}  # 2 ranks: each gradient mode's fastest of the alternating rounds
+        for _ in range(rounds):
+            for overlap in ("on", "off"):
+                r = launch(2, *common, "--overlap", overlap)
+                if overlap not in best or r["step_s"] < best[overlap]["step_s"]:
+                    best[overlap] = r
+        for r in (one, best["on"], best["off"]):
+            r["scaling_efficiency"] = r["images_per_s"] / (r["ranks"] * one["images_per_s"])
             results["data_parallel"].append(r)
-            print(f"{model:<9} {ranks:>5} {r['batch_per_rank']:>10} {r['buckets']:>7} {r['steps_per_s']:>8.2f} "
-                  f"{r['images_per_s']:>8.0f} {r['scaling_efficiency']:>10.2f}", flush=True)
+            mode = "-" if r["ranks"] == 1 else "overlap" if r["overlap"] else "after backward"
+            print(f"{model:<9} {r['ranks']:>5} {mode:>14} {r['batch_per_rank']:>10} {r['buckets']:>7} "
+                  f"{r['steps_per_s']:>8.2f} {r['images_per_s']:>8.0f} {r['scaling_efficiency']:>10.2f}", flush=True)
+        speedup = best["off"]["step_s"] / best["on"]["step_s"]
+        results["overlap_speedup"][model] = speedup
+        print(f"{model:<9} overlap speedup (after-backward step / overlapped step, 2 ranks): {speedup:.2f}")
 
     sizes = [2**10, 2**16, 2**20, 2**24] if args.quick else [2**10, 2**14, 2**18, 2**20, 2**22, 2**24, 2**26]
     results["allreduce"] = launch(2, "--worker", "allreduce", "--steps", 5 if args.quick else 10,
@@ -214,8 +231,7 @@ def main():
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_average_before": load_before, "load_average_after": os.getloadavg(),
                           "threads_per_rank": 1, "openblas_overrides": "unset"}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
+    write_result(args.json, results, recorded)
     print(f"\nload average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}; wrote {args.json}")
 
 

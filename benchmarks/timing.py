@@ -1,7 +1,7 @@
 """What the CPU benchmarks share: the timing rule (the fastest of N calls after warm-up calls), the
 environment their timed children run in (this workplace's OpenBLAS overrides removed) and how a child
-is run (``child_json``), the process's resident memory (Linux), and where a result comes from
-(``started``/``write_result``)."""
+is run (``child_json``), the process's resident memory (Linux), the interpreter of the PyTorch side, and
+where a result comes from (``started``/``write_result``)."""
 import json
 import os
 import platform
@@ -65,6 +65,13 @@ def best_time(fn, repeat, cpu_time=False, warmups=1):
         fn()
         best = min(best, clock() - start)
     return best
+
+
+def torch_python():
+    """The interpreter of a benchmark's PyTorch side: the newest PyTorch that installs here (this workplace's
+    bench venv, torch 2.14.1 and torchvision 0.29.1), else this interpreter (the test suite's torch)."""
+    bench = Path("/work/venvs/bench/bin/python")
+    return bench if bench.exists() else Path(sys.executable)
 
 
 def started():

@@ -14,7 +14,8 @@ evaluation excluded).
 PyTorch: the same net (conv 5x5 6 - relu - maxpool 2 - conv 5x5 16 - relu - maxpool 2 - conv
 5x5 120 - relu - fc 84 - relu - fc 10), the same recipe and the same preprocessed data, in a
 plain loop (the whole set as one tensor, a randperm per epoch, one slice per batch), in its
-own process with torch's default threads; torch is never imported where scratchnet runs.
+own process with torch's default threads, under --torch-python (default: the newest PyTorch
+installed here, benchmarks/timing.py's torch_python); torch is never imported where scratchnet runs.
 
 Both children run with this workplace's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides
 removed from their environment. --rounds alternates the two and keeps each side's fastest
@@ -31,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, clean_env, started, torch_python, write_result  # benchmarks/timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 # scratchnet's normalisation of each dataset (scratchnet/train/datasets.py DATASETS)
@@ -136,7 +137,7 @@ def torch_child(args):
 
 
 def run_torch(args):
-    command = [sys.executable, __file__, "--torch-child", "--dataset", args.dataset, "--epochs", str(args.epochs),
+    command = [str(args.torch_python), __file__, "--torch-child", "--dataset", args.dataset, "--epochs", str(args.epochs),
                "--threads", str(args.threads or 0)]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
@@ -160,6 +161,8 @@ def main():
     p.add_argument("--threads", type=int, default=0, help="threads for both sides (default: each one's own)")
     p.add_argument("--out", default=None, help="run folder (default runs/bench-lenet-DATASET)")
     p.add_argument("--json", default=None, help="where to write the results")
+    p.add_argument("--torch-python", type=Path, default=torch_python(),
+                   help="the interpreter of the PyTorch side (default: %(default)s)")
     p.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("extra", nargs="*", help="more options for the CLI, after --")
     args = p.parse_args()
@@ -196,7 +199,7 @@ def main():
                   f"{100 * r['epochs'][-1]['test_acc']:>21.2f}%")
         print(f"ratio (PyTorch s/epoch / scratchnet s/epoch, higher is better): {ratio:.2f}")
         result.update(pytorch_epoch_s=theirs["best_epoch_s"], pytorch_threads=theirs["threads"], ratio=ratio,
-                      torch=theirs["torch"].split("+")[0],
+                      torch=theirs["torch"].split("+")[0], torch_python=str(args.torch_python),
                       scratchnet_threads=args.threads or "default")
     print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} ({os.cpu_count()} CPUs)")

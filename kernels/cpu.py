@@ -21,9 +21,11 @@ import numpy as np
 from numba import njit, prange
 
 from . import interface
+from . import cpu_cache  # watches Numba's compiles of these kernels: reports and times them
+from .cpu_activation import _sigmoid_backward, _sigmoid_from_exp, _silu_backward, _silu_from_exp, exp_of_negative_abs
 from .cpu_deform import _deform_col2im, _deform_col2im_coord, _deform_im2col, bordered
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
-from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _scale_shift
+from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _lrn_backward, _lrn_scale, _scale_shift
 from .cpu_rows import _copy
 from .winograd import backward_input as winograd_backward_input  # noqa: F401 (the interface's Winograd)
 from .winograd import backward_weight as winograd_backward_weight  # noqa: F401
@@ -107,31 +109,87 @@ def _col2im(col, x, sy, sx, ph, pw, dy, dx):
 # them); the 2x2 and backward kernels index flat arrays: views per plane and row cost more than
 # pooling a LeNet plane (C1's pool: 0.18 vs 0.34 ms).
 
+@njit(cache=True, inline="always")
+def _pool_window(xf, base, h, w, oy, ox, kh, kw, sy, sx, ph, pw, dy, dx):
+    """(max, flat index in the plane) of one window, every tap checked against the plane's edges."""
+    best, where = xf[base], -1
+    for i in range(kh):
+        iy = oy * sy - ph + i * dy
+        if iy < 0 or iy >= h:
+            continue
+        for j in range(kw):
+            ix = ox * sx - pw + j * dx
+            if ix < 0 or ix >= w:
+                continue
+            v = xf[base + np.uint64(iy * w + ix)]
+            # torch's rule: the first maximum wins, but every NaN takes over (the last NaN wins)
+            if where < 0 or v > best or v != v:
+                best, where = v, iy * w + ix
+    return best, where
+
+
 @njit(parallel=True, cache=True)
 def _max_pool2d_forward(x, y, argmax, kh, kw, sy, sx, ph, pw, dy, dx):
+    """Any window, stride, padding and dilation. The windows of an output row that lie wholly inside the
+    plane (all but its edges) are done tap by tap: each tap one contiguous pass along the row (at a
+    stride sx > 1 over a copy of the input row split into its sx column phases, as the depthwise
+    kernels do) updating a row of running maxima with selects, not branches (the data would
+    mispredict them; this way the passes vectorise), in the windows' row-major order: the same
+    maxima, ties and NaNs. The edge windows check every tap (_pool_window). GoogLeNet's 3x3/1 pool
+    @28 (192 channels, N=8): 13 vs 36 ms on one thread."""
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
+    xf, yf, af = x.reshape(-1), y.reshape(-1), argmax.reshape(-1)
+    first_lo, first_hi = _first_last_jit(ow, w, sx, pw, 0)
+    last_lo, last_hi = _first_last_jit(ow, w, sx, pw, (kw - 1) * dx)
+    lo, hi = max(first_lo, last_lo), min(first_hi, last_hi)  # columns whose first and last taps are inside
+    hi = max(lo, hi)
+    wq = (w + sx - 1) // sx  # the length of a column phase
     for plane in prange(n * c):
-        b, ci = plane // c, plane % c
-        src = x[b, ci]
+        base, out = np.uint64(plane * h * w), np.uint64(plane * oh * ow)
+        phases = np.empty(sx * wq, x.dtype)
         for oy in range(oh):
-            for ox in range(ow):
-                best = src[0, 0]
-                where = -1
-                for i in range(kh):
-                    iy = oy * sy - ph + i * dy
-                    if iy < 0 or iy >= h:
+            iy0 = oy * sy - ph
+            row_out = out + np.uint64(oy * ow)
+            inner_lo, inner_hi = lo, hi
+            if iy0 < 0 or iy0 + (kh - 1) * dy >= h:  # a window row outside the plane: all edge windows
+                inner_lo, inner_hi = ow, ow
+            count = np.uint64(max(0, inner_hi - inner_lo))
+            o = row_out + np.uint64(inner_lo) if count else row_out
+            for i in range(kh):
+                if count == 0:
+                    break
+                iy = iy0 + i * dy
+                row = base + np.uint64(iy * w)
+                if sx == 1:
+                    src = xf
+                else:  # column phase p holds columns p, p + sx, ...
+                    for p in range(sx):
+                        for q in range(np.uint64((w - p + sx - 1) // sx)):
+                            phases[np.uint64(p * wq) + q] = xf[row + np.uint64(p) + q * np.uint64(sx)]
+                    src = phases
+                for j in range(kw):
+                    shift = j * dx - pw  # the tap's column is ox * sx + shift
+                    if sx == 1:
+                        start = row + np.uint64(inner_lo + shift)
+                    else:  # column ox * sx + shift = (ox + shift // sx) * sx + shift % sx
+                        start = np.uint64(shift % sx * wq + inner_lo + shift // sx)
+                    at0 = iy * w + inner_lo * sx + shift  # the flat index in the plane of the row's first tap
+                    if i == 0 and j == 0:
+                        for k in range(count):
+                            yf[o + k] = src[start + k]
+                            af[o + k] = at0 + np.int64(k) * sx
                         continue
-                    for j in range(kw):
-                        ix = ox * sx - pw + j * dx
-                        if ix < 0 or ix >= w:
-                            continue
-                        v = src[iy, ix]
-                        # torch's rule: the first maximum wins, but every NaN takes over (the last NaN wins)
-                        if where < 0 or v > best or v != v:
-                            best, where = v, iy * w + ix
-                y[b, ci, oy, ox] = best
-                argmax[b, ci, oy, ox] = where
+                    for k in range(count):
+                        v, best = src[start + k], yf[o + k]
+                        take = (v > best) | (v != v)
+                        yf[o + k] = v if take else best
+                        af[o + k] = at0 + np.int64(k) * sx if take else af[o + k]
+            for ox in range(ow):
+                if inner_lo <= ox < inner_hi:
+                    continue
+                v, at = _pool_window(xf, base, h, w, oy, ox, kh, kw, sy, sx, ph, pw, dy, dx)
+                yf[row_out + np.uint64(ox)], af[row_out + np.uint64(ox)] = v, at
 
 
 @njit(parallel=True, cache=True)
@@ -334,6 +392,37 @@ def relu_backward(gy, mask):
     return gx
 
 
+
+def sigmoid_forward(x):
+    """1 / (1 + exp(-x)) in the stable form (cpu_activation.py): NumPy's exp, one fused pass around it."""
+    x = _c(x)
+    s = np.empty_like(x)
+    _sigmoid_from_exp(x.reshape(-1), exp_of_negative_abs(x.reshape(-1)), s.reshape(-1))
+    return s
+
+
+def sigmoid_backward(gy, s):
+    """gy * s * (1 - s), s the forward's output."""
+    gx = np.empty(gy.shape, dtype=gy.dtype)
+    _sigmoid_backward(_c(gy).reshape(-1), _c(s).reshape(-1), gx.reshape(-1))
+    return gx
+
+
+def silu_forward(x):
+    """(y, s): y = x * sigmoid(x) (SiLU, swish) and s = sigmoid(x), what backward needs."""
+    x = _c(x)
+    y, s = np.empty_like(x), np.empty_like(x)
+    _silu_from_exp(x.reshape(-1), exp_of_negative_abs(x.reshape(-1)), y.reshape(-1), s.reshape(-1))
+    return y, s
+
+
+def silu_backward(gy, x, s):
+    """gy * s * (1 + x * (1 - s))."""
+    gx = np.empty(gy.shape, dtype=gy.dtype)
+    _silu_backward(_c(gy).reshape(-1), _c(x).reshape(-1), _c(s).reshape(-1), gx.reshape(-1))
+    return gx
+
+
 def sgd_step(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
     """One SGD step (optim/sgd.py's rule): the new parameter array and the momentum buffer, updated in
     place (None: the first step, which creates it; and always None without momentum)."""
@@ -382,10 +471,81 @@ def batch_norm_grad_input(gy, x, mean, mean_gy, k, scale):
     return gx
 
 
+def local_response_norm_forward(x, size, alpha, beta, k):
+    """(y, scale, factor) of torch's local_response_norm on x (N, C, ...): scale = k + alpha / size * the
+    window's sum of squares, factor = scale^-beta, y = x * factor (cpu_norm.py: the array code's numbers)."""
+    x = _c(x)
+    dtype = x.dtype.type
+    scale = np.empty_like(x)
+    _lrn_scale(_planes(x), _planes(scale), size // 2, (size - 1) // 2, dtype(k), dtype(alpha / size))
+    factor = np.power(scale, dtype(-beta))
+    return np.multiply(x, factor), scale, factor
+
+
+def local_response_norm_backward(gy, x, scale, factor, size, alpha, beta):
+    """The input gradient of local_response_norm_forward, from what it returned."""
+    gx = np.empty(x.shape, dtype=x.dtype)
+    _lrn_backward(_planes(gy), _planes(x), _planes(scale), _planes(factor), _planes(gx), size // 2,
+                  (size - 1) // 2, x.dtype.type(2 * alpha * beta / size))
+    return gx
+
+
 # ---- start-up ----
 
-def warm_up(dtype=np.float32):
-    """Run every kernel once on tiny arrays of ``dtype``, in this thread and on one thread.
+def _warm_up_calls(dtype):
+    """Each kernel called once on tiny arrays of ``dtype``: (its Numba function's name, the call)."""
+    x, w = np.zeros((1, 1, 4, 4), dtype), np.zeros((1, 1, 3, 3), dtype)
+    y, argmax, p = np.zeros((1, 1, 2, 2), dtype), np.zeros((1, 1, 2, 2), np.int64), np.zeros(3, dtype)
+    unit, none, two = (1, 1), (0, 0), (2, 2)
+    mean, var = np.zeros(1), np.ones(1)
+    offset, mask = np.zeros((1, 18, 2, 2), dtype), np.ones((1, 9, 2, 2), dtype)
+    col = np.zeros((1, 3, 3, 1, 2, 2), dtype)  # deform_im2col's columns for x and a 3x3 kernel
+    return [
+        ("im2col", lambda: im2col(x, (3, 3), unit, none, unit, two)),
+        ("col2im", lambda: col2im(np.zeros((1, 3, 3, 1, 2, 2), dtype), x.shape, unit, none, unit)),
+        ("depthwise_forward", lambda: depthwise_forward(x, w, unit, none, unit, two)),
+        ("depthwise_backward_input", lambda: depthwise_backward_input(y, w, x.shape, unit, none, unit)),
+        ("depthwise_backward_weight", lambda: depthwise_backward_weight(y, x, w.shape, unit, none, unit)),
+        ("max_pool2x2_forward", lambda: max_pool2d_forward(x, two, two, none, unit, two)),
+        ("max_pool2d_forward", lambda: max_pool2d_forward(x, (3, 3), unit, none, unit, two)),
+        ("max_pool2d_backward", lambda: max_pool2d_backward(y, argmax, x.shape)),
+        ("relu_forward", lambda: relu_forward(x)),
+        ("relu_backward", lambda: relu_backward(x, np.zeros(x.shape, np.bool_))),
+        ("negative_abs", lambda: exp_of_negative_abs(x.reshape(-1))),  # sigmoid's and SiLU's
+        ("sigmoid_from_exp", lambda: sigmoid_forward(x)),
+        ("sigmoid_backward", lambda: sigmoid_backward(x, x)),
+        ("silu_from_exp", lambda: silu_forward(x)),
+        ("silu_backward", lambda: silu_backward(x, x, x)),
+        ("channel_stats", lambda: batch_norm_stats(x)),  # batch norm's four
+        ("scale_shift", lambda: batch_norm_scale_shift(x, var, mean)),
+        ("grad_sums", lambda: batch_norm_grad_sums(x, x, mean)),
+        ("grad_input", lambda: batch_norm_grad_input(x, x, mean, mean, var, var)),
+        ("lrn_scale", lambda: local_response_norm_forward(x, 5, 1e-4, 0.75, 1.0)),
+        ("lrn_backward", lambda: local_response_norm_backward(x, x, x + 1, x + 1, 5, 1e-4, 0.75)),
+        # deformable convolution, v1 (no mask) and v2: one specialisation each
+        ("deform_im2col", lambda: [deform_im2col(x, offset, m, (3, 3), unit, none, unit, two) for m in (None, mask)]),
+        ("deform_col2im", lambda: [deform_col2im(col, offset, m, x.shape, unit, none, unit) for m in (None, mask)]),
+        ("deform_col2im_coord", lambda: [deform_col2im_coord(col, x, offset, m, unit, none, unit)
+                                         for m in (None, mask)]),
+        ("sgd_step", lambda: (sgd_step(p, p, None, 0.1, 0.9, 0, 0, False),  # the first step (makes the buffer)
+                              sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False))),  # and a later one
+    ]
+
+
+def compile_kernels(names, dtype):
+    """Compile (or load) the named kernels of _warm_up_calls for ``dtype`` in this process."""
+    calls = dict(_warm_up_calls(np.dtype(dtype)))
+    for name in names:
+        calls[name]()
+
+
+def warm_up(dtype=np.float32, compile=False, processes=1):
+    """Load every kernel of ``dtype`` that Numba's cache holds, in this thread and on one thread; return
+    the names of those it does not hold (their first use on this machine), left for their first real
+    call to compile (kernels/cpu_cache.py: only what runs is compiled). ``compile=True`` compiles
+    them now instead, in ``processes`` child processes at once when more than one (a machine's first
+    run: its cores compile side by side, where the first step would compile one kernel after another),
+    and returns the names of those that still failed to load ([] normally).
 
     Numba's first call in a process initialises its compiler (~0.3 s, most of it importing its
     typing registries) and each kernel's first call loads its machine code from the cache: 0.3-0.4 s
@@ -395,27 +555,18 @@ def warm_up(dtype=np.float32):
     """
     import numba
     numba.set_num_threads(1)
-    x, w = np.zeros((1, 1, 4, 4), dtype), np.zeros((1, 1, 3, 3), dtype)
-    unit, none, one = (1, 1), (0, 0), (2, 2)
-    col2im(im2col(x, (3, 3), unit, none, unit, one), x.shape, unit, none, unit)
-    y = depthwise_forward(x, w, unit, none, unit, one)
-    depthwise_backward_input(y, w, x.shape, unit, none, unit)
-    depthwise_backward_weight(y, x, w.shape, unit, none, unit)
-    for kernel, stride in (((2, 2), (2, 2)), ((3, 3), unit)):  # the 2x2/2 kernel and the general one
-        y, argmax = max_pool2d_forward(x, kernel, stride, none, unit, (2, 2))
-        max_pool2d_backward(y, argmax, x.shape)
-    offset, mask = np.zeros((1, 18, 2, 2), dtype), np.ones((1, 9, 2, 2), dtype)
-    for m in (None, mask):  # deformable convolution, v1 and v2
-        col = deform_im2col(x, offset, m, (3, 3), unit, none, unit, one)
-        deform_col2im(col, offset, m, x.shape, unit, none, unit)
-        deform_col2im_coord(col, x, offset, m, unit, none, unit)
-    relu_backward(*relu_forward(x))
-    mean, var = batch_norm_stats(x)
-    y = batch_norm_scale_shift(x, var, mean)
-    batch_norm_grad_input(y, x, *batch_norm_grad_sums(y, x, mean), var, mean)
-    p = np.zeros(3, dtype)
-    sgd_step(p, p, None, 0.1, 0.9, 0, 0, False)  # the first step (creates the buffer) and a later one
-    sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False)
-
-
-interface.check(sys.modules[__name__], "cpu")  # a missing or changed function fails here, at import
+    dtype = np.dtype(dtype)
+    missing = []
+    for name, call in _warm_up_calls(dtype):
+        try:
+            with cpu_cache.load_only():
+                call()
+        except cpu_cache.NotCompiled:
+            missing.append(name)
+    if not (compile and missing):
+        return missing
+    if processes > 1:
+        cpu_cache.compile_in_processes(missing, dtype, processes, f"from {__name__} import compile_kernels; "
+                                                                  f"compile_kernels(NAMES, DTYPE)")
+    compile_kernels(missing, dtype)  # loads what the children compiled, compiles what they could not
+    return []

@@ -78,3 +78,57 @@ def _grad_input(gy, x, mean, mean_gy, k, scale, gx):
         start = np.uint64(plane * m)
         for j in range(np.uint64(m)):
             gxf[start + j] = (gyf[start + j] - g0 - (xf[start + j] - mu) * kk) * s
+
+
+# ---- local response normalisation (torch's formula: functional/norm.py) ----
+# scale = k + alpha / size * (the sum of x^2 over the window of `before` channels before and `after`
+# after), y = x * scale^-beta; the window sums add the channels in increasing order, as the array
+# code's shifted sums do, and every other operation is the array code's in its order and dtype: the
+# same numbers, bit for bit. The power stays NumPy's (between the two kernels of each way).
+
+@njit(cache=True)
+def _lrn_scale(x, scale, before, after, k, a):
+    """scale[n, c] = k + a * sum of x[n, j]^2 for j in [c - before, c + after] inside [0, C)."""
+    n, c, m = x.shape
+    xf, sf = x.reshape(-1), scale.reshape(-1)
+    for b in range(n):
+        for ch in range(c):
+            out = np.uint64((b * c + ch) * m)
+            lo, hi = max(0, ch - before), min(c - 1, ch + after)
+            first = np.uint64((b * c + lo) * m)
+            for q in range(np.uint64(m)):
+                v = xf[first + q]
+                sf[out + q] = v * v
+            for j in range(lo + 1, hi + 1):
+                src = np.uint64((b * c + j) * m)
+                for q in range(np.uint64(m)):
+                    v = xf[src + q]
+                    sf[out + q] += v * v
+            for q in range(np.uint64(m)):
+                sf[out + q] = k + a * sf[out + q]
+
+
+@njit(cache=True)
+def _lrn_backward(gy, x, scale, factor, gx, before, after, c2):
+    """gx = gy * factor - c2 * x * (the window sum of gy * x * factor / scale over the mirrored window:
+    `after` channels before, `before` after), one image at a time through a buffer of its spread."""
+    n, c, m = x.shape
+    gyf, xf, sf, ff, gxf = gy.reshape(-1), x.reshape(-1), scale.reshape(-1), factor.reshape(-1), gx.reshape(-1)
+    spread = np.empty(c * m, x.dtype)
+    back = np.empty(m, x.dtype)
+    for b in range(n):
+        start = np.uint64(b * c * m)
+        for q in range(np.uint64(c * m)):
+            spread[q] = gyf[start + q] * xf[start + q] * ff[start + q] / sf[start + q]
+        for ch in range(c):
+            lo, hi = max(0, ch - after), min(c - 1, ch + before)
+            first = np.uint64(lo * m)
+            for q in range(np.uint64(m)):
+                back[q] = spread[first + q]
+            for j in range(lo + 1, hi + 1):
+                src = np.uint64(j * m)
+                for q in range(np.uint64(m)):
+                    back[q] += spread[src + q]
+            out = start + np.uint64(ch * m)
+            for q in range(np.uint64(m)):
+                gxf[out + q] = gyf[out + q] * ff[out + q] - c2 * xf[out + q] * back[q]

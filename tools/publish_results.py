@@ -163,15 +163,29 @@ def distributed_headline():
     data = result("distributed")
     if data is None:
         return missing("data parallel, 2 ranks", "python benchmarks/distributed.py")
-    two = [r for r in data["data_parallel"] if r["ranks"] == 2]
+    two = [r for r in data["data_parallel"] if r["ranks"] == 2 and r.get("overlap", True)]
     efficiency = ", ".join(f"{r['scaling_efficiency']:.2f} ({r['model']})" for r in two)
     return (f"| data parallel, 2 ranks on {data['recorded']['cpus']} cores ({when(data)}) | scaling efficiency "
             f"{efficiency} | {command(data)} | [distributed](docs/distributed.md) |")
 
 
+def claims_headline():
+    verdicts, claims = {}, 0
+    for path in sorted((RESULTS / "claims").glob("*.json")):
+        claims += 1
+        for outcome in json.loads(path.read_text())["results"].values():
+            verdict = outcome["verdict"].split(";")[0]  # "holds; 2 of the paper's numbers differ": holds
+            verdicts[verdict] = verdicts.get(verdict, 0) + 1
+    skipped = verdicts.pop("skipped", 0)
+    counts = ", ".join(f"{verdict} {n}" for verdict, n in sorted(verdicts.items(), key=lambda item: -item[1]))
+    return (f"| the study notes' {claims} claims, measured (training claims over 3 seeds at `--quick`, Fashion-MNIST) | "
+            f"{counts}{f'; {skipped} runs on datasets not on this machine skipped' if skipped else ''} | "
+            f"`python -m scratchnet.study claims --quick` | [claims](docs/claims.md) |")
+
+
 def headline(_=None):
     rows = [lenet_accuracy(), lenet_epoch(), conv_headline(), resnet50_headline(), zoo_headline(), gpu_headline(),
-            mutation_headline(), macs_headline(), parity_headline(), distributed_headline()]
+            mutation_headline(), macs_headline(), parity_headline(), distributed_headline(), claims_headline()]
     return "| what | number | command | details |\n| --- | --- | --- | --- |\n" + "\n".join(rows) + "\n"
 
 
@@ -237,15 +251,18 @@ def lenet_runs():
 
 def distributed_runs():
     data = result("distributed")
-    steps = [(r["model"], r["ranks"], r["batch_per_rank"], f"{1000 * r['step_s']:.1f}", f"{r['images_per_s']:.0f}",
-              f"{r['scaling_efficiency']:.2f}") for r in data["data_parallel"]]
+    def gradients(r):  # how the 2-rank runs average: buckets reduced during backward, or after it (older runs)
+        return "-" if r["ranks"] == 1 else "during backward" if r.get("overlap", False) else "after backward"
+    steps = [(r["model"], r["ranks"], gradients(r), r["batch_per_rank"], f"{1000 * r['step_s']:.1f}",
+              f"{r['images_per_s']:.0f}", f"{r['scaling_efficiency']:.2f}") for r in data["data_parallel"]]
     allreduce = [(f"{r['bytes'] // 1024} KiB", f"{r['communicator_GBps']:.3f}", f"{r['mpi4py_GBps']:.3f}",
                   f"{r['communicator_GBps'] / r['mpi4py_GBps']:.2f}") for r in data["allreduce"]]
     alexnet = [(what, f"{r['step_s']:.2f}", f"{r['parameter_MB_per_rank']:.0f}", f"{r['peak_rss_MB_per_rank']:.0f}")
                for what, r in zip(["one process, `alexnet(groups=2)`", "two towers on 2 ranks (`AlexNetTowers`)"],
                                   data["alexnet"])]
     return (f"{command(data)}, {when(data)}, one thread per rank:\n\n"
-            + table(["model", "ranks", "batch per rank", "step ms", "images/s", "scaling efficiency"], steps) + "\n"
+            + table(["model", "ranks", "gradient allreduce", "batch per rank", "step ms", "images/s",
+                     "scaling efficiency"], steps) + "\n"
             + table(["allreduce, 2 ranks, float32", "Communicator.allreduce GB/s", "raw mpi4py Allreduce GB/s",
                      "ratio"], allreduce) + "\n"
             + table(["AlexNet, batch 8, 227x227", "s/step", "parameter MB per rank", "peak RSS MB per rank"], alexnet))

@@ -5,6 +5,8 @@ Processes are started by an MPI launcher (``mpirun -n 2 ...``, Slurm's ``srun``)
 
     rank, size, local_rank       this process, how many there are, its index on this host (-> GPU id)
     allreduce(a, op)             the element-wise sum (or max/min) of ``a`` over all ranks, on every rank
+    allreduce_start(a, op)       the same, started and returned at once: ``.wait()`` gives the result
+                                 (data parallelism reduces gradient buckets with it while backward runs)
     broadcast(a, root)           rank ``root``'s array on every rank
     allgather(a)                 every rank's array, stacked: shape (size, *a.shape)
     send(a, dest) / recv(src)    point to point (recv learns shape and dtype from a small header);
@@ -31,8 +33,11 @@ rank has waited that long (another rank died or hung) it prints which operation 
 ends the whole job (``MPI_Abort``, exit code 124), instead of waiting in a collective that can
 never complete. (When a rank is killed, ``mpirun`` itself usually ends the job first; the
 deadline covers a rank that hangs, and launchers that wait.) The calls themselves are MPI's
-blocking ones: Open MPI's tuned blocking allreduce is several times faster on large buffers than
-its non-blocking one polled from Python.
+blocking ones (Open MPI's tuned blocking allreduce is several times faster on large buffers than
+its non-blocking one polled from Python), except ``allreduce_start``'s: those run on a communicator
+of their own (an MPI ``Dup``, a second NCCL communicator), so that they may be in flight while
+blocking collectives run (SyncBatchNorm's backward) and need to be started in the same order on every
+rank only among themselves.
 """
 import os
 import pickle
@@ -139,14 +144,18 @@ class Communicator:
         self._waiting = None  # (deadline, operation) of the call in progress, read by the watchdog
         self._sends = []  # (request, buffers) of sends MPI has not finished yet
         threading.Thread(target=self._watchdog, name="scratchnet-mpi-watchdog", daemon=True).start()
+        with self._deadline("setting up the communicator (MPI Dup)"):
+            self.background = mpi_comm.Dup()  # allreduce_start's collectives, ordered apart from the blocking ones
         self.device = backend.check_device(device)
-        self.nccl = None
+        self.nccl = self.nccl_background = None
         self.engine = "MPI"
         if self.device == "gpu":
             cp = backend.cp
             self.gpu_id = self.agree_on_gpus(cp.cuda.runtime.getDeviceCount())
             cp.cuda.Device(self.gpu_id).use()
             self.nccl = self.agree_on_nccl(*_Nccl.available())
+            if self.nccl is not None:
+                self.nccl_background = _Nccl(self, _Nccl.module())
 
     def __repr__(self):
         return f"Communicator(rank {self.rank} of {self.size}, local rank {self.local_rank}, {self.engine})"
@@ -210,6 +219,23 @@ class Communicator:
         with self._deadline(f"allreduce({op})"):
             self.mpi.Allreduce(array, result, op=ops[op])
         return result
+
+    def allreduce_start(self, array, op="sum"):
+        """Start the allreduce of ``array`` and return at once a ``PendingAllreduce``: its ``wait()`` gives
+        what ``allreduce`` would, its ``test()`` lets the engine move the reduction along meanwhile (MPI
+        progresses a non-blocking collective only inside MPI calls). ``array`` must not change until then."""
+        if op not in REDUCTIONS:
+            raise ValueError(f"allreduce_start: op must be one of {', '.join(REDUCTIONS)}, got {op!r}")
+        _check_dtype(f"allreduce_start({op})", array, reduced=True)
+        if _on_gpu(array):
+            if self.nccl_background is not None:
+                return self.nccl_background.allreduce_start(array, op)
+            host = self.allreduce_start(backend.cp.asnumpy(array), op)  # through the host
+            return PendingAllreduce(self, host.request, host.result, host.kept, finish=backend.cp.asarray)
+        array = np.asarray(array, order="C")
+        result = np.empty_like(array)
+        ops = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}
+        return PendingAllreduce(self, self.background.Iallreduce(array, result, op=ops[op]), result, array)
 
     def broadcast(self, array, root=0):
         """Rank ``root``'s array on every rank (the others pass an array of the same shape and dtype)."""
@@ -305,6 +331,25 @@ class Communicator:
         self.mpi.Abort(code)
 
 
+class PendingAllreduce:
+    """An allreduce in flight (``Communicator.allreduce_start``). ``request`` is MPI's (or a stream's, for
+    NCCL) with ``Test()`` and ``Wait()``; ``kept`` holds the input until the engine is done with it."""
+
+    def __init__(self, owner, request, result, kept, finish=None):
+        self.owner, self.request, self.result, self.kept, self.finish = owner, request, result, kept, finish
+
+    def test(self):
+        """Whether it has finished (and a chance for MPI to progress it)."""
+        return self.request.Test()
+
+    def wait(self):
+        """The reduced array, once every rank has contributed (under the communicator's deadline)."""
+        with self.owner._deadline("a non-blocking allreduce"):
+            self.request.Wait()
+        self.kept = None
+        return self.result if self.finish is None else self.finish(self.result)
+
+
 def _on_gpu(array):
     return backend.cp is not None and isinstance(array, backend.cp.ndarray)
 
@@ -344,6 +389,7 @@ class _Nccl:
                        np.dtype(np.uint32): nccl.NCCL_UINT32, np.dtype(np.int64): nccl.NCCL_INT64,
                        np.dtype(np.uint64): nccl.NCCL_UINT64}
         self.ops = {"sum": nccl.NCCL_SUM, "max": nccl.NCCL_MAX, "min": nccl.NCCL_MIN}
+        self.stream = None  # allreduce_start's, made at its first use
 
     @staticmethod
     def module():
@@ -382,6 +428,19 @@ class _Nccl:
         self._wait("allreduce")
         return out
 
+    def allreduce_start(self, x, op):
+        """Queued on a stream of its own after the work queued so far on the current one (which made ``x``);
+        the result is read after ``wait()`` has synchronised that stream."""
+        cp = backend.cp
+        if self.stream is None:
+            self.stream = cp.cuda.Stream(non_blocking=True)
+        x = cp.asarray(x, order="C")
+        out = cp.empty_like(x)
+        self.stream.wait_event(cp.cuda.get_current_stream().record())
+        self.comm.allReduce(x.data.ptr, out.data.ptr, x.size, self._dtype(x, "allreduce"), self.ops[op],
+                            self.stream.ptr)
+        return PendingAllreduce(self.owner, _StreamRequest(self.stream), out, x)
+
     def broadcast(self, x, root):
         out = backend.cp.array(x, copy=True, order="C")
         self.comm.bcast(out.data.ptr, out.size, self._dtype(out, "broadcast"), root,
@@ -396,3 +455,16 @@ class _Nccl:
                             backend.cp.cuda.get_current_stream().ptr)
         self._wait("allgather")
         return out
+
+
+class _StreamRequest:
+    """A CUDA stream's queued work as PendingAllreduce sees a request: Test() is done yet, Wait() synchronises."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def Test(self):
+        return self.stream.done
+
+    def Wait(self):
+        self.stream.synchronize()

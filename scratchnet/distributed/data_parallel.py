@@ -20,23 +20,36 @@ What is not: BatchNorm normalises each rank's batch with that batch's own mean a
 (torch's default too); ``convert_sync_batchnorm`` switches to statistics over the global batch.
 
 Buckets: gradients are flattened into a few contiguous buffers of about ``bucket_cap_mb`` (25 MB,
-torch's default) each, one dtype per bucket, so ResNet-50's 161 gradient tensors travel in 5
-allreduce calls instead of 161. The same code serves NumPy (MPI) and CuPy (NCCL) arrays.
+torch's default) each, one dtype per bucket, so ResNet-50's 161 gradient tensors travel in 6
+allreduce calls instead of 161. As in torch's DDP, the buckets hold the parameters in reverse order
+(backward reaches the last layers first; the first bucket holds about 1 MB, as torch's, so that it
+fills early), and each bucket's allreduce starts, non-blocking, as soon as its last gradient is final
+(a post-accumulate-grad hook on every parameter), while backward goes on through the earlier layers;
+``average_gradients()`` waits for them (``overlap=False``: every bucket is reduced in that call,
+after backward). The same code serves NumPy (MPI) and CuPy (NCCL) arrays.
 """
+from contextlib import contextmanager
+
 from .. import backend
 from ..autograd import Function, Tensor, no_grad
 from ..nn.layers import BatchNorm1d, BatchNorm2d, _BatchNorm
 from ..nn.module import Module
+from .comm import DistributedError
 
 
 # --------------------------------------------------------------------------- buckets
 
 
-def make_buckets(tensors, cap_bytes):
-    """Split tensors (in order) into lists of one dtype whose sizes add up to about ``cap_bytes``."""
+FIRST_BUCKET_BYTES = 2**20  # torch's first gradient bucket: small, so that its allreduce starts early
+
+
+def make_buckets(tensors, cap_bytes, first_cap_bytes=None):
+    """Split tensors (in order) into lists of one dtype whose sizes add up to about ``cap_bytes``
+    (the first one to about ``first_cap_bytes`` when given)."""
     buckets, current, size = [], [], 0
     for t in tensors:
-        if current and (t.dtype != current[0].dtype or size + t.data.nbytes > cap_bytes):
+        cap = first_cap_bytes if first_cap_bytes is not None and not buckets else cap_bytes
+        if current and (t.dtype != current[0].dtype or size + t.data.nbytes > cap):
             buckets.append(current)
             current, size = [], 0
         current.append(t)
@@ -76,15 +89,95 @@ def average_gradients(parameters, comm, cap_bytes=25 * 2**20):
     there; one that has no gradient on any rank keeps ``grad = None``, as in one process. To know
     which, each bucket carries one extra "has a gradient" entry per parameter.
     """
-    params = [p for p in parameters if p.requires_grad]
-    for bucket in make_buckets(params, cap_bytes):
-        xp = backend.get_array_module(bucket[0].data)
-        grads = [p.grad.data if p.grad is not None else xp.zeros_like(p.data) for p in bucket]
-        present = xp.asarray([p.grad is not None for p in bucket], dtype=bucket[0].dtype)
-        total = comm.allreduce(xp.concatenate([flatten(grads), present]))
-        means = unflatten(total[:-len(bucket)] / comm.size, grads)
-        for p, mean, anywhere in zip(bucket, means, backend.to_numpy(total[-len(bucket):])):
-            p.grad = Tensor(mean) if anywhere > 0 else None
+    for bucket in make_buckets([p for p in parameters if p.requires_grad], cap_bytes):
+        write_means(bucket, comm.allreduce(bucket_vector(bucket)), comm.size)
+
+
+def bucket_vector(bucket):
+    """The bucket's gradients (zeros for a parameter without one), flat, then one "has a gradient" entry each."""
+    xp = backend.get_array_module(bucket[0].data)
+    grads = [p.grad.data if p.grad is not None else xp.zeros_like(p.data) for p in bucket]
+    present = xp.asarray([p.grad is not None for p in bucket], dtype=bucket[0].dtype)
+    return xp.concatenate([flatten(grads), present])
+
+
+def write_means(bucket, total, size):
+    """Set each ``.grad`` from a bucket's allreduced vector: the mean, or None where no rank had a gradient."""
+    means = unflatten(total[:-len(bucket)] / size, [p.data for p in bucket])
+    for p, mean, anywhere in zip(bucket, means, backend.to_numpy(total[-len(bucket):])):
+        p.grad = Tensor(mean) if anywhere > 0 else None
+
+
+class GradientReducer:
+    """DistributedDataParallel's buckets and their allreduces, started while backward runs (torch's Reducer).
+
+    The buckets hold the parameters in reverse order, so the first bucket's gradients are final first.
+    Each parameter's post-accumulate-grad hook counts its bucket down; a bucket whose last gradient is
+    final starts its non-blocking allreduce, always in bucket order (bucket i waits for buckets < i), so
+    every rank starts the same collectives in the same order whatever order its hooks fire in. ``finish()``
+    starts the buckets still waiting (one with a parameter that got no gradient in this backward: an
+    unused branch, counted as zeros as in ``average_gradients``), waits for every allreduce and writes
+    the means. ``overlap=False`` registers no hooks: ``finish()`` reduces every bucket, blocking.
+    """
+
+    def __init__(self, parameters, comm, cap_bytes, overlap=True):
+        self.comm, self.overlap = comm, overlap
+        params = [p for p in parameters if p.requires_grad]
+        self.buckets = make_buckets(params[::-1], cap_bytes, min(cap_bytes, FIRST_BUCKET_BYTES))
+        self.bucket_of = {id(p): i for i, bucket in enumerate(self.buckets) for p in bucket}
+        self.syncing = True  # False inside DistributedDataParallel.no_sync()
+        self.on_start = None  # called with a bucket's index as its allreduce starts (tests watch the order)
+        self.handles = [p.register_post_accumulate_grad_hook(self._grad_ready) for p in params] if overlap else []
+        self._new_step()
+
+    def _new_step(self):
+        self.waiting = [len(bucket) for bucket in self.buckets]  # gradients each bucket still waits for
+        self.ready = set()  # ids of the parameters whose gradient is final in this step
+        self.in_flight = []  # (bucket index, PendingAllreduce), in bucket order
+        self.next_bucket = 0  # the next bucket to start
+
+    def _grad_ready(self, p):
+        if not self.syncing:
+            return
+        if id(p) in self.ready:
+            raise RuntimeError("DistributedDataParallel: a parameter got a second gradient before "
+                               "average_gradients() averaged its first: call model.average_gradients() after "
+                               "each backward(), or accumulate several backwards inside `with model.no_sync():`")
+        self.ready.add(id(p))
+        self.waiting[self.bucket_of[id(p)]] -= 1
+        while self.next_bucket < len(self.buckets) and self.waiting[self.next_bucket] == 0:
+            self._start(self.next_bucket)
+        for _, pending in self.in_flight:  # MPI moves a non-blocking collective along only inside its calls
+            pending.test()
+
+    def _start(self, i):
+        if self.on_start is not None:
+            self.on_start(i)
+        self.in_flight.append((i, self.comm.allreduce_start(bucket_vector(self.buckets[i]))))
+        self.next_bucket = i + 1
+
+    def finish(self):
+        """Every bucket's mean in ``.grad`` (the buckets' allreduces started during backward, and the rest)."""
+        try:
+            if not self.overlap:
+                for bucket in self.buckets:
+                    write_means(bucket, self.comm.allreduce(bucket_vector(bucket)), self.comm.size)
+                return
+            while self.next_bucket < len(self.buckets):
+                self._start(self.next_bucket)
+            for i, pending in self.in_flight:
+                write_means(self.buckets[i], pending.wait(), self.comm.size)
+        finally:
+            self._new_step()
+
+    def layout(self):
+        """What every rank must agree on: each bucket's dtype and parameter shapes, and the mode."""
+        return self.overlap, [[(str(p.dtype), tuple(p.shape)) for p in bucket] for bucket in self.buckets]
+
+    def remove_hooks(self):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
 
 class DistributedDataParallel(Module):
@@ -93,12 +186,21 @@ class DistributedDataParallel(Module):
     Its ``state_dict`` is the wrapped model's, keys unchanged, so checkpoints load into the bare model.
     """
 
-    def __init__(self, module, comm, bucket_cap_mb=25, broadcast_buffers=True):
+    def __init__(self, module, comm, bucket_cap_mb=25, broadcast_buffers=True, overlap=True):
         super().__init__()
         self.module = module
         object.__setattr__(self, "comm", comm)
         self.cap_bytes = int(bucket_cap_mb * 2**20)
         self.broadcast_buffers = broadcast_buffers
+        reducer = GradientReducer(module.parameters(), comm, self.cap_bytes, overlap)
+        layouts = comm.allgather_object(reducer.layout())
+        if any(layout != layouts[0] for layout in layouts):
+            reducer.remove_hooks()
+            rank = next(r for r, layout in enumerate(layouts) if layout != layouts[0])
+            raise DistributedError(f"DistributedDataParallel: rank {rank}'s gradient buckets differ from rank 0's "
+                                   f"(another model, parameter order, dtype or overlap=): every rank must wrap the "
+                                   f"same model with the same arguments")
+        object.__setattr__(self, "reducer", reducer)
         with no_grad():
             broadcast_tensors(list(module.parameters()) + list(module.buffers()), comm, 0, self.cap_bytes)
 
@@ -124,11 +226,22 @@ class DistributedDataParallel(Module):
             broadcast_tensors(buffers, self.comm, 0, self.cap_bytes)
 
     def average_gradients(self):
-        """Average every gradient over the ranks; call it between ``backward()`` and ``step()``."""
-        average_gradients(self.module.parameters(), self.comm, self.cap_bytes)
+        """Average every gradient over the ranks; call it between ``backward()`` and ``step()``. With
+        ``overlap=True`` most buckets were started during backward: this waits for them."""
+        self.reducer.finish()
+
+    @contextmanager
+    def no_sync(self):
+        """torch's ``no_sync``: backwards inside accumulate into ``.grad`` without communicating; the first
+        backward after it starts the buckets' allreduces of the accumulated gradients."""
+        self.reducer.syncing = False
+        try:
+            yield
+        finally:
+            self.reducer.syncing = True
 
     def num_buckets(self):
-        return len(make_buckets([p for p in self.module.parameters() if p.requires_grad], self.cap_bytes))
+        return len(self.reducer.buckets)
 
     def state_dict(self):
         return self.module.state_dict()

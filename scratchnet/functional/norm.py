@@ -224,12 +224,21 @@ def _channel_window_sum(a, before, after):
 
 
 class LocalResponseNorm(Function):
+    """On the CPU the same formulas run as two Numba kernels each way around NumPy's power
+    (kernels/cpu_norm.py: the same numbers); elsewhere (the GPU, float16) as the array code below."""
+
     saved_inputs = {"x": 0}
 
     def __init__(self, size, alpha, beta, k):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x):
+        self.on_kernels = backend.device_of(x) == "cpu" and kernels.supports(x)
+        if self.on_kernels:
+            self.x = x
+            y, self.scale, self.factor = kernels.for_array(x).local_response_norm_forward(
+                x, self.size, self.alpha, self.beta, self.k)
+            return y
         size = self.size
         self.scale = self.k + (self.alpha / size) * _channel_window_sum(x * x, size // 2, (size - 1) // 2)
         self.x = x
@@ -237,6 +246,9 @@ class LocalResponseNorm(Function):
         return x * self.factor
 
     def backward(self, gy):
+        if self.on_kernels:
+            return (kernels.for_array(gy).local_response_norm_backward(gy, self.x, self.scale, self.factor,
+                                                                       self.size, self.alpha, self.beta),)
         # x_c enters its own output directly and every output whose window holds c:
         # gx_c = gy_c s_c^-beta - 2 alpha beta / size * x_c * sum_{j: c in win(j)} gy_j x_j s_j^(-beta-1)
         size = self.size

@@ -21,15 +21,59 @@ from .recipes import make_optimizer, make_scheduler
 from .tasks import TASKS
 
 
-def _warm_up_cpu_kernels(dtype):
+def _warm_up_cpu_kernels(dtype, compiled):
+    """Numba's start-up and the CPU kernels of ``dtype`` loaded from its cache. Where the cache lacks some
+    (this machine's first run) and there are several cores, they are compiled now, side by side in
+    that many processes; on one core they are left to their first use (only what the run needs).
+    ``compiled`` (a list) gets the names of the kernels compiled here."""
     from .. import kernels
     if dtype not in kernels.DTYPES:
         return
     from ..kernels.cpu import warm_up  # imports Numba: only where the CPU kernels will run
+    processes = backend.get_num_threads()
     try:
-        warm_up(dtype)
+        compiled += warm_up(dtype)  # (what the cache lacks)
+        if compiled and processes > 1:
+            warm_up(dtype, compile=True, processes=processes)
+        else:
+            compiled.clear()
     except Exception:  # noqa: BLE001 (a kernel that fails here fails again in training, which reports it)
         pass
+
+
+class _KernelCompiles:
+    """Numba compiling a CPU kernel on its first use on a machine (kernels/cpu_cache.py): the progress bar
+    says so while it lasts (one line: what, and about how long), and the loop leaves the compile out of
+    the epoch's time, its rate and ETA (``new()``: compile seconds since the last call)."""
+
+    def __init__(self, bar):
+        from .. import kernels
+        self.bar, self.description = bar, getattr(bar, "desc", "")  # (a disabled tqdm has no desc)
+        self.watcher = sys.modules.get(kernels.__name__ + ".cpu_cache")  # imported where CPU kernels run
+        self.counted = self.seconds()
+
+    def seconds(self):
+        return self.watcher.seconds() if self.watcher is not None else 0.0
+
+    def new(self):
+        now = self.seconds()
+        elapsed, self.counted = now - self.counted, now
+        return elapsed
+
+    def __enter__(self):
+        if self.watcher is not None and not self.bar.disable:  # without a bar: the watcher's own stderr line
+            self.previous, self.watcher.reporter = self.watcher.reporter, self.report
+        return self
+
+    def __exit__(self, *exc_info):
+        if hasattr(self, "previous"):
+            self.watcher.reporter = self.previous
+
+    def report(self, event, name, dtype, seconds):
+        if event == "start":
+            self.bar.set_description_str(f"{self.description}: {self.watcher.describe(name, dtype, seconds)}")
+        else:
+            self.bar.set_description_str(self.description)
 
 
 class Run:
@@ -38,8 +82,9 @@ class Run:
     def __init__(self, config, device, out, progress, prefetch, debug_signal_after=None, ranks=None):
         # Numba's start-up (~0.3 s) overlaps building the model and loading the data; the first step
         # waits for it (kernels_ready): one thread at a time launches kernels, as every Numba layer allows
+        self.kernels_compiled = []  # by the warm-up: the kernels a machine's first run compiled
         self.kernel_warm_up = threading.Thread(target=_warm_up_cpu_kernels,
-                                               args=(backend.get_default_dtype(),),
+                                               args=(backend.get_default_dtype(), self.kernels_compiled),
                                                name="scratchnet-warm-up", daemon=True)
         if device == "cpu":
             self.kernel_warm_up.start()
@@ -53,7 +98,7 @@ class Run:
         self.train_set, self.test_set = self.ranks.agree(
             lambda: load_datasets(config, self.model, download=not config.get("no_download"), progress=progress),
             UsageError)
-        train_tf, test_tf = pipelines(config, self.model)
+        train_tf, test_tf = pipelines(config, self.model, getattr(self.train_set, "inputs", None))
         self.train_loader = DataLoader(self.train_set, config["batch_size"], shuffle=True,
                                        seed=self.ranks.augment_seed(config["seed"]), transform=train_tf,
                                        prefetch=prefetch,
@@ -130,8 +175,24 @@ class Run:
         stats = self.partial or {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         bar = tqdm(total=len(loader), initial=self.batch, desc=f"epoch {self.epoch + 1}/{self.config['epochs']}",
                    disable=not self.progress, leave=False, dynamic_ncols=True, file=sys.stderr)
+        stats.setdefault("compile", 0.0)
         started = time.perf_counter() - stats["time"]
-        self.kernels_ready()  # inside the epoch's time: what the warm-up did not overlap counts
+        waited = self.kernels_ready()  # inside the epoch's time: what the warm-up did not overlap counts,
+        if self.kernels_compiled:  # but not the kernels it compiled (a machine's first run)
+            stats["compile"] += waited
+            started += waited
+            self.kernels_compiled.clear()
+        with _KernelCompiles(bar) as compiles:
+            self._train_batches(loader, bar, stats, started, compiles)
+        bar.close()
+        seen = max(stats["seen"], 1)
+        return {"epoch": self.epoch + 1, "train_loss": stats["loss_sum"] / seen, **self.task.train_scores(stats),
+                "lr": stats.get("lr", self.lr()), "epoch_time_s": stats["time"],
+                "images_per_s": stats["seen"] / max(stats["time"], 1e-9), "compile_time_s": stats["compile"]}
+
+    def _train_batches(self, loader, bar, stats, started, compiles):
+        """The epoch's steps from self.batch on. A kernel compiled on its first use on this machine is left
+        out of stats["time"] (so the rate) and of the bar's rate and ETA, and counted in stats["compile"]."""
         for x, y in loader.batches(start=self.batch):
             inputs = Tensor(backend.to_device(x, self.device))
             output = self.model(inputs)
@@ -154,6 +215,13 @@ class Run:
             stats["loss_sum"] += loss_sum
             stats["seen"] += seen
             stats["correct"] += correct
+            compiled = compiles.new()
+            if compiled:
+                started += compiled
+                stats["compile"] += compiled
+                if not bar.disable:  # tqdm's clocks: of the elapsed time, and of its rate since the last update
+                    bar.start_t += compiled
+                    bar.last_print_t += compiled
             stats["time"] = time.perf_counter() - started
             bar.update(1)
             if self.progress and (self.batch % 20 == 0 or self.batch == len(loader)):  # formatting costs, not math
@@ -169,15 +237,13 @@ class Run:
                 self.partial = stats
                 self.checkpoint()
                 raise Interrupted()
-        bar.close()
-        seen = max(stats["seen"], 1)
-        return {"epoch": self.epoch + 1, "train_loss": stats["loss_sum"] / seen, **self.task.train_scores(stats),
-                "lr": stats.get("lr", self.lr()), "epoch_time_s": stats["time"],
-                "images_per_s": stats["seen"] / max(stats["time"], 1e-9)}
 
     def kernels_ready(self):
+        """Wait for the kernels' warm-up; the seconds waited."""
+        started = time.perf_counter()
         if self.kernel_warm_up.is_alive():
             self.kernel_warm_up.join()
+        return time.perf_counter() - started
 
     def evaluate(self):
         """{"test_loss", "eval_time_s", and the task's test scores} over the whole test set."""
@@ -185,7 +251,8 @@ class Run:
         self.model.eval()
         started = time.perf_counter()
         with no_grad():
-            outputs = ((self.model(Tensor(backend.to_device(x, self.device))), y) for x, y in self.test_loader)
+            outputs = ((self.task.test_forward(Tensor(backend.to_device(x, self.device))), y)
+                       for x, y in self.test_loader)
             test_loss, scores = self.task.evaluate(outputs, self.ranks)
         return {"test_loss": test_loss, "eval_time_s": time.perf_counter() - started, **scores}
 

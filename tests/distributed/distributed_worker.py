@@ -45,10 +45,11 @@ def check_data_parallel_gradients(comm):
     rng = np.random.default_rng(1)  # the same global batch on every rank
     x, y = batch(rng, 8, (1, 32, 32), 10)
     local = slice(comm.rank * 4, (comm.rank + 1) * 4)
-    for name, cap_mb in (("lenet", 25), ("lenet", 0.001)):  # one bucket, and one per tensor (tiny cap)
+    # one bucket, and one per tensor (tiny cap); buckets reduced during backward, and after it
+    for name, cap_mb, overlap in (("lenet", 25, True), ("lenet", 0.001, True), ("lenet", 0.001, False)):
         sn.manual_seed(comm.rank)  # different initial weights: the wrapper must broadcast rank 0's
         model = get_model(name).double()
-        ddp = distributed.DistributedDataParallel(model, comm, bucket_cap_mb=cap_mb)
+        ddp = distributed.DistributedDataParallel(model, comm, bucket_cap_mb=cap_mb, overlap=overlap)
         sn.manual_seed(0)
         reference = get_model(name).double()
         grads_of(ddp, x[local], y[local])
@@ -80,6 +81,79 @@ def check_data_parallel_gradients(comm):
             assert max(errors) > 1e-6, "local BatchNorm should differ from the global batch's"
 
 
+class BackwardLog(sn.FunctionHook):
+    """Appends ("backward", op) to ``events`` as each op's backward finishes."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def backward_postprocess(self, function, grad_outputs, grad_inputs):
+        self.events.append(("backward", function.name))
+
+
+def check_buckets_overlap_backward(comm):
+    """The buckets are the parameters in reverse order, identical on every rank (a rank whose model differs
+    is refused on every rank); each bucket's allreduce starts, in bucket order, as soon as its gradients are
+    final: the first one while the earlier layers' backward has still to run (the order of events)."""
+    sn.manual_seed(0)
+    model = get_model("lenet").double()
+    params = list(model.parameters())
+    ddp = distributed.DistributedDataParallel(model, comm, bucket_cap_mb=0.01)  # 10 KB: several buckets
+    buckets = ddp.reducer.buckets
+    assert 2 < len(buckets) < len(params)
+    assert [p for bucket in buckets for p in bucket] == params[::-1]
+    layouts = comm.allgather_object(ddp.reducer.layout())
+    assert layouts[0] == layouts[1] and layouts[0][0] is True
+    events = []
+    ddp.reducer.on_start = lambda i: events.append(("allreduce started", i))
+    rng = np.random.default_rng(comm.rank)
+    x, y = batch(rng, 4, (1, 32, 32), 10)
+    loss = F.cross_entropy(ddp(sn.tensor(x)), sn.tensor(y))
+    with BackwardLog(events):
+        loss.backward()
+    starts = [event[1] for event in events if event[0] == "allreduce started"]
+    assert starts == list(range(len(buckets))), starts  # all of them during backward, in bucket order
+    first = events.index(("allreduce started", 0))
+    later = [op for kind, op in events[first:] if kind == "backward"]
+    assert len(later) > 3, events  # backward went on through the earlier layers while bucket 0 was reduced
+    ddp.average_gradients()
+    reference_grads = comm.allgather_object([p.grad.numpy() for p in params])
+    for mine, other in zip(*reference_grads):
+        assert np.array_equal(mine, other)  # every rank holds the same averaged gradients
+
+    # a second backward before average_gradients: one clear error; no_sync accumulates instead
+    loss = F.cross_entropy(ddp(sn.tensor(x)), sn.tensor(y))
+    loss.backward(retain_graph=True)
+    try:
+        loss.backward()
+    except RuntimeError as error:
+        assert "no_sync" in str(error) and "average_gradients" in str(error), error
+    else:
+        raise AssertionError("a second backward before average_gradients was accepted")
+    ddp.average_gradients()  # (completes the buckets the first backward started)
+    ddp.zero_grad()
+    with ddp.no_sync():
+        F.cross_entropy(ddp(sn.tensor(x)), sn.tensor(y)).backward()
+    F.cross_entropy(ddp(sn.tensor(x)), sn.tensor(y)).backward()
+    ddp.average_gradients()
+    sn.manual_seed(0)
+    reference = get_model("lenet").double()
+    whole = np.concatenate([batch(np.random.default_rng(r), 4, (1, 32, 32), 10)[0] for r in range(2)])
+    labels = np.concatenate([batch(np.random.default_rng(r), 4, (1, 32, 32), 10)[1] for r in range(2)])
+    grads_of(reference, whole, labels)
+    for p, q in zip(params, reference.parameters()):  # two accumulated backwards: twice the batch's gradient
+        assert relative_error(p.grad, 2 * q.grad.numpy()) < 1e-10
+
+    sn.manual_seed(0)
+    other = get_model("lenet" if comm.rank == 0 else "lenet5_classic").double()
+    try:
+        distributed.DistributedDataParallel(other, comm)
+    except distributed.DistributedError as error:
+        assert "rank 1's gradient buckets differ from rank 0's" in str(error), error
+    else:
+        raise AssertionError("ranks with different models were accepted")
+
+
 def check_unused_parameter(comm):
     """A parameter with no gradient on one rank counts as zeros there; with none anywhere it stays None."""
     a, b = nn.Linear(3, 2).double(), nn.Linear(3, 2).double()
@@ -95,6 +169,18 @@ def check_unused_parameter(comm):
     c = nn.Linear(3, 2).double()
     distributed.average_gradients(c.parameters(), comm)
     assert c.weight.grad is None
+    # the same through the wrapper's buckets started during backward (one per tensor): b's bucket waits on
+    # rank 1 until average_gradients(); c, used nowhere, keeps None; d, used by rank 1 only, in between
+    d = nn.Linear(3, 2).double()
+    model = nn.ModuleList([a, b, c, d])
+    model.zero_grad()
+    ddp = distributed.DistributedDataParallel(model, comm, bucket_cap_mb=1e-6)
+    x = sn.tensor(np.full((1, 3), comm.rank + 1.0))
+    (a(x).sum() + (b(x).sum() if comm.rank == 0 else d(x).sum())).backward()
+    ddp.average_gradients()
+    assert np.allclose(b.weight.grad, expected_b), b.weight.grad
+    assert np.allclose(d.weight.grad, np.full((2, 3), 2.0) / 2), d.weight.grad  # rank 1's (x = 2) and zeros
+    assert np.allclose(a.weight.grad, np.full((2, 3), 1.5)) and c.weight.grad is None and c.bias.grad is None
 
 
 def check_replicas_identical(comm):
@@ -345,7 +431,7 @@ def check_killed_rank(comm):
 
 SCENARIOS = {
     "core": [check_collectives, check_device_arrays_through_the_host, check_data_parallel_gradients,
-             check_unused_parameter, check_replicas_identical, check_alexnet_split, check_double_backward],
+             check_buckets_overlap_backward, check_unused_parameter, check_replicas_identical, check_alexnet_split, check_double_backward],
     "robust": [check_shapes_and_dtypes, check_paired_send_recv, check_engine_agreement, check_more_ranks_than_gpus],
     "hang": [check_hang_times_out],
     "killed": [check_killed_rank],

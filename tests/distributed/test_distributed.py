@@ -122,12 +122,13 @@ def test_distributed_without_mpi4py_fails_in_one_line(capsys, monkeypatch):
 
 @needs_mpirun
 def test_two_ranks_collectives_data_parallel_syncbn_and_alexnet_split():
-    """Collectives; DDP gradients == one process on the whole batch; SyncBN; replicas stay bit-identical;
-    the AlexNet towers == the grouped model; second derivatives through SyncBN and the towers' collectives
+    """Collectives; DDP gradients == one process on the whole batch; buckets reduced during backward; SyncBN;
+    replicas stay bit-identical; the AlexNet towers == the grouped model; second derivatives through SyncBN and the towers' collectives
     == one process's (see distributed_worker.py)."""
     result, _ = mpirun((2, [WORKER, "core"]))
     assert result.returncode == 0, result.stdout + result.stderr
-    for check in ("collectives", "device_arrays_through_the_host", "data_parallel_gradients", "unused_parameter",
+    for check in ("collectives", "device_arrays_through_the_host", "data_parallel_gradients",
+                  "buckets_overlap_backward", "unused_parameter",
                   "replicas_identical", "alexnet_split", "double_backward"):
         assert f"ok check_{check}" in result.stdout
 

@@ -28,6 +28,8 @@ CASES = {
     "1x1": ((2, 5, 4, 3), (3, 5, 1, 1), dict()),
     "1x1-stride2": ((3, 4, 7, 6), (5, 4, 1, 1), dict(stride=2)),
     "1x1-stride-2x1-grouped": ((2, 4, 5, 5), (6, 2, 1, 1), dict(stride=(2, 1), groups=2)),
+    "1x1-wide-small-map": ((3, 8, 1, 2), (9, 8, 1, 1), dict()),  # gemm1x1's weight gradient as one GEMM
+    "1x1-wide-small-map-stride2": ((2, 8, 3, 3), (9, 8, 1, 1), dict(stride=2)),
     "3x3-pad0": ((1, 3, 7, 9), (2, 3, 3, 3), dict(padding=0)),
     "3x3-pad2-odd": ((3, 4, 5, 6), (5, 4, 3, 3), dict(padding=2)),
     "3x3-pad-1x0": ((2, 2, 10, 4), (3, 2, 3, 3), dict(padding=(1, 0))),

@@ -262,7 +262,7 @@ def signatures():
             for name, f in vars(m).items() if isinstance(f, CPUDispatcher)}
 
 dtype = np.dtype(sys.argv[1])
-cpu.warm_up(dtype)
+cpu.warm_up(dtype, compile=True)  # (compiles what this machine has not cached yet)
 before = signatures()
 model = sn.models.get_model("lenet").to(dtype=dtype)
 opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)

@@ -1,0 +1,82 @@
+"""A machine's first training run: the time to the first step with Numba's cache empty, and then warm.
+
+    SCRATCHNET_DATA=../shared/data python benchmarks/first_run.py              # LeNet-5, the CLI's default
+    SCRATCHNET_DATA=../shared/data python benchmarks/first_run.py --model resnet20 --dataset fashion-mnist
+
+Runs ``python -m scratchnet.train MODEL --limit B --batch-size B --epochs 1`` (one training step and
+a small evaluation) as a user does, in its own process without this workplace's OpenBLAS overrides,
+twice: first with NUMBA_CACHE_DIR pointing at an empty folder (Numba's cache then lives there only,
+so nothing compiled before is found: a fresh install), then again with that folder filled (every
+later run). For each: the whole process's wall time (start-up, imports, data, the step, the
+evaluation, the files written: an upper bound of the time to the first step), its CPU time
+(children's user + system), and the CLI's own ``compile_time_s`` (kernels compiled, left out of
+the epoch's time) and ``epoch_time_s``. Prints a table, writes benchmarks/results/first_run.json.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from timing import OVERRIDES, clean_env  # benchmarks/timing.py: the shared rules
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args, cache, out):
+    env = clean_env()
+    env["NUMBA_CACHE_DIR"] = str(cache)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    command = [sys.executable, "-m", "scratchnet.train", args.model, "--epochs", "1", "--limit", str(args.batch),
+               "--batch-size", str(args.batch), "--test-limit", str(args.batch), "--out", str(out), "--no-progress"]
+    if args.dataset:
+        command += ["--dataset", args.dataset]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"the run failed:\n{done.stderr}")
+    record = json.loads((out / "metrics.json").read_text())[0]
+    return dict(process_s=wall, cpu_s=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+                compile_time_s=record.get("compile_time_s"), epoch_time_s=record["epoch_time_s"],
+                messages=[line for line in done.stderr.splitlines() if "compiling" in line])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--dataset", help="the CLI's --dataset (default: the model's recipe)")
+    parser.add_argument("--batch", type=int, default=64, help="the one step's batch (and --limit)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "first_run.json")
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as folder:
+        cache, runs = Path(folder) / "numba-cache", {}
+        cache.mkdir()
+        for label in ("empty cache", "warm cache"):
+            runs[label] = run(args, cache, Path(folder) / label.replace(" ", "-"))
+    print(f"python -m scratchnet.train {args.model}: one step of batch {args.batch} and an evaluation, "
+          f"its own process ({' and '.join(OVERRIDES)} unset), {os.cpu_count()} CPUs")
+    print(f"{'':12s} {'process s':>10s} {'CPU s':>8s} {'compile s':>10s} {'epoch s':>8s}")
+    for label, r in runs.items():
+        print(f"{label:12s} {r['process_s']:10.1f} {r['cpu_s']:8.1f} {r['compile_time_s'] or 0:10.1f} "
+              f"{r['epoch_time_s']:8.2f}")
+    for line in runs["empty cache"]["messages"]:
+        print(f"  (the first run said: {line.strip()})")
+    print(f"load average: before {tuple(round(v, 2) for v in load_before)}, after "
+          f"{tuple(round(v, 2) for v in os.getloadavg())}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(model=args.model, batch=args.batch, cpus=os.cpu_count(),
+                                        load_before=load_before, load_after=os.getloadavg(), runs=runs), indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

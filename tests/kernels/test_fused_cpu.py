@@ -1,0 +1,61 @@
+"""kernels/cpu_activation.py (sigmoid, SiLU) and cpu_norm.py's local response norm: fused passes around
+NumPy's exp and power give the array code's numbers bit for bit (so torch's, which tests/functional
+checks); the activations on the values where the stable form matters: large magnitudes, zeros,
+infinities and NaN."""
+import numpy as np
+import pytest
+
+from scratchnet.functional import norm
+from scratchnet.functional.activation import _stable_sigmoid
+from scratchnet.functional.norm import LocalResponseNorm
+from scratchnet.kernels import cpu
+
+
+def _values(dtype, rng):
+    x = (rng.standard_normal((2, 3, 17, 19)) * 30).astype(dtype)  # far into both saturated ends
+    x.reshape(-1)[:6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30]
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_kernels_equal_the_array_code(dtype, rng):
+    x, gy = _values(dtype, rng), rng.standard_normal((2, 3, 17, 19)).astype(dtype)
+    s = _stable_sigmoid(x)
+    np.testing.assert_array_equal(cpu.sigmoid_forward(x), s)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(cpu.sigmoid_backward(gy, s), gy * s * (1 - s))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_kernels_equal_the_array_code(dtype, rng):
+    x, gy = _values(dtype, rng), rng.standard_normal((2, 3, 17, 19)).astype(dtype)
+    s = _stable_sigmoid(x)
+    y, s_kept = cpu.silu_forward(x)
+    with np.errstate(invalid="ignore"):  # inf * 0 and NaN, in both
+        np.testing.assert_array_equal(y, x * s)
+        np.testing.assert_array_equal(s_kept, s)
+        np.testing.assert_array_equal(cpu.silu_backward(gy, x, s), gy * s * (1 + x * (1 - s)))
+    assert y.dtype == dtype and s_kept.dtype == dtype
+
+
+def _lrn(x, gy, size):
+    """(y, gx) of the LocalResponseNorm Function (AlexNet's constants), forward and backward on raw arrays."""
+    fn = LocalResponseNorm(size, 5e-4, 0.75, 2.0)
+    y = fn.forward(x)
+    return y, fn.backward(gy)[0], fn.on_kernels
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 2, 5, 6])
+def test_local_response_norm_kernels_equal_the_array_code(size, dtype, rng, monkeypatch):
+    """kernels/cpu_norm.py's LRN: the array code's numbers bit for bit (its window sums add the channels in
+    the same order), odd and even windows, fewer channels than the window, 3-d and 4-d inputs."""
+    for shape in [(2, 7, 5, 6), (3, 4, 9), (1, 3, 2, 2)]:
+        x, gy = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+        y, gx, on_kernels = _lrn(x, gy, size)
+        with monkeypatch.context() as patch:
+            patch.setattr(norm.kernels, "supports", lambda *arrays: False)  # the array code
+            y_ref, gx_ref, on_kernels_ref = _lrn(x, gy, size)
+        assert on_kernels and not on_kernels_ref
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(gx, gx_ref)

@@ -1,0 +1,52 @@
+"""tools/profile_step.py: the per-op profile of a training step (op type and route, forward and backward)."""
+import sys
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+import scratchnet.functional as F
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+import profile_step  # noqa: E402
+
+
+def test_lenet_step_profile_names_every_op_and_route():
+    result = profile_step.profile("lenet5", batch=2, steps=1)
+    rows = {(r["op"], r["route"]): r for r in result["rows"]}
+    # LeNet-5's C1 (one input channel) runs on the depthwise kernels, C3 on im2col, C5 (one window) as a GEMM
+    for route in ("depthwise", "im2col", "window"):
+        assert rows[("Conv2d", route)]["calls"] == 1
+        assert rows[("Conv2d", route)]["forward_s"] > 0 and rows[("Conv2d", route)]["backward_s"] > 0
+    assert rows[("ReLU", "kernel")]["calls"] == 4 and rows[("MaxPool2d", "kernel")]["calls"] == 2
+    assert rows[("Linear", "-")]["calls"] == 2 and ("CrossEntropy", "-") in rows
+    # the step is split into ops, the optimizer's calls and what is left outside them
+    parts = result["in_ops_s"] + sum(result["other"].values()) + result["outside_ops_s"]
+    assert parts == pytest.approx(result["step_s"])
+    assert set(result["other"]) == {"zero_grad", "optimizer step"}
+    assert result["in_ops_s"] == pytest.approx(sum(r["total_s"] for r in result["rows"]))
+
+
+def test_route_of_tells_kernels_from_array_code():
+    x = sn.tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    assert profile_step.route_of(F.relu(x).creator) == "kernel"
+    half = sn.tensor(np.ones((2, 3), np.float16), requires_grad=True)  # the kernels are float32/float64 only
+    assert profile_step.route_of(F.relu(half).creator) == "reference"
+    assert profile_step.route_of((x * 2).creator) == "-"
+
+
+def test_detail_rows_carry_input_shapes_and_the_cli_prints_the_table(capsys, tmp_path):
+    out = tmp_path / "profile.json"
+    assert profile_step.main(["lenet5", "--batch", "2", "--steps", "1", "--detail", "--top", "3",
+                              "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Conv2d (im2col)" in text and "outside ops" in text and "more rows" in text
+    assert "2x6x14x14 16x6x5x5 16" in text  # C3's input, weight and bias shapes
+    assert out.exists()
+
+
+def test_unknown_model_is_one_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        profile_step.main(["no_such_net"])
+    assert stop.value.code == 2 and "unknown model 'no_such_net'" in capsys.readouterr().err
