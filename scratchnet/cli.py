@@ -15,6 +15,7 @@ they are parsed.
         ...                                          # raise UsageError("--steps ...: what to do") on bad input
         return 0
 
+(a tool whose main is just that, parse then ``run(args)``, writes ``main = command_of(build_parser, run)``),
 and the tool's ``__main__.py`` is ``sys.exit(main())``. The decorator is the error path: a bad
 argument, a missing or damaged file, a device this machine lacks -- ``UsageError`` and the error
 classes the layers below raise for bad input (``ERRORS``) -- become one line on stderr,
