@@ -34,13 +34,12 @@ memory ratio = scratchnet / torch. Prints a table, writes benchmarks/results/zoo
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, reset_peak, rss_mb, torch_python  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, clean_env, reset_peak, rss_mb, started, torch_python, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -402,16 +401,6 @@ def print_row(row, orders):
     print("  ".join(cells) + ("  " + "; ".join(errors) if errors else ""), flush=True)
 
 
-def git_commit():
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return head + ("+uncommitted changes" if dirty else "")
-    except OSError:
-        return None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(ZOO), help=f"comma-separated, from {', '.join(ZOO)}")
@@ -456,7 +445,7 @@ def main(argv=None):
         header += f"  {order[:2] + ' 1st s':>8s} {'ratio':>6s}"
     print(header + f"  {'torch MB':>7s} {'ours MB':>7s}   (sn 1st: import scratchnet first; np 1st: numpy first; "
           f"MB: the step's memory)", flush=True)
-    load_before, started = os.getloadavg(), time.time()
+    recorded, load_before = started(), os.getloadavg()
     rows = []
     for name in names:
         batches = [int(b) for b in args.batches.split(",")] if args.batches else list(ZOO[name][0])
@@ -464,14 +453,11 @@ def main(argv=None):
             row = bench_pair(args, name, batch)
             rows.append(row)
             print_row(row, args.orders)
-            meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
-                        commit=git_commit(), started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
-                        load_before=load_before, load_after=os.getloadavg(), rounds=args.rounds, steps=args.steps,
-                        threads=args.threads or "default", clock="cpu" if args.cpu_time else "wall",
-                        torch_python=str(args.torch_python), unset=list(OVERRIDES), orders=args.orders,
-                        command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]))
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(dict(meta=meta, results=rows), indent=1))
+            meta = dict(rounds=args.rounds, steps=args.steps, threads=args.threads or "default",
+                        clock="cpu" if args.cpu_time else "wall", torch_python=str(args.torch_python),
+                        torch=row["torch"].get("version", "").split("+")[0], unset=list(OVERRIDES),
+                        orders=args.orders)
+            write_result(args.out, dict(meta=meta, results=rows), recorded)  # after each row: a partial run counts
     print(f"load average (1, 5, 15 min): before {tuple(round(v, 2) for v in load_before)}, "
           f"after {tuple(round(v, 2) for v in os.getloadavg())}")
     print(f"wrote {args.out}")

@@ -79,6 +79,13 @@ def torchvision_reference():
     return json.loads((FIXTURES / "torchvision_reference.json").read_text())
 
 
+def torchvision_twins():
+    """tests/fixtures/torchvision_twins.json (tools/make_torchvision_twins.py): nets torchvision has the parts of
+    (CIFAR DenseNet-BC, SE blocks on GoogLeNet's modules, MobileNet and its full-convolution twin) assembled
+    from its modules, and TenCrop's crops."""
+    return json.loads((FIXTURES / "torchvision_twins.json").read_text())
+
+
 def assert_torchvision_layout(model, name):
     """``model`` has torchvision's ``name``: the same parameter count and state_dict, key for key in order,
     shape for shape."""

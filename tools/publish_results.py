@@ -169,9 +169,23 @@ def distributed_headline():
             f"{efficiency} | {command(data)} | [distributed](docs/distributed.md) |")
 
 
+def claims_headline():
+    verdicts, claims = {}, 0
+    for path in sorted((RESULTS / "claims").glob("*.json")):
+        claims += 1
+        for outcome in json.loads(path.read_text())["results"].values():
+            verdict = outcome["verdict"].split(";")[0]  # "holds; 2 of the paper's numbers differ": holds
+            verdicts[verdict] = verdicts.get(verdict, 0) + 1
+    skipped = verdicts.pop("skipped", 0)
+    counts = ", ".join(f"{verdict} {n}" for verdict, n in sorted(verdicts.items(), key=lambda item: -item[1]))
+    return (f"| the study notes' {claims} claims, measured (training claims over 3 seeds at `--quick`, Fashion-MNIST) | "
+            f"{counts}{f'; {skipped} runs on datasets not on this machine skipped' if skipped else ''} | "
+            f"`python -m scratchnet.study claims --quick` | [claims](docs/claims.md) |")
+
+
 def headline(_=None):
     rows = [lenet_accuracy(), lenet_epoch(), conv_headline(), resnet50_headline(), zoo_headline(), gpu_headline(),
-            mutation_headline(), macs_headline(), parity_headline(), distributed_headline()]
+            mutation_headline(), macs_headline(), parity_headline(), distributed_headline(), claims_headline()]
     return "| what | number | command | details |\n| --- | --- | --- | --- |\n" + "\n".join(rows) + "\n"
 
 

@@ -23,6 +23,20 @@ bottleneck "-B" layer: BN-ReLU-1x1 conv (4k channels)-BN-ReLU-3x3 conv (k channe
 transitions ("-C", compression theta = 0.5) are BN-ReLU-1x1 conv (halving the channels)-2x2
 average pool.
 
+CIFAR networks (Section 3, "Implementation Details"; Table 2), input 32x32::
+
+    layer              output    DenseNet-BC
+    convolution        32x32     3x3 conv, 2k channels (no BN, ReLU or pooling in the stem)
+    dense block 1      32x32     [1x1 conv, 3x3 conv] x n      n = (L - 4) / 6 bottleneck layers
+    transition 1       16x16     1x1 conv (theta = 0.5), 2x2 average pool
+    dense block 2      16x16     x n
+    transition 2        8x8      1x1 conv, 2x2 average pool
+    dense block 3       8x8      x n
+    classification     1x1       BN, ReLU, global average pool, 10-way fc
+
+    Table 2:  DenseNet-BC (L=100, k=12) 0.8M   (L=250, k=24) 15.3M   (L=190, k=40) 25.6M
+              -> densenet_bc_100, densenet_bc_250, densenet_bc_190 (the same blocks, ``stem="cifar"``)
+
 The concat join is visible: ``_DenseBlock.forward`` grows ``features = cat([features, new], 1)``
 one layer at a time with ``F.cat`` (its backward splits the gradient back to every earlier
 layer); no preallocated buffer, no in-place writes. Module names, state_dict keys and init are
@@ -35,7 +49,7 @@ from collections import OrderedDict
 from .. import functional as F
 from ..nn import (AvgPool2d, BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d, Module, ModuleDict, ReLU,
                   Sequential, init)
-from .registry import IMAGENET_SHAPED, register_model
+from .registry import IMAGENET_SHAPED, Recipe, register_model
 
 # --------------------------------------------------------------------------- the table
 
@@ -46,6 +60,8 @@ DENSENET_CONFIGS = {
     201: (32, (6, 12, 48, 32), 64),
     161: (48, (6, 12, 36, 24), 96),
 }
+# Table 2 (CIFAR, DenseNet-BC): depth L -> growth rate k; three blocks of (L - 4) / 6 bottleneck layers
+CIFAR_BC_CONFIGS = {100: 12, 250: 24, 190: 40}
 BN_SIZE = 4        # the 1x1 bottleneck produces bn_size * k maps (Section 3, "Bottleneck layers")
 COMPRESSION = 0.5  # theta: a transition keeps floor(theta * m) of its m input maps ("Compression")
 
@@ -109,24 +125,34 @@ class _Transition(Module):
 
 
 class DenseNet(Module):
-    """DenseNet-BC of Table 1 (torchvision's module tree and init).
+    """DenseNet-BC of Table 1 (torchvision's module tree and init), or of the CIFAR experiments.
 
     ``growth_rate`` k, ``block_config`` (dense layers per block), ``num_init_features`` (stem),
     ``bn_size``, ``drop_rate``, ``compression`` theta, ``in_channels``. Shrink them for tiny test nets.
+    ``stem``: "imagenet" (7x7/2 conv, BN, ReLU, 3x3/2 max pool; 224x224 input) or "cifar" (one 3x3
+    conv; 32x32 input).
     """
 
     def __init__(self, growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64, bn_size=BN_SIZE,
-                 drop_rate=0.0, num_classes=1000, compression=COMPRESSION, in_channels=3):
+                 drop_rate=0.0, num_classes=1000, compression=COMPRESSION, in_channels=3, stem="imagenet"):
         super().__init__()
         if not 0 < compression <= 1:
             raise ValueError(f"DenseNet: compression must be in (0, 1], got {compression}")
-        self.input_size = (in_channels, 224, 224)
-        self.features = Sequential(OrderedDict([
-            ("conv0", Conv2d(in_channels, num_init_features, kernel_size=7, stride=2, padding=3, bias=False)),
-            ("norm0", BatchNorm2d(num_init_features)),
-            ("relu0", ReLU(inplace=True)),
-            ("pool0", MaxPool2d(kernel_size=3, stride=2, padding=1)),
-        ]))
+        if stem == "imagenet":
+            self.input_size = (in_channels, 224, 224)
+            self.features = Sequential(OrderedDict([
+                ("conv0", Conv2d(in_channels, num_init_features, kernel_size=7, stride=2, padding=3, bias=False)),
+                ("norm0", BatchNorm2d(num_init_features)),
+                ("relu0", ReLU(inplace=True)),
+                ("pool0", MaxPool2d(kernel_size=3, stride=2, padding=1)),
+            ]))
+        elif stem == "cifar":
+            self.input_size = (in_channels, 32, 32)
+            self.features = Sequential(OrderedDict([
+                ("conv0", Conv2d(in_channels, num_init_features, kernel_size=3, padding=1, bias=False)),
+            ]))
+        else:
+            raise ValueError(f"DenseNet: stem must be 'imagenet' or 'cifar', got {stem!r}")
         num_features = num_init_features
         for i, num_layers in enumerate(block_config):
             block = _DenseBlock(num_layers, num_features, growth_rate, bn_size, drop_rate)
@@ -184,3 +210,38 @@ def densenet169(num_classes=1000, **options):
 @register_model("densenet201", recipe=IMAGENET_SHAPED)
 def densenet201(num_classes=1000, **options):
     return densenet(201, num_classes, **options)
+
+
+# --------------------------------------------------------------------------- CIFAR (Table 2)
+
+
+# Huang et al. Sec. 4.2: batch 64, 300 epochs, lr 0.1 divided by 10 at 50% and 75%, wd 1e-4, momentum 0.9
+DENSENET_CIFAR_RECIPE = Recipe("densenet_cifar", dataset="cifar10", epochs=300, batch_size=64, lr=0.1, momentum=0.9,
+                               weight_decay=1e-4, optimizer="sgd", schedule="step", warmup=0.0,
+                               augment=("crop", "flip"))
+
+
+def cifar_densenet_bc(depth, num_classes=10, growth_rate=None, **options):
+    """DenseNet-BC with ``depth`` = L layers on 32x32 input: three blocks of (L - 4) / 6 bottleneck
+    layers, a stem of 2k channels; ``growth_rate`` defaults to Table 2's k for that depth."""
+    if (depth - 4) % 6 or depth < 10:
+        raise ValueError(f"CIFAR DenseNet-BC has 6n+4 layers (10, 16, ..., 100, 190, 250); got {depth}")
+    k = growth_rate if growth_rate is not None else CIFAR_BC_CONFIGS.get(depth, 12)
+    layers = (depth - 4) // 6
+    options.setdefault("num_init_features", 2 * k)
+    return DenseNet(growth_rate=k, block_config=(layers,) * 3, num_classes=num_classes, stem="cifar", **options)
+
+
+@register_model("densenet_bc_100", recipe=DENSENET_CIFAR_RECIPE)
+def densenet_bc_100(num_classes=10, **options):
+    return cifar_densenet_bc(100, num_classes, **options)
+
+
+@register_model("densenet_bc_250", recipe=DENSENET_CIFAR_RECIPE)
+def densenet_bc_250(num_classes=10, **options):
+    return cifar_densenet_bc(250, num_classes, **options)
+
+
+@register_model("densenet_bc_190", recipe=DENSENET_CIFAR_RECIPE)
+def densenet_bc_190(num_classes=10, **options):
+    return cifar_densenet_bc(190, num_classes, **options)

@@ -9,9 +9,26 @@ MobileNetV2 with squeeze-and-excitation and swish (SiLU):
     -> project 1x1 (+BN, linear: no activation)
     (+ input, through stochastic depth, when stride 1 and in == out channels)
 
-Compound scaling (Sec. 3.3) widens every stage by ``width_mult`` (channels
-rounded to a multiple of 8 by ``_make_divisible``), deepens it by
-``depth_mult`` (layers rounded up) and feeds a larger resolution. The
+Compound scaling (Sec. 3.3, Eq. 3) widens every stage by ``width_mult`` (channels
+rounded to a multiple of 8 by ``_make_divisible``, the reference code's
+round_filters), deepens it by ``depth_mult`` (layers rounded up, round_repeats)
+and feeds a larger resolution: depth alpha^phi, width beta^phi, resolution
+gamma^phi with alpha = 1.2, beta = 1.1, gamma = 1.15 found on B0, so that
+alpha * beta^2 * gamma^2 = 1.92 ~ 2 and the FLOPs grow by about 2^phi.
+``compound_scaling(phi)`` gives those coefficients and
+``get_model("efficientnet_b0", phi=PHI)`` builds B0 scaled by them.
+
+B1-B7 are NOT those formula values: the published coefficients (the official
+TF code's ``efficientnet_params``, torchvision's, ``VARIANTS`` below) were set
+by hand near them (tensorflow/tpu issue #390), e.g. B7 is width 2.0, depth 3.1,
+600 pixels where phi = 7 gives 1.95, 3.58, 596::
+
+    phi        1            2            3            4            5            6            7
+    Eq. 3      1.10 1.20 258  1.21 1.44 296  1.33 1.73 341  1.46 2.07 392  1.61 2.49 451  1.77 2.99 518  1.95 3.58 596
+    table      1.0  1.1  240  1.1  1.2  260  1.2  1.4  300  1.4  1.8  380  1.6  2.2  456  1.8  2.6  528  2.0  3.1  600
+
+``python -m scratchnet.study claims efficientnet_scaling`` compares the two, stage by stage. The
+registered B1-B7 keep the published coefficients (torchvision's weights load into them). The
 multipliers, resolutions and dropout rates are torchvision's (which follow
 the official TF code); so are the module tree and state_dict keys
 (``features.0.0.weight``, ``features.1.0.block.0.0.weight``, ...,
@@ -43,7 +60,10 @@ B0_STAGES = [
     (6, 3, 1, 192, 320, 1),
 ]
 
-# variant: (width_mult, depth_mult, resolution, dropout), as torchvision
+# Sec. 3.3: the compound coefficients found by a grid search on B0 (phi = 1)
+ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # depth, width, resolution
+
+# variant: (width_mult, depth_mult, resolution, dropout), as torchvision and the official TF code
 VARIANTS = {
     "b0": (1.0, 1.0, 224, 0.2),
     "b1": (1.0, 1.1, 240, 0.2),
@@ -72,6 +92,19 @@ def _make_divisible(value, divisor=8, min_value=None):
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
+
+
+def compound_scaling(phi, alpha=ALPHA, beta=BETA, gamma=GAMMA, base_resolution=224):
+    """Eq. 3: (width_mult, depth_mult, resolution) = (beta^phi, alpha^phi, round(224 gamma^phi))."""
+    return beta ** phi, alpha ** phi, int(round(base_resolution * gamma ** phi))
+
+
+def scale_stages(stages, width_mult, depth_mult):
+    """A stage table scaled as the reference code does it: channels by ``width_mult`` rounded to a
+    multiple of 8 (round_filters), layers by ``depth_mult`` rounded up (round_repeats)."""
+    return [(expand, kernel, stride, _make_divisible(c_in * width_mult), _make_divisible(c_out * width_mult),
+             int(math.ceil(layers * depth_mult)))
+            for expand, kernel, stride, c_in, c_out, layers in stages]
 
 
 class StochasticDepth(Module):
@@ -162,10 +195,7 @@ class EfficientNet(Module):
                  stochastic_depth_prob=0.2, in_channels=3, bn_eps=1e-5, bn_momentum=0.1):
         super().__init__()
         bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
-        # compound scaling of the stage table: channels by width (rounded to 8), layers by depth (ceil)
-        stages = [(expand, kernel, stride, _make_divisible(c_in * width_mult), _make_divisible(c_out * width_mult),
-                   int(math.ceil(layers * depth_mult)))
-                  for expand, kernel, stride, c_in, c_out, layers in stages]
+        stages = scale_stages(stages, width_mult, depth_mult)  # compound scaling of the stage table
 
         features = [Conv2dNormActivation(in_channels, stages[0][3], 3, stride=2, activation=SiLU, **bn)]
         total_blocks, block_id = sum(stage[-1] for stage in stages), 0
@@ -203,10 +233,16 @@ class EfficientNet(Module):
 
 
 def _efficientnet(variant, num_classes=1000, in_channels=3, stochastic_depth_prob=0.2, dropout=None,
-                  stages=B0_STAGES, width_mult=None, depth_mult=None, resolution=None):
+                  stages=B0_STAGES, width_mult=None, depth_mult=None, resolution=None, phi=None):
     """Build a variant; any of its table values can be overridden (a tiny test net: small
-    ``stages``, ``width_mult``/``resolution``)."""
+    ``stages``, ``width_mult``/``resolution``); ``phi`` takes width, depth and resolution from Eq. 3
+    (``compound_scaling(phi)``) instead of the published table."""
     width, depth, res, drop = VARIANTS[variant]
+    if phi is not None:
+        if width_mult is not None or depth_mult is not None or resolution is not None:
+            raise ValueError("efficientnet: pass either phi (Eq. 3's compound scaling) or width_mult / depth_mult / "
+                             "resolution, not both")
+        width, depth, res = compound_scaling(phi)
     tf_bn = variant in TF_BN_VARIANTS
     return EfficientNet(width if width_mult is None else width_mult, depth if depth_mult is None else depth_mult,
                         res if resolution is None else resolution, drop if dropout is None else dropout,

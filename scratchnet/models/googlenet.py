@@ -30,6 +30,11 @@ returns ``GoogLeNetOutputs(logits, aux1, aux2)``, in eval mode the logits; ``mod
 auxiliary losses with the paper's 0.3 weight and ``model.main_output`` (so ``model.scores``) picks
 the main logits.
 
+``image_size`` sets the input side (224); the auxiliary heads size their FC from the pooled map
+(4x4 at 224, 1x1 from 80 to 127), so smaller CPU-sized nets can train with them.
+``se_layer`` puts a squeeze-and-excitation block on every module's output (SENet's SE-Inception
+module, ``se_googlenet`` in senet.py).
+
 ``naive=True`` builds the net from the naive module of Fig. 2(a) (1x1, 3x3, 5x5 convs and a
 3x3 max pool side by side, no reductions): its output width grows by the input width at every
 module, the blow-up that motivates the 1x1 reductions.
@@ -40,6 +45,7 @@ state dict keys line up with torchvision's wherever the layers themselves do.
 from collections import namedtuple
 
 from .. import functional as F
+from ..functional.conv import conv_output_size
 from ..nn import init
 from ..nn.layers import AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Linear, LocalResponseNorm, MaxPool2d
 from ..nn.module import Module, Sequential
@@ -74,18 +80,23 @@ class BasicConv2d(Module):
 
 
 class Inception(Module):
-    """Fig. 2(b): 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max pool -> 1x1, concatenated on channels."""
+    """Fig. 2(b): 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max pool -> 1x1, concatenated on channels.
 
-    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj):
+    ``se_layer`` (a callable ``channels -> Module``) recalibrates the concatenation: SENet's
+    "SE-Inception module" (Hu et al., Fig. 2)."""
+
+    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, se_layer=None):
         super().__init__()
         self.branch1 = BasicConv2d(in_channels, ch1x1, 1)
         self.branch2 = Sequential(BasicConv2d(in_channels, ch3x3red, 1), BasicConv2d(ch3x3red, ch3x3, 3, padding=1))
         self.branch3 = Sequential(BasicConv2d(in_channels, ch5x5red, 1), BasicConv2d(ch5x5red, ch5x5, 5, padding=2))
         self.branch4 = Sequential(MaxPool2d(3, 1, 1, ceil_mode=True), BasicConv2d(in_channels, pool_proj, 1))
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
+        self.se = se_layer(self.out_channels) if se_layer is not None else None
 
     def forward(self, x):
-        return F.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+        out = F.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+        return out if self.se is None else self.se(out)
 
 
 class NaiveInception(Module):
@@ -93,26 +104,32 @@ class NaiveInception(Module):
 
     The pool branch keeps all input channels, so out = in + ch1x1 + ch3x3 + ch5x5."""
 
-    def __init__(self, in_channels, ch1x1, ch3x3, ch5x5):
+    def __init__(self, in_channels, ch1x1, ch3x3, ch5x5, se_layer=None):
         super().__init__()
         self.branch1 = BasicConv2d(in_channels, ch1x1, 1)
         self.branch2 = BasicConv2d(in_channels, ch3x3, 3, padding=1)
         self.branch3 = BasicConv2d(in_channels, ch5x5, 5, padding=2)
         self.branch4 = MaxPool2d(3, 1, 1, ceil_mode=True)
         self.out_channels = in_channels + ch1x1 + ch3x3 + ch5x5
+        self.se = se_layer(self.out_channels) if se_layer is not None else None
 
     def forward(self, x):
-        return F.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+        out = F.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+        return out if self.se is None else self.se(out)
 
 
 class InceptionAux(Module):
     """Sec. 5's side classifier: avg pool 5x5/3 -> 1x1 conv 128 -> FC 1024 -> dropout 0.7 -> FC."""
 
-    def __init__(self, in_channels, num_classes, conv_channels=128, hidden=1024, dropout=0.7):
+    def __init__(self, in_channels, num_classes, conv_channels=128, hidden=1024, dropout=0.7, map_size=14):
         super().__init__()
-        self.pool = AvgPool2d(5, 3)  # 14x14 -> 4x4 at the 224x224 input
+        pooled = conv_output_size(map_size, 5, 3, 0)  # 14x14 -> 4x4 at the 224x224 input
+        if pooled < 1:
+            raise ValueError(f"GoogLeNet's auxiliary heads pool 5x5/3 a {map_size}x{map_size} map: too small; "
+                             f"use a larger image_size (at least 80) or aux_logits=False")
+        self.pool = AvgPool2d(5, 3)
         self.conv = BasicConv2d(in_channels, conv_channels, 1)
-        self.fc1 = Linear(conv_channels * 4 * 4, hidden)
+        self.fc1 = Linear(conv_channels * pooled * pooled, hidden)
         self.dropout = Dropout(dropout)
         self.fc2 = Linear(hidden, num_classes)
 
@@ -124,9 +141,9 @@ class InceptionAux(Module):
 
 class GoogLeNet(Module):
     def __init__(self, num_classes=1000, in_channels=3, aux_logits=True, naive=False, width=1.0, dropout=0.4,
-                 aux_dropout=0.7, init_weights=True):
+                 aux_dropout=0.7, init_weights=True, se_layer=None, image_size=224):
         super().__init__()
-        self.input_size = (in_channels, 224, 224)
+        self.input_size = (in_channels, image_size, image_size)
         self.aux_logits, self.naive = aux_logits, naive
 
         def c(n):  # channel count at this width
@@ -146,7 +163,8 @@ class GoogLeNet(Module):
         def inception(name):
             nonlocal channels
             n1, n3r, n3, n5r, n5, proj = (c(n) for n in INCEPTION[name])
-            block = NaiveInception(channels, n1, n3, n5) if naive else Inception(channels, n1, n3r, n3, n5r, n5, proj)
+            block = (NaiveInception(channels, n1, n3, n5, se_layer) if naive
+                     else Inception(channels, n1, n3r, n3, n5r, n5, proj, se_layer))
             channels = block.out_channels
             return block
 
@@ -163,9 +181,12 @@ class GoogLeNet(Module):
         self.maxpool4 = MaxPool2d(3, 2, ceil_mode=True)
         self.inception5a = inception("5a")
         self.inception5b = inception("5b")
-        if aux_logits:
-            self.aux1 = InceptionAux(aux1_channels, num_classes, c(128), c(1024), aux_dropout)
-            self.aux2 = InceptionAux(aux2_channels, num_classes, c(128), c(1024), aux_dropout)
+        if aux_logits:  # both heads read stage 4's maps: 14x14 at the 224x224 input
+            side = conv_output_size(image_size, 7, 2, 3)  # conv1
+            for _ in range(3):  # maxpool1, maxpool2, maxpool3
+                side = conv_output_size(side, 3, 2, 0, ceil_mode=True)
+            self.aux1 = InceptionAux(aux1_channels, num_classes, c(128), c(1024), aux_dropout, side)
+            self.aux2 = InceptionAux(aux2_channels, num_classes, c(128), c(1024), aux_dropout, side)
         self.avgpool = AdaptiveAvgPool2d((1, 1))
         self.dropout = Dropout(dropout)
         self.fc = Linear(channels, num_classes)

@@ -27,6 +27,12 @@ Output convention shared with the training CLI: every LeNet5 has ``loss(output, 
 ``scores(output)`` (higher = better, so ``scores(output).argmax(1)`` is the prediction). For the
 modern net they are cross-entropy and the identity; for the classic net the loss is the paper's
 Eq. (9) and the scores are the negated distances (argmin of the distances).
+
+The output layer is a switch of its own, ``output="rbf"`` or ``"linear"`` (default: "rbf" for the
+classic net, "linear" for the modern one), so the RBF head can be compared with a softmax head on the
+same body: ``lenet5_classic(output="linear")`` is the 1998 net with a 84 -> 10 linear layer trained
+with cross-entropy (60,850 parameters), ``lenet5(output="rbf")`` the modern body with the fixed codes
+(60,856).
 """
 from dataclasses import replace
 
@@ -237,28 +243,32 @@ def _paper_init_(module):
 class LeNet5(Module):
     """LeNet-5; layer names follow the paper (c1, s2, c3, s4, c5, f6, output)."""
 
-    def __init__(self, num_classes=10, variant="modern", in_channels=1, activation=None, pool="max"):
+    def __init__(self, num_classes=10, variant="modern", in_channels=1, activation=None, pool="max", output=None):
         super().__init__()
         if variant not in ("modern", "classic"):
             raise ValueError(f"lenet5: variant must be 'modern' or 'classic', got {variant!r}")
-        self.variant = variant
+        output = output or ("rbf" if variant == "classic" else "linear")
+        if output not in ("rbf", "linear"):
+            raise ValueError(f"lenet5: output must be 'rbf' (Euclidean RBF to fixed codes) or 'linear' (softmax "
+                             f"cross-entropy), got {output!r}")
+        if output == "rbf" and not 1 <= num_classes <= len(DIGIT_BITMAPS):
+            raise ValueError(f"lenet5's RBF output has {len(DIGIT_BITMAPS)} codes (the digit bitmaps); "
+                             f"num_classes={num_classes} is not supported")
+        self.variant, self.head = variant, output
         self.input_size = (in_channels, 32, 32)
         if variant == "classic":
             if activation not in (None, "scaled_tanh"):
                 raise ValueError("lenet5 classic uses the paper's scaled tanh; activation options are for "
                                  "variant='modern'")
-            if not 1 <= num_classes <= len(DIGIT_BITMAPS):
-                raise ValueError(f"lenet5 classic has {len(DIGIT_BITMAPS)} RBF codes (the digit bitmaps); "
-                                 f"num_classes={num_classes} is not supported")
             self.c1 = Conv2d(in_channels, 6, 5)
             self.s2 = TrainableSubsampling(6)
             self.c3 = PartialConv2d(connection_table(), 5)
             self.s4 = TrainableSubsampling(16)
             self.c5 = Conv2d(16, 120, 5)
             self.f6 = Linear(120, 84)
-            self.output = EuclideanRBF(digit_prototypes()[:num_classes])
+            self.output = EuclideanRBF(digit_prototypes()[:num_classes]) if output == "rbf" else Linear(84, num_classes)
             self.act = ScaledTanh()
-            for module in (self.c1, self.s2, self.c3, self.s4, self.c5, self.f6):
+            for module in (self.c1, self.s2, self.c3, self.s4, self.c5, self.f6, self.output):
                 _paper_init_(module)
         else:
             activation = activation or "relu"
@@ -272,7 +282,8 @@ class LeNet5(Module):
             self.s4 = Pool(2, 2)
             self.c5 = Conv2d(16, 120, 5)
             self.f6 = Linear(120, 84)
-            self.output = Linear(84, num_classes)
+            self.output = Linear(84, num_classes) if output == "linear" else EuclideanRBF(
+                digit_prototypes()[:num_classes])
             self.act = ReLU() if activation == "relu" else Tanh()
 
     def forward(self, x):
@@ -294,15 +305,16 @@ class LeNet5(Module):
 
     # -- the output contract (nn.Module.loss / scores)
     def loss(self, output, target):
-        """Training loss: Eq. (9) on distances (classic) or cross-entropy on logits (modern)."""
-        return rbf_loss(output, target) if self.variant == "classic" else F.cross_entropy(output, target)
+        """Training loss: Eq. (9) on distances (RBF output) or cross-entropy on logits (linear output)."""
+        return rbf_loss(output, target) if self.head == "rbf" else F.cross_entropy(output, target)
 
     def scores(self, output):
-        """Higher is better: negated distances (classic) or the logits (modern)."""
-        return -output if self.variant == "classic" else output
+        """Higher is better: negated distances (RBF output) or the logits (linear output)."""
+        return -output if self.head == "rbf" else output
 
     def extra_repr(self):
-        return f"variant={self.variant!r}"
+        default = "rbf" if self.variant == "classic" else "linear"
+        return f"variant={self.variant!r}" + ("" if self.head == default else f", output={self.head!r}")
 
 
 # no augmentation (the paper had none); SGD with momentum and a cosine decay

@@ -22,6 +22,18 @@ Reference numbers (Table 6 and 7, ImageNet, 1000 classes)::
 With BatchNorm (two parameters per channel) the 1.0 model has exactly
 4,231,976 parameters; the paper's mult-adds count conv and FC multiply-adds
 only, as ``scratchnet.summary`` does.
+
+``separable=False`` is Table 4's "Conv MobileNet": every depthwise separable
+block replaced by one full 3x3 convolution (+ BN + ReLU) with the same input,
+output and stride, the cost comparison of Sec. 4.1::
+
+    Table 4              ImageNet acc.   mult-adds   params
+    Conv MobileNet       71.7%           4866M       29.3M
+    MobileNet            70.6%           569M        4.2M
+
+A full KxK conv from M to N maps on a DFxDF map costs DK*DK*M*N*DF*DF
+mult-adds; the separable pair DK*DK*M*DF*DF + M*N*DF*DF, the fraction
+1/N + 1/DK^2 of it (Eq. 5).
 """
 from collections import OrderedDict
 
@@ -60,6 +72,13 @@ class Conv2dNormActivation(Sequential):
         super().__init__(*layers)
 
 
+class FullConv(Sequential):
+    """Table 4's baseline block: one full 3x3 conv + BN + ReLU in place of a depthwise separable pair."""
+
+    def __init__(self, in_channels, out_channels, stride):
+        super().__init__(OrderedDict([("conv", Conv2dNormActivation(in_channels, out_channels, 3, stride))]))
+
+
 class DepthwiseSeparable(Sequential):
     """Fig. 3 (right): 3x3 depthwise conv + BN + ReLU, then 1x1 pointwise conv + BN + ReLU."""
 
@@ -77,7 +96,8 @@ class MobileNetV1(Sequential):
     and lets the resolution multiplier (192, 160, 128) work unchanged.
     """
 
-    def __init__(self, num_classes=1000, width_mult=1.0, resolution=224, in_channels=3, blocks=BLOCKS):
+    def __init__(self, num_classes=1000, width_mult=1.0, resolution=224, in_channels=3, blocks=BLOCKS,
+                 separable=True):
         if width_mult <= 0:
             raise ValueError(f"mobilenet_v1: width_mult (alpha) must be positive, got {width_mult}")
 
@@ -86,8 +106,9 @@ class MobileNetV1(Sequential):
 
         layers = [Conv2dNormActivation(in_channels, width(STEM_CHANNELS), 3, stride=2)]
         channels = width(STEM_CHANNELS)
+        Block = DepthwiseSeparable if separable else FullConv
         for stride, out_channels in blocks:
-            layers.append(DepthwiseSeparable(channels, width(out_channels), stride))
+            layers.append(Block(channels, width(out_channels), stride))
             channels = width(out_channels)
         super().__init__(OrderedDict([
             ("features", Sequential(*layers)),
@@ -95,16 +116,18 @@ class MobileNetV1(Sequential):
             ("flatten", Flatten(1)),
             ("fc", Linear(channels, num_classes)),
         ]))
-        self.width_mult, self.resolution = width_mult, resolution
+        self.width_mult, self.resolution, self.separable = width_mult, resolution, separable
         self.input_size = (in_channels, resolution, resolution)
 
     def extra_repr(self):
-        return f"width_mult={self.width_mult}, resolution={self.resolution}"
+        return (f"width_mult={self.width_mult}, resolution={self.resolution}"
+                + ("" if self.separable else ", separable=False"))
 
 
 @register_model("mobilenet_v1", "mobilenet", recipe=IMAGENET_SHAPED)
-def mobilenet_v1(num_classes=1000, width_mult=1.0, resolution=224, in_channels=3, blocks=BLOCKS):
+def mobilenet_v1(num_classes=1000, width_mult=1.0, resolution=224, in_channels=3, blocks=BLOCKS, separable=True):
     """MobileNet v1 with width multiplier ``width_mult`` (alpha: 1.0, 0.75, 0.5, 0.25) and
     input ``resolution`` (rho: 224, 192, 160, 128). ``blocks`` replaces Table 1's
-    (stride, channels) list, e.g. for a tiny test network."""
-    return MobileNetV1(num_classes, width_mult, resolution, in_channels, blocks)
+    (stride, channels) list, e.g. for a tiny test network; ``separable=False`` builds Table 4's
+    Conv MobileNet (full 3x3 convolutions)."""
+    return MobileNetV1(num_classes, width_mult, resolution, in_channels, blocks, separable)

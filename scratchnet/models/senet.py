@@ -24,10 +24,19 @@ and torch hub's ``se_resnet50`` ("28.1M").
 The ``se_resnet*`` constructors build resnet.py's ResNet with ``se_layer=SEBlock``; resnet.py
 does not import this file (no import cycle). EfficientNet's MBConv can use ``SqueezeExcitation``
 with its own squeeze width and activation (torchvision's signature).
+
+SE-Inception (Fig. 2): the SE block recalibrates an Inception module's output, the concatenation of
+its branches. Table 2 applies it to BN-Inception (Ioffe & Szegedy 2015); ``se_googlenet`` applies it to
+the zoo's Inception v1 (GoogLeNet, googlenet.py), the Inception net of the study notes: the same SE
+block on each of its nine modules (256 ... 1024 channels, r = 16), everything else GoogLeNet's.
+BN-Inception, a different table (two 3x3 convs for each 5x5, batch norm, other widths), is not in the
+zoo. SE adds 2 C^2/r + C/r + C parameters per module: 6,998,552 -> 7,478,655 without the auxiliary
+heads.
 """
 from functools import partial
 
 from ..nn import AdaptiveAvgPool2d, Conv2d, Module, ReLU, Sigmoid
+from .googlenet import GoogLeNet
 from .registry import IMAGENET_SHAPED, register_model
 from .resnet import CIFAR_RECIPE, cifar_resnet, imagenet_resnet
 
@@ -120,3 +129,9 @@ def se_resnet56(num_classes=10, **options):
 @register_model("se_resnet110", recipe=CIFAR_RECIPE)
 def se_resnet110(num_classes=10, **options):
     return se_cifar_resnet(110, num_classes, **options)
+
+
+@register_model("se_googlenet", "se_inception_v1", recipe=IMAGENET_SHAPED)
+def se_googlenet(num_classes=1000, reduction=REDUCTION, **options):
+    """GoogLeNet (Inception v1) with an SE block on each Inception module's output (SENet Fig. 2)."""
+    return GoogLeNet(num_classes, se_layer=partial(SEBlock, reduction=reduction), **options)

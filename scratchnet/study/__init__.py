@@ -10,6 +10,7 @@
     python -m scratchnet.study cost                           # parameters vs multiply-adds for the zoo
     python -m scratchnet.study landscape plain20 resnet20     # loss landscape and sharpness (Li et al. 2018)
     python -m scratchnet.study deformable                     # regular vs deformable nets, where the kernels look
+    python -m scratchnet.study claims [NAME ...] [--quick]    # the study notes' claims, each checked (docs/claims.md)
 
 Every command writes PNGs and a JSON of the numbers to ``--out`` (default
 ``runs/study``) and prints a short table. Gradients are read with tensor hooks,
@@ -25,6 +26,7 @@ command line. This file only re-exports: ``study.gradflow`` is the runner
 function; import a module's other pieces with ``from scratchnet.study.gradflow
 import measure``.
 """
+from .claims import claims
 from .cli import build_parser, main
 from .common import build, classification_loss, deep_net, fashion_batches, load_or_train, train_briefly
 from .cost import cost
@@ -37,7 +39,7 @@ from .joins import join_gradients, joins
 from .landscape import landscape
 from .se_weights import se_weights
 
-__all__ = ["build", "build_parser", "classification_loss", "cost", "deconv", "deconv_project", "deep_net", "deformable",
-           "degradation", "fashion_batches", "feature_stack", "features", "gradflow", "gradient_norms",
+__all__ = ["build", "build_parser", "claims", "classification_loss", "cost", "deconv", "deconv_project", "deep_net",
+           "deformable", "degradation", "fashion_batches", "feature_stack", "features", "gradflow", "gradient_norms",
            "join_gradients", "joins", "landscape", "load_or_train", "main", "max_pool_with_switches", "max_unpool",
            "se_weights", "train_briefly"]

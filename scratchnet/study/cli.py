@@ -4,6 +4,10 @@ from pathlib import Path
 
 from .. import backend
 from ..cli import ArgumentParser, UsageError, command, integer, real
+from .claims import CLAIMS, DEFAULT_DOCS, claims
+from .claims import DATASETS as CLAIM_DATASETS
+from .claims import DEFAULT_OUT as CLAIMS_OUT
+from .common import DEFAULT_OUT
 from .cost import cost
 from .deconv import deconv
 from .deformable import deformable
@@ -24,8 +28,8 @@ def common_options(parser, defaults):
     holds the defaults; each study's parser takes the same options with no default of its own, so a
     value given after the name wins and an absent one leaves the main parser's in place."""
     default = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
-    parser.add_argument("--out", default=default("runs/study"),
-                        help="folder for the PNGs and JSON (default runs/study)")
+    parser.add_argument("--out", default=default(None),
+                        help="folder for the PNGs and JSON (default runs/study; for claims benchmarks/results)")
     parser.add_argument("--data-dir", default=default(None),
                         help="folder holding fashion-mnist/ (else $SCRATCHNET_DATA, the cache, ...)")
     parser.add_argument("--seed", type=integer(0), default=default(0))
@@ -142,18 +146,50 @@ def build_parser():
     c = study("cost", help="parameters vs multiply-adds for the zoo")
     c.add_argument("--models", nargs="*")
     c.set_defaults(run=lambda a, common: cost(a.models, common["out"]))
+
+    k = study("claims", help="the study notes' claims, each checked: cost claims exact, training claims over seeds; "
+              "JSON and figures in OUT/claims, the page docs/claims.md regenerated")
+    k.add_argument("names", nargs="*", metavar="NAME", help="claims to run (default: all; --list names them)")
+    size = k.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="size", action="store_const", const="quick",
+                      help="the default: every claim in about 15 minutes on 2 cores")
+    size.add_argument("--full", dest="size", action="store_const", const="full", help="the longer budgets")
+    size.add_argument("--tiny", dest="size", action="store_const", const="tiny",
+                      help="seconds per claim (what the tests run)")
+    k.add_argument("--seeds", type=integer(1), help="seeds per training claim, from --seed (default: 3, --full 5, "
+                   "--tiny 2)")
+    k.add_argument("--datasets", nargs="+", default=list(CLAIM_DATASETS), choices=CLAIM_DATASETS,
+                   help="where the training claims train (default: both; CIFAR-10 is skipped when its files are "
+                   "not here)")
+    k.add_argument("--docs", default=str(DEFAULT_DOCS), help=f"the page regenerated from the JSON (default "
+                   f"{DEFAULT_DOCS})")
+    k.add_argument("--no-docs", dest="docs", action="store_const", const=None, help="do not write the page")
+    k.add_argument("--list", action="store_true", help="list the claims and exit")
+    k.set_defaults(size="quick", default_out=CLAIMS_OUT, run=run_claims)
     return p
+
+
+def run_claims(args, common):
+    if args.list:
+        for name, claim in CLAIMS.items():
+            print(f"{name:<24}{claim.kind:<10}{claim.source}")
+        return
+    if args.threads is None:  # the claims' nets are small: one thread runs them faster than two
+        backend.set_num_threads(1)
+    claims(args.names, args.size, args.seeds, args.datasets, common["data_dir"], common["out"], args.docs,
+           first_seed=common["seed"])
 
 
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.out if args.out is not None else getattr(args, "default_out", DEFAULT_OUT))
     if args.threads is not None:
         backend.set_num_threads(args.threads)
     try:
         args.run(args, dict(data_dir=args.data_dir, out=out, seed=args.seed))
     except (ValueError, TypeError) as exc:  # a study's own check of its input (a layer, a model, a size)
         raise UsageError(f"study {args.tool}: {exc}") from None
-    print(f"wrote {out}/")
+    if not getattr(args, "list", False):
+        print(f"wrote {out}/")
     return 0

@@ -91,11 +91,12 @@ def build(name, num_classes=10):
     return get_model(name, num_classes=num_classes)
 
 
-def cifar_net(name, study):
+def cifar_net(name, study, in_channels=1, **options):
     """The 32x32 one-channel, 10-class CIFAR-style net ``name`` for Fashion-MNIST: the construction the
-    degradation and landscape studies share, so one's trained weights load into the other."""
+    degradation and landscape studies share, so one's trained weights load into the other (``options``, e.g.
+    narrower ``widths``, for the claims that train it within a CPU budget)."""
     try:
-        return get_model(name, num_classes=10, in_channels=1)
+        return get_model(name, num_classes=10, in_channels=in_channels, **options)
     except TypeError:
         raise ValueError(f"{study} trains 32x32 one-channel nets (plainN / resnetN, N = 20, 32, 44, 56, 110); "
                          f"{name} takes no in_channels") from None

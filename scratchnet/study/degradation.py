@@ -21,11 +21,11 @@ def fashion_32(train, limit, data_dir):
 
 
 def train_for_degradation(name, images, labels, test_images, test_labels, epochs, batch_size, lr, log_every,
-                          seed):
+                          seed, model_options=None):
     """Train one CIFAR-style net; return its training-error curve (per ``log_every`` iterations and test error)
-    and the trained net."""
+    and the trained net. ``model_options`` go to the constructor (the claims' narrow nets)."""
     backend.manual_seed(seed)
-    model = cifar_net(name, "degradation")
+    model = cifar_net(name, "degradation", in_channels=images.shape[1], **(model_options or {}))
     optimizer = SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     rng = np.random.default_rng(seed)
     curve = {"iteration": [], "train_error": [], "loss": [], "epoch_end": [], "test_error": []}

@@ -44,7 +44,8 @@ from .recipes import recipe_for
 PROG = "python -m scratchnet.train"
 
 CONFIG_KEYS = ("model", "dataset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer",
-               "schedule", "warmup", "augment", "seed", "limit", "test_limit", "model_args", "data_dir")
+               "schedule", "warmup", "augment", "ten_crop", "seed", "limit", "test_limit", "model_args", "data_dir")
+AUGMENTATIONS = ("crop", "patches", "flip", "lighting")
 
 
 def build_parser():
@@ -63,7 +64,11 @@ def build_parser():
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     p.add_argument("--schedule", choices=["step", "cosine", "none"])
     p.add_argument("--warmup", type=real(minimum=0), help="epochs of linear warm-up from lr/10 (fractions allowed)")
-    p.add_argument("--augment", help="comma-separated subset of crop,flip,lighting, or 'none'")
+    p.add_argument("--augment", help="comma-separated subset of crop (CIFAR's pad and crop), patches (AlexNet's "
+                   "random patches of images rescaled by 256/224), flip, lighting (AlexNet's PCA colour noise), "
+                   "or 'none'")
+    p.add_argument("--ten-crop", action="store_true", help="evaluate as AlexNet: the softmax averaged over ten "
+                   "patches per test image (four corners, centre, and their mirror images)")
     p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--out", help="run folder (default runs/MODEL-DATASET)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
@@ -102,9 +107,12 @@ def make_config(args):
         config["augment"] = list(recipe.augment)
     else:
         config["augment"] = [] if args.augment == "none" else [a.strip() for a in args.augment.split(",") if a]
-        unknown = set(config["augment"]) - {"crop", "flip", "lighting"}
+        unknown = set(config["augment"]) - set(AUGMENTATIONS)
         if unknown:
-            raise UsageError(f"--augment: unknown {', '.join(sorted(unknown))}; choose from crop, flip, lighting")
+            raise UsageError(f"--augment: unknown {', '.join(sorted(unknown))}; choose from {', '.join(AUGMENTATIONS)}")
+    if {"crop", "patches"} <= set(config["augment"]):
+        raise UsageError("--augment: crop and patches are two ways of cropping; choose one")
+    config["ten_crop"] = args.ten_crop
     config.update(seed=args.seed, limit=args.limit, test_limit=args.test_limit, data_dir=args.data_dir,
                   model_args=parse_model_args(args.model_arg))
     detector, wants_detection = recipe.task == "detection", DATASETS[config["dataset"]]["task"] == "detection"
@@ -114,6 +122,8 @@ def make_config(args):
                          f"use --dataset {'shapes' if detector else 'fashion-mnist, mnist or cifar10'}")
     if "lighting" in config["augment"] and DATASETS[config["dataset"]]["channels"] != 3:
         raise UsageError(f"--augment lighting needs RGB images; {config['dataset']} is grayscale")
+    if config["ten_crop"] and wants_detection:
+        raise UsageError("--ten-crop averages a classifier's softmax over ten patches; it is not for detection")
     return config
 
 
@@ -235,6 +245,11 @@ def run(args, held=None, argv=None):
             raise UsageError(str(exc)) from None
         if args.data_dir:  # ... but the data may have moved
             config["data_dir"] = args.data_dir
+        if args.ten_crop:  # ... and may be evaluated with ten patches per image
+            if config.get("dataset") in DATASETS and DATASETS[config["dataset"]]["task"] == "detection":
+                raise UsageError("--ten-crop averages a classifier's softmax over ten patches; it is not for "
+                                 "detection")
+            config["ten_crop"] = True
         out = Path(args.out) if args.out else resume_dir
     else:
         config = make_config(args)
@@ -261,14 +276,16 @@ def run(args, held=None, argv=None):
     if args.eval_only:
         record = job.evaluate()
         metric = job.task.metric
-        print(f"test loss {record['test_loss']:.4f}  test {metric} {100 * record[f'test_{metric}']:.2f}%  "
-              f"({len(job.test_set)} samples)")
+        errors = (f"  top-1 error {100 * record['test_top1_error']:.2f}%, top-5 {100 * record['test_top5_error']:.2f}%"
+                  if "test_top5_error" in record else "")
+        print(f"test loss {record['test_loss']:.4f}  test {metric} {100 * record[f'test_{metric}']:.2f}%{errors}  "
+              f"({len(job.test_set)} samples{', ten patches each' if job.config.get('ten_crop') else ''})")
         if ranks.is_main:
             write_json(out / "eval.json", record)
         return 0
 
     if ranks.is_main:
-        write_json(out / "config.json", {k: config[k] for k in CONFIG_KEYS}
+        write_json(out / "config.json", {k: config.get(k) for k in CONFIG_KEYS}
                    | {"device": device, "conv_algo": args.conv_algo, "distributed": ranks.describe()})
     print(f"training {config['model']} ({job.model.num_parameters():,} parameters) on {config['dataset']} "
           f"({len(job.train_set)} train / {len(job.test_set)} test) for {config['epochs']} epochs -> {out}",

@@ -55,8 +55,20 @@ def load_datasets(config, model, download, progress):
     return train, test
 
 
-def pipelines(config, model):
-    """(train transform, test transform) taking the dataset's uint8 batches to the model's input."""
+# AlexNet's patches (Sec. 4.1): random 224x224 windows of images rescaled to 256x256, so the model's input
+# side times 256/224 (227 -> 259); the test takes the centre window, or ten (--ten-crop)
+PATCH_SCALE = 256 / 224
+
+
+def pipelines(config, model, train_images=None):
+    """(train transform, test transform) taking the dataset's uint8 batches to the model's input.
+
+    Augmentations (``config["augment"]``): "crop" (pad by 1/8 of the side and crop back, CIFAR's), or
+    "patches" (AlexNet's: random model-side patches of images rescaled by 256/224); "flip"; "lighting"
+    (AlexNet's PCA colour noise, from the principal components of ``train_images``' pixels when given,
+    else ImageNet's). ``config["ten_crop"]``: the test transform gives ten patches per image (the four
+    corners and the centre of the rescaled image, and their mirror images), (N, 10, C, H, W).
+    """
     spec = DATASETS[config["dataset"]]
     if spec["side"] is None:  # synthetic shapes are drawn at the model's size
         return T.ToFloat(), T.ToFloat()
@@ -64,22 +76,30 @@ def pipelines(config, model):
     if channels != spec["channels"] and not (channels == 3 and spec["channels"] == 1):
         raise UsageError(f"model {config['model']} takes {channels}-channel input but {config['dataset']} has "
                          f"{spec['channels']} channels")
-    fit = []
-    if channels != spec["channels"]:
-        fit.append(T.RepeatChannels(channels))
+    augment, ten_crop = config["augment"], config.get("ten_crop", False)
+    repeat = [T.RepeatChannels(channels)] if channels != spec["channels"] else []
+    fit = list(repeat)
     if side == spec["side"] + 4 and spec["side"] == 28:
         fit.append(T.Pad(2))  # LeNet's 32x32: MNIST's 28x28 centred in a blank border (the paper's choice)
     elif side != spec["side"]:
         fit.append(T.Resize(side))  # e.g. CIFAR's 32 upsampled to AlexNet's 227
+    rescale = repeat + [T.Resize(round(side * PATCH_SCALE))]  # the larger image that patches are cut from
     mean = spec["mean"] * (channels // len(spec["mean"]))
     std = spec["std"] * (channels // len(spec["std"]))
-    augment = config["augment"]
-    random = []
-    if "crop" in augment:
-        random.append(T.RandomCrop(spec["side"], padding=spec["side"] // 8))
-    if "flip" in augment:
-        random.append(T.RandomHorizontalFlip())
-    light = [T.PCALighting()] if "lighting" in augment else []
-    train = T.Compose([T.ToFloat(), *random, *fit, *light, T.Normalize(mean, std)])
-    test = T.Compose([T.ToFloat(), *fit, T.Normalize(mean, std)])
-    return train, test
+    flip = [T.RandomHorizontalFlip()] if "flip" in augment else []
+    if "patches" in augment:
+        random = [*rescale, T.RandomCrop(side), *flip]
+    else:  # crop and flip at the dataset's size, then fit to the model
+        random = [T.RandomCrop(spec["side"], padding=spec["side"] // 8)] if "crop" in augment else []
+        random += flip + fit
+    light = []
+    if "lighting" in augment:
+        light = [T.PCALighting.from_images(train_images) if train_images is not None else T.PCALighting()]
+    train = T.Compose([T.ToFloat(), *random, *light, T.Normalize(mean, std)])
+    if ten_crop:
+        test = [*rescale, T.TenCrop(side)]
+    elif "patches" in augment:
+        test = [*rescale, T.CenterCrop(side)]
+    else:
+        test = fit
+    return train, T.Compose([T.ToFloat(), *test, T.Normalize(mean, std)])

@@ -98,7 +98,7 @@ class Run:
         self.train_set, self.test_set = self.ranks.agree(
             lambda: load_datasets(config, self.model, download=not config.get("no_download"), progress=progress),
             UsageError)
-        train_tf, test_tf = pipelines(config, self.model)
+        train_tf, test_tf = pipelines(config, self.model, getattr(self.train_set, "inputs", None))
         self.train_loader = DataLoader(self.train_set, config["batch_size"], shuffle=True,
                                        seed=self.ranks.augment_seed(config["seed"]), transform=train_tf,
                                        prefetch=prefetch,
@@ -251,7 +251,8 @@ class Run:
         self.model.eval()
         started = time.perf_counter()
         with no_grad():
-            outputs = ((self.model(Tensor(backend.to_device(x, self.device))), y) for x, y in self.test_loader)
+            outputs = ((self.task.test_forward(Tensor(backend.to_device(x, self.device))), y)
+                       for x, y in self.test_loader)
             test_loss, scores = self.task.evaluate(outputs, self.ranks)
         return {"test_loss": test_loss, "eval_time_s": time.perf_counter() - started, **scores}
 

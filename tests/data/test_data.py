@@ -9,8 +9,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from scratchnet.data import DatasetError, load_cifar10, load_mnist, parse_idx, read_idx
 from conftest import LoopbackServer, write_cifar
+from scratchnet.data import DatasetError, load_cifar10, load_mnist, parse_idx, read_idx
 from scratchnet.data import download as dl
 from scratchnet.data import idx
 

@@ -8,11 +8,10 @@ import tarfile
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, write_cifar
 from scratchnet.data import DatasetError, load_cifar10, read_idx
 from scratchnet.data import download as dl
 from scratchnet.data.cifar import ARCHIVE, FOLDER
-from test_data import write_cifar
 
 
 def broken_stream(raw):

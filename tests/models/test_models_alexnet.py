@@ -73,7 +73,7 @@ def test_feature_map_sizes_at_native_input(rng, name, sizes):
     assert seen == sizes and out.shape == (1, 5)
 
 
-def torch_forward(model, x, paper_order, strides, paddings, groups, ceil):
+def torch_forward(model, x, paper_order, strides, paddings, groups, ceil, pool=3):
     """The same five conv + three FC layers written with torch ops from the model's weights (eval)."""
     p = [torch.tensor(v) for v in model.state_dict().values()]
     convs, fcs = [(p[i], p[i + 1]) for i in range(0, 10, 2)], [(p[i], p[i + 1]) for i in range(10, 16, 2)]
@@ -82,7 +82,7 @@ def torch_forward(model, x, paper_order, strides, paddings, groups, ceil):
         a = TF.relu(TF.conv2d(a, w, b, strides[i], paddings[i], groups=groups[i]))
         for op in paper_order[i]:
             a = (TF.local_response_norm(a, 5, alpha=5e-4, beta=0.75, k=2.0) if op == "lrn"
-                 else TF.max_pool2d(a, 3, 2, ceil_mode=ceil))
+                 else TF.max_pool2d(a, pool, 2, ceil_mode=ceil))
     a = a.flatten(1)
     a = TF.relu(TF.linear(a, *fcs[0]))
     a = TF.relu(TF.linear(a, *fcs[1]))
@@ -135,3 +135,35 @@ def test_paper_initialisation():
     assert abs(float(model.classifier[0].weight.numpy().std()) - 0.01) < 0.002
     with pytest.raises(ValueError, match="init_weights"):
         get_model("alexnet", init_weights="he")
+
+
+# --------------------------------------------------------------------------- the Sec. 3.3-3.4 switches
+
+
+@pytest.mark.parametrize("lrn, overlapping", [(True, False), (False, True), (False, False)])
+def test_lrn_and_overlapping_pool_switches(rng, lrn, overlapping):
+    """Sec. 3.4: s = z = 2 "produces output of equivalent dimensions" (55 -> 27 -> 13 -> 6); no parameter
+    changes; the forward equals the same layers in torch."""
+    model = get_model("alexnet", lrn=lrn, overlapping_pool=overlapping, **TINY).double().eval()
+    assert model.num_parameters() == get_model("alexnet", **TINY).num_parameters()
+    assert sum(isinstance(m, LocalResponseNorm) for m in model.features) == (2 if lrn else 0)
+    pools = [m for m in model.features if isinstance(m, MaxPool2d)]
+    assert {(m.kernel_size, m.stride) for m in pools} == {(3 if overlapping else 2, 2)}
+    x = rng.standard_normal((2, 3, 227, 227))
+    order = [("lrn", "pool"), ("lrn", "pool"), (), (), ("pool",)]
+    if not lrn:
+        order = [tuple(op for op in ops if op != "lrn") for ops in order]
+    expected = torch_forward(model, x, order, [4, 1, 1, 1, 1], [0, 2, 1, 1, 1], [1, 2, 1, 2, 2], ceil=False,
+                             pool=3 if overlapping else 2)
+    np.testing.assert_allclose(model(sn.tensor(x)).numpy(), expected, rtol=1e-10, atol=1e-12)
+    seen = []
+    for m in pools:
+        m.register_forward_hook(lambda module, args, out: seen.append(out.shape[-1]))
+    model(sn.tensor(x))
+    assert seen == [27, 13, 6]
+
+
+def test_switched_off_gradcheck(rng):
+    model = get_model("alexnet", lrn=False, overlapping_pool=False, **TINY).double().train()
+    x = sn.tensor(rng.standard_normal((2,) + model.input_size), requires_grad=True)
+    assert gradcheck_model(model, x, max_elements=0)

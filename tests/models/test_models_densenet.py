@@ -11,17 +11,19 @@ import torch.nn.functional as TF
 
 import scratchnet as sn
 from scratchnet.models import get_model, list_models
-from scratchnet.models.densenet import DenseNet, _DenseBlock, _Transition
-from conftest import assert_torchvision_layout, backward_without_recursion, torchvision_reference
+from scratchnet.models.densenet import DenseNet, _DenseBlock, _Transition, cifar_densenet_bc
+from conftest import (assert_torchvision_layout, backward_without_recursion, torchvision_reference,
+                      torchvision_twins)
 
 REFERENCE = torchvision_reference()
+TWINS = torchvision_twins()
 
 
 def t64(array):
     return torch.from_numpy(np.array(array, dtype=np.float64))
 
 
-def torch_densenet(sd, x, block_config, training):
+def torch_densenet(sd, x, block_config, training, stem="imagenet"):
     """DenseNet-BC written with torch ops from a state dict (taken before the model's forward)."""
     def bn(y, key):
         return TF.batch_norm(y, t64(sd[key + ".running_mean"]), t64(sd[key + ".running_var"]),
@@ -30,7 +32,10 @@ def torch_densenet(sd, x, block_config, training):
     def conv(y, key, stride=1, padding=0):
         return TF.conv2d(y, t64(sd[key + ".weight"]), None, stride, padding)
 
-    y = TF.max_pool2d(TF.relu(bn(conv(x, "features.conv0", 2, 3), "features.norm0")), 3, 2, 1)
+    if stem == "imagenet":
+        y = TF.max_pool2d(TF.relu(bn(conv(x, "features.conv0", 2, 3), "features.norm0")), 3, 2, 1)
+    else:  # the CIFAR nets: one 3x3 conv
+        y = conv(x, "features.conv0", 1, 1)
     for b, num_layers in enumerate(block_config, 1):
         for i in range(1, num_layers + 1):
             key = f"features.denseblock{b}.denselayer{i}"
@@ -155,3 +160,50 @@ def test_densenet201_backward_without_recursion(rng):
     backward_without_recursion(out.sum())
     assert x.grad.shape == (1, 3, 32, 32) and np.isfinite(x.grad).all()
     assert all(p.grad is not None for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- CIFAR DenseNet-BC (Table 2)
+
+
+@pytest.mark.parametrize("name, paper_millions", [("densenet_bc_100", 0.8), ("densenet_bc_250", 15.3),
+                                                  ("densenet_bc_190", 25.6)])
+def test_cifar_densenet_bc_counts_equal_the_torchvision_twin_and_table_2(name, paper_millions, skip_random_init):
+    """The fixture assembles each net from torchvision's own _DenseBlock and _Transition with a 3x3 stem."""
+    model, twin = get_model(name), TWINS[name]
+    assert model.num_parameters() == twin["num_params"]
+    assert round(model.num_parameters() / 1e6, 1) == paper_millions
+    assert model.input_size == (3, 32, 32)
+    if "state_dict" in twin:
+        assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == twin["state_dict"]
+
+
+def test_cifar_densenet_bc_100_structure(skip_random_init):
+    model = get_model("densenet_bc_100")
+    assert model.num_parameters() == 769_162
+    f = model.features
+    assert [len(getattr(f, f"denseblock{i}")) for i in (1, 2, 3)] == [16, 16, 16]  # (L - 4) / 6 = 16
+    assert f.conv0.weight.shape == (24, 3, 3, 3)  # 2k maps
+    # 24 + 16*12 = 216 -> 108 -> 108 + 192 = 300 -> 150 -> 150 + 192 = 342
+    assert f.transition1.conv.weight.shape[:2] == (108, 216) and f.transition2.conv.weight.shape[:2] == (150, 300)
+    assert model.classifier.weight.shape == (10, 342)
+    with pytest.raises(ValueError, match=r"6n\+4"):
+        cifar_densenet_bc(101)
+    with pytest.raises(ValueError, match="stem"):
+        DenseNet(stem="mnist")
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_tiny_cifar_densenet_matches_torch(training, rng):
+    model = cifar_densenet_bc(16, num_classes=3, growth_rate=2, in_channels=2).double()  # two layers per block
+    x = rng.standard_normal((2, 2, 8, 8))
+    model.train()
+    model(sn.tensor(x))  # move the running statistics away from 0/1
+    model.train(training)
+    expected = torch_densenet(model.state_dict(), t64(x), (2, 2, 2), training, stem="cifar").numpy()
+    np.testing.assert_allclose(model(sn.tensor(x)).numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_tiny_cifar_densenet_gradcheck(rng):
+    model = cifar_densenet_bc(10, num_classes=3, growth_rate=2, in_channels=1).double()
+    x = sn.tensor(rng.standard_normal((2, 1, 8, 8)), requires_grad=True)
+    assert sn.gradcheck(lambda v: model(v), [x], params=list(model.parameters()), max_elements=0)

@@ -9,7 +9,8 @@ import torch
 
 import scratchnet as sn
 from scratchnet.models import get_model
-from scratchnet.models.efficientnet import TINY_STAGES, MBConv, StochasticDepth, _make_divisible
+from scratchnet.models.efficientnet import (B0_STAGES, TINY_STAGES, VARIANTS, MBConv, StochasticDepth,
+                                           _make_divisible, compound_scaling, scale_stages)
 from scratchnet.nn import BatchNorm2d, Dropout
 from conftest import assert_torchvision_layout
 
@@ -226,3 +227,44 @@ def test_train_and_eval_behaviour():
 def test_bad_stride_is_rejected():
     with pytest.raises(ValueError, match="stride"):
         MBConv(6, 3, 3, 16, 16, 0.0)
+
+
+# --------------------------------------------------------------------------- compound scaling from phi
+
+
+def stage_table(model):
+    """(channels, layers) of each MBConv stage, read off a built net."""
+    return [(model.features[i][0].out_channels, len(model.features[i])) for i in range(1, 8)]
+
+
+def test_compound_scaling_is_equation_3():
+    assert compound_scaling(0) == (1.0, 1.0, 224)
+    width, depth, resolution = compound_scaling(7)
+    assert (width, depth) == (1.1 ** 7, 1.2 ** 7) and resolution == round(224 * 1.15 ** 7) == 596
+    assert abs(1.2 * 1.1 ** 2 * 1.15 ** 2 - 1.92) < 1e-3  # alpha beta^2 gamma^2 ~ 2: FLOPs ~ 2^phi
+
+
+def test_phi_builds_b0_scaled_by_equation_3():
+    """round_filters (multiples of 8, never 10% under) and round_repeats (ceil) of the reference code."""
+    assert get_model("efficientnet_b0", phi=0).num_parameters() == 5_288_548
+    model = get_model("efficientnet_b0", phi=3, num_classes=10)
+    width, depth, resolution = compound_scaling(3)
+    assert model.input_size == (3, resolution, resolution) == (3, 341, 341)
+    expected = [(_make_divisible(c_out * width), int(np.ceil(n * depth))) for *_, c_out, n in B0_STAGES]
+    assert stage_table(model) == expected == [(c, n) for *_, c, n in scale_stages(B0_STAGES, width, depth)]
+    assert model.features[0][0].out_channels == _make_divisible(32 * width)
+    with pytest.raises(ValueError, match="phi"):
+        get_model("efficientnet_b0", phi=1, width_mult=1.1)
+
+
+def test_published_b1_b7_are_not_the_formula():
+    """The registry keeps the published coefficients (torchvision's, the TF code's); Eq. 3 with phi = 1, 2
+    rounds to B2's and B3's stage tables (tensorflow/tpu#390), and from phi = 3 on the two part."""
+    for phi in (1, 2):
+        width, depth, _ = compound_scaling(phi)
+        published = VARIANTS[f"b{phi + 1}"]
+        assert scale_stages(B0_STAGES, width, depth) == scale_stages(B0_STAGES, published[0], published[1])
+    width, depth, _ = compound_scaling(7)
+    assert scale_stages(B0_STAGES, width, depth) != scale_stages(B0_STAGES, *VARIANTS["b7"][:2])
+    assert [n for *_, n in scale_stages(B0_STAGES, width, depth)] == [4, 8, 8, 11, 11, 15, 4]
+    assert [n for *_, n in scale_stages(B0_STAGES, *VARIANTS["b7"][:2])] == [4, 7, 7, 10, 10, 13, 4]

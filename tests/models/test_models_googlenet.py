@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as TF
 
 import scratchnet as sn
-from conftest import gradcheck_model, torchvision_reference
+from conftest import gradcheck_model, torchvision_reference, torchvision_twins
 from scratchnet.models import get_model
 from scratchnet.models.googlenet import GoogLeNetOutputs, NaiveInception
 from scratchnet.nn import Dropout, LocalResponseNorm
@@ -189,3 +189,49 @@ def test_inception_blocks_elementwise_gradcheck(rng):
     x = sn.tensor(rng.standard_normal((1, 1, 14, 14)), requires_grad=True)  # pool 5x5/3 -> 4x4
     assert head(x).shape == (1, 3)
     assert sn.gradcheck(head, [x], params=list(head.parameters()))
+
+
+# --------------------------------------------------------------------------- smaller inputs, SE-Inception
+
+TWINS = torchvision_twins()
+
+
+@pytest.mark.parametrize("image_size, pooled", [(224, 4), (160, 2), (96, 1), (80, 1)])
+def test_aux_heads_size_their_fc_from_the_image_size(image_size, pooled, rng):
+    """Stage 4's maps are 14x14 at 224 (the aux pool 5x5/3 -> 4x4); smaller inputs pool to fewer cells."""
+    model = get_model("googlenet", image_size=image_size, **TINY)
+    assert model.input_size == (3, image_size, image_size)
+    assert model.aux1.fc1.in_features == model.aux1.conv.conv.out_channels * pooled ** 2
+    out = model.train()(sn.tensor(rng.standard_normal((2, 3, image_size, image_size)).astype(np.float32)))
+    assert [o.shape for o in out] == [(2, 5)] * 3
+    with pytest.raises(ValueError, match="image_size"):
+        get_model("googlenet", image_size=64, **TINY)
+    assert get_model("googlenet", image_size=64, aux_logits=False, **TINY).input_size == (3, 64, 64)
+
+
+def test_se_googlenet_count_equals_googlenet_plus_torchvision_se_blocks(skip_random_init):
+    """SENet Fig. 2's SE-Inception module on each of the nine modules: what torchvision's SqueezeExcitation(C, C/16)
+    adds, per module (the fixture assembled it), and the closed form 2 C^2/16 + C/16 + C."""
+    twin = TWINS["se_inception_v1"]
+    plain, se = get_model("googlenet", aux_logits=False), get_model("se_googlenet", aux_logits=False)
+    widths = [getattr(plain, f"inception{name}").out_channels for name in TABLE_1]
+    assert widths == twin["module_channels"]
+    per_module = [sum(p.size for p in getattr(se, f"inception{name}").se.parameters()) for name in TABLE_1]
+    assert per_module == twin["se_params"] == [2 * c * (c // 16) + c // 16 + c for c in widths]
+    assert se.num_parameters() == plain.num_parameters() + sum(per_module) == 7_478_655
+
+
+def test_se_inception_module_scales_the_concatenation(rng):
+    from scratchnet.models.googlenet import Inception
+    from scratchnet.models.senet import SEBlock
+    block = Inception(4, 2, 2, 4, 1, 2, 2, se_layer=lambda c: SEBlock(c, reduction=2)).double()
+    x = sn.tensor(rng.standard_normal((2, 4, 5, 5)), requires_grad=True)
+    concat = sn.cat([block.branch1(x), block.branch2(x), block.branch3(x), block.branch4(x)], 1)
+    np.testing.assert_allclose(block(x).numpy(), (concat * block.se.scale(concat)).numpy(), rtol=1e-14)
+    assert sn.gradcheck(block, [x], params=list(block.parameters()))
+
+
+def test_se_googlenet_gradcheck_tiny(rng):
+    model = get_model("se_googlenet", reduction=4, image_size=96, **TINY).double().train()
+    x = sn.tensor(rng.standard_normal((1, 3, 96, 96)), requires_grad=True)
+    assert gradcheck_model(model, x, max_elements=0)

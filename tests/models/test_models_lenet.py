@@ -7,8 +7,9 @@ import torch.nn.functional as TF
 
 import scratchnet as sn
 from scratchnet.models import get_model
-from scratchnet.models.lenet import (LeNet5, PartialConv2d, ScaledTanh, TrainableSubsampling, connection_table,
-                                     digit_prototypes, rbf_loss)
+from scratchnet.models.lenet import (EuclideanRBF, LeNet5, PartialConv2d, ScaledTanh, TrainableSubsampling,
+                                     connection_table, digit_prototypes, rbf_loss)
+from scratchnet.nn import Linear
 
 # Sec. II.B of the paper: trainable parameters per layer of LeNet-5
 PAPER_PARAMS = {"c1": 156, "s2": 12, "c3": 1516, "s4": 32, "c5": 48120, "f6": 10164}
@@ -197,3 +198,45 @@ def test_bad_input_and_options_fail_clearly(rng):
         get_model("lenet5", variant="1989")
     with pytest.raises(ValueError, match="num_classes=11"):
         get_model("lenet5_classic", num_classes=11)
+
+
+# --------------------------------------------------------------------------- the output switch: RBF or softmax
+
+
+def test_output_switch_counts_and_layers():
+    classic_linear, modern_rbf = get_model("lenet5_classic", output="linear"), get_model("lenet5", output="rbf")
+    assert classic_linear.num_parameters() == 60_000 + 84 * 10 + 10 == 60_850
+    assert modern_rbf.num_parameters() == 61_706 - (84 * 10 + 10) == 60_856
+    assert isinstance(classic_linear.output, Linear) and isinstance(modern_rbf.output, EuclideanRBF)
+    assert np.abs(classic_linear.output.weight.numpy()).max() <= 2.4 / 84  # the paper's init, fan-in 84
+    assert "output='linear'" in repr(classic_linear) and "output='rbf'" in repr(modern_rbf)
+    assert "output=" not in repr(get_model("lenet5_classic"))
+    with pytest.raises(ValueError, match="output"):
+        get_model("lenet5", output="softmax")
+    with pytest.raises(ValueError, match="num_classes=12"):
+        get_model("lenet5", output="rbf", num_classes=12)
+
+
+def test_output_switch_sets_loss_and_scores(rng):
+    """The linear head trains with cross-entropy and scores with its logits; the RBF head with Eq. (9) and
+    negated distances, whatever the body."""
+    x = sn.tensor(rng.standard_normal((3, 1, 32, 32)))
+    target = np.array([0, 4, 9])
+    for model in (get_model("lenet5_classic", output="linear").double(), get_model("lenet5").double()):
+        logits = model(x)
+        expected = TF.cross_entropy(torch.tensor(logits.numpy()), torch.tensor(target)).item()
+        assert abs(model.loss(logits, sn.tensor(target)).item() - expected) < 1e-12
+        assert model.scores(logits) is logits
+    model = get_model("lenet5", output="rbf", activation="tanh").double()
+    distances = model(x)
+    assert abs(model.loss(distances, sn.tensor(target)).item() - rbf_loss(distances, sn.tensor(target)).item()) == 0
+    np.testing.assert_array_equal(model.scores(distances).numpy(), -distances.numpy())
+
+
+@pytest.mark.parametrize("variant, output", [("classic", "linear"), ("modern", "rbf")])
+def test_output_switch_gradcheck(rng, variant, output):
+    model = LeNet5(10, variant=variant, output=output).double()
+    x = sn.tensor(rng.standard_normal((2, 1, 32, 32)), requires_grad=True)
+    target = sn.tensor(np.array([1, 7]))
+    assert sn.gradcheck(lambda x: model.loss(model(x), target), [x], params=list(model.parameters()),
+                        max_elements=0)

@@ -10,6 +10,7 @@ import scratchnet as sn
 from scratchnet.models import get_model
 from scratchnet.nn import BatchNorm2d, Conv2d
 from scratchnet.summary import summary
+from conftest import torchvision_twins
 
 # Table 1 of Howard et al. 2017, transcribed: the 13 depthwise separable layers as
 # (depthwise stride, pointwise output channels); the stem is a 3x3/2 conv to 32 channels.
@@ -75,8 +76,9 @@ def test_bad_width_is_rejected():
         get_model("mobilenet_v1", width_mult=0)
 
 
-def torch_mobilenet(model, alpha, classes):
-    """Table 1 in torch with the same module names, loaded with our weights."""
+def torch_mobilenet(model, alpha, classes, separable=True):
+    """Table 1 in torch with the same module names, loaded with our weights (``separable=False``: Table 4's
+    full 3x3 convolutions)."""
     tnn = torch.nn
 
     def cbr(cin, cout, k, stride=1, groups=1):
@@ -86,7 +88,10 @@ def torch_mobilenet(model, alpha, classes):
     layers = [cbr(3, c, 3, 2)]
     for stride, out in TABLE1:
         out = int(out * alpha)
-        layers.append(tnn.Sequential(OrderedDict(depthwise=cbr(c, c, 3, stride, c), pointwise=cbr(c, out, 1))))
+        if separable:
+            layers.append(tnn.Sequential(OrderedDict(depthwise=cbr(c, c, 3, stride, c), pointwise=cbr(c, out, 1))))
+        else:
+            layers.append(tnn.Sequential(OrderedDict(conv=cbr(c, out, 3, stride))))
         c = out
     net = tnn.Sequential(OrderedDict(features=tnn.Sequential(*layers), avgpool=tnn.AdaptiveAvgPool2d(1),
                                      flatten=tnn.Flatten(1), fc=tnn.Linear(c, classes))).double()
@@ -94,23 +99,23 @@ def torch_mobilenet(model, alpha, classes):
     return net
 
 
-@pytest.mark.parametrize("training", [False, True])
-def test_forward_equals_torch(training):
-    model = get_model("mobilenet_v1", num_classes=10, width_mult=0.25).double()
+@pytest.mark.parametrize("training, separable", [(False, True), (True, True), (True, False)])
+def test_forward_equals_torch(training, separable):
+    model = get_model("mobilenet_v1", num_classes=10, width_mult=0.25, separable=separable).double()
     rng = np.random.default_rng(0)
     for m in model.modules():
         if isinstance(m, BatchNorm2d):
             m.running_mean.data = rng.standard_normal(m.num_features) * 0.1
             m.running_var.data = rng.uniform(0.5, 2.0, m.num_features)
-    reference = torch_mobilenet(model, 0.25, 10).train(training)
+    reference = torch_mobilenet(model, 0.25, 10, separable).train(training)
     model.train(training)
     x = rng.standard_normal((2, 3, 64, 64))
     np.testing.assert_allclose(model(sn.tensor(x)).numpy(), reference(torch.from_numpy(x)).detach().numpy(),
                                rtol=1e-9, atol=1e-11)
     if training:
-        np.testing.assert_allclose(model.state_dict()["features.13.pointwise.1.running_mean"],
-                                   reference.state_dict()["features.13.pointwise.1.running_mean"].numpy(),
-                                   rtol=1e-10, atol=1e-13)
+        key = "features.13.pointwise.1.running_mean" if separable else "features.13.conv.1.running_mean"
+        np.testing.assert_allclose(model.state_dict()[key], reference.state_dict()[key].numpy(), rtol=1e-10,
+                                   atol=1e-13)
 
 
 def test_tiny_gradcheck():
@@ -134,3 +139,35 @@ def test_train_and_eval_behaviour():
         a, b = model(x).numpy(), model(x[:1]).numpy()
     np.testing.assert_allclose(a[:1], b, rtol=1e-5, atol=1e-6)  # eval: samples independent of the batch
     np.testing.assert_array_equal(bn.running_mean.numpy(), stats)
+
+
+# --------------------------------------------------------------------------- Table 4: full convolutions
+
+
+def test_conv_mobilenet_table_4():
+    """Table 4: Conv MobileNet 29.3M parameters and 4866M mult-adds against MobileNet's 4.2M and 569M; the same
+    counts as the net assembled from torchvision's Conv2dNormActivation (tests/fixtures/torchvision_twins.json)."""
+    twins = torchvision_twins()
+    full, separable = get_model("mobilenet_v1", separable=False), get_model("mobilenet_v1")
+    assert full.num_parameters() == twins["conv_mobilenet_v1"]["num_params"] == 29_294_088
+    assert separable.num_parameters() == twins["mobilenet_v1"]["num_params"]
+    assert round(full.num_parameters() / 1e6, 1) == 29.3
+    # closed form: stem, 13 full 3x3 convs, 2 BN parameters per channel, the fc
+    c, expected = 32, 3 * 3 * 3 * 32 + 2 * 32
+    for _, out in TABLE1:
+        expected += 9 * c * out + 2 * out
+        c = out
+    assert full.num_parameters() == expected + 1024 * 1000 + 1000
+    macs = summary(full, print_table=False).total_macs
+    # 3*3*M*N*DF^2 per layer; the paper prints 4866M, 1.3M (0.03%) under this count
+    assert macs == 4_867_293_184 and abs(macs / 1e6 - 4866) < 1.5
+
+
+def test_full_conv_blocks_replace_each_separable_pair(rng):
+    model = get_model("mobilenet_v1", num_classes=10, width_mult=0.25, resolution=32, separable=False).double()
+    convs = [m for m in model.features.modules() if isinstance(m, Conv2d)]
+    assert len(convs) == 14 and all(m.groups == 1 and m.kernel_size == (3, 3) for m in convs)
+    assert [m.stride[0] for m in convs[1:]] == [s for s, _ in TABLE1]
+    assert "separable=False" in repr(model)
+    x = sn.tensor(rng.standard_normal((2, 3, 32, 32)), requires_grad=True)
+    assert sn.gradcheck(lambda v: model(v), [x], params=list(model.parameters()))

@@ -19,6 +19,7 @@ TABLE_1 = {
     13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
     19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+    "16c": [64, 64, "M", 128, 128, "M", 256, 256, (256, 1), "M", 512, 512, (512, 1), "M", 512, 512, (512, 1), "M"],
 }
 TINY = {"width": 1 / 32, "hidden": 8, "num_classes": 5}  # 2-4-8-16-16 maps
 
@@ -41,8 +42,9 @@ def torch_vgg(depth, batch_norm, width, hidden, num_classes):
         if entry == "M":
             layers.append(torch.nn.MaxPool2d(2, 2))
             continue
+        entry, kernel = entry if isinstance(entry, tuple) else (entry, 3)  # configuration C's conv1 layers
         c_out = max(1, int(entry * width))
-        layers.append(torch.nn.Conv2d(c_in, c_out, 3, padding=1))
+        layers.append(torch.nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2))
         layers += [torch.nn.BatchNorm2d(c_out)] if batch_norm else []
         layers.append(torch.nn.ReLU())
         c_in = c_out
@@ -56,9 +58,9 @@ def torch_vgg(depth, batch_norm, width, hidden, num_classes):
     ])).double()
 
 
-@pytest.mark.parametrize("depth,batch_norm", [(11, True), (16, False), (19, True)])
+@pytest.mark.parametrize("depth,batch_norm", [(11, True), (16, False), (19, True), ("16c", False), ("16c", True)])
 def test_forward_matches_torch_twin(rng, device, depth, batch_norm):
-    name = f"vgg{depth}" + ("_bn" if batch_norm else "")
+    name = f"vgg{depth}".replace("16c", "16_c") + ("_bn" if batch_norm else "")
     model = get_model(name, **TINY).double()
     twin = torch_vgg(depth, batch_norm, **TINY)
     twin.load_state_dict({k: torch.tensor(v) for k, v in model.state_dict().items()}, strict=True)
@@ -78,6 +80,19 @@ def test_forward_matches_torch_twin(rng, device, depth, batch_norm):
             np.testing.assert_allclose(ours[key], value.numpy(), rtol=1e-10, atol=1e-14)
 
 
+def test_configuration_c_has_three_1x1_convs(skip_random_init):
+    """Table 1's C: D with the third conv of blocks 3-5 a 1x1 (Sec. 2.3); Table 2: 134M parameters."""
+    c, d = get_model("vgg16_c"), get_model("vgg16")
+    kernels = [m.kernel_size for m in c.features if isinstance(m, Conv2d)]
+    assert len(kernels) == 13 and [i for i, k in enumerate(kernels) if k == (1, 1)] == [6, 9, 12]
+    assert all(m.padding == (0, 0) for m in c.features if isinstance(m, Conv2d) and m.kernel_size == (1, 1))
+    # three 3x3 -> 1x1 (256->256 once, 512->512 twice): 8 weights fewer per input-output pair
+    assert c.num_parameters() == d.num_parameters() - 8 * (256 * 256 + 2 * 512 * 512) == 133_638_952
+    assert round(c.num_parameters() / 1e6) == 134
+    assert [[k, list(v.shape)][0] for k, v in c.state_dict().items()] == list(d.state_dict())  # same key layout
+    assert get_model("vgg16_c_bn").num_parameters() == c.num_parameters() + 2 * (2 * 64 + 2 * 128 + 3 * 256 + 6 * 512)
+
+
 def test_features_shape_at_native_input(rng):
     model = get_model("vgg16", **TINY)
     features = model.features(sn.tensor(rng.standard_normal((1, 3, 224, 224)).astype(np.float32)))
@@ -95,7 +110,8 @@ def test_module_tree_is_torchvisions():
     assert [m.p for m in model.classifier if isinstance(m, Dropout)] == [0.5, 0.5]
 
 
-@pytest.mark.parametrize("name,training", [("vgg11_bn", True), ("vgg11_bn", False), ("vgg13", True)])
+@pytest.mark.parametrize("name,training", [("vgg11_bn", True), ("vgg11_bn", False), ("vgg13", True),
+                                           ("vgg16_c_bn", True)])
 def test_gradcheck_tiny(rng, name, training):
     model = get_model(name, **TINY).double().train(training)
     x = sn.tensor(rng.standard_normal((2, 3, 32, 32)), requires_grad=True)

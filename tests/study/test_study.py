@@ -173,8 +173,8 @@ def test_degradation_records_the_misclassification_rates_it_saw(tmp_path, monkey
     forwards = {}
     make_net = degradation_study.cifar_net
 
-    def watched(name, study_name):
-        net = make_net(name, study_name)
+    def watched(name, study_name, **options):
+        net = make_net(name, study_name, **options)
         net.register_forward_hook(lambda module, args, output: forwards.setdefault(name, []).append(
             (module.training, output.data.argmax(1), args[0].data.copy())))
         return net

@@ -55,7 +55,8 @@ CASES = {
 
 
 # subcommands whose run through the command line is tested in their own study's file
-ELSEWHERE = {"landscape": "test_study_landscape.py", "deformable": "test_study_deformable.py"}
+ELSEWHERE = {"landscape": "test_study_landscape.py", "deformable": "test_study_deformable.py",
+             "claims": "test_study_claims.py"}
 
 
 def test_every_subcommand_has_a_cli_test():

@@ -19,7 +19,9 @@ from scratchnet.study.common import classification_loss
 
 # --------------------------------------------------------------------------- recipes beside the models
 
-# The recipes as train.py held them before they moved beside the models, and its regex that picked one.
+# The recipes as train.py held them before they moved beside the models, and its regex that picked one;
+# since then AlexNet's augmentation became the paper's (patches of rescaled images, not CIFAR's pad and crop)
+# and the nets added since brought their recipes (the CIFAR DenseNets: Huang et al. Sec. 4.2).
 BEFORE = {
     "lenet": dict(dataset="fashion-mnist", epochs=10, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4,
                   optimizer="sgd", schedule="cosine", warmup=0.0, augment=()),
@@ -30,7 +32,9 @@ BEFORE = {
     "imagenet": dict(dataset="cifar10", epochs=90, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4,
                      optimizer="sgd", schedule="step", warmup=0.0, augment=("crop", "flip")),
     "alexnet": dict(dataset="cifar10", epochs=90, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                    optimizer="sgd", schedule="step", warmup=0.0, augment=("crop", "flip", "lighting")),
+                    optimizer="sgd", schedule="step", warmup=0.0, augment=("patches", "flip", "lighting")),
+    "densenet_cifar": dict(dataset="cifar10", epochs=300, batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4,
+                           optimizer="sgd", schedule="step", warmup=0.0, augment=("crop", "flip")),
     "yolo": dict(dataset="shapes", epochs=30, batch_size=16, lr=1e-3, momentum=0.9, weight_decay=5e-4,
                  optimizer="sgd", schedule="step", warmup=1.0, augment=()),
 }
@@ -43,8 +47,10 @@ def recipe_name_before(name):
         return "lenet"
     if "yolo" in name:
         return "yolo"
-    if re.fullmatch(r"(se_resnet|resnet|plain)(20|32|44|56|110|1202)(_dcn|_dcnv2)?", name):
+    if re.fullmatch(r"(se_resnet|resnet|plain|preact_resnet)(20|32|44|56|110|164|1001|1202)(_dcn|_dcnv2)?", name):
         return "cifar"
+    if name.startswith("densenet_bc_"):
+        return "densenet_cifar"
     if name in ("alexnet", "zfnet"):
         return "alexnet"
     return "imagenet"
