@@ -393,7 +393,6 @@ def relu_backward(gy, mask):
     return gx
 
 
-
 def sigmoid_forward(x):
     """1 / (1 + exp(-x)) in the stable form (cpu_activation.py): NumPy's exp, one fused pass around it."""
     x = _c(x)
