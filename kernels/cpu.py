@@ -378,6 +378,13 @@ def max_pool2d_backward(gy, argmax, x_shape):
 
 # ---- CPU only (the GPU takes CuPy's elementwise ops) ----
 
+def _elementwise_backward(kernel, gy, *saved):
+    """gx from an elementwise backward kernel(gy, *saved, gx), all as flat contiguous views."""
+    gx = np.empty(gy.shape, dtype=gy.dtype)
+    kernel(_c(gy).reshape(-1), *(_c(a).reshape(-1) for a in saved), gx.reshape(-1))
+    return gx
+
+
 def relu_forward(x):
     """(y, mask): y = max(x, 0) with NaN kept, as torch.relu; mask = not x <= 0, what backward needs."""
     x = _c(x)
@@ -388,9 +395,7 @@ def relu_forward(x):
 
 def relu_backward(gy, mask):
     """gy where the input was positive or NaN, else 0 (torch's threshold_backward)."""
-    gx = np.empty(gy.shape, dtype=gy.dtype)
-    _relu_backward(_c(gy).reshape(-1), _c(mask).reshape(-1), gx.reshape(-1))
-    return gx
+    return _elementwise_backward(_relu_backward, gy, mask)
 
 
 def sigmoid_forward(x):
@@ -403,9 +408,7 @@ def sigmoid_forward(x):
 
 def sigmoid_backward(gy, s):
     """gy * s * (1 - s), s the forward's output."""
-    gx = np.empty(gy.shape, dtype=gy.dtype)
-    _sigmoid_backward(_c(gy).reshape(-1), _c(s).reshape(-1), gx.reshape(-1))
-    return gx
+    return _elementwise_backward(_sigmoid_backward, gy, s)
 
 
 def silu_forward(x):
@@ -418,9 +421,7 @@ def silu_forward(x):
 
 def silu_backward(gy, x, s):
     """gy * s * (1 + x * (1 - s))."""
-    gx = np.empty(gy.shape, dtype=gy.dtype)
-    _silu_backward(_c(gy).reshape(-1), _c(x).reshape(-1), _c(s).reshape(-1), gx.reshape(-1))
-    return gx
+    return _elementwise_backward(_silu_backward, gy, x, s)
 
 
 def sgd_step(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov):

@@ -109,6 +109,8 @@ def seconds():
     return _watcher.total
 
 
+# The same set-then-restore shape as DistributedDataParallel.no_sync: two flags in two layers that must not
+# import each other (kernels sits below distributed), each three lines of contextlib idiom.
 @contextlib.contextmanager
 def load_only():
     """Inside the block (this thread), a kernel missing from the cache raises NotCompiled instead of compiling."""

@@ -30,9 +30,9 @@ def main():
             if "acc@1" not in metrics or len(weights.meta["categories"] or ()) != 1000:
                 continue  # e.g. vgg16's IMAGENET1K_FEATURES: a feature extractor without a classifier
             t = weights.transforms()
-            default = ", True" if weights == enum.DEFAULT else ""
-            print(f'    Weights("{name}", "{weights.name}", "{weights.url.rsplit("/", 1)[1]}", '
-                  f'{t.resize_size[0]}, {t.crop_size[0]}, "{t.interpolation.value}", {metrics["acc@1"]}{default}),')
+            default = "default" if weights == enum.DEFAULT else "-"
+            print(f'{name:<15}  {weights.name:<13}  {weights.url.rsplit("/", 1)[1]:<38}  {t.resize_size[0]:<6}  '
+                  f'{t.crop_size[0]:<4}  {t.interpolation.value:<13}  {metrics["acc@1"]:<6}  {default}')
 
 
 if __name__ == "__main__":

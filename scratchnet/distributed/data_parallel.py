@@ -230,6 +230,7 @@ class DistributedDataParallel(Module):
         ``overlap=True`` most buckets were started during backward: this waits for them."""
         self.reducer.finish()
 
+    # kernels/cpu_cache.load_only has this set-then-restore shape too: a contextlib idiom, not shared logic.
     @contextmanager
     def no_sync(self):
         """torch's ``no_sync``: backwards inside accumulate into ``.grad`` without communicating; the first

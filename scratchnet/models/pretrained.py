@@ -52,39 +52,41 @@ class Weights:
         return SERVER + self.file
 
 
-# torchvision 0.29.1's ImageNet-1K weights for the zoo's matching models (tools/make_imagenet_data.py prints it).
-# Rows alike in shape on purpose: one row per published file, readable beside torchvision's docs.
-WEIGHTS = [
-    Weights("vgg11", "IMAGENET1K_V1", "vgg11-8a719046.pth", 256, 224, "bilinear", 69.02, True),
-    Weights("vgg11_bn", "IMAGENET1K_V1", "vgg11_bn-6002323d.pth", 256, 224, "bilinear", 70.37, True),
-    Weights("vgg13", "IMAGENET1K_V1", "vgg13-19584684.pth", 256, 224, "bilinear", 69.928, True),
-    Weights("vgg13_bn", "IMAGENET1K_V1", "vgg13_bn-abd245e5.pth", 256, 224, "bilinear", 71.586, True),
-    Weights("vgg16", "IMAGENET1K_V1", "vgg16-397923af.pth", 256, 224, "bilinear", 71.592, True),
-    Weights("vgg16_bn", "IMAGENET1K_V1", "vgg16_bn-6c64b313.pth", 256, 224, "bilinear", 73.36, True),
-    Weights("vgg19", "IMAGENET1K_V1", "vgg19-dcbb9e9d.pth", 256, 224, "bilinear", 72.376, True),
-    Weights("vgg19_bn", "IMAGENET1K_V1", "vgg19_bn-c79401a0.pth", 256, 224, "bilinear", 74.218, True),
-    Weights("resnet18", "IMAGENET1K_V1", "resnet18-f37072fd.pth", 256, 224, "bilinear", 69.758, True),
-    Weights("resnet34", "IMAGENET1K_V1", "resnet34-b627a593.pth", 256, 224, "bilinear", 73.314, True),
-    Weights("resnet50", "IMAGENET1K_V1", "resnet50-0676ba61.pth", 256, 224, "bilinear", 76.13),
-    Weights("resnet50", "IMAGENET1K_V2", "resnet50-11ad3fa6.pth", 232, 224, "bilinear", 80.858, True),
-    Weights("resnet101", "IMAGENET1K_V1", "resnet101-63fe2227.pth", 256, 224, "bilinear", 77.374),
-    Weights("resnet101", "IMAGENET1K_V2", "resnet101-cd907fc2.pth", 232, 224, "bilinear", 81.886, True),
-    Weights("resnet152", "IMAGENET1K_V1", "resnet152-394f9c45.pth", 256, 224, "bilinear", 78.312),
-    Weights("resnet152", "IMAGENET1K_V2", "resnet152-f82ba261.pth", 232, 224, "bilinear", 82.284, True),
-    Weights("densenet121", "IMAGENET1K_V1", "densenet121-a639ec97.pth", 256, 224, "bilinear", 74.434, True),
-    Weights("densenet161", "IMAGENET1K_V1", "densenet161-8d451a50.pth", 256, 224, "bilinear", 77.138, True),
-    Weights("densenet169", "IMAGENET1K_V1", "densenet169-b2777c0a.pth", 256, 224, "bilinear", 75.6, True),
-    Weights("densenet201", "IMAGENET1K_V1", "densenet201-c1103571.pth", 256, 224, "bilinear", 76.896, True),
-    Weights("efficientnet_b0", "IMAGENET1K_V1", "efficientnet_b0_rwightman-7f5810bc.pth", 256, 224, "bicubic", 77.692, True),
-    Weights("efficientnet_b1", "IMAGENET1K_V1", "efficientnet_b1_rwightman-bac287d4.pth", 256, 240, "bicubic", 78.642),
-    Weights("efficientnet_b1", "IMAGENET1K_V2", "efficientnet_b1-c27df63c.pth", 255, 240, "bilinear", 79.838, True),
-    Weights("efficientnet_b2", "IMAGENET1K_V1", "efficientnet_b2_rwightman-c35c1473.pth", 288, 288, "bicubic", 80.608, True),
-    Weights("efficientnet_b3", "IMAGENET1K_V1", "efficientnet_b3_rwightman-b3899882.pth", 320, 300, "bicubic", 82.008, True),
-    Weights("efficientnet_b4", "IMAGENET1K_V1", "efficientnet_b4_rwightman-23ab8bcd.pth", 384, 380, "bicubic", 83.384, True),
-    Weights("efficientnet_b5", "IMAGENET1K_V1", "efficientnet_b5_lukemelas-1a07897c.pth", 456, 456, "bicubic", 83.444, True),
-    Weights("efficientnet_b6", "IMAGENET1K_V1", "efficientnet_b6_lukemelas-24a108a5.pth", 528, 528, "bicubic", 84.008, True),
-    Weights("efficientnet_b7", "IMAGENET1K_V1", "efficientnet_b7_lukemelas-c5b4e57e.pth", 600, 600, "bicubic", 84.122, True),
-]
+# torchvision 0.29.1's ImageNet-1K weights for the zoo's matching models (tools/make_imagenet_data.py prints the
+# rows): one published file a row, readable beside torchvision's docs; "default" marks what "DEFAULT" loads.
+# model          weights        file                                    resize  crop  interpolation  top-1   default
+WEIGHTS = [Weights(model, name, file, int(resize), int(crop), interpolation, float(top1), default == "default")
+           for model, name, file, resize, crop, interpolation, top1, default in (line.split() for line in """
+vgg11            IMAGENET1K_V1  vgg11-8a719046.pth                      256     224   bilinear       69.02   default
+vgg11_bn         IMAGENET1K_V1  vgg11_bn-6002323d.pth                   256     224   bilinear       70.37   default
+vgg13            IMAGENET1K_V1  vgg13-19584684.pth                      256     224   bilinear       69.928  default
+vgg13_bn         IMAGENET1K_V1  vgg13_bn-abd245e5.pth                   256     224   bilinear       71.586  default
+vgg16            IMAGENET1K_V1  vgg16-397923af.pth                      256     224   bilinear       71.592  default
+vgg16_bn         IMAGENET1K_V1  vgg16_bn-6c64b313.pth                   256     224   bilinear       73.36   default
+vgg19            IMAGENET1K_V1  vgg19-dcbb9e9d.pth                      256     224   bilinear       72.376  default
+vgg19_bn         IMAGENET1K_V1  vgg19_bn-c79401a0.pth                   256     224   bilinear       74.218  default
+resnet18         IMAGENET1K_V1  resnet18-f37072fd.pth                   256     224   bilinear       69.758  default
+resnet34         IMAGENET1K_V1  resnet34-b627a593.pth                   256     224   bilinear       73.314  default
+resnet50         IMAGENET1K_V1  resnet50-0676ba61.pth                   256     224   bilinear       76.13   -
+resnet50         IMAGENET1K_V2  resnet50-11ad3fa6.pth                   232     224   bilinear       80.858  default
+resnet101        IMAGENET1K_V1  resnet101-63fe2227.pth                  256     224   bilinear       77.374  -
+resnet101        IMAGENET1K_V2  resnet101-cd907fc2.pth                  232     224   bilinear       81.886  default
+resnet152        IMAGENET1K_V1  resnet152-394f9c45.pth                  256     224   bilinear       78.312  -
+resnet152        IMAGENET1K_V2  resnet152-f82ba261.pth                  232     224   bilinear       82.284  default
+densenet121      IMAGENET1K_V1  densenet121-a639ec97.pth                256     224   bilinear       74.434  default
+densenet161      IMAGENET1K_V1  densenet161-8d451a50.pth                256     224   bilinear       77.138  default
+densenet169      IMAGENET1K_V1  densenet169-b2777c0a.pth                256     224   bilinear       75.6    default
+densenet201      IMAGENET1K_V1  densenet201-c1103571.pth                256     224   bilinear       76.896  default
+efficientnet_b0  IMAGENET1K_V1  efficientnet_b0_rwightman-7f5810bc.pth  256     224   bicubic        77.692  default
+efficientnet_b1  IMAGENET1K_V1  efficientnet_b1_rwightman-bac287d4.pth  256     240   bicubic        78.642  -
+efficientnet_b1  IMAGENET1K_V2  efficientnet_b1-c27df63c.pth            255     240   bilinear       79.838  default
+efficientnet_b2  IMAGENET1K_V1  efficientnet_b2_rwightman-c35c1473.pth  288     288   bicubic        80.608  default
+efficientnet_b3  IMAGENET1K_V1  efficientnet_b3_rwightman-b3899882.pth  320     300   bicubic        82.008  default
+efficientnet_b4  IMAGENET1K_V1  efficientnet_b4_rwightman-23ab8bcd.pth  384     380   bicubic        83.384  default
+efficientnet_b5  IMAGENET1K_V1  efficientnet_b5_lukemelas-1a07897c.pth  456     456   bicubic        83.444  default
+efficientnet_b6  IMAGENET1K_V1  efficientnet_b6_lukemelas-24a108a5.pth  528     528   bicubic        84.008  default
+efficientnet_b7  IMAGENET1K_V1  efficientnet_b7_lukemelas-c5b4e57e.pth  600     600   bicubic        84.122  default
+""".strip().splitlines())]
 NO_TORCHVISION_MATCH = {
     "alexnet": "torchvision's alexnet is Krizhevsky's 2014 single-tower variant (64-192-384-256-256 maps, no LRN)",
     "googlenet": "torchvision's googlenet has batch norm and 3x3 convolutions in its \"5x5\" branches",

@@ -357,12 +357,6 @@ def imagenet_resnet(depth, num_classes=1000, **options):
     return ResNet(BLOCKS[kind], layers, num_classes=num_classes, **options)
 
 
-def _plain_imagenet(depth, num_classes, options):
-    if options.pop("shortcut", None) is not None:
-        raise ValueError(f"plain{depth} has no shortcuts; use resnet{depth} for shortcut options")
-    return imagenet_resnet(depth, num_classes, shortcut=None, **options)
-
-
 def cifar_resnet(depth, num_classes=10, **options):
     """The 6n+2-layer CIFAR net of Section 4.2; options go to ``CifarResNet``."""
     if depth not in CIFAR_DEPTHS:
@@ -370,123 +364,53 @@ def cifar_resnet(depth, num_classes=10, **options):
     return CifarResNet(CIFAR_DEPTHS[depth], num_classes=num_classes, **options)
 
 
-def _plain_cifar(depth, num_classes, options):
-    if options.pop("shortcut", None) is not None:
-        raise ValueError(f"plain{depth} has no shortcuts; use resnet{depth} for shortcut options")
-    return cifar_resnet(depth, num_classes, shortcut=None, **options)
-
-
-# --------------------------------------------------------------------------- ImageNet (Table 1)
-
-
 # He et al. 2016, Sec. 4.2: batch 128, lr 0.1 divided by 10 at 50% and 75%, wd 1e-4, pad-4 crop + flip
 CIFAR_RECIPE = Recipe("cifar", dataset="cifar10", epochs=160, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
                       optimizer="sgd", schedule="step", warmup=0.0, augment=("crop", "flip"))
 
 
-@register_model("resnet18", recipe=IMAGENET_SHAPED)
-def resnet18(num_classes=1000, **options):
-    return imagenet_resnet(18, num_classes, **options)
+def _register(name, depth, imagenet):
+    """Register ``resnet{depth}`` or its plain twin ``plain{depth}`` (shortcut=None, no shortcut options):
+    Table 1's net (``imagenet``) or Section 4.2's CIFAR net, with its recipe and class count."""
+    build, recipe, classes = (imagenet_resnet, IMAGENET_SHAPED, 1000) if imagenet else (cifar_resnet, CIFAR_RECIPE, 10)
+    plain = name.startswith("plain")
+
+    def constructor(num_classes=classes, **options):
+        if plain:
+            if options.pop("shortcut", None) is not None:
+                raise ValueError(f"plain{depth} has no shortcuts; use resnet{depth} for shortcut options")
+            options["shortcut"] = None
+        return build(depth, num_classes, **options)
+    constructor.__name__ = constructor.__qualname__ = name
+    source = "Table 1" if imagenet else "Section 4.2"
+    constructor.__doc__ = f"The {'plain' if plain else 'residual'} {depth}-layer net of {source}."
+    return register_model(name, recipe=recipe)(constructor)
 
 
-@register_model("resnet34", recipe=IMAGENET_SHAPED)
-def resnet34(num_classes=1000, **options):
-    return imagenet_resnet(34, num_classes, **options)
+# --------------------------------------------------------------------------- ImageNet (Table 1)
 
-
-@register_model("resnet50", recipe=IMAGENET_SHAPED)
-def resnet50(num_classes=1000, **options):
-    return imagenet_resnet(50, num_classes, **options)
-
-
-@register_model("resnet101", recipe=IMAGENET_SHAPED)
-def resnet101(num_classes=1000, **options):
-    return imagenet_resnet(101, num_classes, **options)
-
-
-@register_model("resnet152", recipe=IMAGENET_SHAPED)
-def resnet152(num_classes=1000, **options):
-    return imagenet_resnet(152, num_classes, **options)
-
-
-@register_model("plain18", recipe=IMAGENET_SHAPED)
-def plain18(num_classes=1000, **options):
-    return _plain_imagenet(18, num_classes, options)
-
-
-@register_model("plain34", recipe=IMAGENET_SHAPED)
-def plain34(num_classes=1000, **options):
-    return _plain_imagenet(34, num_classes, options)
-
-
-@register_model("plain50", recipe=IMAGENET_SHAPED)
-def plain50(num_classes=1000, **options):
-    return _plain_imagenet(50, num_classes, options)
-
-
-@register_model("plain101", recipe=IMAGENET_SHAPED)
-def plain101(num_classes=1000, **options):
-    return _plain_imagenet(101, num_classes, options)
-
-
-@register_model("plain152", recipe=IMAGENET_SHAPED)
-def plain152(num_classes=1000, **options):
-    return _plain_imagenet(152, num_classes, options)
+resnet18 = _register("resnet18", 18, imagenet=True)
+resnet34 = _register("resnet34", 34, imagenet=True)
+resnet50 = _register("resnet50", 50, imagenet=True)
+resnet101 = _register("resnet101", 101, imagenet=True)
+resnet152 = _register("resnet152", 152, imagenet=True)
+plain18 = _register("plain18", 18, imagenet=True)
+plain34 = _register("plain34", 34, imagenet=True)
+plain50 = _register("plain50", 50, imagenet=True)
+plain101 = _register("plain101", 101, imagenet=True)
+plain152 = _register("plain152", 152, imagenet=True)
 
 
 # --------------------------------------------------------------------------- CIFAR-10 (Section 4.2, Table 6)
 
-
-@register_model("resnet20", recipe=CIFAR_RECIPE)
-def resnet20(num_classes=10, **options):
-    return cifar_resnet(20, num_classes, **options)
-
-
-@register_model("resnet32", recipe=CIFAR_RECIPE)
-def resnet32(num_classes=10, **options):
-    return cifar_resnet(32, num_classes, **options)
-
-
-@register_model("resnet44", recipe=CIFAR_RECIPE)
-def resnet44(num_classes=10, **options):
-    return cifar_resnet(44, num_classes, **options)
-
-
-@register_model("resnet56", recipe=CIFAR_RECIPE)
-def resnet56(num_classes=10, **options):
-    return cifar_resnet(56, num_classes, **options)
-
-
-@register_model("resnet110", recipe=CIFAR_RECIPE)
-def resnet110(num_classes=10, **options):
-    return cifar_resnet(110, num_classes, **options)
-
-
-@register_model("resnet1202", recipe=CIFAR_RECIPE)
-def resnet1202(num_classes=10, **options):
-    return cifar_resnet(1202, num_classes, **options)
-
-
-@register_model("plain20", recipe=CIFAR_RECIPE)
-def plain20(num_classes=10, **options):
-    return _plain_cifar(20, num_classes, options)
-
-
-@register_model("plain32", recipe=CIFAR_RECIPE)
-def plain32(num_classes=10, **options):
-    return _plain_cifar(32, num_classes, options)
-
-
-@register_model("plain44", recipe=CIFAR_RECIPE)
-def plain44(num_classes=10, **options):
-    return _plain_cifar(44, num_classes, options)
-
-
-@register_model("plain56", recipe=CIFAR_RECIPE)
-def plain56(num_classes=10, **options):
-    return _plain_cifar(56, num_classes, options)
-
-
-@register_model("plain110", recipe=CIFAR_RECIPE)
-def plain110(num_classes=10, **options):
-    return _plain_cifar(110, num_classes, options)
+resnet20 = _register("resnet20", 20, imagenet=False)
+resnet32 = _register("resnet32", 32, imagenet=False)
+resnet44 = _register("resnet44", 44, imagenet=False)
+resnet56 = _register("resnet56", 56, imagenet=False)
+resnet110 = _register("resnet110", 110, imagenet=False)
+resnet1202 = _register("resnet1202", 1202, imagenet=False)
+plain20 = _register("plain20", 20, imagenet=False)
+plain32 = _register("plain32", 32, imagenet=False)
+plain44 = _register("plain44", 44, imagenet=False)
+plain56 = _register("plain56", 56, imagenet=False)
+plain110 = _register("plain110", 110, imagenet=False)
