@@ -8,8 +8,8 @@ labels, training-mode batch norm) taken with create_graph=True, then the gradien
 each framework times one plain gradient (forward + backward), so the cost of the double backward is
 read as a ratio taken in the same process. Each framework runs in its OWN subprocess (torch is never
 imported where scratchnet is timed) with this workplace's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
-overrides removed (timing.clean_env) and the libraries' default threads. torch's ResNet-20 is built
-here with the same state_dict keys (option-A shortcuts: subsample, append zero channels) and loads
+overrides removed (timing.clean_env) and the libraries' default threads. torch's ResNet-20 (zoo.py's
+torch_cifar_resnet) has the same state_dict keys (option-A shortcuts: subsample, append zero channels) and loads
 scratchnet's weights, so both compute the same product: after the timing each child takes H v once more
 in float64, and the parent checks the two agree to 1e-9 (|difference| / |H v|; the float32 products
 are reported too: scratchnet's Winograd route rounds 3x3 convolutions of >= 32 channels more coarsely
@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from timing import OVERRIDES, best_time, child_json  # benchmarks/timing.py: the shared rules
+from zoo import torch_cifar_resnet  # torch's ResNet-20 with scratchnet's state_dict keys
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -80,50 +81,11 @@ def child_scratchnet(batch, repeat, weights):
                 hv_norm=float(np.sqrt(sum((h.numpy().astype(np.float64) ** 2).sum() for h in hv))))
 
 
-def torch_resnet20():
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as TF
-
-    class Unit(nn.Module):
-        def __init__(self, c_in, c_out, stride):
-            super().__init__()
-            self.conv1, self.bn1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
-            self.conv2, self.bn2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
-            self.stride, self.extra = stride, c_out - c_in
-
-        def forward(self, x):
-            out = TF.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            skip = x[:, :, ::self.stride, ::self.stride]  # option A: subsample, append zero channels
-            if self.extra:
-                skip = torch.cat([skip, skip.new_zeros((skip.shape[0], self.extra) + skip.shape[2:])], 1)
-            return TF.relu(out + skip)
-
-    class ResNet20(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
-            c = 16
-            for s, width in enumerate((16, 32, 64)):
-                units = [Unit(c if u == 0 else width, width, 2 if s and u == 0 else 1) for u in range(3)]
-                setattr(self, f"layer{s + 1}", nn.Sequential(*units))
-                c = width
-            self.fc = nn.Linear(64, 10)
-
-        def forward(self, x):
-            x = TF.relu(self.bn1(self.conv1(x)))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            return self.fc(x.mean((2, 3)))
-
-    return ResNet20()
-
-
 def child_torch(batch, repeat, weights):
     import numpy as np
     import torch
     import torch.nn.functional as TF
-    model = torch_resnet20()
+    model = torch_cifar_resnet(3)  # ResNet-20
     with np.load(weights) as saved:
         model.load_state_dict({k: torch.tensor(saved[k]) for k in saved.files})
     x, y, rng = problem(batch)

@@ -104,8 +104,8 @@ def torch_model(name):
         "googlenet": lambda: _torch_googlenet(nn),
         "se_resnet50": lambda: _torch_se_resnet50(nn, tv),
         "mobilenet_v1": lambda: _torch_mobilenet_v1(nn),
-        "resnet20": lambda: _torch_cifar_resnet(nn, 3),
-        "resnet56": lambda: _torch_cifar_resnet(nn, 9),
+        "resnet20": lambda: torch_cifar_resnet(3),
+        "resnet56": lambda: torch_cifar_resnet(9),
         "fast_yolov1": lambda: _torch_fast_yolo(nn),
     }
     return builders[name]()
@@ -215,12 +215,15 @@ def _torch_mobilenet_v1(nn):
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1024, 1000))
 
 
-def _torch_cifar_resnet(nn, n):
-    """scratchnet/models/resnet.py's CifarResNet: 6n+2 layers, widths 16-32-64, option-A shortcuts
+def torch_cifar_resnet(n):
+    """scratchnet/models/resnet.py's CifarResNet with its state_dict keys (conv1, bn1, layer1.0.conv1, ..., fc),
+    so it loads scratchnet's weights (benchmarks/hvp.py): 6n+2 layers, widths 16-32-64, option-A shortcuts
     (subsample, then zero channels appended)."""
     import torch
+    import torch.nn as nn
+    import torch.nn.functional as TF
 
-    class Block(nn.Module):
+    class Unit(nn.Module):
         def __init__(self, c_in, c_out, stride):
             super().__init__()
             self.conv1, self.bn1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
@@ -228,18 +231,30 @@ def _torch_cifar_resnet(nn, n):
             self.stride, self.extra = stride, c_out - c_in
 
         def forward(self, x):
-            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-            skip = x[:, :, ::self.stride, ::self.stride] if self.stride != 1 else x
+            out = TF.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            skip = x[:, :, ::self.stride, ::self.stride]
             if self.extra:
                 skip = torch.cat([skip, skip.new_zeros((skip.shape[0], self.extra) + skip.shape[2:])], 1)
-            return torch.relu(out + skip)
+            return TF.relu(out + skip)
 
-    layers, channels = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True)], 16
-    for index, width in enumerate((16, 32, 64)):
-        for unit in range(n):
-            layers.append(Block(channels, width, 2 if index and not unit else 1))
-            channels = width
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    class CifarResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
+            c = 16
+            for s, width in enumerate((16, 32, 64)):
+                units = [Unit(c if u == 0 else width, width, 2 if s and u == 0 else 1) for u in range(n)]
+                setattr(self, f"layer{s + 1}", nn.Sequential(*units))
+                c = width
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = TF.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(x.mean((2, 3)))
+
+    return CifarResNet()
 
 
 def _torch_fast_yolo(nn):
