@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import OVERRIDES, best_time, clean_env, started, torch_python, write_result  # benchmarks/timing.py
+from timing import OVERRIDES, best_time, clean_env, layer_calls, started, torch_python, write_result  # benchmarks/timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -103,15 +103,8 @@ def child_scratchnet(layers, repeat, routes, threads=0, cpu_time=False):
             saved, R.COLUMN_CHUNK_BYTES = R.COLUMN_CHUNK_BYTES, chunk
             x, w = sn.tensor(x_data, requires_grad=True), sn.tensor(w_data, requires_grad=True)
             gy = np.ones((n, co, out, out), dtype=np.float32)
-
-            def forward():
-                with sn.no_grad():
-                    F.conv2d(x, w, stride=s, padding=p, groups=g, conv_algo=algo)
-
-            def forward_backward():
-                x.grad = w.grad = None
-                F.conv2d(x, w, stride=s, padding=p, groups=g, conv_algo=algo).backward(gy)
-
+            forward, forward_backward = layer_calls(
+                lambda: F.conv2d(x, w, stride=s, padding=p, groups=g, conv_algo=algo), sn.no_grad, (x, w), lambda y: gy)
             row = dict(layer=name, route=route, picked=auto if route == "auto" else algo, threads=sn.get_num_threads(),
                        forward_ms=1e3 * best_time(forward, repeat, cpu_time),
                        forward_backward_ms=1e3 * best_time(forward_backward, repeat, cpu_time))

@@ -24,7 +24,7 @@ import platform
 import sys
 from pathlib import Path
 
-from timing import best_time, child_json  # benchmarks/timing.py: the shared rules
+from timing import best_time, child_json, layer_calls  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -59,18 +59,8 @@ def timed_calls(deform_conv2d, no_grad, arrays, stride, padding, output_grad):
     with ``output_grad(y)`` as y's gradient) for one shape, with either framework's deform_conv2d:
     what the CPU and GPU benchmarks time, the same on both sides."""
     x, offset, mask, weight, bias = arrays
-
-    def forward():
-        with no_grad():
-            deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding, mask=mask)
-
-    def forward_backward():
-        for a in arrays:
-            if a is not None:
-                a.grad = None
-        y = deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding, mask=mask)
-        y.backward(output_grad(y))
-    return forward, forward_backward
+    return layer_calls(lambda: deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding, mask=mask),
+                       no_grad, arrays, output_grad)
 
 
 # ---------------------------------------------------------------- the children (one framework each)

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import best_time, clean_env  # benchmarks/timing.py: the shared rules
+from timing import best_time, clean_env, layer_calls  # benchmarks/timing.py: the shared rules
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -67,14 +67,8 @@ def child(library, repeat, threads, cpu_time):
             return best_time(fn, repeat, cpu_time, warmups=2)
         if library == "torch":
             xt, wt, gt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True), torch.tensor(gy)
-
-            def forward():
-                with torch.no_grad():
-                    TF.conv2d(xt, wt, stride=s, padding=p, dilation=d, groups=c)
-
-            def forward_backward():
-                xt.grad = wt.grad = None
-                TF.conv2d(xt, wt, stride=s, padding=p, dilation=d, groups=c).backward(gt)
+            forward, forward_backward = layer_calls(
+                lambda: TF.conv2d(xt, wt, stride=s, padding=p, dilation=d, groups=c), torch.no_grad, (xt, wt), lambda y: gt)
             out[name] = dict(forward=timed(forward), forward_backward=timed(forward_backward))
         else:
             geometry = ((s, s), (p, p), (d, d))

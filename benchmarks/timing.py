@@ -67,6 +67,23 @@ def best_time(fn, repeat, cpu_time=False, warmups=1):
     return best
 
 
+def layer_calls(layer, no_grad, leaves, output_grad):
+    """forward() (``layer()`` under ``no_grad``) and forward_backward() (the ``leaves``' gradients cleared,
+    then ``layer()``'s output y backpropagated with ``output_grad(y)``): what a layer benchmark times, the
+    same calls in either framework."""
+    def forward():
+        with no_grad():
+            layer()
+
+    def forward_backward():
+        for a in leaves:
+            if a is not None:
+                a.grad = None
+        y = layer()
+        y.backward(output_grad(y))
+    return forward, forward_backward
+
+
 def torch_python():
     """The interpreter of a benchmark's PyTorch side: the newest PyTorch that installs here (this workplace's
     bench venv, torch 2.14.1 and torchvision 0.29.1), else this interpreter (the test suite's torch)."""
