@@ -250,21 +250,31 @@ def targets(rows):
     return checks
 
 
-def main(argv=None):
-    args = parse_options(argv, __doc__.split("\n\n")[0], "gpu_conv.json",
-                         "tiny shapes, one batch size (checks the plumbing)")
+def benchmark_main(argv, script, description, json_name, smoke_help, run_scratchnet, run_torch, report):
+    """A GPU benchmark's main: its options; as the torch process, ``run_torch(args)``'s rows into the worker
+    JSON; otherwise ``run_scratchnet(args)``'s rows, the torch process run on the same options, the table
+    ``report(args, rows, torch_part)`` prints and --json written with the fields it returns. Exit 1 when the
+    torch process failed."""
+    args = parse_options(argv, description, json_name, smoke_help)
     if args.torch_worker:
         return torch_worker(args, run_torch)
-
     started, load_before = time.time(), os.getloadavg()
     rows = run_scratchnet(args)
-    torch_part, exit_code = run_torch_process(__file__, args)
+    torch_part, exit_code = run_torch_process(script, args)
+    if torch_part is None:
+        print(f"the PyTorch process failed (exit {exit_code})")
+    write_result(args, started, load_before, **report(args, rows, torch_part))
+    return 0 if exit_code == 0 else 1
+
+
+def report(args, rows, torch_part):
+    """Print the table (each route against im2col and cuDNN) and the targets; the result's fields."""
     torch_versions = None
     if torch_part is not None:
         rows += torch_part["rows"]
         torch_versions = torch_part["versions"]
     else:
-        print(f"the PyTorch process failed (exit {exit_code}); no cuDNN column")
+        print("no cuDNN column")
 
     print(f"\n{'layer':<36} {'route':<9} {'fwd ms':>8} {'f+b ms':>8} {'fwd TF/s':>8} {'f+b TF/s':>8} "
           f"{'f+b/im2col':>10} {'f+b/torch':>9}")
@@ -281,9 +291,12 @@ def main(argv=None):
     for check in checks:
         verdict = "met    " if check["met"] else "NOT met"
         print(f"{verdict} {check['target']}: {check['layer']} ratio {check['ratio']:.2f}")
+    return dict(torch=torch_versions, targets=checks, rows=rows)
 
-    write_result(args, started, load_before, torch=torch_versions, targets=checks, rows=rows)
-    return 0 if exit_code == 0 else 1
+
+def main(argv=None):
+    return benchmark_main(argv, __file__, __doc__.split("\n\n")[0], "gpu_conv.json",
+                          "tiny shapes, one batch size (checks the plumbing)", run_scratchnet, run_torch, report)
 
 
 if __name__ == "__main__":

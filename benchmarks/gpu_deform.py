@@ -13,15 +13,13 @@ left out and the step still passes). float32; forward (no graph) and forward+bac
 gradients); each the best and the median of --repeat runs after 2 warm-up runs, CUDA events on the
 GPU. Prints a table and writes benchmarks/results/gpu_deform.json.
 """
-import os
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from deform import SHAPES, SMOKE, inputs, timed_calls  # noqa: E402  (the CPU benchmark's shapes and calls)
-from gpu_conv import parse_options, run_torch_process, timer, torch_worker, write_result  # noqa: E402
+from gpu_conv import benchmark_main, timer  # noqa: E402
 
 SCALES = (1, 4)
 
@@ -79,16 +77,8 @@ def run_torchvision(args):
     return rows, f"torch {torch.__version__}, torchvision {__import__('torchvision').__version__}"
 
 
-# gpu_conv.main's steps, each one of its shared helpers; only the table and the result's fields differ.
-def main(argv=None):
-    args = parse_options(argv, __doc__.split("\n\n")[0], "gpu_deform.json",
-                         "one tiny shape, one batch size (checks the plumbing)")
-    if args.torch_worker:
-        return torch_worker(args, run_torchvision)
-
-    started, load_before = time.time(), os.getloadavg()
-    rows = run_scratchnet(args)
-    part, exit_code = run_torch_process(__file__, args)
+def report(args, rows, part):
+    """Print the table (each route against torchvision's); the result's fields."""
     torchvision = "the torchvision process failed"
     if part is not None:
         torchvision = part["versions"]
@@ -104,8 +94,12 @@ def main(argv=None):
                 continue
             ratio = f"{theirs['fb_ms'] / r['fb_ms']:.2f}" if theirs and framework == "scratchnet" else "-"
             print(f"{label:<50} {framework + ' ' + route:<20} {r['fwd_ms']:8.3f} {r['fb_ms']:8.3f} {ratio:>18}")
-    write_result(args, started, load_before, torchvision=torchvision, rows=rows)
-    return 0 if exit_code == 0 else 1
+    return dict(torchvision=torchvision, rows=rows)
+
+
+def main(argv=None):
+    return benchmark_main(argv, __file__, __doc__.split("\n\n")[0], "gpu_deform.json",
+                          "one tiny shape, one batch size (checks the plumbing)", run_scratchnet, run_torchvision, report)
 
 
 if __name__ == "__main__":
