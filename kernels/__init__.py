@@ -4,8 +4,8 @@ Raw arrays in, raw arrays out (no autograd here). Each device has one kernel mod
 functions kernels/interface.py declares (and each module checks at import):
 
     cpu   kernels/cpu.py    Numba kernels (NumPy arrays): im2col/col2im, depthwise, max-pool,
-                            deformable im2col and its adjoints, ReLU, batch norm, the SGD step,
-                            and the Winograd transforms
+                            deformable im2col and its adjoints, ReLU, sigmoid, SiLU, batch norm,
+                            local response norm, the SGD step, and the Winograd transforms
     gpu   kernels/cuda.py   CUDA kernels (CuPy arrays): im2col/col2im, depthwise, max-pool,
                             deformable im2col and its adjoints, and the tiled direct convolution
 

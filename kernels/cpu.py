@@ -3,7 +3,8 @@
 It provides kernels/interface.py's CPU list (checked at the end of this file): the functions it
 shares with kernels/cuda.py, so a caller picks the module for its arrays (kernels.for_array) and
 calls one API (deformable convolution's Numba kernels live in cpu_deform.py), and the CPU-only
-ones: ReLU, the SGD step, batch norm (cpu_norm.py; the GPU runs CuPy's array code for these) and
+ones: ReLU, sigmoid and SiLU (cpu_activation.py), the SGD step, batch norm and local response norm
+(cpu_norm.py; the GPU runs CuPy's array code for these) and
 the Winograd route's transforms (winograd.py). Each
 convolution, pooling and batch norm kernel parallelises over planes or channels that only it
 writes (prange), so there are no races and no atomics; ReLU and SGD are serial (too little work
@@ -390,7 +391,6 @@ def relu_backward(gy, mask):
     gx = np.empty(gy.shape, dtype=gy.dtype)
     _relu_backward(_c(gy).reshape(-1), _c(mask).reshape(-1), gx.reshape(-1))
     return gx
-
 
 
 def sigmoid_forward(x):

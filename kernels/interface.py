@@ -35,6 +35,12 @@ CPU = {
     **SHARED,
     "relu_forward": "(x)",  # -> (y, mask): torch's rule, NaN passes
     "relu_backward": "(gy, mask)",  # -> gx
+    "sigmoid_forward": "(x)",  # -> s = 1 / (1 + e^-x), the stable form around NumPy's exp
+    "sigmoid_backward": "(gy, s)",  # -> gy * s * (1 - s)
+    "silu_forward": "(x)",  # -> (y = x * s, s = sigmoid(x))
+    "silu_backward": "(gy, x, s)",  # -> gy * s * (1 + x * (1 - s))
+    "local_response_norm_forward": "(x, size, alpha, beta, k)",  # -> (y, scale, factor = scale^-beta)
+    "local_response_norm_backward": "(gy, x, scale, factor, size, alpha, beta)",  # -> gx
     "batch_norm_stats": "(x)",  # -> (mean, biased variance) per channel, float64
     "batch_norm_scale_shift": "(x, scale, shift)",  # -> x * scale[c] + shift[c]
     "batch_norm_grad_sums": "(gy, x, mean)",  # -> (sum gy, sum gy * (x - mean)) per channel, float64

@@ -17,6 +17,17 @@ RELU = Op("relu", needs=("relu_forward", "relu_backward"), routes={
     "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
 })  # noqa: E241 (aligned so the routes read as a table)
 
+# ---- sigmoid and silu (functional/activation.py Sigmoid, SiLU): fused passes around NumPy's exp
+SIGMOID = Op("sigmoid", needs=("sigmoid_forward", "sigmoid_backward"), routes={
+    "kernel":      Route(KERNELS,    ("cpu",),        KERNEL_DTYPES, None),  # the array code's numbers, bit for bit
+    "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
+})  # noqa: E241
+
+SILU = Op("silu", needs=("silu_forward", "silu_backward"), routes={
+    "kernel":      Route(KERNELS,    ("cpu",),        KERNEL_DTYPES, None),  # y and sigmoid in one pass, bit for bit
+    "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
+})  # noqa: E241
+
 # ---- max_pool2d (functional/pool.py MaxPool2d)
 MAX_POOL2D = Op("max_pool2d", needs=("max_pool2d_forward", "max_pool2d_backward"), routes={
     "kernel":      Route(KERNELS,    ("cpu", "gpu"),  KERNEL_DTYPES, None),  # forward with argmax, backward scatter
@@ -37,6 +48,13 @@ BATCH_NORM = Op("batch_norm", describe=_describe_batch_norm, record=BatchNormCal
     "kernel":      Route(KERNELS,    ("cpu",),        KERNEL_DTYPES, lambda c: c.planes),  # torch's CPU passes
     "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
 })  # noqa: E241,E128
+
+# ---- local_response_norm (functional/norm.py LocalResponseNorm)
+LOCAL_RESPONSE_NORM = Op("local_response_norm", needs=("local_response_norm_forward",
+                                                       "local_response_norm_backward"), routes={
+    "kernel":      Route(KERNELS,    ("cpu",),        KERNEL_DTYPES, None),  # window sums in the array code's order
+    "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
+})  # noqa: E241
 
 # ---- the optimizers' steps (optim/sgd.py, optim/adam.py), one call per parameter
 SGDCall = namedtuple("SGDCall", "device dtype flat")  # flat: every array C-contiguous, in p's shape

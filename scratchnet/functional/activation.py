@@ -10,7 +10,7 @@ of an (N, C) batch of logits) and says so here instead of guessing by rank.
 """
 from .. import backend
 from ..autograd import Function
-from ..kernels.routes import RELU
+from ..kernels.routes import RELU, SIGMOID, SILU
 from . import validate
 from .math import check_float, where
 
@@ -65,18 +65,19 @@ def _stable_sigmoid(x):
 
 class Sigmoid(Function):
     """1 / (1 + e^-x), stably; backward needs only the output. On the CPU the same formulas in fused
-    Numba passes around NumPy's exp (kernels/cpu_activation.py: the same numbers); elsewhere array code."""
+    Numba passes around NumPy's exp (kernels/cpu_activation.py: the same numbers); elsewhere array code
+    (the table: kernels/routes.py's SIGMOID)."""
 
     saved_outputs = {"y": 0}
 
     def forward(self, x):
-        self.on_kernels = backend.device_of(x) == "cpu" and kernels.supports(x)
-        self.y = kernels.for_array(x).sigmoid_forward(x) if self.on_kernels else _stable_sigmoid(x)
+        self.kernels = SIGMOID.choose(x).impl  # the device's kernel module, or None: the array code
+        self.y = self.kernels.sigmoid_forward(x) if self.kernels is not None else _stable_sigmoid(x)
         return self.y
 
     def backward(self, gy):
-        if self.on_kernels:
-            return (kernels.for_array(gy).sigmoid_backward(gy, self.y),)
+        if self.kernels is not None:
+            return (self.kernels.sigmoid_backward(gy, self.y),)
         return (gy * self.y * (1 - self.y),)
 
     def differentiable_backward(self, gy):
@@ -102,22 +103,22 @@ class Tanh(Function):
 class SiLU(Function):
     """x * sigmoid(x) (swish); d/dx = s * (1 + x * (1 - s)). On the CPU the same formulas in fused Numba
     passes (kernels/cpu_activation.py, the same numbers: EfficientNet-B0's 49 SiLUs, N=8, one thread,
-    forward 4x faster); elsewhere array code."""
+    forward 4x faster); elsewhere array code (the table: kernels/routes.py's SILU)."""
 
     saved_inputs = {"x": 0}
 
     def forward(self, x):
         self.x = x
-        if backend.device_of(x) == "cpu" and kernels.supports(x):
-            y, self.s = kernels.for_array(x).silu_forward(x)
-            self.on_kernels = True
+        self.kernels = SILU.choose(x).impl  # the device's kernel module, or None: the array code
+        if self.kernels is not None:
+            y, self.s = self.kernels.silu_forward(x)
             return y
-        self.on_kernels, self.s = False, _stable_sigmoid(x)
+        self.s = _stable_sigmoid(x)
         return x * self.s
 
     def backward(self, gy):
-        if self.on_kernels:
-            return (kernels.for_array(gy).silu_backward(gy, self.x, self.s),)
+        if self.kernels is not None:
+            return (self.kernels.silu_backward(gy, self.x, self.s),)
         s = self.s
         return (gy * s * (1 + self.x * (1 - s)),)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
-from ..kernels.routes import BATCH_NORM
+from ..kernels.routes import BATCH_NORM, LOCAL_RESPONSE_NORM
 from . import validate
 from .math import check_float
 
@@ -225,7 +225,8 @@ def _channel_window_sum(a, before, after):
 
 class LocalResponseNorm(Function):
     """On the CPU the same formulas run as two Numba kernels each way around NumPy's power
-    (kernels/cpu_norm.py: the same numbers); elsewhere (the GPU, float16) as the array code below."""
+    (kernels/cpu_norm.py: the same numbers); elsewhere (the GPU, float16) as the array code below
+    (the table: kernels/routes.py's LOCAL_RESPONSE_NORM)."""
 
     saved_inputs = {"x": 0}
 
@@ -233,10 +234,10 @@ class LocalResponseNorm(Function):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x):
-        self.on_kernels = backend.device_of(x) == "cpu" and kernels.supports(x)
-        if self.on_kernels:
+        self.kernels = LOCAL_RESPONSE_NORM.choose(x).impl  # the device's kernel module, or None: the array code
+        if self.kernels is not None:
             self.x = x
-            y, self.scale, self.factor = kernels.for_array(x).local_response_norm_forward(
+            y, self.scale, self.factor = self.kernels.local_response_norm_forward(
                 x, self.size, self.alpha, self.beta, self.k)
             return y
         size = self.size
@@ -246,9 +247,9 @@ class LocalResponseNorm(Function):
         return x * self.factor
 
     def backward(self, gy):
-        if self.on_kernels:
-            return (kernels.for_array(gy).local_response_norm_backward(gy, self.x, self.scale, self.factor,
-                                                                       self.size, self.alpha, self.beta),)
+        if self.kernels is not None:
+            return (self.kernels.local_response_norm_backward(gy, self.x, self.scale, self.factor,
+                                                              self.size, self.alpha, self.beta),)
         # x_c enters its own output directly and every output whose window holds c:
         # gx_c = gy_c s_c^-beta - 2 alpha beta / size * x_c * sum_{j: c in win(j)} gy_j x_j s_j^(-beta-1)
         size = self.size

@@ -1,7 +1,8 @@
 """The CPU fast paths run where they should, and give the numbers of the array code they stand in for.
 
-ReLU, max-pool, batch norm, the SGD step and deformable convolution's im2col run as Numba kernels on
-the CPU for float32 and float64 (their tables: kernels/routes.py, functional/deform_routes.py);
+ReLU, sigmoid, SiLU, local response norm, max-pool, batch norm, the SGD step and deformable convolution's
+im2col run as Numba kernels on the CPU for float32 and float64 (their tables: kernels/routes.py,
+functional/deform_routes.py);
 float16 (and the GPU, except max-pool and deformable convolution) runs the array code, the reference
 route. Every case asserts the route its calls took, twice over: the dispatch's count per
 route (kernels/dispatch.py's recording) and a spy on kernels/cpu.py's function itself, so a fast path
@@ -81,6 +82,59 @@ def test_relu_kernel_takes_non_contiguous_input(rng):
     np.testing.assert_array_equal(mask, ~(x <= 0))
     gy = rng.standard_normal(x.shape).astype(np.float32).transpose(0, 2, 1).copy().transpose(0, 2, 1)
     np.testing.assert_array_equal(cpu.relu_backward(gy, mask), np.where(x > 0, gy, 0))
+
+
+# The fused elementwise kernels (kernels/cpu_activation.py, kernels/cpu_norm.py's LRN): (op, ours, torch's,
+# the input's shape, the kernel functions, each called once per forward+backward)
+FUSED = [
+    pytest.param("sigmoid", F.sigmoid, torch.sigmoid, (4, 9), ("sigmoid_forward", "sigmoid_backward"), id="sigmoid"),
+    pytest.param("silu", F.silu, TF.silu, (4, 9), ("silu_forward", "silu_backward"), id="silu"),
+    pytest.param("local_response_norm", lambda t: F.local_response_norm(t, 5, alpha=5e-4, beta=0.75, k=2.0),
+                 lambda t: TF.local_response_norm(t, 5, alpha=5e-4, beta=0.75, k=2.0), (2, 7, 3, 4),
+                 ("local_response_norm_forward", "local_response_norm_backward"), id="local_response_norm"),
+]
+
+
+@pytest.mark.parametrize("forced", FORCED)
+@pytest.mark.parametrize("dtype, route", ROUTE_CASES)
+@pytest.mark.parametrize("op, ours, theirs, shape, kernels", FUSED)
+def test_fused_op_takes_its_route_and_equals_the_array_code(op, ours, theirs, shape, kernels, dtype, route, forced,
+                                                            rng, spy):
+    """Sigmoid, SiLU and LRN: the Numba kernels for float32 and float64, the array code for float16 (and under
+    reference_only); the kernels give the array code's numbers bit for bit, output and gradient, and both
+    torch's (float16 against torch in float64, to its precision)."""
+    route = "reference" if forced else route
+    calls = spy(*kernels)
+    x = (rng.standard_normal(shape) * 8).astype(dtype)  # both saturated ends of the sigmoid in float32
+    x.reshape(-1)[:3] = [0.0, -0.0, 40.0]
+    gy = rng.standard_normal(shape).astype(dtype)
+
+    def forward_backward():
+        t = sn.tensor(x, requires_grad=True)
+        y = ours(t)
+        y.backward(gy)
+        return y.numpy(), t.grad
+
+    with run(forced), dispatch.recording() as taken:
+        y, gx = forward_backward()
+    assert taken == {(op, route): 1}
+    kernel_calls = 1 if route == "kernel" else 0
+    assert calls == Counter({name: kernel_calls for name in kernels}) - Counter()
+    with dispatch.reference_only():
+        y_ref, gx_ref = forward_backward()
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(gx, gx_ref)
+    assert y.dtype == gx.dtype == dtype
+    oracle = np.float64 if dtype == np.float16 else dtype
+    tt = torch.tensor(x.astype(oracle), requires_grad=True)
+    y_t = theirs(tt)
+    y_t.backward(torch.tensor(gy.astype(oracle)))
+    if dtype == np.float16:
+        assert_within_scale(y, y_t.detach().numpy(), 2e-3, "output")
+        assert_within_scale(gx, tt.grad.numpy(), 4e-3, "gradient")
+    else:
+        assert_close(y, y_t)
+        assert_close(gx, tt.grad)
 
 
 @pytest.mark.parametrize("forced", FORCED)
