@@ -154,13 +154,14 @@ def test_the_torch_composition_is_torchvisions_forward():
         assert_close(y.numpy(), REFERENCE[f"{name}__y"], what=f"{name}: output")
 
 
-def test_a_deformable_layer_gradgradcheck(rng):
-    """DeformConv2dPack, its offsets predicted by a convolution from the input: second derivatives with respect
-    to the input and every parameter (a gradient penalty's path). The offset branch starts at zero, which puts
-    every sample on an integer: its weights are set small and its bias to 0.5, so the offsets stay near 0.5,
-    away from the kinks."""
+@pytest.mark.parametrize("block", ["DeformConv2dPack", "ModulatedDeformConv2dPack"])
+def test_the_deformable_blocks_gradgradcheck(block, rng):
+    """The blocks whose offsets (and mask, through a sigmoid) a convolution predicts from the input: second
+    derivatives with respect to the input and every parameter (a gradient penalty's path). The offset branch
+    starts at zero, which puts every sample on an integer: its weights are set small and its bias to 0.5, so
+    the offsets stay near 0.5, away from the kinks."""
     sn.manual_seed(0)
-    layer = sn.nn.DeformConv2dPack(2, 3, 3, padding=1).double()
+    layer = getattr(sn.nn, block)(2, 3, 3, padding=1).double()
     with sn.no_grad():
         layer.conv_offset.weight.copy_(sn.tensor(rng.uniform(-0.02, 0.02, layer.conv_offset.weight.shape)))
         layer.conv_offset.bias.fill_(0.5)
