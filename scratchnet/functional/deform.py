@@ -3,13 +3,15 @@
 A convolution whose taps sample the input at learned fractional offsets (bilinear interpolation),
 each tap's sample optionally scaled by a learned modulation mask (v2). How it is computed (the
 deformable im2col, the GEMMs, the adjoints, the routes) is deform_routes.py; this file holds the
-argument checks and the autograd Function.
+argument checks, the autograd Function, and its differentiable backward: the reference route's
+formulas written with scratchnet's differentiable ops, so that second derivatives pass through.
 """
 from .. import backend
 from ..autograd import Function, Tensor
 from . import deform_routes, validate
 from .conv_routes import conv_output_size
-from .math import check_float
+from .math import check_float, where
+from .shape import IndexAdd, stack
 
 OP = "deform_conv2d"
 
@@ -20,8 +22,9 @@ class DeformConv2d(Function):
     Inputs in order: x, offset, weight, then the mask and the bias where given. Forward keeps the
     inputs, not the kh*kw-times larger columns; backward rebuilds the columns for the weight gradient.
     The route (deform_routes.choose: the op's dispatch table) is picked once per call; ``self.route`` tells
-    which, ``self.columns`` is what runs (the device's kernel module, or the reference). It has no
-    differentiable backward yet: create_graph=True through it raises, naming it.
+    which, ``self.columns`` is what runs (the device's kernel module, or the reference). Under
+    create_graph=True, ``differentiable_backward`` computes the same five gradients from Tensors
+    (``_differentiable_gradients``), whatever the route.
     """
 
     saved_inputs = {"x": 0, "offset": 1, "w": 2, "mask": 3}  # (self.mask is None without a mask)
@@ -58,6 +61,87 @@ class DeformConv2d(Function):
         if self.has_bias:
             grads.append(gy.sum(axis=(0, 2, 3)) if needs[-1] else None)
         return tuple(grads)
+
+    def differentiable_backward(self, gy):
+        needs = self.needs_input_grad  # x, offset, weight, [mask], [bias]
+        x, offset, w = self.saved_input(0), self.saved_input(1), self.saved_input(2)
+        mask = self.saved_input(3) if self.has_mask else None
+        wanted = (needs[0], needs[1], self.has_mask and needs[3], needs[2])  # x, offset, mask, w
+        gx, goffset, gmask, gw = _differentiable_gradients(gy, x, offset, mask, w, self.geo, wanted)
+        grads = [gx, goffset, gw]
+        if self.has_mask:
+            grads.append(gmask)
+        if self.has_bias:
+            grads.append(gy.sum((0, 2, 3)) if needs[-1] else None)
+        return tuple(grads)
+
+
+# ---------------------------------------------------------------- the differentiable backward
+# deform_routes.backward with the reference's sampling (deform_im2col, deform_col2im, deform_col2im_coord),
+# line for line, on Tensors. What the offset's values decide is held constant, as it is wherever the
+# derivative exists: the floored sample positions, which of their four neighbours lie in the image, and
+# torchvision's inside rule. Everything else is differentiable: the fractional parts ly, lx (the offset
+# plus those constants) and the bilinear weights made of them, the neighbours' values (x[index]: getitem,
+# whose adjoint IndexAdd is the input gradient's scatter), the mask, the weight and gy.
+
+
+def _differentiable_gradients(gy, x, offset, mask, w, geo, needs):
+    """(gx, goffset, gmask, gw) as Tensors, each computed only where ``needs`` (that order) asks."""
+    xp = backend.get_array_module(x.data)
+    n, c, h, width = x.shape
+    (c_out, c_group, kh, kw), groups = w.shape, geo.groups
+    taps, pixels = kh * kw, geo.out_hw[0] * geo.out_hw[1]
+    og = offset.shape[1] // (2 * taps)  # offset groups
+    per_group = (n, og, c // og, taps, pixels)  # the layout the sampling works in
+    k = c_group * taps
+
+    # where each tap samples, (N, offset groups, taps, pixels): the grid plus the offset, as the forward
+    base_y, base_x = (xp.asarray(b, dtype=offset.dtype) for b in
+                      deform_routes.grid(geo.kernel, geo.stride, geo.padding, geo.dilation, geo.out_hw))
+    pairs = offset.reshape(n, og, taps, 2, pixels)
+    y, x_pos = pairs[:, :, :, 0] + base_y, pairs[:, :, :, 1] + base_x
+    corners, inside, _ = deform_routes._neighbours(y.data, x_pos.data, h, width)
+    ly, lx = y - xp.floor(y.data), x_pos - xp.floor(x_pos.data)  # the floors: constants
+    ly, lx = ly.reshape(n, og, 1, taps, pixels), lx.reshape(n, og, 1, taps, pixels)
+    hy, hx = 1 - ly, 1 - lx
+    weights = (hy * hx, hy * lx, ly * hx, ly * lx)  # torchvision's order, as deform_routes._neighbours
+    inside = inside.reshape(n, og, 1, taps, pixels)
+
+    # each neighbour's flat position in x, (N, G, C/G, taps*pixels), and whether it lies in the image
+    plane_start = (xp.arange(n * c) * (h * width)).reshape(n, og, c // og, 1)
+    flat = [plane_start + index.reshape(n, og, 1, taps * pixels) for index, _, _ in corners]
+    valid = [v.reshape(n, og, 1, taps, pixels) for _, v, _ in corners]
+    if needs[1] or needs[2] or needs[3]:  # their values, (N, G, C/G, taps, pixels), 0 outside: gathers from x
+        x_flat = x.reshape(-1)
+        v00, v01, v10, v11 = (where(ok, x_flat[index].reshape(per_group), 0) for index, ok in zip(flat, valid))
+
+    # the column gradient: the weight's transpose times gy, one GEMM per group, in the per-group layout
+    gy_groups = gy.permute(1, 0, 2, 3).reshape(groups, c_out // groups, n * pixels)
+    gx = goffset = gmask = gw = None
+    if needs[0] or needs[1] or needs[2]:
+        gcol = w.reshape(groups, c_out // groups, k).transpose(1, 2) @ gy_groups  # (g, K, N*oh*ow)
+        g = gcol.reshape(c, kh, kw, n, *geo.out_hw).permute(3, 0, 1, 2, 4, 5).reshape(per_group)
+        m = None if mask is None else mask.reshape(n, og, 1, taps, pixels)
+        if needs[0]:  # deform_col2im: each sample's gradient scattered back to its four neighbours
+            gm = g if m is None else g * m
+            gx = sum(IndexAdd(index, (n * c * h * width,))(
+                where(ok & inside, weight * gm, 0).reshape(n, og, c // og, taps * pixels))
+                for index, ok, weight in zip(flat, valid, weights)).reshape(x.shape)
+        if needs[1]:  # deform_col2im_coord: the interpolation's derivative (no inside rule: torchvision's)
+            d_y = (g * ((1 - lx) * (v10 - v00) + lx * (v11 - v01))).sum(2)  # (N, G, taps, pixels)
+            d_x = (g * ((1 - ly) * (v01 - v00) + ly * (v11 - v10))).sum(2)
+            if m is not None:
+                d_y, d_x = d_y * m.reshape(d_y.shape), d_x * m.reshape(d_x.shape)
+            goffset = stack([d_y, d_x], 3).reshape(offset.shape)
+    if needs[2] or needs[3]:  # the columns before the mask (deform_im2col)
+        sample = where(inside, sum(weight * v for weight, v in zip(weights, (v00, v01, v10, v11))), 0)
+    if needs[2]:
+        gmask = (g * sample).sum(2).reshape(mask.shape)
+    if needs[3]:  # the columns, then the weight gradient gy @ columns^T
+        col = sample if mask is None else mask.reshape(n, og, 1, taps, pixels) * sample
+        col = col.reshape(n, c, kh, kw, *geo.out_hw).permute(1, 2, 3, 0, 4, 5).reshape(groups, k, n * pixels)
+        gw = (gy_groups @ col.transpose(1, 2)).reshape(w.shape)
+    return gx, goffset, gmask, gw
 
 
 def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None):

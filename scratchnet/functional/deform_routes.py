@@ -49,19 +49,27 @@ Geometry = namedtuple("Geometry", "kernel stride padding dilation groups out_hw"
 # ---------------------------------------------------------------- the reference: sampling in NumPy/CuPy
 
 
+def grid(kernel, stride, padding, dilation, out_hw):
+    """The regular convolution grid, the integers torchvision adds the offsets to: (y, x), NumPy int
+    arrays, each (kh*kw, oh*ow)."""
+    (kh, kw), (sy, sx), (ph, pw), (dy, dx), (oh, ow) = kernel, stride, padding, dilation, out_hw
+    taps = np.arange(kh * kw)
+    base_y = (taps // kw * dy)[:, None, None] + (np.arange(oh) * sy - ph)[None, :, None]  # (taps, oh, 1)
+    base_x = (taps % kw * dx)[:, None, None] + (np.arange(ow) * sx - pw)[None, None, :]  # (taps, 1, ow)
+    shape = (kh * kw, oh, ow)
+    return np.broadcast_to(base_y, shape).reshape(kh * kw, -1), np.broadcast_to(base_x, shape).reshape(kh * kw, -1)
+
+
 def _sample_points(offset, kernel, stride, padding, dilation, out_hw):
     """Where every tap samples: (y, x), each (N, offset groups, kh*kw, oh*ow), in the offset's dtype."""
     xp = backend.get_array_module(offset)
-    (kh, kw), (sy, sx), (ph, pw), (dy, dx), (oh, ow) = kernel, stride, padding, dilation, out_hw
-    n, groups = offset.shape[0], offset.shape[1] // (2 * kh * kw)
-    pairs = offset.reshape(n, groups, kh * kw, 2, oh, ow)  # (dy, dx) of each tap, per offset group
-    taps = np.arange(kh * kw)
-    # the regular grid, as the integers torchvision adds the offsets to
-    base_y = (taps // kw * dy)[:, None, None] + (np.arange(oh) * sy - ph)[None, :, None]  # (taps, oh, 1)
-    base_x = (taps % kw * dx)[:, None, None] + (np.arange(ow) * sx - pw)[None, None, :]  # (taps, 1, ow)
+    taps, pixels = kernel[0] * kernel[1], out_hw[0] * out_hw[1]
+    n, groups = offset.shape[0], offset.shape[1] // (2 * taps)
+    pairs = offset.reshape(n, groups, taps, 2, pixels)  # (dy, dx) of each tap, per offset group
+    base_y, base_x = grid(kernel, stride, padding, dilation, out_hw)
     y = xp.asarray(base_y, dtype=offset.dtype) + pairs[:, :, :, 0]
     x = xp.asarray(base_x, dtype=offset.dtype) + pairs[:, :, :, 1]
-    return y.reshape(n, groups, kh * kw, oh * ow), x.reshape(n, groups, kh * kw, oh * ow)
+    return y, x
 
 
 def _neighbours(y, x, h, w):

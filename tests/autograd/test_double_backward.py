@@ -261,20 +261,6 @@ def test_to_dtype_double_backward_in_float32(rng):
         assert_close(a, b.detach().numpy(), dict(rtol=1e-6, atol=1e-6))  # a float32 step in the middle
 
 
-def test_deform_conv2d_has_no_double_backward_and_says_so(rng):
-    x = sn.tensor(rng.standard_normal((1, 2, 4, 4)), requires_grad=True)
-    offset = sn.tensor(rng.standard_normal((1, 18, 2, 2)) * 0.3, requires_grad=True)
-    w = sn.tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
-    y = (F.deform_conv2d(x, offset, w) ** 2).sum()
-    with pytest.raises(RuntimeError, match="DeformConv2d has no differentiable backward, so backward with "
-                                           "create_graph=True cannot pass through it"):
-        sn.autograd.grad(y, [x, offset, w], create_graph=True)
-    with sn.no_grad():
-        x.add_(1.0)  # and it keeps its inputs: a change before backward is caught
-    with pytest.raises(RuntimeError, match="input 0 of DeformConv2d.*is at version 1; expected version 0"):
-        y.backward()
-
-
 def test_an_op_without_a_differentiable_backward_says_so():
     class Square(sn.Function):
         def forward(self, x):
