@@ -52,11 +52,19 @@ def table(header, rows):
     return "\n".join(lines) + "\n"
 
 
+def row(what, number, how, details):
+    """One headline row: what was measured, the number, the command that measured it, the page with the details."""
+    return f"| {what} | {number} | {how} | {details} |"
+
+
 def missing(what, how):
-    return f"| {what} | not measured | `{how}` | - |"
+    return row(what, "not measured", f"`{how}`", "-")
 
 
 # --------------------------------------------------------------------------- rows of the headline table
+
+TRAINING = "[training](docs/training.md#lenet-5-on-fashion-mnist-measured)"
+ROUTES = "[kernels](docs/kernels.md#benchmark-every-route-against-torch)"
 
 
 def lenet_accuracy():
@@ -64,19 +72,20 @@ def lenet_accuracy():
     if data is None:
         return missing("LeNet-5, Fashion-MNIST, 10 epochs", "python benchmarks/train_lenet.py --epochs 10 --no-torch")
     epochs = [e["epoch_time_s"] for run in data["runs"]["scratchnet"] for e in run["epochs"]]
-    return (f"| LeNet-5, Fashion-MNIST, {data['epochs']} epochs ({when(data)}) | **{100 * data['final_test_acc']:.2f}% "
-            f"test accuracy** (best epoch {100 * data['best_test_acc']:.2f}%), {min(epochs):.1f}-{max(epochs):.1f} s "
-            f"per epoch | {command(data)} | [training](docs/training.md#lenet-5-on-fashion-mnist-measured) |")
+    return row(f"LeNet-5, Fashion-MNIST, {data['epochs']} epochs ({when(data)})",
+               f"**{100 * data['final_test_acc']:.2f}% test accuracy** (best epoch "
+               f"{100 * data['best_test_acc']:.2f}%), {min(epochs):.1f}-{max(epochs):.1f} s per epoch", command(data),
+               TRAINING)
 
 
 def lenet_epoch():
     data = result("train_lenet_epoch")
     if data is None:
         return missing("LeNet-5 epoch vs PyTorch", "python benchmarks/train_lenet.py --rounds 5")
-    return (f"| LeNet-5 training epoch vs PyTorch{' ' + data['torch'] if 'torch' in data else ''} ({when(data)}) | **{data['ratio']:.2f}** of "
-            f"PyTorch's speed ({data['scratchnet_epoch_s']:.2f} s vs {data['pytorch_epoch_s']:.2f} s, best of "
-            f"{len(data['runs']['scratchnet'])} alternating rounds each) | {command(data)} | "
-            f"[training](docs/training.md#lenet-5-on-fashion-mnist-measured) |")
+    return row(f"LeNet-5 training epoch vs PyTorch{' ' + data['torch'] if 'torch' in data else ''} ({when(data)})",
+               f"**{data['ratio']:.2f}** of PyTorch's speed ({data['scratchnet_epoch_s']:.2f} s vs "
+               f"{data['pytorch_epoch_s']:.2f} s, best of {len(data['runs']['scratchnet'])} alternating rounds each)",
+               command(data), TRAINING)
 
 
 def conv_headline():
@@ -84,10 +93,9 @@ def conv_headline():
     if data is None:
         return missing("conv layers vs PyTorch", "python benchmarks/conv.py")
     summary = data["summary"]
-    return (f"| conv layers, `auto` route vs PyTorch, {summary['layers']} layers ({when(data)}) | forward+backward "
-            f"geometric mean **{summary['geomean_forward_backward_ratio']:.2f}** of PyTorch's speed, lowest "
-            f"{summary['lowest_forward_backward_ratio']:.2f} | {command(data)} | "
-            f"[kernels](docs/kernels.md#benchmark-every-route-against-torch) |")
+    return row(f"conv layers, `auto` route vs PyTorch, {summary['layers']} layers ({when(data)})",
+               f"forward+backward geometric mean **{summary['geomean_forward_backward_ratio']:.2f}** of PyTorch's "
+               f"speed, lowest {summary['lowest_forward_backward_ratio']:.2f}", command(data), ROUTES)
 
 
 def resnet50_headline():
@@ -95,10 +103,9 @@ def resnet50_headline():
     if data is None:
         return missing("ResNet-50 training step", "python benchmarks/resnet50.py --steps 5")
     summary, ours, theirs = data["summary"], data["scratchnet"], data["torch"]
-    return (f"| ResNet-50 training step, batch {data['meta']['batch']}, 224x224 ({when(data)}) | "
-            f"**{summary['time_ratio']:.2f}** of PyTorch's speed ({ours['step_s']:.2f} s vs {theirs['step_s']:.2f} s), "
-            f"{summary['step_memory_ratio']:.2f}x its step memory | {command(data)} | "
-            f"[kernels](docs/kernels.md#benchmark-every-route-against-torch) |")
+    return row(f"ResNet-50 training step, batch {data['meta']['batch']}, 224x224 ({when(data)})",
+               f"**{summary['time_ratio']:.2f}** of PyTorch's speed ({ours['step_s']:.2f} s vs "
+               f"{theirs['step_s']:.2f} s), {summary['step_memory_ratio']:.2f}x its step memory", command(data), ROUTES)
 
 
 def zoo_ratios(row):
@@ -110,24 +117,25 @@ def zoo_headline():
     data = result("zoo_cpu")
     if data is None:
         return missing("training step of every seed architecture vs PyTorch", "python benchmarks/zoo.py")
-    rows = [row for row in data["results"] if zoo_ratios(row)]
-    low = min(rows, key=lambda row: min(zoo_ratios(row)))
-    return (f"| training step of {len({r['model'] for r in rows})} seed architectures vs PyTorch ({when(data)}) | "
-            f"geometric mean **{geomean(r for row in rows for r in zoo_ratios(row)):.2f}** of PyTorch's speed over "
-            f"models, batch sizes and import orders, lowest {min(zoo_ratios(low)):.2f} ({low['model']}, batch "
-            f"{low['batch']}) | {command(data)} | [kernels](docs/kernels.md#the-zoo-against-pytorch) |")
+    rows = [r for r in data["results"] if zoo_ratios(r)]
+    low = min(rows, key=lambda r: min(zoo_ratios(r)))
+    return row(f"training step of {len({r['model'] for r in rows})} seed architectures vs PyTorch ({when(data)})",
+               f"geometric mean **{geomean(ratio for r in rows for ratio in zoo_ratios(r)):.2f}** of PyTorch's speed "
+               f"over models, batch sizes and import orders, lowest {min(zoo_ratios(low)):.2f} ({low['model']}, batch "
+               f"{low['batch']})", command(data), "[kernels](docs/kernels.md#the-zoo-against-pytorch)")
 
 
 def gpu_headline():
     data = result("gpu_check")
     link = "[kernels](docs/kernels.md#running-it-on-a-gpu-toolsgpu_checksh)"
+    how = "`bash tools/gpu_check.sh DATA_DIR OUT_DIR`"
     if data is None:
-        return ("| the GPU route on real hardware | **never run on a GPU**; one command does the whole check on any "
-                f"CUDA machine | `bash tools/gpu_check.sh DATA_DIR OUT_DIR` | {link} |")
+        return row("the GPU route on real hardware",
+                   "**never run on a GPU**; one command does the whole check on any CUDA machine", how, link)
     passed = sum(step["ok"] for step in data["steps"])
     device = data.get("versions", {}).get("device", "a GPU")
-    return (f"| the GPU route on {device} | {passed} of {len(data['steps'])} steps passed"
-            f"{'' if data['ok'] else ' (**some failed**)'} | `bash tools/gpu_check.sh DATA_DIR OUT_DIR` | {link} |")
+    return row(f"the GPU route on {device}",
+               f"{passed} of {len(data['steps'])} steps passed{'' if data['ok'] else ' (**some failed**)'}", how, link)
 
 
 def mutation_headline():
@@ -138,25 +146,27 @@ def mutation_headline():
             rows.append(f"{data['caught']} of {data['behaviour_changing']} behaviour-changing mutants of "
                         f"{'deform.cu' if name == 'mutate_deform' else 'the other .cu files'} ({data['run']} "
                         f"sampled of {data['mutants']}; `{data['command']}`)")
-    return (f"| CUDA kernels: planted bugs caught by the CPU emulator's tests | {'; '.join(rows)} | "
-            f"`python tools/mutate_kernels.py --sample N` | [kernels](docs/kernels.md#trusting-the-cuda-code-without-a-gpu) |")
+    return row("CUDA kernels: planted bugs caught by the CPU emulator's tests", "; ".join(rows),
+               "`python tools/mutate_kernels.py --sample N`",
+               "[kernels](docs/kernels.md#trusting-the-cuda-code-without-a-gpu)")
 
 
 def macs_headline():
     data = result("models_macs")
     published = [r for r in data["results"] if r["torchvision_gmacs"] is not None]
     equal = [r for r in published if round(r["macs"] / 1e9, 3) == round(r["torchvision_gmacs"], 3)]
-    return (f"| multiply-adds of the zoo | equal torchvision's published GMACs (to its 3 decimals) for {len(equal)} of the "
-            f"{len(published)} models it publishes | `python benchmarks/models.py --macs` | "
-            f"[summary](docs/summary.md#macs-of-the-zoo-vs-torchvision) |")
+    return row("multiply-adds of the zoo",
+               f"equal torchvision's published GMACs (to its 3 decimals) for {len(equal)} of the {len(published)} "
+               "models it publishes", "`python benchmarks/models.py --macs`",
+               "[summary](docs/summary.md#macs-of-the-zoo-vs-torchvision)")
 
 
 def parity_headline():
     data = result("torchvision_parity")
     diffs = [r["max_abs_diff"] for r in data["rows"]]
-    return (f"| torchvision's pretrained architectures, logits in float64 | max abs difference {min(diffs):.2e} to "
-            f"{max(diffs):.2e} over {len(diffs)} models | `python benchmarks/torchvision_parity.py` | "
-            f"[models](docs/models.md) |")
+    return row("torchvision's pretrained architectures, logits in float64",
+               f"max abs difference {min(diffs):.2e} to {max(diffs):.2e} over {len(diffs)} models",
+               "`python benchmarks/torchvision_parity.py`", "[models](docs/models.md)")
 
 
 def distributed_headline():
@@ -165,8 +175,8 @@ def distributed_headline():
         return missing("data parallel, 2 ranks", "python benchmarks/distributed.py")
     two = [r for r in data["data_parallel"] if r["ranks"] == 2 and r.get("overlap", True)]
     efficiency = ", ".join(f"{r['scaling_efficiency']:.2f} ({r['model']})" for r in two)
-    return (f"| data parallel, 2 ranks on {data['recorded']['cpus']} cores ({when(data)}) | scaling efficiency "
-            f"{efficiency} | {command(data)} | [distributed](docs/distributed.md) |")
+    return row(f"data parallel, 2 ranks on {data['recorded']['cpus']} cores ({when(data)})",
+               f"scaling efficiency {efficiency}", command(data), "[distributed](docs/distributed.md)")
 
 
 def claims_headline():
@@ -178,9 +188,9 @@ def claims_headline():
             verdicts[verdict] = verdicts.get(verdict, 0) + 1
     skipped = verdicts.pop("skipped", 0)
     counts = ", ".join(f"{verdict} {n}" for verdict, n in sorted(verdicts.items(), key=lambda item: -item[1]))
-    return (f"| the study notes' {claims} claims, measured (training claims over 3 seeds at `--quick`, Fashion-MNIST) | "
-            f"{counts}{f'; {skipped} runs on datasets not on this machine skipped' if skipped else ''} | "
-            f"`python -m scratchnet.study claims --quick` | [claims](docs/claims.md) |")
+    return row(f"the study notes' {claims} claims, measured (training claims over 3 seeds at `--quick`, Fashion-MNIST)",
+               f"{counts}{f'; {skipped} runs on datasets not on this machine skipped' if skipped else ''}",
+               "`python -m scratchnet.study claims --quick`", "[claims](docs/claims.md)")
 
 
 def headline(_=None):
