@@ -34,7 +34,8 @@ def when(data):
     """'2026-12-06, load 1.2-1.5': the date and the load average (1 minute) before and after."""
     recorded = data["recorded"]
     loads = [recorded["load_before"][0], recorded["load_after"][0]]
-    return f"{recorded['date'][:10]}, load {min(loads):.1f}-{max(loads):.1f}"
+    low, high = f"{min(loads):.1f}", f"{max(loads):.1f}"
+    return f"{recorded['date'][:10]}, load {low if low == high else low + '-' + high}"
 
 
 def command(data):
@@ -140,12 +141,13 @@ def gpu_headline():
 
 def mutation_headline():
     rows = []
-    for name in ("mutate_kernels", "mutate_deform"):
+    runs = {"mutate_kernels": "common.cuh, conv.cu, depthwise.cu, im2col.cu and pool.cu",
+            "mutate_depthwise_im2col": "depthwise.cu and im2col.cu", "mutate_deform": "deform.cu"}
+    for name, files in runs.items():
         data = result(name)
         if data is not None:
-            rows.append(f"{data['caught']} of {data['behaviour_changing']} behaviour-changing mutants of "
-                        f"{'deform.cu' if name == 'mutate_deform' else 'the other .cu files'} ({data['run']} "
-                        f"sampled of {data['mutants']}; `{data['command']}`)")
+            rows.append(f"{data['caught']} of {data['behaviour_changing']} behaviour-changing mutants of {files} "
+                        f"({data['run']} sampled of {data['mutants']}; `{data['command']}`)")
     return row("CUDA kernels: planted bugs caught by the CPU emulator's tests", "; ".join(rows),
                "`python tools/mutate_kernels.py --sample N`",
                "[kernels](docs/kernels.md#trusting-the-cuda-code-without-a-gpu)")
