@@ -208,8 +208,10 @@ def main(argv=None):
     caught = sum(n for outcome, n in counts.items() if outcome in ("caught", "hung") or outcome.startswith("error"))
     changing = caught + counts.get("survived", 0)
     rate = caught / changing if changing else float("nan")
-    summary = dict(mutants=len(every), run=len(chosen), counts=counts, caught=caught, behaviour_changing=changing,
-                   catch_rate=rate, seconds=round(time.time() - started), results=results)
+    summary = dict(command=" ".join(["python", "tools/mutate_kernels.py", *sys.argv[1:]]), mutants=len(every),
+                   run=len(chosen), counts=counts, caught=caught, behaviour_changing=changing,
+                   catch_rate=rate, seconds=round(time.time() - started), load_average=list(os.getloadavg()),
+                   results=results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1))
     print(f"\n{counts}\ncaught {caught} of {changing} behaviour-changing mutants: {100 * rate:.1f}%  -> {args.out}")

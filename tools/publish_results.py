@@ -306,9 +306,24 @@ def thread_runs():
                      "of those >= 0.05 ms)", "GEMMs, loop / alone: worst"], rows))
 
 
+def mutation_runs():
+    rows = []
+    for name in ("mutate_kernels", "mutate_depthwise_im2col", "mutate_deform", "mutate_kernels_targeted"):
+        data = result(name)
+        if data is not None:
+            files = sorted({r["mutant"].split(":")[0] for r in data["results"]})
+            rows.append((", ".join(files), f"`{data['command']}`", data.get("run") or len(data["results"]),
+                         data["mutants"], f"**{data['caught']} of {data['behaviour_changing']}**",
+                         data["counts"].get("invalid", 0), data["counts"].get("equivalent", 0),
+                         f"{data['seconds'] / 60:.0f}"))
+    return table(["files", "command", "mutants run", "of", "caught / behaviour-changing", "do not compile",
+                  "equivalent", "minutes"], rows)
+
+
 BLOCKS = {"headline": headline, "conv-layers": conv_layers, "resnet50-step": resnet50_step, "zoo-steps": zoo_steps,
           "lenet-runs": lenet_runs, "lenet-epochs": lenet_epochs, "distributed-runs": distributed_runs,
-          "thread-runs": thread_runs}
+          "thread-runs": thread_runs,
+          "mutation-runs": mutation_runs}
 
 
 # --------------------------------------------------------------------------- the pages
