@@ -139,15 +139,24 @@ def gpu_headline():
                f"{passed} of {len(data['steps'])} steps passed{'' if data['ok'] else ' (**some failed**)'}", how, link)
 
 
+# the mutation runs of record: the sampled runs, then the targeted ones (every deleted barrier and accumulator)
+MUTATION_SAMPLES = ("mutate_kernels", "mutate_depthwise_im2col", "mutate_deform")
+MUTATION_RUNS = MUTATION_SAMPLES + ("mutate_kernels_targeted",)
+
+
+def mutated_files(data):
+    """The .cu/.cuh files a mutation run planted bugs in, read from its mutants."""
+    return sorted({r["mutant"].split(":")[0] for r in data["results"]})
+
+
 def mutation_headline():
     rows = []
-    runs = {"mutate_kernels": "common.cuh, conv.cu, depthwise.cu, im2col.cu and pool.cu",
-            "mutate_depthwise_im2col": "depthwise.cu and im2col.cu", "mutate_deform": "deform.cu"}
-    for name, files in runs.items():
+    for name in MUTATION_SAMPLES:
         data = result(name)
         if data is not None:
-            rows.append(f"{data['caught']} of {data['behaviour_changing']} behaviour-changing mutants of {files} "
-                        f"({data['run']} sampled of {data['mutants']}; `{data['command']}`)")
+            rows.append(f"{data['caught']} of {data['behaviour_changing']} behaviour-changing mutants of "
+                        f"{', '.join(mutated_files(data))} ({data['run']} sampled of {data['mutants']}; "
+                        f"`{data['command']}`)")
     return row("CUDA kernels: planted bugs caught by the CPU emulator's tests", "; ".join(rows),
                "`python tools/mutate_kernels.py --sample N`",
                "[kernels](docs/kernels.md#trusting-the-cuda-code-without-a-gpu)")
@@ -308,11 +317,10 @@ def thread_runs():
 
 def mutation_runs():
     rows = []
-    for name in ("mutate_kernels", "mutate_depthwise_im2col", "mutate_deform", "mutate_kernels_targeted"):
+    for name in MUTATION_RUNS:
         data = result(name)
         if data is not None:
-            files = sorted({r["mutant"].split(":")[0] for r in data["results"]})
-            rows.append((", ".join(files), f"`{data['command']}`", data.get("run") or len(data["results"]),
+            rows.append((", ".join(mutated_files(data)), f"`{data['command']}`", data.get("run") or len(data["results"]),
                          data["mutants"], f"**{data['caught']} of {data['behaviour_changing']}**",
                          data["counts"].get("invalid", 0), data["counts"].get("equivalent", 0),
                          f"{data['seconds'] / 60:.0f}"))
