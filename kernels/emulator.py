@@ -158,11 +158,26 @@ class Emulator:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda job: self.library(*job), jobs))
 
-    def _build(self, source, dtype, kernels):
-        options = compile_options(dtype)
-        include_dirs = [source.parent, self.source_dir]
+    def check(self, source, dtype, kernels=None):
+        """Raise EmulatorError where library() would fail to build `source` for `dtype`, without
+        generating code (g++ -fsyntax-only after the same preprocessing and rewriting): about half a
+        build's time. tools/mutate_kernels.py checks the dtype its tests do not run with this."""
+        source = Path(source) if Path(source).is_absolute() else self.source_dir / source
+        text, options, include_dirs = self._unit(source, dtype, kernels)
+        stem = self.build_dir / f"{source.stem}_{np.dtype(dtype).name}_check"
+        self._compile(text, options, include_dirs, stem, None, source)
+
+    def _unit(self, source, dtype, kernels):
+        """The translation unit g++ builds for `source` (cuda_emu.h, the source, an export per kernel),
+        its -D options and its include folders."""
+        if kernels is None:
+            kernels = sorted(kernels_in(source.name))
         text = (f'#include "{HEADER}"\n#include "{source}"\n'
                 + "".join(f"EMU_EXPORT({k})\n" for k in kernels))
+        return text, compile_options(dtype), [source.parent, self.source_dir]
+
+    def _build(self, source, dtype, kernels):
+        text, options, include_dirs = self._unit(source, dtype, kernels)
         # the key: every file the build reads (the .cu, the headers it includes, recursively, and
         # cuda_emu.h with its includes), the flags, and this file's rewriting of __shared__
         files = included_files(source, include_dirs) + included_files(HEADER, [])
@@ -183,20 +198,23 @@ class Emulator:
         return library
 
     def _compile(self, text, options, include_dirs, stem, lib, source):
-        """Preprocess, rewrite the __shared__ declarations, compile: two g++ runs."""
+        """Preprocess, rewrite the __shared__ declarations, compile into `lib` (None: check the
+        syntax and types only): two g++ runs."""
         cpp, ii, tmp = (stem.with_suffix(f".{os.getpid()}{suffix}") for suffix in (".cpp", ".ii", ".so"))
         cpp.write_text(text)
         try:
             preprocess = [self.cxx, "-std=c++17", "-E", *(f"-I{d}" for d in include_dirs), *options, "-o", str(ii),
                           str(cpp)]
-            compile_ = [self.cxx, *self.cxxflags, "-o", str(tmp), str(ii)]
+            output = ["-o", str(tmp)] if lib is not None else ["-fsyntax-only"]
+            compile_ = [self.cxx, *self.cxxflags, *output, str(ii)]
             for number, cmd in enumerate((preprocess, compile_)):
                 if number == 1:
                     ii.write_text(declare_shared(ii.read_text()))
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise EmulatorError(f"emulator build of {source.name} failed:\n{' '.join(cmd)}\n{done.stderr}")
-            os.replace(tmp, lib)
+            if lib is not None:
+                os.replace(tmp, lib)
         finally:
             for path in (cpp, ii, tmp):
                 path.unlink(missing_ok=True)
