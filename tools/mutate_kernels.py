@@ -1,7 +1,7 @@
 """Plant bugs in the CUDA kernels one at a time and count how many the emulator tests catch.
 
-    python tools/mutate_kernels.py                      # every mutant (1400; ~1.5 h on 2 cores)
-    python tools/mutate_kernels.py --only depthwise.cu --only im2col.cu     # their 404; ~25 min
+    python tools/mutate_kernels.py                      # every mutant (1400; ~2 h on 2 cores)
+    python tools/mutate_kernels.py --only depthwise.cu --only im2col.cu     # their 404; ~35 min
     python tools/mutate_kernels.py --sample 150         # a fixed random sample
     python tools/mutate_kernels.py --only conv.cu --list
 
@@ -20,8 +20,9 @@ kernels/ is handed to the emulator (SCRATCHNET_EMU_SOURCE_DIR), one mutant at a 
      pytest's gc.collect() at each child's exit skips them; the child loads no
      installed pytest plugin (these tests use none) and builds no float32 library.
 A mutant of depthwise.cu or im2col.cu costs about 1.7 s of CPU (1.2 s compiling,
-0.5 s testing; 4.4 s before the float32 library, the plugins and the collections
-were cut), 3 s of wall time on a machine with other work (load average 5 on 2 cores).
+0.5 s testing), 2-3.5 s of wall time on a machine with other work (load average
+2-5 on 2 cores); about one in fifty loops forever and costs --timeout (120 s): 8
+of those 404 took half of their 33 minutes.
 A mutant is
   caught      the tests fail (or the emulator reports a fault),
   hung        the tests ran past --timeout (counted as caught: a GPU run would hang too),

@@ -139,7 +139,8 @@ def gpu_headline():
                f"{passed} of {len(data['steps'])} steps passed{'' if data['ok'] else ' (**some failed**)'}", how, link)
 
 
-# the mutation runs of record: the sampled runs, then the targeted ones (every deleted barrier and accumulator)
+# the mutation runs of record: the sampled or complete runs, then the targeted ones (every deleted barrier and
+# accumulator)
 MUTATION_SAMPLES = ("mutate_kernels", "mutate_depthwise_im2col", "mutate_deform")
 MUTATION_RUNS = MUTATION_SAMPLES + ("mutate_kernels_targeted",)
 
@@ -154,9 +155,10 @@ def mutation_headline():
     for name in MUTATION_SAMPLES:
         data = result(name)
         if data is not None:
+            run = f"all {data['mutants']}" if data["run"] == data["mutants"] else \
+                f"{data['run']} sampled of {data['mutants']}"
             rows.append(f"{data['caught']} of {data['behaviour_changing']} behaviour-changing mutants of "
-                        f"{', '.join(mutated_files(data))} ({data['run']} sampled of {data['mutants']}; "
-                        f"`{data['command']}`)")
+                        f"{', '.join(mutated_files(data))} ({run}; `{data['command']}`)")
     return row("CUDA kernels: planted bugs caught by the CPU emulator's tests", "; ".join(rows),
                "`python tools/mutate_kernels.py --sample N`",
                "[kernels](docs/kernels.md#trusting-the-cuda-code-without-a-gpu)")

@@ -137,6 +137,21 @@ def test_an_edited_header_rebuilds(tmp_path):
     assert run() == 2
 
 
+def test_check_agrees_with_the_build_without_building(tmp_path):
+    """Emulator.check (g++ -fsyntax-only, what tools/mutate_kernels.py uses for the dtype its tests do not run)
+    rejects what library() cannot build, for that dtype only, and leaves nothing in the cache."""
+    source = tmp_path / "double_only.cu"
+    source.write_text('#include "common.cuh"\nextern "C" __global__ void double_only(scalar_t* y) {\n'
+                      '    static_assert(sizeof(scalar_t) == 8, "double only");\n    y[0] = 1;\n}\n')
+    emu = emulation.Emulator(tmp_path / "build", source_dir=emulation.SOURCE_DIR)
+    emu.check(source, np.float64, kernels=("double_only",))
+    assert list((tmp_path / "build").iterdir()) == []
+    for attempt in (emu.check, emu.library):
+        with pytest.raises(emulation.EmulatorError, match="double only"):
+            attempt(source, np.float32, kernels=("double_only",))
+    emu.check("depthwise.cu", np.float32)  # a real source, its kernels found by name
+
+
 def test_a_plain_global_race_is_invisible_here(toy):
     """Known blind spot (documented in README): threads switch only at barriers, so a non-atomic
     `+=` on one address never loses an update under emulation. On a GPU it would; there the
