@@ -174,6 +174,7 @@ def _chunk_groups(a, lo, hi, g):
 
 class Im2col:
     """im2col/col2im kernels (Numba on the CPU, CUDA on the GPU) + one BLAS GEMM per batch chunk."""
+    needs = ("im2col", "col2im")  # the kernel functions it calls (kernels/dispatch.py)
 
     @staticmethod
     def forward(x, w, geo):
@@ -295,6 +296,7 @@ class Window:
 class Winograd:
     """3x3 stride-1 convolution by Winograd minimal filtering (kernels/winograd.py, through the CPU's kernel
     module)."""
+    needs = ("winograd_forward", "winograd_backward_input", "winograd_backward_weight")
 
     @staticmethod
     def forward(x, w, geo):
@@ -318,6 +320,7 @@ class Winograd:
 # ---------------------------------------------------------------- routes: the direct kernels
 class Depthwise:
     """Direct depthwise kernels (Numba on the CPU, CUDA on the GPU): no column buffer."""
+    needs = ("depthwise_forward", "depthwise_backward_input", "depthwise_backward_weight")
 
     @staticmethod
     def forward(x, w, geo):
@@ -336,6 +339,7 @@ class Depthwise:
 
 class Direct:
     """The tiled CUDA dense convolution (implicit GEMM through shared memory; GPU only)."""
+    needs = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
 
     @staticmethod
     def forward(x, w, geo):
