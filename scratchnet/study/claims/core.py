@@ -30,8 +30,7 @@ class Claim:
     """One claim of the study notes.
 
     ``measure(context)`` runs the experiment and returns an ``Outcome``; ``budgets`` maps each size to the
-    numbers the experiment reads from ``context.budget`` (steps, images, ...); ``datasets`` is empty for a
-    claim that needs no data (cost claims, errata).
+    numbers the experiment reads from ``context.budget`` (steps, images, ...).
     """
     name: str
     statement: str
@@ -42,7 +41,11 @@ class Claim:
     rule: str
     measure: object
     budgets: dict = field(default_factory=dict)
-    datasets: tuple = ()
+
+    @property
+    def datasets(self):
+        """A training claim runs on every dataset of the study; a cost claim or an erratum needs none."""
+        return DATASETS if self.kind == "training" else ()
 
 
 @dataclass

@@ -92,6 +92,8 @@ def measure(context):
                    rows=rows)
 
 
+# Every claim ends so, its Outcome then its Claim record (depthwise_separable.py's have the same line shapes):
+# declarations of different sentences and numbers; what cost claims share is in core.py (cost_row, cost_verdict).
 CLAIM = Claim(
     name="resnet_stage_cost",
     statement="If the feature map size is halved, the number of filters is doubled so as to preserve the time "
