@@ -17,11 +17,10 @@ for --rounds rounds and the table gives each case's best time per op and the rat
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from timing import best_time, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
+from timing import best_time, child_json, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -71,9 +70,7 @@ def run(checkout, repeat):
     env = clean_env()
     env["PYTHONPATH"] = str(checkout)
     env["SCRATCHNET_NUM_THREADS"] = "1"
-    out = subprocess.run([sys.executable, __file__, "--child", "--repeat", str(repeat)], env=env, cwd=checkout,
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_json([sys.executable, __file__, "--child", "--repeat", str(repeat)], f"the child in {checkout}", env)
 
 
 def main():

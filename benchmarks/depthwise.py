@@ -18,11 +18,10 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from timing import best_time, clean_env, layer_calls, started, write_result  # benchmarks/timing.py: the shared rules
+from timing import best_time, child_json, layer_calls, started, write_result  # benchmarks/timing.py: the shared rules
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -92,16 +91,12 @@ def main(argv=None):
         print(json.dumps(child(args.child, args.repeat, args.threads, args.cpu_time)))
         return 0
 
-    env = clean_env()
     recorded, load_before = started(), os.getloadavg()
     results = {}
     for library in ("scratchnet", "torch"):
         command = [sys.executable, __file__, "--child", library, "--repeat", str(args.repeat),
                    "--threads", str(args.threads)] + (["--cpu-time"] if args.cpu_time else [])
-        run = subprocess.run(command, env=env, capture_output=True, text=True)
-        if run.returncode:
-            sys.exit(f"the {library} child failed:\n{run.stderr}")
-        results[library] = json.loads(run.stdout.strip().splitlines()[-1])
+        results[library] = child_json(command, f"the {library} child")
     load_after = os.getloadavg()
 
     rows = []
