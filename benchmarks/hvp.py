@@ -12,7 +12,7 @@ overrides removed (timing.clean_env) and the libraries' default threads. torch's
 torch_cifar_resnet) has the same state_dict keys (option-A shortcuts: subsample, append zero channels) and loads
 scratchnet's weights, so both compute the same product: after the timing each child takes H v once more
 in float64, and the parent checks the two agree to 1e-9 (|difference| / |H v|; the float32 products
-are reported too: scratchnet's Winograd route rounds 3x3 convolutions of >= 32 channels more coarsely
+are reported too: scratchnet's Winograd route rounds 3x3 convolutions of >= 16 channels more coarsely
 than torch in float32, docs/kernels.md).
 
 * time: the fastest of --repeat calls after one warm-up call.
