@@ -137,7 +137,13 @@ def cost_verdict(rows, holds=True):
 
 
 def millions(digits=1):
+    """A cost row's rounding: the value in millions to ``digits`` decimals, as the paper prints it."""
     return lambda value: round(value / 1e6, digits)
+
+
+def billions(digits=1):
+    """A cost row's rounding: the value in billions to ``digits`` decimals, as the paper prints it."""
+    return lambda value: round(value / 1e9, digits)
 
 
 def erratum(statement, source, measured, command):
