@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,9 +36,9 @@ def run(args, cache, out):
     if args.dataset:
         command += ["--dataset", args.dataset]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
+    start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"the run failed:\n{done.stderr}")
@@ -55,7 +55,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=64, help="the one step's batch (and --limit)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "first_run.json")
     args = parser.parse_args(argv)
-    load_before = os.getloadavg()
+    recorded, load_before = started(), os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         cache, runs = Path(folder) / "numba-cache", {}
         cache.mkdir()
@@ -71,9 +71,7 @@ def main(argv=None):
         print(f"  (the first run said: {line.strip()})")
     print(f"load average: before {tuple(round(v, 2) for v in load_before)}, after "
           f"{tuple(round(v, 2) for v in os.getloadavg())}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(model=args.model, batch=args.batch, cpus=os.cpu_count(),
-                                        load_before=load_before, load_after=os.getloadavg(), runs=runs), indent=1))
+    write_result(args.out, dict(model=args.model, batch=args.batch, runs=runs), recorded)
     print(f"wrote {args.out}")
     return 0
 
