@@ -39,9 +39,9 @@ def run(args, cache, out):
     if args.dataset:
         command += ["--dataset", args.dataset]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
+    start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"the run failed:\n{done.stderr}")
@@ -59,7 +59,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=64, help="the one step's batch (and --limit)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "first_run.json")
     args = parser.parse_args(argv)
-    recorded = started()
+    recorded, load_before = started(), os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         cache, runs = Path(folder) / "numba-cache", {}
         cache.mkdir()
@@ -74,10 +74,9 @@ def main(argv=None):
               f"{r['compile_time_s'] or 0:10.1f} {r['epoch_time_s']:8.2f} {r['steps_without_kernels']:11d}")
     for line in runs["empty cache"]["messages"]:
         print(f"  (the first run said: {line.strip()})")
-    print(f"load average: before {tuple(round(v, 2) for v in recorded['load_before'])}, after "
+    print(f"load average: before {tuple(round(v, 2) for v in load_before)}, after "
           f"{tuple(round(v, 2) for v in os.getloadavg())}")
-    write_result(args.out, dict(model=args.model, batch=args.batch, cpus=os.cpu_count(),
-                                load_before=recorded["load_before"], load_after=os.getloadavg(), runs=runs), recorded)
+    write_result(args.out, dict(model=args.model, batch=args.batch, runs=runs), recorded)
     print(f"wrote {args.out}")
     return 0
 
