@@ -67,8 +67,9 @@ def describe(what, dtype, seconds, event_name="start", brief=False):
     what, _, how = what.partition(", ")
     if brief and event_name == "background":
         return f"{what} compiling in the background ({_about(seconds)}); NumPy routes meanwhile"
-    if event_name == "wait":
-        return f"waiting for the {what} compiling for {dtype} in the background ({_about(seconds)} left), so " \
+    if event_name == "wait":  # (past its estimate the compile is slower than guessed: no time is promised)
+        left = f"{_about(seconds)} left" if seconds >= 1 else "past the estimate"
+        return f"waiting for the {what} compiling for {dtype} in the background ({left}), so " \
                f"that later runs start with them"
     background = event_name == "background"
     how = ("in the background" + (f", {how}" if how else "")) if background else how

@@ -113,3 +113,9 @@ def test_the_end_of_a_run_waits_for_its_background_compile_or_ends_it(monkeypatc
     err = capsys.readouterr().err
     assert err == ("scratchnet: waiting for the 6 CPU kernels compiling for float32 in the background (about 7 s "
                    "left), so that later runs start with them\n")
+
+
+def test_a_compile_past_its_estimate_promises_no_time():
+    from scratchnet.kernels import cpu_cache
+    line = cpu_cache.describe("6 CPU kernels", "float32", 0.0, "wait")
+    assert "(past the estimate)" in line and "second" not in line
