@@ -17,12 +17,10 @@ for --rounds rounds and the table gives each case's best time per op and the rat
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
-from timing import best_time, clean_env  # benchmarks/timing.py: the shared rules
+from timing import best_time, child_json, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -72,9 +70,7 @@ def run(checkout, repeat):
     env = clean_env()
     env["PYTHONPATH"] = str(checkout)
     env["SCRATCHNET_NUM_THREADS"] = "1"
-    out = subprocess.run([sys.executable, __file__, "--child", "--repeat", str(repeat)], env=env, cwd=checkout,
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_json([sys.executable, __file__, "--child", "--repeat", str(repeat)], f"the child in {checkout}", env)
 
 
 def main():
@@ -87,6 +83,7 @@ def main():
     if args.child:
         print(json.dumps(child(args.repeat)))
         return
+    recorded = started()
     runs = {"this": [], "baseline": []}
     for _ in range(args.rounds if args.baseline else 1):
         runs["this"].append(run(ROOT, args.repeat))
@@ -101,11 +98,9 @@ def main():
         if args.baseline:
             line += f"{best['baseline'][case]:>10.2f}{value / best['baseline'][case]:>8.3f}"
         print(line)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    record = dict(machine=platform.processor() or platform.machine(), load_average=os.getloadavg()[0],
-                  unit="microseconds of CPU time per op", best=best,
-                  baseline=str(args.baseline) if args.baseline else None)
-    (RESULTS / "autograd_overhead.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_result(RESULTS / "autograd_overhead.json", dict(
+        unit="microseconds of CPU time per op", best=best, baseline=str(args.baseline) if args.baseline else None),
+        recorded)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Convolution benchmark: every conv2d route against torch.nn.functional.conv2d, on the issue's five layers.
+"""Convolution benchmark: every conv2d route against torch.nn.functional.conv2d, on six layers of the zoo.
 
-    python benchmarks/conv.py                 # all routes, all five layers (a few minutes on 2 cores)
+    python benchmarks/conv.py                 # all routes, all six layers (a few minutes on 2 cores)
     python benchmarks/conv.py --only vgg --routes auto,winograd,im2col --repeat 5
     python benchmarks/conv.py --routes auto --threads 1 --cpu-time   # one thread each, CPU time (a busy machine)
 
@@ -15,7 +15,7 @@ sn.set_num_threads's default) or --threads N on both. The PyTorch side runs unde
 there is no bias, so the backward computes both the input and the weight gradient.
 
 ratio = torch time / scratchnet time (higher is better; > 1: scratchnet is faster). The summary
-is the geometric mean over the five layers of 'auto' (what nn.Conv2d uses). "peak MB" is
+is the geometric mean over the six layers of 'auto' (what nn.Conv2d uses). "peak MB" is
 tracemalloc's peak during one forward+backward (NumPy's buffers); the row 'im2col-unchunked'
 is the im2col route with its whole batch in one column buffer (the route before chunking).
 Prints the table and the machine's load average, writes benchmarks/results/conv_cpu.json.
@@ -41,6 +41,7 @@ LAYERS = [
     ("ResNet 3x3 256->256 @14", 32, 256, 14, 256, 3, 1, 1, 1),
     ("ResNet 1x1 256->64 @56", 16, 256, 56, 64, 1, 1, 0, 1),
     ("MobileNet depthwise 3x3 512 @14", 32, 512, 14, 512, 3, 1, 1, 512),
+    ("ResNet-20 3x3 16->16 @32", 32, 16, 32, 16, 3, 1, 1, 1),
 ]
 
 

@@ -20,15 +20,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 from pathlib import Path
 
-from timing import best_time, child_json, layer_calls  # benchmarks/timing.py: the shared rules
+from timing import best_time, child_json, layer_calls, started, torch_python, write_result  # benchmarks/timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-BENCH_PYTHON = Path("/work/venvs/bench/bin/python")  # torch + torchvision, where this workplace has them
 
 # name, batch, in-channels, size, out-channels, kernel, stride, padding, offset groups, mask
 SHAPES = [
@@ -114,19 +112,12 @@ def keep_best(best, rows):
                 best[row["shape"]][field] = min(best[row["shape"]][field], row[field])
 
 
-def torch_python(option):
-    """The interpreter for the torchvision child: --torch-python, else the bench venv, else this one."""
-    if option:
-        return Path(option)
-    return BENCH_PYTHON if BENCH_PYTHON.exists() else Path(sys.executable)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per number (best kept)")
     parser.add_argument("--rounds", type=int, default=3, help="the two children run alternately this often")
-    parser.add_argument("--torch-python", help=f"Python with torch and torchvision (default {BENCH_PYTHON} if it "
-                        "exists, else this interpreter)")
+    parser.add_argument("--torch-python", type=Path, default=torch_python(),
+                        help="Python with torch and torchvision (default: the newest PyTorch installed here)")
     parser.add_argument("--smoke", action="store_true", help="one tiny shape, one round (checks the plumbing)")
     parser.add_argument("--out", type=Path, default=RESULTS / "deform_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
@@ -141,8 +132,8 @@ def main(argv=None):
         print(json.dumps(dict(rows=rows, versions=versions)))
         return 0
 
-    python = torch_python(args.torch_python)
-    load_before = os.getloadavg()
+    python = args.torch_python
+    recorded, load_before = started(), os.getloadavg()
     theirs, ours, versions = {}, {}, {}
     for _ in range(1 if args.smoke else args.rounds):
         for framework, best, interpreter in (("torch", theirs, python), ("scratchnet", ours, sys.executable)):
@@ -170,12 +161,10 @@ def main(argv=None):
     print(f"\nforward+backward ratio (torchvision / scratchnet): geometric mean {geomean:.2f}, lowest {lowest:.2f} "
           f"(target >= 1.0 on every shape: {'met' if lowest >= 1 else 'not met'})")
     print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(
+    write_result(args.out, dict(
         rows=rows, geomean_forward_backward_ratio=geomean, lowest_forward_backward_ratio=lowest,
         repeat=args.repeat, rounds=1 if args.smoke else args.rounds, smoke=args.smoke, dtype="float32",
-        versions=versions, torch_python=str(python), load_before=load_before, load_after=load_after,
-        machine=platform.processor() or platform.machine(), cpus=os.cpu_count()), indent=1))
+        versions=versions, torch_python=str(python)), recorded)
     print(f"wrote {args.out}")
     return 0
 

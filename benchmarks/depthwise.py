@@ -18,16 +18,15 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
-from timing import best_time, clean_env, layer_calls  # benchmarks/timing.py: the shared rules
+from timing import best_time, child_json, layer_calls, started, write_result  # benchmarks/timing.py: the shared rules
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# name, batch, channels, size, multiplier, kernel, stride, padding, dilation
+# name, batch, channels, size, multiplier, kernel, stride, padding, dilation. A table of the same form as
+# benchmarks/conv.py's LAYERS but its own columns and layers: each benchmark's data, nothing to share.
 LAYERS = [
     ("MobileNet 3x3 512 @14", 32, 512, 14, 1, 3, 1, 1, 1),
     ("MobileNet 3x3 256 @28", 32, 256, 28, 1, 3, 1, 1, 1),
@@ -92,16 +91,12 @@ def main(argv=None):
         print(json.dumps(child(args.child, args.repeat, args.threads, args.cpu_time)))
         return 0
 
-    env = clean_env()
-    load_before = os.getloadavg()
+    recorded, load_before = started(), os.getloadavg()
     results = {}
     for library in ("scratchnet", "torch"):
         command = [sys.executable, __file__, "--child", library, "--repeat", str(args.repeat),
                    "--threads", str(args.threads)] + (["--cpu-time"] if args.cpu_time else [])
-        run = subprocess.run(command, env=env, capture_output=True, text=True)
-        if run.returncode:
-            sys.exit(f"the {library} child failed:\n{run.stderr}")
-        results[library] = json.loads(run.stdout.strip().splitlines()[-1])
+        results[library] = child_json(command, f"the {library} child")
     load_after = os.getloadavg()
 
     rows = []
@@ -124,11 +119,8 @@ def main(argv=None):
     print(f"\nforward+backward ratio: geometric mean {geomean:.2f}, lowest "
           f"{min(r['forward_backward_ratio'] for r in rows):.2f}")
     print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(rows=rows, geomean_forward_backward_ratio=geomean, clock=clock,
-                                        threads=args.threads, repeat=args.repeat, load_before=load_before,
-                                        load_after=load_after, machine=platform.processor() or platform.machine(),
-                                        cpus=os.cpu_count()), indent=1))
+    write_result(args.out, dict(rows=rows, geomean_forward_backward_ratio=geomean, clock=clock,
+                                threads=args.threads, repeat=args.repeat), recorded)
     print(f"wrote {args.out}")
     return 0
 

@@ -12,7 +12,7 @@ overrides removed (timing.clean_env) and the libraries' default threads. torch's
 torch_cifar_resnet) has the same state_dict keys (option-A shortcuts: subsample, append zero channels) and loads
 scratchnet's weights, so both compute the same product: after the timing each child takes H v once more
 in float64, and the parent checks the two agree to 1e-9 (|difference| / |H v|; the float32 products
-are reported too: scratchnet's Winograd route rounds 3x3 convolutions of >= 32 channels more coarsely
+are reported too: scratchnet's Winograd route rounds 3x3 convolutions of >= 16 channels more coarsely
 than torch in float32, docs/kernels.md).
 
 * time: the fastest of --repeat calls after one warm-up call.
@@ -22,96 +22,83 @@ benchmarks/results/hvp_cpu.json.
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
-from timing import OVERRIDES, best_time, child_json  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, best_time, child_json, started, write_result  # benchmarks/timing.py: the shared rules
 from zoo import torch_cifar_resnet  # torch's ResNet-20 with scratchnet's state_dict keys
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def problem(batch):
-    """The same input, labels and direction v for both frameworks (v: one entry per parameter, |v| = 1)."""
+def problem(batch, shapes):
+    """The same input, labels and direction v for both frameworks (v: one array per parameter shape, |v| = 1)."""
     import numpy as np
     rng = np.random.default_rng(0)
-    return (rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, batch),
-            np.random.default_rng(1))
-
-
-# ---------------------------------------------------------------- the children
-# The two children are the same steps written line for line in each framework's own API, on purpose:
-# each runs in its own process, and the reader checks that both time the same thing by reading them side
-# by side.
-
-def child_scratchnet(batch, repeat, weights):
-    import scratchnet as sn  # first: its thread policy must be in place before NumPy loads its BLAS
-    import scratchnet.functional as F  # noqa: I100
-    import numpy as np
-    from scratchnet.models import get_model
-    sn.manual_seed(0)
-    model = get_model("resnet20")  # training mode: batch statistics
-    sn.save(model, weights)
-    x, y, rng = problem(batch)
-    params = list(model.parameters())
-    v = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+    x, y = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, batch)
+    rng = np.random.default_rng(1)
+    v = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
     norm = np.sqrt(sum(float((a.astype(np.float64) ** 2).sum()) for a in v))
-    v = [sn.tensor(a / norm) for a in v]
-    x, y = sn.tensor(x), sn.tensor(y)
+    return x, y, [a / norm for a in v]
 
+
+def products(grad, loss, model, x, y, params, v):
+    """The two timed calls: one plain gradient, and H v by Pearlmutter's trick (``grad``: the framework's
+    autograd.grad, ``loss``: its cross_entropy)."""
     def gradient():
-        return sn.autograd.grad(F.cross_entropy(model(x), y), params)
+        return grad(loss(model(x), y), params)
 
     def hvp():
-        grads = sn.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
-        return sn.autograd.grad(sum((g * vi).sum() for g, vi in zip(grads, v)), params)
-
-    timed = dict(gradient_s=best_time(gradient, repeat), hvp_s=best_time(hvp, repeat))
-    hv = hvp()
-    np.save(weights.with_name("scratchnet_hv.npy"), np.concatenate([h.numpy().ravel() for h in hv]))
-    model.double()  # the same product in float64, for the check
-    params, x = list(model.parameters()), x.double()
-    v = [vi.double() for vi in v]
-    np.save(weights.with_name("scratchnet_hv64.npy"), np.concatenate([h.numpy().ravel() for h in hvp()]))
-    return dict(framework="scratchnet", params=model.num_parameters(), threads=sn.get_num_threads(), **timed,
-                v_hv=float(sum((h.numpy().astype(np.float64) * vi.numpy()).sum() for h, vi in zip(hv, v))),
-                hv_norm=float(np.sqrt(sum((h.numpy().astype(np.float64) ** 2).sum() for h in hv))))
+        grads = grad(loss(model(x), y), params, create_graph=True)
+        return grad(sum((g * vi).sum() for g, vi in zip(grads, v)), params)
+    return gradient, hvp
 
 
-def child_torch(batch, repeat, weights):
+# ---------------------------------------------------------------- the child
+# One child serves both frameworks: scratchnet has PyTorch's names (tensor, autograd.grad, cross_entropy,
+# double, detach, numel, get_num_threads), so only the model's making differs and both time the same lines.
+
+def resnet20(framework, lib, weights):
+    """ResNet-20 in training mode (batch statistics) with the same weights in both: scratchnet's seed-0 model,
+    saved to ``weights``, which torch's twin then loads (the parent runs scratchnet's child first)."""
     import numpy as np
-    import torch
-    import torch.nn.functional as TF
-    model = torch_cifar_resnet(3)  # ResNet-20
+    if framework == "scratchnet":
+        from scratchnet.models import get_model
+        lib.manual_seed(0)
+        model = get_model("resnet20")
+        lib.save(model, weights)
+        return model
+    model = torch_cifar_resnet(3)
     with np.load(weights) as saved:
-        model.load_state_dict({k: torch.tensor(saved[k]) for k in saved.files})
-    x, y, rng = problem(batch)
+        model.load_state_dict({k: lib.tensor(saved[k]) for k in saved.files})
+    return model
+
+
+def child(framework, batch, repeat, weights):
+    if framework == "scratchnet":
+        import scratchnet as lib  # first: its thread policy must be in place before NumPy loads its BLAS
+        import scratchnet.functional as F  # noqa: I100
+    else:
+        import torch as lib
+        import torch.nn.functional as F
+    import numpy as np  # noqa: I100
+    model = resnet20(framework, lib, weights)
     params = list(model.parameters())
-    v = [rng.standard_normal(tuple(p.shape)).astype(np.float32) for p in params]
-    norm = np.sqrt(sum(float((a.astype(np.float64) ** 2).sum()) for a in v))
-    v = [torch.tensor(a / norm) for a in v]
-    x, y = torch.tensor(x), torch.tensor(y)
-
-    def gradient():
-        return torch.autograd.grad(TF.cross_entropy(model(x), y), params)
-
-    def hvp():
-        grads = torch.autograd.grad(TF.cross_entropy(model(x), y), params, create_graph=True)
-        return torch.autograd.grad(sum((g * vi).sum() for g, vi in zip(grads, v)), params)
-
+    x, y, v = problem(batch, [tuple(p.shape) for p in params])
+    x, y, v = lib.tensor(x), lib.tensor(y), [lib.tensor(a) for a in v]
+    gradient, hvp = products(lib.autograd.grad, F.cross_entropy, model, x, y, params, v)
     timed = dict(gradient_s=best_time(gradient, repeat), hvp_s=best_time(hvp, repeat))
-    hv = hvp()
-    np.save(weights.with_name("torch_hv.npy"), np.concatenate([h.detach().numpy().ravel() for h in hv]))
+    hv = [h.detach().numpy().astype(np.float64) for h in hvp()]
+    np.save(weights.with_name(f"{framework}_hv.npy"), np.concatenate([h.ravel() for h in hv]))
     model.double()  # the same product in float64, for the check
-    params, x = list(model.parameters()), x.double()
-    v = [vi.double() for vi in v]
-    np.save(weights.with_name("torch_hv64.npy"), np.concatenate([h.detach().numpy().ravel() for h in hvp()]))
-    return dict(framework="torch", params=sum(p.numel() for p in params), threads=torch.get_num_threads(), **timed,
-                v_hv=float(sum((h.double() * vi.double()).sum() for h, vi in zip(hv, v))),
-                hv_norm=float(torch.sqrt(sum((h.double() ** 2).sum() for h in hv))))
+    params = list(model.parameters())
+    _, hvp64 = products(lib.autograd.grad, F.cross_entropy, model, x.double(), y, params, [vi.double() for vi in v])
+    np.save(weights.with_name(f"{framework}_hv64.npy"), np.concatenate([h.detach().numpy().ravel() for h in hvp64()]))
+    return dict(framework=framework, params=sum(p.numel() for p in params), threads=lib.get_num_threads(), **timed,
+                v_hv=float(sum((h * vi.detach().numpy().astype(np.float64)).sum() for h, vi in zip(hv, v))),
+                hv_norm=float(np.sqrt(sum((h ** 2).sum() for h in hv))))
 
 
 # ---------------------------------------------------------------- the parent
@@ -132,9 +119,9 @@ def main():
     if args.batch < 1 or args.repeat < 1:
         parser.error("--batch and --repeat must be >= 1")
     if args.child:
-        child = child_scratchnet if args.child == "scratchnet" else child_torch
-        print(json.dumps(child(args.batch, args.repeat, args.weights)))
+        print(json.dumps(child(args.child, args.batch, args.repeat, args.weights)))
         return
+    recorded = started()
     with tempfile.TemporaryDirectory() as folder:
         weights = Path(folder) / "resnet20.npz"
         ours = run_child("scratchnet", args, weights)  # first: it writes the weights torch loads
@@ -156,12 +143,10 @@ def main():
               f"{r['hvp_s'] / r['gradient_s']:>16.2f}")
     print(f"ratio torch / scratchnet: gradient {theirs['gradient_s'] / ours['gradient_s']:.2f}, "
           f"H v {theirs['hvp_s'] / ours['hvp_s']:.2f}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    record = dict(machine=platform.processor() or platform.machine(), load_average=os.getloadavg()[0],
-                  batch=args.batch, repeat=args.repeat, unset=list(OVERRIDES), scratchnet=ours, torch=theirs,
-                  hv_relative_difference=dict(float64=difference["hv64"], float32=difference["hv"]),
-                  ratio=dict(gradient=theirs["gradient_s"] / ours["gradient_s"], hvp=theirs["hvp_s"] / ours["hvp_s"]))
-    (RESULTS / "hvp_cpu.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_result(RESULTS / "hvp_cpu.json", dict(
+        batch=args.batch, repeat=args.repeat, unset=list(OVERRIDES), scratchnet=ours, torch=theirs,
+        hv_relative_difference=dict(float64=difference["hv64"], float32=difference["hv"]),
+        ratio=dict(gradient=theirs["gradient_s"] / ours["gradient_s"], hvp=theirs["hvp_s"] / ours["hvp_s"])), recorded)
 
 
 if __name__ == "__main__":

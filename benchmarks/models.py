@@ -24,8 +24,6 @@ Timings are noisy on shared machines: compare models within one run, never acros
 import argparse
 import gc
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -39,7 +37,7 @@ import scratchnet as sn  # noqa: E402  (first: its thread policy must be set bef
 import numpy as np  # noqa: E402,I100
 from scratchnet import backend  # noqa: E402
 from scratchnet.models import get_model, list_models  # noqa: E402
-from timing import reset_peak, rss_mb  # noqa: E402  (benchmarks/timing.py: the shared rules)
+from timing import reset_peak, rss_mb, started, write_result  # noqa: E402  (benchmarks/timing.py: the shared rules)
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -109,7 +107,7 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def run_benchmarks(names, devices, batch, steps, timeout, min_size):
+def run_benchmarks(names, devices, batch, steps, timeout, min_size, recorded):
     results = []
     print(f"{'model':18s} {'device':6s} {'params':>12s} {'input':>13s} {'fwd s':>8s} {'bwd s':>8s} "
           f"{'step s':>8s} {'cpu s':>8s} {'peak MB':>9s}", flush=True)
@@ -132,11 +130,11 @@ def run_benchmarks(names, devices, batch, steps, timeout, min_size):
                 print(f"{name:18s} {device:6s} {row['params']:12,d} {'x'.join(map(str, row['input_size'])):>13s} "
                       f"{row['forward_s']:8.2f} {row['backward_s']:8.2f} {row['step_s']:8.2f} {row['step_cpu_s']:8.2f} "
                       f"{_fmt(row['peak_mb'], '9.0f')}", flush=True)
-            _write(f"models_{'_'.join(devices)}.json", {"batch": batch, "steps": steps, "results": results})
+            _write(f"models_{'_'.join(devices)}.json", {"batch": batch, "steps": steps, "results": results}, recorded)
     return results
 
 
-def run_macs(names):
+def run_macs(names, recorded):
     """Params and MACs of every model (scratchnet.summary) against torchvision's published GMACs."""
     from scratchnet.summary import summary
 
@@ -156,15 +154,13 @@ def run_macs(names):
                      "torchvision_params": ref.get("num_params")})
         print(f"{name:18s} {'x'.join(map(str, size)):>11s} {result.total_params:12,d} {result.total_macs / 1e9:8.3f} "
               f"{_fmt(published, '12.3f')}", flush=True)
-        _write("models_macs.json", {"results": rows})
+        _write("models_macs.json", {"results": rows}, recorded)
     return rows
 
 
-def _write(filename, payload):
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-               "numpy": np.__version__, **payload}
-    (RESULTS / filename).write_text(json.dumps(payload, indent=1))
+def _write(filename, payload, recorded):
+    """After each model: a partial run counts."""
+    write_result(RESULTS / filename, {"numpy": np.__version__, **payload}, recorded)
 
 
 def main(argv=None):
@@ -181,16 +177,17 @@ def main(argv=None):
     if args.child:
         print(json.dumps(measure(args.child, args.device, args.batch, args.steps, args.min_size)))
         return 0
+    recorded = started()
     if args.macs:
         names = list_models() if args.models == "all" else args.models.split(",")
-        run_macs(names)
+        run_macs(names, recorded)
         return 0
     names = list_models() if args.models == "all" else args.models.split(",")
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
     if "gpu" in devices and not backend.gpu_available():
         print(f"skipping the GPU: {backend.gpu_status()}", flush=True)
         devices = [d for d in devices if d != "gpu"] or ["cpu"]
-    run_benchmarks(names, devices, args.batch, args.steps, args.timeout, args.min_size)
+    run_benchmarks(names, devices, args.batch, args.steps, args.timeout, args.min_size, recorded)
     return 0
 
 

@@ -21,7 +21,7 @@ benchmarks/results/winograd_cpu.json.
 import os
 import sys
 
-from timing import OVERRIDES, best_time, clean_env  # benchmarks/timing.py: the shared rules (no NumPy)
+from timing import OVERRIDES, best_time, clean_env, started, write_result  # benchmarks/timing.py (no NumPy)
 
 if any(v in os.environ for v in OVERRIDES):  # before numpy loads OpenBLAS
     os.execve(sys.executable, [sys.executable] + sys.argv, clean_env())
@@ -30,7 +30,6 @@ TORCH_ENV = dict(os.environ)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -137,9 +136,8 @@ def main():
     if args.threads:
         sn.set_num_threads(args.threads)
     layers = LAYERS[:1] if args.quick else LAYERS
-    report = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-              "threads": sn.get_num_threads(),
-              "load_before": os.getloadavg(), "layers": []}
+    recorded = started()
+    report = {"threads": sn.get_num_threads(), "layers": []}
     for name, n, c, s, k in layers:
         x, w, gy = layer_data(n, c, s, k, np.float32)
         flops = 2.0 * n * k * c * 9 * s * s
@@ -174,13 +172,11 @@ def main():
             row["float32_error"] = errors(n, c, s, k)
         report["layers"].append(row)
         print_row(row)
-    report["load_after"] = os.getloadavg()
-    print(f"scratchnet threads {report['threads']}; load average before {report['load_before']}, "
-          f"after {report['load_after']}")
-    RESULTS.mkdir(exist_ok=True)
+    print(f"scratchnet threads {report['threads']}; load average before {tuple(recorded['load_before'])}, "
+          f"after {os.getloadavg()}")
     path = RESULTS / (f"winograd_cpu{'_quick' if args.quick else ''}"
                       f"{f'_{args.threads}thread' if args.threads else ''}.json")
-    path.write_text(json.dumps(report, indent=2))
+    write_result(path, report, recorded)
     print(f"wrote {path}")
 
 

@@ -318,6 +318,20 @@ def child_torch(name, batch, steps, threads):
                 **measure(step, steps))
 
 
+def scratchnet_training(name, threads=None):
+    """scratchnet's side of the step this file times (tools/profile_step.py profiles the same): ``threads``
+    set (when given), seed 0, model ``name`` in training mode, SGD with momentum 0.9."""
+    import scratchnet as sn
+    from scratchnet.models import get_model
+    from scratchnet.optim import SGD
+    if threads:
+        sn.set_num_threads(threads)
+    sn.manual_seed(0)
+    model = get_model(name)
+    model.train()
+    return model, SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+
 def child_scratchnet(name, batch, steps, threads, order):
     if order == "numpy":  # a user's script that imports NumPy (and its BLAS) before scratchnet
         import numpy  # noqa: F401
@@ -326,14 +340,7 @@ def child_scratchnet(name, batch, steps, threads, order):
         import scratchnet as sn
         import numpy  # noqa: F401
     import scratchnet.functional as F
-    from scratchnet.models import get_model
-    from scratchnet.optim import SGD
-    if threads:
-        sn.set_num_threads(threads)
-    sn.manual_seed(0)
-    model = get_model(name)
-    model.train()
-    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model, optimizer = scratchnet_training(name, threads)
     x, target = (sn.tensor(a) for a in _data(name, batch))
 
     def loss_of(output):

@@ -530,7 +530,37 @@ def _warm_up_calls(dtype):
                                          for m in (None, mask)]),
         ("sgd_step", lambda: (sgd_step(p, p, None, 0.1, 0.9, 0, 0, False),  # the first step (makes the buffer)
                               sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False))),  # and a later one
+        ("winograd", lambda: (winograd_forward(x, w, unit), winograd_backward_input(y, w, x.shape, none),
+                              winograd_backward_weight(y, x, w.shape, none))),  # its two transforms
     ]
+
+
+# The warm-up's names (the Numba functions, as above) behind each interface function that is not one of them
+# by itself: what a run calling the function needs compiled (the training CLI compiles just those in the
+# background on a machine's first run: scratchnet/train/cpu_kernels.py).
+_COMPILES = {
+    "max_pool2d_forward": ("max_pool2x2_forward", "max_pool2d_forward"),  # (2x2/2 has its own kernel)
+    "sigmoid_forward": ("negative_abs", "sigmoid_from_exp"), "silu_forward": ("negative_abs", "silu_from_exp"),
+    "batch_norm_stats": ("channel_stats",), "batch_norm_scale_shift": ("scale_shift",),
+    "batch_norm_grad_sums": ("grad_sums",), "batch_norm_grad_input": ("grad_input",),
+    "local_response_norm_forward": ("lrn_scale",), "local_response_norm_backward": ("lrn_backward",),
+    "winograd_forward": ("winograd",), "winograd_backward_input": ("winograd",),
+    "winograd_backward_weight": ("winograd",),
+}
+
+
+def kernels_of(functions):
+    """The warm-up's names of the Numba kernels that the interface functions ``functions`` call, in the
+    warm-up's order."""
+    wanted = {name for f in functions for name in _COMPILES.get(f, (f,))}
+    return [name for name, _ in _warm_up_calls(np.float64) if name in wanted]
+
+
+def functions_of(names):
+    """The interface functions (kernels/interface.py's CPU list) that call one of the kernels ``names`` (the
+    warm-up's names): those a run cannot call while those kernels are not compiled."""
+    names = set(names)
+    return [f for f in interface.CPU if names.intersection(_COMPILES.get(f, (f,)))]
 
 
 def compile_kernels(names, dtype):

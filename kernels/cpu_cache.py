@@ -13,8 +13,9 @@ takes milliseconds. This module watches Numba's compile events for this package'
 
 * ``reporter(event, what, dtype, seconds)`` is called when a kernel starts compiling ("start",
   ``what``: "the CPU kernel im2col", seconds: the estimate) and when it is done ("end", seconds:
-  the time it took). The default prints one line on stderr; the training CLI shows it in its
-  progress bar instead.
+  the time it took); for a compile in the background ("background"), and when a process waits for
+  its end ("wait", seconds: the estimate of what is left). The default prints one line on stderr
+  (none at "end"); the training CLI shows it in its progress bar instead.
 * ``seconds()``: the time spent compiling kernels in this process, which the training loop leaves
   out of its rate and ETA.
 * ``load_only()``: inside it, a kernel that is not in the cache raises ``NotCompiled`` instead of
@@ -22,7 +23,8 @@ takes milliseconds. This module watches Numba's compile events for this package'
   (compiled then, only if it is used).
 * ``compile_in_processes(names, dtype, processes)``: compile several kernels at once, in child
   processes that fill the cache (longest first), for a machine whose cores would otherwise wait
-  on one compile after another.
+  on one compile after another; ``compile_in_background(...)``: the same without waiting (a
+  ``Compiling`` to poll), for a machine's first training run (scratchnet/train/cpu_kernels.py).
 """
 import contextlib
 import os
@@ -44,7 +46,7 @@ COMPILE_SECONDS = {
     "max_pool2d_backward": 0.8, "relu_forward": 0.2, "relu_backward": 0.2, "sgd_step": 0.3,
     "negative_abs": 0.2, "sigmoid_from_exp": 0.2, "sigmoid_backward": 0.2, "silu_from_exp": 0.2, "silu_backward": 0.2,
     "channel_stats": 1.1, "scale_shift": 1.1, "grad_sums": 1.0, "grad_input": 1.2,  # batch norm's
-    "lrn_scale": 0.5, "lrn_backward": 0.6,
+    "lrn_scale": 0.5, "lrn_backward": 0.6, "winograd": 10.0, "deform_im2col": 4.0,
 }
 DEFAULT_SECONDS = 2.0  # a kernel not in the table
 
@@ -53,18 +55,32 @@ class NotCompiled(RuntimeError):
     """A kernel was called inside ``load_only()`` and the cache does not hold it."""
 
 
-def describe(what, dtype, seconds):
+def _about(seconds):
+    return "under a second" if seconds < 1 else f"about {seconds:.0f} s"
+
+
+def describe(what, dtype, seconds, event_name="start", brief=False):
     """A compile in words: 'compiling the CPU kernel im2col for float32 (first use on this machine, ...)'.
-    ``what`` may end with how, after a comma: '15 CPU kernels, in 2 processes'."""
+    ``what`` may end with how, after a comma: '15 CPU kernels, in 2 processes'. ``event_name``: "start" (a
+    compile this process waits for), "background" (one it does not wait for), "wait" (its end awaited;
+    ``seconds``: the estimate of what is left). ``brief``: a background compile in a progress bar's words."""
     what, _, how = what.partition(", ")
-    about = "under a second" if seconds < 1 else f"about {seconds:.0f} s"
-    return f"compiling {what} for {dtype}{' ' + how if how else ''} (first use on this machine, {about}; " \
-           f"cached for later runs)"
+    if brief and event_name == "background":
+        return f"{what} compiling in the background ({_about(seconds)}); NumPy routes meanwhile"
+    if event_name == "wait":  # (past its estimate the compile is slower than guessed: no time is promised)
+        left = f"{_about(seconds)} left" if seconds >= 1 else "past the estimate"
+        return f"waiting for the {what} compiling for {dtype} in the background ({left}), so " \
+               f"that later runs start with them"
+    background = event_name == "background"
+    how = ("in the background" + (f", {how}" if how else "")) if background else how
+    line = f"compiling {what} for {dtype}{' ' + how if how else ''} (first use on this machine, " \
+           f"{_about(seconds)}; cached for later runs)"
+    return line + ("; training runs on the NumPy routes meanwhile" if background else "")
 
 
 def _print_line(event_name, what, dtype, seconds):
-    if event_name == "start":
-        print(f"scratchnet: {describe(what, dtype, seconds)}", file=sys.stderr, flush=True)
+    if event_name != "end":
+        print(f"scratchnet: {describe(what, dtype, seconds, event_name)}", file=sys.stderr, flush=True)
 
 
 reporter = _print_line  # replaceable: the training CLI shows the line in its progress bar
@@ -127,29 +143,77 @@ def cache_folder(kernel):
     return kernel._cache.cache_path
 
 
+class Compiling:
+    """Kernels compiling in child processes that fill the cache: ``names`` (COMPILE_SECONDS's keys: the
+    Numba functions' names) for ``dtype``, shared among ``processes`` children (longest first, to the least
+    loaded). ``compile_call``: the Python statement a child runs, with NAMES and DTYPE substituted; ``nice``:
+    how much the children defer to this process for the CPU (a run training meanwhile)."""
+
+    def __init__(self, names, dtype, processes, compile_call, nice=0):
+        shares = [[] for _ in range(max(1, min(processes, len(names))))]
+        loads = [0.0] * len(shares)
+        for name in sorted(names, key=lambda n: -COMPILE_SECONDS.get(n, DEFAULT_SECONDS)):
+            least = loads.index(min(loads))
+            shares[least].append(name)
+            loads[least] += COMPILE_SECONDS.get(name, DEFAULT_SECONDS)
+        top = __name__.split(".")[0]  # the package's parent folder goes first on the children's path
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(Path(sys.modules[top].__file__).resolve().parents[1])]
+            + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+        prefix = f"import os\nif hasattr(os, 'nice'): os.nice({nice})\n" if nice else ""
+        self.dtype, self.names = dtype, list(names)
+        self.what = f"{len(names)} CPU kernels, in {len(shares)} process{'es' if len(shares) > 1 else ''}"
+        self.estimate = max(loads) + 1.0  # (+ each child's start-up)
+        self.started = time.perf_counter()
+        self.children = [subprocess.Popen([sys.executable, "-c", prefix + compile_call.replace("NAMES", repr(share))
+                                           .replace("DTYPE", repr(str(dtype)))], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for share in shares]
+
+    def done(self):
+        """Whether every child has ended (it does not wait)."""
+        return all(child.poll() is not None for child in self.children)
+
+    def ok(self):
+        """Whether every child ended well (a failed one leaves its kernels to their first use)."""
+        return all(child.poll() == 0 for child in self.children)
+
+    def elapsed(self):
+        return time.perf_counter() - self.started
+
+    def wait(self, stop=None):
+        """Wait for the children; ``stop()`` (polled) True kills them instead (an interrupted run). Whether
+        they all ended well."""
+        while not self.done():
+            if stop is not None and stop():
+                self.kill()
+                return False
+            time.sleep(0.05)
+        return self.ok()
+
+    def kill(self):
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+
+
 def compile_in_processes(names, dtype, processes, compile_call):
-    """Compile the kernels ``names`` (COMPILE_SECONDS's keys: the Numba functions' names) for
-    ``dtype`` in ``processes`` child processes, each given a share of them (longest first, to the
-    least loaded), and wait for all: afterwards this process loads each from the cache in a moment.
-    ``compile_call``: the Python statement a child runs, with NAMES and DTYPE substituted. Returns
-    False if a child failed (the caller's own first call then compiles what is missing)."""
-    shares = [[] for _ in range(max(1, min(processes, len(names))))]
-    loads = [0.0] * len(shares)
-    for name in sorted(names, key=lambda n: -COMPILE_SECONDS.get(n, DEFAULT_SECONDS)):
-        least = loads.index(min(loads))
-        shares[least].append(name)
-        loads[least] += COMPILE_SECONDS.get(name, DEFAULT_SECONDS)
-    top = __name__.split(".")[0]  # the package's parent folder goes first on the children's path
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(sys.modules[top].__file__).resolve().parents[1])] + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
-    what = f"{len(names)} CPU kernels, in {len(shares)} processes"
-    reporter("start", what, dtype, max(loads) + 1.0)  # (+ each child's start-up)
-    started = time.perf_counter()
-    children = [subprocess.Popen([sys.executable, "-c", compile_call.replace("NAMES", repr(share))
-                                  .replace("DTYPE", repr(str(dtype)))], env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL) for share in shares]
-    ok = all(child.wait() == 0 for child in children)
-    elapsed = time.perf_counter() - started
-    _watcher.total += elapsed
-    reporter("end", what, dtype, elapsed)
+    """Compile the kernels ``names`` for ``dtype`` in ``processes`` child processes at once (``Compiling``)
+    and wait for all: afterwards this process loads each from the cache in a moment. Returns False if a
+    child failed (the caller's own first call then compiles what is missing)."""
+    compiling = Compiling(names, dtype, processes, compile_call)
+    reporter("start", compiling.what, dtype, compiling.estimate)
+    ok = compiling.wait()
+    _watcher.total += compiling.elapsed()
+    reporter("end", compiling.what, dtype, compiling.elapsed())
     return ok
+
+
+def compile_in_background(names, dtype, processes, compile_call):
+    """Start compiling ``names`` for ``dtype`` in ``processes`` child processes, niced, and return at once
+    (a ``Compiling``: poll ``done()``, then load the kernels from the cache): a machine's first training run
+    takes the NumPy routes meanwhile (kernels/dispatch.py defer_cpu_kernels). Says so ("background"); the
+    time is not this process's compile time (it waits for nothing)."""
+    compiling = Compiling(names, dtype, processes, compile_call, nice=10)
+    reporter("background", compiling.what, dtype, compiling.estimate)
+    return compiling

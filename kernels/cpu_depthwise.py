@@ -122,6 +122,12 @@ def _gather_phases(buf, gxf, plane_start, plane_size, runs, sx):
             gxf[s + k * step] = buf[d + k]
 
 
+@njit(cache=True, inline="always")
+def _three_taps(start, starts, t):
+    """The flat (unsigned) offsets of taps t, t + 1 and t + 2 of a shifted-sum or shifted-dot kernel."""
+    return np.uint64(start + starts[t]), np.uint64(start + starts[t + 1]), np.uint64(start + starts[t + 2])
+
+
 @njit(cache=True)
 def _sum_shifted(out, out_start, length, src, src_start, starts, scales, accumulate):
     """out[out_start + k] (+)= sum over taps t of scales[t] * src[src_start + starts[t] + k], k < length.
@@ -133,8 +139,7 @@ def _sum_shifted(out, out_start, length, src, src_start, starts, scales, accumul
         add = accumulate or t > 0
         if count - t >= 3:
             a, b, c = scales[t], scales[t + 1], scales[t + 2]
-            s0, s1, s2 = (np.uint64(src_start + starts[t]), np.uint64(src_start + starts[t + 1]),
-                          np.uint64(src_start + starts[t + 2]))
+            s0, s1, s2 = _three_taps(src_start, starts, t)
             for k in range(n):
                 v = a * src[s0 + k] + b * src[s1 + k] + c * src[s2 + k]
                 out[o + k] = out[o + k] + v if add else v
@@ -162,8 +167,7 @@ def _sum_shifted_pair(out, length, src, src_start, starts, scales_a, scales_b):
         if count - t >= 3:
             a0, a1, a2 = scales_a[t], scales_a[t + 1], scales_a[t + 2]
             b0, b1, b2 = scales_b[t], scales_b[t + 1], scales_b[t + 2]
-            s0, s1, s2 = (np.uint64(src_start + starts[t]), np.uint64(src_start + starts[t + 1]),
-                          np.uint64(src_start + starts[t + 2]))
+            s0, s1, s2 = _three_taps(src_start, starts, t)
             for k in range(n):
                 x0, x1, x2 = src[s0 + k], src[s1 + k], src[s2 + k]
                 va = a0 * x0 + a1 * x1 + a2 * x2
@@ -189,8 +193,7 @@ def _dots_shifted(a, length, b, b_start, starts, acc):
     t = 0
     while t < count:
         if count - t >= 3:
-            s0, s1, s2 = (np.uint64(b_start + starts[t]), np.uint64(b_start + starts[t + 1]),
-                          np.uint64(b_start + starts[t + 2]))
+            s0, s1, s2 = _three_taps(b_start, starts, t)
             d0 = d1 = d2 = a.dtype.type(0)
             for k in range(n):
                 d0 += a[k] * b[s0 + k]
@@ -221,8 +224,7 @@ def _dots_shifted_pair(a, length, b, b_start, starts, acc_a, acc_b):
     t = 0
     while t < count:
         if count - t >= 3:
-            s0, s1, s2 = (np.uint64(b_start + starts[t]), np.uint64(b_start + starts[t + 1]),
-                          np.uint64(b_start + starts[t + 2]))
+            s0, s1, s2 = _three_taps(b_start, starts, t)
             p0 = p1 = p2 = q0 = q1 = q2 = a.dtype.type(0)
             for k in range(n):
                 x0, x1, x2 = b[s0 + k], b[s1 + k], b[s2 + k]

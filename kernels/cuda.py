@@ -34,8 +34,15 @@ def _run(kernel, dtype, launch, args):
 
 
 # Without CuPy (cp None) nothing calls these: no array is on a GPU, so kernels.for_array never
-# returns this module. The module's functions are KernelAPI's, one for each name interface.CUDA
-# declares (im2col, col2im, depthwise_*, max_pool2d_*, deform_*, conv2d_*), checked on the next line.
+# returns this module. Its functions are KernelAPI's bound methods, one for each name interface.CUDA
+# declares (by family), checked against it on the last line.
 _api = KernelAPI(cp, _run)
-globals().update((name, getattr(_api, name, None)) for name in interface.CUDA)
+im2col, col2im = _api.im2col, _api.col2im
+depthwise_forward, depthwise_backward_input, depthwise_backward_weight = (
+    _api.depthwise_forward, _api.depthwise_backward_input, _api.depthwise_backward_weight)
+max_pool2d_forward, max_pool2d_backward = _api.max_pool2d_forward, _api.max_pool2d_backward
+deform_im2col, deform_col2im, deform_col2im_coord = _api.deform_im2col, _api.deform_col2im, _api.deform_col2im_coord
+conv2d_forward, conv2d_backward_input, conv2d_backward_weight = (
+    _api.conv2d_forward, _api.conv2d_backward_input, _api.conv2d_backward_weight)
+
 interface.check(sys.modules[__name__], "gpu")  # a missing or changed function fails here, at import

@@ -9,6 +9,7 @@
 #define DEFORM_PARAMS                                                                 \
     int N, int C, int H, int W, int OH, int OW, int KH, int KW, int SY, int SX,         \
     int PH, int PW, int DY, int DX, int G, int USE_MASK
+#define DEFORM_ARGS N, C, H, W, OH, OW, KH, KW, SY, SX, PH, PW, DY, DX, G, USE_MASK
 
 // Where tap (i, j) of output pixel (oy, ox) samples, for the tap's mask channel ch = (n*G + g)*KH*KW + tap:
 // the regular grid point plus the tap's offset, and the tap's modulation (1 without a mask).
@@ -17,6 +18,20 @@
     const scalar_t y = (scalar_t)tap_input(oy, i, SY, PH, DY) + offset[2 * (ch) * pixels_ + (pix)];       \
     const scalar_t x = (scalar_t)tap_input(ox, j, SX, PW, DX) + offset[(2 * (ch) + 1) * pixels_ + (pix)]; \
     const scalar_t m = USE_MASK ? mask[(ch) * pixels_ + (pix)] : (scalar_t)1
+
+// What column entry idx samples: its channel c and image n, the point (y, x) its tap reads and the tap's
+// modulation m. The forward (deform_im2col) and its input adjoint (deform_col2im) open with it.
+struct ColumnSample {
+    int c, n;
+    scalar_t y, x, m;
+};
+__device__ __forceinline__ ColumnSample column_sample(long long idx, const scalar_t* offset, const scalar_t* mask,
+                                                      DEFORM_PARAMS) {
+    const auto [c, i, j, n, oy, ox] = column_index(idx, N, OH, OW, KH, KW);
+    const long long ch = ((long long)n * G + c / (C / G)) * KH * KW + i * KW + j;
+    SAMPLE_POINT(y, x, m, ch, (long long)oy * OW + ox, oy, ox, i, j);
+    return {c, n, y, x, m};
+}
 
 // The four neighbours of (y, x) in one plane (floor/floor, floor/ceil, ceil/floor, ceil/ceil), 0 where a
 // neighbour lies outside the plane; ly, lx the fractions. The caller guarantees -1 <= y < H, -1 <= x < W.
@@ -46,9 +61,7 @@ extern "C" __global__ void deform_im2col(const scalar_t* __restrict__ x_in, cons
                                          DEFORM_PARAMS) {
     const long long total = (long long)C * KH * KW * N * OH * OW;
     GRID_STRIDE_LOOP(idx, total) {
-        const auto [c, i, j, n, oy, ox] = column_index(idx, N, OH, OW, KH, KW);
-        const long long ch = ((long long)n * G + c / (C / G)) * KH * KW + i * KW + j;
-        SAMPLE_POINT(y, x, m, ch, (long long)oy * OW + ox, oy, ox, i, j);
+        const auto [c, n, y, x, m] = column_sample(idx, offset, mask, DEFORM_ARGS);
         scalar_t value = 0;
         if (reads(y, x, H, W)) {
             scalar_t v[4], ly, lx;
@@ -63,17 +76,14 @@ extern "C" __global__ void deform_im2col(const scalar_t* __restrict__ x_in, cons
 // The input gradient: one thread per column entry adds its gradient, times the mask and the bilinear
 // weights, to the (up to) four pixels its sample read. Samples of different taps and pixels land on the
 // same pixel at data-dependent places, so this is a scatter with atomicAdd (as torchvision's and mmcv's
-// CUDA kernels), the one kernel here besides max-pool backward; gx must start at zero. It opens as
-// deform_im2col does (the same column entry, the same sample point) on purpose: each kernel reads whole,
-// forward beside adjoint, rather than behind a shared prologue macro.
+// CUDA kernels), the one kernel here besides max-pool backward; gx must start at zero. Its signature and
+// opening have deform_im2col's shape (the column kernels' common form); the shared step is column_sample.
 extern "C" __global__ void deform_col2im(const scalar_t* __restrict__ gcol, const scalar_t* __restrict__ offset,
                                          const scalar_t* __restrict__ mask, scalar_t* __restrict__ gx,
                                          DEFORM_PARAMS) {
     const long long total = (long long)C * KH * KW * N * OH * OW;
     GRID_STRIDE_LOOP(idx, total) {
-        const auto [c, i, j, n, oy, ox] = column_index(idx, N, OH, OW, KH, KW);
-        const long long ch = ((long long)n * G + c / (C / G)) * KH * KW + i * KW + j;
-        SAMPLE_POINT(y, x, m, ch, (long long)oy * OW + ox, oy, ox, i, j);
+        const auto [c, n, y, x, m] = column_sample(idx, offset, mask, DEFORM_ARGS);
         if (!reads(y, x, H, W)) continue;
         const int y0 = (int)floor(y), x0 = (int)floor(x);
         const scalar_t ly = y - y0, lx = x - x0, hy = 1 - ly, hx = 1 - lx;

@@ -19,6 +19,14 @@ when the op has no rules). The decision is remembered per description, so a call
 lookup (a ResNet-50 step makes thousands). Each call is counted on the route it took:
 ``counts()`` since the process started, ``recording()`` within a block (tests assert the route).
 
+While a machine's first run compiles its CPU kernels in the background (the training CLI:
+scratchnet/train/cpu_kernels.py), ``defer_cpu_kernels(functions)`` keeps every CPU call off the
+routes that call one of those kernel functions (a KERNELS route through the op's ``needs``, or a
+route object through its own): the auto rules fall to the next route, the reference at the latest.
+Meanwhile each decision also notes what it would have taken with the kernels loaded
+(``wanted_cpu_kernels``: only what the model runs gets compiled). Switching it changes no call's
+cost: the remembered decisions are dropped.
+
 Adding a kernel: docs/kernels.md, "Adding a kernel".
 """
 import contextlib
@@ -39,6 +47,8 @@ Call = namedtuple("Call", "device dtype")  # the description of an op whose cond
 
 OPS = {}  # every table, by op name
 _forced = None  # the route every op takes inside reference_only()
+_cpu_deferred = frozenset()  # defer_cpu_kernels(): CPU kernel functions whose routes CPU calls keep off
+_wanted = set()  # (kernel function, dtype) the auto rules would have taken while some were deferred
 _REMEMBERED = 4096  # decisions an op keeps (its calls' shapes repeat: a training step has a few dozen)
 
 
@@ -80,7 +90,8 @@ class Op:
     dtypes differ), turned into ``record`` (a namedtuple) for the routes' conditions. ``needs``:
     the kernel functions a KERNELS route calls; each must be in the interface of each device the
     route runs on (checked here, when the table is built). ``auto``: (route, condition, why)
-    rules, first match wins; default: the routes in the table's order.
+    rules, first match wins; default: the routes in the table's order. A route object (``impl`` a class)
+    that calls kernel functions through ``kernels.for_array`` names them in its own ``needs``.
     """
 
     def __init__(self, name, routes, describe=describe_array, record=Call, auto=None, needs=()):
@@ -90,32 +101,40 @@ class Op:
         self.name, self.routes, self.describe, self.record = name, dict(routes), describe, record
         self.auto = list(auto) if auto is not None else [(route, None, "") for route in routes]
         self.needs = tuple(needs)
+        self.cpu_needs = {}  # route -> the CPU kernel functions it calls (what defer_cpu_kernels keeps CPU calls off)
         for route_name, route in self.routes.items():
-            if route.impl is KERNELS:
-                for dev in route.devices:
-                    lacking = [f for f in self.needs if f not in interface.INTERFACES[dev]]
-                    if lacking:
-                        raise interface.KernelInterfaceError(
-                            f"op {name!r}, route {route_name!r}: the {dev} kernel interface (kernels/interface.py) "
-                            f"has no {', '.join(lacking)}; declare them there and write them in the {dev} module")
+            route_needs = self.needs if route.impl is KERNELS else tuple(getattr(route.impl, "needs", ()))
+            for dev in route.devices:
+                lacking = [f for f in route_needs if f not in interface.INTERFACES[dev]]
+                if lacking:
+                    raise interface.KernelInterfaceError(
+                        f"op {name!r}, route {route_name!r}: the {dev} kernel interface (kernels/interface.py) "
+                        f"has no {', '.join(lacking)}; declare them there and write them in the {dev} module")
+            if route_needs and "cpu" in route.devices:
+                self.cpu_needs[route_name] = route_needs
         self._chosen = {}  # (algo, description) -> Chosen
         self._taken = {}  # (route, impl) -> Chosen: one counter per route and implementation
         OPS[name] = self
 
-    def fits(self, name, call):
-        """Whether route ``name`` runs this call (a record): its device, its dtype, its condition."""
+    def fits(self, name, call, deferred=None):
+        """Whether route ``name`` runs this call (a record): its device, its dtype, its condition, and on the
+        CPU whether none of its kernels is deferred (``deferred``: defer_cpu_kernels's set, unless given)."""
         route = self.routes[name]
+        if deferred is None:
+            deferred = _cpu_deferred
         # (dtype None, the arrays' dtypes differing, is tested first: NumPy compares None equal to float64)
         return (call.device in route.devices
                 and (route.dtypes is ANY or call.dtype is not None and call.dtype in route.dtypes)
+                and not (deferred and call.device == "cpu" and name in self.cpu_needs
+                         and not deferred.isdisjoint(self.cpu_needs[name]))
                 and (route.fits is None or route.fits(call)))
 
-    def decide(self, algo, call):
+    def decide(self, algo, call, deferred=None):
         """The route's name for a call (a record): ``algo`` where it fits, else auto's first match."""
-        if algo != "auto" and self.fits(algo, call):
+        if algo != "auto" and self.fits(algo, call, deferred):
             return algo
         return next(name for name, condition, _ in self.auto
-                    if self.fits(name, call) and (condition is None or condition(call)))
+                    if self.fits(name, call, deferred) and (condition is None or condition(call)))
 
     def choose(self, *args, algo="auto"):
         """The route this call takes (a Chosen: ``.name``, ``.impl``), counted. The only decision point."""
@@ -130,6 +149,10 @@ class Op:
         algo, description = key
         call = self.record._make(description)
         name = self.decide(algo, call)
+        if _cpu_deferred and call.device == "cpu" and _forced is None:
+            would = self.decide(algo, call, deferred=frozenset())  # with every kernel loaded
+            if would != name:
+                _wanted.update((function, call.dtype) for function in self.cpu_needs[would])
         impl = self.routes[name].impl
         if impl is KERNELS:
             impl = for_device(call.device)
@@ -164,6 +187,32 @@ def recording():
         yield taken
     finally:
         taken.update({key: n - before.get(key, 0) for key, n in counts().items() if n != before.get(key, 0)})
+
+
+def defer_cpu_kernels(functions):
+    """No CPU call takes a route that calls one of ``functions`` (kernels/interface.py's CPU names: kernels
+    not loaded yet, compiling in the background on a machine's first run); each op takes the next route its
+    rules allow, the reference at the latest, and notes what it would have taken (``wanted_cpu_kernels``).
+    An empty set: every kernel in use again. Process-wide; each op's remembered decisions are dropped."""
+    global _cpu_deferred
+    functions = frozenset(functions)
+    if functions and not _cpu_deferred:
+        _wanted.clear()
+    _cpu_deferred = functions
+    for op in OPS.values():
+        op._chosen.clear()
+
+
+def cpu_kernels_deferred():
+    """The CPU kernel functions defer_cpu_kernels keeps calls away from (an empty set: none)."""
+    return _cpu_deferred
+
+
+def wanted_cpu_kernels(dtype):
+    """The kernel functions (kernels/interface.py's CPU names) of the routes that the calls of ``dtype`` would
+    have taken while some were deferred, had those been loaded: what a run needs compiled."""
+    dtype = np.dtype(dtype)
+    return sorted(function for function, of in _wanted if of == dtype)
 
 
 @contextlib.contextmanager

@@ -279,6 +279,7 @@ def _chunks(tiles_h, run, channels, tile, itemsize):
     and keeps a chunk's transform, GEMM and untransform in the L3 cache.
     """
     rows = max(1, min(tiles_h, CHUNK_BYTES // (tile.alpha ** 2 * channels * run * itemsize)))
+    rows = -(-tiles_h // -(-tiles_h // rows))  # as many chunks, evened out (8 rows: 4 + 4, not 7 + 1)
     return [(first, min(rows, tiles_h - first)) for first in range(0, tiles_h, rows)]
 
 

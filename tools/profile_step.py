@@ -27,13 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import scratchnet as sn  # noqa: E402  (first: the thread policy)
 import numpy as np  # noqa: E402,I100
 import scratchnet.functional as F  # noqa: E402
 from scratchnet.autograd import FunctionHook  # noqa: E402
-from scratchnet.models import get_model, list_models  # noqa: E402
-from scratchnet.optim import SGD  # noqa: E402
+from scratchnet.models import list_models  # noqa: E402
+from zoo import scratchnet_training  # noqa: E402  (benchmarks/zoo.py: the step it times)
 
 
 def route_of(function):
@@ -99,12 +100,7 @@ def profile(name, batch, steps=3, detail=False, threads=None, cpu_time=False):
     """{rows, step_s, ...}: the profile of ``steps`` training steps of model ``name``; ``cpu_time``: the
     process's CPU time (every thread's) instead of wall time."""
     clock = time.process_time if cpu_time else time.perf_counter
-    if threads:
-        sn.set_num_threads(threads)
-    sn.manual_seed(0)
-    model = get_model(name)
-    model.train()
-    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model, optimizer = scratchnet_training(name, threads)
     x, target, loss_fn = _data(model, batch)
     clocks = defaultdict(float)
 

@@ -174,6 +174,7 @@ def _chunk_groups(a, lo, hi, g):
 
 class Im2col:
     """im2col/col2im kernels (Numba on the CPU, CUDA on the GPU) + one BLAS GEMM per batch chunk."""
+    needs = ("im2col", "col2im")  # the kernel functions it calls (kernels/dispatch.py)
 
     @staticmethod
     def forward(x, w, geo):
@@ -295,6 +296,7 @@ class Window:
 class Winograd:
     """3x3 stride-1 convolution by Winograd minimal filtering (kernels/winograd.py, through the CPU's kernel
     module)."""
+    needs = ("winograd_forward", "winograd_backward_input", "winograd_backward_weight")
 
     @staticmethod
     def forward(x, w, geo):
@@ -318,6 +320,7 @@ class Winograd:
 # ---------------------------------------------------------------- routes: the direct kernels
 class Depthwise:
     """Direct depthwise kernels (Numba on the CPU, CUDA on the GPU): no column buffer."""
+    needs = ("depthwise_forward", "depthwise_backward_input", "depthwise_backward_weight")
 
     @staticmethod
     def forward(x, w, geo):
@@ -336,6 +339,7 @@ class Depthwise:
 
 class Direct:
     """The tiled CUDA dense convolution (implicit GEMM through shared memory; GPU only)."""
+    needs = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
 
     @staticmethod
     def forward(x, w, geo):
@@ -402,7 +406,7 @@ def _wide(c):
     return min(c.x_shape[1], c.w_shape[0]) >= WINOGRAD_MIN_CHANNELS
 
 
-WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD_MIN_CHANNELS = 16
 
 
 #            route        implementation  devices          dtypes (ANY: every float) shapes it handles
@@ -427,10 +431,11 @@ AUTO = [
     ("gemm1x1",   _always, "1x1 with no padding is a plain GEMM: no im2col copy, no transpose; 1.5-3.4x im2col"),
     ("window",    _always, "one window, the whole input (LeNet's C5, 16x5x5 -> 120, N=64, 1 thread): a GEMM each "
                            "way, forward+backward 0.22 vs 0.63 ms on im2col"),
-    ("winograd",  _wide,   "3x3/1 with >= 32 channels in and out: 4x fewer multiplications, 1.9-2.1x the im2col "
-                           "route f+b (VGG 64ch, ResNet 256ch; 1 thread); below 32 channels the transforms outweigh "
-                           "the smaller GEMM, and float32 keeps im2col's rounding (Winograd's float32 error is "
-                           "larger: docs/kernels.md)"),
+    ("winograd",  _wide,   "3x3/1 with >= 16 channels in and out: 4x fewer multiplications, 1.9-2.1x the im2col "
+                           "route f+b (VGG 64ch, ResNet 256ch; 1 thread), 1.3-1.8x at 16-24 channels (ResNet-20's "
+                           "16->16 @32, N=32 and 128); at 8 channels and below the transforms outweigh the smaller "
+                           "GEMM, and float32 keeps im2col's rounding (Winograd's float32 error is larger: "
+                           "docs/kernels.md)"),
     ("im2col",    _always, "everything else: BLAS GEMMs on L3-sized column chunks (1.5-1.7x less peak memory)"),
     ("reference", _always, "dtypes the kernels are not built for (float16), and x and w of different dtypes"),
 ]  # noqa: E241

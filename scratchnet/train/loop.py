@@ -1,9 +1,9 @@
 """One training run: model, data, optimizer and schedule, the epoch loop that ties them together, and
 the signal handling that turns Ctrl-C / SIGTERM into a checkpoint and a clean exit."""
 import math
+import os
 import signal
 import sys
-import threading
 import time
 
 import numpy as np
@@ -14,6 +14,7 @@ from ..data import DataLoader
 from ..distributed.training import SingleProcess
 from ..nn.serialization import save
 from .checkpoint import restore_rng, rng_state, save_checkpoint
+from .cpu_kernels import CpuKernels, KernelCompiles
 from .datasets import DATASETS, build_model, load_datasets, pipelines
 from .errors import EXIT_NAN, EXIT_SIGNAL, Interrupted, NonFiniteLoss, UsageError
 from .folder import plot_curves, write_json
@@ -21,76 +22,31 @@ from .recipes import make_optimizer, make_scheduler
 from .tasks import TASKS
 
 
-def _warm_up_cpu_kernels(dtype, compiled):
-    """Numba's start-up and the CPU kernels of ``dtype`` loaded from its cache. Where the cache lacks some
-    (this machine's first run) and there are several cores, they are compiled now, side by side in
-    that many processes; on one core they are left to their first use (only what the run needs).
-    ``compiled`` (a list) gets the names of the kernels compiled here."""
-    from .. import kernels
-    if dtype not in kernels.DTYPES:
-        return
-    from ..kernels.cpu import warm_up  # imports Numba: only where the CPU kernels will run
-    processes = backend.get_num_threads()
+def seconds_since_start():
+    """Seconds since this process started (the OS's record of it: /proc on Linux), else since this module
+    was imported."""
     try:
-        compiled += warm_up(dtype)  # (what the cache lacks)
-        if compiled and processes > 1:
-            warm_up(dtype, compile=True, processes=processes)
-        else:
-            compiled.clear()
-    except Exception:  # noqa: BLE001 (a kernel that fails here fails again in training, which reports it)
-        pass
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            started_ticks = int(stat.read().rpartition(")")[2].split()[19])  # field 22: starttime, in clock ticks
+            return float(uptime.read().split()[0]) - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _IMPORTED
 
 
-class _KernelCompiles:
-    """Numba compiling a CPU kernel on its first use on a machine (kernels/cpu_cache.py): the progress bar
-    says so while it lasts (one line: what, and about how long), and the loop leaves the compile out of
-    the epoch's time, its rate and ETA (``new()``: compile seconds since the last call)."""
-
-    def __init__(self, bar):
-        from .. import kernels
-        self.bar, self.description = bar, getattr(bar, "desc", "")  # (a disabled tqdm has no desc)
-        self.watcher = sys.modules.get(kernels.__name__ + ".cpu_cache")  # imported where CPU kernels run
-        self.counted = self.seconds()
-
-    def seconds(self):
-        return self.watcher.seconds() if self.watcher is not None else 0.0
-
-    def new(self):
-        now = self.seconds()
-        elapsed, self.counted = now - self.counted, now
-        return elapsed
-
-    def __enter__(self):
-        if self.watcher is not None and not self.bar.disable:  # without a bar: the watcher's own stderr line
-            self.previous, self.watcher.reporter = self.watcher.reporter, self.report
-        return self
-
-    def __exit__(self, *exc_info):
-        if hasattr(self, "previous"):
-            self.watcher.reporter = self.previous
-
-    def report(self, event, name, dtype, seconds):
-        if event == "start":
-            self.bar.set_description_str(f"{self.description}: {self.watcher.describe(name, dtype, seconds)}")
-        else:
-            self.bar.set_description_str(self.description)
+_IMPORTED = time.perf_counter()
 
 
 class Run:
     """One training run: model, data, optimizer, schedule, and the loop that ties them together."""
 
     def __init__(self, config, device, out, progress, prefetch, debug_signal_after=None, ranks=None):
-        # Numba's start-up (~0.3 s) overlaps building the model and loading the data; the first step
-        # waits for it (kernels_ready): one thread at a time launches kernels, as every Numba layer allows
-        self.kernels_compiled = []  # by the warm-up: the kernels a machine's first run compiled
-        self.kernel_warm_up = threading.Thread(target=_warm_up_cpu_kernels,
-                                               args=(backend.get_default_dtype(), self.kernels_compiled),
-                                               name="scratchnet-warm-up", daemon=True)
-        if device == "cpu":
-            self.kernel_warm_up.start()
         self.config, self.device, self.out, self.progress = config, device, out, progress
         self.debug_signal_after = debug_signal_after
         self.ranks = ranks or SingleProcess(device)  # distributed runs: what differs per rank (distributed/training.py)
+        # Numba's start-up (~0.3 s) overlaps building the model and loading the data; the first step
+        # waits for it (cpu_kernels.ready): one thread at a time launches kernels, as every Numba layer allows.
+        # A machine's first run compiles its kernels in the background meanwhile (train/cpu_kernels.py).
+        self.cpu_kernels = CpuKernels(backend.get_default_dtype(), device, background=self.ranks.size == 1)
         backend.manual_seed(config["seed"])
         self.model = self.ranks.wrap_model(build_model(config).to(device))
         self.task = TASKS[DATASETS[config["dataset"]]["task"]](self.model, device)
@@ -142,6 +98,17 @@ class Run:
 
     # -- the loop
     def fit(self):
+        """Train the remaining epochs. A machine's first run then waits for its kernels compiling in the
+        background, so that the next run finds them (train/cpu_kernels.py); a signal meanwhile, or a run that
+        stops early, ends the compile instead."""
+        try:
+            self._epochs()
+        except BaseException:
+            self.cpu_kernels.finish(wait=False)
+            raise
+        self.cpu_kernels.finish(wait=True, stop=lambda: self.stop_signal is not None)
+
+    def _epochs(self):
         epochs = self.config["epochs"]
         while self.epoch < epochs:
             record = self.train_epoch()
@@ -176,19 +143,24 @@ class Run:
         bar = tqdm(total=len(loader), initial=self.batch, desc=f"epoch {self.epoch + 1}/{self.config['epochs']}",
                    disable=not self.progress, leave=False, dynamic_ncols=True, file=sys.stderr)
         stats.setdefault("compile", 0.0)
+        stats.setdefault("without_kernels", 0)
         started = time.perf_counter() - stats["time"]
-        waited = self.kernels_ready()  # inside the epoch's time: what the warm-up did not overlap counts,
-        if self.kernels_compiled:  # but not the kernels it compiled (a machine's first run)
-            stats["compile"] += waited
-            started += waited
-            self.kernels_compiled.clear()
-        with _KernelCompiles(bar) as compiles:
-            self._train_batches(loader, bar, stats, started, compiles)
+        # inside the epoch's time: what the warm-up did not overlap counts, but not the kernels it compiled
+        compiled = self.cpu_kernels.ready()
+        stats["compile"] += compiled
+        started += compiled
+        deferred_before = self.cpu_kernels.steps_without
+        with KernelCompiles(bar, self.cpu_kernels) as compiles:
+            try:
+                self._train_batches(loader, bar, stats, started, compiles)
+            finally:
+                stats["without_kernels"] += self.cpu_kernels.steps_without - deferred_before
         bar.close()
         seen = max(stats["seen"], 1)
         return {"epoch": self.epoch + 1, "train_loss": stats["loss_sum"] / seen, **self.task.train_scores(stats),
                 "lr": stats.get("lr", self.lr()), "epoch_time_s": stats["time"],
-                "images_per_s": stats["seen"] / max(stats["time"], 1e-9), "compile_time_s": stats["compile"]}
+                "images_per_s": stats["seen"] / max(stats["time"], 1e-9), "compile_time_s": stats["compile"],
+                "steps_without_kernels": stats["without_kernels"], "first_step_s": stats.get("first_step_s")}
 
     def _train_batches(self, loader, bar, stats, started, compiles):
         """The epoch's steps from self.batch on. A kernel compiled on its first use on this machine is left
@@ -212,6 +184,9 @@ class Run:
                 self.scheduler.step()
             self.batch += 1
             self.steps += 1
+            self.cpu_kernels.step_done()  # a machine's first run: its kernels compiling, then loaded
+            if self.steps == 1:
+                stats["first_step_s"] = seconds_since_start()
             stats["loss_sum"] += loss_sum
             stats["seen"] += seen
             stats["correct"] += correct
@@ -238,16 +213,9 @@ class Run:
                 self.checkpoint()
                 raise Interrupted()
 
-    def kernels_ready(self):
-        """Wait for the kernels' warm-up; the seconds waited."""
-        started = time.perf_counter()
-        if self.kernel_warm_up.is_alive():
-            self.kernel_warm_up.join()
-        return time.perf_counter() - started
-
     def evaluate(self):
         """{"test_loss", "eval_time_s", and the task's test scores} over the whole test set."""
-        self.kernels_ready()
+        self.cpu_kernels.ready(training=False)
         self.model.eval()
         started = time.perf_counter()
         with no_grad():

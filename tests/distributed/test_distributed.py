@@ -270,20 +270,25 @@ def test_cli_model_parallel_alexnet_trains_checkpoints_the_grouped_model_and_res
 @needs_mpirun
 def test_cli_sync_batchnorm_uses_the_global_batch(data_dir, data_env, tmp_path, capsys):
     """Two ranks of 8 images with --sync-batchnorm train as one process on the same 16: BatchNorm's statistics
-    and every gradient are the global batch's, so the losses agree to float32 rounding over 4 steps (local
-    BatchNorm on halves of the batch gives losses 2e-3 apart)."""
-    run = ["resnet20", "--dataset", "fashion-mnist", "--augment", "none", "--limit", "64", "--test-limit", "32",
+    and every gradient are the global batch's, so after one step the losses agree to float32 rounding (2e-7
+    apart; local BatchNorm on halves of the batch: 2e-3 and 7e-3). One step: the rounding, which differs
+    between a batch of 16 and two of 8 (BLAS's blocking, the order of the sums), grows step after step
+    (4 steps took it to 1e-4 - 6e-4, depending on the conv routes), while the gap this test is about does not."""
+    run = ["resnet20", "--dataset", "fashion-mnist", "--augment", "none", "--limit", "16", "--test-limit", "32",
            "--epochs", "1", "--no-progress", "--prefetch", "0"]
-    assert main(run + ["--batch-size", "16", "--out", tmp_path / "one"]) == 0
-    capsys.readouterr()
+    # the ranks first: they compile what the kernel cache lacks before their first step, so the one process
+    # then finds every kernel (a machine's first single-process run takes the NumPy routes until its kernels
+    # are compiled, whose float32 rounding is not the Winograd route's: docs/training.md)
     result, _ = mpirun((2, ["-m", "scratchnet.train"] + run + ["--batch-size", "8", "--distributed",
                                                                "--sync-batchnorm", "--out", tmp_path / "two"]),
                        env_extra={"SCRATCHNET_DATA": str(data_dir)})
     assert result.returncode == 0, result.stdout + result.stderr
+    assert main(run + ["--batch-size", "16", "--out", tmp_path / "one"]) == 0
+    capsys.readouterr()
     one, two = (json.loads((tmp_path / name / "metrics.json").read_text())[-1] for name in ("one", "two"))
     assert two["train_acc"] == one["train_acc"] and two["test_acc"] == one["test_acc"]
     for loss in ("train_loss", "test_loss"):
-        assert two[loss] == pytest.approx(one[loss], rel=1e-4), loss
+        assert two[loss] == pytest.approx(one[loss], rel=1e-5), loss
 
 
 @needs_mpirun

@@ -96,6 +96,54 @@ def test_remembered_decisions_are_bounded(monkeypatch):
         assert len(conv_routes.CONV2D._chosen) <= 3
 
 
+@pytest.fixture
+def kernels_deferred():
+    """dispatch.defer_cpu_kernels, undone after the test (a process-wide setting)."""
+    yield dispatch.defer_cpu_kernels
+    dispatch.defer_cpu_kernels(())
+
+
+def test_deferred_cpu_kernels_take_the_next_route_and_note_the_one_they_would_have_taken(kernels_deferred):
+    """A machine's first run (scratchnet/train/cpu_kernels.py): while its kernels compile, no CPU call takes a
+    route that calls one of them; the auto rules fall to the next route (the reference at the latest), and
+    what would have been taken is noted, per dtype. Nothing here runs a kernel: choose only decides."""
+    x32, x16 = np.ones((2, 3), np.float32), np.ones((2, 3), np.float16)
+    w = np.ones((64, 64, 3, 3), np.float32)
+    wide = conv_routes.Geometry((1, 1), (1, 1), (1, 1), 1, (8, 8))  # 3x3/1 with 64 channels: winograd
+    x = np.ones((1, 64, 8, 8), np.float32)
+    assert routes.RELU.choose(x32).name == "kernel" and conv_routes.choose(None, x, w, wide).name == "winograd"
+    kernels_deferred({"relu_forward", "winograd_forward"})
+    assert dispatch.cpu_kernels_deferred() == {"relu_forward", "winograd_forward"}
+    assert routes.RELU.choose(x32).name == "reference"  # the remembered "kernel" was dropped
+    assert conv_routes.choose(None, x, w, wide).name == "im2col"  # auto's next rule: its kernels are not deferred
+    assert routes.SGD.choose(x32, x32, None).name == "kernel"  # sgd_step is not deferred
+    assert routes.RELU.choose(x16).name == "reference"  # (no kernel for float16 anyway: nothing noted)
+    assert dispatch.wanted_cpu_kernels(np.float32) == ["relu_backward", "relu_forward", "winograd_backward_input",
+                                                       "winograd_backward_weight", "winograd_forward"]
+    assert dispatch.wanted_cpu_kernels(np.float64) == []
+    key = ("auto", dispatch.describe_array(x32))
+    assert routes.RELU._chosen[key].name == "reference"  # a call is still one dict lookup
+    kernels_deferred({"im2col", "winograd_forward"})
+    assert conv_routes.choose(None, x, w, wide).name == "reference"  # the last rule
+    gpu_call = conv_routes.Call("gpu", np.dtype(np.float32), x.shape, w.shape, wide)
+    assert conv_routes.CONV2D.decide("auto", gpu_call) == "im2col"  # the GPU's kernels are never deferred
+    with dispatch.reference_only():
+        routes.SGD.choose(np.ones(5, np.float32), np.ones(5, np.float32), None)
+    kernels_deferred(())
+    assert dispatch.cpu_kernels_deferred() == frozenset()
+    assert routes.RELU.choose(x32).name == "kernel" and conv_routes.choose(None, x, w, wide).name == "winograd"
+
+
+def test_a_route_object_names_the_kernel_functions_it_calls():
+    """conv2d's routes call kernels through kernels.for_array: each names them (``needs``), checked against
+    the interfaces like a KERNELS route's, so that defer_cpu_kernels knows which routes to keep CPU calls off."""
+    assert conv_routes.CONV2D.cpu_needs == {
+        "im2col": ("im2col", "col2im"),
+        "winograd": ("winograd_forward", "winograd_backward_input", "winograd_backward_weight"),
+        "depthwise": ("depthwise_forward", "depthwise_backward_input", "depthwise_backward_weight")}
+    assert routes.RELU.cpu_needs == {"kernel": ("relu_forward", "relu_backward")} and routes.ADAM.cpu_needs == {}
+
+
 # ---------------------------------------------------------------- the recipe, end to end: a toy op
 # Step 1, the kernel's source: a Numba kernel for the CPU (here, in kernels/cpu.py: a function of the
 # module) and a CUDA kernel (tests/fixtures/toy_scale.cu) with its Python launcher (launcher.KernelAPI).

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -31,18 +32,19 @@ def python(code, cache, *args):
 def test_a_kernel_compiles_once_per_machine_on_first_use_and_says_so(tmp_path):
     out, err = python(FIRST_USE, tmp_path)
     missing, loaded_only, compiled = out.rsplit(" ", 2)
+    # an empty cache: nothing loaded, nothing compiled
     assert eval(missing) == ["im2col", "col2im", "depthwise_forward", "depthwise_backward_input",
                              "depthwise_backward_weight", "max_pool2x2_forward", "max_pool2d_forward",
                              "max_pool2d_backward", "relu_forward", "relu_backward", "negative_abs", "sigmoid_from_exp",
                              "sigmoid_backward", "silu_from_exp", "silu_backward", "channel_stats", "scale_shift",
                              "grad_sums", "grad_input", "lrn_scale", "lrn_backward", "deform_im2col", "deform_col2im",
-                             "deform_col2im_coord", "sgd_step"]  # an empty cache: nothing loaded, nothing compiled
+                             "deform_col2im_coord", "sgd_step", "winograd"]
     assert float(loaded_only) == 0 and float(compiled) > 0
     assert err.strip() == ("scratchnet: compiling the CPU kernel relu_forward for float32 (first use on this machine, "
                            "under a second; cached for later runs)")
     out, err = python(FIRST_USE, tmp_path)  # the next process finds it in the cache: no compile, no line
     missing, loaded_only, compiled = out.rsplit(" ", 2)
-    assert "relu_forward" not in eval(missing) and len(eval(missing)) == 24
+    assert "relu_forward" not in eval(missing) and len(eval(missing)) == 25
     assert float(compiled) == 0 and err == ""
 
 
@@ -73,9 +75,9 @@ class _FakeBar:
 
 def test_the_progress_bar_says_what_compiles_while_it_does(monkeypatch):
     from scratchnet.kernels import cpu_cache
-    from scratchnet.train.loop import _KernelCompiles
+    from scratchnet.train.cpu_kernels import KernelCompiles
     bar = _FakeBar()
-    with _KernelCompiles(bar) as compiles:
+    with KernelCompiles(bar) as compiles:
         assert cpu_cache.reporter == compiles.report  # the bar, not a line of its own
         compiles.report("start", "the CPU kernel im2col", "float32", 4.0)
         assert bar.desc == ("epoch 1/1: compiling the CPU kernel im2col for float32 (first use on this machine, "
@@ -109,3 +111,18 @@ def test_a_compile_inside_a_step_is_left_out_of_the_epoch_time(data_dir, tmp_pat
     record = json.loads((out / "metrics.json").read_text())[0]
     assert record["compile_time_s"] >= 3.0  # (and the kernels this machine compiled for the test, if any)
     assert record["epoch_time_s"] < 3.0  # two LeNet steps of 16 images, without the 3 s
+
+
+def test_every_cpu_kernel_function_names_the_numba_kernels_it_compiles():
+    """What a machine's first run compiles in the background (scratchnet/train/cpu_kernels.py): the interface
+    functions the model's routes call, mapped to the warm-up's Numba kernels, and back."""
+    from scratchnet.kernels import cpu, interface
+    every = [name for name, _ in cpu._warm_up_calls(np.float32)]
+    assert cpu.kernels_of(interface.CPU) == every  # each kernel is some function's
+    for function in interface.CPU:
+        compiles = cpu.kernels_of([function])
+        assert compiles and set(compiles) <= set(every), function
+        assert function in cpu.functions_of(compiles), function
+    assert cpu.kernels_of(["sigmoid_forward"]) == ["negative_abs", "sigmoid_from_exp"]
+    assert cpu.kernels_of(["winograd_backward_weight"]) == ["winograd"]
+    assert cpu.functions_of(["negative_abs"]) == ["sigmoid_forward", "silu_forward"]

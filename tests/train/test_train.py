@@ -98,8 +98,11 @@ def test_tiny_yolo_reports_map(tmp_path):
 
 @pytest.mark.parametrize("case, stop_after", [("lenet", 8), ("yolo", 2)])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, case, stop_after, capsys):
-    """SIGTERM (raised for real, in-process) mid-epoch -> checkpoint, exit 143; --resume ends bit-identical."""
+    """SIGTERM (raised for real, in-process) mid-epoch -> checkpoint, exit 143; --resume ends bit-identical.
+    From a cache that holds the model's kernels (a machine's first run takes the NumPy routes until they are
+    compiled: docs/training.md): a one-step run first, which compiles them if this machine lacks them."""
     args = [*(TINY_LENET if case == "lenet" else TINY_YOLO), "--epochs", "2", "--seed", "3"]
+    assert train.main([*args, "--epochs", "1", "--limit", "8", "--out", tmp_path / "kernels"]) == 0
     assert train.main([*args, "--out", tmp_path / "a"]) == 0
     assert train.main([*args, "--out", tmp_path / "b", "--debug-signal-after", str(stop_after)]) == 143
     suggested = suggested_command(capsys.readouterr().err)

@@ -76,5 +76,4 @@ CLAIM = Claim(
     budgets={"tiny": dict(steps=2, batch_size=8, lr=0.01, train_images=32, test_images=16),
              "quick": dict(steps=120, batch_size=64, lr=0.01, train_images=10000, test_images=1000),
              "full": dict(steps=1500, batch_size=64, lr=0.01, train_images=60000, test_images=10000)},
-    datasets=("fashion-mnist", "cifar10"),
 )

@@ -45,5 +45,4 @@ CLAIM = Claim(
                            width=1 / 16, hidden=64, log_every=10),
              "full": dict(steps=3000, batch_size=64, lr=0.01, train_images=60000, test_images=10000, depth=16,
                           width=1 / 8, hidden=256, log_every=20)},
-    datasets=("fashion-mnist", "cifar10"),
 )

@@ -30,8 +30,7 @@ class Claim:
     """One claim of the study notes.
 
     ``measure(context)`` runs the experiment and returns an ``Outcome``; ``budgets`` maps each size to the
-    numbers the experiment reads from ``context.budget`` (steps, images, ...); ``datasets`` is empty for a
-    claim that needs no data (cost claims, errata).
+    numbers the experiment reads from ``context.budget`` (steps, images, ...).
     """
     name: str
     statement: str
@@ -42,7 +41,11 @@ class Claim:
     rule: str
     measure: object
     budgets: dict = field(default_factory=dict)
-    datasets: tuple = ()
+
+    @property
+    def datasets(self):
+        """A training claim runs on every dataset of the study; a cost claim or an erratum needs none."""
+        return DATASETS if self.kind == "training" else ()
 
 
 @dataclass
@@ -134,7 +137,13 @@ def cost_verdict(rows, holds=True):
 
 
 def millions(digits=1):
+    """A cost row's rounding: the value in millions to ``digits`` decimals, as the paper prints it."""
     return lambda value: round(value / 1e6, digits)
+
+
+def billions(digits=1):
+    """A cost row's rounding: the value in billions to ``digits`` decimals, as the paper prints it."""
+    return lambda value: round(value / 1e9, digits)
 
 
 def erratum(statement, source, measured, command):

@@ -59,5 +59,4 @@ CLAIM = Claim(
                            widths=(4, 8, 16), log_every=10),
              "full": dict(steps=2000, batch_size=128, lr=0.1, train_images=60000, test_images=10000, side=32,
                           widths=(16, 32, 64), log_every=20)},
-    datasets=("fashion-mnist", "cifar10"),
 )

@@ -60,7 +60,7 @@ def measure(context):
         rows.append(cost_row(f"Table 4, {name}: M parameters", paper_params, params, counted and counted.total_params,
                              "M", rounding=millions(1)))
         rows.append(cost_row(f"Table 4, {name}: M mult-adds", paper_macs, macs, counted and counted.total_macs, "M",
-                             rounding=lambda v: round(v / 1e6)))
+                             rounding=millions(0)))
     (full_params, full_macs), (_, separable_macs) = nets["Conv MobileNet"], nets["MobileNet"]
     holds = ratio == EQUATION_5
     return Outcome(measured=f"ratio {ratio} = 1/{N} + 1/{DK * DK}, {float(1 / ratio):.2f}x cheaper; Conv MobileNet "

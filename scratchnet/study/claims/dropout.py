@@ -36,5 +36,4 @@ CLAIM = Claim(
     budgets={"tiny": dict(steps=4, batch_size=16, lr=0.02, train_images=48, test_images=64, hidden=64),
              "quick": dict(steps=300, batch_size=64, lr=0.02, train_images=2000, test_images=2000, hidden=512),
              "full": dict(steps=3000, batch_size=64, lr=0.02, train_images=5000, test_images=10000, hidden=1024)},
-    datasets=("fashion-mnist", "cifar10"),
 )

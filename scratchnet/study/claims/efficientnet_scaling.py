@@ -7,7 +7,7 @@ from ...models.efficientnet import ALPHA, B0_STAGES, BETA, GAMMA, VARIANTS, _mak
 from ...models.efficientnet import scale_stages
 from ...summary import summary
 from ..common import plt, save_figure
-from .core import Claim, Outcome, cost_row, cost_verdict, erratum
+from .core import Claim, Outcome, billions, cost_row, cost_verdict, erratum
 
 # Table 2: FLOPs (billions of multiply-adds) as printed, with the number of decimals printed
 TABLE_2_FLOPS = {0: (0.39, 2), 1: (0.70, 2), 2: (1.0, 1), 3: (1.8, 1), 4: (4.2, 1), 5: (9.9, 1), 6: (19, 0), 7: (37, 0)}
@@ -52,7 +52,7 @@ def measure(context):
         rows.append(cost_row(f"B{phi} (published: width {width}, depth {depth}, {resolution}px), G mult-adds "
                              f"(Table 2)", paper, macs, counted_macs(context, resolution, width_mult=width,
                                                                     depth_mult=depth, resolution=resolution), "G",
-                             rounding=lambda v, d=digits: round(v / 1e9, d) if d else round(v / 1e9)))
+                             rounding=billions(digits)))
         growth[phi] = {"table": macs / base}
     for phi in range(1, 8):
         width, depth, resolution = compound_scaling(phi)

@@ -2,7 +2,7 @@
 from ...models import get_model
 from ...models.googlenet import INCEPTION, Inception, NaiveInception
 from ...summary import summary
-from .core import Claim, Outcome, cost_row, cost_verdict
+from .core import Claim, Outcome, billions, cost_row, cost_verdict, millions
 
 # Table 1's "ops" column (millions of multiply-adds) for the layers it lists; it sums to 1,502M, the
 # "computational budget of 1.5 billion multiply-adds at inference time" of Sec. 1
@@ -40,7 +40,7 @@ def measure(context):
         naive = summary(NaiveInception(c_in, n1, n3, n5), (c_in, side, side), print_table=False)
         rows.append(cost_row(f"inception {name}, with 1x1 reductions (Fig. 2(b)), M mult-adds", TABLE_1_OPS[name],
                              closed_form_macs(name, c_in, False), reduced.total_macs, "M",
-                             rounding=lambda v: round(v / 1e6)))
+                             rounding=millions(0)))
         rows.append(cost_row(f"inception {name}, naive (Fig. 2(a)), same outputs, M mult-adds", None,
                              closed_form_macs(name, c_in, True), naive.total_macs, "M"))
         holds &= reduced.total_macs < naive.total_macs
@@ -53,9 +53,9 @@ def measure(context):
                    "fc": 1024 * 1000}
     for layer, macs in stem.items():
         rows.append(cost_row(f"{layer}, M mult-adds", TABLE_1_OPS[layer], closed_stem[layer], macs, "M",
-                             rounding=lambda v: round(v / 1e6)))
+                             rounding=millions(0)))
     rows.append(cost_row("whole net at inference (no auxiliary heads), G mult-adds", 1.5, None, net.total_macs, "G",
-                         rounding=lambda v: round(v / 1e9, 1)))
+                         rounding=billions(1)))
     naive_total = sum(r["summary"] for r in rows if "naive" in r["item"])
     reduced_total = sum(r["summary"] for r in rows if "with 1x1" in r["item"])
     return Outcome(measured=f"nine modules: {reduced_total / 1e6:.0f}M mult-adds with the reductions, "

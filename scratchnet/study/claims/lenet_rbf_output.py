@@ -43,5 +43,4 @@ CLAIM = Claim(
     budgets={"tiny": dict(steps=4, batch_size=16, train_images=64, test_images=64),
              "quick": dict(steps=600, batch_size=64, train_images=38400, test_images=2000),
              "full": dict(steps=5000, batch_size=64, train_images=60000, test_images=10000)},
-    datasets=("fashion-mnist", "cifar10"),
 )

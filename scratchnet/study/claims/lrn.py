@@ -35,5 +35,4 @@ CLAIM = Claim(
     budgets={"tiny": dict(steps=3, batch_size=16, lr=0.02, train_images=96, test_images=64),
              "quick": dict(steps=300, batch_size=64, lr=0.02, train_images=20000, test_images=2000),
              "full": dict(steps=3000, batch_size=64, lr=0.02, train_images=60000, test_images=10000)},
-    datasets=("fashion-mnist", "cifar10"),
 )

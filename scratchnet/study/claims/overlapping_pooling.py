@@ -38,5 +38,4 @@ CLAIM = Claim(
              "quick": dict(steps=300, batch_size=64, lr=0.02, train_images=20000, test_images=2000, gap_images=2000),
              "full": dict(steps=3000, batch_size=64, lr=0.02, train_images=60000, test_images=10000,
                           gap_images=10000)},
-    datasets=("fashion-mnist", "cifar10"),
 )

@@ -60,5 +60,4 @@ CLAIM = Claim(
     budgets={"tiny": dict(steps=4, batch_size=16, lr=0.01, train_images=128, test_images=64, log_every=2),
              "quick": dict(steps=300, batch_size=64, lr=0.01, train_images=20000, test_images=1000, log_every=10),
              "full": dict(steps=1500, batch_size=64, lr=0.01, train_images=60000, test_images=10000, log_every=10)},
-    datasets=("fashion-mnist", "cifar10"),
 )

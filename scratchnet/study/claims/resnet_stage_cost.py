@@ -3,7 +3,7 @@ from ...models import get_model
 from ...models.resnet import IMAGENET_DEPTHS, IMAGENET_WIDTHS
 from ...models.vgg import CONFIGS, M
 from ...summary import summary
-from .core import Claim, Outcome, cost_row, cost_verdict
+from .core import Claim, Outcome, billions, cost_row, cost_verdict
 
 TABLE_1_GFLOPS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}  # the "FLOPs" row, x10^9 multiply-adds
 
@@ -72,7 +72,7 @@ def measure(context):
         label = "option A" if basic else "projections, stride on the first 1x1"
         rows.append(cost_row(f"ResNet-{depth} (Table 1; {label}), G mult-adds", paper,
                              resnet_closed_form(depth, shortcuts=not basic), counted, "G",
-                             rounding=lambda v: round(v / 1e9, 1)))
+                             rounding=billions(1)))
     for depth in (50, 101, 152):  # torchvision's counts (tests/summary checks them against its published GMACs)
         counted = summary(get_model(f"resnet{depth}"), print_table=False).total_macs if context.size == "full" else None
         rows.append(cost_row(f"ResNet-{depth}, stride on the 3x3 (torchvision's v1.5), G mult-adds", None,
@@ -81,9 +81,9 @@ def measure(context):
     vgg = summary(get_model("vgg19"), print_table=False).total_macs if heavy else None
     plain_closed, vgg_closed = resnet_closed_form(34, shortcuts=False), vgg_closed_form("E")
     rows.append(cost_row("plain 34-layer net, G mult-adds: '3.6 billion FLOPs'", 3.6, plain_closed, plain, "G",
-                         rounding=lambda v: round(v / 1e9, 1)))
+                         rounding=billions(1)))
     rows.append(cost_row("VGG-19, G mult-adds: '19.6 billion FLOPs'", 19.6, vgg_closed, vgg, "G",
-                         rounding=lambda v: round(v / 1e9, 1)))
+                         rounding=billions(1)))
     rows.append(cost_row("plain-34 / VGG-19: '18%'", 18, round(100 * plain_closed / vgg_closed), None, "%",
                          rounding=round))
     return Outcome(measured=f"every 3x3 conv of stages 1-4 of resnet34: {rows[0]['summary']:,} mult-adds; "
@@ -92,6 +92,8 @@ def measure(context):
                    rows=rows)
 
 
+# Every claim ends so, its Outcome then its Claim record (depthwise_separable.py's have the same line shapes):
+# declarations of different sentences and numbers; what cost claims share is in core.py (cost_row, cost_verdict).
 CLAIM = Claim(
     name="resnet_stage_cost",
     statement="If the feature map size is halved, the number of filters is doubled so as to preserve the time "

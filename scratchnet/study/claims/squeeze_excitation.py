@@ -52,5 +52,4 @@ CLAIM = Claim(
                            depth=20, widths=(8, 16, 32), reduction=8, log_every=10),
              "full": dict(steps=2000, batch_size=128, lr=0.1, train_images=60000, test_images=10000, side=32,
                           depth=20, widths=(16, 32, 64), reduction=16, log_every=20)},
-    datasets=("fashion-mnist", "cifar10"),
 )
