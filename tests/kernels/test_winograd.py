@@ -149,7 +149,10 @@ def test_chunks_of_tile_rows_give_the_same_numbers(tile, monkeypatch, rng):
     """Tile rows processed a chunk at a time (here one row per chunk, the last chunk shorter)."""
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
     assert winograd._chunks(5, 8, 3, winograd._TILES[tile], 8) == [(r, 1) for r in range(5)]
-    monkeypatch.setattr(winograd, "CHUNK_BYTES", 2 * 36 * 4 * 14 * 8)
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 4 * 2 * 36 * 4 * 14 * 8)  # 4 channels: narrow, a quarter of it
     assert winograd._chunks(5, 14, 4, winograd._TILES[4], 8) == [(0, 2), (2, 2), (4, 1)]
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 4 * 36 * 32 * 14 * 8)  # a narrow layer's quarter: one 32-channel row
+    assert winograd._chunks(5, 14, 32, winograd._TILES[4], 8) == [(r, 1) for r in range(5)]
+    assert winograd._chunks(5, 14, 33, winograd._TILES[4], 8) == [(0, 3), (3, 2)]  # wide: the whole budget, 3 rows
     x, w, gy = data(rng, 2, 3, 4, 9, 7, (1, 1))
     assert_like_torch(winograd_conv(x, w, gy, (1, 1), tile), x, w, gy, (1, 1))
