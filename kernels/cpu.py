@@ -570,6 +570,9 @@ def compile_kernels(names, dtype):
         calls[name]()
 
 
+COMPILE_CALL = f"from {__name__} import compile_kernels; compile_kernels(NAMES, DTYPE)"  # what a compiling child runs
+
+
 def warm_up(dtype=np.float32, compile=False, processes=1):
     """Load every kernel of ``dtype`` that Numba's cache holds, in this thread and on one thread; return
     the names of those it does not hold (their first use on this machine), left for their first real
@@ -597,7 +600,6 @@ def warm_up(dtype=np.float32, compile=False, processes=1):
     if not (compile and missing):
         return missing
     if processes > 1:
-        cpu_cache.compile_in_processes(missing, dtype, processes, f"from {__name__} import compile_kernels; "
-                                                                  f"compile_kernels(NAMES, DTYPE)")
+        cpu_cache.compile_in_processes(missing, dtype, processes, COMPILE_CALL)
     compile_kernels(missing, dtype)  # loads what the children compiled, compiles what they could not
     return []

@@ -28,9 +28,6 @@ import numpy as np
 from .. import backend, kernels
 from ..kernels import dispatch
 
-COMPILE_CALL = "from {module} import compile_kernels; compile_kernels(NAMES, DTYPE)"  # what a child runs
-
-
 class CpuKernels:
     """The CPU kernels of one run on ``device`` in ``dtype``; ``background``: a machine's first run compiles
     them in the background (one process), else before the first step (several ranks)."""
@@ -90,7 +87,7 @@ class CpuKernels:
                 return
             self.steps_without += 1
             self.compiling = cpu_cache.compile_in_background(
-                needed, self.dtype, max(1, backend.get_num_threads() - 1), COMPILE_CALL.format(module=cpu.__name__))
+                needed, self.dtype, max(1, backend.get_num_threads() - 1), cpu.COMPILE_CALL)
             self.phase = "compiling"
             return
         self.steps_without += 1
