@@ -16,8 +16,6 @@ offsets: signed indices make Numba check for negative ones, and that keeps
 LLVM from vectorising (a copy loop ran 10x slower); and never mix uint64 with
 int64 in one expression (Numba makes it a float).
 """
-import sys
-
 import numpy as np
 from numba import njit, prange
 
@@ -28,6 +26,7 @@ from .cpu_deform import _deform_col2im, _deform_col2im_coord, _deform_im2col, bo
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
 from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _lrn_backward, _lrn_scale, _scale_shift
 from .cpu_rows import _copy
+from .winograd import FUSED_CHANNELS
 from .winograd import backward_input as winograd_backward_input  # noqa: F401 (the interface's Winograd)
 from .winograd import backward_weight as winograd_backward_weight  # noqa: F401
 from .winograd import forward as winograd_forward  # noqa: F401
@@ -530,9 +529,16 @@ def _warm_up_calls(dtype):
                                          for m in (None, mask)]),
         ("sgd_step", lambda: (sgd_step(p, p, None, 0.1, 0.9, 0, 0, False),  # the first step (makes the buffer)
                               sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False))),  # and a later one
-        ("winograd", lambda: (winograd_forward(x, w, unit), winograd_backward_input(y, w, x.shape, none),
-                              winograd_backward_weight(y, x, w.shape, none))),  # its two transforms
+        ("winograd", lambda: [(winograd_forward(a, b, unit), winograd_backward_input(c, b, a.shape, none),
+                               winograd_backward_weight(c, a, b.shape, none))  # its fused and chunked kernels
+                              for a, b, c in (_widened(x, w, y, 1), _widened(x, w, y, FUSED_CHANNELS + 1))]),
     ]
+
+
+def _widened(x, w, y, channels):
+    """x, w and y with ``channels`` channels in and out (zeros)."""
+    return (np.zeros((1, channels) + x.shape[2:], x.dtype), np.zeros((channels, channels) + w.shape[2:], w.dtype),
+            np.zeros((1, channels) + y.shape[2:], y.dtype))
 
 
 # The warm-up's names (the Numba functions, as above) behind each interface function that is not one of them

@@ -129,6 +129,10 @@ _TILES = {m: _Tile(m) for m in POINTS}
 MAX_ALPHA = 6
 CHUNK_BYTES = 16 << 20  # transformed tiles per chunk (see _chunks); a quarter of it for narrow layers
 NARROW_CHANNELS = 32  # at most this many channels in and out: a narrow layer
+FUSED_CHANNELS = 16  # at most this many in and out: the fused kernels (a block at a time, see below)
+FUSED_BLOCK_BYTES = 512 << 10  # one block's transformed tiles (see _group)
+FUSED_TILES = 128  # and at most this many tiles: longer runs gain nothing
+MIN_BLOCKS = 8
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
@@ -141,6 +145,52 @@ def _combine(dst, coef, s0, s1, s2, s3, s4, s5):
     c0, c1, c2, c3, c4, c5 = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5]
     for t in range(dst.shape[0]):
         dst[t] = c0 * s0[t] + c1 * s1[t] + c2 * s2[t] + c3 * s3[t] + c4 * s4[t] + c5 * s5[t]
+
+
+@njit(cache=True)
+def _phases(w, size, stride, pad_left, steps, n):
+    """Where a row's columns go when it is dealt out by phase (see _transform_tiles).
+
+    Column j of every tile in a run is phase[rows[j], offsets[j] + t] (terms j >= size, zero
+    coefficients, reuse the last one); phase q holds the src columns u*stride + q - pad_left
+    for u in [first[q], last[q]) (the rest stays 0).
+    """
+    rows, offsets = np.empty(MAX_ALPHA, np.int64), np.empty(MAX_ALPHA, np.int64)
+    for j in range(MAX_ALPHA):
+        jj = min(j, size - 1)
+        rows[j], offsets[j] = jj % stride, (jj // stride) * n
+    inside_first, inside_last = max(0, -pad_left), min(w, steps * stride - pad_left)  # src columns inside
+    first, last = np.empty(stride, np.int64), np.empty(stride, np.int64)
+    for col in range(stride):
+        first[col] = min(steps, max(0, -((col - pad_left - inside_first) // stride)))
+        last[col] = max(first[col], min(steps, -((col - pad_left - inside_last) // stride)))
+    return rows, offsets, first, last
+
+
+@njit(cache=True, inline="always")
+def _deal_row(src, b0, n, ci, iy, stride, pad_left, first, last, line, phase):
+    """Row iy of channel ci of images b0 .. b0 + n, dealt out by column phase into ``phase``.
+
+    The rows are gathered into L1 first (contiguous copies): measured 2-4x faster than
+    dealing straight from src.
+    """
+    for b in range(n):
+        line[b] = src[b0 + b, ci, iy]
+    for col in range(stride):
+        for u in range(first[col], last[col]):
+            ix = u * stride + col - pad_left
+            dst = phase[col, u * n:(u + 1) * n]
+            for b in range(n):
+                dst[b] = line[b, ix]
+
+
+@njit(cache=True, inline="always")
+def _row_transform(dst, coef, phase, rows, offsets, run):
+    """dst = one row of the along-row transform of a dealt-out input row, for a run of tiles."""
+    pr, po = rows, offsets
+    _combine(dst, coef, phase[pr[0], po[0]:po[0] + run], phase[pr[1], po[1]:po[1] + run],
+             phase[pr[2], po[2]:po[2] + run], phase[pr[3], po[3]:po[3] + run],
+             phase[pr[4], po[4]:po[4] + run], phase[pr[5], po[5]:po[5] + run])
 
 
 @njit(parallel=True, cache=True)
@@ -158,18 +208,7 @@ def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, ty_first, t
     run = tiles_w * n  # tiles in one tile row, across the batch
     tiles_h = out.shape[2] // run
     steps = tiles_w + (size - 1) // stride  # columns tx*stride + q, tx < steps, q < stride
-    first, last = max(0, -pad_left), min(w, steps * stride - pad_left)  # src columns inside
-    # column j of every tile in a run is phase[j % stride, (j // stride) * n + t]; terms j >= size
-    # (zero coefficients) reuse the last one
-    phase_rows, phase_offsets = np.empty(MAX_ALPHA, np.int64), np.empty(MAX_ALPHA, np.int64)
-    for j in range(MAX_ALPHA):
-        jj = min(j, size - 1)
-        phase_rows[j], phase_offsets[j] = jj % stride, (jj // stride) * n
-    # phase q holds the src columns u*stride + q - pad_left for u in [u_first[q], u_last[q]) (the rest stays 0)
-    u_first, u_last = np.empty(stride, np.int64), np.empty(stride, np.int64)
-    for col in range(stride):
-        u_first[col] = min(steps, max(0, -((col - pad_left - first) // stride)))
-        u_last[col] = max(u_first[col], min(steps, -((col - pad_left - last) // stride)))
+    phase_rows, phase_offsets, u_first, u_last = _phases(w, size, stride, pad_left, steps, n)
     for ci in prange(c):
         line = np.empty((n, w), dtype=out.dtype)
         phase = np.zeros((stride, steps * n), dtype=out.dtype)  # one input row, split by column mod stride
@@ -184,20 +223,9 @@ def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, ty_first, t
                 if iy < 0 or iy >= h:
                     rows[slot * alpha:(slot + 1) * alpha] = 0
                     continue
-                for b in range(n):  # gather: the row of every image into L1 (contiguous copies), then
-                    line[b] = src[b, ci, iy]  # dealt out by phase (measured 2-4x faster than straight from src)
-                for col in range(stride):
-                    for u in range(u_first[col], u_last[col]):
-                        ix = u * stride + col - pad_left
-                        dst = phase[col, u * n:(u + 1) * n]
-                        for b in range(n):
-                            dst[b] = line[b, ix]
-                pr, po = phase_rows, phase_offsets
+                _deal_row(src, 0, n, ci, iy, stride, pad_left, u_first, u_last, line, phase)
                 for r in range(alpha):  # along the row
-                    _combine(rows[slot * alpha + r], mat[r], phase[pr[0], po[0]:po[0] + run],
-                             phase[pr[1], po[1]:po[1] + run], phase[pr[2], po[2]:po[2] + run],
-                             phase[pr[3], po[3]:po[3] + run], phase[pr[4], po[4]:po[4] + run],
-                             phase[pr[5], po[5]:po[5] + run])
+                    _row_transform(rows[slot * alpha + r], mat[r], phase, phase_rows, phase_offsets, run)
             t0 = (ty - ty_first) * run
             p = slots
             for i in range(MAX_ALPHA):
@@ -208,6 +236,39 @@ def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, ty_first, t
                              rows[p[2] + r], rows[p[3] + r], rows[p[4] + r], rows[p[5] + r])
 
 
+@njit(cache=True, inline="always")
+def _untransform_row(flat, t0, run, a_t, picks, last, cols, tile, line, y, b0, n, ki, ty, tiles_w):
+    """Output channel ki of one tile row ty of images b0 .. b0 + n: flat[a*alpha + b, t0 + t] -> y.
+
+    Tile t = tx * n + b of the run. ``picks``/``last``: the rows/columns of the 6 transform
+    terms (terms past alpha, zero coefficients, reuse the last one).
+    """
+    m, alpha = a_t.shape[0], cols.shape[0] // a_t.shape[0]
+    oh, ow = y.shape[2], y.shape[3]
+    p = picks
+    for r in range(alpha):  # down the columns: cols[i*alpha + b] = sum_a a_t[i, a] prod[a*alpha + b]
+        for i in range(m):
+            _combine(cols[i * alpha + r], a_t[i], flat[p[0] + r, t0:t0 + run], flat[p[1] + r, t0:t0 + run],
+                     flat[p[2] + r, t0:t0 + run], flat[p[3] + r, t0:t0 + run], flat[p[4] + r, t0:t0 + run],
+                     flat[p[5] + r, t0:t0 + run])
+    for i in range(m):  # along the rows: tile[i*m + j] is output (i, j) of each tile in the run
+        q, base = last, i * alpha
+        for j in range(m):
+            _combine(tile[i * m + j], a_t[j], cols[base + q[0]], cols[base + q[1]], cols[base + q[2]],
+                     cols[base + q[3]], cols[base + q[4]], cols[base + q[5]])
+    for i in range(m):  # scatter the tile row into y, up to its last row and column
+        oy = ty * m + i
+        if oy >= oh:
+            break
+        for tx in range(tiles_w):  # via an L1 buffer, as the gather of the input rows
+            for j in range(m):
+                part = tile[i * m + j, tx * n:(tx + 1) * n]
+                for b in range(n):
+                    line[b, tx * m + j] = part[b]
+        for b in range(n):
+            y[b0 + b, ki, oy] = line[b, :ow]
+
+
 @njit(parallel=True, cache=True)
 def _untransform_tiles(prod, a_t, y, ty_first, tiles_w):
     """y[n, k, ty*m + i, tx*m + j] = sum_ab a_t[i, a] a_t[j, b] prod[a*alpha + b, k, t], cut at y's edge.
@@ -215,41 +276,180 @@ def _untransform_tiles(prod, a_t, y, ty_first, tiles_w):
     For the tile rows ty_first, ... in prod (a chunk): t = ((ty - ty_first) * tiles_w + tx) * N + n.
     ``a_t`` is A^T (m x alpha), with zero columns up to 6.
     """
-    n, k, oh, ow = y.shape
+    n, k = y.shape[:2]
     m, alpha = a_t.shape[0], int(np.sqrt(prod.shape[0]))
     run, count = tiles_w * n, prod.shape[2]
     tiles_h = count // run
     flat = prod.reshape(prod.shape[0], k * count)
-    last = np.minimum(np.arange(MAX_ALPHA), alpha - 1)  # terms past alpha (zero coefficients) reuse the last
+    last = np.minimum(np.arange(MAX_ALPHA), alpha - 1)
     picks = last * alpha
     for ki in prange(k):
-        cols = np.empty((m * alpha, run), dtype=y.dtype)  # cols[i*alpha + b] = sum_a a_t[i, a] prod[a*alpha + b]
-        tile = np.empty((m * m, run), dtype=y.dtype)  # tile[i*m + j]: output (i, j) of each tile in the run
+        cols = np.empty((m * alpha, run), dtype=y.dtype)
+        tile = np.empty((m * m, run), dtype=y.dtype)
         line = np.empty((n, tiles_w * m), dtype=y.dtype)
         for ty in range(ty_first, ty_first + tiles_h):
             t0 = ki * count + (ty - ty_first) * run  # in flat, prod viewed as (alpha^2, K * tiles)
-            for r in range(alpha):  # down the columns
-                p = picks
-                for i in range(m):
-                    _combine(cols[i * alpha + r], a_t[i], flat[p[0] + r, t0:t0 + run], flat[p[1] + r, t0:t0 + run],
-                             flat[p[2] + r, t0:t0 + run], flat[p[3] + r, t0:t0 + run], flat[p[4] + r, t0:t0 + run],
-                             flat[p[5] + r, t0:t0 + run])
-            for i in range(m):  # along the rows
-                p, base = last, i * alpha
-                for j in range(m):
-                    _combine(tile[i * m + j], a_t[j], cols[base + p[0]], cols[base + p[1]], cols[base + p[2]],
-                             cols[base + p[3]], cols[base + p[4]], cols[base + p[5]])
-            for i in range(m):  # scatter the tile row into y, up to its last row and column
-                oy = ty * m + i
-                if oy >= oh:
-                    break
-                for tx in range(tiles_w):  # via an L1 buffer, as the gather above
-                    for j in range(m):
-                        part = tile[i * m + j, tx * n:(tx + 1) * n]
-                        for b in range(n):
-                            line[b, tx * m + j] = part[b]
-                for b in range(n):
-                    y[b, ki, oy] = line[b, :ow]
+            _untransform_row(flat, t0, run, a_t, picks, last, cols, tile, line, y, 0, n, ki, ty, tiles_w)
+
+
+# ---- fused: one block of tiles at a time, for narrow layers ----
+# A block is one tile row of a group of images. Its transformed tiles (alpha^2 x C x tiles),
+# their products with the filters and the output transform stay in the core's L2 cache; the
+# small GEMMs run here, vectorised over the block's tiles. For narrow layers this beats the
+# chunked route above, whose thin BLAS GEMMs (K x C with C, K <= 64, one call per transform
+# point and chunk) and whole-chunk buffers in L3 cost more than the arithmetic.
+
+@njit(cache=True, inline="always")
+def _transform_block(src, b0, n, ci, ty, mat, size, stride, pad_top, pad_left, run, phases, line, phase, rows,
+                     out):
+    """out[a*alpha + b, ci, :run] for one tile row ty of images b0 .. b0 + n (tile t = tx * n + b).
+
+    As _transform_tiles for one tile row, without its reuse of overlapping rows between tile rows.
+    ``phase`` must hold zeros where _deal_row writes nothing (it writes the same places every row).
+    """
+    h, alpha = src.shape[2], mat.shape[0]
+    phase_rows, phase_offsets, u_first, u_last = phases
+    for i in range(size):
+        iy = ty * stride + i - pad_top
+        if iy < 0 or iy >= h:
+            rows[i * alpha:(i + 1) * alpha, :run] = 0
+            continue
+        _deal_row(src, b0, n, ci, iy, stride, pad_left, u_first, u_last, line, phase)
+        for r in range(alpha):  # along the row
+            _row_transform(rows[i * alpha + r, :run], mat[r], phase, phase_rows, phase_offsets, run)
+    for a in range(alpha):  # down the columns (terms past size reuse the last row: zero coefficients)
+        q0, q1, q2 = 0, min(1, size - 1) * alpha, min(2, size - 1) * alpha
+        q3, q4, q5 = min(3, size - 1) * alpha, min(4, size - 1) * alpha, min(5, size - 1) * alpha
+        for r in range(alpha):
+            _combine(out[a * alpha + r, ci, :run], mat[a], rows[q0 + r, :run], rows[q1 + r, :run],
+                     rows[q2 + r, :run], rows[q3 + r, :run], rows[q4 + r, :run], rows[q5 + r, :run])
+
+
+@njit(cache=True, inline="always")
+def _four(a, ki, ci):
+    """a[ki, ci:ci+4] as four scalars, zeros past a's last column (their rows of b are then any row)."""
+    c = a.shape[1]
+    return (a[ki, ci], a[ki, min(ci + 1, c - 1)] * (ci + 1 < c), a[ki, min(ci + 2, c - 1)] * (ci + 2 < c),
+            a[ki, min(ci + 3, c - 1)] * (ci + 3 < c))
+
+
+@njit(cache=True, fastmath={"contract"})
+def _gemm_four_rows(u, ki, v, prod, run):
+    """prod[p, r, :run] = u[p, ki + r] (C) @ v[p, :, :run] (C x tiles) for r < 4, every point p.
+
+    Four filters and four rows of v at a time, vectorised over the tiles: each load of v feeds
+    four multiply-adds (measured 50-60 GFLOP/s on one core for C = 16-64, against 35-45 for two
+    filters). Past K's last filter the rows repeat the last one (the caller stores K's only).
+    Whole arrays in, indices apart: a separately compiled function vectorises only contiguous ones.
+    """
+    points, k, c = u.shape
+    left = min(4, k - ki)
+    k1, k2, k3 = ki + min(1, left - 1), ki + min(2, left - 1), ki + min(3, left - 1)
+    for p in range(points):
+        s0, s1, s2, s3 = prod[p, 0, :run], prod[p, 1, :run], prod[p, 2, :run], prod[p, 3, :run]
+        s0[:] = 0
+        s1[:] = 0
+        s2[:] = 0
+        s3[:] = 0
+        for ci in range(0, c, 4):
+            a00, a01, a02, a03 = _four(u[p], ki, ci)
+            a10, a11, a12, a13 = _four(u[p], k1, ci)
+            a20, a21, a22, a23 = _four(u[p], k2, ci)
+            a30, a31, a32, a33 = _four(u[p], k3, ci)
+            v0, v1 = v[p, ci, :run], v[p, min(ci + 1, c - 1), :run]
+            v2, v3 = v[p, min(ci + 2, c - 1), :run], v[p, min(ci + 3, c - 1), :run]
+            for t in range(run):
+                x0, x1, x2, x3 = v0[t], v1[t], v2[t], v3[t]
+                s0[t] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+                s1[t] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+                s2[t] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+                s3[t] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+
+
+@njit(parallel=True, cache=True)
+def _fused_correlate(x, u, b_t, a_t, pad_top, pad_left, y, group):
+    """y = x (padded) correlated with the filters behind u (alpha^2, K, C), a block at a time.
+
+    A block is tile row ty of images g*group .. (g+1)*group (fewer in the last group): its input
+    tiles are transformed once, then four filters at a time are multiplied and untransformed.
+    """
+    n, c, h, w = x.shape
+    k = u.shape[1]
+    m, alpha = a_t.shape[0], b_t.shape[0]
+    points = alpha * alpha
+    tiles_h, tiles_w = -(-y.shape[2] // m), -(-y.shape[3] // m)
+    groups, steps = -(-n // group), tiles_w + (alpha - 1) // m
+    last = np.minimum(np.arange(MAX_ALPHA), alpha - 1)
+    picks = last * alpha
+    most = tiles_w * group
+    for block in prange(groups * tiles_h):
+        g, ty = block // tiles_h, block % tiles_h
+        b0 = g * group
+        nb = min(group, n - b0)
+        run = tiles_w * nb
+        phases = _phases(w, alpha, m, pad_left, steps, nb)
+        line, phase = np.empty((nb, w), dtype=x.dtype), np.zeros((m, steps * nb), dtype=x.dtype)
+        rows = np.empty((points, most), dtype=x.dtype)
+        v = np.empty((points, c, most), dtype=x.dtype)
+        for ci in range(c):
+            _transform_block(x, b0, nb, ci, ty, b_t, alpha, m, pad_top, pad_left, run, phases, line, phase,
+                             rows, v)
+        prod = np.empty((points, 4, most), dtype=x.dtype)
+        flat = prod.reshape(points, 4 * most)
+        cols, tile = np.empty((m * alpha, run), dtype=x.dtype), np.empty((m * m, run), dtype=x.dtype)
+        out_line = np.empty((nb, tiles_w * m), dtype=x.dtype)
+        for ki in range(0, k, 4):
+            _gemm_four_rows(u, ki, v, prod, run)
+            for r in range(min(4, k - ki)):
+                _untransform_row(flat, r * most, run, a_t, picks, last, cols, tile, out_line, y, b0, nb,
+                                 ki + r, ty, tiles_w)
+
+
+@njit(cache=True, fastmath={"reassoc", "nsz", "contract"})
+def _dot(a, b, run):
+    """sum_t a[t] b[t] for t < run, vectorised (reassociated: the order of the sum is the machine's)."""
+    s = a.dtype.type(0)
+    for t in range(run):
+        s += a[t] * b[t]
+    return s
+
+
+@njit(parallel=True, cache=True)
+def _fused_weight(x, gy, b_t, a, pad_top, pad_left, group, partial):
+    """partial[block, p, k, c] = sum over the block's tiles of (A gy A^T)[p] * (B^T x B)[p].
+
+    Blocks as in _fused_correlate; the caller sums ``partial`` over blocks in order, so the
+    result does not depend on the number of threads.
+    """
+    n, c, h, w = x.shape
+    k, oh, ow = gy.shape[1], gy.shape[2], gy.shape[3]
+    alpha = b_t.shape[0]
+    m, points = alpha - 2, alpha * alpha  # F(m x m, 3 x 3)
+    tiles_h, tiles_w = -(-oh // m), -(-ow // m)
+    groups = -(-n // group)
+    x_steps, gy_steps = tiles_w + (alpha - 1) // m, tiles_w
+    most = tiles_w * group
+    for block in prange(groups * tiles_h):
+        g, ty = block // tiles_h, block % tiles_h
+        b0 = g * group
+        nb = min(group, n - b0)
+        run = tiles_w * nb
+        rows = np.empty((alpha * alpha, most), dtype=x.dtype)
+        x_hat = np.empty((points, c, most), dtype=x.dtype)
+        phases = _phases(w, alpha, m, pad_left, x_steps, nb)
+        line, phase = np.empty((nb, w), dtype=x.dtype), np.zeros((m, x_steps * nb), dtype=x.dtype)
+        for ci in range(c):
+            _transform_block(x, b0, nb, ci, ty, b_t, alpha, m, pad_top, pad_left, run, phases, line, phase,
+                             rows, x_hat)
+        gy_hat = np.empty((points, k, most), dtype=x.dtype)
+        phases = _phases(ow, m, m, 0, gy_steps, nb)
+        line, phase = np.empty((nb, ow), dtype=x.dtype), np.zeros((m, gy_steps * nb), dtype=x.dtype)
+        for ki in range(k):
+            _transform_block(gy, b0, nb, ki, ty, a, m, m, 0, 0, run, phases, line, phase, rows, gy_hat)
+        for p in range(points):
+            for ki in range(k):
+                for ci in range(c):
+                    partial[block, p, ki, ci] = _dot(gy_hat[p, ki], x_hat[p, ci], run)
 
 
 # ---- the convolution and its two gradients ----
@@ -290,6 +490,18 @@ def _chunks(tiles_h, run, channels, tile, itemsize):
     return [(first, min(rows, tiles_h - first)) for first in range(0, tiles_h, rows)]
 
 
+def _group(n, tiles_h, tiles_w, channels, tile, itemsize):
+    """Images per block of the fused kernels: a block's transformed tiles fill FUSED_BLOCK_BYTES at most
+    (with their products, twice that stays in L2), halved while there are fewer than MIN_BLOCKS blocks
+    (work for every thread). Depends on the shapes only, so the weight gradient's sum over blocks does
+    not depend on the number of threads."""
+    tiles = max(1, min(FUSED_TILES, FUSED_BLOCK_BYTES // (tile.alpha ** 2 * channels * itemsize)))
+    group = max(1, min(n, tiles // tiles_w))
+    while group > 1 and -(-n // group) * tiles_h < MIN_BLOCKS:
+        group = -(-group // 2)
+    return group
+
+
 _scratch = threading.local()
 
 
@@ -318,12 +530,15 @@ def _correlate(x, u, pad, out_hw, tile):
     n, c = x.shape[:2]
     k, m, points = u.shape[1], tile.m, tile.alpha ** 2
     tiles_h, tiles_w = -(-out_hw[0] // m), -(-out_hw[1] // m)
+    b_t, a_t = _padded(tile.b_t, x.dtype), _padded(tile.a_t, x.dtype)
+    y = np.empty((n, k) + tuple(out_hw), dtype=x.dtype)
+    if max(c, k) <= FUSED_CHANNELS:
+        _fused_correlate(x, u, b_t, a_t, pad[0], pad[1], y, _group(n, tiles_h, tiles_w, max(c, k), tile, x.itemsize))
+        return y
     run = tiles_w * n
     chunks = _chunks(tiles_h, run, max(c, k), tile, x.itemsize)
     v_storage = _storage("a", points * c * chunks[0][1] * run, x.dtype)
     prod_storage = _storage("b", points * k * chunks[0][1] * run, x.dtype)
-    b_t, a_t = _padded(tile.b_t, x.dtype), _padded(tile.a_t, x.dtype)
-    y = np.empty((n, k) + tuple(out_hw), dtype=x.dtype)
     for first, rows in chunks:
         v = _buffer(v_storage, points, c, rows * run)
         _transform_tiles(x, b_t, tile.alpha, v, m, pad[0], pad[1], first, tiles_w)
@@ -354,10 +569,15 @@ def backward_weight(gy, x, w_shape, padding, *, tile=None):
     m, points = tile.m, tile.alpha ** 2
     tiles_h, tiles_w = -(-oh // m), -(-ow // m)
     run, c = tiles_w * n, x.shape[1]
+    b_t, a = _padded(tile.b_t, x.dtype), _padded(tile.a_t.T, x.dtype)
+    if max(c, k) <= FUSED_CHANNELS:
+        group = _group(n, tiles_h, tiles_w, max(c, k), tile, x.itemsize)
+        partial = np.empty((-(-n // group) * tiles_h, points, k, c), dtype=x.dtype)
+        _fused_weight(x, gy, b_t, a, padding[0], padding[1], group, partial)
+        return _weight_from_products(partial.sum(axis=0), tile, w_shape)  # summed over blocks in order
     chunks = _chunks(tiles_h, run, max(c, k), tile, x.itemsize)
     x_storage = _storage("a", points * c * chunks[0][1] * run, x.dtype)
     gy_storage = _storage("b", points * k * chunks[0][1] * run, x.dtype)
-    b_t, a = _padded(tile.b_t, x.dtype), _padded(tile.a_t.T, x.dtype)
     prod = None
     for first, rows in chunks:
         x_hat = _buffer(x_storage, points, c, rows * run)
@@ -369,8 +589,13 @@ def backward_weight(gy, x, w_shape, padding, *, tile=None):
             prod = part
         else:
             prod += part
-    # G^T (.) G for every (k, c): one GEMM with G (x) G, as the filter transform
-    gw = prod.reshape(points, -1).T @ np.kron(tile.g, tile.g).astype(x.dtype)  # (K*C, 9)
+    return _weight_from_products(prod, tile, w_shape)
+
+
+def _weight_from_products(prod, tile, w_shape):
+    """gw from the summed products (alpha^2, K, C): G^T (.) G for every (k, c), one GEMM with G (x) G,
+    as the filter transform."""
+    gw = prod.reshape(prod.shape[0], -1).T @ np.kron(tile.g, tile.g).astype(prod.dtype)  # (K*C, 9)
     return gw.reshape(tuple(w_shape))
 
 

@@ -17,6 +17,17 @@ TILES = sorted(winograd.POINTS)
 FLOAT32_BOUND = {2: 3e-6, 4: 2e-5}
 
 
+@pytest.fixture(params=["fused", "chunked"], autouse=True)
+def path(request, monkeypatch):
+    """Every test on both of the route's paths: the fused kernels (every layer here is narrow enough)
+    and the chunked one with BLAS GEMMs (taken by every layer when FUSED_CHANNELS is 0)."""
+    if request.param == "chunked":
+        monkeypatch.setattr(winograd, "FUSED_CHANNELS", 0)
+    else:
+        monkeypatch.setattr(winograd, "FUSED_CHANNELS", 10 ** 6)
+    return request.param
+
+
 def torch_conv(x, w, gy, padding):
     """(y, gx, gw) from torch."""
     y, grads = torch_conv2d(x, w, padding=padding)
@@ -156,3 +167,35 @@ def test_chunks_of_tile_rows_give_the_same_numbers(tile, monkeypatch, rng):
     assert winograd._chunks(5, 14, 33, winograd._TILES[4], 8) == [(0, 3), (3, 2)]  # wide: the whole budget, 3 rows
     x, w, gy = data(rng, 2, 3, 4, 9, 7, (1, 1))
     assert_like_torch(winograd_conv(x, w, gy, (1, 1), tile), x, w, gy, (1, 1))
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("group", [1, 2, 5])
+def test_fused_blocks_of_any_size(group, tile, monkeypatch, rng):
+    """Blocks of 1, 2 and 5 images over a batch of 5 (the last group shorter), odd channel counts
+    (K = 9 and C = 7 are not multiples of the GEMM's four filters and four channels)."""
+    monkeypatch.setattr(winograd, "_group", lambda *args: group)
+    x, w, gy = data(rng, 5, 7, 9, 9, 10, (1, 1))
+    assert_like_torch(winograd_conv(x, w, gy, (1, 1), tile), x, w, gy, (1, 1))
+
+
+def test_fused_group_fills_the_block_and_keeps_every_thread_busy():
+    tile = winograd._TILES[4]
+    assert winograd._group(128, 8, 8, 16, tile, 4) == winograd.FUSED_TILES // 8  # ResNet-20's 16 @32: 128 tiles
+    assert winograd._group(32, 8, 8, 16, tile, 4) == 16  # 2 groups x 8 tile rows = MIN_BLOCKS
+    assert winograd._group(4, 1, 1, 16, tile, 4) == 1  # fewer blocks than MIN_BLOCKS: one image each
+    assert winograd._group(3, 2, 2, 2000, tile, 8) == 1  # wider than the budget: one image
+
+
+def test_weight_gradient_does_not_depend_on_the_thread_count(rng):
+    """Bit-identical at 1 and 2 threads: the fused path sums its blocks in order, the chunked one its chunks."""
+    x, w, gy = (a.astype(np.float32) for a in data(rng, 8, 16, 16, 12, 12, (1, 1)))
+    before = sn.get_num_threads()
+    try:
+        sn.set_num_threads(1)
+        one = winograd.backward_weight(gy, x, w.shape, (1, 1))
+        sn.set_num_threads(2)
+        two = winograd.backward_weight(gy, x, w.shape, (1, 1))
+    finally:
+        sn.set_num_threads(before)
+    assert np.array_equal(one, two)
