@@ -424,13 +424,15 @@ def silu_backward(gy, x, s):
 
 
 def sgd_step(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
-    """One SGD step (optim/sgd.py's rule): the new parameter array and the momentum buffer, updated in
-    place (None: the first step, which creates it; and always None without momentum)."""
+    """One SGD step (optim/sgd.py's rule): the parameter array, updated in place where it is a writable
+    contiguous array (a new one otherwise), and the momentum buffer, updated in place (None: the first
+    step, which creates it; and always None without momentum). Element by element, so writing over p
+    reads each element before it is written."""
     one = p.dtype.type
     first = buf is None
     if momentum != 0 and first:
         buf = np.empty_like(p)
-    new_p = np.empty_like(p)
+    new_p = p if p.flags.c_contiguous and p.flags.writeable else np.empty_like(p)
     flat = [_c(a).reshape(-1) for a in (p, grad, p if buf is None else buf, new_p)]
     _sgd_step(*flat, one(lr), one(momentum), one(1 - dampening), one(weight_decay), bool(nesterov), first)
     return new_p, buf

@@ -45,7 +45,8 @@ CPU = {
     "batch_norm_scale_shift": "(x, scale, shift)",  # -> x * scale[c] + shift[c]
     "batch_norm_grad_sums": "(gy, x, mean)",  # -> (sum gy, sum gy * (x - mean)) per channel, float64
     "batch_norm_grad_input": "(gy, x, mean, mean_gy, k, scale)",  # -> (gy - mean_gy - (x - mean) * k) * scale
-    "sgd_step": "(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov)",  # -> (new p, momentum buffer)
+    # -> (p, updated in place where it can be written; the momentum buffer)
+    "sgd_step": "(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov)",
     "winograd_forward": "(x, w, padding, *, tile=None)",  # 3x3 stride 1 -> y
     "winograd_backward_input": "(gy, w, x_shape, padding, *, tile=None)",  # -> gx
     "winograd_backward_weight": "(gy, x, w_shape, padding, *, tile=None)",  # -> gw

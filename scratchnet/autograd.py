@@ -722,6 +722,13 @@ def apply_inplace(t, op_name, operands, recorded, raw, keeps_self=False):
     return t
 
 
+def bump_version(t, op_name):
+    """Record that ``t``'s array was written in place outside the graph (an optimizer step, under no_grad):
+    a graph that saved it then refuses to backward, as torch's version counter does."""
+    t._version_counter[0] += 1
+    t._version_counter[1] = op_name
+
+
 def _writable(t, op_name):
     if not getattr(t.data.flags, "writeable", True):
         raise RuntimeError(f"{op_name}: unsupported operation: more than one element of the written-to tensor "

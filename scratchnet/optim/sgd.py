@@ -25,8 +25,9 @@ class SGD(Optimizer):
         buf = state.get("momentum_buffer")
         kernels = SGD_ROUTES.choose(p.data, grad, buf).impl  # kernels/routes.py: the CPU kernel, or None
         if kernels is not None:  # the same rule in one Numba pass (kernels/cpu.py: bit for bit)
-            p.data, buf = kernels.sgd_step(p.data, grad, buf, group["lr"], group["momentum"], group["dampening"],
-                                           group["weight_decay"], group["nesterov"])
+            value, buf = kernels.sgd_step(p.data, grad, buf, group["lr"], group["momentum"], group["dampening"],
+                                          group["weight_decay"], group["nesterov"])
+            self._assign(p, value)  # (in place already where p.data could be written)
             if buf is not None:
                 state["momentum_buffer"] = buf
             return

@@ -112,6 +112,35 @@ def test_step_never_mutates_grad_arrays(make):
     np.testing.assert_array_equal(a.numpy() == b.numpy(), [False] * 3)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+                                  lambda ps: optim.Adam(ps, lr=0.1)], ids=["sgd", "adam"])
+def test_step_updates_parameters_in_place_as_torch(make, dtype):
+    """As torch: the step writes into p.data (a holder of the array sees it) and bumps p's version, so a
+    graph that saved the parameter before the step refuses to backward; a read-only array is replaced."""
+    w = nn.Parameter(np.arange(1.0, 7.0, dtype=dtype).reshape(2, 3))
+    frozen = nn.Parameter(np.ones(3, dtype=dtype))
+    frozen.data.setflags(write=False)
+    opt = make([w, frozen])
+    held, version = w.data, w._version
+    x = sn.tensor(np.ones((3, 4), dtype=dtype), requires_grad=True)  # so that w @ x saves w
+    (w @ x).sum().backward()
+    frozen.grad = sn.tensor(np.ones(3, dtype=dtype))
+    stale = (w @ x).sum()  # saved w before the step
+    opt.step()
+    assert w.data is held and w._version == version + 1 and w.dtype == dtype
+    assert not np.array_equal(held, np.arange(1.0, 7.0).reshape(2, 3))  # the holder saw the update
+    assert frozen.data.dtype == dtype and (frozen.data < 1).all()  # a new array, updated
+    with pytest.raises(RuntimeError, match="modified by an inplace operation.*optimizer.step"):
+        stale.backward()
+    tw = torch.nn.Parameter(torch.arange(1.0, 7.0, dtype=torch.float64).reshape(2, 3))
+    tstale = (tw @ torch.ones(3, 4, dtype=torch.float64, requires_grad=True)).sum()
+    tstale.backward(retain_graph=True)
+    torch.optim.SGD([tw], lr=0.1).step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):  # torch, the same
+        tstale.backward()
+
+
 def test_state_dict_layout_matches_torch():
     ours, theirs, opt, topt = run_side_by_side(lambda p: optim.Adam(p, amsgrad=True),
                                                lambda p: torch.optim.Adam(p, amsgrad=True), steps=2)
