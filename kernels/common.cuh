@@ -38,8 +38,13 @@ __device__ __forceinline__ int tap_output(int in, int tap, int stride, int pad, 
     return t < out_size ? t : -1;
 }
 
-// Where entry `idx` of a column matrix col (C, KH, KW, N, OH, OW) sits: channel c, tap (i, j), image n,
-// output pixel (oy, ox). The im2col kernels (im2col.cu, deform.cu) run one thread per entry.
+// How many entries a column matrix col (C, KH, KW, N, OH, OW) holds: the im2col kernels (im2col.cu,
+// deform.cu) run one thread per entry, in a GRID_STRIDE_LOOP over them.
+__device__ __forceinline__ long long column_entries(int C, int KH, int KW, int N, int OH, int OW) {
+    return (long long)C * KH * KW * N * OH * OW;
+}
+
+// Where entry `idx` of a column matrix sits: channel c, tap (i, j), image n, output pixel (oy, ox).
 struct ColumnIndex {
     int c, i, j, n, oy, ox;
 };

@@ -78,14 +78,17 @@ def _plane_map(h, w, sy, sx, ph, pw, hq, wq):
 def _layout(x_shape, w_shape, y_shape, sy, sx, ph, pw, dy, dx):
     """What all three kernels start from, read off their arrays' shapes (x: N, C, H, W; w: C*M, 1, KH, KW;
     y: N, C*M, OH, OW): the sizes (n, c, h, w, co, m, kh, kw, oh, ow) and the stride-phase layout
-    (hq, wq, phase_size, each tap's phase and shift, the plane map's runs)."""
+    (hq, wq, phase_size, each tap's phase and shift, each tap's start in the buffer of all phases, the
+    plane map's runs). The forward and the weight gradient read tap t of a block at its start."""
     n, c, h, w = x_shape
     co, _, kh, kw = w_shape
     oh, ow = y_shape[2], y_shape[3]
     hq, wq = _phase_shape(oh, ow, kh, kw, sy, sx, dy, dx)
+    phase_size = (hq + 1) * wq
     phase, shift = _tap_offsets(kh, kw, sy, sx, dy, dx, wq)
+    starts = phase * phase_size + shift
     runs = _plane_map(h, w, sy, sx, ph, pw, hq, wq)
-    return (n, c, h, w, co, co // c, kh, kw, oh, ow), (hq, wq, (hq + 1) * wq, phase, shift, runs)
+    return (n, c, h, w, co, co // c, kh, kw, oh, ow), (hq, wq, phase_size, phase, shift, starts, runs)
 
 
 @njit(cache=True, inline="always")
@@ -185,6 +188,14 @@ def _sum_shifted_pair(out, length, src, src_start, starts, scales_a, scales_b):
             t += 1
 
 
+@njit(cache=True, inline="always")
+def _add_three(acc, t, d0, d1, d2):
+    """acc[t], acc[t + 1], acc[t + 2] += d0, d1, d2: one pass's three tap sums, each into its tap."""
+    acc[t] += d0
+    acc[t + 1] += d1
+    acc[t + 2] += d2
+
+
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _dots_shifted(a, length, b, b_start, starts, acc):
     """acc[t] += sum over k < length of a[k] * b[b_start + starts[t] + k], for every tap t: three taps
@@ -199,9 +210,7 @@ def _dots_shifted(a, length, b, b_start, starts, acc):
                 d0 += a[k] * b[s0 + k]
                 d1 += a[k] * b[s1 + k]
                 d2 += a[k] * b[s2 + k]
-            acc[t] += d0
-            acc[t + 1] += d1
-            acc[t + 2] += d2
+            _add_three(acc, t, d0, d1, d2)
             t += 3
         else:
             s0 = np.uint64(b_start + starts[t])
@@ -212,7 +221,6 @@ def _dots_shifted(a, length, b, b_start, starts, acc):
             t += 1
 
 
-# Written out beside _dots_shifted for the same reason as _sum_shifted_pair: one load of b, two channels.
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _dots_shifted_pair(a, length, b, b_start, starts, acc_a, acc_b):
     """_dots_shifted for two output channels at once: a[k] and a[length + k] are their gradients, each
@@ -235,12 +243,8 @@ def _dots_shifted_pair(a, length, b, b_start, starts, acc_a, acc_b):
                 q0 += gb * x0
                 q1 += gb * x1
                 q2 += gb * x2
-            acc_a[t] += p0
-            acc_a[t + 1] += p1
-            acc_a[t + 2] += p2
-            acc_b[t] += q0
-            acc_b[t + 1] += q1
-            acc_b[t + 2] += q2
+            _add_three(acc_a, t, p0, p1, p2)
+            _add_three(acc_b, t, q0, q1, q2)
             t += 3
         else:
             s0 = np.uint64(b_start + starts[t])
@@ -256,10 +260,9 @@ def _dots_shifted_pair(a, length, b, b_start, starts, acc_a, acc_b):
 
 @njit(parallel=True, cache=True)
 def _depthwise_forward(x, w, y, sy, sx, ph, pw, dy, dx):
-    (n, c, h, wd, co, m, kh, kw, oh, ow), (hq, wq, phase_size, phase, shift, runs) = \
+    (n, c, h, wd, co, m, kh, kw, oh, ow), (hq, wq, phase_size, phase, shift, starts, runs) = \
         _layout(x.shape, w.shape, y.shape, sy, sx, ph, pw, dy, dx)
     rows = _block_rows(oh, wq)
-    starts = phase * phase_size + shift
     taps, xf, yf = w.reshape(co, kh * kw), x.reshape(-1), y.reshape(-1)
     planes = n * c
     chunks = _chunks(planes)
@@ -286,7 +289,7 @@ def _depthwise_forward(x, w, y, sy, sx, ph, pw, dy, dx):
 
 @njit(parallel=True, cache=True)
 def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
-    (n, c, h, wd, co, m, kh, kw, oh, ow), (hq, wq, phase_size, phase, shift, runs) = \
+    (n, c, h, wd, co, m, kh, kw, oh, ow), (hq, wq, phase_size, phase, shift, _, runs) = \
         _layout(gx.shape, w.shape, gy.shape, sy, sx, ph, pw, dy, dx)
     rows = _block_rows(hq + 1, wq)
     # the taps grouped by phase (phase p's are order[bounds[p]:bounds[p + 1]]); a phase's gradient
@@ -328,10 +331,9 @@ def _depthwise_backward_input(gy, w, gx, sy, sx, ph, pw, dy, dx):
 
 @njit(parallel=True, cache=True)
 def _depthwise_backward_weight(gy, x, gw, sy, sx, ph, pw, dy, dx):
-    (n, c, h, wd, co, m, kh, kw, oh, ow), (hq, wq, phase_size, phase, shift, runs) = \
+    (n, c, h, wd, co, m, kh, kw, oh, ow), (hq, wq, phase_size, phase, shift, starts, runs) = \
         _layout(x.shape, gw.shape, gy.shape, sy, sx, ph, pw, dy, dx)
     rows = _block_rows(oh, wq)
-    starts = phase * phase_size + shift
     xf, gyf = x.reshape(-1), gy.reshape(-1)
     blocks = min(c, 32)
     # few channel blocks (LeNet's C1 has one input channel: one block) would leave threads idle, so

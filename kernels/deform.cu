@@ -59,8 +59,7 @@ __device__ __forceinline__ bool has_neighbours(scalar_t y, scalar_t x, int H, in
 extern "C" __global__ void deform_im2col(const scalar_t* __restrict__ x_in, const scalar_t* __restrict__ offset,
                                          const scalar_t* __restrict__ mask, scalar_t* __restrict__ col,
                                          DEFORM_PARAMS) {
-    const long long total = (long long)C * KH * KW * N * OH * OW;
-    GRID_STRIDE_LOOP(idx, total) {
+    GRID_STRIDE_LOOP(idx, column_entries(C, KH, KW, N, OH, OW)) {
         const auto [c, n, y, x, m] = column_sample(idx, offset, mask, DEFORM_ARGS);
         scalar_t value = 0;
         if (reads(y, x, H, W)) {
@@ -76,13 +75,11 @@ extern "C" __global__ void deform_im2col(const scalar_t* __restrict__ x_in, cons
 // The input gradient: one thread per column entry adds its gradient, times the mask and the bilinear
 // weights, to the (up to) four pixels its sample read. Samples of different taps and pixels land on the
 // same pixel at data-dependent places, so this is a scatter with atomicAdd (as torchvision's and mmcv's
-// CUDA kernels), the one kernel here besides max-pool backward; gx must start at zero. Its signature and
-// opening have deform_im2col's shape (the column kernels' common form); the shared step is column_sample.
+// CUDA kernels), the one kernel here besides max-pool backward; gx must start at zero.
 extern "C" __global__ void deform_col2im(const scalar_t* __restrict__ gcol, const scalar_t* __restrict__ offset,
                                          const scalar_t* __restrict__ mask, scalar_t* __restrict__ gx,
                                          DEFORM_PARAMS) {
-    const long long total = (long long)C * KH * KW * N * OH * OW;
-    GRID_STRIDE_LOOP(idx, total) {
+    GRID_STRIDE_LOOP(idx, column_entries(C, KH, KW, N, OH, OW)) {
         const auto [c, n, y, x, m] = column_sample(idx, offset, mask, DEFORM_ARGS);
         if (!reads(y, x, H, W)) continue;
         const int y0 = (int)floor(y), x0 = (int)floor(x);

@@ -10,8 +10,7 @@
 // -inf for max pooling).
 extern "C" __global__ void im2col(const scalar_t* __restrict__ x, scalar_t* __restrict__ col,
                                   COL_PARAMS, scalar_t pad_value) {
-    const long long total = (long long)C * KH * KW * N * OH * OW;
-    GRID_STRIDE_LOOP(idx, total) {
+    GRID_STRIDE_LOOP(idx, column_entries(C, KH, KW, N, OH, OW)) {
         const auto [c, i, j, n, oy, ox] = column_index(idx, N, OH, OW, KH, KW);
         const int iy = tap_input(oy, i, SY, PH, DY), ix = tap_input(ox, j, SX, PW, DX);
         col[idx] = (iy >= 0 && iy < H && ix >= 0 && ix < W)

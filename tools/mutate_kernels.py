@@ -83,17 +83,36 @@ OPERATORS = [  # (name, pattern, replacement)
 ] + [(f"{a} to {b}", r"(?<![\w.])" + re.escape(a) + r"(?![\w])", b) for a, b in SWAPS] + \
     [(f"{b} to {a}", r"(?<![\w.])" + re.escape(b) + r"(?![\w])", a) for a, b in SWAPS]
 
-# Survivors read by hand and found to change nothing a caller can observe.
-# key: "file:line:operator:occurrence" (as printed by --list).
+# Survivors read by hand and found to change nothing a caller can observe: per line (its file and its text as
+# --list prints it, after "-"), each equivalent mutant's (operator, occurrence on the line) and why. Keyed by
+# the line's text, not its number, so an entry follows its line when the lines above it move
+# (tests/kernels/test_mutation_tool.py checks that each still names a mutant the tool plants).
 EQUIVALENT = {
-    "pool.cu:15:no = 0:0": "`best` is first read after `where < 0` has made the first in-bounds tap assign it",
+    ("pool.cu", "scalar_t best = 0;  // replaced by the first tap inside x (every window has one)"): {
+        ("no = 0", 0): "`best` is first read after `where < 0` has made the first in-bounds tap assign it",
+    },
     # depthwise_backward_weight's last line: after the reduction's last barrier partial[0] holds the sum,
     # so another thread, or every thread, writing it to gw[tap] writes the same value
-    "depthwise.cu:85:== to !=:0": "every thread but 0 writes the final partial[0]: the same value",
-    "depthwise.cu:85:literal + 1:0": "thread 1 instead of thread 0 writes the final partial[0]",
-    "depthwise.cu:85:threadIdx.x to threadIdx.y:0": "threadIdx.y is 0 in a 1-D block: every thread writes partial[0]",
-    "deform.cu:59:literal + 1:0": "`v[5]` instead of `v[4]`: a fifth neighbour slot that nothing reads",
+    ("depthwise.cu", "if (threadIdx.x == 0) gw[tap] = partial[0];"): {
+        ("== to !=", 0): "every thread but 0 writes the final partial[0]: the same value",
+        ("literal + 1", 0): "thread 1 instead of thread 0 writes the final partial[0]",
+        ("threadIdx.x to threadIdx.y", 0): "threadIdx.y is 0 in a 1-D block: every thread writes partial[0]",
+    },
+    ("deform.cu", "scalar_t v[4], ly, lx;"): {
+        ("literal + 1", 0): "`v[5]` instead of `v[4]`: a fifth neighbour slot that nothing reads",
+    },
+    ("deform.cu", "scalar_t v[4], scalar_t& ly, scalar_t& lx) {"): {
+        ("literal + 1", 0): "neighbours' parameter `v[5]` instead of `v[4]`: an array parameter is a pointer, "
+                            "its size is ignored",
+    },
 }
+
+
+def equivalent(key, before):
+    """Why the mutant `key` ("file:line:operator:occurrence", as --list prints it) of the line `before`
+    changes nothing observable (its EQUIVALENT entry), or None."""
+    name, _, operator, occurrence = key.split(":")
+    return EQUIVALENT.get((name, before), {}).get((operator, int(occurrence)))
 
 
 def mutable_lines(text):
@@ -227,7 +246,7 @@ def main(argv=None):
             if outcome in ("error 4", "error 5"):  # pytest's usage error / no tests collected: nothing was tested
                 raise SystemExit(f"mutate_kernels: the tests did not run for {key} (pytest exit {outcome[6:]}: a "
                                  f"usage error or no test collected); check TESTS and the test file's path")
-            if outcome == "survived" and key in EQUIVALENT:
+            if outcome == "survived" and equivalent(key, before):
                 outcome = "equivalent"
             results.append(dict(mutant=key, before=before, after=after, outcome=outcome))
             print(f"[{number}/{len(chosen)} {time.time() - started:5.0f}s] {outcome:10s} {key}  |  {after}",

@@ -234,12 +234,13 @@ class DistributedDataParallel(Module):
     @contextmanager
     def no_sync(self):
         """torch's ``no_sync``: backwards inside accumulate into ``.grad`` without communicating; the first
-        backward after it starts the buckets' allreduces of the accumulated gradients."""
-        self.reducer.syncing = False
+        backward after it starts the buckets' allreduces of the accumulated gradients. Nested, the outer
+        block stays unsynced (as torch: the state before it is restored)."""
+        before, self.reducer.syncing = self.reducer.syncing, False
         try:
             yield
         finally:
-            self.reducer.syncing = True
+            self.reducer.syncing = before
 
     def num_buckets(self):
         return len(self.reducer.buckets)

@@ -133,7 +133,11 @@ def check_buckets_overlap_backward(comm):
     ddp.average_gradients()  # (completes the buckets the first backward started)
     ddp.zero_grad()
     with ddp.no_sync():
+        with ddp.no_sync():
+            pass
+        assert not ddp.reducer.syncing  # the inner block restored the outer one's state, as torch
         F.cross_entropy(ddp(sn.tensor(x)), sn.tensor(y)).backward()
+    assert ddp.reducer.syncing
     F.cross_entropy(ddp(sn.tensor(x)), sn.tensor(y)).backward()
     ddp.average_gradients()
     sn.manual_seed(0)

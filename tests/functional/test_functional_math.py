@@ -117,6 +117,7 @@ INDEXES = [
     ("slice", lambda x: x[:, 1:3]),
     ("step", lambda x: x[1::2, ::2]),
     ("mixed", lambda x: x[1, :, 2]),
+    ("numpy_int", lambda x: x[np.int64(-1), ::2]),
     ("ellipsis_none", lambda x: x[..., None, 1]),
     ("int_array_repeats", lambda x: x[np.array([0, 2, 0, 0])]),  # repeated rows must accumulate
     ("two_int_arrays", lambda x: x[np.array([0, 1, 1]), np.array([3, 3, 0])]),
@@ -128,6 +129,12 @@ INDEXES = [
 def test_getitem(name, index, compare, rng):
     x = rng.standard_normal((4, 3, 5)) if name != "two_int_arrays" else rng.standard_normal((2, 4))
     compare(index, index, [x], gradcheck=True)  # the same index for both: torch takes NumPy index arrays too
+
+
+def test_getitem_negative_steps_gradcheck(rng):
+    """NumPy's negative steps (torch has none): basic indexing, whose backward stores instead of add.at."""
+    x = sn.tensor(rng.standard_normal((4, 3, 5)), requires_grad=True)
+    assert sn.gradcheck(lambda x: x[::-1, 1:, ::-2] * 2, [x])
 
 
 def test_getitem_with_a_tensor_mask_and_repeats_accumulate(rng):

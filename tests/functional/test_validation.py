@@ -117,58 +117,91 @@ FUNCTIONAL = [
     ("split dim=4", lambda: F.split(sx(), 2, 4)[0], lambda: torch.split(tx(), 2, 4)[0], "dim", "4"),
 ]
 
-# What torch raises for each row above where it refuses: the exception type and a piece of its message, so a
-# row whose torch call fails for another reason (a typo, an unrelated error) cannot pass as "torch refuses".
+# What torch raises for each row where it refuses, the rows above (lower-case ids) and LAYERS' below (named
+# for their layer; what torch raises at construction or in the first forward): the exception type and a piece
+# of its message, so a row whose torch call fails for another reason (a typo, an unrelated error) cannot pass
+# as "torch refuses". Op by op, the functional's rows beside the layer's: a layer mostly refuses through its
+# functional's check, in the same words.
 TORCH_SAYS = {
     "conv2d stride=0": (RuntimeError, "non-positive stride is not supported"),
     "conv2d stride=-1": (RuntimeError, "non-positive stride is not supported"),
     "conv2d stride=(1, 0)": (RuntimeError, "non-positive stride is not supported"),
     "conv2d stride=1.5": (TypeError, "conv2d() received an invalid combination of arguments"),
+    "Conv2d stride=0": (RuntimeError, "non-positive stride is not supported"),
     "conv2d padding=-1": (RuntimeError, "negative padding is not supported"),
+    "Conv2d padding=-1": (RuntimeError, "negative padding is not supported"),
     "conv2d padding=full": (RuntimeError, "Invalid padding string: 'full'"),
+    "Conv2d padding=full": (ValueError, "Invalid padding string 'full'"),
     "conv2d padding=(1,2,3)": (RuntimeError, "expected padding to be a single integer value or a list of 2 values"),
     "conv2d same+stride 2": (RuntimeError, "padding='same' is not supported for strided convolutions"),
+    "Conv2d same+stride 2": (ValueError, "padding='same' is not supported for strided convolutions"),
     "conv2d dilation=0": (RuntimeError, "dilation should be greater than zero"),
     "conv2d dilation=-1": (RuntimeError, "dilation should be greater than zero"),
+    "Conv2d dilation=0": (RuntimeError, "non-positive dilation is not supported"),
+    # oneDNN, torch's CPU convolution, refuses the empty kernel (in its own words)
+    "Conv2d kernel_size=0": (RuntimeError, "could not create a primitive descriptor"),
     "conv2d groups=0": (RuntimeError, "non-positive groups is not supported"),
     "conv2d groups=-2": (RuntimeError, "non-positive groups is not supported"),
+    "Conv2d groups=0": (ValueError, "groups must be a positive integer"),
     "conv2d groups=3": (RuntimeError, "Given groups=3, weight of size [6, 4, 3, 3]"),
+    "Conv2d groups=4": (ValueError, "out_channels must be divisible by groups"),
+    "Conv2d out_channels=-1": (RuntimeError, "Trying to create tensor with negative dimension -1"),
     "conv_t stride=0": (RuntimeError, "non-positive stride is not supported"),
+    "ConvTranspose2d stride=0": (RuntimeError, "non-positive stride is not supported"),
     "conv_t padding=-1": (RuntimeError, "negative padding is not supported"),
     "conv_t dilation=0": (RuntimeError, "dilation should be greater than zero"),
     "conv_t groups=0": (RuntimeError, "non-positive groups is not supported"),
+    "ConvTranspose2d groups=-1": (ValueError, "groups must be a positive integer"),
     "conv_t output_padding=-1": (RuntimeError, "negative output_padding is not supported"),
     "conv_t output_padding=2 stride=2": (RuntimeError, "output padding must be smaller than either stride or dilation"),
+    "ConvTranspose2d output_padding=1": (RuntimeError, "output padding must be smaller than either stride or dilation"),
+    "Linear in_features=-1": (RuntimeError, "Trying to create tensor with negative dimension -1"),
     "max_pool kernel=-1": (RuntimeError, "kernel size should be greater than zero"),
-    "max_pool kernel=0": (RuntimeError, "stride should not be zero"),  # the stride defaults to the kernel
+    # a kernel of 0 is refused as a stride of 0: the stride defaults to the kernel
+    "max_pool kernel=0": (RuntimeError, "stride should not be zero"),
+    "MaxPool2d kernel_size=0": (RuntimeError, "stride should not be zero"),
     "max_pool stride=0": (RuntimeError, "stride should not be zero"),
+    "MaxPool2d stride=0": (RuntimeError, "stride should not be zero"),
     "max_pool stride=-2": (RuntimeError, "stride should be greater than zero"),
     "max_pool padding=-1": (RuntimeError, "pad must be non-negative"),
     "max_pool padding>k/2": (RuntimeError, "pad should be at most half of effective kernel size"),
+    "MaxPool2d padding=2": (RuntimeError, "pad should be at most half of effective kernel size"),
     "max_pool dilation=0": (RuntimeError, "dilation should be greater than zero"),
     "avg_pool kernel=0": (RuntimeError, "stride should not be zero"),
+    "AvgPool2d kernel_size=-1": (RuntimeError, "kernel size should be greater than zero"),
     "avg_pool stride=-1": (RuntimeError, "stride should be greater than zero"),
     "avg_pool padding>k/2": (RuntimeError, "pad should be at most half of effective kernel size"),
     "avg_pool divisor=0": (RuntimeError, "divisor must be not zero"),
     "adaptive -1": (RuntimeError, "elements of output_size must be greater than or equal to 0"),
     "adaptive (2, -1)": (RuntimeError, "elements of output_size must be greater than or equal to 0"),
+    "AdaptiveAvgPool2d -2": (RuntimeError, "elements of output_size must be greater than or equal to 0"),
     "dropout p=-0.1": (ValueError, "dropout probability has to be between 0 and 1, but got -0.1"),
     "dropout p=1.5": (ValueError, "dropout probability has to be between 0 and 1, but got 1.5"),
     "dropout p=nan": (RuntimeError, "dropout probability has to be between 0 and 1, but got nan"),
+    "Dropout p=2": (ValueError, "dropout probability has to be between 0 and 1, but got 2"),
     "lrn size=0": (RuntimeError, "kernel size should be greater than zero"),
     "lrn size=-2": (RuntimeError, "pad should be at most half of effective kernel size"),  # its avg_pool3d refuses
     "lrn size=2.5": (TypeError, "argument 'pad' failed to unpack"),
+    "LocalResponseNorm size=0": (RuntimeError, "kernel size should be greater than zero"),
     "batch_norm eps=0 training": (ValueError, "batch_norm eps must be positive during training, but got 0.0"),
     "batch_norm eps=-1 training": (ValueError, "batch_norm eps must be positive during training, but got -1.0"),
+    "BatchNorm2d eps=0": (ValueError, "batch_norm eps must be positive during training, but got 0.0"),
+    "BatchNorm2d num_features=-1": (RuntimeError, "Trying to create tensor with negative dimension -1"),
     "softmax dim=2": (IndexError, "Dimension out of range (expected to be in range of [-2, 1], but got 2)"),
     "softmax dim=-3": (IndexError, "Dimension out of range (expected to be in range of [-2, 1], but got -3)"),
     "log_softmax dim=1.0": (TypeError, "argument 'dim' (position 1) must be int, not float"),
+    "Softmax dim=1.5": (TypeError, "argument 'dim' (position 1) must be int, not float"),
     "cross_entropy reduction=avg": (ValueError, "avg is not a valid value for reduction"),
+    "CrossEntropyLoss reduction=avg": (ValueError, "avg is not a valid value for reduction"),
     "cross_entropy label_smoothing=1.5": (RuntimeError, "label_smoothing must be between 0.0 and 1.0. Got: 1.5"),
+    "CrossEntropyLoss label_smoothing=2": (RuntimeError, "label_smoothing must be between 0.0 and 1.0. Got: 2"),
     "cross_entropy ignore_index=0.5": (TypeError, "argument 'ignore_index' (position 5) must be int, not float"),
+    "NLLLoss ignore_index=None": (TypeError, "argument 'ignore_index' (position 5) must be int, not NoneType"),
     "nll_loss reduction=total": (ValueError, "total is not a valid value for reduction"),
     "mse_loss reduction=max": (ValueError, "max is not a valid value for reduction"),
+    "MSELoss reduction=avg": (ValueError, "avg is not a valid value for reduction"),
     "flatten 3, 1": (RuntimeError, "start_dim cannot come after end_dim"),
+    "Flatten 3, 1": (RuntimeError, "start_dim cannot come after end_dim"),
     "flatten 0, 4": (IndexError, "Dimension out of range (expected to be in range of [-4, 3], but got 4)"),
     "transpose 0, 5": (IndexError, "Dimension out of range (expected to be in range of [-4, 3], but got 5)"),
     "sum dim=5": (IndexError, "Dimension out of range (expected to be in range of [-4, 3], but got 5)"),
@@ -186,16 +219,15 @@ TORCH_SAYS = {
 
 def check_torch_outcome(row_id, torch_error, stricter):
     """A STRICTER row: torch accepts the value. Any other row where torch refuses: it refuses as TORCH_SAYS
-    (or LAYERS_TORCH_SAYS) records."""
-    says = {**TORCH_SAYS, **LAYERS_TORCH_SAYS}
+    records."""
     if stricter:
         assert torch_error is None, f"marked STRICTER but torch refuses too: {torch_error!r}"
         return
     if torch_error is None:
-        assert row_id not in says, "torch accepts this value: its TORCH_SAYS entry is wrong"
+        assert row_id not in TORCH_SAYS, "torch accepts this value: its TORCH_SAYS entry is wrong"
         return
-    assert row_id in says, f"torch refuses with {torch_error!r}: record it in TORCH_SAYS"
-    kind, message = says[row_id]
+    assert row_id in TORCH_SAYS, f"torch refuses with {torch_error!r}: record it in TORCH_SAYS"
+    kind, message = TORCH_SAYS[row_id]
     assert isinstance(torch_error, kind) and message in str(torch_error), (
         f"torch should refuse with {kind.__name__}: ...{message}..., it raised {torch_error!r}")
 
@@ -269,42 +301,6 @@ LAYERS = [
 ]
 
 
-# What torch raises, at construction or in the first forward, for each LAYERS row it refuses (see TORCH_SAYS).
-# Many messages are TORCH_SAYS' again (a layer refuses through the same functional check): recorded per row
-# on purpose, so that each row says what torch answers to it, in torch's words, without a lookup.
-LAYERS_TORCH_SAYS = {
-    "Conv2d stride=0": (RuntimeError, "non-positive stride is not supported"),
-    "Conv2d padding=-1": (RuntimeError, "negative padding is not supported"),
-    "Conv2d padding=full": (ValueError, "Invalid padding string 'full'"),
-    "Conv2d same+stride 2": (ValueError, "padding='same' is not supported for strided convolutions"),
-    "Conv2d dilation=0": (RuntimeError, "non-positive dilation is not supported"),
-    # oneDNN, torch's CPU convolution, refuses the empty kernel (in its own words)
-    "Conv2d kernel_size=0": (RuntimeError, "could not create a primitive descriptor"),
-    "Conv2d groups=0": (ValueError, "groups must be a positive integer"),
-    "Conv2d groups=4": (ValueError, "out_channels must be divisible by groups"),
-    "Conv2d out_channels=-1": (RuntimeError, "Trying to create tensor with negative dimension -1"),
-    "ConvTranspose2d stride=0": (RuntimeError, "non-positive stride is not supported"),
-    "ConvTranspose2d output_padding=1": (RuntimeError, "output padding must be smaller than either stride or dilation"),
-    "ConvTranspose2d groups=-1": (ValueError, "groups must be a positive integer"),
-    "Linear in_features=-1": (RuntimeError, "Trying to create tensor with negative dimension -1"),
-    "MaxPool2d kernel_size=0": (RuntimeError, "stride should not be zero"),  # the stride defaults to the kernel
-    "MaxPool2d stride=0": (RuntimeError, "stride should not be zero"),
-    "MaxPool2d padding=2": (RuntimeError, "pad should be at most half of effective kernel size"),
-    "AvgPool2d kernel_size=-1": (RuntimeError, "kernel size should be greater than zero"),
-    "AdaptiveAvgPool2d -2": (RuntimeError, "elements of output_size must be greater than or equal to 0"),
-    "BatchNorm2d num_features=-1": (RuntimeError, "Trying to create tensor with negative dimension -1"),
-    "BatchNorm2d eps=0": (ValueError, "batch_norm eps must be positive during training, but got 0.0"),
-    "LocalResponseNorm size=0": (RuntimeError, "kernel size should be greater than zero"),
-    "Dropout p=2": (ValueError, "dropout probability has to be between 0 and 1, but got 2"),
-    "Softmax dim=1.5": (TypeError, "argument 'dim' (position 1) must be int, not float"),
-    "Flatten 3, 1": (RuntimeError, "start_dim cannot come after end_dim"),
-    "CrossEntropyLoss reduction=avg": (ValueError, "avg is not a valid value for reduction"),
-    "CrossEntropyLoss label_smoothing=2": (RuntimeError, "label_smoothing must be between 0.0 and 1.0. Got: 2"),
-    "NLLLoss ignore_index=None": (TypeError, "argument 'ignore_index' (position 5) must be int, not NoneType"),
-    "MSELoss reduction=avg": (ValueError, "avg is not a valid value for reduction"),
-}
-
-
 def _torch_layer_error(make):
     """What torch raises for a layer option at construction or, at the latest, in its first forward; None
     when it accepts it."""
@@ -340,7 +336,7 @@ def test_bad_layer_options_fail_at_construction(row):
 
 def test_every_recorded_refusal_has_its_row():
     rows = {row[0] for row in FUNCTIONAL} | {row[0] for row in LAYERS}
-    assert set(TORCH_SAYS) | set(LAYERS_TORCH_SAYS) <= rows
+    assert set(TORCH_SAYS) <= rows
 
 
 def test_good_layer_options_still_build():
