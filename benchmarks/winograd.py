@@ -1,27 +1,34 @@
 """Winograd F(2x2,3x3) and F(4x4,3x3) vs the im2col route vs PyTorch, and their float32 error.
 
-    python benchmarks/winograd.py [--repeat 5] [--quick] [--threads N]
+    python benchmarks/winograd.py [--repeat 5] [--quick] [--threads N] [--out PATH]
 
 For each 3x3 stride-1 layer below it times (best of --repeat after a warm-up):
 forward, backward to the input and backward to the weight of kernels.winograd
-with each tile, the im2col route (F.conv2d(conv_algo='im2col'), forward and
-forward+backward), and torch.nn.functional.conv2d in its own process (never
-imported here). GFLOP/s count the direct convolution's work, 2*N*K*C*9*OH*OW,
-whatever the algorithm did; the same-run numpy.matmul GFLOP/s of the layer's
-im2col GEMM is the machine's yardstick. Then the float32 error of every route
-against the float64 result (He-initialised weights, unit-variance input and
-output gradient): max |error| over max |reference|.
+with each tile (the fused path for layers of at most winograd.FUSED_CHANNELS
+channels in and out, the chunked one above; the JSON says which), the im2col
+route (F.conv2d(conv_algo='im2col'), forward and forward+backward), and
+torch.nn.functional.conv2d in its own process (never imported here; the newest
+PyTorch installed, benchmarks/timing.py's torch_python). GFLOP/s count the
+direct convolution's work, 2*N*K*C*9*OH*OW, whatever the algorithm did; the
+same-run numpy.matmul GFLOP/s of the layer's im2col GEMM is the machine's
+yardstick. Then the float32 error of every route against the float64 result
+(He-initialised weights, unit-variance input and output gradient): max |error|
+over max |reference|.
 
 --threads N runs scratchnet (sn.set_num_threads) and torch on N threads; on a
 loaded machine --threads 1 compares the work each does, free of thread wake-ups.
-Unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for its own runs (a user's machine
-has neither). Prints a table with the load average; writes
-benchmarks/results/winograd_cpu.json.
+--quick: the first layer only (a smoke test). Unsets OPENBLAS_CORETYPE /
+OPENBLAS_L2_SIZE for its own runs (a user's machine has neither). Prints a table
+with the load average; writes benchmarks/results/winograd_cpu.json
+(winograd_cpu_1thread.json with --threads 1, winograd_cpu_quick.json with
+--quick; --out names another file), which tools/publish_results.py renders
+into docs/kernels.md.
 """
 import os
 import sys
 
-from timing import OVERRIDES, best_time, clean_env, started, write_result  # benchmarks/timing.py (no NumPy)
+# benchmarks/timing.py (no NumPy)
+from timing import OVERRIDES, best_time, clean_env, started, torch_python, write_result
 
 if any(v in os.environ for v in OVERRIDES):  # before numpy loads OpenBLAS
     os.execve(sys.executable, [sys.executable] + sys.argv, clean_env())
@@ -43,6 +50,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # name, batch, in-channels, size, out-channels (3x3, stride 1, padding 1)
 LAYERS = [
+    ("ResNet-20 3x3 16->16 @32", 128, 16, 32, 16),  # the fused path; batch 128 as in ResNet-20's training
     ("VGG 3x3 64->64 @56", 8, 64, 56, 64),
     ("ResNet 3x3 256->256 @14", 32, 256, 14, 256),
 ]
@@ -68,7 +76,8 @@ def fwd():
         F.conv2d(x, w, padding=1)
 def both():
     F.conv2d(x, w, padding=1).backward(gy)
-print(json.dumps({"forward": best(fwd), "fwd+bwd": best(both), "threads": torch.get_num_threads()}))
+print(json.dumps({"forward": best(fwd), "fwd+bwd": best(both), "threads": torch.get_num_threads(),
+                  "version": torch.__version__}))
 """
 
 
@@ -76,7 +85,7 @@ def torch_times(n, c, s, k, repeat, threads):
     env = TORCH_ENV
     try:
         args = [str(v) for v in (n, c, s, k, repeat, threads)]
-        run = subprocess.run([sys.executable, "-c", TORCH_SCRIPT, *args],
+        run = subprocess.run([str(torch_python()), "-c", TORCH_SCRIPT, *args],
                              capture_output=True, text=True, env=env, timeout=600, check=True)
         return json.loads(run.stdout)
     except (subprocess.SubprocessError, ValueError) as exc:
@@ -130,14 +139,16 @@ def errors(n, c, s, k):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="first layer only, no error study")
+    parser.add_argument("--quick", action="store_true", help="the first layer only (a smoke test)")
     parser.add_argument("--threads", type=int, default=0, help="threads for both frameworks (0: their defaults)")
+    parser.add_argument("--out", type=Path, help="the JSON to write (default: benchmarks/results/winograd_cpu"
+                        "[_quick][_Nthread].json)")
     args = parser.parse_args()
     if args.threads:
         sn.set_num_threads(args.threads)
     layers = LAYERS[:1] if args.quick else LAYERS
     recorded = started()
-    report = {"threads": sn.get_num_threads(), "layers": []}
+    report = {"threads": sn.get_num_threads(), "repeat": args.repeat, "layers": []}
     for name, n, c, s, k in layers:
         x, w, gy = layer_data(n, c, s, k, np.float32)
         flops = 2.0 * n * k * c * 9 * s * s
@@ -145,7 +156,7 @@ def main():
         b = np.random.default_rng(3).standard_normal((9 * c, n * s * s)).astype(np.float32)
         matmul = flops / best_time(lambda: a @ b, args.repeat) / 1e9
         row = {"layer": name, "shape": [n, c, s, k], "direct_gflop": flops / 1e9, "matmul_gflops": matmul,
-               "times_ms": {}}
+               "winograd_path": "fused" if max(c, k) <= winograd.FUSED_CHANNELS else "chunked", "times_ms": {}}
         xt, wt = sn.tensor(x, requires_grad=True), sn.tensor(w, requires_grad=True)
 
         def im2col_forward():
@@ -167,23 +178,22 @@ def main():
         torch = torch_times(n, c, s, k, args.repeat, args.threads)
         if torch:
             row["times_ms"]["torch"] = {"forward": torch["forward"] * 1e3, "fwd+bwd": torch["fwd+bwd"] * 1e3}
-            row["torch_threads"] = torch["threads"]
-        if not args.quick:
-            row["float32_error"] = errors(n, c, s, k)
+            row["torch_threads"], row["torch_version"] = torch["threads"], torch["version"]
+        row["float32_error"] = errors(n, c, s, k)
         report["layers"].append(row)
         print_row(row)
     print(f"scratchnet threads {report['threads']}; load average before {tuple(recorded['load_before'])}, "
           f"after {os.getloadavg()}")
-    path = RESULTS / (f"winograd_cpu{'_quick' if args.quick else ''}"
-                      f"{f'_{args.threads}thread' if args.threads else ''}.json")
+    path = args.out or RESULTS / (f"winograd_cpu{'_quick' if args.quick else ''}"
+                                  f"{f'_{args.threads}thread' if args.threads else ''}.json")
     write_result(path, report, recorded)
     print(f"wrote {path}")
 
 
 def print_row(row):
     flops = row["direct_gflop"]
-    print(f"\n{row['layer']}  (N, C, H, K) = {tuple(row['shape'])}; numpy.matmul (im2col GEMM) "
-          f"{row['matmul_gflops']:.0f} GFLOP/s")
+    print(f"\n{row['layer']}  (N, C, H, K) = {tuple(row['shape'])}, Winograd's {row['winograd_path']} path; "
+          f"numpy.matmul (im2col GEMM) {row['matmul_gflops']:.0f} GFLOP/s")
     torch = row["times_ms"].get("torch")
     print(f"  {'route':24s} {'fwd ms':>8s} {'GFLOP/s':>8s} {'fwd+bwd ms':>11s} {'GFLOP/s':>8s} "
           f"{'vs torch fwd':>12s} {'fwd+bwd':>8s}")

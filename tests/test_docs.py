@@ -16,6 +16,7 @@ import contextlib
 import difflib
 import importlib.util
 import io
+import json
 import re
 
 import pytest
@@ -224,3 +225,27 @@ def test_a_stale_quoted_measurement_is_caught(tmp_path, monkeypatch):
     monkeypatch.setattr(publish_results, "REPO", tmp_path)
     problems = publish_results.publish(check=True)
     assert "page.md: block 'headline' differs from benchmarks/results" in problems
+
+
+def test_winograd_tables_name_each_layer_once_and_bold_the_faster_tile(tmp_path, monkeypatch):
+    """benchmarks/winograd.py's JSON of several layers (a fused and a chunked one) renders into the error and
+    speed tables: each layer named on its first row, the route's path beside each tile, the faster tile's
+    ratio in bold in each column."""
+    publish_results = load_tool("publish_results")
+    data = json.loads((REPO / "benchmarks" / "results" / "winograd_cpu.json").read_text())
+    fused = data["layers"][0]
+    times = {"im2col": {"forward": 20.0, "fwd+bwd": 60.0},
+             "winograd F(2x2,3x3)": {"forward": 8.0, "fwd+bwd": 30.0},
+             "winograd F(4x4,3x3)": {"forward": 10.0, "fwd+bwd": 24.0},
+             "torch": {"forward": 10.0, "fwd+bwd": 30.0}}
+    chunked = dict(fused, layer="wide", shape=[8, 64, 56, 64], winograd_path="chunked", times_ms=times)
+    data["layers"] = [fused, chunked]
+    (tmp_path / "winograd_cpu.json").write_text(json.dumps(data))
+    monkeypatch.setattr(publish_results, "RESULTS", tmp_path)
+    speed = publish_results.winograd_speed().splitlines()
+    assert "| wide, N=8 | im2col | 20.0 | 60.0 | 0.50 | 0.50 |" in speed
+    assert "|  | Winograd F(2x2), chunked | 8.0 | 30.0 | **1.25** | 1.00 |" in speed
+    assert "|  | Winograd F(4x4), chunked | 10.0 | 24.0 | 1.00 | **1.25** |" in speed
+    errors = publish_results.winograd_errors()
+    assert errors.count("| wide, N=8 |") == 1 and "|  | Winograd F(4x4), chunked |" in errors
+    assert errors.count(f"| {fused['layer']}, N={fused['shape'][0]} |") == 1

@@ -330,10 +330,75 @@ def mutation_runs():
                   "equivalent", "minutes"], rows)
 
 
+def winograd_rows(data, rows_of):
+    """The rows of each layer of benchmarks/winograd.py's JSON (``rows_of(layer)``), the layer named on its first."""
+    rows = []
+    for layer in data["layers"]:
+        label = f"{layer['layer']}, N={layer['shape'][0]}"
+        rows += [(label if i == 0 else "", *cells) for i, cells in enumerate(rows_of(layer))]
+    return rows
+
+
+def winograd_route(layer, route):
+    """'Winograd F(4x4), fused' for the JSON's 'winograd F(4x4,3x3)' on the fused path; other routes as they are."""
+    if not route.startswith("winograd"):
+        return route
+    path = f", {layer['winograd_path']}" if "winograd_path" in layer else ""
+    return f"Winograd {route.split()[1].split(',')[0]}){path}"
+
+
+WINOGRAD = "Not measured: `python benchmarks/winograd.py`.\n"
+
+
+def winograd_errors():
+    data = result("winograd_cpu")
+    if data is None:
+        return WINOGRAD
+
+    def rows_of(layer):
+        return [(winograd_route(layer, route), *(f"{parts[p]['max_abs_over_max_ref']:.1e}" for p in ("y", "gx", "gw")))
+                for route, parts in layer["float32_error"].items() if not route.endswith("float64")]
+
+    exact = [e["max_abs_over_max_ref"] for layer in data["layers"] for route, parts in layer["float32_error"].items()
+             if route.endswith("float64") for e in parts.values()]
+    return (f"{command(data)}, {when(data)}: float32 against the float64 result, He-initialised weights, "
+            f"unit-variance input and output gradient, max |error| / max |result|:\n\n"
+            + table(["layer", "route", "y", "gx", "gw"], winograd_rows(data, rows_of))
+            + f"\nWinograd in float64, against the same reference: at most {max(exact):.1e} of max |result|.\n")
+
+
+def winograd_speed():
+    data = result("winograd_cpu")
+    if data is None:
+        return WINOGRAD
+
+    def rows_of(layer):
+        times, torch = layer["times_ms"], layer["times_ms"].get("torch")  # no torch: its child failed
+        ratios = {route: [torch[part] / t[part] if torch else None for part in ("forward", "fwd+bwd")]
+                  for route, t in times.items()}
+        tiles = [route for route in times if route.startswith("winograd")]
+        best = [max(tiles, key=lambda route: ratios[route][i] or 0) for i in range(2)]  # the faster tile, per column
+
+        def cell(route, i):
+            ratio = ratios[route][i]
+            return "-" if ratio is None else f"**{ratio:.2f}**" if route == best[i] else f"{ratio:.2f}"
+        return [(f"torch {layer['torch_version']}" if route == "torch" else winograd_route(layer, route),
+                 f"{t['forward']:.1f}", f"{t['fwd+bwd']:.1f}", cell(route, 0), cell(route, 1))
+                for route, t in times.items()]
+
+    torch_threads = sorted({layer["torch_threads"] for layer in data["layers"] if "torch_threads" in layer})
+    return (f"{command(data)}, {when(data)}: float32, the fastest of {data['repeat']} calls after a warm-up, "
+            f"scratchnet on {data['threads']} threads, torch in its own process on "
+            f"{', '.join(map(str, torch_threads))} threads; ratio = torch's time / scratchnet's, in bold: the "
+            f"faster Winograd tile:\n\n"
+            + table(["layer", "route", "fwd ms", "fwd+bwd ms", "vs torch fwd", "vs torch fwd+bwd"],
+                    winograd_rows(data, rows_of)))
+
+
 BLOCKS = {"headline": headline, "conv-layers": conv_layers, "resnet50-step": resnet50_step, "zoo-steps": zoo_steps,
           "lenet-runs": lenet_runs, "lenet-epochs": lenet_epochs, "distributed-runs": distributed_runs,
           "thread-runs": thread_runs,
-          "mutation-runs": mutation_runs}
+          "mutation-runs": mutation_runs, "winograd-error": winograd_errors, "winograd-speed": winograd_speed}
 
 
 # --------------------------------------------------------------------------- the pages
