@@ -1,10 +1,12 @@
-"""Convolution benchmark: every conv2d route against torch.nn.functional.conv2d, on six layers of the zoo.
+"""Convolution benchmark: every conv2d route against torch.nn.functional.conv2d, on layers of the zoo.
 
-    python benchmarks/conv.py                 # all routes, all six layers (a few minutes on 2 cores)
+    python benchmarks/conv.py                 # all routes, every layer of LAYERS (a few minutes on 2 cores)
     python benchmarks/conv.py --only vgg --routes auto,winograd,im2col --repeat 5
     python benchmarks/conv.py --routes auto --threads 1 --cpu-time   # one thread each, CPU time (a busy machine)
 
-For every layer and every route that handles it (scratchnet/functional/conv_routes.py's table,
+LAYERS holds a layer for each of 'auto''s CPU rules (scratchnet/functional/conv_routes.py's AUTO), so
+that every rule's route is timed against the im2col route and torch on a layer it picks (docs/kernels.md
+renders them under the rules). For every layer and every route that handles it (the routes' table,
 plus 'auto') it times the forward (under no_grad) and the forward+backward, float32, best of
 --repeat after a warm-up. torch and scratchnet each run in their OWN subprocess (torch is never
 imported where scratchnet is timed), --rounds times alternately, keeping each number's best; both
@@ -15,9 +17,10 @@ sn.set_num_threads's default) or --threads N on both. The PyTorch side runs unde
 there is no bias, so the backward computes both the input and the weight gradient.
 
 ratio = torch time / scratchnet time (higher is better; > 1: scratchnet is faster). The summary
-is the geometric mean over the six layers of 'auto' (what nn.Conv2d uses). "peak MB" is
-tracemalloc's peak during one forward+backward (NumPy's buffers); the row 'im2col-unchunked'
-is the im2col route with its whole batch in one column buffer (the route before chunking).
+is the geometric mean over every layer timed of 'auto' (what nn.Conv2d uses), with their number. "peak MB"
+is tracemalloc's peak during one forward+backward (NumPy's buffers); the row 'im2col-unchunked' is
+the im2col route with its whole batch in one column buffer (what the im2col rule's chunks are
+measured against).
 Prints the table and the machine's load average, writes benchmarks/results/conv_cpu.json.
 """
 import argparse
@@ -36,6 +39,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 # name, batch, in-channels, size, out-channels, kernel, stride, padding, groups (issue 9)
 LAYERS = [
+    ("LeNet-5 C1 5x5 1->6 @32", 64, 1, 32, 6, 5, 1, 0, 1),  # a single-channel input: the depthwise route
+    ("LeNet-5 C5 5x5 16->120 @5", 64, 16, 5, 120, 5, 1, 0, 1),  # one window, the whole input: the window route
     ("AlexNet conv1 11x11/4 3->96 @227", 16, 3, 227, 96, 11, 4, 0, 1),
     ("VGG 3x3 64->64 @56", 8, 64, 56, 64, 3, 1, 1, 1),
     ("ResNet 3x3 256->256 @14", 32, 256, 14, 256, 3, 1, 1, 1),
@@ -155,7 +160,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per number (best kept)")
     parser.add_argument("--rounds", type=int, default=2, help="torch/scratchnet children run alternately this often")
     parser.add_argument("--only", default="", help="only the layers whose name contains this text (any case)")
-    parser.add_argument("--routes", default="auto,reference,im2col,im2col-unchunked,gemm1x1,winograd,depthwise",
+    parser.add_argument("--routes", default="auto,reference,im2col,im2col-unchunked,gemm1x1,window,winograd,depthwise",
                         help="comma-separated routes to time (each where it handles the layer)")
     parser.add_argument("--threads", type=int, default=0, help="both sides' thread count (default: each one's own)")
     parser.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time (a busy machine)")

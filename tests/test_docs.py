@@ -249,3 +249,86 @@ def test_winograd_tables_name_each_layer_once_and_bold_the_faster_tile(tmp_path,
     errors = publish_results.winograd_errors()
     assert errors.count("| wide, N=8 |") == 1 and "|  | Winograd F(4x4), chunked |" in errors
     assert errors.count(f"| {fused['layer']}, N={fused['shape'][0]} |") == 1
+
+
+def conv_row(layer, route, picked, fb_ms, torch_fb_ms, peak_mb):
+    """One row of benchmarks/conv.py's JSON (forward times are not read by the blocks tested here)."""
+    return dict(layer=layer, route=route, picked=picked, threads=2, forward_ms=1.0, forward_backward_ms=fb_ms,
+                peak_mb=peak_mb, torch_forward_ms=1.0, torch_forward_backward_ms=torch_fb_ms, forward_ratio=1.0,
+                forward_backward_ratio=torch_fb_ms / fb_ms)
+
+
+def recorded(command):
+    return dict(command=command, date="2026-12-07 06:00 UTC", load_before=[0.2, 0.3, 0.4], load_after=[0.4, 0.3, 0.2])
+
+
+def test_auto_reasons_put_each_rule_against_im2col_and_name_what_was_not_measured(tmp_path, monkeypatch):
+    """benchmarks/conv.py's JSON renders under auto's rules: each layer under the route 'auto' picked, its 'auto'
+    row against the im2col route's (the im2col rule's against 'im2col-unchunked', with both peak memories) and
+    torch's; a rule no layer took, a baseline the run did not time, and conv.py's layers missing from the run
+    are said, not left out."""
+    publish_results = load_tool("publish_results")
+    mobilenet, alexnet = "MobileNet depthwise 3x3 512 @14", "AlexNet conv1 11x11/4 3->96 @227"
+    vgg = "VGG 3x3 64->64 @56"
+    rows = [conv_row(mobilenet, "auto", "depthwise", 5.0, 20.0, 30.0),
+            conv_row(mobilenet, "depthwise", "depthwise", 6.0, 20.0, 30.0),  # not the row shown: 'auto' is
+            conv_row(mobilenet, "im2col", "im2col", 50.0, 20.0, 60.0),
+            conv_row(alexnet, "auto", "im2col", 80.0, 120.0, 75.0),
+            conv_row(alexnet, "im2col-unchunked", "im2col", 100.0, 120.0, 150.0),
+            conv_row(vgg, "auto", "winograd", 20.0, 30.0, 19.0)]  # and no im2col row
+    data = dict(meta=dict(torch_version="2.14.1", torch_threads=2), rows=rows,
+                recorded=recorded("python benchmarks/conv.py"))
+    (tmp_path / "conv_cpu.json").write_text(json.dumps(data))
+    monkeypatch.setattr(publish_results, "RESULTS", tmp_path)
+    block = publish_results.auto_reasons()
+    assert block.startswith("`python benchmarks/conv.py`, 2026-12-07, load 0.2-0.4: forward+backward")
+    lines = block.splitlines()
+    assert f"| `depthwise` | {mobilenet} | 5.00 | im2col | 50.0 | **10.00** | 20.0 | 4.00 | 30.0 | 60.0 |" in lines
+    assert f"| `im2col` | {alexnet} | 80.0 | im2col-unchunked | 100.0 | **1.25** | 120.0 | 1.50 | 75.0 | 150.0 |" \
+        in lines
+    assert f"| `winograd` | {vgg} | 20.0 | im2col | not timed | - | 30.0 | 1.50 | 19.0 | - |" in lines
+    assert "| `gemm1x1` | no layer of this run |" + " - |" * 8 in lines
+    assert "| `window` | no layer of this run |" + " - |" * 8 in lines
+    unmeasured = lines[-1]
+    assert unmeasured.startswith("Not measured in this run: ")
+    assert unmeasured.endswith("(`python benchmarks/conv.py`).")
+    assert "LeNet-5 C1 5x5 1->6 @32" in unmeasured and "ResNet 1x1 256->64 @56" in unmeasured
+    assert mobilenet not in unmeasured and alexnet not in unmeasured
+
+
+def test_conv_benchmark_has_a_layer_for_every_rule_the_docs_render():
+    """tools/publish_results.py's AUTO_RULES are AUTO's CPU float32 rules in order, and benchmarks/conv.py's
+    LAYERS give each of them a layer 'auto' sends to its route, so no rule's row stays empty."""
+    import numpy as np
+
+    from scratchnet.functional import conv_routes as R
+    publish_results = load_tool("publish_results")
+    rules = [route for route, _ in publish_results.AUTO_RULES]
+    assert rules == [route for route, _, _ in R.AUTO if route != "reference"]
+    picks = set()
+    for _, n, c, size, co, k, s, p, g in publish_results.conv_benchmark_layers():
+        out = R.conv_output_size(size, k, s, p)
+        picks.add(R.choose_for("auto", R.Call("cpu", np.dtype(np.float32), (n, c, size, size), (co, c // g, k, k),
+                                              R.Geometry((s, s), (p, p), (1, 1), g, (out, out)))))
+    assert set(rules) <= picks, f"no layer of benchmarks/conv.py takes {set(rules) - picks}"
+
+
+def test_depthwise_layers_quote_only_a_recorded_result(tmp_path, monkeypatch):
+    """benchmarks/depthwise.py's JSON renders with its command, date and load; one without them (written
+    before the benchmark recorded them) is not quoted."""
+    publish_results = load_tool("publish_results")
+    row = dict(layer="MobileNet 3x3 512 @14", forward_ms=1.5, backward_input_ms=2.0, backward_weight_ms=3.0,
+               forward_backward_ms=6.5, torch_forward_ms=1.75, torch_forward_backward_ms=13.0, forward_ratio=1.75 / 1.5,
+               forward_backward_ratio=2.0)
+    slow = dict(row, layer="EfficientNet 5x5/2 240 @28", forward_backward_ratio=0.5)
+    data = dict(rows=[row, slow], geomean_forward_backward_ratio=1.0, clock="wall time", threads=0, repeat=15)
+    (tmp_path / "depthwise_cpu.json").write_text(json.dumps(data))
+    monkeypatch.setattr(publish_results, "RESULTS", tmp_path)
+    assert publish_results.depthwise_layers() == "Not measured: `python benchmarks/depthwise.py --repeat 15`.\n"
+    data["recorded"] = recorded("python benchmarks/depthwise.py")
+    (tmp_path / "depthwise_cpu.json").write_text(json.dumps(data))
+    block = publish_results.depthwise_layers()
+    assert block.startswith("`python benchmarks/depthwise.py`, 2026-12-07, load 0.2-0.4: float32, the fastest of 15 "
+                            "calls, wall time, each library's default threads")
+    assert "| MobileNet 3x3 512 @14 | 1.50 | 2.00 | 3.00 | 6.50 | 1.75 | 13.0 | 1.17 | **2.00** |" in block.splitlines()
+    assert block.endswith("geometric mean **1.00**, lowest 0.50 (EfficientNet 5x5/2 240 @28).\n")

@@ -12,6 +12,7 @@ row says the command that produced it, when and at what load average (`recorded`
 benchmarks/timing.py's write_result); history lives in git, not in the pages.
 """
 import argparse
+import ast
 import json
 import math
 import re
@@ -94,9 +95,10 @@ def conv_headline():
     if data is None:
         return missing("conv layers vs PyTorch", "python benchmarks/conv.py")
     summary = data["summary"]
+    low = min((r for r in data["rows"] if r["route"] == "auto"), key=lambda r: r["forward_backward_ratio"])
     return row(f"conv layers, `auto` route vs PyTorch, {summary['layers']} layers ({when(data)})",
                f"forward+backward geometric mean **{summary['geomean_forward_backward_ratio']:.2f}** of PyTorch's "
-               f"speed, lowest {summary['lowest_forward_backward_ratio']:.2f}", command(data), ROUTES)
+               f"speed, lowest {low['forward_backward_ratio']:.2f} ({low['layer']})", command(data), ROUTES)
 
 
 def resnet50_headline():
@@ -215,14 +217,90 @@ def headline(_=None):
 # --------------------------------------------------------------------------- the pages' tables
 
 
+def ms(value):
+    """A time in ms with three significant figures or more: 92.8, 7.03, 0.218."""
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 1 else f"{value:.3f}"
+
+
 def conv_layers():
     data = result("conv_cpu")
-    rows = [(r["layer"], r["picked"], f"{r['forward_ms']:.1f}", f"{r['torch_forward_ms']:.1f}", f"{r['forward_ratio']:.2f}",
-             f"{r['forward_backward_ms']:.1f}", f"{r['torch_forward_backward_ms']:.1f}",
+    rows = [(r["layer"], r["picked"], ms(r["forward_ms"]), ms(r["torch_forward_ms"]), f"{r['forward_ratio']:.2f}",
+             ms(r["forward_backward_ms"]), ms(r["torch_forward_backward_ms"]),
              f"**{r['forward_backward_ratio']:.2f}**") for r in data["rows"] if r["route"] == "auto"]
     return (f"{command(data)}, {when(data)}, ratio = PyTorch's time / scratchnet's:\n\n"
             + table(["layer", "route picked", "fwd ms", "torch fwd ms", "fwd ratio", "fwd+bwd ms", "torch fwd+bwd ms",
                      "fwd+bwd ratio"], rows))
+
+
+# auto's rules on the CPU in float32 (AUTO in scratchnet/functional/conv_routes.py), in its order, each with the
+# route of benchmarks/conv.py its route is measured against: the im2col route, or for im2col's own rule (chunks
+# whose columns fit the cache) the same route with the whole batch in one column buffer
+AUTO_RULES = [("depthwise", "im2col"), ("gemm1x1", "im2col"), ("window", "im2col"), ("winograd", "im2col"),
+              ("im2col", "im2col-unchunked")]
+CONV_BENCHMARK = REPO / "benchmarks" / "conv.py"
+
+
+def conv_benchmark_layers():
+    """benchmarks/conv.py's LAYERS (name, batch, in-channels, size, out-channels, kernel, stride, padding, groups),
+    read from its source: importing it needs benchmarks/ on the path, and running it times them."""
+    tree = ast.parse(CONV_BENCHMARK.read_text(encoding="utf-8"))
+    layers = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                  and any(getattr(target, "id", None) == "LAYERS" for target in node.targets))
+    return ast.literal_eval(layers)
+
+
+def auto_reason(label, layer, ours, against, base):
+    """One row under auto's rules: the route's forward+backward on a layer it takes (``ours``: the layer's 'auto'
+    row, the numbers of conv-layers too) against route ``against``'s (``base``: its row, None where the run did
+    not time it) and torch's, and the two routes' peak memory."""
+    base_ms, speedup, base_mb = ("not timed", "-", "-") if base is None else (
+        ms(base["forward_backward_ms"]), f"**{base['forward_backward_ms'] / ours['forward_backward_ms']:.2f}**",
+        f"{base['peak_mb']:.1f}")
+    return (label, layer, ms(ours["forward_backward_ms"]), against, base_ms, speedup,
+            ms(ours["torch_forward_backward_ms"]), f"{ours['forward_backward_ratio']:.2f}", f"{ours['peak_mb']:.1f}",
+            base_mb)
+
+
+def auto_reasons():
+    data = result("conv_cpu")
+    if data is None:
+        return "Not measured: `python benchmarks/conv.py`.\n"
+    rows = {(r["layer"], r["route"]): r for r in data["rows"]}
+    picked = {r["layer"]: r["picked"] for r in data["rows"] if r["route"] == "auto"}  # in the run's order
+    lines = []
+    for route, against in AUTO_RULES:
+        layers = [layer for layer, pick in picked.items() if pick == route]
+        lines += [auto_reason(f"`{route}`" if i == 0 else "", layer, rows[(layer, "auto")], against,
+                              rows.get((layer, against))) for i, layer in enumerate(layers)]
+        if not layers:
+            lines.append((f"`{route}`", "no layer of this run", *"-" * 8))
+    unmeasured = [layer[0] for layer in conv_benchmark_layers() if layer[0] not in picked]
+    threads = sorted({r["threads"] for r in data["rows"]})
+    return (f"{command(data)}, {when(data)}: forward+backward (both gradients), float32, scratchnet on "
+            f"{', '.join(map(str, threads))} threads, torch {data['meta']['torch_version']} on "
+            f"{data['meta']['torch_threads']} threads; x = the other's time / the route's (> 1: the route is faster); "
+            f"peak MB: tracemalloc's peak during one forward+backward:\n\n"
+            + table(["rule's route", "layer", "fwd+bwd ms", "against", "its fwd+bwd ms", "x", "torch fwd+bwd ms",
+                     "x torch", "peak MB", "its peak MB"], lines)
+            + (f"\nNot measured in this run: {', '.join(unmeasured)} (`python benchmarks/conv.py`).\n"
+               if unmeasured else ""))
+
+
+def depthwise_layers():
+    data = result("depthwise_cpu")
+    if data is None or "recorded" not in data:  # a result without its command, date and load is not quoted
+        return "Not measured: `python benchmarks/depthwise.py --repeat 15`.\n"
+    rows = [(r["layer"], ms(r["forward_ms"]), ms(r["backward_input_ms"]), ms(r["backward_weight_ms"]),
+             ms(r["forward_backward_ms"]), ms(r["torch_forward_ms"]), ms(r["torch_forward_backward_ms"]),
+             f"{r['forward_ratio']:.2f}", f"**{r['forward_backward_ratio']:.2f}**") for r in data["rows"]]
+    threads = f"{data['threads']} threads each" if data["threads"] else "each library's default threads"
+    low = min(data["rows"], key=lambda r: r["forward_backward_ratio"])
+    return (f"{command(data)}, {when(data)}: float32, the fastest of {data['repeat']} calls, {data['clock']}, "
+            f"{threads}; ratio = torch's time / scratchnet's:\n\n"
+            + table(["layer", "fwd ms", "input grad ms", "weight grad ms", "f+b ms", "torch fwd ms", "torch f+b ms",
+                     "fwd ratio", "f+b ratio"], rows)
+            + f"\nforward+backward ratio: geometric mean **{data['geomean_forward_backward_ratio']:.2f}**, lowest "
+              f"{low['forward_backward_ratio']:.2f} ({low['layer']}).\n")
 
 
 def resnet50_step():
@@ -395,7 +473,8 @@ def winograd_speed():
                     winograd_rows(data, rows_of)))
 
 
-BLOCKS = {"headline": headline, "conv-layers": conv_layers, "resnet50-step": resnet50_step, "zoo-steps": zoo_steps,
+BLOCKS = {"headline": headline, "conv-layers": conv_layers, "auto-reasons": auto_reasons,
+          "depthwise-layers": depthwise_layers, "resnet50-step": resnet50_step, "zoo-steps": zoo_steps,
           "lenet-runs": lenet_runs, "lenet-epochs": lenet_epochs, "distributed-runs": distributed_runs,
           "thread-runs": thread_runs,
           "mutation-runs": mutation_runs, "winograd-error": winograd_errors, "winograd-speed": winograd_speed}

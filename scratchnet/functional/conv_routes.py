@@ -420,23 +420,19 @@ ROUTES = {
     "direct":    Route(Direct,    ("gpu",),       KERNEL_DTYPES, _always),
 }  # noqa: E241 (aligned so the routes read as a table)
 
-# conv_algo='auto': the first rule whose route fits the call and whose condition holds. The reasons
-# are benchmarks/conv.py's measurements (float32, 2-core CPU; docs/kernels.md has the table).
+# conv_algo='auto': the first rule whose route fits the call and whose condition holds. benchmarks/conv.py
+# times each rule's route against the im2col route and torch on a layer it takes (float32, CPU); the numbers
+# are in docs/kernels.md, rendered from benchmarks/results/conv_cpu.json.
 AUTO = [
     # route       condition  why
-    ("depthwise", _grouped_or_on_cpu, "direct kernel, no kh*kw column buffer: 11-13x the im2col route f+b, "
-                                      "2.6-7x torch; a single-channel input (LeNet's 1->6 5x5 @32, N=64, 1 "
-                                      "thread): forward 0.37 vs 0.84 ms, weight gradient 0.37 vs 0.85 ms (the "
-                                      "flat-indexed im2col kernels)"),
-    ("gemm1x1",   _always, "1x1 with no padding is a plain GEMM: no im2col copy, no transpose; 1.5-3.4x im2col"),
-    ("window",    _always, "one window, the whole input (LeNet's C5, 16x5x5 -> 120, N=64, 1 thread): a GEMM each "
-                           "way, forward+backward 0.22 vs 0.63 ms on im2col"),
-    ("winograd",  _wide,   "3x3/1 with >= 16 channels in and out: 4x fewer multiplications, 1.9-2.1x the im2col "
-                           "route f+b (VGG 64ch, ResNet 256ch; 1 thread), 1.3-1.8x at 16-24 channels (ResNet-20's "
-                           "16->16 @32, N=32 and 128); at 8 channels and below the transforms outweigh the smaller "
-                           "GEMM, and float32 keeps im2col's rounding (Winograd's float32 error is larger: "
-                           "docs/kernels.md)"),
-    ("im2col",    _always, "everything else: BLAS GEMMs on L3-sized column chunks (1.5-1.7x less peak memory)"),
+    ("depthwise", _grouped_or_on_cpu, "direct kernels, no kh*kw column buffer; a single-channel input (LeNet's "
+                                      "C1) is a depthwise conv with multiplier C_out"),
+    ("gemm1x1",   _always, "1x1 with no padding is a plain GEMM: no im2col copy, no transpose"),
+    ("window",    _always, "one window, the whole input (LeNet's C5): a fully connected layer, a GEMM each way"),
+    ("winograd",  _wide,   "3x3/1 with >= 16 channels in and out: 4x fewer multiplications than im2col's GEMM; "
+                           "narrower layers' transforms outweigh the smaller GEMM, and float32 keeps im2col's "
+                           "rounding (Winograd's float32 error is larger: docs/kernels.md)"),
+    ("im2col",    _always, "everything else: BLAS GEMMs on column chunks that fit the cache"),
     ("reference", _always, "dtypes the kernels are not built for (float16), and x and w of different dtypes"),
 ]  # noqa: E241
 
