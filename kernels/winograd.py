@@ -325,6 +325,29 @@ def _transform_block(src, b0, n, ci, ty, mat, size, stride, pad_top, pad_left, r
                      rows[q2 + r, :run], rows[q3 + r, :run], rows[q4 + r, :run], rows[q5 + r, :run])
 
 
+@njit(cache=True)
+def _block_tiles(src, b0, n, ty, mat, size, stride, pad_top, pad_left, tiles_w, most):
+    """(alpha^2, C, most): every channel's transformed tiles of one block (tile row ty of images
+    b0 .. b0 + n; the first tiles_w * n columns hold them). ``mat``/``size`` as in _transform_tiles."""
+    channels, w, alpha = src.shape[1], src.shape[3], mat.shape[0]
+    steps = tiles_w + (size - 1) // stride
+    phases = _phases(w, size, stride, pad_left, steps, n)
+    line, phase = np.empty((n, w), dtype=src.dtype), np.zeros((stride, steps * n), dtype=src.dtype)
+    rows = np.empty((size * alpha, most), dtype=src.dtype)
+    out = np.empty((alpha * alpha, channels, most), dtype=src.dtype)
+    for ci in range(channels):
+        _transform_block(src, b0, n, ci, ty, mat, size, stride, pad_top, pad_left, tiles_w * n, phases, line,
+                         phase, rows, out)
+    return out
+
+
+@njit(cache=True)
+def _block_images(block, tiles_h, group, n):
+    """Block ``block`` of the fused kernels: (its tile row, its first image, its number of images)."""
+    b0 = block // tiles_h * group
+    return block % tiles_h, b0, min(group, n - b0)
+
+
 @njit(cache=True, inline="always")
 def _four(a, ki, ci):
     """a[ki, ci:ci+4] as four scalars, zeros past a's last column (their rows of b are then any row)."""
@@ -373,27 +396,17 @@ def _fused_correlate(x, u, b_t, a_t, pad_top, pad_left, y, group):
     A block is tile row ty of images g*group .. (g+1)*group (fewer in the last group): its input
     tiles are transformed once, then four filters at a time are multiplied and untransformed.
     """
-    n, c, h, w = x.shape
-    k = u.shape[1]
+    n, k = x.shape[0], u.shape[1]
     m, alpha = a_t.shape[0], b_t.shape[0]
     points = alpha * alpha
     tiles_h, tiles_w = -(-y.shape[2] // m), -(-y.shape[3] // m)
-    groups, steps = -(-n // group), tiles_w + (alpha - 1) // m
     last = np.minimum(np.arange(MAX_ALPHA), alpha - 1)
     picks = last * alpha
     most = tiles_w * group
-    for block in prange(groups * tiles_h):
-        g, ty = block // tiles_h, block % tiles_h
-        b0 = g * group
-        nb = min(group, n - b0)
+    for block in prange(-(-n // group) * tiles_h):
+        ty, b0, nb = _block_images(block, tiles_h, group, n)
         run = tiles_w * nb
-        phases = _phases(w, alpha, m, pad_left, steps, nb)
-        line, phase = np.empty((nb, w), dtype=x.dtype), np.zeros((m, steps * nb), dtype=x.dtype)
-        rows = np.empty((points, most), dtype=x.dtype)
-        v = np.empty((points, c, most), dtype=x.dtype)
-        for ci in range(c):
-            _transform_block(x, b0, nb, ci, ty, b_t, alpha, m, pad_top, pad_left, run, phases, line, phase,
-                             rows, v)
+        v = _block_tiles(x, b0, nb, ty, b_t, alpha, m, pad_top, pad_left, tiles_w, most)
         prod = np.empty((points, 4, most), dtype=x.dtype)
         flat = prod.reshape(points, 4 * most)
         cols, tile = np.empty((m * alpha, run), dtype=x.dtype), np.empty((m * m, run), dtype=x.dtype)
@@ -421,31 +434,16 @@ def _fused_weight(x, gy, b_t, a, pad_top, pad_left, group, partial):
     Blocks as in _fused_correlate; the caller sums ``partial`` over blocks in order, so the
     result does not depend on the number of threads.
     """
-    n, c, h, w = x.shape
-    k, oh, ow = gy.shape[1], gy.shape[2], gy.shape[3]
+    n, c, k = x.shape[0], x.shape[1], gy.shape[1]
     alpha = b_t.shape[0]
     m, points = alpha - 2, alpha * alpha  # F(m x m, 3 x 3)
-    tiles_h, tiles_w = -(-oh // m), -(-ow // m)
-    groups = -(-n // group)
-    x_steps, gy_steps = tiles_w + (alpha - 1) // m, tiles_w
+    tiles_h, tiles_w = -(-gy.shape[2] // m), -(-gy.shape[3] // m)
     most = tiles_w * group
-    for block in prange(groups * tiles_h):
-        g, ty = block // tiles_h, block % tiles_h
-        b0 = g * group
-        nb = min(group, n - b0)
+    for block in prange(-(-n // group) * tiles_h):
+        ty, b0, nb = _block_images(block, tiles_h, group, n)
         run = tiles_w * nb
-        rows = np.empty((alpha * alpha, most), dtype=x.dtype)
-        x_hat = np.empty((points, c, most), dtype=x.dtype)
-        phases = _phases(w, alpha, m, pad_left, x_steps, nb)
-        line, phase = np.empty((nb, w), dtype=x.dtype), np.zeros((m, x_steps * nb), dtype=x.dtype)
-        for ci in range(c):
-            _transform_block(x, b0, nb, ci, ty, b_t, alpha, m, pad_top, pad_left, run, phases, line, phase,
-                             rows, x_hat)
-        gy_hat = np.empty((points, k, most), dtype=x.dtype)
-        phases = _phases(ow, m, m, 0, gy_steps, nb)
-        line, phase = np.empty((nb, ow), dtype=x.dtype), np.zeros((m, gy_steps * nb), dtype=x.dtype)
-        for ki in range(k):
-            _transform_block(gy, b0, nb, ki, ty, a, m, m, 0, 0, run, phases, line, phase, rows, gy_hat)
+        x_hat = _block_tiles(x, b0, nb, ty, b_t, alpha, m, pad_top, pad_left, tiles_w, most)
+        gy_hat = _block_tiles(gy, b0, nb, ty, a, m, m, 0, 0, tiles_w, most)
         for p in range(points):
             for ki in range(k):
                 for ci in range(c):
