@@ -711,11 +711,11 @@ def apply_inplace(t, op_name, operands, recorded, raw, keeps_self=False):
         out = recorded(prior)
         if out.dtype != t.dtype:
             out = out.to(dtype=t.dtype)
-        _writable(t, op_name)
+        _check_writable(t, op_name)
         t.data[...] = out.data
         _rebase(t, out)
     else:
-        _writable(t, op_name)
+        _check_writable(t, op_name)
         raw(t.data)
     t._version_counter[0] += 1
     t._version_counter[1] = op_name
@@ -729,8 +729,13 @@ def bump_version(t, op_name):
     t._version_counter[1] = op_name
 
 
-def _writable(t, op_name):
-    if not getattr(t.data.flags, "writeable", True):
+def writable(array):
+    """Whether ``array`` can be written in place (a broadcast view or a read-only array cannot; CuPy's always can)."""
+    return bool(getattr(array.flags, "writeable", True))
+
+
+def _check_writable(t, op_name):
+    if not writable(t.data):
         raise RuntimeError(f"{op_name}: unsupported operation: more than one element of the written-to tensor "
                            f"refers to a single memory location (a broadcast view). Please clone() the tensor "
                            f"before performing the operation.")
@@ -1005,7 +1010,7 @@ class _Walk:
             leaf._grad = self._own(grad)
         elif self.create_graph:
             leaf._grad = current + grad
-        elif getattr(current.data.flags, "writeable", True):  # as torch: in place, a holder of .grad sees it
+        elif writable(current.data):  # as torch: in place, a holder of .grad sees it
             current.data += grad
             current._version_counter[0] += 1
         else:

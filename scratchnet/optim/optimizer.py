@@ -19,12 +19,7 @@ import os
 from collections.abc import Mapping, Set
 
 from .. import backend
-from ..autograd import Tensor, bump_version, no_grad
-
-
-def writable(array):
-    """Whether an update can be written into ``array`` (a broadcast view or a read-only array cannot)."""
-    return bool(getattr(array.flags, "writeable", True))
+from ..autograd import Tensor, bump_version, no_grad, writable
 
 
 class Optimizer:
