@@ -10,8 +10,9 @@ libraries' default threads. torch's ResNet-50 is built here (torchvision's archi
 [3, 4, 6, 3], stride in the 3x3, 25,557,032 parameters) so torchvision is not needed.
 
 * time: the fastest of --steps steps after one warm-up step (which allocates the optimizer state).
-* memory: the process's peak resident set size (Linux VmHWM) during a measured step, minus the
-  resident size just before it ("step MB": activations, workspaces, gradients), and the whole
+* memory (timing.measure_step): one more step after the timed ones, with malloc's free memory handed
+  back first (scratchnet keeps freed memory for reuse): its peak resident set size (Linux VmHWM) minus
+  the resident size just before it ("step MB": activations, workspaces, gradients), and the whole
   process's peak ("process MB": plus weights, optimizer state and the libraries).
 
 ratio (time) = torch / scratchnet (>= 1: scratchnet is faster); memory ratio = scratchnet / torch.
@@ -23,29 +24,12 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, reset_peak, rss_mb, started, write_result  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, clean_env, measure_step, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def measure(step, steps):
-    import gc
-    step()  # warm-up: first allocations, optimizer state
-    times, step_mb = [], []
-    for _ in range(steps):
-        gc.collect()
-        before = rss_mb()[0]
-        if not reset_peak():
-            raise OSError("the step's memory needs /proc/self/clear_refs (Linux) to reset the peak RSS")
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-        step_mb.append(rss_mb()[1] - before)
-    return dict(step_s=min(times), step_mb=max(step_mb), process_mb=rss_mb()[1])
 
 
 # ---------------------------------------------------------------- the children
@@ -98,7 +82,7 @@ def child_torch(batch, steps):
         optimizer.step()
 
     return dict(framework="torch", threads=torch.get_num_threads(),
-                params=sum(p.numel() for p in model.parameters()), **measure(step, steps))
+                params=sum(p.numel() for p in model.parameters()), **measure_step(step, steps))
 
 
 def child_scratchnet(batch, steps):
@@ -120,7 +104,7 @@ def child_scratchnet(batch, steps):
         F.cross_entropy(model(x), target).backward()
         optimizer.step()
 
-    return dict(framework="scratchnet", params=model.num_parameters(), **measure(step, steps))
+    return dict(framework="scratchnet", params=model.num_parameters(), **measure_step(step, steps))
 
 
 # ---------------------------------------------------------------- the parent

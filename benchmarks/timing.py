@@ -52,6 +52,43 @@ def reset_peak():
         return False
 
 
+def trim_heap():
+    """Hand the memory malloc keeps free back to the kernel (glibc's malloc_trim); False elsewhere.
+    scratchnet keeps freed memory for reuse (scratchnet/backend/memory.py), PyTorch's CPU allocator keeps
+    some: trimmed, a step's peak above the resident size before it is the memory the step needs."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    import ctypes
+    return bool(ctypes.CDLL(None).malloc_trim(0))
+
+
+def measure_step(step, steps, warmups=1):
+    """A training step's time and memory, the same way in either framework's child process.
+
+    Time: the fastest wall and CPU seconds of ``steps`` calls after ``warmups``. Memory, from one more
+    call after them, with the heap trimmed first (trim_heap) so that an allocator's cache does not hide
+    it: the peak resident size during the step minus the resident size before it ("step MB":
+    activations, workspaces, gradients), and the process's peak ("process MB")."""
+    import gc
+    for _ in range(warmups):
+        step()
+    wall, cpu = [], []
+    for _ in range(steps):
+        gc.collect()
+        start_cpu, start = time.process_time(), time.perf_counter()
+        step()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    gc.collect()
+    trim_heap()
+    before = rss_mb()[0]
+    if not reset_peak():
+        raise OSError("the step's memory needs /proc/self/clear_refs (Linux) to reset the peak RSS")
+    step()
+    return dict(step_s=min(wall), step_cpu_s=min(cpu), steps_s=wall, step_mb=rss_mb()[1] - before,
+                process_mb=rss_mb()[1])
+
+
 def best_time(fn, repeat, cpu_time=False, warmups=1):
     """Seconds of the fastest of ``repeat`` calls of ``fn``, after ``warmups`` untimed calls (Numba
     compiles, first allocations). ``cpu_time``: the process's CPU time (all threads) instead of wall

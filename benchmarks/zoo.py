@@ -25,8 +25,9 @@ How it is timed (the rules of benchmarks/timing.py):
 * --rounds alternating rounds (torch first in even rounds, scratchnet first in odd ones); each side
   keeps its fastest step over all rounds. Per child: one warm-up step (allocations, optimizer state,
   kernels loaded), then --steps timed steps.
-* memory: the process's peak resident set size during a timed step minus its resident size just
-  before it (activations, workspaces, gradients: "step MB"), and the process's peak ("process MB").
+* memory (timing.measure_step): one more step after the timed ones, with malloc's free memory handed back
+  first (scratchnet keeps freed memory for reuse): its peak resident set size minus the resident size
+  just before it (activations, workspaces, gradients: "step MB"), and the process's peak ("process MB").
 
 ratio = torch step time / scratchnet step time (>= 1: scratchnet is faster), per import order;
 memory ratio = scratchnet / torch. Prints a table, writes benchmarks/results/zoo_cpu.json (--out).
@@ -36,10 +37,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, reset_peak, rss_mb, started, torch_python, write_result  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, clean_env, measure_step, started, torch_python, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,28 +62,6 @@ ZOO = {
     "fast_yolov1": ((4, 8), "mse"),
 }
 ORDERS = ("scratchnet", "numpy")  # what a scratchnet child imports first
-
-
-# ---------------------------------------------------------------- measuring one step (both children)
-
-def measure(step, steps, warmups=1):
-    """Fastest wall and CPU seconds of ``steps`` calls after ``warmups``, and the step's memory."""
-    import gc
-    for _ in range(warmups):
-        step()
-    wall, cpu, step_mb = [], [], []
-    for _ in range(steps):
-        gc.collect()
-        before = rss_mb()[0]
-        if not reset_peak():
-            raise OSError("the step's memory needs /proc/self/clear_refs (Linux) to reset the peak RSS")
-        start_cpu, start = time.process_time(), time.perf_counter()
-        step()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-        step_mb.append(rss_mb()[1] - before)
-    return dict(step_s=min(wall), step_cpu_s=min(cpu), steps_s=wall, step_mb=max(step_mb),
-                process_mb=rss_mb()[1])
 
 
 # ---------------------------------------------------------------- the PyTorch twins
@@ -315,7 +293,7 @@ def child_torch(name, batch, steps, threads):
     import torchvision
     return dict(framework="torch", version=torch.__version__, torchvision=torchvision.__version__,
                 threads=torch.get_num_threads(), params=sum(p.numel() for p in model.parameters()),
-                **measure(step, steps))
+                **measure_step(step, steps))
 
 
 def scratchnet_training(name, threads=None):
@@ -354,7 +332,7 @@ def child_scratchnet(name, batch, steps, threads, order):
         optimizer.step()
 
     return dict(framework="scratchnet", order=order, threads=sn.get_num_threads(), numpy=numpy.__version__,
-                params=model.num_parameters(), **measure(step, steps))
+                params=model.num_parameters(), **measure_step(step, steps))
 
 
 # ---------------------------------------------------------------- the parent

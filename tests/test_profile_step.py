@@ -26,6 +26,7 @@ def test_lenet_step_profile_names_every_op_and_route():
     assert parts == pytest.approx(result["step_s"])
     assert set(result["other"]) == {"zero_grad", "optimizer step"}
     assert result["in_ops_s"] == pytest.approx(sum(r["total_s"] for r in result["rows"]))
+    assert result["system_s"] >= 0 and result["page_faults"] >= 0
 
 
 def test_route_of_tells_kernels_from_array_code():
@@ -42,6 +43,7 @@ def test_detail_rows_carry_input_shapes_and_the_cli_prints_the_table(capsys, tmp
                               "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "Conv2d (im2col)" in text and "outside ops" in text and "more rows" in text
+    assert "page faults" in text.splitlines()[0]
     assert "2x6x14x14 16x6x5x5 16" in text  # C3's input, weight and bias shapes
     assert out.exists()
 

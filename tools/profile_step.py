@@ -15,11 +15,13 @@ has Numba kernels beside its array code, else "-" (array code only).
 "outside ops" is the plain step's time (measured without the hook, same process, alternating with
 the profiled steps) minus the time inside ops and the optimizer: the framework's Python (module
 calls, argument checks, the autograd walk and its gradient accumulation, tensor bookkeeping) and
-whatever the hook does not see. Times are the mean over --steps steps after one warm-up step; on a
+whatever the hook does not see. The header also gives a plain step's system time (the kernel's, on
+every thread: page faults above all) and its minor page faults (docs/core.md, Memory). Times are the mean over --steps steps after one warm-up step; on a
 busy machine the shares are meaningful, absolute times are not (--threads 1 --cpu-time is steadier).
 """
 import argparse
 import json
+import resource
 import sys
 import time
 from collections import defaultdict
@@ -116,11 +118,14 @@ def profile(name, batch, steps=3, detail=False, threads=None, cpu_time=False):
         timed("optimizer step", optimizer.step)
 
     step()  # warm-up: kernels loaded (or compiled), optimizer state, first allocations
-    profiler, plain = OpProfiler(detail, clock), []
+    profiler, plain, kernel_s, faults = OpProfiler(detail, clock), [], 0.0, 0
     for _ in range(steps):
-        start = clock()
+        usage, start = resource.getrusage(resource.RUSAGE_SELF), clock()
         step()
         plain.append(clock() - start)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        kernel_s += after.ru_stime - usage.ru_stime
+        faults += after.ru_minflt - usage.ru_minflt
         with profiler:
             step()
     clocks = {label: seconds / (2 * steps) for label, seconds in clocks.items()}
@@ -135,14 +140,15 @@ def profile(name, batch, steps=3, detail=False, threads=None, cpu_time=False):
     in_ops = sum(r["total_s"] for r in rows)
     outside = step_s - in_ops - sum(clocks.values())
     return dict(model=name, batch=batch, threads=sn.get_num_threads(), steps=steps, step_s=step_s,
-                clock="cpu" if cpu_time else "wall",
+                clock="cpu" if cpu_time else "wall", system_s=kernel_s / steps, page_faults=faults // steps,
                 in_ops_s=in_ops, other=clocks, outside_ops_s=outside, rows=rows)
 
 
 def print_profile(result, top):
     step = result["step_s"]
     print(f"{result['model']}, batch {result['batch']}, {result['threads']} thread(s): step {1e3 * step:.1f} ms "
-          f"{'CPU' if result['clock'] == 'cpu' else 'wall'} time (mean of {result['steps']} plain steps)")
+          f"{'CPU' if result['clock'] == 'cpu' else 'wall'} time (mean of {result['steps']} plain steps); "
+          f"in the kernel (system time) {1e3 * result['system_s']:.1f} ms, {result['page_faults']} page faults")
     width = max([len(r["op"]) + len(r["route"]) + 3 for r in result["rows"]] + [24])
     print(f"{'op (route)':{width}s} {'calls':>6s} {'fwd ms':>9s} {'bwd ms':>9s} {'total ms':>9s} {'share':>6s}"
           + ("  input shapes" if result["rows"] and result["rows"][0]["shapes"] is not None else ""))
