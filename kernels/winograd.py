@@ -50,15 +50,19 @@ from numba import njit, prange
 POINTS = {2: (0, 1, -1), 4: (0, 1, -1, Fraction(1, 2), -2)}
 
 
-def choose_tile(out_hw):
-    """The tile with the least GEMM work, alpha^2 * number of tiles (ties: the more accurate F(2x2)).
+def choose_tile(out_hw, batch):
+    """The tile with the least work, alpha^2 * (tiles * batch + FILTER_WORK) per channel pair (ties: the more
+    accurate F(2x2)).
 
-    The batched GEMM is most of the time (docs/kernels.md), and a tile that overhangs the
-    output wastes its share: F(4x4) for most sizes (56x56: 7056 vs 12544 products
-    per channel pair; 14x14: 576 vs 784), F(2x2) for 1x1, 2x2 and ties (5x5).
+    The batched GEMM does alpha^2 products per tile, image and channel pair; the filter side (the
+    filter transforms of the forward and the input gradient, the weight gradient's summed products
+    and their G-transform) touches alpha^2 floats per channel pair once per call, worth about
+    FILTER_WORK GEMM columns. Large batches and maps: F(4x4) (56x56: 7056 against F(2x2)'s 12544
+    products per image); small ones, where the filter side is most of the work, F(2x2): ResNet-18's
+    512 @7 at batch 8 (forward and both gradients: 40 ms against F(4x4)'s 51, one quiet 2-core run).
     """
     def work(m):
-        return (m + 2) ** 2 * -(-out_hw[0] // m) * -(-out_hw[1] // m)
+        return (m + 2) ** 2 * (-(-out_hw[0] // m) * -(-out_hw[1] // m) * batch + FILTER_WORK)
     return min(sorted(POINTS), key=work)
 
 
@@ -133,6 +137,9 @@ FUSED_CHANNELS = 16  # at most this many in and out: the fused kernels (a block 
 FUSED_BLOCK_BYTES = 512 << 10  # one block's transformed tiles (see _group)
 FUSED_TILES = 128  # and at most this many tiles: longer runs gain nothing
 MIN_BLOCKS = 8  # the fused kernels' fewest blocks, where the batch allows (see _group)
+# The filter side's cost in GEMM columns (see choose_tile), fitted on ResNet-18's 512 @7 and 256 @14 at batch
+# 8 and 16 (F(2x2) faster by 20-25% at 7x7, 5% at 14x14) and ResNet-20's 64 @8 at batch 32 (F(4x4) faster)
+FILTER_WORK = 100
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
@@ -461,17 +468,23 @@ def _padded(mat, dtype):
     return out
 
 
-def _filter_transform(w, tile):
+def _filter_transform(w, tile, rotated=False):
     """U[a*alpha + b, k, c] = (G w[k, c] G^T)[a, b], for all filters in one GEMM with G (x) G.
 
     G (x) G (Kronecker product) is the 2-D transform of a flattened 3x3 filter. In w's
     dtype: doing it in float64 and rounding once changed no measured float32 error
     (docs/kernels.md) and cost twice the time.
+
+    ``rotated``: the transform of w turned by 180 degrees with its in/out channels swapped (the input
+    gradient's filters), U[p, c, k] = (G rot(w[k, c]) G^T)[p], as a transposed view that BLAS reads as
+    it is: G rot(g) G^T = (G J) g (G J)^T, J reversing the three taps, so no rotated copy of w is made.
     """
     k, c = w.shape[:2]
+    g = tile.g[:, ::-1] if rotated else tile.g
     flat = np.ascontiguousarray(w).reshape(k * c, 9)
     u = _buffer(_storage("u", tile.alpha ** 2 * k * c, w.dtype), tile.alpha ** 2, k * c)
-    return np.matmul(np.kron(tile.g, tile.g).astype(w.dtype), flat.T, out=u).reshape(tile.alpha ** 2, k, c)
+    u = np.matmul(np.kron(g, g).astype(w.dtype), flat.T, out=u).reshape(tile.alpha ** 2, k, c)
+    return u.transpose(0, 2, 1) if rotated else u
 
 
 def _chunks(tiles_h, run, channels, tile, itemsize):
@@ -536,7 +549,7 @@ def _correlate(x, u, pad, out_hw, tile):
     b_t, a_t = _padded(tile.b_t, x.dtype), _padded(tile.a_t, x.dtype)
     y = np.empty((n, k) + tuple(out_hw), dtype=x.dtype)
     if max(c, k) <= FUSED_CHANNELS:
-        _fused_correlate(x, u, b_t, a_t, pad[0], pad[1], y, _group(n, tiles_h, tiles_w, max(c, k), tile, x.itemsize))
+        _fused_correlate(x, np.ascontiguousarray(u), b_t, a_t, pad[0], pad[1], y, _group(n, tiles_h, tiles_w, max(c, k), tile, x.itemsize))
         return y
     run = tiles_w * n
     chunks = _chunks(tiles_h, run, max(c, k), tile, x.itemsize)
@@ -560,8 +573,7 @@ def forward(x, w, padding, *, tile=None):
 def backward_input(gy, w, x_shape, padding, *, tile=None):
     """gx: gy padded by 2 - padding, correlated with w rotated by 180 degrees, in/out channels swapped."""
     gy, w, padding, tile = _check("backward_input", gy, w, padding, tile, grad_shape=x_shape)
-    flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, K, 3, 3)
-    return _correlate(gy, _filter_transform(flipped, tile), (2 - padding[0], 2 - padding[1]),
+    return _correlate(gy, _filter_transform(w, tile, rotated=True), (2 - padding[0], 2 - padding[1]),
                       tuple(x_shape[2:]), tile)
 
 
@@ -604,10 +616,10 @@ def _weight_from_products(prod, tile, w_shape):
 
 # ---- argument checks ----
 
-def _tile(tile, out_hw):
+def _tile(tile, out_hw, batch):
     """tile=m picks F(m x m, 3 x 3); None: choose_tile."""
     if tile is None:
-        tile = choose_tile(out_hw)
+        tile = choose_tile(out_hw, batch)
     if tile not in _TILES:
         raise ValueError(f"winograd: tile must be one of {sorted(_TILES)} (F(m x m, 3 x 3)), got {tile!r}")
     return _TILES[tile]
@@ -654,10 +666,10 @@ def _check(name, x, w, padding, tile, grad_shape=None):
         if len(grad_shape) != 4 or grad_shape[1] != w.shape[1] or x.shape != expect:
             raise ValueError(f"winograd.{name}: gy {x.shape} does not match input shape {tuple(grad_shape)}, "
                              f"w {w.shape} and padding {padding} (expected gy {expect})")
-        return x, w, padding, _tile(tile, grad_shape[2:])
+        return x, w, padding, _tile(tile, grad_shape[2:], grad_shape[0])
     if min(x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]) < 3:
         raise ValueError(f"winograd.forward: input {x.shape[2:]} with padding {padding} is smaller than the 3x3 filter")
-    return x, w, padding, _tile(tile, (x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2))
+    return x, w, padding, _tile(tile, (x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2), x.shape[0])
 
 
 def _check_weight(gy, x, w_shape, padding, tile):
@@ -668,4 +680,4 @@ def _check_weight(gy, x, w_shape, padding, tile):
     if w_shape[1] != x.shape[1] or gy.shape != expect:
         raise ValueError(f"winograd.backward_weight: gy {gy.shape}, x {x.shape} and weight shape {tuple(w_shape)} "
                          f"do not fit (padding {padding}; expected gy {expect})")
-    return x, gy, padding, _tile(tile, gy.shape[2:])
+    return x, gy, padding, _tile(tile, gy.shape[2:], gy.shape[0])

@@ -168,9 +168,13 @@ def test_conv2d_winograd_route_gradcheck(padding, rng):
     assert_close(y, want)
 
 
-def test_default_tile_has_the_least_gemm_work(rng):
-    """tile=None: F(4x4) where tiles fit (56, 14, 7), F(2x2) for tiny outputs, same numbers either way."""
-    assert [winograd.choose_tile((s, s)) for s in (56, 14, 7, 4, 3, 2, 1)] == [4, 4, 4, 4, 4, 2, 2]
+def test_default_tile_has_the_least_work(rng):
+    """tile=None: F(4x4) where its tiles fit and the batch is large, F(2x2) for tiny outputs and where small
+    maps at a small batch leave the filter side most of the work; same numbers either way."""
+    assert [winograd.choose_tile((s, s), 64) for s in (56, 14, 7, 2, 1)] == [4, 4, 4, 2, 2]
+    assert [winograd.choose_tile((s, s), 32) for s in (32, 16, 8, 7)] == [4, 4, 4, 4]  # ResNet-20; 7x7 at 32
+    assert [winograd.choose_tile((s, s), 8) for s in (56, 28, 14, 7)] == [4, 4, 2, 2]  # ResNet-18 at batch 8
+    assert winograd.choose_tile((7, 7), 16) == 2
     x, w, gy = data(rng, 2, 3, 4, 4, 4, (0, 0))
     assert_like_torch(winograd_conv(x, w, gy, (0, 0), None), x, w, gy, (0, 0))
 
