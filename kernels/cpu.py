@@ -259,6 +259,26 @@ def _relu_backward(gyf, mf, gxf):
         gxf[k] = gyf[k] if mf[k] else 0
 
 
+# LeakyReLU the same way: one pass for the output and the mask, one for the gradient (NumPy takes
+# three and two, with a temporary each). The slope comes in the array's dtype, so each product is
+# the array code's, bit for bit.
+
+@njit(cache=True)
+def _leaky_relu_forward(xf, yf, mf, slope):
+    for k in range(np.uint64(xf.size)):
+        v = xf[k]
+        keep = v > 0  # torch's rule: the slope also at 0 (and NaN * slope is NaN)
+        mf[k] = keep
+        yf[k] = v if keep else v * slope
+
+
+@njit(cache=True)
+def _leaky_relu_backward(gyf, mf, gxf, slope):
+    for k in range(np.uint64(gyf.size)):
+        g = gyf[k]
+        gxf[k] = g if mf[k] else g * slope
+
+
 # ---- SGD ----
 # torch's SGD rule for one parameter in one pass (NumPy takes six, each a fresh array). The same
 # operations in the same order and dtype as optim/sgd.py's array code, none fused into an FMA, so
@@ -397,6 +417,21 @@ def relu_backward(gy, mask):
     return _elementwise_backward(_relu_backward, gy, mask)
 
 
+def leaky_relu_forward(x, negative_slope):
+    """(y, mask): y = x where x > 0, else negative_slope * x (as torch.nn.functional.leaky_relu); mask = x > 0."""
+    x = _c(x)
+    y, mask = np.empty_like(x), np.empty(x.shape, dtype=np.bool_)
+    _leaky_relu_forward(x.reshape(-1), y.reshape(-1), mask.reshape(-1), x.dtype.type(negative_slope))
+    return y, mask
+
+
+def leaky_relu_backward(gy, mask, negative_slope):
+    """gy where the input was positive, else negative_slope * gy."""
+    gx = np.empty(gy.shape, dtype=gy.dtype)
+    _leaky_relu_backward(_c(gy).reshape(-1), _c(mask).reshape(-1), gx.reshape(-1), gy.dtype.type(negative_slope))
+    return gx
+
+
 def sigmoid_forward(x):
     """1 / (1 + exp(-x)) in the stable form (cpu_activation.py): NumPy's exp, one fused pass around it."""
     x = _c(x)
@@ -513,6 +548,8 @@ def _warm_up_calls(dtype):
         ("max_pool2d_backward", lambda: max_pool2d_backward(y, argmax, x.shape)),
         ("relu_forward", lambda: relu_forward(x)),
         ("relu_backward", lambda: relu_backward(x, np.zeros(x.shape, np.bool_))),
+        ("leaky_relu_forward", lambda: leaky_relu_forward(x, 0.1)),
+        ("leaky_relu_backward", lambda: leaky_relu_backward(x, np.zeros(x.shape, np.bool_), 0.1)),
         ("negative_abs", lambda: exp_of_negative_abs(x.reshape(-1))),  # sigmoid's and SiLU's
         ("sigmoid_from_exp", lambda: sigmoid_forward(x)),
         ("sigmoid_backward", lambda: sigmoid_backward(x, x)),

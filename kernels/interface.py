@@ -35,6 +35,8 @@ CPU = {
     **SHARED,
     "relu_forward": "(x)",  # -> (y, mask): torch's rule, NaN passes
     "relu_backward": "(gy, mask)",  # -> gx
+    "leaky_relu_forward": "(x, negative_slope)",  # -> (y, mask = x > 0)
+    "leaky_relu_backward": "(gy, mask, negative_slope)",  # -> gx
     "sigmoid_forward": "(x)",  # -> s = 1 / (1 + e^-x), the stable form around NumPy's exp
     "sigmoid_backward": "(gy, s)",  # -> gy * s * (1 - s)
     "silu_forward": "(x)",  # -> (y = x * s, s = sigmoid(x))

@@ -17,6 +17,12 @@ RELU = Op("relu", needs=("relu_forward", "relu_backward"), routes={
     "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
 })  # noqa: E241 (aligned so the routes read as a table)
 
+# ---- leaky_relu (functional/activation.py LeakyReLU)
+LEAKY_RELU = Op("leaky_relu", needs=("leaky_relu_forward", "leaky_relu_backward"), routes={
+    "kernel":      Route(KERNELS,    ("cpu",),        KERNEL_DTYPES, None),  # as relu's, the slope in x's dtype
+    "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
+})  # noqa: E241
+
 # ---- sigmoid and silu (functional/activation.py Sigmoid, SiLU): fused passes around NumPy's exp
 SIGMOID = Op("sigmoid", needs=("sigmoid_forward", "sigmoid_backward"), routes={
     "kernel":      Route(KERNELS,    ("cpu",),        KERNEL_DTYPES, None),  # the array code's numbers, bit for bit

@@ -10,7 +10,7 @@ of an (N, C) batch of logits) and says so here instead of guessing by rank.
 """
 from .. import backend
 from ..autograd import Function
-from ..kernels.routes import RELU, SIGMOID, SILU
+from ..kernels.routes import LEAKY_RELU, RELU, SIGMOID, SILU
 from . import validate
 from .math import check_float, where
 
@@ -38,17 +38,25 @@ class ReLU(Function):
 
 
 class LeakyReLU(Function):
-    """x where x > 0, negative_slope * x elsewhere (the slope also at 0, as torch)."""
+    """x where x > 0, negative_slope * x elsewhere (the slope also at 0, as torch). On the CPU one Numba
+    pass each way, the array code's numbers (kernels/cpu.py); elsewhere array code (the table:
+    kernels/routes.py's LEAKY_RELU)."""
 
     def __init__(self, negative_slope):
         self.negative_slope = negative_slope
 
     def forward(self, x):
+        self.kernels = LEAKY_RELU.choose(x).impl  # the device's kernel module, or None: the array code below
+        if self.kernels is not None:
+            y, self.mask = self.kernels.leaky_relu_forward(x, self.negative_slope)
+            return y
         xp = backend.get_array_module(x)
         self.mask = x > 0
         return xp.where(self.mask, x, x * x.dtype.type(self.negative_slope))
 
     def backward(self, gy):
+        if self.kernels is not None:
+            return (self.kernels.leaky_relu_backward(gy, self.mask, self.negative_slope),)
         xp = backend.get_array_module(gy)
         return (xp.where(self.mask, gy, gy * gy.dtype.type(self.negative_slope)),)
 

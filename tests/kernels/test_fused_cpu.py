@@ -1,4 +1,4 @@
-"""kernels/cpu_activation.py (sigmoid, SiLU) and cpu_norm.py's local response norm: fused passes around
+"""kernels/cpu_activation.py (sigmoid, SiLU), cpu.py's LeakyReLU and cpu_norm.py's local response norm: fused passes around
 NumPy's exp and power give the array code's numbers bit for bit (so torch's, which tests/functional
 checks); the activations on the values where the stable form matters: large magnitudes, zeros,
 infinities and NaN."""
@@ -35,6 +35,19 @@ def test_silu_kernels_equal_the_array_code(dtype, rng):
         np.testing.assert_array_equal(s_kept, s)
         np.testing.assert_array_equal(cpu.silu_backward(gy, x, s), gy * s * (1 + x * (1 - s)))
     assert y.dtype == dtype and s_kept.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [0.1, 0.01, 0.0, -0.5, 3.0])
+def test_leaky_relu_kernels_equal_the_array_code(slope, dtype, rng):
+    """kernels/cpu.py's LeakyReLU: the array code's numbers (the slope at 0 and on NaN, as torch), any slope,
+    and a non-contiguous input."""
+    x, gy = _values(dtype, rng).transpose(3, 1, 0, 2), rng.standard_normal((19, 3, 2, 17)).astype(dtype)
+    y, mask = cpu.leaky_relu_forward(x, slope)
+    np.testing.assert_array_equal(mask, x > 0)
+    np.testing.assert_array_equal(y, np.where(x > 0, x, x * dtype(slope)))
+    np.testing.assert_array_equal(cpu.leaky_relu_backward(gy, mask, slope), np.where(mask, gy, gy * dtype(slope)))
+    assert y.dtype == dtype
 
 
 def _lrn(x, gy, size):

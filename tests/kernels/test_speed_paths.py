@@ -89,6 +89,8 @@ def test_relu_kernel_takes_non_contiguous_input(rng):
 FUSED = [
     pytest.param("sigmoid", F.sigmoid, torch.sigmoid, (4, 9), ("sigmoid_forward", "sigmoid_backward"), id="sigmoid"),
     pytest.param("silu", F.silu, TF.silu, (4, 9), ("silu_forward", "silu_backward"), id="silu"),
+    pytest.param("leaky_relu", lambda t: F.leaky_relu(t, 0.1), lambda t: TF.leaky_relu(t, 0.1), (4, 9),
+                 ("leaky_relu_forward", "leaky_relu_backward"), id="leaky_relu"),
     pytest.param("local_response_norm", lambda t: F.local_response_norm(t, 5, alpha=5e-4, beta=0.75, k=2.0),
                  lambda t: TF.local_response_norm(t, 5, alpha=5e-4, beta=0.75, k=2.0), (2, 7, 3, 4),
                  ("local_response_norm_forward", "local_response_norm_backward"), id="local_response_norm"),
@@ -100,7 +102,7 @@ FUSED = [
 @pytest.mark.parametrize("op, ours, theirs, shape, kernels", FUSED)
 def test_fused_op_takes_its_route_and_equals_the_array_code(op, ours, theirs, shape, kernels, dtype, route, forced,
                                                             rng, spy):
-    """Sigmoid, SiLU and LRN: the Numba kernels for float32 and float64, the array code for float16 (and under
+    """Sigmoid, SiLU, LeakyReLU and LRN: the Numba kernels for float32 and float64, the array code for float16 (and under
     reference_only); the kernels give the array code's numbers bit for bit, output and gradient, and both
     torch's (float16 against torch in float64, to its precision)."""
     route = "reference" if forced else route
