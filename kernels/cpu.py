@@ -7,8 +7,8 @@ ones: ReLU, sigmoid and SiLU (cpu_activation.py), the SGD step, batch norm and l
 (cpu_norm.py; the GPU runs CuPy's array code for these) and
 the Winograd route's transforms (winograd.py). Each
 convolution, pooling and batch norm kernel parallelises over planes or channels that only it
-writes (prange), so there are no races and no atomics; ReLU and SGD are serial (too little work
-to pay for a second thread). All are njit(cache=True) and see only C-contiguous float32/float64
+writes (prange), so there are no races and no atomics; ReLU is serial (too little work to pay for a
+second thread), SGD is parallel over blocks of large parameters only. All are njit(cache=True) and see only C-contiguous float32/float64
 arrays and Python scalars, keeping specialisations (and compile time) to two per kernel.
 
 Indexing inside a prange loop is on flat arrays with unsigned (uint64)
@@ -282,11 +282,17 @@ def _leaky_relu_backward(gyf, mf, gxf, slope):
 # ---- SGD ----
 # torch's SGD rule for one parameter in one pass (NumPy takes six, each a fresh array). The same
 # operations in the same order and dtype as optim/sgd.py's array code, none fused into an FMA, so
-# the numbers are bit for bit those of the array code.
+# the numbers are bit for bit those of the array code. Elementwise, so blocks of SGD_BLOCK elements
+# go to the threads as they come: a parameter of one block (every bias, LeNet's layers) stays on
+# the calling thread, the large ones (a 4096x9216 AlexNet layer) are bound by memory, and both
+# cores move more of it than one.
+
+SGD_BLOCK = 1 << 18  # elements: ~5 MB of the five arrays' traffic, ~0.2 ms on one core
+
 
 @njit(cache=True)
-def _sgd_step(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first):
-    for k in range(np.uint64(pf.size)):
+def _sgd_range(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first, start, stop):
+    for k in range(start, stop):
         g = gf[k]
         if weight_decay != 0:
             g = g + weight_decay * pf[k]
@@ -299,6 +305,19 @@ def _sgd_step(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first)
             bf[k] = b
             g = g + momentum * b if nesterov else b
         nf[k] = pf[k] - lr * g
+
+
+@njit(parallel=True, cache=True)
+def _sgd_step(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first):
+    size = np.uint64(pf.size)
+    block = np.uint64(SGD_BLOCK)
+    blocks = (size + block - np.uint64(1)) // block
+    if blocks <= 1:
+        _sgd_range(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first, np.uint64(0), size)
+        return
+    for i in prange(blocks):  # each block's elements are written by its iteration only
+        start = np.uint64(i) * block
+        _sgd_range(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first, start, min(start + block, size))
 
 
 # ---- the public API, shared with kernels/cuda.py ----

@@ -44,7 +44,7 @@ COMPILE_SECONDS = {
     "im2col": 4.0, "col2im": 2.3, "depthwise_forward": 8.0, "depthwise_backward_input": 6.5,
     "depthwise_backward_weight": 10.0, "max_pool2x2_forward": 0.8, "max_pool2d_forward": 2.2,
     "max_pool2d_backward": 0.8, "relu_forward": 0.2, "relu_backward": 0.2,
-    "leaky_relu_forward": 0.2, "leaky_relu_backward": 0.2, "sgd_step": 0.3,
+    "leaky_relu_forward": 0.2, "leaky_relu_backward": 0.2, "sgd_step": 1.3,
     "negative_abs": 0.2, "sigmoid_from_exp": 0.2, "sigmoid_backward": 0.2, "silu_from_exp": 0.2, "silu_backward": 0.2,
     "channel_stats": 1.1, "scale_shift": 1.1, "grad_sums": 1.0, "grad_input": 1.2,  # batch norm's
     "lrn_scale": 0.5, "lrn_backward": 0.6, "winograd": 10.0, "deform_im2col": 4.0,

@@ -232,10 +232,10 @@ def test_deform_conv2d_takes_its_route_and_equals_the_reference(dtype, route, fo
             assert_within_scale(a, b, 1e-5, what)
 
 
-def _sgd_run(config, dtype, forced=False, steps=5):
+def _sgd_run(config, dtype, forced=False, steps=5, shapes=((3, 4), (7,), (2, 1, 5))):
     """Parameters after `steps` SGD steps with the same gradients, and the routes the steps took."""
     rng = np.random.default_rng(0)
-    params = [nn.Parameter(rng.standard_normal(shape).astype(dtype)) for shape in [(3, 4), (7,), (2, 1, 5)]]
+    params = [nn.Parameter(rng.standard_normal(shape).astype(dtype)) for shape in shapes]
     opt = optim.SGD(params, **config)
     with run(forced), dispatch.recording() as taken:
         for _ in range(steps):
@@ -264,6 +264,20 @@ def test_fused_sgd_step_is_the_array_code_bit_for_bit(config, dtype):
             assert a is None and b is None
             continue
         assert a.dtype == b.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_sgd_step_over_blocks_is_the_array_code_bit_for_bit(dtype):
+    """A parameter of several SGD_BLOCKs (the last one short) is stepped block by block on the threads: the
+    same numbers as the array code, element for element."""
+    from scratchnet.kernels.cpu import SGD_BLOCK
+    shapes = [(3, SGD_BLOCK + 7), (SGD_BLOCK // 2,)]  # four blocks, the last 21 elements; one block
+    config = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    fused, fused_buffers, taken = _sgd_run(config, dtype, steps=2, shapes=shapes)
+    plain, plain_buffers, _ = _sgd_run(config, dtype, forced=True, steps=2, shapes=shapes)
+    assert taken == {("sgd", "kernel"): 4}
+    for a, b in zip(fused + fused_buffers, plain + plain_buffers):
         np.testing.assert_array_equal(a, b)
 
 
