@@ -282,8 +282,8 @@ def _leaky_relu_backward(gyf, mf, gxf, slope):
 # ---- SGD ----
 # torch's SGD rule for one parameter in one pass (NumPy takes six, each a fresh array). The same
 # operations in the same order and dtype as optim/sgd.py's array code, none fused into an FMA, so
-# the numbers are bit for bit those of the array code. Elementwise, so blocks of SGD_BLOCK elements
-# go to the threads as they come: a parameter of one block (every bias, LeNet's layers) stays on
+# the numbers are bit for bit those of the array code. Elementwise, so blocks of at least SGD_BLOCK
+# elements go to the threads: a parameter of one block (every bias, LeNet's layers) stays on
 # the calling thread, the large ones (a 4096x9216 AlexNet layer) are bound by memory, and both
 # cores move more of it than one.
 
@@ -310,9 +310,9 @@ def _sgd_range(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first
 @njit(parallel=True, cache=True)
 def _sgd_step(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first):
     size = np.uint64(pf.size)
-    block = np.uint64(SGD_BLOCK)
-    blocks = (size + block - np.uint64(1)) // block
-    if blocks <= 1:
+    blocks = max(np.uint64(1), size // np.uint64(SGD_BLOCK))  # of SGD_BLOCK to 2 SGD_BLOCK elements, evened out
+    block = (size + blocks - np.uint64(1)) // blocks
+    if blocks == 1:
         _sgd_range(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first, np.uint64(0), size)
         return
     for i in prange(blocks):  # each block's elements are written by its iteration only

@@ -269,10 +269,10 @@ def test_fused_sgd_step_is_the_array_code_bit_for_bit(config, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_sgd_step_over_blocks_is_the_array_code_bit_for_bit(dtype):
-    """A parameter of several SGD_BLOCKs (the last one short) is stepped block by block on the threads: the
+    """A parameter of several SGD_BLOCKs is stepped block by block on the threads: the
     same numbers as the array code, element for element."""
     from scratchnet.kernels.cpu import SGD_BLOCK
-    shapes = [(3, SGD_BLOCK + 7), (SGD_BLOCK // 2,)]  # four blocks, the last 21 elements; one block
+    shapes = [(5, SGD_BLOCK // 2 + 3), (SGD_BLOCK // 2,)]  # two blocks, the second one element short; one block
     config = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
     fused, fused_buffers, taken = _sgd_run(config, dtype, steps=2, shapes=shapes)
     plain, plain_buffers, _ = _sgd_run(config, dtype, forced=True, steps=2, shapes=shapes)
