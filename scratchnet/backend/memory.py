@@ -6,10 +6,11 @@ until it has seen one freed, every block above 128 KB) with a fresh ``mmap`` and
 ``free``, and hands the top of its heap back above a trim threshold: the next step gets new pages,
 and the kernel zeroes each one at its first touch. NumPy also advises huge pages for arrays of 4 MB
 and more, and where the kernel defragments memory for them on a fault (``defrag = madvise``, common
-on VMs), each 2 MB page can cost milliseconds. Measured on a 2-core VM, one training step, default
-allocator vs this policy, fastest of 4 steps: VGG-16 b4 1987 vs 1603 ms, AlexNet b8 485 vs 365,
-EfficientNet-B0 b8 592 vs 465, ResNet-50 b8 1603 vs 1441; system time per step 100-2000 ms vs
-5-70 ms (docs/core.md, Memory).
+on VMs), each 2 MB page can cost milliseconds. Measured on a quiet 2-core VM, a training step at
+batch 8 without and with this policy (``SCRATCHNET_KEEP_MEMORY=0 python benchmarks/zoo.py --models
+alexnet,vgg16,resnet50,efficientnet_b0 --batches 8 --rounds 1 --orders scratchnet``, then without the
+variable): AlexNet 355 vs 328 ms, VGG-16 3064 vs 2810, ResNet-50 1475 vs 1360, EfficientNet-B0 555
+vs 436 (docs/core.md, Memory).
 
 So, with glibc (Linux), ``apply()`` (``import scratchnet`` runs it) sets two of malloc's options at
 run time, whatever was imported first:
