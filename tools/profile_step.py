@@ -16,8 +16,9 @@ has Numba kernels beside its array code, else "-" (array code only).
 the profiled steps) minus the time inside ops and the optimizer: the framework's Python (module
 calls, argument checks, the autograd walk and its gradient accumulation, tensor bookkeeping) and
 whatever the hook does not see. The header also gives a plain step's system time (the kernel's, on
-every thread: page faults above all) and its minor page faults (docs/core.md, Memory). Times are the mean over --steps steps after one warm-up step; on a
-busy machine the shares are meaningful, absolute times are not (--threads 1 --cpu-time is steadier).
+every thread: page faults above all) and its minor page faults (docs/core.md, Memory). Times are
+the mean over --steps steps after two warm-up steps; on a busy machine the shares are meaningful,
+absolute times are not (--threads 1 --cpu-time is steadier).
 """
 import argparse
 import json
@@ -117,7 +118,8 @@ def profile(name, batch, steps=3, detail=False, threads=None, cpu_time=False):
         loss.backward()
         timed("optimizer step", optimizer.step)
 
-    step()  # warm-up: kernels loaded (or compiled), optimizer state, first allocations
+    for _ in range(2):  # warm-up: kernels loaded (or compiled), optimizer state, and the heap grown to a
+        step()  # step's size (docs/core.md, Memory), which the first two steps do
     profiler, plain, kernel_s, faults = OpProfiler(detail, clock), [], 0.0, 0
     for _ in range(steps):
         usage, start = resource.getrusage(resource.RUSAGE_SELF), clock()
