@@ -55,7 +55,8 @@ def reset_peak():
 def trim_heap():
     """Hand the memory malloc keeps free back to the kernel (glibc's malloc_trim); False elsewhere.
     scratchnet keeps freed memory for reuse (scratchnet/backend/memory.py), PyTorch's CPU allocator keeps
-    some: trimmed, a step's peak above the resident size before it is the memory the step needs."""
+    some: trimmed, a step's peak above the resident size before it is the memory the step needs. Not
+    scratchnet's release_memory(): the PyTorch child must not import scratchnet (its policies)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     import ctypes

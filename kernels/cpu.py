@@ -7,9 +7,10 @@ ones: ReLU, sigmoid and SiLU (cpu_activation.py), the SGD step, batch norm and l
 (cpu_norm.py; the GPU runs CuPy's array code for these) and
 the Winograd route's transforms (winograd.py). Each
 convolution, pooling and batch norm kernel parallelises over planes or channels that only it
-writes (prange), so there are no races and no atomics; ReLU is serial (too little work to pay for a
-second thread), SGD is parallel over blocks of large parameters only. All are njit(cache=True) and see only C-contiguous float32/float64
-arrays and Python scalars, keeping specialisations (and compile time) to two per kernel.
+writes (prange), so there are no races and no atomics; the activations are serial (too little work
+to pay for a second thread, or bound by memory), SGD is parallel over blocks of large parameters
+only. All are njit(cache=True) and see only C-contiguous float32/float64 arrays and Python scalars,
+keeping specialisations (and compile time) to two per kernel.
 
 Indexing inside a prange loop is on flat arrays with unsigned (uint64)
 offsets: signed indices make Numba check for negative ones, and that keeps
@@ -416,10 +417,10 @@ def max_pool2d_backward(gy, argmax, x_shape):
 
 # ---- CPU only (the GPU takes CuPy's elementwise ops) ----
 
-def _elementwise_backward(kernel, gy, *saved):
-    """gx from an elementwise backward kernel(gy, *saved, gx), all as flat contiguous views."""
+def _elementwise_backward(kernel, gy, *saved, scalars=()):
+    """gx from an elementwise backward kernel(gy, *saved, gx, *scalars), the arrays as flat contiguous views."""
     gx = np.empty(gy.shape, dtype=gy.dtype)
-    kernel(_c(gy).reshape(-1), *(_c(a).reshape(-1) for a in saved), gx.reshape(-1))
+    kernel(_c(gy).reshape(-1), *(_c(a).reshape(-1) for a in saved), gx.reshape(-1), *scalars)
     return gx
 
 
@@ -446,9 +447,7 @@ def leaky_relu_forward(x, negative_slope):
 
 def leaky_relu_backward(gy, mask, negative_slope):
     """gy where the input was positive, else negative_slope * gy."""
-    gx = np.empty(gy.shape, dtype=gy.dtype)
-    _leaky_relu_backward(_c(gy).reshape(-1), _c(mask).reshape(-1), gx.reshape(-1), gy.dtype.type(negative_slope))
-    return gx
+    return _elementwise_backward(_leaky_relu_backward, gy, mask, scalars=(gy.dtype.type(negative_slope),))
 
 
 def sigmoid_forward(x):

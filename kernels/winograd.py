@@ -59,7 +59,7 @@ def choose_tile(out_hw, batch):
     and their G-transform) touches alpha^2 floats per channel pair once per call, worth about
     FILTER_WORK GEMM columns. Large batches and maps: F(4x4) (56x56: 7056 against F(2x2)'s 12544
     products per image); small ones, where the filter side is most of the work, F(2x2): ResNet-18's
-    512 @7 at batch 8 (forward and both gradients: 40 ms against F(4x4)'s 51, one quiet 2-core run).
+    512 @7 at batch 8 (forward and both gradients: 30 ms against F(4x4)'s 38, one quiet 2-core run).
     """
     def work(m):
         return (m + 2) ** 2 * (-(-out_hw[0] // m) * -(-out_hw[1] // m) * batch + FILTER_WORK)
@@ -549,7 +549,9 @@ def _correlate(x, u, pad, out_hw, tile):
     b_t, a_t = _padded(tile.b_t, x.dtype), _padded(tile.a_t, x.dtype)
     y = np.empty((n, k) + tuple(out_hw), dtype=x.dtype)
     if max(c, k) <= FUSED_CHANNELS:
-        _fused_correlate(x, np.ascontiguousarray(u), b_t, a_t, pad[0], pad[1], y, _group(n, tiles_h, tiles_w, max(c, k), tile, x.itemsize))
+        group = _group(n, tiles_h, tiles_w, max(c, k), tile, x.itemsize)
+        u = np.ascontiguousarray(u)  # the input gradient's is a transposed view; the fused kernels index it flat
+        _fused_correlate(x, u, b_t, a_t, pad[0], pad[1], y, group)
         return y
     run = tiles_w * n
     chunks = _chunks(tiles_h, run, max(c, k), tile, x.itemsize)

@@ -52,7 +52,8 @@ def apply():
     if os.environ.get("SCRATCHNET_KEEP_MEMORY", "1").strip() == "0":
         _policy = "off: SCRATCHNET_KEEP_MEMORY=0"
     elif any(name in os.environ for name in MALLOC_ENVIRONMENT):
-        _policy = "off: the environment tunes malloc (" + ", ".join(n for n in MALLOC_ENVIRONMENT if n in os.environ) + ")"
+        tuned = ", ".join(name for name in MALLOC_ENVIRONMENT if name in os.environ)
+        _policy = f"off: the environment tunes malloc ({tuned})"
     elif libc is None:
         _policy = f"off: the C library is not glibc ({platform.system()} {platform.libc_ver()[0] or '?'})"
     elif libc.mallopt(M_MMAP_MAX, 0) != 1 or libc.mallopt(M_TRIM_THRESHOLD, -1) != 1:  # 1: done

@@ -1,6 +1,6 @@
-"""kernels/cpu_activation.py (sigmoid, SiLU), cpu.py's LeakyReLU and cpu_norm.py's local response norm: fused passes around
-NumPy's exp and power give the array code's numbers bit for bit (so torch's, which tests/functional
-checks); the activations on the values where the stable form matters: large magnitudes, zeros,
+"""kernels/cpu_activation.py (sigmoid, SiLU), cpu.py's LeakyReLU and cpu_norm.py's local response norm:
+fused passes (around NumPy's exp and power) give the array code's numbers bit for bit (so torch's,
+which tests/functional checks); the activations on the values where the stable form matters: large magnitudes, zeros,
 infinities and NaN."""
 import numpy as np
 import pytest
