@@ -52,3 +52,14 @@ def test_unknown_model_is_one_error(capsys):
     with pytest.raises(SystemExit) as stop:
         profile_step.main(["no_such_net"])
     assert stop.value.code == 2 and "unknown model 'no_such_net'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [(["--batch", "0"], "--batch must be at least 1, got 0"),
+                                        (["--steps", "-1"], "--steps must be at least 1, got -1"),
+                                        (["--threads", "0"], "--threads must be at least 1, got 0"),
+                                        (["--top", "-2"], "--top must be 0 (all rows) or more, got -2")])
+def test_out_of_range_counts_are_one_error(argv, says, capsys):
+    with pytest.raises(SystemExit) as stop:
+        profile_step.main(["lenet5", *argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and says in err and "Traceback" not in err

@@ -183,6 +183,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.model not in list_models():
         parser.error(f"unknown model {args.model!r}; one of: {', '.join(list_models())}")
+    for flag in ("batch", "steps", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag} must be at least 1, got {value}")
+    if args.top < 0:
+        parser.error(f"--top must be 0 (all rows) or more, got {args.top}")
     result = profile(args.model, args.batch, args.steps, args.detail, args.threads, args.cpu_time)
     print_profile(result, args.top)
     if args.json:
