@@ -17,6 +17,8 @@ offsets: signed indices make Numba check for negative ones, and that keeps
 LLVM from vectorising (a copy loop ran 10x slower); and never mix uint64 with
 int64 in one expression (Numba makes it a float).
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -493,7 +495,7 @@ def sgd_step(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
 
 def _planes(a):
     """a (N, C, ...) as a contiguous (N, C, M) array, M the size of a plane."""
-    return _c(a).reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
+    return _c(a).reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
 
 
 def batch_norm_stats(x):

@@ -23,11 +23,13 @@ is contiguous, so grouped and depthwise convolution are one batched matmul,
 never a Python loop over groups. col2im is the *adjoint* of im2col, not its
 inverse: overlapping windows accumulate.
 """
+import math
 from collections import namedtuple
 
 import numpy as np
 
 from .. import backend, kernels
+from ..backend.blas import stacked_matmul
 from ..kernels.dispatch import ANY, KERNEL_DTYPES, Op, Route, device, same_dtype
 
 Geometry = namedtuple("Geometry", "stride padding dilation groups out_hw")
@@ -100,7 +102,7 @@ def _grouped_matmul(a, b):
     """(g, m, k) @ (g, k, n); one plain 2-D GEMM when g == 1."""
     if a.shape[0] == 1:
         return (a[0] @ b[0])[None]
-    return a @ b
+    return stacked_matmul(a, b)
 
 
 def _weight_gradient(gy_groups, col_groups):
@@ -112,7 +114,7 @@ def _weight_gradient(gy_groups, col_groups):
     slower on the conv benchmark's shapes (OpenBLAS, one thread)."""
     if gy_groups.shape[0] == 1:
         return (col_groups[0] @ gy_groups[0].T).T[None]
-    return (col_groups @ gy_groups.transpose(0, 2, 1)).transpose(0, 2, 1)
+    return stacked_matmul(col_groups, gy_groups.transpose(0, 2, 1)).transpose(0, 2, 1)
 
 
 # ---------------------------------------------------------------- route: reference
@@ -235,9 +237,9 @@ class Gemm1x1:
         n, c_out = x.shape[0], w.shape[0]
         c_in = x.shape[1]  # named, not -1: an empty batch (N = 0) leaves -1 undetermined
         if g == 1:  # (C_out, C_in) broadcast against (N, C_in, oh*ow): one BLAS GEMM per image
-            y = w.reshape(c_out, -1) @ xs.reshape(n, c_in, oh * ow)
+            y = stacked_matmul(w.reshape(c_out, -1), xs.reshape(n, c_in, oh * ow))
         else:
-            y = w.reshape(g, c_out // g, -1) @ xs.reshape(n, g, c_in // g, oh * ow)
+            y = stacked_matmul(w.reshape(g, c_out // g, -1), xs.reshape(n, g, c_in // g, oh * ow))
         return y.reshape(n, c_out, oh, ow)
 
     @staticmethod
@@ -245,7 +247,8 @@ class Gemm1x1:
         xp, g, (oh, ow) = backend.get_array_module(gy), geo.groups, geo.out_hw
         n, c_out, c_group = gy.shape[0], w.shape[0], w.shape[1]
         w_t = xp.ascontiguousarray(w.reshape(g, c_out // g, c_group).transpose(0, 2, 1))  # (g, C_in/g, C_out/g)
-        gxs = (w_t[0] @ gy.reshape(n, c_out, oh * ow)) if g == 1 else (w_t @ gy.reshape(n, g, c_out // g, oh * ow))
+        gxs = stacked_matmul(w_t[0], gy.reshape(n, c_out, oh * ow)) if g == 1 else \
+            stacked_matmul(w_t, gy.reshape(n, g, c_out // g, oh * ow))
         gxs = gxs.reshape(n, g * c_group, oh, ow)
         if tuple(x_shape[2:]) == (oh, ow):
             return gxs
@@ -267,7 +270,8 @@ class Gemm1x1:
             return (gy_c @ x_c.T).reshape(w_shape)
         gy_images = xp.ascontiguousarray(gy).reshape(n, g, c_out // g, oh * ow)
         # per image gy (C_out/g, oh*ow) @ x^T (oh*ow, C_in/g), summed over the batch
-        gw = xp.matmul(gy_images, xs.reshape(n, g, x.shape[1] // g, oh * ow).transpose(0, 1, 3, 2)).sum(axis=0)
+        x_images_t = xs.reshape(n, g, x.shape[1] // g, oh * ow).transpose(0, 1, 3, 2)
+        gw = stacked_matmul(gy_images, x_images_t).sum(axis=0)
         return gw.reshape(w_shape)
 
 
@@ -289,7 +293,7 @@ class Window:
     @staticmethod
     def backward_weight(gy, x, w_shape, geo):
         n, c_out = gy.shape[:2]
-        return (gy.reshape(n, c_out).T @ x.reshape(n, int(np.prod(w_shape[1:])))).reshape(w_shape)
+        return (gy.reshape(n, c_out).T @ x.reshape(n, math.prod(w_shape[1:]))).reshape(w_shape)
 
 
 # ---------------------------------------------------------------- route: winograd

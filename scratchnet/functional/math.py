@@ -7,6 +7,7 @@ cat/split are in ``shape.py``; the Tensor's operators (``+ - * / @ **``,
 ``.sum`` ...) are attached in ``tensor_methods.py`` (the differentiable
 backwards here use them, and ``.reshape`` / ``.broadcast_to`` from shape.py).
 """
+import math
 import numbers
 
 import numpy as np
@@ -474,7 +475,7 @@ class Mean(Function):
     def forward(self, x):
         self.shape = x.shape
         self.axes = _normalize_axis(self.axis, x.ndim)
-        self.count = int(np.prod([x.shape[a] for a in self.axes])) if self.axes else 1
+        self.count = math.prod(x.shape[a] for a in self.axes) if self.axes else 1
         if self.count == 0:  # the mean of nothing is NaN, silently, as torch (NumPy warns)
             xp = backend.get_array_module(x)
             return xp.full_like(x.sum(axis=self.axes, keepdims=self.keepdims), xp.nan)

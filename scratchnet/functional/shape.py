@@ -8,6 +8,8 @@ is the op's adjoint applied to a Tensor (indexing's is ``IndexAdd``, whose own
 adjoint is indexing again). The ops whose output can share the input's memory
 are ``ViewFunction``s: their outputs are views, as torch's.
 """
+import math
+
 import numpy as np
 
 from .. import backend
@@ -188,7 +190,7 @@ def flatten(x, start_dim=0, end_dim=-1):
     start, end = validate.flatten_dims("flatten", start_dim, end_dim, len(shape))
     if not shape:
         return reshape(x, (1,))
-    merged = int(np.prod(shape[start:end + 1]))
+    merged = math.prod(shape[start:end + 1])
     return reshape(x, shape[:start] + (merged,) + shape[end + 1:])
 
 
