@@ -7,8 +7,10 @@ For each layer it times scratchnet's three kernels (forward, input gradient, wei
 "f+b" is their sum: what conv2d's depthwise route runs, without autograd's bookkeeping) and
 torch.nn.functional.conv2d(groups=C) forward (no_grad) and forward+backward (input and weight
 gradients), float32, best of --repeat after two warm-up calls. Each library runs in its own
-subprocess (torch is never imported where scratchnet is timed), with this workplace's
-OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides removed from its environment. --threads sets
+subprocess (torch is never imported where scratchnet is timed; torch under --torch-python, by default
+the newest PyTorch installed here, timing.torch_python), --rounds times alternately, each number's
+best kept, with this workplace's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides removed from its
+environment. --threads sets
 sn.set_num_threads / torch.set_num_threads in the children (default: each library's own).
 ratio = torch time / scratchnet time (> 1: scratchnet is faster). Prints the table and the load
 average, writes benchmarks/results/depthwise_cpu.json. benchmarks/conv.py times the same kernels
@@ -21,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from timing import best_time, child_json, layer_calls, started, write_result  # benchmarks/timing.py: the shared rules
+from timing import best_time, child_json, layer_calls, started, torch_python, write_result  # benchmarks/timing.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -54,7 +56,7 @@ def child(library, repeat, threads, cpu_time):
         from scratchnet.kernels import cpu
         if threads:
             sn.set_num_threads(threads)
-    out = {}
+    out = {"_version": torch.__version__ if library == "torch" else np.__version__}
     for name, n, c, size, mult, k, s, p, d in LAYERS:
         rng = np.random.default_rng(0)
         x = rng.standard_normal((n, c, size, size), dtype=np.float32)
@@ -79,11 +81,23 @@ def child(library, repeat, threads, cpu_time):
     return out
 
 
+def keep_best(best, result):
+    """Fold one child's {layer: {phase: seconds}} into ``best``, each number's smallest kept."""
+    for name, times in result.items():
+        if name == "_version":
+            best[name] = times
+        else:
+            best[name] = {phase: min(t, best.get(name, {}).get(phase, t)) for phase, t in times.items()}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=10, help="timed calls per number (best kept)")
     parser.add_argument("--threads", type=int, default=0, help="threads for both libraries (0: their defaults)")
     parser.add_argument("--cpu-time", action="store_true", help="time process CPU time instead of wall time")
+    parser.add_argument("--rounds", type=int, default=2, help="scratchnet/torch children run alternately this often")
+    parser.add_argument("--torch-python", type=Path, default=torch_python(),
+                        help="the interpreter of the PyTorch side (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS / "depthwise_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -92,12 +106,16 @@ def main(argv=None):
         return 0
 
     recorded, load_before = started(), os.getloadavg()
-    results = {}
-    for library in ("scratchnet", "torch"):
-        command = [sys.executable, __file__, "--child", library, "--repeat", str(args.repeat),
-                   "--threads", str(args.threads)] + (["--cpu-time"] if args.cpu_time else [])
-        results[library] = child_json(command, f"the {library} child")
+    results = {"scratchnet": {}, "torch": {}}
+    for _ in range(args.rounds):
+        for library in ("scratchnet", "torch"):
+            python = args.torch_python if library == "torch" else sys.executable
+            command = [str(python), __file__, "--child", library, "--repeat", str(args.repeat),
+                       "--threads", str(args.threads)] + (["--cpu-time"] if args.cpu_time else [])
+            keep_best(results[library], child_json(command, f"the {library} child"))
     load_after = os.getloadavg()
+    torch_version = results["torch"].pop("_version")
+    results["scratchnet"].pop("_version")
 
     rows = []
     for name in results["scratchnet"]:
@@ -108,7 +126,8 @@ def main(argv=None):
                          forward_ratio=theirs["forward"] / ours["forward"],
                          forward_backward_ratio=theirs["forward_backward"] / ours["forward_backward"]))
     clock = "process CPU time" if args.cpu_time else "wall time"
-    print(f"float32, best of {args.repeat}, {clock}, threads: {args.threads or 'library defaults'}")
+    print(f"float32, best of {args.repeat} in each of {args.rounds} alternating round(s), {clock}, threads: "
+          f"{args.threads or 'library defaults'}, torch {torch_version} ({args.torch_python})")
     print(f"{'layer':28} {'fwd ms':>7} {'gx ms':>7} {'gw ms':>7} {'f+b ms':>7} {'torch f':>8} {'torch f+b':>9} "
           f"{'fwd ratio':>9} {'f+b ratio':>9}")
     for r in rows:
@@ -120,7 +139,8 @@ def main(argv=None):
           f"{min(r['forward_backward_ratio'] for r in rows):.2f}")
     print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
     write_result(args.out, dict(rows=rows, geomean_forward_backward_ratio=geomean, clock=clock,
-                                threads=args.threads, repeat=args.repeat), recorded)
+                                threads=args.threads, repeat=args.repeat, rounds=args.rounds,
+                                torch=torch_version), recorded)
     print(f"wrote {args.out}")
     return 0
 

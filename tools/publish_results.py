@@ -295,8 +295,10 @@ def depthwise_layers():
              f"{r['forward_ratio']:.2f}", f"**{r['forward_backward_ratio']:.2f}**") for r in data["rows"]]
     threads = f"{data['threads']} threads each" if data["threads"] else "each library's default threads"
     low = min(data["rows"], key=lambda r: r["forward_backward_ratio"])
-    return (f"{command(data)}, {when(data)}: float32, the fastest of {data['repeat']} calls, {data['clock']}, "
-            f"{threads}; ratio = torch's time / scratchnet's:\n\n"
+    rounds = f" in each of {data['rounds']} alternating rounds" if data.get("rounds", 1) > 1 else ""
+    versus = f", against torch {data['torch']}" if "torch" in data else ""
+    return (f"{command(data)}, {when(data)}: float32, the fastest of {data['repeat']} calls{rounds}, {data['clock']}, "
+            f"{threads}{versus}; ratio = torch's time / scratchnet's:\n\n"
             + table(["layer", "fwd ms", "input grad ms", "weight grad ms", "f+b ms", "torch fwd ms", "torch f+b ms",
                      "fwd ratio", "f+b ratio"], rows)
             + f"\nforward+backward ratio: geometric mean **{data['geomean_forward_backward_ratio']:.2f}**, lowest "

@@ -19,7 +19,7 @@ else (CuPy) goes to its own matmul.
 """
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -60,7 +60,8 @@ def stacked_matmul(a, b, out=None):
         try:
             share(*bounds[0])
         finally:
-            wait(futures)  # every share done before BLAS gets its threads back
+            for future in futures:
+                future.exception()  # waits: every share done before BLAS gets its threads back
         for future in futures:
             future.result()  # raises what a share raised
     finally:
