@@ -101,6 +101,13 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=RESULTS / "depthwise_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for flag, value in (("repeat", args.repeat), ("rounds", args.rounds)):
+        if value < 1:
+            parser.error(f"--{flag} must be at least 1, got {value}")
+    if args.threads < 0:
+        parser.error(f"--threads must be 0 (each library's default) or more, got {args.threads}")
+    if not args.child and not args.torch_python.exists():
+        parser.error(f"--torch-python {args.torch_python} does not exist: give the interpreter of a Python with torch")
     if args.child:
         print(json.dumps(child(args.child, args.repeat, args.threads, args.cpu_time)))
         return 0
