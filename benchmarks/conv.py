@@ -105,8 +105,8 @@ def child_scratchnet(layers, repeat, routes, threads=0, cpu_time=False):
         auto = R.choose_for("auto", call)
         names = [r for r in routes if r in ("auto", "im2col-unchunked") or (r in R.ROUTES and R.fits(r, call))]
         for route in names:
-            algo, chunk = ("im2col", 2**62) if route == "im2col-unchunked" else (route, R.COLUMN_CHUNK_BYTES)
-            saved, R.COLUMN_CHUNK_BYTES = R.COLUMN_CHUNK_BYTES, chunk
+            algo, chunk = ("im2col", 2**62) if route == "im2col-unchunked" else (route, R.THREAD_COLUMN_BYTES)
+            saved, R.THREAD_COLUMN_BYTES = R.THREAD_COLUMN_BYTES, chunk
             x, w = sn.tensor(x_data, requires_grad=True), sn.tensor(w_data, requires_grad=True)
             gy = np.ones((n, co, out, out), dtype=np.float32)
             forward, forward_backward = layer_calls(
@@ -118,7 +118,7 @@ def child_scratchnet(layers, repeat, routes, threads=0, cpu_time=False):
             forward_backward()
             row["peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
-            R.COLUMN_CHUNK_BYTES = saved
+            R.THREAD_COLUMN_BYTES = saved
             rows.append(row)
     return rows
 

@@ -49,63 +49,90 @@ _first_last_jit = njit(cache=True)(_first_last)
 # slice of a view per row (what NumPy code would do) costs Numba more than copying LeNet C3's ten
 # pixels (C3's columns: 0.35 ms flat vs 0.93 ms sliced, one thread).
 
+@njit(cache=True, inline="always")
+def _im2col_row(xf, cf, x_shape, col_shape, cij, sy, sx, ph, pw, dy, dx, pad):
+    """Row cij (one channel and tap) of the columns: n * oh * ow contiguous values."""
+    n, c, h, w = x_shape
+    _, kh, kw, _, oh, ow = col_shape
+    ci, i, j = cij // (kh * kw), (cij // kw) % kh, cij % kw
+    lo, hi = _first_last_jit(ow, w, sx, pw, j * dx)
+    for b in range(n):
+        plane = (b * c + ci) * h * w
+        for oy in range(oh):
+            iy = oy * sy - ph + i * dy
+            d = np.uint64(((cij * n + b) * oh + oy) * ow)
+            if iy < 0 or iy >= h:
+                for k in range(np.uint64(ow)):
+                    cf[d + k] = pad
+                continue
+            for k in range(np.uint64(lo)):
+                cf[d + k] = pad
+            for k in range(np.uint64(hi), np.uint64(ow)):
+                cf[d + k] = pad
+            s, d = np.uint64(plane + iy * w + lo * sx - pw + j * dx), d + np.uint64(lo)
+            if sx == 1:
+                _copy(xf, s, cf, d, hi - lo)
+            else:
+                step = np.uint64(sx)
+                for k in range(np.uint64(hi - lo)):
+                    cf[d + k] = xf[s + k * step]
+
+
 @njit(parallel=True, cache=True)
 def _im2col(x, col, sy, sx, ph, pw, dy, dx, pad_value):
-    n, c, h, w = x.shape
-    _, kh, kw, _, oh, ow = col.shape
-    xf, cf = x.reshape(-1), col.reshape(-1)
-    pad = x.dtype.type(pad_value)
-    for cij in prange(c * kh * kw):  # one (channel, tap) row of col: n * oh * ow contiguous values
-        ci, i, j = cij // (kh * kw), (cij // kw) % kh, cij % kw
-        lo, hi = _first_last_jit(ow, w, sx, pw, j * dx)
-        for b in range(n):
-            plane = (b * c + ci) * h * w
+    xf, cf, pad = x.reshape(-1), col.reshape(-1), x.dtype.type(pad_value)
+    for cij in prange(col.shape[0] * col.shape[1] * col.shape[2]):  # no two rows write one element
+        _im2col_row(xf, cf, x.shape, col.shape, cij, sy, sx, ph, pw, dy, dx, pad)
+
+
+@njit(cache=True, nogil=True)
+def _im2col_one_thread(x, col, sy, sx, ph, pw, dy, dx, pad_value):
+    """_im2col on the calling thread, without the GIL: each of several threads columns its own images."""
+    xf, cf, pad = x.reshape(-1), col.reshape(-1), x.dtype.type(pad_value)
+    for cij in range(col.shape[0] * col.shape[1] * col.shape[2]):
+        _im2col_row(xf, cf, x.shape, col.shape, cij, sy, sx, ph, pw, dy, dx, pad)
+
+
+@njit(cache=True, inline="always")
+def _col2im_plane(cf, xf, col_shape, x_shape, plane, sy, sx, ph, pw, dy, dx):
+    """Plane ``plane`` (= b * C + ci) of x: zeros, then every column entry that came from it added back."""
+    c, kh, kw, n, oh, ow = col_shape
+    h, w = x_shape[2], x_shape[3]
+    b, ci = plane // c, plane % c
+    start = np.uint64(plane * h * w)
+    for k in range(np.uint64(h * w)):
+        xf[start + k] = 0
+    for i in range(kh):
+        for j in range(kw):
+            lo, hi = _first_last_jit(ow, w, sx, pw, j * dx)
             for oy in range(oh):
                 iy = oy * sy - ph + i * dy
-                d = np.uint64(((cij * n + b) * oh + oy) * ow)
                 if iy < 0 or iy >= h:
-                    for k in range(np.uint64(ow)):
-                        cf[d + k] = pad
                     continue
-                for k in range(np.uint64(lo)):
-                    cf[d + k] = pad
-                for k in range(np.uint64(hi), np.uint64(ow)):
-                    cf[d + k] = pad
-                s, d = np.uint64(plane + iy * w + lo * sx - pw + j * dx), d + np.uint64(lo)
-                if sx == 1:
-                    _copy(xf, s, cf, d, hi - lo)
+                s = np.uint64(((((ci * kh + i) * kw + j) * n + b) * oh + oy) * ow + lo)
+                d = np.uint64(plane * h * w + iy * w + lo * sx - pw + j * dx)
+                if sx == 1:  # a contiguous run, which LLVM vectorises
+                    for k in range(np.uint64(hi - lo)):
+                        xf[d + k] += cf[s + k]
                 else:
                     step = np.uint64(sx)
                     for k in range(np.uint64(hi - lo)):
-                        cf[d + k] = xf[s + k * step]
+                        xf[d + k * step] += cf[s + k]
 
 
 @njit(parallel=True, cache=True)
 def _col2im(col, x, sy, sx, ph, pw, dy, dx):
-    c, kh, kw, n, oh, ow = col.shape
-    h, w = x.shape[2], x.shape[3]
     cf, xf = col.reshape(-1), x.reshape(-1)
-    for plane in prange(n * c):  # each (b, ci) plane of x is written by one iteration
-        b, ci = plane // c, plane % c
-        start = np.uint64(plane * h * w)
-        for k in range(np.uint64(h * w)):
-            xf[start + k] = 0
-        for i in range(kh):
-            for j in range(kw):
-                lo, hi = _first_last_jit(ow, w, sx, pw, j * dx)
-                for oy in range(oh):
-                    iy = oy * sy - ph + i * dy
-                    if iy < 0 or iy >= h:
-                        continue
-                    s = np.uint64(((((ci * kh + i) * kw + j) * n + b) * oh + oy) * ow + lo)
-                    d = np.uint64(plane * h * w + iy * w + lo * sx - pw + j * dx)
-                    if sx == 1:  # a contiguous run, which LLVM vectorises
-                        for k in range(np.uint64(hi - lo)):
-                            xf[d + k] += cf[s + k]
-                    else:
-                        step = np.uint64(sx)
-                        for k in range(np.uint64(hi - lo)):
-                            xf[d + k * step] += cf[s + k]
+    for plane in prange(x.shape[0] * x.shape[1]):  # each (b, ci) plane of x is written by one iteration
+        _col2im_plane(cf, xf, col.shape, x.shape, plane, sy, sx, ph, pw, dy, dx)
+
+
+@njit(cache=True, nogil=True)
+def _col2im_one_thread(col, x, sy, sx, ph, pw, dy, dx):
+    """_col2im on the calling thread, without the GIL (as _im2col_one_thread)."""
+    cf, xf = col.reshape(-1), x.reshape(-1)
+    for plane in range(x.shape[0] * x.shape[1]):
+        _col2im_plane(cf, xf, col.shape, x.shape, plane, sy, sx, ph, pw, dy, dx)
 
 
 # max pooling. The general kernel's branches follow the data (a 2-D view per plane is cheap next to
@@ -336,16 +363,32 @@ def _geometry(stride, padding, dilation):
 
 def im2col(x, kernel, stride, padding, dilation, out_hw, pad_value=0):
     """Columns (C, kh, kw, N, oh, ow), the layout of functional/conv.py's im2col."""
+    return _columns(_im2col, x, kernel, stride, padding, dilation, out_hw, pad_value)
+
+
+def im2col_one_thread(x, kernel, stride, padding, dilation, out_hw, pad_value=0):
+    """im2col on the calling thread alone, the GIL released: for one thread's share of a batch."""
+    return _columns(_im2col_one_thread, x, kernel, stride, padding, dilation, out_hw, pad_value)
+
+
+def _columns(kernel_function, x, kernel, stride, padding, dilation, out_hw, pad_value):
     x = _c(x)
     n, c = x.shape[:2]
     col = np.empty((c, kernel[0], kernel[1], n, out_hw[0], out_hw[1]), dtype=x.dtype)
-    _im2col(x, col, *_geometry(stride, padding, dilation), float(pad_value))
+    kernel_function(x, col, *_geometry(stride, padding, dilation), float(pad_value))
     return col
 
 
 def col2im(col, x_shape, stride, padding, dilation):
     x = np.empty(x_shape, dtype=col.dtype)
     _col2im(_c(col), x, *_geometry(stride, padding, dilation))
+    return x
+
+
+def col2im_one_thread(col, x_shape, stride, padding, dilation):
+    """col2im on the calling thread alone, the GIL released: for one thread's share of a batch."""
+    x = np.empty(x_shape, dtype=col.dtype)
+    _col2im_one_thread(_c(col), x, *_geometry(stride, padding, dilation))
     return x
 
 
@@ -558,8 +601,9 @@ def _warm_up_calls(dtype):
     offset, mask = np.zeros((1, 18, 2, 2), dtype), np.ones((1, 9, 2, 2), dtype)
     col = np.zeros((1, 3, 3, 1, 2, 2), dtype)  # deform_im2col's columns for x and a 3x3 kernel
     return [
-        ("im2col", lambda: im2col(x, (3, 3), unit, none, unit, two)),
-        ("col2im", lambda: col2im(np.zeros((1, 3, 3, 1, 2, 2), dtype), x.shape, unit, none, unit)),
+        ("im2col", lambda: [f(x, (3, 3), unit, none, unit, two) for f in (im2col, im2col_one_thread)]),
+        ("col2im", lambda: [f(np.zeros((1, 3, 3, 1, 2, 2), dtype), x.shape, unit, none, unit)
+                            for f in (col2im, col2im_one_thread)]),
         ("depthwise_forward", lambda: depthwise_forward(x, w, unit, none, unit, two)),
         ("depthwise_backward_input", lambda: depthwise_backward_input(y, w, x.shape, unit, none, unit)),
         ("depthwise_backward_weight", lambda: depthwise_backward_weight(y, x, w.shape, unit, none, unit)),
@@ -604,6 +648,7 @@ def _widened(x, w, y, channels):
 # by itself: what a run calling the function needs compiled (the training CLI compiles just those in the
 # background on a machine's first run: scratchnet/train/cpu_kernels.py).
 _COMPILES = {
+    "im2col_one_thread": ("im2col",), "col2im_one_thread": ("col2im",),  # (compiled beside the parallel ones)
     "max_pool2d_forward": ("max_pool2x2_forward", "max_pool2d_forward"),  # (2x2/2 has its own kernel)
     "sigmoid_forward": ("negative_abs", "sigmoid_from_exp"), "silu_forward": ("negative_abs", "silu_from_exp"),
     "batch_norm_stats": ("channel_stats",), "batch_norm_scale_shift": ("scale_shift",),

@@ -41,7 +41,8 @@ PACKAGE = __name__.rpartition(".")[0]  # the kernels package, however it was imp
 # CPU seconds to compile each kernel for one dtype with an empty cache (the helpers it calls
 # included), one core of the 2-core AMD EPYC these tests run on: the estimate a report gives.
 COMPILE_SECONDS = {
-    "im2col": 4.0, "col2im": 2.3, "depthwise_forward": 8.0, "depthwise_backward_input": 6.5,
+    "im2col": 4.0, "col2im": 2.3, "im2col_one_thread": 0.7, "col2im_one_thread": 0.6,
+    "depthwise_forward": 8.0, "depthwise_backward_input": 6.5,
     "depthwise_backward_weight": 10.0, "max_pool2x2_forward": 0.8, "max_pool2d_forward": 2.2,
     "max_pool2d_backward": 0.8, "relu_forward": 0.2, "relu_backward": 0.2,
     "leaky_relu_forward": 0.2, "leaky_relu_backward": 0.2, "sgd_step": 1.3,

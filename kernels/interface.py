@@ -49,6 +49,9 @@ CPU = {
     "batch_norm_grad_input": "(gy, x, mean, mean_gy, k, scale)",  # -> (gy - mean_gy - (x - mean) * k) * scale
     # -> (p, updated in place where it can be written; the momentum buffer)
     "sgd_step": "(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov)",
+    # im2col and col2im on the calling thread alone, the GIL released: one thread's share of a batch
+    "im2col_one_thread": "(x, kernel, stride, padding, dilation, out_hw, pad_value=0)",  # -> col
+    "col2im_one_thread": "(col, x_shape, stride, padding, dilation)",  # -> x
     "winograd_forward": "(x, w, padding, *, tile=None)",  # 3x3 stride 1 -> y
     "winograd_backward_input": "(gy, w, x_shape, padding, *, tile=None)",  # -> gx
     "winograd_backward_weight": "(gy, x, w_shape, padding, *, tile=None)",  # -> gw

@@ -1,4 +1,5 @@
-"""Stacked matrix products on every thread: ``stacked_matmul``, numpy.matmul with its stack split between threads.
+"""Work with BLAS in it, split between the threads: ``stacked_matmul`` (numpy.matmul with its stack split) and
+``run_shares`` (any work, in shares).
 
 ``np.matmul`` on a stack, (B, m, k) @ (B, k, n), calls one BLAS GEMM per item, one after the other,
 and BLAS spreads each GEMM over all its threads: for items of a few MFLOP (Winograd's products at
@@ -16,6 +17,9 @@ numbers (OpenBLAS splits a GEMM between threads by rows and columns, never along
 While shares run, every BLAS library loaded is held at one thread (threadpoolctl); the last share
 to finish gives BLAS back the policy's count (threads.get_num_threads). NumPy arrays only: anything
 else (CuPy) goes to its own matmul.
+
+``run_shares`` runs any work that way, one share per thread: the im2col route's column chunks, each
+built, multiplied and put in place by one thread (functional/conv_routes.py).
 """
 import os
 import threading
@@ -44,7 +48,7 @@ def stacked_matmul(a, b, out=None):
     if a.ndim < 2 or b.ndim < 2:
         return np.matmul(a, b, out=out)
     shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
-    bounds = _shares(shape[0] if len(shape) > 2 else 0, threads.get_num_threads())
+    bounds = thread_shares(shape[0] if len(shape) > 2 else 0)
     if len(bounds) < 2:
         return np.matmul(a, b, out=out)
     if out is None:
@@ -53,12 +57,31 @@ def stacked_matmul(a, b, out=None):
     def share(lo, hi):
         np.matmul(_rows(a, lo, hi, len(shape)), _rows(b, lo, hi, len(shape)), out=out[lo:hi])
 
+    run_shares(share, bounds)
+    return out
+
+
+def thread_shares(items):
+    """[(lo, hi)]: one share of range(items) per thread, or [(0, items)] when splitting would not pay."""
+    return _shares(items, threads.get_num_threads())
+
+
+def run_shares(work, bounds):
+    """work(lo, hi) for every share in ``bounds`` at once, the first on the calling thread and the others on the
+    pool, every BLAS library held at one thread meanwhile; raises what a share raised once all are done.
+
+    ``work`` must not call stacked_matmul or run_shares itself (the pool's threads are its shares) and must
+    release the GIL for its long parts (NumPy's BLAS calls and ``nogil`` kernels do).
+    """
+    if len(bounds) < 2:
+        work(*bounds[0])
+        return
     pool = _pool(len(bounds) - 1)
     _hold_blas()
     try:
-        futures = [pool.submit(share, lo, hi) for lo, hi in bounds[1:]]
+        futures = [pool.submit(work, lo, hi) for lo, hi in bounds[1:]]
         try:
-            share(*bounds[0])
+            work(*bounds[0])
         finally:
             for future in futures:
                 future.exception()  # waits: every share done before BLAS gets its threads back
@@ -66,7 +89,6 @@ def stacked_matmul(a, b, out=None):
             future.result()  # raises what a share raised
     finally:
         _release_blas()
-    return out
 
 
 def _shares(items, n_threads):

@@ -5,6 +5,7 @@ A route is asked for by name (conv_algo=...) and the test checks, through the ou
 creator, that the call really took it, so a table change that silently reroutes fails here.
 """
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch.nn.functional as TF
 import scratchnet as sn
 import scratchnet.functional as F
 from conftest import compare_with_torch, tol_for_sums
+from scratchnet import kernels
 from scratchnet.functional import conv, conv_routes
 from scratchnet.functional.conv_routes import ROUTES, Call, Geometry, choose_for
 
@@ -151,16 +153,60 @@ def conv_output_size_back(size, kernel, stride, padding, dilation):
 COLUMN_BYTES_PER_IMAGE = 4 * 3 * 3 * 6 * 3 * 8  # the case below: C * kh * kw * oh * ow * float64
 
 
+@pytest.fixture
+def threads():
+    """Set the thread count inside a test (sn.set_num_threads), the previous one restored after it."""
+    before = sn.get_num_threads()
+    yield sn.set_num_threads
+    sn.set_num_threads(before)
+
+
+@pytest.mark.parametrize("count", [1, 2], ids=["1-thread", "2-threads"])
 @pytest.mark.parametrize("chunk_bytes", [1, 2 * COLUMN_BYTES_PER_IMAGE, 10**9],
                          ids=["one-image", "two-images", "whole-batch"])
-def test_im2col_batch_chunks(chunk_bytes, monkeypatch, rng):
-    """The im2col route gives torch's numbers whatever the chunk (one image, a few, all at once)."""
-    monkeypatch.setattr(conv_routes, "COLUMN_CHUNK_BYTES", chunk_bytes)
+def test_im2col_batch_chunks(chunk_bytes, count, threads, monkeypatch, rng):
+    """The im2col route gives torch's numbers whatever the chunk (one image, a few, all at once) and however
+    many threads share the chunks."""
+    monkeypatch.setattr(conv_routes, "THREAD_COLUMN_BYTES", chunk_bytes)
+    threads(count)
     x_shape, w_shape, options = (5, 4, 6, 5), (6, 2, 3, 3), dict(stride=(1, 2), padding=1, groups=2)
-    assert len(conv_routes._chunks(5, COLUMN_BYTES_PER_IMAGE)) == {1: 5, 10**9: 1}.get(chunk_bytes, 3)
+    assert len(conv_routes._chunks(5, COLUMN_BYTES_PER_IMAGE, chunk_bytes)) == {1: 5, 10**9: 1}.get(chunk_bytes, 3)
     inputs = [rng.standard_normal(s) for s in (x_shape, w_shape, w_shape[:1])]
     compare_with_torch(lambda x, w, b: F.conv2d(x, w, b, conv_algo="im2col", **options),
                        lambda x, w, b: TF.conv2d(x, w, b, **options), inputs)
+
+
+def test_im2col_chunks_shared_between_threads_give_the_same_numbers(threads, monkeypatch, rng):
+    """On two threads the chunks run on both (each with the one-thread kernels), and the output and both
+    gradients are the one-thread numbers bit for bit: the chunks depend on the shapes only and the weight
+    gradient sums them in order."""
+    x = rng.standard_normal((9, 3, 11, 11)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((9, 8, 6, 6)).astype(np.float32)
+    geo = conv_routes.Geometry((2, 2), (1, 1), (1, 1), 1, (6, 6))
+    monkeypatch.setattr(conv_routes, "THREAD_COLUMN_BYTES", 2 * 3 * 9 * 36 * 4)  # two images a chunk: 5 chunks
+    calls = []
+    for name in ("im2col_one_thread", "col2im_one_thread"):
+        kernel = getattr(kernels.for_device("cpu"), name)
+        monkeypatch.setattr(kernels.for_device("cpu"), name, lambda *a, _k=kernel, _n=name: calls.append(
+            (_n, threading.get_ident())) or _k(*a))
+    results = {}
+    for count in (1, 2):
+        threads(count)
+        calls.clear()
+        results[count] = (conv_routes.Im2col.forward(x, w, geo),
+                          conv_routes.Im2col.backward_input(gy, w, x.shape, geo),
+                          conv_routes.Im2col.backward_weight(gy, x, w.shape, geo))
+        ran_on = {thread for _, thread in calls}
+        assert len(ran_on) == (0 if count == 1 else 2)  # one thread: the parallel kernels, one chunk at a time
+        if count == 2:
+            assert sorted({name for name, _ in calls}) == ["col2im_one_thread", "im2col_one_thread"]
+    for one, two in zip(results[1], results[2]):
+        np.testing.assert_array_equal(one, two)
+    reference = (conv_routes.Reference.forward(x, w, geo), conv_routes.Reference.backward_input(gy, w, x.shape, geo),
+                 conv_routes.Reference.backward_weight(gy, x, w.shape, geo))
+    for ours, expected in zip(results[2], reference):
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
 
 
 # what 'auto' picks, per device and dtype (the AUTO rules in conv_routes.py)
