@@ -188,16 +188,17 @@ def _chunk_groups(a, lo, hi, g):
     return xp.ascontiguousarray(a[lo:hi].transpose(1, 0, 2, 3)).reshape(g, c // g, -1)
 
 
-def _each_chunk(x, bytes_per_image, work):
-    """work(index, lo, hi, kern, matmul) for each chunk of images lo:hi of x's batch: on the CPU the chunks
-    shared between the threads, each run with one-thread kernels (``kern``: an object with im2col and col2im)
-    and np.matmul; else one after the other with the device's kernels and the threaded matmul."""
+def _each_chunk(x, bytes_per_image, work, most=None):
+    """work(index, lo, hi, kern, matmul) for each chunk of images lo:hi of x's batch: on the CPU chunks of
+    ``most`` column bytes (THREAD_COLUMN_BYTES unless given) shared between the threads, each run with one-thread kernels (``kern``: an object
+    with im2col and col2im) and np.matmul; else one after the other with the device's kernels and the
+    threaded matmul."""
     kern, n = kernels.for_array(x), x.shape[0]
     if backend.get_array_module(x) is not np:
         for index, (lo, hi) in enumerate(_chunks(n, bytes_per_image, COLUMN_CHUNK_BYTES)):
             work(index, lo, hi, kern, _grouped_matmul)
         return
-    chunks = _chunks(n, bytes_per_image, THREAD_COLUMN_BYTES)
+    chunks = _chunks(n, bytes_per_image, most or THREAD_COLUMN_BYTES)
     shares = thread_shares(len(chunks))
     if len(shares) < 2:  # (one thread, or too few chunks to share evenly)
         for index, (lo, hi) in enumerate(chunks):
@@ -258,7 +259,11 @@ class Im2col:
             col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
             gy_t = _chunk_groups(gy, lo, hi, g).transpose(0, 2, 1)  # (g, images*oh*ow, C_out/g)
             parts[index] = matmul(col.reshape(g, c_group * kh * kw, -1), gy_t)  # BLAS's fast operand order
-        _each_chunk(x, c * kh * kw * oh * ow * x.itemsize, chunk)
+        # chunks of at least the weight's size: the products, one weight per chunk, then take no more memory
+        # than the whole batch's columns (ResNet-50's 3x3/2 512 @14 at batch 16: one-image chunks would hold
+        # 16 products of 9.4 MB)
+        weight_bytes = math.prod(w_shape) * x.itemsize
+        _each_chunk(x, c * kh * kw * oh * ow * x.itemsize, chunk, max(THREAD_COLUMN_BYTES, weight_bytes))
         if n == 0:
             return _empty_batch(x, w_shape)
         gw = parts[0]
