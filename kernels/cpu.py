@@ -87,7 +87,7 @@ def _im2col(x, col, sy, sx, ph, pw, dy, dx, pad_value):
 
 @njit(cache=True, nogil=True)
 def _im2col_one_thread(x, col, sy, sx, ph, pw, dy, dx, pad_value):
-    """_im2col on the calling thread, without the GIL: each of several threads columns its own images."""
+    """_im2col on the calling thread, without the GIL: several threads each build their own images' columns."""
     xf, cf, pad = x.reshape(-1), col.reshape(-1), x.dtype.type(pad_value)
     for cij in range(col.shape[0] * col.shape[1] * col.shape[2]):
         _im2col_row(xf, cf, x.shape, col.shape, cij, sy, sx, ph, pw, dy, dx, pad)

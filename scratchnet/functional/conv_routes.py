@@ -188,11 +188,15 @@ def _chunk_groups(a, lo, hi, g):
     return xp.ascontiguousarray(a[lo:hi].transpose(1, 0, 2, 3)).reshape(g, c // g, -1)
 
 
+_OneThread = namedtuple("_OneThread", "im2col col2im")  # the CPU kernels a share runs
+
+
 def _each_chunk(x, bytes_per_image, work, most=None):
-    """work(index, lo, hi, kern, matmul) for each chunk of images lo:hi of x's batch: on the CPU chunks of
-    ``most`` column bytes (THREAD_COLUMN_BYTES unless given) shared between the threads, each run with one-thread kernels (``kern``: an object
-    with im2col and col2im) and np.matmul; else one after the other with the device's kernels and the
-    threaded matmul."""
+    """work(index, lo, hi, kern, matmul) for each chunk of images lo:hi of x's batch.
+
+    On the CPU: chunks of ``most`` column bytes (THREAD_COLUMN_BYTES unless given) shared between the
+    threads, each run with the one-thread kernels (``kern``: a _OneThread) and np.matmul. Else, and where
+    the chunks cannot be shared, one after the other with the device's kernels and the threaded matmul."""
     kern, n = kernels.for_array(x), x.shape[0]
     if backend.get_array_module(x) is not np:
         for index, (lo, hi) in enumerate(_chunks(n, bytes_per_image, COLUMN_CHUNK_BYTES)):
@@ -210,9 +214,6 @@ def _each_chunk(x, bytes_per_image, work, most=None):
         for index in range(first, last):
             work(index, *chunks[index], one_thread, np.matmul)
     run_shares(share, shares)
-
-
-_OneThread = namedtuple("_OneThread", "im2col col2im")
 
 
 class Im2col:
@@ -237,9 +238,8 @@ class Im2col:
     @staticmethod
     def backward_input(gy, w, x_shape, geo):
         xp = backend.get_array_module(gy)
-        (c, kh, kw), g = (x_shape[1],) + w.shape[2:], geo.groups
+        c, (c_out, _, kh, kw), g = x_shape[1], w.shape, geo.groups
         oh, ow = geo.out_hw
-        c_out = w.shape[0]
         w_t = xp.ascontiguousarray(w.reshape(g, c_out // g, -1).transpose(0, 2, 1))  # (g, K, C_out/g)
         gx = xp.empty(x_shape, dtype=gy.dtype)
 

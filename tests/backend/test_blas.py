@@ -153,3 +153,36 @@ def test_other_arrays_go_to_their_own_matmul(two_threads, monkeypatch):
     monkeypatch.setattr(blas, "get_array_module", lambda *arrays: Module)
     assert blas.stacked_matmul(a, b) == "theirs"
     assert seen == [(a, b, None)]
+
+
+def test_run_shares_runs_each_share_once_the_first_here(two_threads):
+    """run_shares: every share once, the first on the calling thread and the others on the pool, BLAS at one
+    thread while they run and back after; one share runs here with BLAS as it is."""
+    before = blas_counts()
+    seen = []
+
+    def work(lo, hi):
+        seen.append((lo, hi, threading.current_thread().name, set(blas_counts().values())))
+    blas.run_shares(work, blas.thread_shares(10))
+    assert sorted((lo, hi) for lo, hi, _, _ in seen) == [(0, 5), (5, 10)]
+    here = {(lo, hi): name == threading.current_thread().name for lo, hi, name, _ in seen}
+    assert here == {(0, 5): True, (5, 10): False}
+    assert all(counts == {1} for _, _, _, counts in seen)
+    assert blas_counts() == before
+    seen.clear()
+    blas.run_shares(work, blas.thread_shares(1))
+    assert [(lo, hi, name) for lo, hi, name, _ in seen] == [(0, 1, threading.current_thread().name)]
+    assert seen[0][3] == set(before.values())
+
+
+def test_run_shares_raises_what_a_share_raised_after_all_are_done(two_threads):
+    before = blas_counts()
+    finished = []
+
+    def work(lo, hi):
+        if lo == 0:
+            raise RuntimeError("share 0 failed")
+        finished.append(lo)
+    with pytest.raises(RuntimeError, match="share 0 failed"):
+        blas.run_shares(work, [(0, 1), (1, 2)])
+    assert finished == [1] and blas_counts() == before
