@@ -9,7 +9,8 @@ other library's kernel: OpenBLAS's idle threads spin ~0.1 s after a GEMM, GNU Op
 kernel needs. So this runs the real LeNet-5 training step (batch 64, SGD momentum 0.9, wd
 5e-4, float32) and times every kernel call inside it: the Numba kernels (im2col, col2im,
 max-pool forward/backward: every public function of kernels/cpu.py) and the GEMMs the conv
-routes issue (conv_routes' two GEMM helpers). Then it replays each call alone, back to back, with
+routes issue (conv_routes' three GEMM helpers; _share_matmul: the im2col route's chunks shared between
+the threads). Then it replays each call alone, back to back, with
 the same arrays. ratio = median time in the loop / median time alone (<= 1: no slower in
 the loop; timings on a busy machine scatter, so read the table with the load average).
 
@@ -75,9 +76,10 @@ def measure(steps, repeat):
     originals = {name: getattr(cpu, name) for name in kernels}
     for name, fn in originals.items():
         setattr(cpu, name, timed(name, fn))
-    # the conv routes' GEMMs go through these two helpers (with the @ operator, which no patch of
+    # the conv routes' GEMMs go through these three helpers (with the @ operator, which no patch of
     # numpy.matmul sees); Linear's GEMMs are left out
-    gemms = {f"gemm ({name})": getattr(conv_routes, name) for name in ("_grouped_matmul", "_weight_gradient")}
+    gemms = {f"gemm ({name})": getattr(conv_routes, name)
+             for name in ("_grouped_matmul", "_weight_gradient", "_share_matmul")}
     for label, fn in gemms.items():
         setattr(conv_routes, fn.__name__, timed(label, fn))
 

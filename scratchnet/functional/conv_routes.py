@@ -191,11 +191,17 @@ def _chunk_groups(a, lo, hi, g):
 _OneThread = namedtuple("_OneThread", "im2col col2im")  # the CPU kernels a share runs
 
 
+def _share_matmul(a, b):
+    """A share's GEMM (inside run_shares, BLAS at one thread): np.matmul, under a name of its own so that
+    benchmarks/threads.py can time it beside the other GEMM helpers."""
+    return np.matmul(a, b)
+
+
 def _each_chunk(x, bytes_per_image, work, most=None):
     """work(index, lo, hi, kern, matmul) for each chunk of images lo:hi of x's batch.
 
     On the CPU: chunks of ``most`` column bytes (THREAD_COLUMN_BYTES unless given) shared between the
-    threads, each run with the one-thread kernels (``kern``: a _OneThread) and np.matmul. Else, and where
+    threads, each run with the one-thread kernels (``kern``: a _OneThread) and _share_matmul. Else, and where
     the chunks cannot be shared, one after the other with the device's kernels and the threaded matmul."""
     kern, n = kernels.for_array(x), x.shape[0]
     if backend.get_array_module(x) is not np:
@@ -212,7 +218,7 @@ def _each_chunk(x, bytes_per_image, work, most=None):
 
     def share(first, last):
         for index in range(first, last):
-            work(index, *chunks[index], one_thread, np.matmul)
+            work(index, *chunks[index], one_thread, _share_matmul)
     run_shares(share, shares)
 
 
