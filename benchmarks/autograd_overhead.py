@@ -20,7 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-from timing import best_time, child_json, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
+# benchmarks/timing.py: the shared rules
+from timing import at_least, best_time, child_json, clean_env, started, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -76,8 +77,8 @@ def run(checkout, repeat):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", type=Path, help="another checkout to time the same way (e.g. ../main)")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeat", type=at_least(1), default=5)
+    parser.add_argument("--rounds", type=at_least(1), default=3)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

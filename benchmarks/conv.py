@@ -32,7 +32,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import OVERRIDES, best_time, clean_env, layer_calls, started, torch_python, write_result  # benchmarks/timing.py
+# benchmarks/timing.py
+from timing import OVERRIDES, at_least, best_time, clean_env, layer_calls, started, torch_python, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -157,12 +158,14 @@ def geomean(values):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=3, help="timed calls per number (best kept)")
-    parser.add_argument("--rounds", type=int, default=2, help="torch/scratchnet children run alternately this often")
+    parser.add_argument("--repeat", type=at_least(1), default=3, help="timed calls per number (best kept)")
+    parser.add_argument("--rounds", type=at_least(1), default=2,
+                        help="torch/scratchnet children run alternately this often")
     parser.add_argument("--only", default="", help="only the layers whose name contains this text (any case)")
     parser.add_argument("--routes", default="auto,reference,im2col,im2col-unchunked,gemm1x1,window,winograd,depthwise",
                         help="comma-separated routes to time (each where it handles the layer)")
-    parser.add_argument("--threads", type=int, default=0, help="both sides' thread count (default: each one's own)")
+    parser.add_argument("--threads", type=at_least(0), default=0,
+                        help="both sides' thread count (default: each one's own)")
     parser.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time (a busy machine)")
     parser.add_argument("--torch-python", type=Path, default=torch_python(),
                         help="the interpreter of the PyTorch side (default: %(default)s)")

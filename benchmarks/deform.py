@@ -23,7 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-from timing import best_time, child_json, layer_calls, started, torch_python, write_result  # benchmarks/timing.py
+# benchmarks/timing.py
+from timing import at_least, best_time, child_json, layer_calls, started, torch_python, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -114,8 +115,8 @@ def keep_best(best, rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=3, help="timed calls per number (best kept)")
-    parser.add_argument("--rounds", type=int, default=3, help="the two children run alternately this often")
+    parser.add_argument("--repeat", type=at_least(1), default=3, help="timed calls per number (best kept)")
+    parser.add_argument("--rounds", type=at_least(1), default=3, help="the two children run alternately this often")
     parser.add_argument("--torch-python", type=Path, default=torch_python(),
                         help="Python with torch and torchvision (default: the newest PyTorch installed here)")
     parser.add_argument("--smoke", action="store_true", help="one tiny shape, one round (checks the plumbing)")

@@ -23,7 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-from timing import best_time, child_json, layer_calls, started, torch_python, write_result  # benchmarks/timing.py
+# benchmarks/timing.py
+from timing import at_least, best_time, child_json, layer_calls, started, torch_python, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -92,20 +93,16 @@ def keep_best(best, result):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=10, help="timed calls per number (best kept)")
-    parser.add_argument("--threads", type=int, default=0, help="threads for both libraries (0: their defaults)")
+    parser.add_argument("--repeat", type=at_least(1), default=10, help="timed calls per number (best kept)")
+    parser.add_argument("--threads", type=at_least(0), default=0, help="threads for both libraries (0: their defaults)")
     parser.add_argument("--cpu-time", action="store_true", help="time process CPU time instead of wall time")
-    parser.add_argument("--rounds", type=int, default=2, help="scratchnet/torch children run alternately this often")
+    parser.add_argument("--rounds", type=at_least(1), default=2,
+                        help="scratchnet/torch children run alternately this often")
     parser.add_argument("--torch-python", type=Path, default=torch_python(),
                         help="the interpreter of the PyTorch side (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS / "depthwise_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for flag, value in (("repeat", args.repeat), ("rounds", args.rounds)):
-        if value < 1:
-            parser.error(f"--{flag} must be at least 1, got {value}")
-    if args.threads < 0:
-        parser.error(f"--threads must be 0 (each library's default) or more, got {args.threads}")
     if not args.child and not args.torch_python.exists():
         parser.error(f"--torch-python {args.torch_python} does not exist: give the interpreter of a Python with torch")
     if args.child:

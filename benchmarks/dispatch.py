@@ -28,6 +28,7 @@ import scratchnet.functional as F  # noqa: E402
 from scratchnet import nn, optim  # noqa: E402
 from scratchnet.functional import conv_routes  # noqa: E402
 from scratchnet.kernels import routes  # noqa: E402
+from timing import at_least  # noqa: E402  (benchmarks/timing.py: the command lines' counts)
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -47,8 +48,8 @@ def per_call(fn, calls, repeat):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=20000)
-    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--calls", type=at_least(1), default=20000)
+    parser.add_argument("--repeat", type=at_least(1), default=9)
     parser.add_argument("--out", default=str(RESULTS / "dispatch_cpu.json"))
     args = parser.parse_args(argv)
 

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from timing import clean_env, started, write_result  # benchmarks/timing.py: the shared rules
+from timing import at_least, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -178,7 +178,7 @@ def main():
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--sizes", help=argparse.SUPPRESS)
     p.add_argument("--overlap", choices=("on", "off"), default="on", help=argparse.SUPPRESS)
-    p.add_argument("--rounds", type=int, default=None,
+    p.add_argument("--rounds", type=at_least(1), default=None,
                    help="alternating rounds of the two gradient modes on 2 ranks (default 3; --quick 1)")
     args = p.parse_args()
     if args.worker:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, at_least, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--dataset", help="the CLI's --dataset (default: the model's recipe)")
-    parser.add_argument("--batch", type=int, default=64, help="the one step's batch (and --limit)")
+    parser.add_argument("--batch", type=at_least(1), default=64, help="the one step's batch (and --limit)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "first_run.json")
     args = parser.parse_args(argv)
     recorded, load_before = started(), os.getloadavg()

@@ -29,6 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from conv import LAYERS  # noqa: E402  (the CPU benchmark's layer shapes: one list for both)
+from timing import at_least  # noqa: E402  (benchmarks/timing.py: the command lines' counts)
 
 SCALES = (1, 4)
 
@@ -176,7 +177,7 @@ def parse_options(argv, description, json_name, smoke_help):
     the internal --torch-worker."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=at_least(1), default=5)
     parser.add_argument("--smoke", action="store_true", help=smoke_help)
     parser.add_argument("--json", default=str(HERE / "results" / json_name))
     parser.add_argument("--torch-worker", metavar="JSON", help=argparse.SUPPRESS)  # internal: the torch process

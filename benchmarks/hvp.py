@@ -26,7 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from timing import OVERRIDES, best_time, child_json, started, write_result  # benchmarks/timing.py: the shared rules
+# benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, at_least, best_time, child_json, started, write_result
 from zoo import torch_cifar_resnet  # torch's ResNet-20 with scratchnet's state_dict keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,8 +112,8 @@ def run_child(framework, args, weights):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch", type=at_least(1), default=32)
+    parser.add_argument("--repeat", type=at_least(1), default=3)
     parser.add_argument("--child", choices=["scratchnet", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

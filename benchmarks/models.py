@@ -37,7 +37,8 @@ import scratchnet as sn  # noqa: E402  (first: its thread policy must be set bef
 import numpy as np  # noqa: E402,I100
 from scratchnet import backend  # noqa: E402
 from scratchnet.models import get_model, list_models  # noqa: E402
-from timing import reset_peak, rss_mb, started, write_result  # noqa: E402  (benchmarks/timing.py: the shared rules)
+# benchmarks/timing.py: the shared rules
+from timing import at_least, reset_peak, rss_mb, started, write_result  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -167,9 +168,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="all", help="comma-separated names (default: every ImageNet-size model)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu", "all"])
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=1, help="training steps per model (fastest reported)")
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds per model")
+    parser.add_argument("--batch", type=at_least(1), default=2)
+    parser.add_argument("--steps", type=at_least(1), default=1, help="training steps per model (fastest reported)")
+    parser.add_argument("--timeout", type=at_least(1), default=1800, help="seconds per model")
     parser.add_argument("--min-size", type=int, default=224, help="skip models whose native input is smaller")
     parser.add_argument("--macs", action="store_true", help="params and MACs (no timing) for every model")
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -26,7 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, measure_step, started, write_result  # benchmarks/timing.py: the shared rules
+# benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, at_least, clean_env, measure_step, started, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -121,8 +122,8 @@ def run_child(framework, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps after the warm-up (fastest kept)")
+    parser.add_argument("--batch", type=at_least(1), default=16)
+    parser.add_argument("--steps", type=at_least(1), default=3, help="timed steps after the warm-up (fastest kept)")
     parser.add_argument("--out", type=Path, default=RESULTS / "resnet50_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -32,7 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, child_json, clean_env, started, write_result  # benchmarks/timing.py: the shared rules
+# benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, at_least, child_json, clean_env, started, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 # the libraries' own idle-wait defaults; GOMP_SPINCOUNT overrides OMP_WAIT_POLICY in libgomp
@@ -146,8 +147,8 @@ def run_child(policy, steps, repeat):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=40, help="training steps timed")
-    p.add_argument("--repeat", type=int, default=20, help="replays of each kernel alone")
+    p.add_argument("--steps", type=at_least(1), default=40, help="training steps timed")
+    p.add_argument("--repeat", type=at_least(1), default=20, help="replays of each kernel alone")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--numpy-first", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -1,7 +1,8 @@
 """What the CPU benchmarks share: the timing rule (the fastest of N calls after warm-up calls), the
 environment their timed children run in (this workplace's OpenBLAS overrides removed) and how a child
-is run (``child_json``), the process's resident memory (Linux), the interpreter of the PyTorch side, and
-where a result comes from (``started``/``write_result``)."""
+is run (``child_json``), the process's resident memory (Linux), the interpreter of the PyTorch side,
+where a result comes from (``started``/``write_result``), and the command lines' counts (``at_least``)."""
+import argparse
 import json
 import os
 import platform
@@ -14,6 +15,21 @@ from pathlib import Path
 # set on every machine of this workplace (CI included); they slow NumPy's BLAS and users do not have them
 OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def at_least(low):
+    """An argparse ``type``: an integer of at least ``low``. Anything else (``--rounds 0``, ``--repeat x``) is
+    argparse's one-line error and exit status 2, before any work starts."""
+    def count(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    count.__name__ = f"integer >= {low}"  # (argparse names the type in its message)
+    return count
 
 
 def clean_env():

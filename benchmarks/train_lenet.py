@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, started, torch_python, write_result  # benchmarks/timing.py
+from timing import OVERRIDES, at_least, clean_env, started, torch_python, write_result  # benchmarks/timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 # scratchnet's normalisation of each dataset (scratchnet/train/datasets.py DATASETS)
@@ -154,11 +154,12 @@ def run_torch(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=1, help="alternate the two runs this many times, keep the best")
+    p.add_argument("--epochs", type=at_least(1), default=1)
+    p.add_argument("--rounds", type=at_least(1), default=1,
+                   help="alternate the two runs this many times, keep the best")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-torch", action="store_true", help="only the scratchnet CLI")
-    p.add_argument("--threads", type=int, default=0, help="threads for both sides (default: each one's own)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="threads for both sides (default: each one's own)")
     p.add_argument("--out", default=None, help="run folder (default runs/bench-lenet-DATASET)")
     p.add_argument("--json", default=None, help="where to write the results")
     p.add_argument("--torch-python", type=Path, default=torch_python(),

@@ -28,7 +28,7 @@ import os
 import sys
 
 # benchmarks/timing.py (no NumPy)
-from timing import OVERRIDES, best_time, clean_env, started, torch_python, write_result
+from timing import OVERRIDES, at_least, best_time, clean_env, started, torch_python, write_result
 
 if any(v in os.environ for v in OVERRIDES):  # before numpy loads OpenBLAS
     os.execve(sys.executable, [sys.executable] + sys.argv, clean_env())
@@ -138,9 +138,10 @@ def errors(n, c, s, k):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=at_least(1), default=5)
     parser.add_argument("--quick", action="store_true", help="the first layer only (a smoke test)")
-    parser.add_argument("--threads", type=int, default=0, help="threads for both frameworks (0: their defaults)")
+    parser.add_argument("--threads", type=at_least(0), default=0,
+                        help="threads for both frameworks (0: their defaults)")
     parser.add_argument("--out", type=Path, help="the JSON to write (default: benchmarks/results/winograd_cpu"
                         "[_quick][_Nthread].json)")
     args = parser.parse_args()

@@ -39,7 +39,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import OVERRIDES, clean_env, measure_step, started, torch_python, write_result  # benchmarks/timing.py: the shared rules
+# benchmarks/timing.py: the shared rules
+from timing import OVERRIDES, at_least, clean_env, measure_step, started, torch_python, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -405,15 +406,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(ZOO), help=f"comma-separated, from {', '.join(ZOO)}")
     parser.add_argument("--batches", help="comma-separated batch sizes for every model (default: each model's two)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (each side keeps its fastest)")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per child, after one warm-up step")
-    parser.add_argument("--threads", type=int, default=0, help="both sides' thread count (default: each one's own)")
+    parser.add_argument("--rounds", type=at_least(1), default=3,
+                        help="alternating rounds (each side keeps its fastest)")
+    parser.add_argument("--steps", type=at_least(1), default=3, help="timed steps per child, after one warm-up step")
+    parser.add_argument("--threads", type=at_least(0), default=0,
+                        help="both sides' thread count (default: each one's own)")
     parser.add_argument("--cpu-time", action="store_true", help="compare process CPU time instead of wall time")
     parser.add_argument("--orders", default=",".join(ORDERS), help="scratchnet's import orders to run")
     parser.add_argument("--quick", action="store_true", help="1 round, 1 timed step, each model's first batch size")
     parser.add_argument("--torch-python", type=Path, default=torch_python(),
                         help="the interpreter of the PyTorch side (default: %(default)s)")
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds per child process")
+    parser.add_argument("--timeout", type=at_least(1), default=1800, help="seconds per child process")
     parser.add_argument("--out", type=Path, default=RESULTS / "zoo_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
     parser.add_argument("--order", choices=ORDERS, default="scratchnet", help=argparse.SUPPRESS)
