@@ -380,15 +380,17 @@ def _columns(kernel_function, x, kernel, stride, padding, dilation, out_hw, pad_
 
 
 def col2im(col, x_shape, stride, padding, dilation):
-    x = np.empty(x_shape, dtype=col.dtype)
-    _col2im(_c(col), x, *_geometry(stride, padding, dilation))
-    return x
+    return _images(_col2im, col, x_shape, stride, padding, dilation)
 
 
 def col2im_one_thread(col, x_shape, stride, padding, dilation):
     """col2im on the calling thread alone, the GIL released: for one thread's share of a batch."""
+    return _images(_col2im_one_thread, col, x_shape, stride, padding, dilation)
+
+
+def _images(kernel_function, col, x_shape, stride, padding, dilation):
     x = np.empty(x_shape, dtype=col.dtype)
-    _col2im_one_thread(_c(col), x, *_geometry(stride, padding, dilation))
+    kernel_function(_c(col), x, *_geometry(stride, padding, dilation))
     return x
 
 

@@ -203,14 +203,10 @@ def _each_chunk(x, bytes_per_image, work, most=None):
     On the CPU: chunks of ``most`` column bytes (THREAD_COLUMN_BYTES unless given) shared between the
     threads, each run with the one-thread kernels (``kern``: a _OneThread) and _share_matmul. Else, and where
     the chunks cannot be shared, one after the other with the device's kernels and the threaded matmul."""
-    kern, n = kernels.for_array(x), x.shape[0]
-    if backend.get_array_module(x) is not np:
-        for index, (lo, hi) in enumerate(_chunks(n, bytes_per_image, COLUMN_CHUNK_BYTES)):
-            work(index, lo, hi, kern, _grouped_matmul)
-        return
-    chunks = _chunks(n, bytes_per_image, most or THREAD_COLUMN_BYTES)
-    shares = thread_shares(len(chunks))
-    if len(shares) < 2:  # (one thread, or too few chunks to share evenly)
+    kern, on_cpu = kernels.for_array(x), backend.get_array_module(x) is np
+    chunks = _chunks(x.shape[0], bytes_per_image, (most or THREAD_COLUMN_BYTES) if on_cpu else COLUMN_CHUNK_BYTES)
+    shares = thread_shares(len(chunks)) if on_cpu else [(0, len(chunks))]
+    if len(shares) < 2:  # (the GPU, one thread, or too few chunks to share evenly)
         for index, (lo, hi) in enumerate(chunks):
             work(index, lo, hi, kern, _grouped_matmul)
         return
