@@ -33,7 +33,7 @@ SHARED = {
 # code for these), and has the Winograd route's transforms.
 CPU = {
     **SHARED,
-    "relu_forward": "(x)",  # -> (y, mask): torch's rule, NaN passes
+    "relu_forward": "(x, inplace=False)",  # -> (y, mask): torch's rule, NaN passes; inplace: y is x
     "relu_backward": "(gy, mask)",  # -> gx
     "leaky_relu_forward": "(x, negative_slope)",  # -> (y, mask = x > 0)
     "leaky_relu_backward": "(gy, mask, negative_slope)",  # -> gx

@@ -712,7 +712,8 @@ def apply_inplace(t, op_name, operands, recorded, raw, keeps_self=False):
         if out.dtype != t.dtype:
             out = out.to(dtype=t.dtype)
         _check_writable(t, op_name)
-        t.data[...] = out.data
+        if out.data is not t.data:  # (an op that wrote t's array itself returns it)
+            t.data[...] = out.data
         _rebase(t, out)
     else:
         _check_writable(t, op_name)
@@ -866,7 +867,13 @@ class _Walk:
                                        f"specify retain_graph=True the first time")
                 slot = pending[fn] = [None] * len(fn.output_meta)
                 heapq.heappush(heap, (-fn.generation, next(order), fn))
-            slot[index] = grad if slot[index] is None else slot[index] + grad
+            total = slot[index]
+            if total is None:
+                slot[index] = grad
+            elif not create_graph and _private(total):
+                np.add(total, grad, out=total)  # as torch's engine: into the sum only this walk holds
+            else:
+                slot[index] = total + grad
 
         for (out, seed), edge in zip(roots, edges):
             if edge is not None:
@@ -1050,6 +1057,16 @@ def _unshared(array):
     # three references to an unshared base: the view's, the name `base` here, and getrefcount's argument
     return (type(base) is type(array) and base.base is None and base.size == array.size and
             base.dtype == array.dtype and sys.getrefcount(base) == 3)
+
+
+def _private(array):
+    """Whether the walk's running sum ``array`` may take the next gradient in place: a writeable NumPy array
+    that owns its memory and that no one else holds (no other reference, so no view of it either). Four
+    references then: the walk's slot, its name ``total`` in send, ``array`` here, and getrefcount's argument.
+    A gradient that a backward also returned to another input (Add's), keeps, or handed to a hook is shared:
+    the sum is a new array then."""
+    return (type(array) is np.ndarray and array.flags.owndata and array.flags.writeable
+            and sys.getrefcount(array) == 4)
 
 
 def _reachable(edges):

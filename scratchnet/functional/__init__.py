@@ -2,7 +2,7 @@
 
 One file per family, forward and backward side by side in each Function.
 """
-from .activation import leaky_relu, log_softmax, relu, sigmoid, silu, softmax, tanh
+from .activation import leaky_relu, log_softmax, relu, relu_, sigmoid, silu, softmax, tanh
 from .conv import conv2d, conv_transpose2d
 from .deform import deform_conv2d
 from .dropout import dropout
@@ -19,6 +19,6 @@ __all__ = [
     "abs", "adaptive_avg_pool2d", "add", "avg_pool2d", "batch_norm", "broadcast_to", "cat", "clamp", "conv2d",
     "conv_transpose2d", "cross_entropy", "deform_conv2d", "div", "dropout", "exp", "flatten", "getitem", "leaky_relu",
     "linear", "local_response_norm", "log", "log_softmax", "matmul", "max", "max_pool2d", "mean", "mse_loss", "mul",
-    "neg", "nll_loss", "permute", "pow", "relu", "reshape", "result_type", "sigmoid", "silu", "softmax", "split",
-    "sqrt", "stack", "sub", "sum", "sum_to_size", "tanh", "transpose", "where",
+    "neg", "nll_loss", "permute", "pow", "relu", "relu_", "reshape", "result_type", "sigmoid", "silu", "softmax",
+    "split", "sqrt", "stack", "sub", "sum", "sum_to_size", "tanh", "transpose", "where",
 ]

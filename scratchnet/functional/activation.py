@@ -9,7 +9,7 @@ out and guesses, scratchnet picks ``dim=-1`` (the last axis, the class axis
 of an (N, C) batch of logits) and says so here instead of guessing by rank.
 """
 from .. import backend
-from ..autograd import Function
+from ..autograd import Function, Tensor, apply_inplace
 from ..kernels.routes import LEAKY_RELU, RELU, SIGMOID, SILU
 from . import validate
 from .math import check_float, where
@@ -18,15 +18,23 @@ from .math import check_float, where
 class ReLU(Function):
     """max(x, 0); backward needs only where the input was kept (a bool mask). torch's rule: NaN passes,
     value and gradient. On the CPU one Numba pass writes both (kernels/cpu.py); elsewhere array code
-    (the table: kernels/routes.py's RELU)."""
+    (the table: kernels/routes.py's RELU). ``inplace``: the output is x's own array, written over (relu's
+    ``inplace=True``, which hands this function x's array)."""
+
+    def __init__(self, inplace=False):
+        self.inplace = inplace
 
     def forward(self, x):
         self.kernels = RELU.choose(x).impl  # the device's kernel module, or None: the array code below
         if self.kernels is not None:
-            y, self.mask = self.kernels.relu_forward(x)
+            y, self.mask = self.kernels.relu_forward(x, inplace=self.inplace)
             return y
+        xp = backend.get_array_module(x)
         self.mask = ~(x <= 0)  # True for NaN
-        return backend.get_array_module(x).where(self.mask, x, x.dtype.type(0))
+        if self.inplace:
+            xp.copyto(x, x.dtype.type(0), where=~self.mask)
+            return x
+        return xp.where(self.mask, x, x.dtype.type(0))
 
     def backward(self, gy):
         if self.kernels is not None:
@@ -179,9 +187,25 @@ class LogSoftmax(Function):
         return (gy - self.saved_output(0).exp() * gy.sum(self.axis, keepdim=True),)
 
 
-def relu(x):
+def relu(x, inplace=False):
+    """max(x, 0), as torch.nn.functional.relu. ``inplace=True`` writes the result into x and returns x, with
+    torch's in-place rules (autograd.apply_inplace): recorded as the last op of x's history, refused on a
+    leaf that requires grad, and a backward that kept x's old value refuses to run."""
     check_float("relu", x)
-    return ReLU()(x)
+    if not inplace:
+        return ReLU()(x)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"relu(inplace=True) writes into a Tensor's array, got {type(x).__name__}; pass a Tensor "
+                        f"(sn.tensor(x)) or use inplace=False")
+    # unrecorded (no_grad, or nothing requires grad): still a call of the Function on x itself, so that
+    # FunctionHooks (the ONNX exporter, the profiler) see the op and that its output is x's array
+    return apply_inplace(x, "relu_", (), lambda prior: ReLU(inplace=True)(prior),
+                         lambda array: ReLU(inplace=True)(x))
+
+
+def relu_(x):
+    """relu(x, inplace=True), as torch.relu_."""
+    return relu(x, inplace=True)
 
 
 def leaky_relu(x, negative_slope=0.01):

@@ -1,5 +1,5 @@
-"""The Tensor's operators and methods (``+ - * / @ **``, indexing, ``.sum``, ``.reshape`` ...), and its
-in-place ops (``add_ sub_ mul_ div_ zero_ fill_ copy_ clamp_``, ``+= -= *= /=``).
+"""The Tensor's operators and methods (``+ - * / @ **``, indexing, ``.sum``, ``.reshape``, ``.relu`` ...), and its
+in-place ops (``add_ sub_ mul_ div_ zero_ fill_ copy_ clamp_ relu_``, ``+= -= *= /=``).
 
 They are attached here, to the functions of ``math.py`` and ``shape.py``:
 the autograd layer below knows nothing about math. An in-place op checks its
@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, apply_inplace
+from .activation import relu, relu_
 from .math import (CopyFrom, Fill, _category, abs, add, as_operand, clamp, div, exp, log, matmul, max,  # noqa: A004
                    mean, mul, neg, pow, result_type, sqrt, sub, sum, sum_to_size)
 from .shape import Transpose, broadcast_to, flatten, getitem, permute, reshape, transpose
@@ -44,6 +45,7 @@ def _install_tensor_methods():
     T.max = _reduce_method(max)
     T.exp, T.log, T.sqrt, T.abs = exp, log, sqrt, abs
     T.clamp = clamp
+    T.relu = relu
     T.reshape = reshape
     T.view = reshape
     T.flatten = flatten
@@ -60,7 +62,7 @@ def _install_tensor_methods():
     # in place
     T.add_, T.sub_, T.mul_, T.div_ = add_, sub_, mul_, div_
     T.__iadd__, T.__isub__, T.__imul__, T.__itruediv__ = add_, sub_, mul_, div_
-    T.zero_, T.fill_, T.copy_, T.clamp_ = zero_, fill_, copy_, clamp_
+    T.zero_, T.fill_, T.copy_, T.clamp_, T.relu_ = zero_, fill_, copy_, clamp_, relu_
 
 
 def _comparison(name):

@@ -225,19 +225,19 @@ class Flatten(Module):
 
 
 class ReLU(Module):
-    def __init__(self, inplace=False):  # inplace is accepted for torch compatibility; ops never mutate
+    def __init__(self, inplace=False):  # inplace=True: x's array takes the result (F.relu's in-place rules)
         super().__init__()
         self.inplace = inplace
 
     def forward(self, x):
-        return F.relu(x)
+        return F.relu(x, inplace=self.inplace)
 
     def extra_repr(self):
         return _inplace_repr(self)
 
 
 class LeakyReLU(Module):
-    def __init__(self, negative_slope=0.01, inplace=False):
+    def __init__(self, negative_slope=0.01, inplace=False):  # inplace: accepted for torch, computed out of place
         super().__init__()
         validate.number("LeakyReLU", "negative_slope", negative_slope)
         self.negative_slope, self.inplace = negative_slope, inplace
@@ -260,7 +260,7 @@ class Tanh(Module):
 
 
 class SiLU(Module):
-    def __init__(self, inplace=False):
+    def __init__(self, inplace=False):  # inplace: accepted for torch, computed out of place
         super().__init__()
         self.inplace = inplace
 
@@ -421,7 +421,7 @@ class LocalResponseNorm(Module):
 
 
 class Dropout(Module):
-    def __init__(self, p=0.5, inplace=False):
+    def __init__(self, p=0.5, inplace=False):  # inplace: accepted for torch, computed out of place
         super().__init__()
         validate.probability("Dropout", p)
         self.p, self.inplace = p, inplace

@@ -121,6 +121,9 @@ class Graph(FunctionHook):
             return
         for tensor, name in zip(outputs, [names] if isinstance(names, str) else names):
             self.names[id(tensor)] = name
+            for source in inputs:  # an op that wrote its input's array (relu_): that tensor now holds this value
+                if isinstance(source, Tensor) and source.data is tensor.data:
+                    self.names[id(source)] = name
         self.keep += list(inputs) + list(outputs)
 
 

@@ -15,7 +15,11 @@ def measure(model_name="lenet", weights=None, layer=1, image=0, steps=200, batch
     if not 1 <= layer <= len(convs):
         raise ValueError(f"--layer must be between 1 and {len(convs)} (the conv layers of {label(model_name)})")
     captured = {}
-    handle = convs[layer - 1].register_forward_hook(lambda m, i, o: captured.setdefault("maps", o.data))
+
+    def keep(module, inputs, output):  # returns None: the output goes on unchanged
+        # a copy: an in-place ReLU after the conv (AlexNet's, VGG's) writes over the conv's output array
+        captured.setdefault("maps", output.data.copy())
+    handle = convs[layer - 1].register_forward_hook(keep)
     x, y = study_batch(model, image + 1, data_dir, seed)
     if not 0 <= image < len(x):
         raise ValueError(f"image {image} does not exist: there are {len(x)} images to choose from")

@@ -82,6 +82,44 @@ def test_accumulation_is_in_place_as_torch():
     assert held._version == theirs._version == 1
 
 
+class _Returned(sn.FunctionHook):
+    """Notes what each backward returned and received, by id only (holding the arrays would make them shared)."""
+
+    def __init__(self, keep=False):
+        self.keep, self.returned, self.received, self.kept = keep, {}, {}, []
+
+    def backward_preprocess(self, function, grad_outputs):
+        self.received[id(function)] = [id(g) for g in grad_outputs]
+
+    def backward_postprocess(self, function, grad_outputs, grad_inputs):
+        self.returned[id(function)] = [id(g) for g in grad_inputs if g is not None]
+        if self.keep:  # as a user's hook may: the arrays, with a copy of their values now
+            self.kept += [(g, g.copy()) for g in grad_inputs if g is not None]
+
+
+def test_a_join_sums_into_the_first_gradient_when_nothing_else_holds_it(rng):
+    """h feeds two products: their gradients meet at h's creator. The sum is made in the first one to arrive
+    (as torch's engine does) when no one else holds it; an array a hook kept is never written: the sum is a
+    new array then. Add's and Sub's gradients, one array sent to two inputs at once, are shared: a and b sum
+    theirs out of place. Torch's numbers always."""
+    x0 = rng.standard_normal((3, 4))
+    for keep in (False, True):
+        x = sn.tensor(x0, requires_grad=True)
+        h = x * 2
+        a, b = h * 3, h * h
+        with _Returned(keep) as seen:
+            ((a + b) * (a - b)).sum().backward()
+        twin = torch.tensor(x0, requires_grad=True)
+        th = twin * 2
+        ta, tb = th * 3, th * th
+        ((ta + tb) * (ta - tb)).sum().backward()
+        np.testing.assert_allclose(x.grad.numpy(), twin.grad.numpy(), rtol=1e-14)
+        from_products = {i for fn in (a.creator, b.creator) for i in seen.returned[id(fn)]}
+        assert (seen.received[id(h.creator)][0] in from_products) != keep  # summed in place unless kept
+        for array, value in seen.kept:
+            np.testing.assert_array_equal(array, value)
+
+
 def test_grad_assignment_is_checked_as_torch():
     x, tx = pair([1.0, 2.0])
     x.grad = sn.tensor(np.array([1.0, 1.0]))

@@ -20,6 +20,7 @@ INPLACE = [  # (name, call on a tensor t with operand o)
     ("fill_", lambda t, o: t.fill_(0.25)),
     ("zero_", lambda t, o: t.zero_()),
     ("copy_", lambda t, o: t.copy_(o)),
+    ("relu_", lambda t, o: t.relu_()),  # (its zeros and NaNs: test_relu_in_place below)
 ]
 IDS = [name for name, _ in INPLACE]
 

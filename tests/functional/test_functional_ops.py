@@ -12,6 +12,8 @@ from conftest import assert_close, compare_with_torch
 
 ACTIVATIONS = [
     ("relu", F.relu, TF.relu),
+    # (x * 1: not a leaf, which in place is refused)
+    ("relu_inplace", lambda x: F.relu(x * 1, inplace=True), lambda x: TF.relu(x * 1, inplace=True)),
     ("leaky_relu", F.leaky_relu, TF.leaky_relu),
     ("leaky_relu_0.1", lambda x: F.leaky_relu(x, 0.1), lambda x: TF.leaky_relu(x, 0.1)),  # YOLOv1
     ("sigmoid", F.sigmoid, torch.sigmoid),
@@ -38,6 +40,54 @@ def test_activation_gradcheck(name, op, torch_op, rng):
     x = rng.standard_normal((3, 4))
     x[np.abs(x) < 1e-3] = 0.5  # keep finite differences off the relu kink
     assert sn.gradcheck(op, [sn.tensor(x, requires_grad=True)])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])  # float16: the array code's route
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_relu_in_place_writes_the_same_numbers_into_x_itself(dtype, layout, device):
+    """torch's rule in place too: NaN passes (value and gradient), -inf and -0.0 become 0; a strided x is
+    written through (its own memory changes); the gradient is the out-of-place one, bit for bit."""
+    values = np.array([[-2.0, -0.0, 0.0, np.nan, -np.inf, np.inf, 3.0, -1e-30]], dtype=dtype)
+    values = np.concatenate([values, -values]).astype(dtype)
+    if layout == "transposed":
+        values = np.ascontiguousarray(values.T).T  # (2, 8), F-ordered
+    expected = F.relu(sn.tensor(values, device=device)).numpy()
+    x = sn.tensor(values.copy(order="K"), device=device)
+    array = x.data
+    assert x.relu_() is x and F.relu(x, inplace=True) is x and x.data is array and x._version == 2
+    np.testing.assert_array_equal(x.numpy(), expected)
+    assert np.signbit(x.numpy()[~np.isnan(x.numpy())]).sum() == 0  # no -0.0 left
+    theirs = torch.tensor(values.astype(np.float64)).relu_()
+    np.testing.assert_array_equal(x.numpy().astype(np.float64), theirs.numpy())
+    grads = []
+    for inplace in (False, True):
+        leaf = sn.tensor(values, requires_grad=True, device=device)
+        h = leaf * 1
+        F.relu(h, inplace=inplace).backward(sn.tensor(np.full(values.shape, 3.0, dtype), device=device))
+        grads.append(leaf.grad.numpy())
+    np.testing.assert_array_equal(*grads)
+
+
+def test_relu_in_place_follows_torch_rules(rng):
+    """Refused on a leaf that requires grad; recorded on a non-leaf; a backward that kept x refuses."""
+    for lib, relu in ((sn, F.relu), (torch, TF.relu)):
+        leaf = lib.tensor(rng.standard_normal(4), requires_grad=True)
+        with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place"):
+            relu(leaf, inplace=True)
+        h = leaf * 2
+        kept = h * h  # the product keeps its inputs for backward
+        relu(h, inplace=True)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            kept.sum().backward()
+
+
+def test_relu_module_in_place_writes_its_input(rng):
+    x = rng.standard_normal((2, 3))
+    for inplace in (False, True):
+        t = sn.tensor(x.copy())
+        y = sn.nn.ReLU(inplace=inplace)(t)
+        assert (y is t) == inplace and (t.numpy() == np.maximum(x, 0)).all() == inplace
+        np.testing.assert_array_equal(y.numpy(), np.maximum(x, 0))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

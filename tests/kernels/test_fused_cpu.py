@@ -1,4 +1,5 @@
-"""kernels/cpu_activation.py (sigmoid, SiLU), cpu.py's LeakyReLU and cpu_norm.py's local response norm:
+"""kernels/cpu_activation.py (sigmoid, SiLU), cpu.py's ReLU (in place too), LeakyReLU and cpu_norm.py's local
+response norm:
 fused passes (around NumPy's exp and power) give the array code's numbers bit for bit (so torch's,
 which tests/functional checks); the activations on the values where the stable form matters: large magnitudes, zeros,
 infinities and NaN."""
@@ -35,6 +36,26 @@ def test_silu_kernels_equal_the_array_code(dtype, rng):
         np.testing.assert_array_equal(s_kept, s)
         np.testing.assert_array_equal(cpu.silu_backward(gy, x, s), gy * s * (1 + x * (1 - s)))
     assert y.dtype == dtype and s_kept.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_relu_kernels_in_place_and_not_equal_the_array_code(layout, dtype, rng):
+    """relu_forward: the array code's y and mask, into a new array or into x itself (its own kernel when x is
+    contiguous, through a copy when it is strided)."""
+    x = _values(dtype, rng)
+    x = x if layout == "contiguous" else x.transpose(3, 1, 0, 2)
+    mask = ~(x <= 0)
+    expected = np.where(mask, x, dtype(0))
+    y, m = cpu.relu_forward(x)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(m, mask)
+    before = x.copy()
+    y, m = cpu.relu_forward(x, inplace=True)
+    assert y is x and not np.shares_memory(before, x)
+    np.testing.assert_array_equal(x, expected)
+    np.testing.assert_array_equal(m, mask)
+    assert not np.signbit(x[~np.isnan(x)]).any()  # -0.0 and -inf became +0.0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

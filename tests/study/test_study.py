@@ -136,6 +136,21 @@ def test_feature_maps_are_the_chosen_conv_output_of_the_chosen_image(tmp_path):
     np.testing.assert_allclose(stats["map_mean"], maps.mean((1, 2)).numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_feature_maps_are_the_conv_output_before_an_in_place_relu(tmp_path):
+    """VGG's ReLU(inplace=True) writes over conv1's output array: the study keeps the conv's output (with its
+    negative values), not the activation (an ImageNet model: the sample photographs)."""
+    sn.manual_seed(0)
+    small = dict(width=1 / 32, hidden=16)
+    vgg = get_model("vgg11", **small)
+    sn.save(vgg, tmp_path / "vgg.npz")
+    result = measure_features("vgg11", weights=tmp_path / "vgg.npz", layer=1, image=0, **small)
+    conv = vgg.features[0]
+    maps = TF.conv2d(torch.tensor(result["input"][None]), torch.tensor(conv.weight.numpy()),
+                     torch.tensor(conv.bias.numpy()), padding=1)[0]
+    assert (result["maps"] < 0).mean() > 0.1
+    assert_close(result["maps"], maps, what="conv1 maps")
+
+
 def test_cost_tool_uses_the_summary_numbers(tmp_path):
     rows = study.cost(["lenet5", "alexnet"], out=tmp_path)
     assert json.loads((tmp_path / "cost.json").read_text()) == rows and (tmp_path / "cost.png").exists()

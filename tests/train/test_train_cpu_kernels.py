@@ -15,8 +15,8 @@ from conftest import REPO
 
 TINY = ["lenet5", "--dataset", "fashion-mnist", "--limit", "64", "--test-limit", "32", "--batch-size", "32",
         "--epochs", "1", "--no-progress", "--conv-algo", "reference"]
-TAKES = ["max_pool2x2_forward", "max_pool2d_forward", "max_pool2d_backward", "relu_forward", "relu_backward",
-         "sgd_step"]  # the Numba kernels that run takes
+TAKES = ["max_pool2x2_forward", "max_pool2d_forward", "max_pool2d_backward", "relu_forward", "relu_forward_inplace",
+         "relu_backward", "sgd_step"]  # the Numba kernels that run takes (relu_forward may run either ReLU kernel)
 
 pytestmark = pytest.mark.usefixtures("data_env")
 
