@@ -183,8 +183,9 @@ def photo_batch(model):
     """The sample photographs (public domain / CC0) preprocessed for an ImageNet model, and the class each
     is predicted as (there is no ground truth): (x (N, 3, crop, crop) float32, predicted classes, names)."""
     known = getattr(model, "pretrained", None)
+    crop = model.input_size[-1]  # 224, or the paper AlexNet's 227: resized in torchvision's 256/224 proportion
     transform = T.imagenet_eval(known.resize_size, known.crop_size, known.interpolation) if known else \
-        T.imagenet_eval(256, 224, "bilinear")
+        T.imagenet_eval(round(crop * 256 / 224), crop, "bilinear")
     x = np.concatenate([transform(read_image(path)) for path in sample_images()]).astype(np.float32)
     with no_grad():
         predicted = model.scores(model(Tensor(x))).numpy().argmax(1)

@@ -151,6 +151,16 @@ def test_feature_maps_are_the_conv_output_before_an_in_place_relu(tmp_path):
     assert_close(result["maps"], maps, what="conv1 maps")
 
 
+def test_an_untrained_imagenet_model_sees_the_photographs_at_its_own_input_size(tmp_path):
+    """The paper's AlexNet takes 227x227: the photographs are cropped to that (a 224 crop left its classifier
+    6400 features where it expects 9216, and the study ended in a traceback)."""
+    small = dict(channels=(4, 4, 6, 6, 4), hidden=8)
+    sn.manual_seed(0)
+    sn.save(get_model("alexnet", **small), tmp_path / "alexnet.npz")
+    result = measure_features("alexnet", weights=tmp_path / "alexnet.npz", layer=1, image=0, **small)
+    assert result["input"].shape == (3, 227, 227) and result["maps"].shape == (4, 55, 55)
+
+
 def test_cost_tool_uses_the_summary_numbers(tmp_path):
     rows = study.cost(["lenet5", "alexnet"], out=tmp_path)
     assert json.loads((tmp_path / "cost.json").read_text()) == rows and (tmp_path / "cost.png").exists()
