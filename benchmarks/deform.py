@@ -123,9 +123,6 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=RESULTS / "deform_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for option in ("repeat", "rounds"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option} must be >= 1, got {getattr(args, option)}")
     shapes = SMOKE if args.smoke else SHAPES
     if args.child:
         rows, versions = child_torch(shapes, args.repeat) if args.child == "torch" else \

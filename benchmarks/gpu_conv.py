@@ -182,8 +182,6 @@ def parse_options(argv, description, json_name, smoke_help):
     parser.add_argument("--json", default=str(HERE / "results" / json_name))
     parser.add_argument("--torch-worker", metavar="JSON", help=argparse.SUPPRESS)  # internal: the torch process
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error(f"--repeat must be >= 1, got {args.repeat}")
     if args.smoke:
         args.repeat = min(args.repeat, 2)
     return args

@@ -117,8 +117,6 @@ def main():
     parser.add_argument("--child", choices=["scratchnet", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.batch < 1 or args.repeat < 1:
-        parser.error("--batch and --repeat must be >= 1")
     if args.child:
         print(json.dumps(child(args.child, args.batch, args.repeat, args.weights)))
         return
