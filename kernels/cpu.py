@@ -486,15 +486,15 @@ def relu_forward(x, inplace=False):
     """(y, mask): y = max(x, 0) with NaN kept, as torch.relu; mask = not x <= 0, what backward needs.
     ``inplace``: y is x itself, written in one pass that reads and writes x (a strided x through a copy)."""
     mask = np.empty(x.shape, dtype=np.bool_)
-    if inplace and x.flags.c_contiguous:
-        _relu_forward_inplace(x.reshape(-1), mask.reshape(-1))
+    if inplace:
+        y = _c(x)  # x itself, or a contiguous copy of a strided x, written back below
+        _relu_forward_inplace(y.reshape(-1), mask.reshape(-1))
+        if y is not x:
+            x[...] = y
         return x, mask
     src = _c(x)
     y = np.empty_like(src)
     _relu_forward(src.reshape(-1), y.reshape(-1), mask.reshape(-1))
-    if inplace:
-        x[...] = y
-        return x, mask
     return y, mask
 
 
