@@ -13,7 +13,7 @@ imported where scratchnet is timed), --rounds times alternately, keeping each nu
 children run with this workplace's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides removed from
 their environment, and with their libraries' default thread settings (scratchnet's policy is
 sn.set_num_threads's default) or --threads N on both. The PyTorch side runs under --torch-python
-(default: the newest PyTorch installed here, benchmarks/timing.py's torch_python). Fairness: on both sides the input and the weight require grad and
+(default: $SCRATCHNET_TORCH_PYTHON, else this Python: benchmarks/timing.py's torch_python). Fairness: on both sides the input and the weight require grad and
 there is no bias, so the backward computes both the input and the weight gradient.
 
 ratio = torch time / scratchnet time (higher is better; > 1: scratchnet is faster). The summary
@@ -33,7 +33,8 @@ import sys
 from pathlib import Path
 
 # benchmarks/timing.py
-from timing import OVERRIDES, at_least, best_time, clean_env, layer_calls, started, torch_python, write_result
+from timing import (OVERRIDES, at_least, best_time, clean_env, layer_calls, started, torch_interpreter, torch_python,
+    write_result)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -167,7 +168,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=at_least(0), default=0,
                         help="both sides' thread count (default: each one's own)")
     parser.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time (a busy machine)")
-    parser.add_argument("--torch-python", type=Path, default=torch_python(),
+    parser.add_argument("--torch-python", type=torch_interpreter, default=str(torch_python()),
                         help="the interpreter of the PyTorch side (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS / "conv_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)

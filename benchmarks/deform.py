@@ -1,7 +1,7 @@
 """Deformable convolution on the CPU: F.deform_conv2d against torchvision.ops.deform_conv2d, forward and
 forward+backward, each framework in its own process.
 
-    python benchmarks/deform.py                                   # torch side: /work/venvs/bench/bin/python
+    python benchmarks/deform.py                                   # torch side: $SCRATCHNET_TORCH_PYTHON
     python benchmarks/deform.py --torch-python PATH --rounds 5 --repeat 5
     python benchmarks/deform.py --smoke                           # tiny shapes, one round: the plumbing only
 
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 # benchmarks/timing.py
-from timing import at_least, best_time, child_json, layer_calls, started, torch_python, write_result
+from timing import at_least, best_time, child_json, layer_calls, started, torch_interpreter, torch_python, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -117,8 +117,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=at_least(1), default=3, help="timed calls per number (best kept)")
     parser.add_argument("--rounds", type=at_least(1), default=3, help="the two children run alternately this often")
-    parser.add_argument("--torch-python", type=Path, default=torch_python(),
-                        help="Python with torch and torchvision (default: the newest PyTorch installed here)")
+    parser.add_argument("--torch-python", type=torch_interpreter, default=str(torch_python()),
+                        help="Python with torch and torchvision (default: $SCRATCHNET_TORCH_PYTHON, else this Python)")
     parser.add_argument("--smoke", action="store_true", help="one tiny shape, one round (checks the plumbing)")
     parser.add_argument("--out", type=Path, default=RESULTS / "deform_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)

@@ -8,7 +8,7 @@ For each layer it times scratchnet's three kernels (forward, input gradient, wei
 torch.nn.functional.conv2d(groups=C) forward (no_grad) and forward+backward (input and weight
 gradients), float32, best of --repeat after two warm-up calls. Each library runs in its own
 subprocess (torch is never imported where scratchnet is timed; torch under --torch-python, by default
-the newest PyTorch installed here, timing.torch_python), --rounds times alternately, each number's
+$SCRATCHNET_TORCH_PYTHON, else this Python: timing.torch_python), --rounds times alternately, each number's
 best kept, with this workplace's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides removed from its
 environment. --threads sets
 sn.set_num_threads / torch.set_num_threads in the children (default: each library's own).
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 # benchmarks/timing.py
-from timing import at_least, best_time, child_json, layer_calls, started, torch_python, write_result
+from timing import at_least, best_time, child_json, layer_calls, started, torch_interpreter, torch_python, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -98,13 +98,11 @@ def main(argv=None):
     parser.add_argument("--cpu-time", action="store_true", help="time process CPU time instead of wall time")
     parser.add_argument("--rounds", type=at_least(1), default=2,
                         help="scratchnet/torch children run alternately this often")
-    parser.add_argument("--torch-python", type=Path, default=torch_python(),
+    parser.add_argument("--torch-python", type=torch_interpreter, default=str(torch_python()),
                         help="the interpreter of the PyTorch side (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS / "depthwise_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if not args.child and not args.torch_python.exists():
-        parser.error(f"--torch-python {args.torch_python} does not exist: give the interpreter of a Python with torch")
     if args.child:
         print(json.dumps(child(args.child, args.repeat, args.threads, args.cpu_time)))
         return 0

@@ -139,10 +139,18 @@ def layer_calls(layer, no_grad, leaves, output_grad):
 
 
 def torch_python():
-    """The interpreter of a benchmark's PyTorch side: the newest PyTorch that installs here (this workplace's
-    bench venv, torch 2.14.1 and torchvision 0.29.1), else this interpreter (the test suite's torch)."""
-    bench = Path("/work/venvs/bench/bin/python")
-    return bench if bench.exists() else Path(sys.executable)
+    """The interpreter of a benchmark's PyTorch side: $SCRATCHNET_TORCH_PYTHON where set (a Python with the newest
+    PyTorch and torchvision that install, which the published numbers are measured against), else this one."""
+    return Path(os.environ.get("SCRATCHNET_TORCH_PYTHON") or sys.executable)
+
+
+def torch_interpreter(value):
+    """argparse type of --torch-python (default ``str(torch_python())``, so the environment's value is checked
+    too): an interpreter that exists, else one error line."""
+    if not Path(value).exists():
+        raise argparse.ArgumentTypeError(f"{value} does not exist: give the interpreter of a Python with torch "
+                                         f"(--torch-python PATH or SCRATCHNET_TORCH_PYTHON)")
+    return Path(value)
 
 
 def started():

@@ -14,8 +14,8 @@ evaluation excluded).
 PyTorch: the same net (conv 5x5 6 - relu - maxpool 2 - conv 5x5 16 - relu - maxpool 2 - conv
 5x5 120 - relu - fc 84 - relu - fc 10), the same recipe and the same preprocessed data, in a
 plain loop (the whole set as one tensor, a randperm per epoch, one slice per batch), in its
-own process with torch's default threads, under --torch-python (default: the newest PyTorch
-installed here, benchmarks/timing.py's torch_python); torch is never imported where scratchnet runs.
+own process with torch's default threads, under --torch-python (default: $SCRATCHNET_TORCH_PYTHON,
+else this Python: benchmarks/timing.py's torch_python); torch is never imported where scratchnet runs.
 
 Both children run with this workplace's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides
 removed from their environment. --rounds alternates the two and keeps each side's fastest
@@ -32,7 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-from timing import OVERRIDES, at_least, clean_env, started, torch_python, write_result  # benchmarks/timing.py
+# benchmarks/timing.py
+from timing import OVERRIDES, at_least, clean_env, started, torch_interpreter, torch_python, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 # scratchnet's normalisation of each dataset (scratchnet/train/datasets.py DATASETS)
@@ -162,7 +163,7 @@ def main():
     p.add_argument("--threads", type=at_least(0), default=0, help="threads for both sides (default: each one's own)")
     p.add_argument("--out", default=None, help="run folder (default runs/bench-lenet-DATASET)")
     p.add_argument("--json", default=None, help="where to write the results")
-    p.add_argument("--torch-python", type=Path, default=torch_python(),
+    p.add_argument("--torch-python", type=torch_interpreter, default=str(torch_python()),
                    help="the interpreter of the PyTorch side (default: %(default)s)")
     p.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("extra", nargs="*", help="more options for the CLI, after --")

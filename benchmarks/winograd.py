@@ -7,8 +7,8 @@ forward, backward to the input and backward to the weight of kernels.winograd
 with each tile (the fused path for layers of at most winograd.FUSED_CHANNELS
 channels in and out, the chunked one above; the JSON says which), the im2col
 route (F.conv2d(conv_algo='im2col'), forward and forward+backward), and
-torch.nn.functional.conv2d in its own process (never imported here; the newest
-PyTorch installed, benchmarks/timing.py's torch_python). GFLOP/s count the
+torch.nn.functional.conv2d in its own process (never imported here; $SCRATCHNET_TORCH_PYTHON,
+else this Python: benchmarks/timing.py's torch_python). GFLOP/s count the
 direct convolution's work, 2*N*K*C*9*OH*OW, whatever the algorithm did; the
 same-run numpy.matmul GFLOP/s of the layer's im2col GEMM is the machine's
 yardstick. Then the float32 error of every route against the float64 result

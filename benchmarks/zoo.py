@@ -4,7 +4,7 @@
     python benchmarks/zoo.py --models resnet50,densenet121 --rounds 5
     python benchmarks/zoo.py --quick                           # 1 round, 1 timed step, the first batch size
     python benchmarks/zoo.py --threads 1 --cpu-time            # one thread, CPU time: steadier on a busy machine
-    python benchmarks/zoo.py --torch-python /path/to/python    # another PyTorch (default: the newest here)
+    python benchmarks/zoo.py --torch-python /path/to/python    # another PyTorch (default: $SCRATCHNET_TORCH_PYTHON)
 
 One training step = zero_grad, forward (training mode: dropout, batch statistics), the model's loss
 on random labels (cross-entropy; GoogLeNet adds 0.3 x its two auxiliary heads' as its paper; Fast
@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 
 # benchmarks/timing.py: the shared rules
-from timing import OVERRIDES, at_least, clean_env, measure_step, started, torch_python, write_result
+from timing import OVERRIDES, at_least, clean_env, measure_step, started, torch_interpreter, torch_python, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -414,7 +414,7 @@ def main(argv=None):
     parser.add_argument("--cpu-time", action="store_true", help="compare process CPU time instead of wall time")
     parser.add_argument("--orders", default=",".join(ORDERS), help="scratchnet's import orders to run")
     parser.add_argument("--quick", action="store_true", help="1 round, 1 timed step, each model's first batch size")
-    parser.add_argument("--torch-python", type=Path, default=torch_python(),
+    parser.add_argument("--torch-python", type=torch_interpreter, default=str(torch_python()),
                         help="the interpreter of the PyTorch side (default: %(default)s)")
     parser.add_argument("--timeout", type=at_least(1), default=1800, help="seconds per child process")
     parser.add_argument("--out", type=Path, default=RESULTS / "zoo_cpu.json")

@@ -1,6 +1,6 @@
 """Every benchmark's counts (--repeat, --rounds, --steps, --batch, --epochs, --calls, --timeout, --threads) out of
 range or not integers are one argparse line and exit status 2 (benchmarks/timing.py ``at_least``), before any
-child process or timing starts; so is benchmarks/depthwise.py's PyTorch interpreter that does not exist."""
+child process or timing starts; so is a PyTorch interpreter that does not exist."""
 import subprocess
 import sys
 
@@ -14,7 +14,7 @@ CASES = [  # script, its arguments, what the error says
     ("conv", ["--threads", "-1"], "argument --threads: must be at least 0, got -1"),
     ("deform", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
     ("depthwise", ["--repeat", "-1"], "argument --repeat: must be at least 1, got -1"),
-    ("depthwise", ["--torch-python", "/no/such/python"], "--torch-python /no/such/python does not exist"),
+    ("depthwise", ["--torch-python", "/no/such/python"], "argument --torch-python: /no/such/python does not exist"),
     ("dispatch", ["--calls", "0"], "argument --calls: must be at least 1, got 0"),
     ("distributed", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
     ("first_run", ["--batch", "0"], "argument --batch: must be at least 1, got 0"),
@@ -27,6 +27,20 @@ CASES = [  # script, its arguments, what the error says
     ("winograd", ["--threads", "-2"], "argument --threads: must be at least 0, got -2"),
     ("zoo", ["--steps", "0"], "argument --steps: must be at least 1, got 0"),
 ]
+
+
+TORCH_SIDES = ["conv", "deform", "depthwise", "train_lenet", "zoo"]  # the benchmarks that run a PyTorch child
+
+
+@pytest.mark.parametrize("script", TORCH_SIDES)
+def test_a_torch_interpreter_that_does_not_exist_is_one_error_line(script, monkeypatch):
+    """From --torch-python or from SCRATCHNET_TORCH_PYTHON (the default), before anything runs."""
+    monkeypatch.setenv("SCRATCHNET_TORCH_PYTHON", "/no/such/python")
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{script}.py")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2, done.stderr
+    assert "argument --torch-python: /no/such/python does not exist" in done.stderr
+    assert "SCRATCHNET_TORCH_PYTHON" in done.stderr and "Traceback" not in done.stderr and done.stdout == ""
 
 
 @pytest.mark.parametrize("script, argv, says", CASES, ids=[f"{s}{' '.join(a)}" for s, a, _ in CASES])

@@ -1,6 +1,6 @@
 """Write tests/fixtures/deform_models.json: the deformable ResNets assembled from torchvision's ops, counted.
 
-    /work/venvs/bench/bin/python tools/make_deform_model_counts.py      # needs torch + torchvision (CPU)
+    $SCRATCHNET_TORCH_PYTHON tools/make_deform_model_counts.py      # needs torch + torchvision (CPU)
 
 Each net is built here the way a torchvision user would build it: torchvision.models.resnet50 (or the
 CIFAR ResNet-20 of He et al. Sec. 4.2, written below in torch.nn: 16-32-64 filters, option A

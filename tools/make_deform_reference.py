@@ -1,6 +1,6 @@
 """Write tests/fixtures/deform_reference.npz: torchvision.ops.deform_conv2d's numbers for the sweep the tests check.
 
-    /work/venvs/bench/bin/python tools/make_deform_reference.py      # needs torch + torchvision (CPU)
+    $SCRATCHNET_TORCH_PYTHON tools/make_deform_reference.py      # needs torch + torchvision (CPU)
 
 The test environment's torch has no working torchvision, so torchvision's output and its five
 gradients (input, offset, mask, weight, bias) are computed here, in float64, and stored with the

@@ -1,6 +1,6 @@
 """Write the ImageNet data scratchnet ships, from torchvision (run in a venv that has it):
 
-    /work/venvs/bench/bin/python tools/make_imagenet_data.py
+    $SCRATCHNET_TORCH_PYTHON tools/make_imagenet_data.py
 
 - scratchnet/data/imagenet_classes.txt: torchvision's ``_IMAGENET_CATEGORIES``, one class name a line,
   in class-index order (the 1000 ILSVRC-2012 synsets' common names);

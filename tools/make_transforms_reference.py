@@ -1,6 +1,6 @@
 """Reference outputs of torchvision's resize and ImageNet preprocessing, for tests/data/test_imagenet_transforms.py:
 
-    /work/venvs/bench/bin/python tools/make_transforms_reference.py
+    $SCRATCHNET_TORCH_PYTHON tools/make_transforms_reference.py
 
 writes tests/fixtures/torchvision_transforms.npz from the sample photograph chelsea.jpg:
 - ``tensor_<interpolation>_<down|up>``: ``torchvision.transforms.v2.functional.resize`` with

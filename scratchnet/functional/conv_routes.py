@@ -6,6 +6,8 @@ A route computes one convolution three ways on raw arrays, each writing NCHW:
     backward_input(gy, w, x_shape, geo)  -> gx  (also conv_transpose2d's forward)
     backward_weight(gy, x, w_shape, geo) -> gw
 
+A route may also have ``backward(gy, x, w, geo) -> (gx, gw)``, both gradients in
+one pass, or None where it does not pay (Im2col's: one walk over the batch chunks).
 ``geo`` is a ``Geometry`` (stride, padding, dilation, groups, out_hw). Routes
 return fresh arrays (conv.py adds the bias in place). ``ROUTES`` below lists
 them side by side with the devices, dtypes and shapes each one handles, and
@@ -239,39 +241,55 @@ class Im2col:
 
     @staticmethod
     def backward_input(gy, w, x_shape, geo):
-        xp = backend.get_array_module(gy)
-        c, (c_out, _, kh, kw), g = x_shape[1], w.shape, geo.groups
-        oh, ow = geo.out_hw
-        w_t = xp.ascontiguousarray(w.reshape(g, c_out // g, -1).transpose(0, 2, 1))  # (g, K, C_out/g)
-        gx = xp.empty(x_shape, dtype=gy.dtype)
-
-        def chunk(index, lo, hi, kern, matmul):
-            gcol = matmul(w_t, _chunk_groups(gy, lo, hi, g)).reshape(c, kh, kw, hi - lo, oh, ow)
-            gx[lo:hi] = kern.col2im(gcol, (hi - lo,) + tuple(x_shape[1:]), geo.stride, geo.padding, geo.dilation)
-        _each_chunk(gy, c * kh * kw * oh * ow * gy.itemsize, chunk)
-        return gx
+        return Im2col._backward(gy, None, w, x_shape, w.shape, geo)[0]
 
     @staticmethod
     def backward_weight(gy, x, w_shape, geo):
-        (n, c), (c_out, c_group, kh, kw), g = x.shape[:2], w_shape, geo.groups
+        return Im2col._backward(gy, x, None, x.shape, w_shape, geo)[1]
+
+    @staticmethod
+    def backward(gy, x, w, geo):
+        """(gx, gw) in one pass over the chunks, each chunk's gy gathered once for both GEMMs (the numbers of
+        backward_input and backward_weight, bit for bit); None where the weight is larger than a chunk's columns,
+        whose weight gradient takes chunks of its own size (see _backward): then the two run apart."""
+        if math.prod(w.shape) * w.itemsize > THREAD_COLUMN_BYTES:
+            return None
+        return Im2col._backward(gy, x, w, x.shape, w.shape, geo)
+
+    @staticmethod
+    def _backward(gy, x, w, x_shape, w_shape, geo):
+        """(gx or None, gw or None): gx where w is given, gw where x is given."""
+        xp = backend.get_array_module(gy)
+        n, c, (c_out, c_group, kh, kw), g = x_shape[0], x_shape[1], w_shape, geo.groups
         oh, ow = geo.out_hw
-        parts = {}  # chunk index -> its products (g, c_group*kh*kw, C_out/g), summed in chunk order below
+        if w is not None:
+            w_t = xp.ascontiguousarray(w.reshape(g, c_out // g, -1).transpose(0, 2, 1))  # (g, K, C_out/g)
+            gx = xp.empty(x_shape, dtype=gy.dtype)
+        parts = {}  # chunk index -> its weight-gradient products (g, c_group*kh*kw, C_out/g), summed in order
 
         def chunk(index, lo, hi, kern, matmul):
-            col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
-            gy_t = _chunk_groups(gy, lo, hi, g).transpose(0, 2, 1)  # (g, images*oh*ow, C_out/g)
-            parts[index] = matmul(col.reshape(g, c_group * kh * kw, -1), gy_t)  # BLAS's fast operand order
-        # chunks of at least the weight's size: the products, one weight per chunk, then take no more memory
-        # than the whole batch's columns (ResNet-50's 3x3/2 512 @14 at batch 16: one-image chunks would hold
-        # 16 products of 9.4 MB)
-        weight_bytes = math.prod(w_shape) * x.itemsize
-        _each_chunk(x, c * kh * kw * oh * ow * x.itemsize, chunk, max(THREAD_COLUMN_BYTES, weight_bytes))
+            gy_chunk = _chunk_groups(gy, lo, hi, g)  # (g, C_out/g, images*oh*ow)
+            if w is not None:
+                gcol = matmul(w_t, gy_chunk).reshape(c, kh, kw, hi - lo, oh, ow)
+                gx[lo:hi] = kern.col2im(gcol, (hi - lo,) + tuple(x_shape[1:]), geo.stride, geo.padding, geo.dilation)
+            if x is not None:
+                col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
+                parts[index] = matmul(col.reshape(g, c_group * kh * kw, -1), gy_chunk.transpose(0, 2, 1))
+        # the weight gradient's chunks hold at least the weight's size: the products, one weight per chunk, then
+        # take no more memory than the whole batch's columns (ResNet-50's 3x3/2 512 @14 at batch 16: one-image
+        # chunks would hold 16 products of 9.4 MB)
+        most = THREAD_COLUMN_BYTES if x is None else max(THREAD_COLUMN_BYTES, math.prod(w_shape) * gy.itemsize)
+        _each_chunk(gy, c * kh * kw * oh * ow * gy.itemsize, chunk, most)
+        if x is None:
+            return gx, None
         if n == 0:
-            return _empty_batch(x, w_shape)
-        gw = parts[0]
-        for index in range(1, len(parts)):
-            gw += parts[index]
-        return gw.transpose(0, 2, 1).reshape(w_shape)
+            gw = _empty_batch(gy, w_shape)
+        else:
+            gw = parts[0]
+            for index in range(1, len(parts)):
+                gw += parts[index]
+            gw = gw.transpose(0, 2, 1).reshape(w_shape)
+        return (gx if w is not None else None), gw
 
 
 # ---------------------------------------------------------------- route: gemm1x1

@@ -9,6 +9,7 @@ formulas written with scratchnet's differentiable ops, so that second derivative
 from .. import backend
 from ..autograd import Function, Tensor
 from . import deform_routes, validate
+from .conv import bias_gradient
 from .conv_routes import conv_output_size
 from .math import check_float, where
 from .shape import IndexAdd, stack
@@ -59,7 +60,7 @@ class DeformConv2d(Function):
         if self.has_mask:
             grads.append(gmask)
         if self.has_bias:
-            grads.append(gy.sum(axis=(0, 2, 3)) if needs[-1] else None)
+            grads.append(bias_gradient(gy) if needs[-1] else None)
         return tuple(grads)
 
     def differentiable_backward(self, gy):

@@ -209,6 +209,55 @@ def test_im2col_chunks_shared_between_threads_give_the_same_numbers(threads, mon
         np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("count", [1, 2], ids=["1-thread", "2-threads"])
+@pytest.mark.parametrize("case", ["dense", "dense-strided-dilated", "grouped", "3x3-pad2-odd", "empty-batch"])
+def test_im2col_computes_both_gradients_in_one_pass(case, count, threads, monkeypatch, rng):
+    """Where conv2d needs both gradients, the im2col route computes them in one pass over the chunks (each
+    chunk's gy gathered once): the numbers of backward_input and backward_weight, bit for bit, on one thread and
+    on two; conv2d takes that pass, and a weight larger than a chunk's columns keeps the two passes."""
+    threads(count)
+    x_shape, w_shape, options = CASES["dense" if case == "empty-batch" else case]
+    if case == "empty-batch":
+        x_shape = (0,) + x_shape[1:]
+    geo = _call("dense" if case == "empty-batch" else case, "cpu", np.float32).geo
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    gy = rng.standard_normal((x_shape[0], w_shape[0]) + geo.out_hw).astype(np.float32)
+    monkeypatch.setattr(conv_routes, "THREAD_COLUMN_BYTES", 4 * math.prod(w_shape))  # several chunks a batch
+    gx, gw = conv_routes.Im2col.backward(gy, x, w, geo)
+    np.testing.assert_array_equal(gx, conv_routes.Im2col.backward_input(gy, w, x.shape, geo))
+    np.testing.assert_array_equal(gw, conv_routes.Im2col.backward_weight(gy, x, w.shape, geo))
+    passes = []
+    monkeypatch.setattr(conv_routes, "_each_chunk", lambda *a, _each=conv_routes._each_chunk: passes.append(1) or
+                        _each(*a))
+    xt, wt = sn.tensor(x, requires_grad=True), sn.tensor(w, requires_grad=True)
+    F.conv2d(xt, wt, conv_algo="im2col", **options).backward(sn.tensor(gy))
+    assert len(passes) == 2  # the forward's and one for both gradients
+    np.testing.assert_array_equal(xt.grad.numpy(), gx)
+    np.testing.assert_array_equal(wt.grad.numpy(), gw)
+    monkeypatch.setattr(conv_routes, "THREAD_COLUMN_BYTES", 4 * math.prod(w_shape) - 1)  # the weight is larger
+    assert conv_routes.Im2col.backward(gy, x, w, geo) is None
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4), (64, 16, 10, 10), (1, 2, 1, 1), (0, 3, 4, 4), (2, 3, 0, 0)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_bias_gradient_sums_batch_and_pixels(shape, dtype, threads, rng):
+    """conv2d's bias gradient (one GEMV, or NumPy's sum in float16): the sum of gy over the batch and the
+    pixels, per channel, in gy's dtype; the same numbers on one thread as on two."""
+    gy = rng.standard_normal(shape).astype(dtype)
+    results = []
+    for count in (1, 2):
+        threads(count)
+        results.append(conv.bias_gradient(gy))
+    np.testing.assert_array_equal(results[0], results[1])
+    assert results[0].dtype == dtype and results[0].shape == shape[1:2]
+    if dtype == np.float16:  # NumPy's own sum, unchanged
+        np.testing.assert_array_equal(results[0], gy.sum(axis=(0, 2, 3)))
+        return
+    expected = gy.astype(np.float64).sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(results[0], expected, **tol_for_sums(dtype, max(1, shape[0] * shape[2] * shape[3])))
+
+
 # what 'auto' picks, per device and dtype (the AUTO rules in conv_routes.py)
 AUTO_PICKS = [
     ("cpu", np.float32, "depthwise", "depthwise"),
