@@ -1,4 +1,5 @@
 """tools/profile_step.py: the per-op profile of a training step (op type and route, forward and backward)."""
+import json
 import sys
 
 import numpy as np
@@ -63,3 +64,35 @@ def test_out_of_range_counts_are_one_error(argv, says, capsys):
         profile_step.main(["lenet5", *argv])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and says in err and "Traceback" not in err
+
+
+def test_scaling_ranks_every_row_by_the_time_it_loses(capsys, tmp_path):
+    """--scaling: one profile on 1 thread, one on 2, each row's loss t_2 - t_1 / 2 (the step's too), largest first;
+    the thread count is what it was before."""
+    before = sn.get_num_threads()
+    out = tmp_path / "scaling.json"
+    assert profile_step.main(["lenet5", "--batch", "2", "--steps", "1", "--threads", "2", "--scaling",
+                              "--json", str(out)]) == 0
+    assert sn.get_num_threads() == before
+    text = capsys.readouterr().out
+    assert "on 1 thread" in text and "2 threads ms" in text and "lost ms" in text and "Conv2d (im2col)" in text
+    result = json.loads(out.read_text())
+    assert result["threads"] == 2
+    assert result["lost_s"] == pytest.approx(result["many_step_s"] - result["one_step_s"] / 2)
+    rows = result["rows"]
+    assert [r["lost_s"] for r in rows] == sorted((r["lost_s"] for r in rows), reverse=True)
+    for r in rows:
+        assert r["lost_s"] == pytest.approx(r["many_s"] - r["one_s"] / 2)
+    labels = {r["op"] for r in rows}
+    assert {"Conv2d", "ReLU", "optimizer step", "zero_grad", "outside ops (Python, autograd walk)"} <= labels
+    # the rows are the whole step on each side: ops, the optimizer's calls and the time outside ops
+    assert sum(r["one_s"] for r in rows) == pytest.approx(result["one_step_s"])
+    assert sum(r["many_s"] for r in rows) == pytest.approx(result["many_step_s"])
+    assert sum(r["lost_s"] for r in rows) == pytest.approx(result["lost_s"])
+
+
+def test_scaling_needs_two_threads(capsys):
+    with pytest.raises(SystemExit) as stop:
+        profile_step.main(["lenet5", "--scaling", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--scaling compares 1 thread with more" in err and "Traceback" not in err

@@ -3,6 +3,7 @@
     python tools/profile_step.py resnet50 --batch 8                # the table, sorted by total time
     python tools/profile_step.py densenet121 --batch 8 --detail    # one row per op, route and input shapes
     python tools/profile_step.py efficientnet_b0 --threads 1 --json benchmarks/results/profile_efficientnet_b0.json
+    python tools/profile_step.py resnet20 --batch 32 --scaling     # where the second thread's time goes
 
 One step is what benchmarks/zoo.py times: zero_grad, forward (training mode), the model's loss on
 random labels, backward, SGD with momentum 0.9. A ``FunctionHook`` (scratchnet/autograd.py) times
@@ -19,6 +20,11 @@ whatever the hook does not see. The header also gives a plain step's system time
 every thread: page faults above all) and its minor page faults (docs/core.md, Memory). Times are
 the mean over --steps steps after two warm-up steps; on a busy machine the shares are meaningful,
 absolute times are not (--threads 1 --cpu-time is steadier).
+
+--scaling profiles the step on one thread and on --threads (default: sn.get_num_threads()) in the same
+process, one after the other, and ranks every row by the time it loses to imperfect scaling: its time
+on n threads minus its one-thread time / n (a serial op loses (n-1)/n of its time; an op that waits for
+a sleeping thread or shares its work unevenly loses the waiting). The losses add up to the step's.
 """
 import argparse
 import json
@@ -170,6 +176,55 @@ def print_profile(result, top):
           f"{100 * result['in_ops_s'] / step:5.1f}%")
 
 
+def scaling(one, many):
+    """{rows, step, ...}: each row of profile ``many`` (on n threads) beside the same row of ``one`` (1 thread):
+    its speed-up and the time it loses to imperfect scaling, lost = t_n - t_1 / n, largest loss first. The
+    optimizer's step, zero_grad and the time outside ops are rows too; a row only one profile has counts 0
+    in the other."""
+    n = many["threads"]
+
+    def timed(result):
+        rows = {(r["op"], r["route"], r["shapes"]): (r["calls"], r["total_s"]) for r in result["rows"]}
+        rows.update({(label, "", None): (0, seconds) for label, seconds in result["other"].items()})
+        rows[("outside ops (Python, autograd walk)", "", None)] = (0, result["outside_ops_s"])
+        return rows
+
+    first, second = timed(one), timed(many)
+    rows = []
+    for key in first.keys() | second.keys():
+        calls, t1 = first.get(key, (0, 0.0))
+        tn = second.get(key, (calls, 0.0))[1]
+        rows.append(dict(op=key[0], route=key[1], shapes=key[2], calls=calls, one_s=t1, many_s=tn,
+                         speedup=t1 / tn if tn > 0 else None, lost_s=tn - t1 / n))
+    rows.sort(key=lambda r: -r["lost_s"])
+    return dict(model=many["model"], batch=many["batch"], threads=n, clock=many["clock"], steps=many["steps"],
+                one_step_s=one["step_s"], many_step_s=many["step_s"], lost_s=many["step_s"] - one["step_s"] / n,
+                rows=rows)
+
+
+def print_scaling(result, top):
+    n, lost = result["threads"], result["lost_s"]
+    print(f"{result['model']}, batch {result['batch']}: step {1e3 * result['one_step_s']:.1f} ms on 1 thread, "
+          f"{1e3 * result['many_step_s']:.1f} ms on {n} ({result['one_step_s'] / result['many_step_s']:.2f}x of "
+          f"{n}); {1e3 * lost:.1f} ms lost to scaling ({'CPU' if result['clock'] == 'cpu' else 'wall'} time, "
+          f"mean of {result['steps']} plain steps each)")
+    labels = [f"{r['op']} ({r['route']})" if r["route"] else r["op"] for r in result["rows"]]
+    width = max([len(label) for label in labels] + [24])
+    print(f"{'op (route)':{width}s} {'calls':>6s} {'1 thread ms':>12s} {f'{n} threads ms':>13s} {'speed-up':>9s} "
+          f"{'lost ms':>8s} {'of lost':>8s}" + ("  input shapes" if any(r["shapes"] for r in result["rows"]) else ""))
+    shown = result["rows"][:top] if top else result["rows"]
+    for label, r in zip(labels, shown):
+        speedup = f"{r['speedup']:9.2f}" if r["speedup"] is not None else f"{'-':>9s}"
+        share = f"{100 * r['lost_s'] / lost:7.1f}%" if lost > 0 else f"{'-':>8s}"
+        print(f"{label:{width}s} {r['calls']:6d} {1e3 * r['one_s']:12.2f} {1e3 * r['many_s']:13.2f} {speedup} "
+              f"{1e3 * r['lost_s']:8.2f} {share}" + (f"  {r['shapes']}" if r["shapes"] else ""))
+    if top and len(result["rows"]) > top:
+        rest = result["rows"][top:]
+        label = f"... {len(rest)} more rows"
+        print(f"{label:{width}s} {'':6s} {1e3 * sum(r['one_s'] for r in rest):12.2f} "
+              f"{1e3 * sum(r['many_s'] for r in rest):13.2f} {'':9s} {1e3 * sum(r['lost_s'] for r in rest):8.2f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", help="a registered model name (python -m scratchnet.summary --list)")
@@ -180,6 +235,8 @@ def main(argv=None):
     parser.add_argument("--detail", action="store_true", help="one row per op, route and input shapes")
     parser.add_argument("--top", type=int, default=0, help="print only the first N rows (0: all)")
     parser.add_argument("--json", type=Path, help="also write the profile to this JSON file")
+    parser.add_argument("--scaling", action="store_true",
+                        help="profile on 1 thread and on --threads, and rank the ops by the time they lose to scaling")
     args = parser.parse_args(argv)
     if args.model not in list_models():
         parser.error(f"unknown model {args.model!r}; one of: {', '.join(list_models())}")
@@ -189,8 +246,20 @@ def main(argv=None):
             parser.error(f"--{flag} must be at least 1, got {value}")
     if args.top < 0:
         parser.error(f"--top must be 0 (all rows) or more, got {args.top}")
-    result = profile(args.model, args.batch, args.steps, args.detail, args.threads, args.cpu_time)
-    print_profile(result, args.top)
+    if args.scaling:
+        threads = args.threads or sn.get_num_threads()
+        if threads < 2:
+            parser.error(f"--scaling compares 1 thread with more, but the count is {threads}: give --threads 2 or more")
+        before = sn.get_num_threads()
+        try:
+            one = profile(args.model, args.batch, args.steps, args.detail, 1, args.cpu_time)
+            result = scaling(one, profile(args.model, args.batch, args.steps, args.detail, threads, args.cpu_time))
+        finally:
+            sn.set_num_threads(before)
+        print_scaling(result, args.top)
+    else:
+        result = profile(args.model, args.batch, args.steps, args.detail, args.threads, args.cpu_time)
+        print_profile(result, args.top)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
