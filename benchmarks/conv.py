@@ -33,8 +33,7 @@ import sys
 from pathlib import Path
 
 # benchmarks/timing.py
-from timing import (OVERRIDES, at_least, best_time, clean_env, layer_calls, started, torch_interpreter, torch_python,
-    write_result)
+from timing import OVERRIDES, add_torch_python, at_least, best_time, clean_env, layer_calls, started, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -168,8 +167,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=at_least(0), default=0,
                         help="both sides' thread count (default: each one's own)")
     parser.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time (a busy machine)")
-    parser.add_argument("--torch-python", type=torch_interpreter, default=str(torch_python()),
-                        help="the interpreter of the PyTorch side (default: %(default)s)")
+    add_torch_python(parser)
     parser.add_argument("--out", type=Path, default=RESULTS / "conv_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 # benchmarks/timing.py
-from timing import at_least, best_time, child_json, layer_calls, started, torch_interpreter, torch_python, write_result
+from timing import add_torch_python, at_least, best_time, child_json, layer_calls, started, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -117,8 +117,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=at_least(1), default=3, help="timed calls per number (best kept)")
     parser.add_argument("--rounds", type=at_least(1), default=3, help="the two children run alternately this often")
-    parser.add_argument("--torch-python", type=torch_interpreter, default=str(torch_python()),
-                        help="Python with torch and torchvision (default: $SCRATCHNET_TORCH_PYTHON, else this Python)")
+    add_torch_python(parser, needs="torch and torchvision")
     parser.add_argument("--smoke", action="store_true", help="one tiny shape, one round (checks the plumbing)")
     parser.add_argument("--out", type=Path, default=RESULTS / "deform_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 # benchmarks/timing.py
-from timing import at_least, best_time, child_json, layer_calls, started, torch_interpreter, torch_python, write_result
+from timing import add_torch_python, at_least, best_time, child_json, layer_calls, started, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -98,8 +98,7 @@ def main(argv=None):
     parser.add_argument("--cpu-time", action="store_true", help="time process CPU time instead of wall time")
     parser.add_argument("--rounds", type=at_least(1), default=2,
                         help="scratchnet/torch children run alternately this often")
-    parser.add_argument("--torch-python", type=torch_interpreter, default=str(torch_python()),
-                        help="the interpreter of the PyTorch side (default: %(default)s)")
+    add_torch_python(parser)
     parser.add_argument("--out", type=Path, default=RESULTS / "depthwise_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -144,13 +144,18 @@ def torch_python():
     return Path(os.environ.get("SCRATCHNET_TORCH_PYTHON") or sys.executable)
 
 
-def torch_interpreter(value):
-    """argparse type of --torch-python (default ``str(torch_python())``, so the environment's value is checked
-    too): an interpreter that exists, else one error line."""
-    if not Path(value).exists():
-        raise argparse.ArgumentTypeError(f"{value} does not exist: give the interpreter of a Python with torch "
-                                         f"(--torch-python PATH or SCRATCHNET_TORCH_PYTHON)")
-    return Path(value)
+def add_torch_python(parser, needs="torch"):
+    """--torch-python, the interpreter of a benchmark's PyTorch side (``needs``: what it must have installed),
+    default torch_python(); a path that does not exist, given or from the environment, is one error line."""
+    def interpreter(value):
+        if not Path(value).exists():
+            raise argparse.ArgumentTypeError(f"{value} does not exist: give the interpreter of a Python with "
+                                             f"{needs} (--torch-python PATH or SCRATCHNET_TORCH_PYTHON)")
+        return Path(value)
+    # a string default goes through the type too, so an environment's path that does not exist is caught
+    parser.add_argument("--torch-python", type=interpreter, default=str(torch_python()),
+                        help=f"a Python with {needs}, for the PyTorch side (default: %(default)s: "
+                             f"$SCRATCHNET_TORCH_PYTHON, else this Python)")
 
 
 def started():

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 # benchmarks/timing.py
-from timing import OVERRIDES, at_least, clean_env, started, torch_interpreter, torch_python, write_result
+from timing import OVERRIDES, add_torch_python, at_least, clean_env, started, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 # scratchnet's normalisation of each dataset (scratchnet/train/datasets.py DATASETS)
@@ -163,8 +163,7 @@ def main():
     p.add_argument("--threads", type=at_least(0), default=0, help="threads for both sides (default: each one's own)")
     p.add_argument("--out", default=None, help="run folder (default runs/bench-lenet-DATASET)")
     p.add_argument("--json", default=None, help="where to write the results")
-    p.add_argument("--torch-python", type=torch_interpreter, default=str(torch_python()),
-                   help="the interpreter of the PyTorch side (default: %(default)s)")
+    add_torch_python(p)
     p.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("extra", nargs="*", help="more options for the CLI, after --")
     args = p.parse_args()

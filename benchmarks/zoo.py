@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 
 # benchmarks/timing.py: the shared rules
-from timing import OVERRIDES, at_least, clean_env, measure_step, started, torch_interpreter, torch_python, write_result
+from timing import OVERRIDES, add_torch_python, at_least, clean_env, measure_step, started, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -414,8 +414,7 @@ def main(argv=None):
     parser.add_argument("--cpu-time", action="store_true", help="compare process CPU time instead of wall time")
     parser.add_argument("--orders", default=",".join(ORDERS), help="scratchnet's import orders to run")
     parser.add_argument("--quick", action="store_true", help="1 round, 1 timed step, each model's first batch size")
-    parser.add_argument("--torch-python", type=torch_interpreter, default=str(torch_python()),
-                        help="the interpreter of the PyTorch side (default: %(default)s)")
+    add_torch_python(parser)
     parser.add_argument("--timeout", type=at_least(1), default=1800, help="seconds per child process")
     parser.add_argument("--out", type=Path, default=RESULTS / "zoo_cpu.json")
     parser.add_argument("--child", choices=["torch", "scratchnet"], help=argparse.SUPPRESS)

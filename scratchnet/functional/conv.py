@@ -76,11 +76,8 @@ class Conv2d(Function):
 
     def backward(self, gy):
         route, needs = self.impl, self.needs_input_grad
-        both = None
-        if needs[0] and needs[1] and hasattr(route, "backward"):  # a route that can compute both in one pass
-            both = route.backward(gy, self.x, self.w, self.geo)
-        if both is not None:
-            gx, gw = both
+        if needs[0] and needs[1] and hasattr(route, "backward"):  # a route that computes both at once
+            gx, gw = route.backward(gy, self.x, self.w, self.geo)
         else:
             gx = route.backward_input(gy, self.w, self.x_shape, self.geo) if needs[0] else None
             gw = route.backward_weight(gy, self.x, self.w_shape, self.geo) if needs[1] else None

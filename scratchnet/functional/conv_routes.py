@@ -6,8 +6,8 @@ A route computes one convolution three ways on raw arrays, each writing NCHW:
     backward_input(gy, w, x_shape, geo)  -> gx  (also conv_transpose2d's forward)
     backward_weight(gy, x, w_shape, geo) -> gw
 
-A route may also have ``backward(gy, x, w, geo) -> (gx, gw)``, both gradients in
-one pass, or None where it does not pay (Im2col's: one walk over the batch chunks).
+A route may also have ``backward(gy, x, w, geo) -> (gx, gw)``, both gradients at
+once where that saves work (Im2col's: one walk over the batch chunks).
 ``geo`` is a ``Geometry`` (stride, padding, dilation, groups, out_hw). Routes
 return fresh arrays (conv.py adds the bias in place). ``ROUTES`` below lists
 them side by side with the devices, dtypes and shapes each one handles, and
@@ -250,10 +250,10 @@ class Im2col:
     @staticmethod
     def backward(gy, x, w, geo):
         """(gx, gw) in one pass over the chunks, each chunk's gy gathered once for both GEMMs (the numbers of
-        backward_input and backward_weight, bit for bit); None where the weight is larger than a chunk's columns,
-        whose weight gradient takes chunks of its own size (see _backward): then the two run apart."""
+        backward_input and backward_weight, bit for bit). A weight larger than a chunk's columns gives the weight
+        gradient chunks of its own size (see _backward), so then the two gradients take a pass each."""
         if math.prod(w.shape) * w.itemsize > THREAD_COLUMN_BYTES:
-            return None
+            return Im2col.backward_input(gy, w, x.shape, geo), Im2col.backward_weight(gy, x, w.shape, geo)
         return Im2col._backward(gy, x, w, x.shape, w.shape, geo)
 
     @staticmethod

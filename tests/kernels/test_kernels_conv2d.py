@@ -214,7 +214,7 @@ def test_im2col_chunks_shared_between_threads_give_the_same_numbers(threads, mon
 def test_im2col_computes_both_gradients_in_one_pass(case, count, threads, monkeypatch, rng):
     """Where conv2d needs both gradients, the im2col route computes them in one pass over the chunks (each
     chunk's gy gathered once): the numbers of backward_input and backward_weight, bit for bit, on one thread and
-    on two; conv2d takes that pass, and a weight larger than a chunk's columns keeps the two passes."""
+    on two; conv2d takes that pass, and a weight larger than a chunk's columns keeps a pass for each."""
     threads(count)
     x_shape, w_shape, options = CASES["dense" if case == "empty-batch" else case]
     if case == "empty-batch":
@@ -236,7 +236,11 @@ def test_im2col_computes_both_gradients_in_one_pass(case, count, threads, monkey
     np.testing.assert_array_equal(xt.grad.numpy(), gx)
     np.testing.assert_array_equal(wt.grad.numpy(), gw)
     monkeypatch.setattr(conv_routes, "THREAD_COLUMN_BYTES", 4 * math.prod(w_shape) - 1)  # the weight is larger
-    assert conv_routes.Im2col.backward(gy, x, w, geo) is None
+    passes.clear()
+    gx_apart, gw_apart = conv_routes.Im2col.backward(gy, x, w, geo)
+    assert len(passes) == 2  # a pass for each gradient
+    np.testing.assert_array_equal(gx_apart, conv_routes.Im2col.backward_input(gy, w, x.shape, geo))
+    np.testing.assert_array_equal(gw_apart, conv_routes.Im2col.backward_weight(gy, x, w.shape, geo))
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 4), (64, 16, 10, 10), (1, 2, 1, 1), (0, 3, 4, 4), (2, 3, 0, 0)])
