@@ -18,26 +18,32 @@ While shares run, every BLAS library loaded is held at one thread (threadpoolctl
 to finish gives BLAS back the policy's count (threads.get_num_threads). NumPy arrays only: anything
 else (CuPy) goes to its own matmul.
 
-``run_shares`` runs any work that way, one share per thread: the im2col route's column chunks, each
-built, multiplied and put in place by one thread (functional/conv_routes.py).
+The items are handed out in blocks from a shared counter, not in fixed halves: the calling thread starts
+on them at once and the pool's threads join when they wake (50-70 us after the call on a 2-core machine),
+so nobody waits at the end for a thread that started late with a whole half still to do. Which thread
+runs a block does not change its numbers.
+
+``run_shares`` runs any work that way: the im2col route's column chunks, each built, multiplied and put
+in place by one thread (functional/conv_routes.py).
 """
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import threads
 from .arrays import get_array_module
 
-MOST_IMBALANCE = 1.2  # split only when the largest share is at most this much above the mean (3 items: no)
+MOST_IMBALANCE = 1.2  # share only when the largest share is at most this much above the mean (3 items: no)
+ITEM_BLOCKS = 4  # stacked_matmul hands out about this many blocks per thread
 
 _lock = threading.Lock()
-_state = {"pool": None, "workers": 0, "blas": None, "held": 0}
+_state = {"pool": None, "workers": 0, "blas": None, "held": 0}  # pool: the queue its threads take calls from
 
 
 def stacked_matmul(a, b, out=None):
-    """``np.matmul(a, b, out=out)``, the leading axis of the result cut into one share per thread.
+    """``np.matmul(a, b, out=out)``, the leading axis of the result shared between the threads.
 
     a and b broadcast as in np.matmul; an operand with fewer dimensions than the result, or a
     leading axis of 1, is shared whole. Stacks too short to share evenly (see MOST_IMBALANCE), one
@@ -48,56 +54,96 @@ def stacked_matmul(a, b, out=None):
     if a.ndim < 2 or b.ndim < 2:
         return np.matmul(a, b, out=out)
     shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
-    bounds = thread_shares(shape[0] if len(shape) > 2 else 0)
-    if len(bounds) < 2:
+    items = shape[0] if len(shape) > 2 else 0
+    n_threads = thread_count(items)
+    if n_threads < 2:
         return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty(shape, dtype=np.result_type(a, b))
 
-    def share(lo, hi):
+    def block(lo, hi):
         np.matmul(_rows(a, lo, hi, len(shape)), _rows(b, lo, hi, len(shape)), out=out[lo:hi])
 
-    run_shares(share, bounds)
+    # blocks of a few items: each np.matmul call costs some microseconds of its own
+    run_shares(block, items, n_threads, max(1, items // (ITEM_BLOCKS * n_threads)))
     return out
 
 
-def thread_shares(items):
-    """[(lo, hi)]: one share of range(items) per thread, or [(0, items)] when splitting would not pay."""
-    return _shares(items, threads.get_num_threads())
+def thread_count(items):
+    """How many threads to share range(items) between: the policy's count, or 1 when sharing would not pay."""
+    return _thread_count(items, threads.get_num_threads())
 
 
-def run_shares(work, bounds):
-    """work(lo, hi) for every share in ``bounds`` at once, the first on the calling thread and the others on the
-    pool, every BLAS library held at one thread meanwhile; raises what a share raised once all are done.
+def run_shares(work, items, n_threads, block=1):
+    """work(lo, hi) over range(items) in blocks of ``block`` items, on the calling thread and n_threads - 1 of
+    the pool's, every BLAS library held at one thread meanwhile; each block runs once, and the call returns
+    when none is left and none is running, raising what a block raised (no new block starts after that).
 
     ``work`` must not call stacked_matmul or run_shares itself (the pool's threads are its shares) and must
     release the GIL for its long parts (NumPy's BLAS calls and ``nogil`` kernels do).
     """
-    if len(bounds) < 2:
-        work(*bounds[0])
+    if n_threads < 2:
+        work(0, items)
         return
-    pool = _pool(len(bounds) - 1)
+    blocks = _Blocks(work, items, block)
+    pool = _pool(n_threads - 1)
     _hold_blas()
     try:
-        futures = [pool.submit(work, lo, hi) for lo, hi in bounds[1:]]
-        try:
-            work(*bounds[0])
-        finally:
-            for future in futures:
-                future.exception()  # waits: every share done before BLAS gets its threads back
-        for future in futures:
-            future.result()  # raises what a share raised
+        for _ in range(n_threads - 1):
+            pool.put(blocks)  # a thread that wakes after the last block is taken finds none and goes back
+        blocks.run()
+        blocks.wait()  # no block running: BLAS may have its threads back
     finally:
         _release_blas()
+    if blocks.error is not None:
+        raise blocks.error
 
 
-def _shares(items, n_threads):
-    """[(lo, hi)] for each thread's share of ``items``, or one share when splitting would not pay."""
+class _Blocks:
+    """range(items) in blocks, taken one at a time by whichever thread asks next."""
+
+    def __init__(self, work, items, block):
+        self.work, self.items, self.block = work, items, block
+        self.next = 0  # the first item not yet taken
+        self.running = 0  # blocks taken and not finished
+        self.error = None  # the first exception a block raised
+        self.changed = threading.Condition(threading.Lock())
+
+    def run(self):
+        """Take blocks and run them until none is left (or one failed)."""
+        while (taken := self._take()) is not None:
+            try:
+                self.work(*taken)
+            except BaseException as error:  # noqa: B036 - handed to the caller, who raises it
+                with self.changed:
+                    self.error = self.error or error
+            finally:
+                with self.changed:
+                    self.running -= 1
+                    if self.running == 0:
+                        self.changed.notify_all()
+
+    def wait(self):
+        with self.changed:
+            self.changed.wait_for(lambda: self.running == 0)
+
+    def _take(self):
+        with self.changed:
+            if self.error is not None or self.next >= self.items:
+                return None
+            lo = self.next
+            self.next = min(self.items, lo + self.block)
+            self.running += 1
+            return lo, self.next
+
+
+def _thread_count(items, n_threads):
+    """Threads to share ``items`` between: no more than the items, and 1 where the items cannot be shared
+    evenly (the largest thread's part more than MOST_IMBALANCE above the mean)."""
     parts = min(items, n_threads)
     if parts < 2 or -(-items // parts) > MOST_IMBALANCE * items / parts:
-        return [(0, items)]
-    edges = [items * i // parts for i in range(parts + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+        return 1
+    return parts
 
 
 def _rows(operand, lo, hi, ndim):
@@ -106,13 +152,25 @@ def _rows(operand, lo, hi, ndim):
 
 
 def _pool(workers):
-    """The process's pool with ``workers`` threads (a new one when the count changes)."""
+    """The queue of the process's pool with ``workers`` threads (a new pool when the count changes). A bare
+    queue and threads, not concurrent.futures: its futures and bookkeeping cost each call tens of
+    microseconds, here where a call lasts a few hundred."""
     with _lock:
         if _state["workers"] != workers:
             if _state["pool"] is not None:
-                _state["pool"].shutdown(wait=False)
-            _state.update(workers=workers, pool=ThreadPoolExecutor(workers, thread_name_prefix="scratchnet-blas"))
+                for _ in range(_state["workers"]):
+                    _state["pool"].put(None)  # each old thread stops when it takes one
+            calls = queue.SimpleQueue()
+            for index in range(workers):
+                threading.Thread(target=_serve, args=(calls,), name=f"scratchnet-blas-{index}", daemon=True).start()
+            _state.update(workers=workers, pool=calls)
         return _state["pool"]
+
+
+def _serve(calls):
+    """A pool thread: run the blocks of each call it takes, until it takes None."""
+    while (blocks := calls.get()) is not None:
+        blocks.run()
 
 
 def _blas_libraries():

@@ -31,7 +31,7 @@ from collections import namedtuple
 import numpy as np
 
 from .. import backend, kernels
-from ..backend.blas import run_shares, stacked_matmul, thread_shares
+from ..backend.blas import run_shares, stacked_matmul, thread_count
 from ..kernels.dispatch import ANY, KERNEL_DTYPES, Op, Route, device, same_dtype
 
 Geometry = namedtuple("Geometry", "stride padding dilation groups out_hw")
@@ -207,8 +207,8 @@ def _each_chunk(x, bytes_per_image, work, most=None):
     the chunks cannot be shared, one after the other with the device's kernels and the threaded matmul."""
     kern, on_cpu = kernels.for_array(x), backend.get_array_module(x) is np
     chunks = _chunks(x.shape[0], bytes_per_image, (most or THREAD_COLUMN_BYTES) if on_cpu else COLUMN_CHUNK_BYTES)
-    shares = thread_shares(len(chunks)) if on_cpu else [(0, len(chunks))]
-    if len(shares) < 2:  # (the GPU, one thread, or too few chunks to share evenly)
+    n_threads = thread_count(len(chunks)) if on_cpu else 1
+    if n_threads < 2:  # (the GPU, one thread, or too few chunks to share evenly)
         for index, (lo, hi) in enumerate(chunks):
             work(index, lo, hi, kern, _grouped_matmul)
         return
@@ -217,7 +217,7 @@ def _each_chunk(x, bytes_per_image, work, most=None):
     def share(first, last):
         for index in range(first, last):
             work(index, *chunks[index], one_thread, _share_matmul)
-    run_shares(share, shares)
+    run_shares(share, len(chunks), n_threads)
 
 
 class Im2col:

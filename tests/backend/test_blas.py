@@ -1,8 +1,9 @@
-"""stacked_matmul: np.matmul with its stack cut into one share per thread, each share's GEMMs on one BLAS
-thread. The numbers must be np.matmul's, bit for bit; the shares must really run on the pool with BLAS
+"""stacked_matmul: np.matmul with its stack shared between the threads in blocks, each block's GEMMs on one
+BLAS thread. The numbers must be np.matmul's, bit for bit; the shares must really run on the pool with BLAS
 at one thread; BLAS must get the policy's count back however the call ends."""
 import multiprocessing
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -52,13 +53,14 @@ def test_out_and_transposed_views(two_threads):
     np.testing.assert_array_equal(out, np.matmul(gy, x.transpose(0, 2, 1)))
 
 
-def test_shares():
-    assert blas._shares(36, 2) == [(0, 18), (18, 36)]
-    assert blas._shares(7, 2) == [(0, 3), (3, 7)]  # 4 of 3.5: 14% above the mean
-    assert blas._shares(3, 2) == [(0, 3)]  # 2 of 1.5 would leave one thread idle a third of the time
-    assert blas._shares(1, 2) == [(0, 1)]
-    assert blas._shares(36, 1) == [(0, 36)]
-    assert blas._shares(10, 4) == [(0, 2), (2, 5), (5, 7), (7, 10)]
+def test_thread_count():
+    assert blas._thread_count(36, 2) == 2
+    assert blas._thread_count(7, 2) == 2  # 4 of 3.5: 14% above the mean
+    assert blas._thread_count(3, 2) == 1  # 2 of 1.5 would leave one thread idle a third of the time
+    assert blas._thread_count(1, 2) == 1
+    assert blas._thread_count(36, 1) == 1
+    assert blas._thread_count(10, 4) == 4
+    assert blas._thread_count(0, 2) == 1
 
 
 class Spy(np.ndarray):
@@ -77,10 +79,8 @@ def test_shares_run_on_the_pool_with_one_blas_thread(two_threads):
     a, b = rng.standard_normal((10, 8, 8)), rng.standard_normal((10, 8, 8))
     out = blas.stacked_matmul(a.view(Spy), b, out=np.empty((10, 8, 8)))
     np.testing.assert_array_equal(out, np.matmul(a, b))
-    threads = sorted(name.startswith("scratchnet-blas") for name, _, _ in Spy.calls)
-    assert threads == [False, True]  # one share here, one on the pool
     assert all(counts == {1} for _, counts, _ in Spy.calls)
-    assert sorted(items for _, _, items in Spy.calls) == [5, 5]
+    assert [items for _, _, items in Spy.calls] == [1] * 10  # 10 items: blocks of 10 // (4 * 2) = 1
     assert blas_counts() == before
 
 
@@ -155,34 +155,58 @@ def test_other_arrays_go_to_their_own_matmul(two_threads, monkeypatch):
     assert seen == [(a, b, None)]
 
 
-def test_run_shares_runs_each_share_once_the_first_here(two_threads):
-    """run_shares: every share once, the first on the calling thread and the others on the pool, BLAS at one
-    thread while they run and back after; one share runs here with BLAS as it is."""
+def test_run_shares_runs_each_block_once_here_and_on_the_pool(two_threads):
+    """run_shares: every block once, on the calling thread and the pool's, BLAS at one thread while they run and
+    back after; with one thread, all items in one call here with BLAS as it is."""
     before = blas_counts()
-    seen = []
+    seen, pool_started = [], threading.Event()
 
     def work(lo, hi):
-        seen.append((lo, hi, threading.current_thread().name, set(blas_counts().values())))
-    blas.run_shares(work, blas.thread_shares(10))
-    assert sorted((lo, hi) for lo, hi, _, _ in seen) == [(0, 5), (5, 10)]
-    here = {(lo, hi): name == threading.current_thread().name for lo, hi, name, _ in seen}
-    assert here == {(0, 5): True, (5, 10): False}
+        here = threading.current_thread() is threading.main_thread()
+        if here and not pool_started.wait(5):  # the caller waits for the pool's thread to take a block
+            raise TimeoutError("the pool's thread never took a block")
+        pool_started.set()
+        seen.append((lo, hi, here, set(blas_counts().values())))
+    blas.run_shares(work, 10, 2, block=3)
+    assert sorted((lo, hi) for lo, hi, _, _ in seen) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert {here for _, _, here, _ in seen} == {True, False}
     assert all(counts == {1} for _, _, _, counts in seen)
     assert blas_counts() == before
     seen.clear()
-    blas.run_shares(work, blas.thread_shares(1))
-    assert [(lo, hi, name) for lo, hi, name, _ in seen] == [(0, 1, threading.current_thread().name)]
+    blas.run_shares(work, 10, 1)
+    assert [(lo, hi, here) for lo, hi, here, _ in seen] == [(0, 10, True)]
     assert seen[0][3] == set(before.values())
 
 
-def test_run_shares_raises_what_a_share_raised_after_all_are_done(two_threads):
-    before = blas_counts()
-    finished = []
+def test_run_shares_hands_blocks_to_whoever_is_free(two_threads):
+    """A pool thread busy with one block does not hold up the others: the caller takes every block left, and
+    the call still returns only once the pool's block is done."""
+    ran, finished = [], []
 
     def work(lo, hi):
-        if lo == 0:
-            raise RuntimeError("share 0 failed")
-        finished.append(lo)
-    with pytest.raises(RuntimeError, match="share 0 failed"):
-        blas.run_shares(work, [(0, 1), (1, 2)])
-    assert finished == [1] and blas_counts() == before
+        here = threading.current_thread() is threading.main_thread()
+        ran.append((lo, here))
+        if not here:
+            time.sleep(0.2)
+            finished.append(lo)
+    blas.run_shares(work, 40, 2)
+    assert sorted(lo for lo, _ in ran) == list(range(40))
+    on_pool = [lo for lo, here in ran if not here]
+    assert len(on_pool) <= 1 and finished == on_pool
+
+
+def test_run_shares_raises_what_a_block_raised_once_none_runs(two_threads):
+    """The first error is raised after every block that started has ended, and no block starts after it."""
+    before = blas_counts()
+    started, running = [], []
+
+    def work(lo, hi):
+        started.append(lo)
+        running.append(lo)
+        time.sleep(0.01)
+        running.remove(lo)
+        if lo == 2:
+            raise RuntimeError("block 2 failed")
+    with pytest.raises(RuntimeError, match="block 2 failed"):
+        blas.run_shares(work, 100, 2)
+    assert not running and len(started) < 100 and blas_counts() == before
