@@ -22,6 +22,8 @@ CASES = [  # script, its arguments, what the error says
     ("hvp", ["--repeat", "two"], "argument --repeat: 'two' is not an integer"),
     ("models", ["--steps", "0"], "argument --steps: must be at least 1, got 0"),
     ("resnet50", ["--batch", "0"], "argument --batch: must be at least 1, got 0"),
+    ("shares", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
+    ("shares", ["--repeat", "x"], "argument --repeat: 'x' is not an integer"),
     ("threads", ["--steps", "0"], "argument --steps: must be at least 1, got 0"),
     ("train_lenet", ["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
     ("winograd", ["--threads", "-2"], "argument --threads: must be at least 0, got -2"),

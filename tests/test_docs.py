@@ -227,6 +227,22 @@ def test_a_stale_quoted_measurement_is_caught(tmp_path, monkeypatch):
     assert "page.md: block 'headline' differs from benchmarks/results" in problems
 
 
+def test_a_block_inside_a_list_item_is_indented_as_its_markers(tmp_path, monkeypatch):
+    """A block whose markers are indented (inside a list item) gets its lines indented the same, and the check
+    reads it back; a result not yet run says the command that measures it."""
+    publish_results = load_tool("publish_results")
+    page = tmp_path / "page.md"
+    page.write_text("- an item:\n\n  <!-- results: sgd-threads -->\n  <!-- /results -->\n")
+    monkeypatch.setattr(publish_results, "PAGES", [page])
+    monkeypatch.setattr(publish_results, "REPO", tmp_path)
+    monkeypatch.setattr(publish_results, "BLOCKS", {"sgd-threads": publish_results.sgd_threads})
+    monkeypatch.setattr(publish_results, "RESULTS", tmp_path)
+    assert publish_results.publish() == ["page.md: block 'sgd-threads' rewritten from benchmarks/results"]
+    assert page.read_text() == ("- an item:\n\n  <!-- results: sgd-threads -->\n"
+                                "  Not measured: `python benchmarks/shares.py`.\n  <!-- /results -->\n")
+    assert publish_results.publish(check=True) == []
+
+
 def test_winograd_tables_name_each_layer_once_and_bold_the_faster_tile(tmp_path, monkeypatch):
     """benchmarks/winograd.py's JSON of several layers (a fused and a chunked one) renders into the error and
     speed tables: each layer named on its first row, the route's path beside each tile, the faster tile's

@@ -9,7 +9,8 @@ A page holds a generated block where it quotes measured numbers:
 `python tools/publish_results.py` rewrites every block from the JSON as it is now (run it after a
 benchmark); `--check` only lists the blocks that differ, and tests/test_docs.py fails on any. Each
 row says the command that produced it, when and at what load average (`recorded`, written by
-benchmarks/timing.py's write_result); history lives in git, not in the pages.
+benchmarks/timing.py's write_result); history lives in git, not in the pages. A block whose markers are
+indented (inside a list item) has its lines indented as they are.
 """
 import argparse
 import ast
@@ -22,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-BLOCK = re.compile(r"(<!-- results: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+BLOCK = re.compile(r"^(?P<indent> *)(<!-- results: (?P<name>[\w-]+) -->\n)(?P<body>.*?)^(?P=indent)(<!-- /results -->)",
+                   re.S | re.M)
 
 
 def result(name):
@@ -475,10 +477,53 @@ def winograd_speed():
                     winograd_rows(data, rows_of)))
 
 
+SHARES = "Not measured: `python benchmarks/shares.py`.\n"
+
+
+def shares_how(data):
+    """What every shares block says first: the command, date and load, and how each number was taken."""
+    rounds = f" in each of {data['rounds']} alternating rounds" if data["rounds"] > 1 else ""
+    return f"{command(data)}, {when(data)}: float32, the fastest of {data['repeat']} calls{rounds}"
+
+
+def shares_gemms():
+    data = result("shares")
+    if data is None:
+        return SHARES
+    rows = [(r["what"], f"{r['items']} x ({r['a'][-2]}x{r['a'][-1]})@({r['b'][-2]}x{r['b'][-1]})",
+             f"{r['mflop_per_item']:.1f}", ms(r["matmul_ms"]), ms(r["shared_ms"]),
+             f"**{r['matmul_ms'] / r['shared_ms']:.2f}**") for r in data["gemms"]]
+    return (f"{shares_how(data)}, {data['threads']} threads; x = `np.matmul`'s time / the shared stack's:\n\n"
+            + table(["stack", "GEMMs", "MFLOP per GEMM", "`np.matmul` ms", "shared ms", "x"], rows))
+
+
+def shares_chunks():
+    data = result("shares")
+    if data is None:
+        return SHARES
+    shared, in_turn = data["shared_chunk_bytes"] >> 10, data["in_turn_chunk_bytes"] >> 20
+    rows = [(r["layer"], r["shape"][0], ms(r["in_turn_ms"]), ms(r["shared_ms"]),
+             f"**{r['in_turn_ms'] / r['shared_ms']:.2f}**") for r in data["chunks"]]
+    return (f"{shares_how(data)}, {data['threads']} threads; x = the {in_turn} MB chunks' time / the shared "
+            f"ones':\n\n"
+            + table(["layer", "batch", f"{in_turn} MB chunks in turn, ms", f"{shared} KB chunks shared, ms", "x"],
+                    rows))
+
+
+def sgd_threads():
+    data = result("shares")
+    if data is None:
+        return SHARES
+    step = data["sgd"]
+    return (f"{shares_how(data)}: AlexNet's {step['parameters'] / 1e6:.0f} M parameters, **{ms(step['default_ms'])} "
+            f"ms** a step on {step['threads']} threads against {ms(step['one_thread_ms'])} ms on one.\n")
+
+
 BLOCKS = {"headline": headline, "conv-layers": conv_layers, "auto-reasons": auto_reasons,
           "depthwise-layers": depthwise_layers, "resnet50-step": resnet50_step, "zoo-steps": zoo_steps,
           "lenet-runs": lenet_runs, "lenet-epochs": lenet_epochs, "distributed-runs": distributed_runs,
-          "thread-runs": thread_runs,
+          "thread-runs": thread_runs, "shares-gemms": shares_gemms, "shares-chunks": shares_chunks,
+          "sgd-threads": sgd_threads,
           "mutation-runs": mutation_runs, "winograd-error": winograd_errors, "winograd-speed": winograd_speed}
 
 
@@ -497,11 +542,12 @@ def publish(check=False):
             if name not in BLOCKS:
                 problems.append(f"{page.relative_to(REPO)}: no block named {name!r} (known: {', '.join(BLOCKS)})")
                 return match[0]
-            body = BLOCKS[name]()
+            indent = match["indent"]
+            body = "".join(indent + line if line.strip() else line for line in BLOCKS[name]().splitlines(True))
             if body != match["body"]:
                 problems.append(f"{page.relative_to(REPO)}: block {name!r} "
                                 f"{'differs from' if check else 'rewritten from'} benchmarks/results")
-            return match[1] + body + match[4]
+            return indent + match[2] + body + indent + match[5]
 
         new = BLOCK.sub(render, text)
         if new != text and not check:

@@ -4,12 +4,11 @@
 ``np.matmul`` on a stack, (B, m, k) @ (B, k, n), calls one BLAS GEMM per item, one after the other,
 and BLAS spreads each GEMM over all its threads: for items of a few MFLOP (Winograd's products at
 each transform point, a 1x1 convolution's product per image) the threads spend much of every GEMM
-starting, splitting and waiting. Here the stack is cut into one share per thread instead, and each
-thread runs its share's GEMMs with BLAS on one thread. Measured alone, float32, 2 threads, quiet
-2-core machine (np.matmul vs split): Winograd's 36 x (64x64)@(64x128) (ResNet-20's 64 @8 at batch
-32) 0.34 vs 0.23 ms; 36 x (128x32)@(32x392) (DenseNet's 32->128 input gradient @28, batch 8)
-1.45 vs 0.71 ms; a ResNet-50 1x1 conv, 8 x (256x64)@(64x3136), 5.4 vs 5.0 ms; never slower on
-the 16 shapes measured (0.8 to 103 MFLOP per item).
+starting, splitting and waiting. Here the stack is shared between the threads instead, and each
+thread runs the GEMMs it takes with BLAS on one thread. np.matmul against the shared stack, on
+Winograd's products of ResNet-20 and DenseNet layers and a ResNet-50 1x1 convolution's GEMM per
+image (1 to 103 MFLOP per item): `python benchmarks/shares.py`, results in
+benchmarks/results/shares.json (docs/core.md quotes them).
 
 Each item is still one BLAS GEMM over its whole k, as in np.matmul, so the results are the same
 numbers (OpenBLAS splits a GEMM between threads by rows and columns, never along k).
@@ -36,7 +35,7 @@ from . import threads
 from .arrays import get_array_module
 
 MOST_IMBALANCE = 1.2  # share only when the largest share is at most this much above the mean (3 items: no)
-ITEM_BLOCKS = 4  # stacked_matmul hands out about this many blocks per thread
+ITEM_BLOCKS = 2  # stacked_matmul hands out about this many blocks per thread
 
 _lock = threading.Lock()
 _state = {"pool": None, "workers": 0, "blas": None, "held": 0}  # pool: the queue its threads take calls from

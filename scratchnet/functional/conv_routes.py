@@ -159,9 +159,9 @@ class Reference:
 # On the CPU the chunks are small (THREAD_COLUMN_BYTES, in one core's L2 cache) and shared between
 # the threads: each thread builds a chunk's columns with a one-thread kernel, multiplies them with
 # BLAS on one thread and puts the result in place, so the columns never leave its core's cache, and
-# no threaded call waits for the others between steps. conv2d forward and backward, float32, 2 threads,
-# quiet 2-core machine, against 16 MB chunks each run by both threads: ResNet-20's 3x3/2 16->32 @32,
-# batch 128, 15.4 -> 11.5 ms; ResNet-18's 7x7/2 stem, batch 8, 61.8 -> 49.4 ms. When the chunks cannot
+# no threaded call waits for the others between steps. conv2d forward and backward against 16 MB chunks
+# each run by every thread in turn, on ResNet-20's 3x3/2 16->32 @32 and ResNet-18's stem:
+# `python benchmarks/shares.py` (benchmarks/results/shares.json, quoted in docs/core.md). When the chunks cannot
 # be shared evenly (a batch of one) they run one after the other, each on every thread. The GPU runs
 # chunks of COLUMN_CHUNK_BYTES one after the other: its kernels and GEMM fill the device.
 #

@@ -80,7 +80,7 @@ def test_shares_run_on_the_pool_with_one_blas_thread(two_threads):
     out = blas.stacked_matmul(a.view(Spy), b, out=np.empty((10, 8, 8)))
     np.testing.assert_array_equal(out, np.matmul(a, b))
     assert all(counts == {1} for _, counts, _ in Spy.calls)
-    assert [items for _, _, items in Spy.calls] == [1] * 10  # 10 items: blocks of 10 // (4 * 2) = 1
+    assert [items for _, _, items in Spy.calls] == [2] * 5  # 10 items: blocks of 10 // (ITEM_BLOCKS 2 * 2 threads)
     assert blas_counts() == before
 
 
