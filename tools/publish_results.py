@@ -377,9 +377,10 @@ def lenet_epochs():
     data = result("train_lenet")
     best = min(data["runs"]["scratchnet"], key=lambda run: run["best_epoch_s"])
     rows = [(e["epoch"], f"{e['train_loss']:.4f}", f"{100 * e['train_acc']:.2f}%", f"{e['test_loss']:.4f}",
-             f"{100 * e['test_acc']:.2f}%", f"{e['epoch_time_s']:.1f}", f"{e['images_per_s']:.0f}") for e in best["epochs"]]
-    return (f"{command(data)}, {when(data)}:\n\n"
-            + table(["epoch", "train loss", "train acc", "test loss", "test acc", "s/epoch (training)", "images/s"], rows))
+             f"{100 * e['test_acc']:.2f}%", f"{e['epoch_time_s']:.1f}", f"{e['images_per_s']:.0f}")
+            for e in best["epochs"]]
+    header = ["epoch", "train loss", "train acc", "test loss", "test acc", "s/epoch (training)", "images/s"]
+    return f"{command(data)}, {when(data)}:\n\n" + table(header, rows)
 
 
 def thread_runs():
@@ -392,7 +393,8 @@ def thread_runs():
         numba = sorted(k["ratio"] for k in run["kernels"] if not k["kernel"].startswith("gemm"))
         big = [k["ratio"] for k in run["kernels"] if not k["kernel"].startswith("gemm") and k["alone_ms"] >= 0.05]
         gemms = [k["ratio"] for k in run["kernels"] if k["kernel"].startswith("gemm")]
-        rows.append((names.get(name, name), run["threads"], f"{run['step_ms_median']:.2f} ms ({run['step_ms_min']:.2f})",
+        step = f"{run['step_ms_median']:.2f} ms ({run['step_ms_min']:.2f})"
+        rows.append((names.get(name, name), run["threads"], step,
                      f"{numba[len(numba) // 2]:.2f} ({max(numba):.2f}; {max(big):.2f})", f"{max(gemms):.2f}"))
     return (f"{command(data)}, {when(data)}:\n\n"
             + table(["run", "threads", "LeNet step, median (min)", "Numba kernels, loop / alone: median (worst; worst "
@@ -404,8 +406,9 @@ def mutation_runs():
     for name in MUTATION_RUNS:
         data = result(name)
         if data is not None:
-            rows.append((", ".join(mutated_files(data)), f"`{data['command']}`", data.get("run") or len(data["results"]),
-                         data["mutants"], f"**{data['caught']} of {data['behaviour_changing']}**",
+            run = data.get("run") or len(data["results"])
+            rows.append((", ".join(mutated_files(data)), f"`{data['command']}`", run, data["mutants"],
+                         f"**{data['caught']} of {data['behaviour_changing']}**",
                          data["counts"].get("invalid", 0), data["counts"].get("equivalent", 0),
                          f"{data['seconds'] / 60:.0f}"))
     return table(["files", "command", "mutants run", "of", "caught / behaviour-changing", "do not compile",
