@@ -23,13 +23,11 @@ run. Prints a table with the load average; writes benchmarks/results/shares.json
 tools/publish_results.py renders into docs/core.md and docs/kernels.md.
 """
 import os
-import sys
 
 # benchmarks/timing.py (no NumPy)
-from timing import OVERRIDES, at_least, best_time, clean_env, layer_calls, started, write_result
+from timing import OVERRIDES, at_least, best_time, layer_calls, restart_without_overrides, started, write_result
 
-if any(v in os.environ for v in OVERRIDES):  # before NumPy loads OpenBLAS
-    os.execve(sys.executable, [sys.executable] + sys.argv, clean_env())
+restart_without_overrides()  # before NumPy loads OpenBLAS
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402

@@ -37,6 +37,13 @@ def clean_env():
     return {k: v for k, v in os.environ.items() if k not in OVERRIDES}
 
 
+def restart_without_overrides():
+    """Run this script again, in this process, without OVERRIDES, where any is set: a benchmark that times its own
+    process calls this before NumPy loads OpenBLAS (which reads them once, at load)."""
+    if any(v in os.environ for v in OVERRIDES):
+        os.execve(sys.executable, [sys.executable] + sys.argv, clean_env())
+
+
 def child_json(command, what, env=None):
     """Run a benchmark's child process ``command`` in the repo root and return the JSON object it prints
     on its last line; a failed child stops the benchmark with ``what`` and the child's stderr. ``env``:

@@ -25,13 +25,11 @@ with the load average; writes benchmarks/results/winograd_cpu.json
 into docs/kernels.md.
 """
 import os
-import sys
 
 # benchmarks/timing.py (no NumPy)
-from timing import OVERRIDES, at_least, best_time, clean_env, started, torch_python, write_result
+from timing import at_least, best_time, restart_without_overrides, started, torch_python, write_result
 
-if any(v in os.environ for v in OVERRIDES):  # before numpy loads OpenBLAS
-    os.execve(sys.executable, [sys.executable] + sys.argv, clean_env())
+restart_without_overrides()  # before NumPy loads OpenBLAS
 # torch's child gets the environment as it was before scratchnet's thread policy was added to it
 TORCH_ENV = dict(os.environ)
 

@@ -13,12 +13,12 @@ benchmarks/results/shares.json (docs/core.md quotes them).
 Each item is still one BLAS GEMM over its whole k, as in np.matmul, so the results are the same
 numbers (OpenBLAS splits a GEMM between threads by rows and columns, never along k).
 
-While shares run, every BLAS library loaded is held at one thread (threadpoolctl); the last share
-to finish gives BLAS back the policy's count (threads.get_num_threads). NumPy arrays only: anything
-else (CuPy) goes to its own matmul.
+While shares run, every BLAS library loaded is held at one thread (threadpoolctl); once no block is
+left or running, the caller (the last of several calling at once) gives BLAS back the policy's count
+(threads.get_num_threads). NumPy arrays only: anything else (CuPy) goes to its own matmul.
 
 The items are handed out in blocks from a shared counter, not in fixed halves: the calling thread starts
-on them at once and the pool's threads join when they wake (50-70 us after the call on a 2-core machine),
+on them at once and the pool's threads join when they wake (50-100 us after the call on a 2-core machine),
 so nobody waits at the end for a thread that started late with a whole half still to do. Which thread
 runs a block does not change its numbers.
 
