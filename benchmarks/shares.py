@@ -5,9 +5,11 @@
     python benchmarks/shares.py --rounds 5 --repeat 20
 
 Three pairs, each timed in the same process:
-  gemms   scratchnet.backend.blas.stacked_matmul (the stack shared between the threads, BLAS at one thread
-          in each share) against one np.matmul on the whole stack (one BLAS GEMM per item, each spread over
-          every thread), on the stacks of GEMMS, with an ``out`` array as the convolution routes give it.
+  gemms   the stack's items shared between Numba's threads (scratchnet.kernels.cpu_gemm.stacked_matmul, what the
+          convolution routes call) and between the threads of scratchnet's own pool (backend.blas.stacked_matmul,
+          its fallback), BLAS at one thread in each, against one np.matmul on the whole stack (one BLAS GEMM per
+          item, each spread over every thread), on the stacks of GEMMS, with an ``out`` array as the convolution
+          routes give it (three in turn, not a pair).
   chunks  conv2d's forward and backward (both gradients) on the im2col route (conv_algo='im2col'): its chunks
           of THREAD_COLUMN_BYTES shared between the threads, against chunks of COLUMN_CHUNK_BYTES (16 MB) run
           one after the other, each on every thread (the threaded kernels and GEMM: how the route ran its chunks
@@ -48,11 +50,11 @@ LAYERS = [
 ]
 
 
-def alternate(first, second, rounds, repeat):
-    """(ms, ms): the fastest call of each, the two timed in turn ``rounds`` times."""
-    best = [float("inf"), float("inf")]
+def alternate(*fns, rounds, repeat):
+    """(ms, ...): the fastest call of each fn, the fns timed in turn ``rounds`` times."""
+    best = [float("inf")] * len(fns)
     for _ in range(rounds):
-        for side, fn in enumerate((first, second)):
+        for side, fn in enumerate(fns):
             best[side] = min(best[side], 1e3 * best_time(fn, repeat))
     return tuple(best)
 
@@ -70,16 +72,22 @@ def chunks_in_turn():
 
 
 def gemms(np, rounds, repeat):
-    from scratchnet.backend.blas import stacked_matmul
+    from scratchnet.backend import blas
+    from scratchnet.kernels import cpu_gemm
     rng, rows = np.random.default_rng(0), []
     for what, a_shape, b_shape in GEMMS:
         a, b = rng.standard_normal(a_shape, dtype=np.float32), rng.standard_normal(b_shape, dtype=np.float32)
         out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]), np.float32)
-        matmul_ms, shared_ms = alternate(lambda: np.matmul(a, b, out=out), lambda: stacked_matmul(a, b, out=out),
-                                         rounds, repeat)
+        if cpu_gemm._plan(a, b, out) is None:
+            raise SystemExit(f"shares.py: the stack {what} does not run on Numba's threads here (NumPy's BLAS is "
+                             f"not its bundled OpenBLAS, or one thread); nothing to compare")
+        matmul_ms, numba_ms, shared_ms = alternate(lambda: np.matmul(a, b, out=out),
+                                                   lambda: cpu_gemm.stacked_matmul(a, b, out=out),
+                                                   lambda: blas.stacked_matmul(a, b, out=out),
+                                                   rounds=rounds, repeat=repeat)
         rows.append(dict(what=what, a=list(a_shape), b=list(b_shape), items=out.shape[0],
                          mflop_per_item=2 * a.shape[-2] * a.shape[-1] * b.shape[-1] / 1e6,
-                         matmul_ms=matmul_ms, shared_ms=shared_ms))
+                         matmul_ms=matmul_ms, numba_ms=numba_ms, shared_ms=shared_ms))
     return rows
 
 
@@ -96,7 +104,7 @@ def chunks(sn, np, rounds, repeat):
         def in_turn():
             with chunks_in_turn():
                 both()
-        in_turn_ms, shared_ms = alternate(in_turn, both, rounds, repeat)
+        in_turn_ms, shared_ms = alternate(in_turn, both, rounds=rounds, repeat=repeat)
         rows.append(dict(layer=name, shape=[n, c, size, c_out, k, s, p], in_turn_ms=in_turn_ms, shared_ms=shared_ms))
     return rows
 
@@ -118,7 +126,7 @@ def sgd(sn, np, rounds, repeat):
             optimizer.step()
         return step
 
-    default_ms, one_thread_ms = alternate(on(threads), on(1), rounds, repeat)
+    default_ms, one_thread_ms = alternate(on(threads), on(1), rounds=rounds, repeat=repeat)
     sn.set_num_threads(threads)
     return dict(model="alexnet", parameters=sum(p.data.size for p in params), threads=threads,
                 default_ms=default_ms, one_thread_ms=one_thread_ms)
@@ -144,9 +152,10 @@ def main():
     result["sgd"] = sgd(sn, np, args.rounds, args.repeat)
 
     print(f"{sn.get_num_threads()} threads, float32, fastest of {args.repeat} calls over {args.rounds} rounds\n")
-    print(f"{'stack':70} {'np.matmul ms':>12} {'shared ms':>10} {'x':>6}")
+    print(f"{'stack':70} {'np.matmul ms':>12} {'Numba ms':>9} {'pool ms':>8} {'x':>6}")
     for r in result["gemms"]:
-        print(f"{r['what']:70} {r['matmul_ms']:12.3f} {r['shared_ms']:10.3f} {r['matmul_ms'] / r['shared_ms']:6.2f}")
+        print(f"{r['what']:70} {r['matmul_ms']:12.3f} {r['numba_ms']:9.3f} {r['shared_ms']:8.3f} "
+              f"{r['matmul_ms'] / r['numba_ms']:6.2f}")
     print(f"\n{'conv2d fwd+bwd, im2col route':70} {'in turn ms':>12} {'shared ms':>10} {'x':>6}")
     for r in result["chunks"]:
         layer = f"{r['layer']}, batch {r['shape'][0]}"

@@ -5,7 +5,8 @@ functions kernels/interface.py declares (and each module checks at import):
 
     cpu   kernels/cpu.py    Numba kernels (NumPy arrays): im2col/col2im, depthwise, max-pool,
                             deformable im2col and its adjoints, ReLU, sigmoid, SiLU, batch norm,
-                            local response norm, the SGD step, and the Winograd transforms
+                            local response norm, the SGD step, the Winograd transforms and stacks
+                            of BLAS GEMMs shared between Numba's threads (cpu_gemm.py)
     gpu   kernels/cuda.py   CUDA kernels (CuPy arrays): im2col/col2im, depthwise, max-pool,
                             deformable im2col and its adjoints, and the tiled direct convolution
 

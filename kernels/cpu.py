@@ -4,8 +4,8 @@ It provides kernels/interface.py's CPU list (checked at the end of this file): t
 shares with kernels/cuda.py, so a caller picks the module for its arrays (kernels.for_array) and
 calls one API (deformable convolution's Numba kernels live in cpu_deform.py), and the CPU-only
 ones: ReLU, sigmoid and SiLU (cpu_activation.py), the SGD step, batch norm and local response norm
-(cpu_norm.py; the GPU runs CuPy's array code for these) and
-the Winograd route's transforms (winograd.py). Each
+(cpu_norm.py; the GPU runs CuPy's array code for these),
+the Winograd route's transforms (winograd.py) and stacks of GEMMs on Numba's threads (cpu_gemm.py). Each
 convolution, pooling and batch norm kernel parallelises over planes or channels that only it
 writes (prange), so there are no races and no atomics; the activations are serial (too little work
 to pay for a second thread, or bound by memory), SGD is parallel over blocks of large parameters
@@ -24,10 +24,12 @@ from numba import njit, prange
 
 from . import interface
 from . import cpu_cache  # watches Numba's compiles of these kernels: reports and times them
+from . import cpu_gemm
 from .cpu_activation import _sigmoid_backward, _sigmoid_from_exp, _silu_backward, _silu_from_exp, exp_of_negative_abs
 from .cpu_deform import _deform_col2im, _deform_col2im_coord, _deform_im2col, bordered
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
 from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _lrn_backward, _lrn_scale, _scale_shift
+from .cpu_gemm import stacked_matmul  # noqa: F401 (the interface's stacked GEMMs)
 from .cpu_rows import _copy
 from .winograd import FUSED_CHANNELS
 from .winograd import backward_input as winograd_backward_input  # noqa: F401 (the interface's Winograd)
@@ -652,6 +654,7 @@ def _warm_up_calls(dtype):
         ("deform_col2im", lambda: [deform_col2im(col, offset, m, x.shape, unit, none, unit) for m in (None, mask)]),
         ("deform_col2im_coord", lambda: [deform_col2im_coord(col, x, offset, m, unit, none, unit)
                                          for m in (None, mask)]),
+        ("gemm_items", lambda: cpu_gemm.warm_up(dtype)),  # stacked_matmul's
         ("sgd_step", lambda: (sgd_step(p, p, None, 0.1, 0.9, 0, 0, False),  # the first step (makes the buffer)
                               sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False))),  # and a later one
         ("winograd", lambda: [(winograd_forward(a, b, unit), winograd_backward_input(c, b, a.shape, none),
@@ -677,6 +680,7 @@ _COMPILES = {
     "batch_norm_stats": ("channel_stats",), "batch_norm_scale_shift": ("scale_shift",),
     "batch_norm_grad_sums": ("grad_sums",), "batch_norm_grad_input": ("grad_input",),
     "local_response_norm_forward": ("lrn_scale",), "local_response_norm_backward": ("lrn_backward",),
+    "stacked_matmul": ("gemm_items",),
     "winograd_forward": ("winograd",), "winograd_backward_input": ("winograd",),
     "winograd_backward_weight": ("winograd",),
 }

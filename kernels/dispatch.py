@@ -208,6 +208,13 @@ def cpu_kernels_deferred():
     return _cpu_deferred
 
 
+def note_wanted_cpu_kernel(function, dtype):
+    """A CPU kernel function that a call would have taken had it been loaded, noted by the function itself
+    where no table decides (kernels/cpu_gemm.py's stacked_matmul, which otherwise gives the same numbers
+    another way): compiled with the rest (wanted_cpu_kernels)."""
+    _wanted.add((function, np.dtype(dtype)))
+
+
 def wanted_cpu_kernels(dtype):
     """The kernel functions (kernels/interface.py's CPU names) of the routes that the calls of ``dtype`` would
     have taken while some were deferred, had those been loaded: what a run needs compiled."""

@@ -52,6 +52,8 @@ CPU = {
     # im2col and col2im on the calling thread alone, the GIL released: one thread's share of a batch
     "im2col_one_thread": "(x, kernel, stride, padding, dilation, out_hw, pad_value=0)",  # -> col
     "col2im_one_thread": "(col, x_shape, stride, padding, dilation)",  # -> x
+    # np.matmul(a, b, out) on a stack of GEMMs, the items shared between Numba's threads (kernels/cpu_gemm.py)
+    "stacked_matmul": "(a, b, out=None)",
     "winograd_forward": "(x, w, padding, *, tile=None)",  # 3x3 stride 1 -> y
     "winograd_backward_input": "(gy, w, x_shape, padding, *, tile=None)",  # -> gx
     "winograd_backward_weight": "(gy, x, w_shape, padding, *, tile=None)",  # -> gw

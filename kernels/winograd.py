@@ -47,7 +47,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import njit, prange
 
-from ..backend.blas import stacked_matmul
+from .cpu_gemm import stacked_matmul  # the stack on Numba's threads, as the transforms around it
 
 # interpolation points (infinity is always added): the ones these tiles use
 POINTS = {2: (0, 1, -1), 4: (0, 1, -1, Fraction(1, 2), -2)}

@@ -3,7 +3,7 @@
 One module per job; this file only re-exports them (``backend.get_array_module`` and so on):
 
     threads     the process's one thread policy (BLAS, OpenMP, Numba): set_num_threads
-    blas        stacked matrix products split between those threads (stacked_matmul)
+    blas        work split between those threads on a pool of its own (run_shares, stacked_matmul)
     memory      the process's memory policy: freed memory is kept for the next step (release_memory)
     gpu         CuPy if it loads, and why a GPU cannot be used (gpu_status)
     arrays      NumPy or CuPy for an array, devices, moves between them

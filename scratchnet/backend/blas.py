@@ -5,10 +5,13 @@
 and BLAS spreads each GEMM over all its threads: for items of a few MFLOP (Winograd's products at
 each transform point, a 1x1 convolution's product per image) the threads spend much of every GEMM
 starting, splitting and waiting. Here the stack is shared between the threads instead, and each
-thread runs the GEMMs it takes with BLAS on one thread. np.matmul against the shared stack, on
-Winograd's products of ResNet-20 and DenseNet layers and a ResNet-50 1x1 convolution's GEMM per
-image (1 to 103 MFLOP per item): `python benchmarks/shares.py`, results in
-benchmarks/results/shares.json (docs/core.md quotes them).
+thread runs the GEMMs it takes with BLAS on one thread, on this module's own pool of threads. The
+convolution routes run their stacks on Numba's threads instead where they can (kernels/cpu_gemm.py,
+the same numbers: the threads of the kernels around the stacks), and here otherwise: another BLAS than
+NumPy's bundled OpenBLAS, layouts BLAS cannot take as they are, a first run's kernels still compiling,
+CuPy arrays. np.matmul against both, on Winograd's products of ResNet-20 and DenseNet layers and a
+ResNet-50 1x1 convolution's GEMM per image (1 to 103 MFLOP per item): `python benchmarks/shares.py`,
+results in benchmarks/results/shares.json (docs/core.md quotes them).
 
 Each item is still one BLAS GEMM over its whole k, as in np.matmul, so the results are the same
 numbers (OpenBLAS splits a GEMM between threads by rows and columns, never along k).
@@ -25,6 +28,7 @@ runs a block does not change its numbers.
 ``run_shares`` runs any work that way: the im2col route's column chunks, each built, multiplied and put
 in place by one thread (functional/conv_routes.py).
 """
+import contextlib
 import os
 import queue
 import threading
@@ -177,6 +181,18 @@ def _blas_libraries():
         from threadpoolctl import ThreadpoolController
         _state["blas"] = ThreadpoolController().select(user_api="blas").lib_controllers
     return _state["blas"]
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Every BLAS library at one thread inside (for work that shares itself between threads, as run_shares
+    and kernels/cpu_gemm.py do); nested and concurrent uses are counted, the last one out gives BLAS back
+    the policy's count."""
+    _hold_blas()
+    try:
+        yield
+    finally:
+        _release_blas()
 
 
 def _hold_blas():

@@ -31,7 +31,8 @@ from collections import namedtuple
 import numpy as np
 
 from .. import backend, kernels
-from ..backend.blas import run_shares, stacked_matmul, thread_count
+from ..backend.blas import run_shares, thread_count
+from ..backend.blas import stacked_matmul as shared_matmul
 from ..kernels.dispatch import ANY, KERNEL_DTYPES, Op, Route, device, same_dtype
 
 Geometry = namedtuple("Geometry", "stride padding dilation groups out_hw")
@@ -98,6 +99,14 @@ def _empty_batch(like, shape):
     a zero weight gradient). Routes whose kernels would launch an empty grid, divide by the batch or sum
     into memory they never initialise return this first."""
     return backend.get_array_module(like).zeros(shape, dtype=like.dtype)
+
+
+def stacked_matmul(a, b, out=None):
+    """np.matmul on a stack of GEMMs, the items shared between the threads: NumPy arrays on the CPU kernels'
+    (Numba's) threads, kernels/cpu_gemm.py; anything else (CuPy) backend.blas's (its own matmul)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return kernels.for_device("cpu").stacked_matmul(a, b, out=out)
+    return shared_matmul(a, b, out=out)
 
 
 def _grouped_matmul(a, b):
