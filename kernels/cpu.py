@@ -28,8 +28,8 @@ from . import cpu_gemm
 from .cpu_activation import _sigmoid_backward, _sigmoid_from_exp, _silu_backward, _silu_from_exp, exp_of_negative_abs
 from .cpu_deform import _deform_col2im, _deform_col2im_coord, _deform_im2col, bordered
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
-from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _lrn_backward, _lrn_scale, _scale_shift
 from .cpu_gemm import stacked_matmul  # noqa: F401 (the interface's stacked GEMMs)
+from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _lrn_backward, _lrn_scale, _scale_shift
 from .cpu_rows import _copy
 from .winograd import FUSED_CHANNELS
 from .winograd import backward_input as winograd_backward_input  # noqa: F401 (the interface's Winograd)
