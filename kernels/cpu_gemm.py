@@ -88,15 +88,15 @@ def _plan(a, b, out):
     (m, k), (k_b, n) = a.shape[-2:], b.shape[-2:]
     if k != k_b or any(x.ndim == 3 and x.shape[0] != items for x in (a, b)):
         return None  # (np.matmul's errors and broadcasting of a one-item stack: the other route)
-    if min(m, n, k) < 2 or blas.thread_count(items) < 2 or a.ctypes.data == b.ctypes.data:
-        return None  # NumPy's matrix-vector product, an empty product, too few items to share, or its A @ A.T
+    if min(m, n, k) < 2 or blas.thread_count(items) < 2:
+        return None  # NumPy's matrix-vector product, an empty product, or too few items to share
     if "stacked_matmul" in dispatch.cpu_kernels_deferred():
         dispatch.note_wanted_cpu_kernel("stacked_matmul", a.dtype)  # compiled with the run's other kernels
         return None
     address = _addresses().get(a.dtype)
     operands = (_operand(a), _operand(b))
-    if address is None or None in operands:
-        return None
+    if address is None or None in operands or operands[0][1] == operands[1][1]:
+        return None  # (the last: one array twice, where NumPy computes A @ A.T with syrk)
     if out is None:
         out = np.empty((items, m, n), dtype=a.dtype)
     elif not (type(out) is np.ndarray and out.shape == (items, m, n) and out.dtype == a.dtype

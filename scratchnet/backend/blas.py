@@ -90,14 +90,11 @@ def run_shares(work, items, n_threads, block=1):
         return
     blocks = _Blocks(work, items, block)
     pool = _pool(n_threads - 1)
-    _hold_blas()
-    try:
+    with one_blas_thread():
         for _ in range(n_threads - 1):
             pool.put(blocks)  # a thread that wakes after the last block is taken finds none and goes back
         blocks.run()
         blocks.wait()  # no block running: BLAS may have its threads back
-    finally:
-        _release_blas()
     if blocks.error is not None:
         raise blocks.error
 
