@@ -11,10 +11,13 @@ Three pairs, each timed in the same process:
           item, each spread over every thread), on the stacks of GEMMS, with an ``out`` array as the convolution
           routes give it (three in turn, not a pair).
   chunks  conv2d's forward and backward (both gradients) on the im2col route (conv_algo='im2col'): its chunks
-          of THREAD_COLUMN_BYTES shared between the threads, against chunks of COLUMN_CHUNK_BYTES (16 MB) run
-          one after the other, each on every thread (the threaded kernels and GEMM: how the route ran its chunks
-          before it shared them). No argument selects that: ``chunks_in_turn`` sets conv_routes' THREAD_COLUMN_BYTES
-          to COLUMN_CHUNK_BYTES and its thread_count to 1 while it runs (a monkeypatch of the module).
+          of THREAD_COLUMN_BYTES shared between Numba's threads (kernels/cpu.py's im2col_chunks_*, what the route
+          runs) and between the threads of scratchnet's own pool (its fallback), against chunks of
+          COLUMN_CHUNK_BYTES (16 MB) run one after the other, each on every thread (the threaded kernels and GEMM:
+          how the route ran its chunks before it shared them; three in turn, not a pair). No argument selects the
+          other two: ``chunks_in_turn`` sets conv_routes' THREAD_COLUMN_BYTES to COLUMN_CHUNK_BYTES and its
+          thread_count to 1 while it runs, ``chunks_on_pool`` has the chunk kernels answer "cannot run here"
+          (monkeypatches of the modules).
   sgd     one step of scratchnet.optim.SGD (momentum 0.9, weight decay 5e-4) over AlexNet's 61 M parameters,
           the gradients random (no forward), on the default threads against one (sn.set_num_threads(1)).
 
@@ -45,6 +48,7 @@ GEMMS = [
 ]
 # name, batch, in-channels, size, out-channels, kernel, stride, padding
 LAYERS = [
+    ("LeNet-5 C3 5x5 6->16 @14", 64, 6, 14, 16, 5, 1, 0),
     ("ResNet-20 3x3/2 16->32 @32", 128, 16, 32, 32, 3, 2, 1),
     ("ResNet-18 stem 7x7/2 3->64 @224", 8, 3, 224, 64, 7, 2, 3),
 ]
@@ -69,6 +73,18 @@ def chunks_in_turn():
         yield
     finally:
         R.THREAD_COLUMN_BYTES, R.thread_count = saved
+
+
+@contextlib.contextmanager
+def chunks_on_pool():
+    """The im2col route's chunks shared between the threads of backend/blas.py's pool (the route's fallback)."""
+    from scratchnet.kernels import cpu
+    saved = cpu.im2col_chunks_forward, cpu.im2col_chunks_backward
+    cpu.im2col_chunks_forward = cpu.im2col_chunks_backward = lambda *args: None
+    try:
+        yield
+    finally:
+        cpu.im2col_chunks_forward, cpu.im2col_chunks_backward = saved
 
 
 def gemms(np, rounds, repeat):
@@ -104,8 +120,13 @@ def chunks(sn, np, rounds, repeat):
         def in_turn():
             with chunks_in_turn():
                 both()
-        in_turn_ms, shared_ms = alternate(in_turn, both, rounds=rounds, repeat=repeat)
-        rows.append(dict(layer=name, shape=[n, c, size, c_out, k, s, p], in_turn_ms=in_turn_ms, shared_ms=shared_ms))
+
+        def on_pool():
+            with chunks_on_pool():
+                both()
+        in_turn_ms, pool_ms, shared_ms = alternate(in_turn, on_pool, both, rounds=rounds, repeat=repeat)
+        rows.append(dict(layer=name, shape=[n, c, size, c_out, k, s, p], in_turn_ms=in_turn_ms, pool_ms=pool_ms,
+                         shared_ms=shared_ms))
     return rows
 
 
@@ -156,10 +177,10 @@ def main():
     for r in result["gemms"]:
         print(f"{r['what']:70} {r['matmul_ms']:12.3f} {r['numba_ms']:9.3f} {r['shared_ms']:8.3f} "
               f"{r['matmul_ms'] / r['numba_ms']:6.2f}")
-    print(f"\n{'conv2d fwd+bwd, im2col route':70} {'in turn ms':>12} {'shared ms':>10} {'x':>6}")
+    print(f"\n{'conv2d fwd+bwd, im2col route':70} {'in turn ms':>12} {'pool ms':>8} {'Numba ms':>9} {'x':>6}")
     for r in result["chunks"]:
         layer = f"{r['layer']}, batch {r['shape'][0]}"
-        print(f"{layer:70} {r['in_turn_ms']:12.2f} {r['shared_ms']:10.2f} "
+        print(f"{layer:70} {r['in_turn_ms']:12.2f} {r['pool_ms']:8.2f} {r['shared_ms']:9.2f} "
               f"{r['in_turn_ms'] / r['shared_ms']:6.2f}")
     step = result["sgd"]
     print(f"\nSGD step, AlexNet ({step['parameters'] / 1e6:.1f} M parameters): {step['default_ms']:.1f} ms on "

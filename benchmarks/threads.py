@@ -7,11 +7,11 @@ Thread oversubscription shows up as a kernel that is fast alone and slow right a
 other library's kernel: OpenBLAS's idle threads spin ~0.1 s after a GEMM, GNU OpenMP's
 (Numba's pool) ~0.3 ms after a parallel loop, and the spinning pool takes the cores the next
 kernel needs. So this runs the real LeNet-5 training step (batch 64, SGD momentum 0.9, wd
-5e-4, float32) and times every kernel call inside it: the Numba kernels (im2col, col2im,
-max-pool forward/backward: every public function of kernels/cpu.py) and the GEMMs the conv
-routes issue (conv_routes' three GEMM helpers; _share_matmul: the im2col route's chunks shared between
-the threads). Then it replays each call alone, back to back, with
-the same arrays. ratio = median time in the loop / median time alone (<= 1: no slower in
+5e-4, float32) and times every kernel call inside it: the Numba kernels (im2col and its chunk
+kernels, col2im, max-pool forward/backward: every public function of kernels/cpu.py) and the GEMMs
+the conv routes issue (conv_routes' three GEMM helpers; _share_matmul: the im2col route's chunks
+shared between the threads of the pool, where its kernels on Numba's threads cannot run). Then it
+replays each call alone, back to back, with the same arrays. ratio = median time in the loop / median time alone (<= 1: no slower in
 the loop; timings on a busy machine scatter, so read the table with the load average).
 
 It runs four times, each in its own process:

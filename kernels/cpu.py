@@ -22,12 +22,14 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from . import interface
+from ..backend import blas
+from . import dispatch, interface
 from . import cpu_cache  # watches Numba's compiles of these kernels: reports and times them
 from . import cpu_gemm
 from .cpu_activation import _sigmoid_backward, _sigmoid_from_exp, _silu_backward, _silu_from_exp, exp_of_negative_abs
 from .cpu_deform import _deform_col2im, _deform_col2im_coord, _deform_im2col, bordered
 from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight, _depthwise_forward
+from .cpu_gemm import NO_TRANS, TRANS, _gemm
 from .cpu_gemm import stacked_matmul  # noqa: F401 (the interface's stacked GEMMs)
 from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _lrn_backward, _lrn_scale, _scale_shift
 from .cpu_rows import _copy
@@ -135,6 +137,87 @@ def _col2im_one_thread(col, x, sy, sx, ph, pw, dy, dx):
     cf, xf = col.reshape(-1), x.reshape(-1)
     for plane in range(x.shape[0] * x.shape[1]):
         _col2im_plane(cf, xf, col.shape, x.shape, plane, sy, sx, ph, pw, dy, dx)
+
+
+# The im2col route's batch chunks on Numba's threads (functional/conv_routes.py's Im2col on the CPU, when the
+# chunks are shared): thread t takes chunks t, t + threads, ... and for each builds the columns in its own
+# buffer, multiplies them by one BLAS GEMM per group (NumPy's own, BLAS held at one thread: cpu_gemm's call
+# through the function's address) and puts the result in place. The threads that run every other kernel
+# here, and no Python between the chunks. Each GEMM is the call np.matmul makes for that chunk and group
+# (same operands, flags and leading dimensions), so the numbers are the pool route's (conv_routes._each_chunk)
+# bit for bit.
+
+@njit(parallel=True, nogil=True, cache=True)
+def _im2col_chunks_forward(address, x, w, y, cols, outs, starts, kh, kw, sy, sx, ph, pw, dy, dx):
+    """y[lo:hi] = the convolution of x[lo:hi] with w (g, C_out/g, C/g*kh*kw) for each chunk lo:hi of starts;
+    cols and outs: each thread's columns and GEMM output, (threads, size of the largest chunk's)."""
+    threads = cols.shape[0]
+    for t in prange(threads):  # (a call per chunk: the parallel loop stays small, and so its compile time)
+        for index in range(t, starts.size - 1, threads):
+            _forward_chunk(address, x, w, y, cols[t], outs[t], starts[index], starts[index + 1], kh, kw, sy, sx,
+                           ph, pw, dy, dx)
+
+
+@njit(cache=True, nogil=True)
+def _forward_chunk(address, x, w, y, cf, of, lo, hi, kh, kw, sy, sx, ph, pw, dy, dx):
+    c, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    g, co_g, k = w.shape
+    c_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    images, pixels, image = hi - lo, oh * ow, c * h * wd
+    m = images * pixels
+    xc, wf, yf = x.reshape(-1)[lo * image:hi * image], w.reshape(-1), y.reshape(-1)
+    zero, one = x.dtype.type(0), x.dtype.type(1)
+    for cij in range(c * kh * kw):
+        _im2col_row(xc, cf, (images, c, h, wd), (c, kh, kw, images, oh, ow), cij, sy, sx, ph, pw, dy, dx, zero)
+    for gi in range(g):  # (C_out/g, C/g*kh*kw) @ (C/g*kh*kw, images*oh*ow)
+        _gemm(address, NO_TRANS, NO_TRANS, co_g, m, k, one, wf[gi * co_g * k:].ctypes.data, k,
+              cf[gi * k * m:].ctypes.data, m, zero, of[gi * co_g * m:].ctypes.data, m)
+    for r in range(c_out):  # (C_out, images, oh*ow) -> NCHW
+        for b in range(images):
+            _copy(of, (r * images + b) * pixels, yf, ((lo + b) * c_out + r) * pixels, pixels)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _im2col_chunks_backward(address, gy, x, w_t, gx, parts, cols, gys, starts, c, h, wd, g, k, kh, kw, sy, sx, ph, pw,
+                            dy, dx, input_gradient, weight_gradient):
+    """For each chunk lo:hi of starts, its gy gathered once as (g, C_out/g, images*oh*ow), then where asked
+    gx[lo:hi] (w_t (g, k = C/g*kh*kw, C_out/g) times it, col2im) and parts[chunk] (the chunk's columns times
+    that gy's transpose: (g, k, C_out/g)); the input is (N, c, h, wd); cols and gys: each thread's columns and
+    gathered gy. An array not asked for may be empty (x, w_t and gx, or parts)."""
+    threads = cols.shape[0]
+    for t in prange(threads):
+        for index in range(t, starts.size - 1, threads):
+            _backward_chunk(address, gy, x, w_t, gx, parts, cols[t], gys[t], index, starts[index], starts[index + 1],
+                            c, h, wd, g, k, kh, kw, sy, sx, ph, pw, dy, dx, input_gradient, weight_gradient)
+
+
+@njit(cache=True, nogil=True)
+def _backward_chunk(address, gy, x, w_t, gx, parts, cf, gf, index, lo, hi, c, h, wd, g, k, kh, kw, sy, sx, ph, pw,
+                    dy, dx, input_gradient, weight_gradient):
+    c_out, oh, ow = gy.shape[1], gy.shape[2], gy.shape[3]
+    co_g, images, pixels, image = c_out // g, hi - lo, oh * ow, c * h * wd
+    m = images * pixels
+    gyf, wf = gy.reshape(-1), w_t.reshape(-1)
+    zero, one = gy.dtype.type(0), gy.dtype.type(1)
+    for r in range(c_out):  # (images, C_out, oh*ow) -> (C_out, images, oh*ow)
+        for b in range(images):
+            _copy(gyf, ((lo + b) * c_out + r) * pixels, gf, (r * images + b) * pixels, pixels)
+    col_shape, x_shape = (c, kh, kw, images, oh, ow), (images, c, h, wd)
+    if input_gradient:
+        for gi in range(g):  # (C/g*kh*kw, C_out/g) @ (C_out/g, images*oh*ow)
+            _gemm(address, NO_TRANS, NO_TRANS, k, m, co_g, one, wf[gi * k * co_g:].ctypes.data, co_g,
+                  gf[gi * co_g * m:].ctypes.data, m, zero, cf[gi * k * m:].ctypes.data, m)
+        gxc = gx.reshape(-1)[lo * image:hi * image]
+        for plane in range(images * c):
+            _col2im_plane(cf, gxc, col_shape, x_shape, plane, sy, sx, ph, pw, dy, dx)
+    if weight_gradient:
+        xc = x.reshape(-1)[lo * image:hi * image]
+        for cij in range(c * kh * kw):
+            _im2col_row(xc, cf, x_shape, col_shape, cij, sy, sx, ph, pw, dy, dx, zero)
+        pf = parts[index].reshape(-1)
+        for gi in range(g):  # (C/g*kh*kw, images*oh*ow) @ (images*oh*ow, C_out/g): gy's transpose
+            _gemm(address, NO_TRANS, TRANS, k, co_g, m, one, cf[gi * k * m:].ctypes.data, m,
+                  gf[gi * co_g * m:].ctypes.data, m, zero, pf[gi * k * co_g:].ctypes.data, co_g)
 
 
 # max pooling. The general kernel's branches follow the data (a 2-D view per plane is cheap next to
@@ -407,6 +490,61 @@ def _images(kernel_function, col, x_shape, stride, padding, dilation):
     return x
 
 
+def im2col_chunks_forward(x, w_groups, kernel, starts, threads, stride, padding, dilation, out_hw):
+    """conv2d's forward on the im2col route, the batch chunks lo:hi of ``starts`` shared between ``threads`` of
+    Numba's threads (w_groups: (g, C_out/g, C/g*kh*kw)); None where this cannot run (_chunks_gemm_address)."""
+    g, co_g, k = w_groups.shape
+    address = _chunks_gemm_address("im2col_chunks_forward", x.dtype, (co_g, k), starts, out_hw)
+    if address is None:
+        return None
+    n, c = x.shape[:2]
+    largest = int(np.max(np.diff(starts)))
+    cols = np.empty((threads, largest * c * kernel[0] * kernel[1] * out_hw[0] * out_hw[1]), x.dtype)
+    outs = np.empty((threads, largest * g * co_g * out_hw[0] * out_hw[1]), x.dtype)
+    y = np.empty((n, g * co_g) + tuple(out_hw), x.dtype)
+    with blas.one_blas_thread():
+        _im2col_chunks_forward(address, _c(x), _c(w_groups), y, cols, outs, starts, *kernel,
+                               *_geometry(stride, padding, dilation))
+    return y
+
+
+def im2col_chunks_backward(gy, x, w_t, x_shape, w_shape, groups, starts, threads, stride, padding, dilation):
+    """conv2d's gradients on the im2col route as im2col_chunks_forward shares its forward: (gx or None, parts or
+    None), gx where w_t (g, C/g*kh*kw, C_out/g) is given, the weight gradient's per-chunk products (chunks, g,
+    C/g*kh*kw, C_out/g) where x is; None where this cannot run (_chunks_gemm_address)."""
+    n, c, h, wd = x_shape
+    c_out, c_group, kh, kw = w_shape
+    k, co_g, pixels = c_group * kh * kw, c_out // groups, gy.shape[2] * gy.shape[3]
+    address = _chunks_gemm_address("im2col_chunks_backward", gy.dtype, (co_g, k), starts, gy.shape[2:])
+    if address is None:
+        return None
+    largest = int(np.max(np.diff(starts)))
+    empty = np.empty((0, 0, 0, 0), gy.dtype)  # (an array not asked for)
+    gx = np.empty(x_shape, gy.dtype) if w_t is not None else empty
+    parts = np.empty((len(starts) - 1, groups, k, co_g), gy.dtype) if x is not None else empty
+    cols = np.empty((threads, largest * c * kh * kw * pixels), gy.dtype)
+    gys = np.empty((threads, largest * c_out * pixels), gy.dtype)
+    with blas.one_blas_thread():
+        _im2col_chunks_backward(address, _c(gy), empty if x is None else _c(x),
+                                empty.reshape(0, 0, 0) if w_t is None else _c(w_t), gx, parts, cols, gys, starts,
+                                c, h, wd, groups, k, kh, kw, *_geometry(stride, padding, dilation), w_t is not None,
+                                x is not None)
+    return (gx if w_t is not None else None), (parts if x is not None else None)
+
+
+def _chunks_gemm_address(function, dtype, sizes, starts, out_hw):
+    """The address of NumPy's GEMM for the chunk kernels' dtype, or None where they would not give np.matmul's
+    numbers (a GEMM with a side under 2 is NumPy's matrix-vector product; NumPy's BLAS is not its OpenBLAS:
+    cpu_gemm) or while a first run compiles them in the background (noted as wanted: kernels/dispatch.py)."""
+    pixels = out_hw[0] * out_hw[1]
+    if min(sizes) < 2 or int(np.min(np.diff(starts))) * pixels < 2:
+        return None
+    if function in dispatch.cpu_kernels_deferred():
+        dispatch.note_wanted_cpu_kernel(function, dtype)
+        return None
+    return cpu_gemm.gemm_address(dtype)
+
+
 def depthwise_forward(x, w, stride, padding, dilation, out_hw):
     y = np.empty((x.shape[0], w.shape[0]) + tuple(out_hw), dtype=x.dtype)
     _depthwise_forward(_c(x), _c(w), y, *_geometry(stride, padding, dilation))
@@ -655,12 +793,28 @@ def _warm_up_calls(dtype):
         ("deform_col2im_coord", lambda: [deform_col2im_coord(col, x, offset, m, unit, none, unit)
                                          for m in (None, mask)]),
         ("gemm_items", lambda: cpu_gemm.warm_up(dtype)),  # stacked_matmul's
+        ("im2col_chunks", lambda: _warm_up_chunks(dtype)),
         ("sgd_step", lambda: (sgd_step(p, p, None, 0.1, 0.9, 0, 0, False),  # the first step (makes the buffer)
                               sgd_step(p, p, np.zeros_like(p), 0.1, 0.9, 0, 0, False))),  # and a later one
         ("winograd", lambda: [(winograd_forward(a, b, unit), winograd_backward_input(c, b, a.shape, none),
                                winograd_backward_weight(c, a, b.shape, none))  # its fused and chunked kernels
                               for a, b, c in (_widened(x, w, y, 1), _widened(x, w, y, FUSED_CHANNELS + 1))]),
     ]
+
+
+def _warm_up_chunks(dtype):
+    """The chunk kernels once on two one-image chunks, whatever the threads; nothing where NumPy's BLAS was not
+    found (they are never called then)."""
+    address = cpu_gemm.gemm_address(dtype)
+    if address is None:
+        return
+    x, w_groups, y = np.zeros((2, 2, 4, 4), dtype), np.zeros((1, 2, 18), dtype), np.zeros((2, 2, 2, 2), dtype)
+    starts, geometry = np.arange(3, dtype=np.int64), (1, 1, 0, 0, 1, 1)  # 3x3, stride 1, no padding
+    cols, buffers = np.zeros((2, 18 * 4), dtype), np.zeros((2, 2 * 4), dtype)  # per thread: columns, y or gy
+    _im2col_chunks_forward(address, x, w_groups, y, cols, buffers, starts, 3, 3, *geometry)
+    _im2col_chunks_backward(address, y, x, np.zeros((1, 18, 2), dtype), np.zeros_like(x),
+                            np.zeros((2, 1, 18, 2), dtype), cols, buffers, starts, 2, 4, 4, 1, 18, 3, 3, *geometry,
+                            True, True)
 
 
 def _widened(x, w, y, channels):
@@ -681,6 +835,7 @@ _COMPILES = {
     "batch_norm_grad_sums": ("grad_sums",), "batch_norm_grad_input": ("grad_input",),
     "local_response_norm_forward": ("lrn_scale",), "local_response_norm_backward": ("lrn_backward",),
     "stacked_matmul": ("gemm_items",),
+    "im2col_chunks_forward": ("im2col_chunks",), "im2col_chunks_backward": ("im2col_chunks",),
     "winograd_forward": ("winograd",), "winograd_backward_input": ("winograd",),
     "winograd_backward_weight": ("winograd",),
 }

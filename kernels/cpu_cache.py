@@ -49,6 +49,7 @@ COMPILE_SECONDS = {
     "negative_abs": 0.2, "sigmoid_from_exp": 0.2, "sigmoid_backward": 0.2, "silu_from_exp": 0.2, "silu_backward": 0.2,
     "channel_stats": 1.1, "scale_shift": 1.1, "grad_sums": 1.0, "grad_input": 1.2,  # batch norm's
     "lrn_scale": 0.5, "lrn_backward": 0.6, "winograd": 10.0, "deform_im2col": 4.0, "gemm_items": 0.5,
+    "im2col_chunks_forward": 5.5, "im2col_chunks_backward": 6.5, "im2col_chunks": 12.0,  # (both: the warm-up's)
 }
 DEFAULT_SECONDS = 2.0  # a kernel not in the table
 

@@ -93,7 +93,7 @@ def _plan(a, b, out):
     if "stacked_matmul" in dispatch.cpu_kernels_deferred():
         dispatch.note_wanted_cpu_kernel("stacked_matmul", a.dtype)  # compiled with the run's other kernels
         return None
-    address = _addresses().get(a.dtype)
+    address = gemm_address(a.dtype)
     operands = (_operand(a), _operand(b))
     if address is None or None in operands or operands[0][1] == operands[1][1]:
         return None  # (the last: one array twice, where NumPy computes A @ A.T with syrk)
@@ -124,12 +124,18 @@ def _operand(x):
 def warm_up(dtype):
     """The kernel once on a stack of two 2x2 products of ``dtype``, whatever the threads (the warm-up's call:
     kernels/cpu.py); nothing where NumPy's BLAS was not found (the kernel is never called then)."""
-    address = _addresses().get(np.dtype(dtype))
+    address = gemm_address(dtype)
     if address is not None:
         a, out = np.ones((2, 2, 2), dtype), np.empty((2, 2, 2), dtype)
         step = a.strides[0]
         _gemm_items(address, 2, NO_TRANS, NO_TRANS, 2, 2, 2, out.dtype.type(1), a.ctypes.data, step, 2,
                     a.ctypes.data, step, 2, out.ctypes.data, step, 2)
+
+
+def gemm_address(dtype):
+    """The address of NumPy's own cblas GEMM for ``dtype`` (float32 or float64): None for another dtype and
+    where NumPy's BLAS is not its bundled OpenBLAS."""
+    return _addresses().get(np.dtype(dtype))
 
 
 _found = {}

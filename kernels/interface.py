@@ -52,6 +52,11 @@ CPU = {
     # im2col and col2im on the calling thread alone, the GIL released: one thread's share of a batch
     "im2col_one_thread": "(x, kernel, stride, padding, dilation, out_hw, pad_value=0)",  # -> col
     "col2im_one_thread": "(col, x_shape, stride, padding, dilation)",  # -> x
+    # the im2col route's batch chunks lo:hi (starts: each lo, then the last hi) shared between Numba's threads,
+    # columns, GEMM (NumPy's BLAS at one thread) and placement by one thread each; None where they cannot run
+    "im2col_chunks_forward": "(x, w_groups, kernel, starts, threads, stride, padding, dilation, out_hw)",  # -> y
+    # -> (gx or None, the weight gradient's product per chunk or None): gx where w_t is given, those where x is
+    "im2col_chunks_backward": "(gy, x, w_t, x_shape, w_shape, groups, starts, threads, stride, padding, dilation)",
     # np.matmul(a, b, out) on a stack of GEMMs, the items shared between Numba's threads (kernels/cpu_gemm.py)
     "stacked_matmul": "(a, b, out=None)",
     "winograd_forward": "(x, w, padding, *, tile=None)",  # 3x3 stride 1 -> y

@@ -507,12 +507,12 @@ def shares_chunks():
     if data is None:
         return SHARES
     shared, in_turn = data["shared_chunk_bytes"] >> 10, data["in_turn_chunk_bytes"] >> 20
-    rows = [(r["layer"], r["shape"][0], ms(r["in_turn_ms"]), ms(r["shared_ms"]),
+    rows = [(r["layer"], r["shape"][0], ms(r["in_turn_ms"]), ms(r["pool_ms"]), ms(r["shared_ms"]),
              f"**{r['in_turn_ms'] / r['shared_ms']:.2f}**") for r in data["chunks"]]
-    return (f"{shares_how(data)}, {data['threads']} threads; x = the {in_turn} MB chunks' time / the shared "
-            f"ones':\n\n"
-            + table(["layer", "batch", f"{in_turn} MB chunks in turn, ms", f"{shared} KB chunks shared, ms", "x"],
-                    rows))
+    return (f"{shares_how(data)}, {data['threads']} threads; x = the {in_turn} MB chunks' time / the {shared} KB "
+            f"chunks' on Numba's threads:\n\n"
+            + table(["layer", "batch", f"{in_turn} MB chunks in turn, ms", f"{shared} KB chunks, pool's threads ms",
+                     f"{shared} KB chunks, Numba's threads ms", "x"], rows))
 
 
 def sgd_threads():

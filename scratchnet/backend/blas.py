@@ -26,7 +26,7 @@ so nobody waits at the end for a thread that started late with a whole half stil
 runs a block does not change its numbers.
 
 ``run_shares`` runs any work that way: the im2col route's column chunks, each built, multiplied and put
-in place by one thread (functional/conv_routes.py).
+in place by one thread, where the route's own kernel on Numba's threads cannot run (functional/conv_routes.py).
 """
 import contextlib
 import os

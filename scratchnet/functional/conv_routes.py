@@ -166,10 +166,12 @@ class Reference:
 # result (C_out, images, oh*ow) is put in NCHW order there too; a one-image chunk is NCHW already.
 #
 # On the CPU the chunks are small (THREAD_COLUMN_BYTES, in one core's L2 cache) and shared between
-# the threads: each thread builds a chunk's columns with a one-thread kernel, multiplies them with
-# BLAS on one thread and puts the result in place, so the columns never leave its core's cache, and
-# no threaded call waits for the others between steps. conv2d forward and backward against 16 MB chunks
-# each run by every thread in turn, on ResNet-20's 3x3/2 16->32 @32 and ResNet-18's stem:
+# the threads: each thread builds a chunk's columns, multiplies them with BLAS on one thread and puts
+# the result in place, so the columns never leave its core's cache, and no threaded call waits for the
+# others between steps. A whole pass is one parallel Numba kernel (kernels/cpu.py's im2col_chunks_*,
+# on the threads of every other kernel); where it cannot run, backend/blas.py's pool shares the chunks
+# (_each_chunk), with the same numbers. conv2d forward and backward against 16 MB chunks each run by
+# every thread in turn, on LeNet's C3, ResNet-20's 3x3/2 16->32 @32 and ResNet-18's stem:
 # `python benchmarks/shares.py` (benchmarks/results/shares.json, quoted in docs/core.md). When the chunks cannot
 # be shared evenly (a batch of one) they run one after the other, each on every thread. The GPU runs
 # chunks of COLUMN_CHUNK_BYTES one after the other: its kernels and GEMM fill the device.
@@ -199,7 +201,8 @@ def _chunk_groups(a, lo, hi, g):
     return xp.ascontiguousarray(a[lo:hi].transpose(1, 0, 2, 3)).reshape(g, c // g, -1)
 
 
-_OneThread = namedtuple("_OneThread", "im2col col2im")  # the CPU kernels a share runs
+_OneThread = namedtuple("_OneThread", "im2col col2im")  # the CPU kernels a share of the pool runs
+_Plan = namedtuple("_Plan", "chunks threads")  # [(lo, hi)] and how many threads share them
 
 
 def _share_matmul(a, b):
@@ -208,44 +211,63 @@ def _share_matmul(a, b):
     return np.matmul(a, b)
 
 
-def _each_chunk(x, bytes_per_image, work, most=None):
-    """work(index, lo, hi, kern, matmul) for each chunk of images lo:hi of x's batch.
-
-    On the CPU: chunks of ``most`` column bytes (THREAD_COLUMN_BYTES unless given) shared between the
-    threads, each run with the one-thread kernels (``kern``: a _OneThread) and _share_matmul. Else, and where
-    the chunks cannot be shared, one after the other with the device's kernels and the threaded matmul."""
-    kern, on_cpu = kernels.for_array(x), backend.get_array_module(x) is np
+def _plan_chunks(x, bytes_per_image, most=None):
+    """The chunks of x's batch and the threads that share them: on the CPU chunks of ``most`` column bytes
+    (THREAD_COLUMN_BYTES unless given) and the policy's threads where the chunks can be shared evenly; on the
+    GPU chunks of COLUMN_CHUNK_BYTES, one after the other."""
+    on_cpu = backend.get_array_module(x) is np
     chunks = _chunks(x.shape[0], bytes_per_image, (most or THREAD_COLUMN_BYTES) if on_cpu else COLUMN_CHUNK_BYTES)
-    n_threads = thread_count(len(chunks)) if on_cpu else 1
-    if n_threads < 2:  # (the GPU, one thread, or too few chunks to share evenly)
-        for index, (lo, hi) in enumerate(chunks):
+    return _Plan(chunks, thread_count(len(chunks)) if on_cpu else 1)
+
+
+def _starts(chunks):
+    """The chunks' bounds as the CPU chunk kernels take them: lo of each, then the last hi (int64)."""
+    return np.array([lo for lo, _ in chunks] + [chunks[-1][1]], dtype=np.int64)
+
+
+def _each_chunk(x, plan, work):
+    """work(index, lo, hi, kern, matmul) for each chunk of images lo:hi of the plan.
+
+    Shared between the threads (plan.threads > 1) on backend/blas.py's pool, each run with the one-thread
+    kernels (``kern``: a _OneThread) and _share_matmul; else one after the other with the device's kernels and
+    the threaded matmul. On the CPU the routes first try kernels/cpu.py's im2col_chunks_*: the same chunks and
+    numbers on Numba's threads; this is the way where those cannot run."""
+    kern = kernels.for_array(x)
+    if plan.threads < 2:  # (the GPU, one thread, or too few chunks to share evenly)
+        for index, (lo, hi) in enumerate(plan.chunks):
             work(index, lo, hi, kern, _grouped_matmul)
         return
     one_thread = _OneThread(kern.im2col_one_thread, kern.col2im_one_thread)
 
     def share(first, last):
         for index in range(first, last):
-            work(index, *chunks[index], one_thread, _share_matmul)
-    run_shares(share, len(chunks), n_threads)
+            work(index, *plan.chunks[index], one_thread, _share_matmul)
+    run_shares(share, len(plan.chunks), plan.threads)
 
 
 class Im2col:
     """im2col/col2im kernels (Numba on the CPU, CUDA on the GPU) + one BLAS GEMM per batch chunk."""
-    needs = ("im2col", "col2im")  # the kernel functions it calls (on the CPU their one-thread twins too, which
-    # compile with them: kernels/cpu.py)
+    needs = ("im2col", "col2im")  # the kernel functions it calls (on the CPU the one-thread and chunk kernels too,
+    # which compile with them: kernels/cpu.py)
 
     @staticmethod
     def forward(x, w, geo):
         (n, c), (c_out, c_group, kh, kw), g = x.shape[:2], w.shape, geo.groups
         oh, ow = geo.out_hw
         w_groups = w.reshape(g, c_out // g, c_group * kh * kw)
+        plan = _plan_chunks(x, c * kh * kw * oh * ow * x.itemsize)
+        if plan.threads > 1:  # the chunks on Numba's threads, where they can run
+            y = kernels.for_array(x).im2col_chunks_forward(x, w_groups, (kh, kw), _starts(plan.chunks), plan.threads,
+                                                           geo.stride, geo.padding, geo.dilation, geo.out_hw)
+            if y is not None:
+                return y
         y = backend.get_array_module(x).empty((n, c_out, oh, ow), dtype=x.dtype)
 
         def chunk(index, lo, hi, kern, matmul):
             col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
             y_chunk = matmul(w_groups, col.reshape(g, c_group * kh * kw, -1))  # (g, C_out/g, images*oh*ow)
             y[lo:hi] = y_chunk.reshape(c_out, hi - lo, oh, ow).transpose(1, 0, 2, 3)
-        _each_chunk(x, c * kh * kw * oh * ow * x.itemsize, chunk)
+        _each_chunk(x, plan, chunk)
         return y
 
     @staticmethod
@@ -271,34 +293,43 @@ class Im2col:
         xp = backend.get_array_module(gy)
         n, c, (c_out, c_group, kh, kw), g = x_shape[0], x_shape[1], w_shape, geo.groups
         oh, ow = geo.out_hw
-        if w is not None:
-            w_t = xp.ascontiguousarray(w.reshape(g, c_out // g, -1).transpose(0, 2, 1))  # (g, K, C_out/g)
-            gx = xp.empty(x_shape, dtype=gy.dtype)
-        parts = {}  # chunk index -> its weight-gradient products (g, c_group*kh*kw, C_out/g), summed in order
-
-        def chunk(index, lo, hi, kern, matmul):
-            gy_chunk = _chunk_groups(gy, lo, hi, g)  # (g, C_out/g, images*oh*ow)
-            if w is not None:
-                gcol = matmul(w_t, gy_chunk).reshape(c, kh, kw, hi - lo, oh, ow)
-                gx[lo:hi] = kern.col2im(gcol, (hi - lo,) + tuple(x_shape[1:]), geo.stride, geo.padding, geo.dilation)
-            if x is not None:
-                col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
-                parts[index] = matmul(col.reshape(g, c_group * kh * kw, -1), gy_chunk.transpose(0, 2, 1))
+        w_t = None if w is None else xp.ascontiguousarray(w.reshape(g, c_out // g, -1).transpose(0, 2, 1))
         # the weight gradient's chunks hold at least the weight's size: the products, one weight per chunk, then
         # take no more memory than the whole batch's columns (ResNet-50's 3x3/2 512 @14 at batch 16: one-image
         # chunks would hold 16 products of 9.4 MB)
         most = THREAD_COLUMN_BYTES if x is None else max(THREAD_COLUMN_BYTES, math.prod(w_shape) * gy.itemsize)
-        _each_chunk(gy, c * kh * kw * oh * ow * gy.itemsize, chunk, most)
+        plan = _plan_chunks(gy, c * kh * kw * oh * ow * gy.itemsize, most)
+        done = None
+        if plan.threads > 1:  # the chunks on Numba's threads, where they can run
+            done = kernels.for_array(gy).im2col_chunks_backward(gy, x, w_t, tuple(x_shape), tuple(w_shape), g,
+                                                                _starts(plan.chunks), plan.threads, geo.stride,
+                                                                geo.padding, geo.dilation)
+        if done is not None:
+            gx, parts = done  # parts: the weight gradient's products per chunk (g, c_group*kh*kw, C_out/g)
+        else:
+            gx = None if w is None else xp.empty(x_shape, dtype=gy.dtype)
+            parts = {}  # chunk index -> its products, as above
+
+            def chunk(index, lo, hi, kern, matmul):
+                gy_chunk = _chunk_groups(gy, lo, hi, g)  # (g, C_out/g, images*oh*ow)
+                if w is not None:
+                    gcol = matmul(w_t, gy_chunk).reshape(c, kh, kw, hi - lo, oh, ow)
+                    gx[lo:hi] = kern.col2im(gcol, (hi - lo,) + tuple(x_shape[1:]), geo.stride, geo.padding,
+                                            geo.dilation)
+                if x is not None:
+                    col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
+                    parts[index] = matmul(col.reshape(g, c_group * kh * kw, -1), gy_chunk.transpose(0, 2, 1))
+            _each_chunk(gy, plan, chunk)
         if x is None:
             return gx, None
         if n == 0:
             gw = _empty_batch(gy, w_shape)
-        else:
+        else:  # the products summed in chunk order: the same numbers however many threads
             gw = parts[0]
             for index in range(1, len(parts)):
                 gw += parts[index]
             gw = gw.transpose(0, 2, 1).reshape(w_shape)
-        return (gx if w is not None else None), gw
+        return gx, gw
 
 
 # ---------------------------------------------------------------- route: gemm1x1

@@ -176,37 +176,116 @@ def test_im2col_batch_chunks(chunk_bytes, count, threads, monkeypatch, rng):
                        lambda x, w, b: TF.conv2d(x, w, b, **options), inputs)
 
 
+def _im2col_route(x, w, gy, geo):
+    """The im2col route's forward, both gradients in one pass, and each gradient alone."""
+    return ((conv_routes.Im2col.forward(x, w, geo),) + conv_routes.Im2col.backward(gy, x, w, geo)
+            + (conv_routes.Im2col.backward_input(gy, w, x.shape, geo),
+               conv_routes.Im2col.backward_weight(gy, x, w.shape, geo)))
+
+
+def _spy_on_chunk_kernels(monkeypatch, can_run=True):
+    """[(name, thread)] of every call of the CPU chunk kernels (kernels/cpu.py's im2col_chunks_*) and of the pool's
+    one-thread kernels; can_run=False: the chunk kernels answer None ("cannot run here") instead of running."""
+    calls, cpu = [], kernels.for_device("cpu")
+    for name in ("im2col_chunks_forward", "im2col_chunks_backward", "im2col_one_thread", "col2im_one_thread"):
+        kernel = getattr(cpu, name)
+        runs = can_run or not name.startswith("im2col_chunks")
+        monkeypatch.setattr(cpu, name, lambda *a, _k=kernel, _n=name, _runs=runs: calls.append(
+            (_n, threading.get_ident())) or (_k(*a) if _runs else None))
+    return calls
+
+
 def test_im2col_chunks_shared_between_threads_give_the_same_numbers(threads, monkeypatch, rng):
-    """On two threads the chunks run on both (each with the one-thread kernels), and the output and both
-    gradients are the one-thread numbers bit for bit: the chunks depend on the shapes only and the weight
-    gradient sums them in order."""
+    """On two threads the chunks run on Numba's threads (kernels/cpu.py's im2col_chunks_*, one call for the
+    forward and one per backward pass), and the output and both gradients are the one-thread numbers bit for
+    bit: the chunks depend on the shapes only and the weight gradient sums them in order."""
     x = rng.standard_normal((9, 3, 11, 11)).astype(np.float32)
     w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
     gy = rng.standard_normal((9, 8, 6, 6)).astype(np.float32)
     geo = conv_routes.Geometry((2, 2), (1, 1), (1, 1), 1, (6, 6))
     monkeypatch.setattr(conv_routes, "THREAD_COLUMN_BYTES", 2 * 3 * 9 * 36 * 4)  # two images a chunk: 5 chunks
-    calls = []
-    for name in ("im2col_one_thread", "col2im_one_thread"):
-        kernel = getattr(kernels.for_device("cpu"), name)
-        monkeypatch.setattr(kernels.for_device("cpu"), name, lambda *a, _k=kernel, _n=name: calls.append(
-            (_n, threading.get_ident())) or _k(*a))
+    calls = _spy_on_chunk_kernels(monkeypatch)
     results = {}
     for count in (1, 2):
         threads(count)
         calls.clear()
-        results[count] = (conv_routes.Im2col.forward(x, w, geo),
-                          conv_routes.Im2col.backward_input(gy, w, x.shape, geo),
-                          conv_routes.Im2col.backward_weight(gy, x, w.shape, geo))
-        ran_on = {thread for _, thread in calls}
-        assert len(ran_on) == (0 if count == 1 else 2)  # one thread: the parallel kernels, one chunk at a time
-        if count == 2:
-            assert sorted({name for name, _ in calls}) == ["col2im_one_thread", "im2col_one_thread"]
+        results[count] = _im2col_route(x, w, gy, geo)
+        if count == 1:  # the parallel kernels, one chunk at a time
+            assert calls == []
+        else:
+            assert [name for name, _ in calls] == ["im2col_chunks_forward"] + ["im2col_chunks_backward"] * 3
     for one, two in zip(results[1], results[2]):
         np.testing.assert_array_equal(one, two)
-    reference = (conv_routes.Reference.forward(x, w, geo), conv_routes.Reference.backward_input(gy, w, x.shape, geo),
+    gradients = (conv_routes.Reference.backward_input(gy, w, x.shape, geo),
                  conv_routes.Reference.backward_weight(gy, x, w.shape, geo))
+    reference = (conv_routes.Reference.forward(x, w, geo),) + gradients + gradients
     for ours, expected in zip(results[2], reference):
         np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["dense", "dense-strided-dilated", "grouped", "3x3-pad2-odd", "whole-window",
+                                  "single-channel-strided"])
+@pytest.mark.parametrize("images", [1, 2, 3], ids=["one-image", "two-images", "three-images"])
+def test_im2col_chunks_on_numba_threads_are_the_pool_routes_numbers(images, case, dtype, threads, monkeypatch, rng):
+    """The chunks on Numba's threads give the numbers of the same chunks on backend/blas.py's pool (each chunk
+    np.matmul and the one-thread kernels) bit for bit, whatever the chunk, dtype, stride, dilation and groups."""
+    threads(2)
+    x_shape, w_shape, _ = CASES[case]
+    x_shape = (12,) + x_shape[1:]  # (an even number of even chunks: one, two or three images)
+    geo = _call(case, "cpu", dtype).geo
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal((12, w_shape[0]) + geo.out_hw).astype(dtype)
+    per_image = x_shape[1] * math.prod(w_shape[2:]) * math.prod(geo.out_hw) * x.itemsize
+    monkeypatch.setattr(conv_routes, "THREAD_COLUMN_BYTES", images * per_image)
+    calls = _spy_on_chunk_kernels(monkeypatch)
+    on_numba = _im2col_route(x, w, gy, geo)
+    vector = images * math.prod(geo.out_hw) < 2  # a chunk's GEMMs would be matrix-vector products: the pool's
+    assert {name for name, _ in calls} == {"im2col_chunks_forward", "im2col_chunks_backward"} | (
+        {"im2col_one_thread", "col2im_one_thread"} if vector else set())
+    monkeypatch.undo()
+    threads(2)
+    monkeypatch.setattr(conv_routes, "THREAD_COLUMN_BYTES", images * per_image)
+    calls = _spy_on_chunk_kernels(monkeypatch, can_run=False)
+    on_pool = _im2col_route(x, w, gy, geo)
+    assert {name for name, _ in calls} == {"im2col_chunks_forward", "im2col_chunks_backward", "im2col_one_thread",
+                                           "col2im_one_thread"}
+    for numba, pool in zip(on_numba, on_pool):
+        assert numba.dtype == dtype
+        np.testing.assert_array_equal(numba, pool)
+
+
+def test_im2col_chunks_leave_what_numpy_would_not_multiply_by_gemm_to_the_pool(threads, monkeypatch, rng):
+    """A GEMM with a side of one is NumPy's matrix-vector product (another BLAS call, other numbers), NumPy's BLAS
+    may not be its bundled OpenBLAS, and a first run may still be compiling the kernels: the pool route runs
+    then (the same numbers as ever) and, in the last case, the kernels are noted as wanted."""
+    from scratchnet.kernels import cpu, cpu_gemm, dispatch
+    threads(2)
+    x = rng.standard_normal((4, 2, 5, 5))
+    one_out = rng.standard_normal((1, 2, 3, 3))  # C_out/g = 1
+    geo = conv_routes.Geometry((1, 1), (0, 0), (1, 1), 1, (3, 3))
+    starts = np.array([0, 2, 4])
+    assert cpu.im2col_chunks_forward(x, one_out.reshape(1, 1, 18), (3, 3), starts, 2, (1, 1), (0, 0), (1, 1),
+                                     (3, 3)) is None
+    np.testing.assert_array_equal(conv_routes.Im2col.forward(x, one_out, geo), conv_routes.Reference.forward(
+        x, one_out, geo))
+    w = rng.standard_normal((3, 2, 3, 3))
+    w_groups = w.reshape(1, 3, 18)
+    assert cpu.im2col_chunks_forward(x, w_groups, (3, 3), starts, 2, (1, 1), (0, 0), (1, 1), (3, 3)) is not None
+    monkeypatch.setitem(cpu_gemm._found, "addresses", {})  # NumPy built against another BLAS
+    assert cpu.im2col_chunks_forward(x, w_groups, (3, 3), starts, 2, (1, 1), (0, 0), (1, 1), (3, 3)) is None
+    assert cpu.im2col_chunks_backward(rng.standard_normal((4, 3, 3, 3)), x, None, x.shape, w.shape, 1, starts, 2,
+                                      (1, 1), (0, 0), (1, 1)) is None
+    monkeypatch.undo()
+    threads(2)
+    dispatch.defer_cpu_kernels(["im2col_chunks_forward", "im2col_chunks_backward"])
+    try:
+        assert cpu.im2col_chunks_forward(x, w_groups, (3, 3), starts, 2, (1, 1), (0, 0), (1, 1), (3, 3)) is None
+        assert dispatch.wanted_cpu_kernels(np.float64) == ["im2col_chunks_forward"]
+    finally:
+        dispatch.defer_cpu_kernels(())
+    assert cpu.im2col_chunks_forward(x, w_groups, (3, 3), starts, 2, (1, 1), (0, 0), (1, 1), (3, 3)) is not None
 
 
 @pytest.mark.parametrize("count", [1, 2], ids=["1-thread", "2-threads"])
@@ -228,8 +307,8 @@ def test_im2col_computes_both_gradients_in_one_pass(case, count, threads, monkey
     np.testing.assert_array_equal(gx, conv_routes.Im2col.backward_input(gy, w, x.shape, geo))
     np.testing.assert_array_equal(gw, conv_routes.Im2col.backward_weight(gy, x, w.shape, geo))
     passes = []
-    monkeypatch.setattr(conv_routes, "_each_chunk", lambda *a, _each=conv_routes._each_chunk: passes.append(1) or
-                        _each(*a))
+    monkeypatch.setattr(conv_routes, "_plan_chunks", lambda *a, _plan=conv_routes._plan_chunks: passes.append(1) or
+                        _plan(*a))
     xt, wt = sn.tensor(x, requires_grad=True), sn.tensor(w, requires_grad=True)
     F.conv2d(xt, wt, conv_algo="im2col", **options).backward(sn.tensor(gy))
     assert len(passes) == 2  # the forward's and one for both gradients
