@@ -180,7 +180,15 @@ class Reference:
 # per-chunk products are summed in chunk order: the same numbers on one thread as on several.
 # Chunk size, same layers and method: 256 KB, 13.1 ms on the 16->32 layer against 11.0 (but ResNet-20's
 # 3->16 stem 8.6 against 10.0); 1 and 2 MB within the noise of 512 KB.
+#
+# Fewer images a chunk where that keeps its GEMMs in BLAS's small-matrix path: OpenBLAS multiplies
+# a product of at most SMALL_GEMM multiply-adds without packing its operands, and a layer with few
+# rows and a short k pays for the packing twice over (ResNet-20's 3->16 stem, (16x27)@(27xN) on one
+# thread: 10 ns a column up to N = 2048, 22 ns from N = 3072; its forward at batch 32, one or two
+# images a chunk against four, 0.43-0.51 ms against 0.81; LeNet's C3, four images against eight,
+# forward and backward 1.18 ms against 1.32).
 THREAD_COLUMN_BYTES = 512 << 10
+SMALL_GEMM = 10**6
 COLUMN_CHUNK_BYTES = 16 << 20  # the GPU's
 
 
@@ -211,13 +219,18 @@ def _share_matmul(a, b):
     return np.matmul(a, b)
 
 
-def _plan_chunks(x, bytes_per_image, most=None):
-    """The chunks of x's batch and the threads that share them: on the CPU chunks of ``most`` column bytes
-    (THREAD_COLUMN_BYTES unless given) and the policy's threads where the chunks can be shared evenly; on the
-    GPU chunks of COLUMN_CHUNK_BYTES, one after the other."""
-    on_cpu = backend.get_array_module(x) is np
-    chunks = _chunks(x.shape[0], bytes_per_image, (most or THREAD_COLUMN_BYTES) if on_cpu else COLUMN_CHUNK_BYTES)
-    return _Plan(chunks, thread_count(len(chunks)) if on_cpu else 1)
+def _plan_chunks(x, bytes_per_image, gemm_per_image, weight_bytes=0):
+    """The chunks of x's batch and the threads that share them. On the CPU: chunks of THREAD_COLUMN_BYTES of
+    columns, fewer images where a chunk's GEMM then stays within SMALL_GEMM multiply-adds (``gemm_per_image``:
+    an image's), never less than ``weight_bytes``, shared between the policy's threads where they can be shared
+    evenly. On the GPU: chunks of COLUMN_CHUNK_BYTES, one after the other."""
+    if backend.get_array_module(x) is not np:
+        return _Plan(_chunks(x.shape[0], bytes_per_image, COLUMN_CHUNK_BYTES), 1)
+    most = THREAD_COLUMN_BYTES
+    if 0 < gemm_per_image <= SMALL_GEMM:
+        most = min(most, SMALL_GEMM // gemm_per_image * bytes_per_image)
+    chunks = _chunks(x.shape[0], bytes_per_image, max(most, weight_bytes))
+    return _Plan(chunks, thread_count(len(chunks)))
 
 
 def _starts(chunks):
@@ -255,7 +268,7 @@ class Im2col:
         (n, c), (c_out, c_group, kh, kw), g = x.shape[:2], w.shape, geo.groups
         oh, ow = geo.out_hw
         w_groups = w.reshape(g, c_out // g, c_group * kh * kw)
-        plan = _plan_chunks(x, c * kh * kw * oh * ow * x.itemsize)
+        plan = _plan_chunks(x, c * kh * kw * oh * ow * x.itemsize, c_out // g * c_group * kh * kw * oh * ow)
         if plan.threads > 1:  # the chunks on Numba's threads, where they can run
             y = kernels.for_array(x).im2col_chunks_forward(x, w_groups, (kh, kw), _starts(plan.chunks), plan.threads,
                                                            geo.stride, geo.padding, geo.dilation, geo.out_hw)
@@ -297,8 +310,8 @@ class Im2col:
         # the weight gradient's chunks hold at least the weight's size: the products, one weight per chunk, then
         # take no more memory than the whole batch's columns (ResNet-50's 3x3/2 512 @14 at batch 16: one-image
         # chunks would hold 16 products of 9.4 MB)
-        most = THREAD_COLUMN_BYTES if x is None else max(THREAD_COLUMN_BYTES, math.prod(w_shape) * gy.itemsize)
-        plan = _plan_chunks(gy, c * kh * kw * oh * ow * gy.itemsize, most)
+        plan = _plan_chunks(gy, c * kh * kw * oh * ow * gy.itemsize, c_out // g * c_group * kh * kw * oh * ow,
+                            0 if x is None else math.prod(w_shape) * gy.itemsize)
         done = None
         if plan.threads > 1:  # the chunks on Numba's threads, where they can run
             done = kernels.for_array(gy).im2col_chunks_backward(gy, x, w_t, tuple(x_shape), tuple(w_shape), g,
