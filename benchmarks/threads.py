@@ -11,8 +11,9 @@ kernel needs. So this runs the real LeNet-5 training step (batch 64, SGD momentu
 kernels, col2im, max-pool forward/backward: every public function of kernels/cpu.py) and the GEMMs
 the conv routes issue (conv_routes' three GEMM helpers; _share_matmul: the im2col route's chunks
 shared between the threads of the pool, where its kernels on Numba's threads cannot run). Then it
-replays each call alone, back to back, with the same arrays. ratio = median time in the loop / median time alone (<= 1: no slower in
-the loop; timings on a busy machine scatter, so read the table with the load average).
+replays each call alone, back to back, with the same arrays. ratio = median time in the loop /
+median time alone (<= 1: no slower in the loop; timings on a busy machine scatter, so read the
+table with the load average).
 
 It runs four times, each in its own process:
   policy       scratchnet's defaults (backend.THREAD_ENVIRONMENT: idle threads sleep at once)
