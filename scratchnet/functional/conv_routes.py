@@ -260,8 +260,8 @@ def _each_chunk(x, plan, work):
 
 class Im2col:
     """im2col/col2im kernels (Numba on the CPU, CUDA on the GPU) + one BLAS GEMM per batch chunk."""
-    needs = ("im2col", "col2im")  # the kernel functions it calls (on the CPU the one-thread and chunk kernels too,
-    # which compile with them: kernels/cpu.py)
+    needs = ("im2col", "col2im")  # the kernel functions it calls (on the CPU the one-thread twins too, which
+    # compile with them: kernels/cpu.py; the chunk kernels compile apart, and the pool runs the chunks until then)
 
     @staticmethod
     def forward(x, w, geo):
