@@ -317,10 +317,10 @@ def _untransform_tiles(prod, a_t, y, ty_first, tiles_w):
     flat = prod.reshape(prod.shape[0], k * count)
     last = np.minimum(np.arange(MAX_ALPHA), alpha - 1)
     picks = last * alpha
+    sources = _scatter_sources(y.shape[3], m, n, run)  # (read only: shared by the iterations)
     for ki in prange(k):
         cols = np.empty((m * alpha, run), dtype=y.dtype)
         tile = np.empty((m * m, run), dtype=y.dtype)
-        sources = _scatter_sources(y.shape[3], m, n, run)
         for ty in range(ty_first, ty_first + tiles_h):
             t0 = ki * count + (ty - ty_first) * run  # in flat, prod viewed as (alpha^2, K * tiles)
             _untransform_row(flat, t0, run, a_t, picks, last, cols, tile, sources, y, 0, n, ki, ty)
