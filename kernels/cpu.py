@@ -494,11 +494,12 @@ def im2col_chunks_forward(x, w_groups, kernel, starts, threads, stride, padding,
     """conv2d's forward on the im2col route, the batch chunks lo:hi of ``starts`` shared between ``threads`` of
     Numba's threads (w_groups: (g, C_out/g, C/g*kh*kw)); None where this cannot run (_chunks_gemm_address)."""
     g, co_g, k = w_groups.shape
-    address = _chunks_gemm_address("im2col_chunks_forward", x.dtype, (co_g, k), starts, out_hw)
+    images = np.diff(starts)  # each chunk's
+    address = _chunks_gemm_address("im2col_chunks_forward", x.dtype, (co_g, k), images, out_hw)
     if address is None:
         return None
     n, c = x.shape[:2]
-    largest = int(np.max(np.diff(starts)))
+    largest = int(images.max())
     cols = np.empty((threads, largest * c * kernel[0] * kernel[1] * out_hw[0] * out_hw[1]), x.dtype)
     outs = np.empty((threads, largest * g * co_g * out_hw[0] * out_hw[1]), x.dtype)
     y = np.empty((n, g * co_g) + tuple(out_hw), x.dtype)
@@ -512,13 +513,14 @@ def im2col_chunks_backward(gy, x, w_t, x_shape, w_shape, groups, starts, threads
     """conv2d's gradients on the im2col route as im2col_chunks_forward shares its forward: (gx or None, parts or
     None), gx where w_t (g, C/g*kh*kw, C_out/g) is given, the weight gradient's per-chunk products (chunks, g,
     C/g*kh*kw, C_out/g) where x is; None where this cannot run (_chunks_gemm_address)."""
-    n, c, h, wd = x_shape
+    c, h, wd = x_shape[1:]
     c_out, c_group, kh, kw = w_shape
     k, co_g, pixels = c_group * kh * kw, c_out // groups, gy.shape[2] * gy.shape[3]
-    address = _chunks_gemm_address("im2col_chunks_backward", gy.dtype, (co_g, k), starts, gy.shape[2:])
+    images = np.diff(starts)  # each chunk's
+    address = _chunks_gemm_address("im2col_chunks_backward", gy.dtype, (co_g, k), images, gy.shape[2:])
     if address is None:
         return None
-    largest = int(np.max(np.diff(starts)))
+    largest = int(images.max())
     empty = np.empty((0, 0, 0, 0), gy.dtype)  # (an array not asked for)
     gx = np.empty(x_shape, gy.dtype) if w_t is not None else empty
     parts = np.empty((len(starts) - 1, groups, k, co_g), gy.dtype) if x is not None else empty
@@ -532,12 +534,13 @@ def im2col_chunks_backward(gy, x, w_t, x_shape, w_shape, groups, starts, threads
     return (gx if w_t is not None else None), (parts if x is not None else None)
 
 
-def _chunks_gemm_address(function, dtype, sizes, starts, out_hw):
+def _chunks_gemm_address(function, dtype, sizes, images, out_hw):
     """The address of NumPy's GEMM for the chunk kernels' dtype, or None where they would not give np.matmul's
     numbers (a GEMM with a side under 2 is NumPy's matrix-vector product; NumPy's BLAS is not its OpenBLAS:
-    cpu_gemm) or while a first run compiles them in the background (noted as wanted: kernels/dispatch.py)."""
+    cpu_gemm) or while a first run compiles them in the background (noted as wanted: kernels/dispatch.py).
+    ``sizes``: the GEMMs' other two sides; ``images``: each chunk's number of images."""
     pixels = out_hw[0] * out_hw[1]
-    if min(sizes) < 2 or int(np.min(np.diff(starts))) * pixels < 2:
+    if min(sizes) < 2 or int(images.min()) * pixels < 2:
         return None
     if function in dispatch.cpu_kernels_deferred():
         dispatch.note_wanted_cpu_kernel(function, dtype)
