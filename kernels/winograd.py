@@ -412,10 +412,6 @@ def _gemm_four_rows(u, ki, v, prod, run):
     k1, k2, k3 = ki + min(1, left - 1), ki + min(2, left - 1), ki + min(3, left - 1)
     for p in range(points):
         s0, s1, s2, s3 = prod[p, 0, :run], prod[p, 1, :run], prod[p, 2, :run], prod[p, 3, :run]
-        s0[:] = 0
-        s1[:] = 0
-        s2[:] = 0
-        s3[:] = 0
         for ci in range(0, c, 4):
             a00, a01, a02, a03 = _four(u[p], ki, ci)
             a10, a11, a12, a13 = _four(u[p], k1, ci)
@@ -423,13 +419,20 @@ def _gemm_four_rows(u, ki, v, prod, run):
             a30, a31, a32, a33 = _four(u[p], k3, ci)
             v0, v1 = v[p, ci, :run], v[p, min(ci + 1, c - 1), :run]
             v2, v3 = v[p, min(ci + 2, c - 1), :run], v[p, min(ci + 3, c - 1), :run]
+            if ci == 0:  # the first four rows set the sums: no zeroing pass, no loads of zeros
+                for t in range(run):
+                    x0, x1, x2, x3 = v0[t], v1[t], v2[t], v3[t]
+                    s0[t] = a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+                    s1[t] = a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+                    s2[t] = a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+                    s3[t] = a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+                continue
             for t in range(run):
                 x0, x1, x2, x3 = v0[t], v1[t], v2[t], v3[t]
                 s0[t] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
                 s1[t] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
                 s2[t] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
                 s3[t] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
-
 
 @njit(parallel=True, cache=True)
 def _fused_correlate(x, u, b_t, a_t, pad_top, pad_left, y, group):
