@@ -114,6 +114,8 @@ class _Tile:
     """The float64 matrices of one F(m x m, 3 x 3), and (``in_dtype``) the forms the kernels take."""
 
     def __init__(self, m):
+        if m % 2:  # alpha = m + 2 is then odd too
+            raise ValueError(f"F({m}x{m}, 3x3): m must be even (the kernels compute a transform's rows in pairs)")
         a_t, g, b_t = winograd_matrices(m, POINTS[m])
         self.m, self.alpha = m, m + 2
         self.a_t, self.g, self.b_t = (np.array(mat, dtype=np.float64) for mat in (a_t, g, b_t))
@@ -433,6 +435,7 @@ def _gemm_four_rows(u, ki, v, prod, run):
                 s1[t] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
                 s2[t] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
                 s3[t] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+
 
 @njit(parallel=True, cache=True)
 def _fused_correlate(x, u, b_t, a_t, pad_top, pad_left, y, group):
