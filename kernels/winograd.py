@@ -226,6 +226,19 @@ def _row_transform(dst, mat, phase, rows, offsets, run):
                  phase[pr[4], po[4]:po[4] + run], phase[pr[5], po[5]:po[5] + run])
 
 
+@njit(cache=True, inline="always")
+def _down_columns(out, ci, t0, run, mat, rows, p):
+    """out[a*alpha + r, ci, t0:t0 + run] = sum_i mat[a, i] rows[p[i] + r]: the column pass of a 2-D transform,
+    row p[i] + r of ``rows`` holding entry r of input row i's along-row transform (terms past the transform's
+    size repeat the last p, zero coefficients)."""
+    alpha = mat.shape[0]
+    for r in range(alpha):
+        for a in range(0, alpha, 2):
+            _combine(out[a * alpha + r, ci, t0:t0 + run], out[(a + 1) * alpha + r, ci, t0:t0 + run], mat[a],
+                     mat[a + 1], rows[p[0] + r, :run], rows[p[1] + r, :run], rows[p[2] + r, :run],
+                     rows[p[3] + r, :run], rows[p[4] + r, :run], rows[p[5] + r, :run])
+
+
 @njit(parallel=True, cache=True)
 def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, ty_first, tiles_w):
     """out[a*alpha + b, c, t] = sum_ij mat[a, i] mat[b, j] src_padded[n, c, ty*stride + i, tx*stride + j].
@@ -257,15 +270,9 @@ def _transform_tiles(src, mat, size, out, stride, pad_top, pad_left, ty_first, t
                     continue
                 _deal_row(src, 0, n, ci, iy, targets, lo, hi, phase)
                 _row_transform(rows[slot * alpha:], mat, phase, phase_rows, phase_offsets, run)  # along the row
-            t0 = (ty - ty_first) * run
-            p = slots
             for i in range(MAX_ALPHA):
-                p[i] = ((ty * stride + min(i, size - 1)) % size) * alpha
-            for r in range(alpha):  # down the columns, straight into out
-                for a in range(0, alpha, 2):
-                    _combine(out[a * alpha + r, ci, t0:t0 + run], out[(a + 1) * alpha + r, ci, t0:t0 + run], mat[a],
-                             mat[a + 1], rows[p[0] + r], rows[p[1] + r], rows[p[2] + r], rows[p[3] + r], rows[p[4] + r],
-                             rows[p[5] + r])
+                slots[i] = ((ty * stride + min(i, size - 1)) % size) * alpha
+            _down_columns(out, ci, (ty - ty_first) * run, run, mat, rows, slots)  # straight into out
 
 
 @njit(cache=True, inline="always")
@@ -360,14 +367,9 @@ def _transform_block(src, b0, n, ci, ty, mat, size, stride, pad_top, run, phases
             continue
         _deal_row(src, b0, n, ci, iy, targets, lo, hi, phase)
         _row_transform(rows[i * alpha:], mat, phase, phase_rows, phase_offsets, run)  # along the row
-    # down the columns (terms past size reuse the last row: zero coefficients)
-    q0, q1, q2 = 0, min(1, size - 1) * alpha, min(2, size - 1) * alpha
-    q3, q4, q5 = min(3, size - 1) * alpha, min(4, size - 1) * alpha, min(5, size - 1) * alpha
-    for r in range(alpha):
-        for a in range(0, alpha, 2):
-            _combine(out[a * alpha + r, ci, :run], out[(a + 1) * alpha + r, ci, :run], mat[a], mat[a + 1],
-                     rows[q0 + r, :run], rows[q1 + r, :run], rows[q2 + r, :run], rows[q3 + r, :run], rows[q4 + r, :run],
-                     rows[q5 + r, :run])
+    last = size - 1
+    _down_columns(out, ci, 0, run, mat, rows, (0, min(1, last) * alpha, min(2, last) * alpha, min(3, last) * alpha,
+                                              min(4, last) * alpha, min(5, last) * alpha))
 
 
 @njit(cache=True)
