@@ -70,6 +70,31 @@ def test_the_seed_never_aliases_the_callers_array():
     assert not np.shares_memory(y.grad.data, seed_tensor.data)
 
 
+def test_a_seed_passed_on_uncopied_stays_the_callers():
+    """The seed reaches backwards as the caller's own array (no copy), through Add (which returns it to both
+    inputs) to two leaves and a retained output: none of them gets its memory, and accumulating a second
+    backward into their .grad leaves the caller's array as it was."""
+    a, b = sn.tensor([1.0, 2.0], requires_grad=True), sn.tensor([3.0, 4.0], requires_grad=True)
+    seed = np.array([1.0, 2.0], dtype=a.dtype)  # the tensors' dtype: no conversion copies it
+    for _ in range(2):
+        y = a + b
+        y.retain_grad()
+        y.backward(seed)
+        for t in (a, b, y):
+            assert not np.shares_memory(t.grad.data, seed)
+    assert seed.tolist() == [1.0, 2.0]
+    assert a.grad.numpy().tolist() == b.grad.numpy().tolist() == [2.0, 4.0]
+    (g,) = sn.autograd.grad(a * 1.0, a, grad_outputs=seed)
+    assert not np.shares_memory(g.data, seed) and g.numpy().tolist() == [1.0, 2.0]
+
+
+def test_a_strided_seed_is_compacted():
+    x = sn.tensor(np.ones((2, 3)), requires_grad=True)
+    seed = np.arange(12.0, dtype=x.dtype).reshape(2, 6)[:, ::2]
+    (x * 2.0).backward(seed)
+    assert x.grad.numpy().tolist() == (2 * seed).tolist()
+
+
 def test_accumulation_is_in_place_as_torch():
     x, tx = pair([1.0, 2.0])
     (x * 2).sum().backward()
