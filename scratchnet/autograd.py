@@ -938,9 +938,10 @@ class _Walk:
             return seed if seed.dtype == out.dtype else seed.to(dtype=out.dtype)  # may carry a graph itself
         given = seed.data if isinstance(seed, Tensor) else seed
         seed = xp.asarray(given, dtype=out.dtype)
-        if _memory_owner(seed) is _memory_owner(given):  # the caller's own memory
-            if seed.flags.c_contiguous:  # passed on uncopied (a 2 MB seed's copy costs 0.2 ms), but never
-                self.handed_out.add(id(_memory_owner(seed)))  # made a .grad: _own copies it then
+        owner = _memory_owner(seed)
+        if owner is _memory_owner(given):  # the caller's own memory
+            if seed.flags.c_contiguous:  # passed on uncopied (a 2 MB seed's copy costs about 0.1 ms), but
+                self.handed_out.add(id(owner))  # never made a .grad: _own copies it then
             else:
                 seed = seed.copy(order="K")  # a strided view: the kernels downstream read compact arrays
         if tuple(seed.shape) != out.shape:

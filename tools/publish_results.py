@@ -366,8 +366,8 @@ def distributed_runs():
                for what, r in zip(["one process, `alexnet(groups=2)`", "two towers on 2 ranks (`AlexNetTowers`)"],
                                   data["alexnet"])]
     rounds = data.get("rounds", 1)
-    rounds = f", each configuration's fastest of {rounds} alternating rounds" if rounds > 1 else ""
-    return (f"{command(data)}, {when(data)}, one thread per rank{rounds}:\n\n"
+    fastest = f", each configuration's fastest of {rounds} alternating rounds" if rounds > 1 else ""
+    return (f"{command(data)}, {when(data)}, one thread per rank{fastest}:\n\n"
             + table(["model", "ranks", "gradient allreduce", "batch per rank", "step ms", "images/s",
                      "scaling efficiency"], steps) + "\n"
             + table(["allreduce, 2 ranks, float32", "Communicator.allreduce GB/s", "raw mpi4py Allreduce GB/s",
