@@ -1,10 +1,10 @@
 """Work shared between the threads against the same work done the other way: the numbers behind docs/core.md's
-"Stacks of small GEMMs" and docs/kernels.md's SGD step.
+"Stacks of small GEMMs" and docs/kernels.md's elementwise kernels on the threads.
 
-    python benchmarks/shares.py                       # ~30 s on 2 cores
+    python benchmarks/shares.py                       # ~45 s on 2 cores
     python benchmarks/shares.py --rounds 5 --repeat 20
 
-Three pairs, each timed in the same process:
+Three comparisons, each timed in the same process:
   gemms   the stack's items shared between Numba's threads (scratchnet.kernels.cpu_gemm.stacked_matmul, what the
           convolution routes call) and between the threads of scratchnet's own pool (backend.blas.stacked_matmul,
           its fallback), BLAS at one thread in each, against one np.matmul on the whole stack (one BLAS GEMM per
@@ -18,8 +18,10 @@ Three pairs, each timed in the same process:
           other two: ``chunks_in_turn`` sets conv_routes' THREAD_COLUMN_BYTES to COLUMN_CHUNK_BYTES and its
           thread_count to 1 while it runs, ``chunks_on_pool`` has the chunk kernels answer "cannot run here"
           (monkeypatches of the modules).
-  sgd     one step of scratchnet.optim.SGD (momentum 0.9, weight decay 5e-4) over AlexNet's 61 M parameters,
-          the gradients random (no forward), on the default threads against one (sn.set_num_threads(1)).
+  elementwise  the kernels that hand large arrays to the threads block by block, on the default threads against
+          one (sn.set_num_threads(1)): one step of scratchnet.optim.SGD (momentum 0.9, weight decay 5e-4) over
+          AlexNet's 61 M parameters, the gradients random (no forward); the ReLU and SiLU kernels' forward then
+          backward on a large activation of DenseNet-121 and EfficientNet-B0 (ACTIVATIONS).
 
 float32, wall time. Each number is the fastest of --repeat calls after a warm-up (timing.best_time); the
 two sides of a pair alternate --rounds times (A, B, A, B, ...) and each side keeps its minimum. Threads:
@@ -36,6 +38,7 @@ restart_without_overrides()  # before NumPy loads OpenBLAS
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import functools  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,6 +54,11 @@ LAYERS = [
     ("LeNet-5 C3 5x5 6->16 @14", 64, 6, 14, 16, 5, 1, 0),
     ("ResNet-20 3x3/2 16->32 @32", 128, 16, 32, 32, 3, 2, 1),
     ("ResNet-18 stem 7x7/2 3->64 @224", 8, 3, 224, 64, 7, 2, 3),
+]
+# what, the input's shape, the kernels (forward then backward)
+ACTIVATIONS = [
+    ("ReLU forward+backward, DenseNet-121's (8, 256, 56, 56)", (8, 256, 56, 56), "relu"),
+    ("SiLU forward+backward, EfficientNet-B0's (8, 96, 112, 112)", (8, 96, 112, 112), "silu"),
 ]
 
 
@@ -130,7 +138,18 @@ def chunks(sn, np, rounds, repeat):
     return rows
 
 
-def sgd(sn, np, rounds, repeat):
+def on_threads(sn, n, work):
+    """work, first switching the threads to n (the first call of each side's turn is best_time's warm-up)."""
+    def call():
+        if sn.get_num_threads() != n:
+            sn.set_num_threads(n)
+        work()
+    return call
+
+
+def elementwise(sn, np, rounds, repeat):
+    """The SGD step and the activations (forward and backward kernels) on the default threads against one."""
+    from scratchnet import kernels
     from scratchnet.models import get_model
     from scratchnet.optim import SGD
     params = list(get_model("alexnet").parameters())
@@ -138,19 +157,26 @@ def sgd(sn, np, rounds, repeat):
     for p in params:
         p.grad = sn.tensor(rng.standard_normal(p.shape, dtype=np.float32))
     optimizer = SGD(params, lr=1e-4, momentum=0.9, weight_decay=5e-4)
-    threads = sn.get_num_threads()
+    cpu = kernels.for_device("cpu")
 
-    def on(n):
-        def step():  # the first call of each side's turn (best_time's warm-up) switches the threads
-            if sn.get_num_threads() != n:
-                sn.set_num_threads(n)
-            optimizer.step()
-        return step
+    def relu(x, gy):
+        cpu.relu_backward(gy, cpu.relu_forward(x)[1])
 
-    default_ms, one_thread_ms = alternate(on(threads), on(1), rounds=rounds, repeat=repeat)
+    def silu(x, gy):
+        cpu.silu_backward(gy, x, cpu.silu_forward(x)[1])
+
+    passes = {"relu": relu, "silu": silu}
+    works = [("SGD step, AlexNet's 61 M parameters", None, optimizer.step)]
+    for what, shape, name in ACTIVATIONS:
+        x, gy = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
+        works.append((what, shape, functools.partial(passes[name], x, gy)))
+    threads, rows = sn.get_num_threads(), []
+    for what, shape, work in works:
+        default_ms, one_thread_ms = alternate(on_threads(sn, threads, work), on_threads(sn, 1, work), rounds=rounds,
+                                              repeat=repeat)
+        rows.append(dict(what=what, shape=shape, threads=threads, default_ms=default_ms, one_thread_ms=one_thread_ms))
     sn.set_num_threads(threads)
-    return dict(model="alexnet", parameters=sum(p.data.size for p in params), threads=threads,
-                default_ms=default_ms, one_thread_ms=one_thread_ms)
+    return rows
 
 
 def main():
@@ -170,7 +196,7 @@ def main():
                   in_turn_chunk_bytes=R.COLUMN_CHUNK_BYTES)
     result["gemms"] = gemms(np, args.rounds, args.repeat)
     result["chunks"] = chunks(sn, np, args.rounds, args.repeat)
-    result["sgd"] = sgd(sn, np, args.rounds, args.repeat)
+    result["elementwise"] = elementwise(sn, np, args.rounds, args.repeat)
 
     print(f"{sn.get_num_threads()} threads, float32, fastest of {args.repeat} calls over {args.rounds} rounds\n")
     print(f"{'stack':70} {'np.matmul ms':>12} {'Numba ms':>9} {'pool ms':>8} {'x':>6}")
@@ -182,9 +208,10 @@ def main():
         layer = f"{r['layer']}, batch {r['shape'][0]}"
         print(f"{layer:70} {r['in_turn_ms']:12.2f} {r['pool_ms']:8.2f} {r['shared_ms']:9.2f} "
               f"{r['in_turn_ms'] / r['shared_ms']:6.2f}")
-    step = result["sgd"]
-    print(f"\nSGD step, AlexNet ({step['parameters'] / 1e6:.1f} M parameters): {step['default_ms']:.1f} ms on "
-          f"{step['threads']} threads, {step['one_thread_ms']:.1f} ms on 1")
+    print(f"\n{'elementwise kernels':70} {'1 thread ms':>12} {str(sn.get_num_threads()) + ' threads ms':>12} {'x':>6}")
+    for r in result["elementwise"]:
+        print(f"{r['what']:70} {r['one_thread_ms']:12.2f} {r['default_ms']:12.2f} "
+              f"{r['one_thread_ms'] / r['default_ms']:6.2f}")
     load = os.getloadavg()
     print(f"load average before {recorded['load_before'][0]:.2f}, after {load[0]:.2f} ({os.cpu_count()} CPUs)")
     write_result(args.out, result, recorded)

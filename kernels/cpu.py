@@ -7,10 +7,10 @@ ones: ReLU, sigmoid and SiLU (cpu_activation.py), the SGD step, batch norm and l
 (cpu_norm.py; the GPU runs CuPy's array code for these),
 the Winograd route's transforms (winograd.py) and stacks of GEMMs on Numba's threads (cpu_gemm.py). Each
 convolution, pooling and batch norm kernel parallelises over planes or channels that only it
-writes (prange), so there are no races and no atomics; the activations are serial (too little work
-to pay for a second thread, or bound by memory), SGD is parallel over blocks of large parameters
-only. All are njit(cache=True) and see only C-contiguous float32/float64 arrays and Python scalars,
-keeping specialisations (and compile time) to two per kernel.
+writes (prange), so there are no races and no atomics; the elementwise kernels (the activations, SGD)
+over blocks of large arrays only (kernels/cpu_rows.py's BLOCK: a small array stays on the calling
+thread). All are njit(cache=True) and see only C-contiguous float32/float64 arrays and Python
+scalars, keeping specialisations (and compile time) to two per kernel.
 
 Indexing inside a prange loop is on flat arrays with unsigned (uint64)
 offsets: signed indices make Numba check for negative ones, and that keeps
@@ -32,7 +32,8 @@ from .cpu_depthwise import _depthwise_backward_input, _depthwise_backward_weight
 from .cpu_gemm import NO_TRANS, TRANS, _gemm
 from .cpu_gemm import stacked_matmul  # noqa: F401 (the interface's stacked GEMMs)
 from .cpu_norm import _channel_stats, _grad_input, _grad_sums, _lrn_backward, _lrn_scale, _scale_shift
-from .cpu_rows import _copy
+from .cpu_rows import _blocks, _copy
+from .cpu_scale import _scale_planes, _scale_planes_backward
 from .winograd import FUSED_CHANNELS
 from .winograd import backward_input as winograd_backward_input  # noqa: F401 (the interface's Winograd)
 from .winograd import backward_weight as winograd_backward_weight  # noqa: F401
@@ -353,67 +354,121 @@ def _max_pool2d_backward(gy, argmax, gx):
 
 # ---- ReLU ----
 # One pass writes the output and the mask backward needs (NumPy takes two, and its product with a
-# bool mask goes through a cast): LeNet C1's ReLU 0.03 vs 0.09 ms forward. Serial on purpose: a
-# LeNet activation is tens of microseconds of work, about what waking a second thread costs.
+# bool mask goes through a cast): LeNet C1's ReLU 0.03 vs 0.09 ms forward. Each kernel is a range
+# (the loop) and a driver that hands an array of several blocks to the threads, block by block
+# (kernels/cpu_rows.py's BLOCK: a LeNet activation stays on the calling thread).
 
 # The elementwise kernels take flat (1-D) arrays: one specialisation per dtype, whatever the
 # tensor's rank (Numba compiles one per number of dimensions).
 
-@njit(cache=True)
-def _relu_forward(xf, yf, mf):
-    for k in range(np.uint64(xf.size)):
+@njit(cache=True, inline="always")
+def _relu_forward_range(xf, yf, mf, start, stop):
+    for k in range(start, stop):
         v = xf[k]
         keep = not v <= 0  # torch's rule: NaN passes (value and gradient), -inf becomes 0
         mf[k] = keep
         yf[k] = v if keep else 0
 
 
-@njit(cache=True)
-def _relu_forward_inplace(xf, mf):
-    """_relu_forward with y = x: one array read and written (through two names LLVM must assume they
-    overlap, and the loop stays scalar: 2.4x slower on 25 MB)."""
-    for k in range(np.uint64(xf.size)):
+@njit(parallel=True, cache=True)
+def _relu_forward(xf, yf, mf):
+    blocks, length, size = _blocks(xf.size)
+    if blocks == 1:  # (a parallel loop of one block would still wake the threads)
+        _relu_forward_range(xf, yf, mf, np.uint64(0), size)
+        return
+    for i in prange(blocks):
+        start = np.uint64(i) * length
+        _relu_forward_range(xf, yf, mf, start, min(start + length, size))
+
+
+@njit(cache=True, inline="always")
+def _relu_forward_inplace_range(xf, mf, start, stop):
+    for k in range(start, stop):
         v = xf[k]
         keep = not v <= 0
         mf[k] = keep
         xf[k] = v if keep else 0
 
 
-@njit(cache=True)
-def _relu_backward(gyf, mf, gxf):
-    for k in range(np.uint64(gyf.size)):
+@njit(parallel=True, cache=True)
+def _relu_forward_inplace(xf, mf):
+    """_relu_forward with y = x: one array read and written (through two names LLVM must assume they
+    overlap, and the loop stays scalar: 2.4x slower on 25 MB)."""
+    blocks, length, size = _blocks(xf.size)
+    if blocks == 1:
+        _relu_forward_inplace_range(xf, mf, np.uint64(0), size)
+        return
+    for i in prange(blocks):
+        start = np.uint64(i) * length
+        _relu_forward_inplace_range(xf, mf, start, min(start + length, size))
+
+
+@njit(cache=True, inline="always")
+def _relu_backward_range(gyf, mf, gxf, start, stop):
+    for k in range(start, stop):
         gxf[k] = gyf[k] if mf[k] else 0
+
+
+@njit(parallel=True, cache=True)
+def _relu_backward(gyf, mf, gxf):
+    blocks, length, size = _blocks(gyf.size)
+    if blocks == 1:
+        _relu_backward_range(gyf, mf, gxf, np.uint64(0), size)
+        return
+    for i in prange(blocks):
+        start = np.uint64(i) * length
+        _relu_backward_range(gyf, mf, gxf, start, min(start + length, size))
 
 
 # LeakyReLU the same way: one pass for the output and the mask, one for the gradient (NumPy takes
 # three and two, with a temporary each). The slope comes in the array's dtype, so each product is
 # the array code's, bit for bit.
 
-@njit(cache=True)
-def _leaky_relu_forward(xf, yf, mf, slope):
-    for k in range(np.uint64(xf.size)):
+@njit(cache=True, inline="always")
+def _leaky_relu_forward_range(xf, yf, mf, slope, start, stop):
+    for k in range(start, stop):
         v = xf[k]
         keep = v > 0  # torch's rule: the slope also at 0 (and NaN * slope is NaN)
         mf[k] = keep
         yf[k] = v if keep else v * slope
 
 
-@njit(cache=True)
-def _leaky_relu_backward(gyf, mf, gxf, slope):
-    for k in range(np.uint64(gyf.size)):
+@njit(parallel=True, cache=True)
+def _leaky_relu_forward(xf, yf, mf, slope):
+    blocks, length, size = _blocks(xf.size)
+    if blocks == 1:
+        _leaky_relu_forward_range(xf, yf, mf, slope, np.uint64(0), size)
+        return
+    for i in prange(blocks):
+        start = np.uint64(i) * length
+        _leaky_relu_forward_range(xf, yf, mf, slope, start, min(start + length, size))
+
+
+@njit(cache=True, inline="always")
+def _leaky_relu_backward_range(gyf, mf, gxf, slope, start, stop):
+    for k in range(start, stop):
         g = gyf[k]
         gxf[k] = g if mf[k] else g * slope
+
+
+@njit(parallel=True, cache=True)
+def _leaky_relu_backward(gyf, mf, gxf, slope):
+    blocks, length, size = _blocks(gyf.size)
+    if blocks == 1:
+        _leaky_relu_backward_range(gyf, mf, gxf, slope, np.uint64(0), size)
+        return
+    for i in prange(blocks):
+        start = np.uint64(i) * length
+        _leaky_relu_backward_range(gyf, mf, gxf, slope, start, min(start + length, size))
 
 
 # ---- SGD ----
 # torch's SGD rule for one parameter in one pass (NumPy takes six, each a fresh array). The same
 # operations in the same order and dtype as optim/sgd.py's array code, none fused into an FMA, so
-# the numbers are bit for bit those of the array code. Elementwise, so blocks of at least SGD_BLOCK
-# elements go to the threads: a parameter of one block (every bias, LeNet's layers) stays on
-# the calling thread, the large ones (a 4096x9216 AlexNet layer) are bound by memory, and both
-# cores move more of it than one.
-
-SGD_BLOCK = 1 << 18  # elements: ~5 MB of the five arrays' traffic, ~0.2 ms on one core
+# the numbers are bit for bit those of the array code. Elementwise, so over blocks like the
+# activations: a parameter of one block (every bias, LeNet's layers) stays on the calling thread,
+# the large ones (a 4096x9216 AlexNet layer) are bound by memory, and both cores move more of it
+# than one (a block is ~5 MB of the five arrays' traffic, ~0.2 ms on one core).
 
 
 @njit(cache=True)
@@ -435,9 +490,7 @@ def _sgd_range(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first
 
 @njit(parallel=True, cache=True)
 def _sgd_step(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first):
-    size = np.uint64(pf.size)
-    blocks = max(np.uint64(1), size // np.uint64(SGD_BLOCK))  # of SGD_BLOCK to 2 SGD_BLOCK elements, evened out
-    block = (size + blocks - np.uint64(1)) // blocks
+    blocks, block, size = _blocks(pf.size)
     if blocks == 1:
         _sgd_range(pf, gf, bf, nf, lr, momentum, keep, weight_decay, nesterov, first, np.uint64(0), size)
         return
@@ -685,6 +738,29 @@ def silu_backward(gy, x, s):
     return _elementwise_backward(_silu_backward, gy, x, s)
 
 
+def channel_scale_forward(x, s):
+    """x (N, C, ...) * s (N, C, 1, ...): one value of s per plane of x (cpu_scale.py)."""
+    x = _c(x)
+    y = np.empty_like(x)
+    if s.size:  # (an empty batch has no planes)
+        _scale_planes(x.reshape(-1), _c(s).reshape(-1), y.reshape(-1))
+    return y
+
+
+def channel_scale_backward(gy, x, s):
+    """(gx, gs) of channel_scale_forward: gx = gy * s where s is given, gs (s's shape: each plane's sum of gy * x,
+    in float64, then in gy's dtype) where x is given; None for the other."""
+    nothing = np.empty(0, dtype=gy.dtype)
+    gx = None if s is None else np.empty(gy.shape, dtype=gy.dtype)
+    sums = None if x is None else np.empty(gy.shape[0] * gy.shape[1])
+    if gy.shape[0] * gy.shape[1]:  # (an empty batch has no planes)
+        _scale_planes_backward(_c(gy).reshape(-1), nothing if x is None else _c(x).reshape(-1),
+                               nothing if s is None else _c(s).reshape(-1), nothing if gx is None else gx.reshape(-1),
+                               np.empty(0) if sums is None else sums, s is not None, x is not None)
+    gs = None if sums is None else sums.astype(gy.dtype).reshape(gy.shape[:2] + (1,) * (gy.ndim - 2))
+    return gx, gs
+
+
 def sgd_step(p, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
     """One SGD step (optim/sgd.py's rule): the parameter array, updated in place where it is a writable
     contiguous array (a new one otherwise), and the momentum buffer, updated in place (None: the first
@@ -784,6 +860,8 @@ def _warm_up_calls(dtype):
         ("sigmoid_backward", lambda: sigmoid_backward(x, x)),
         ("silu_from_exp", lambda: silu_forward(x)),
         ("silu_backward", lambda: silu_backward(x, x, x)),
+        ("scale_planes", lambda: channel_scale_forward(x, x[:, :, :1, :1])),  # a map times one value per plane
+        ("scale_planes_backward", lambda: channel_scale_backward(x, x, x[:, :, :1, :1])),
         ("channel_stats", lambda: batch_norm_stats(x)),  # batch norm's four
         ("scale_shift", lambda: batch_norm_scale_shift(x, var, mean)),
         ("grad_sums", lambda: batch_norm_grad_sums(x, x, mean)),
@@ -834,6 +912,7 @@ _COMPILES = {
     "relu_forward": ("relu_forward", "relu_forward_inplace"),
     "max_pool2d_forward": ("max_pool2x2_forward", "max_pool2d_forward"),  # (2x2/2 has its own kernel)
     "sigmoid_forward": ("negative_abs", "sigmoid_from_exp"), "silu_forward": ("negative_abs", "silu_from_exp"),
+    "channel_scale_forward": ("scale_planes",), "channel_scale_backward": ("scale_planes_backward",),
     "batch_norm_stats": ("channel_stats",), "batch_norm_scale_shift": ("scale_shift",),
     "batch_norm_grad_sums": ("grad_sums",), "batch_norm_grad_input": ("grad_input",),
     "local_response_norm_forward": ("lrn_scale",), "local_response_norm_backward": ("lrn_backward",),

@@ -44,9 +44,10 @@ COMPILE_SECONDS = {
     "im2col": 4.0, "col2im": 2.3, "im2col_one_thread": 0.7, "col2im_one_thread": 0.6,
     "depthwise_forward": 8.0, "depthwise_backward_input": 6.5,
     "depthwise_backward_weight": 10.0, "max_pool2x2_forward": 0.8, "max_pool2d_forward": 2.2,
-    "max_pool2d_backward": 0.8, "relu_forward": 0.2, "relu_forward_inplace": 0.2, "relu_backward": 0.2,
-    "leaky_relu_forward": 0.2, "leaky_relu_backward": 0.2, "sgd_step": 1.3,
-    "negative_abs": 0.2, "sigmoid_from_exp": 0.2, "sigmoid_backward": 0.2, "silu_from_exp": 0.2, "silu_backward": 0.2,
+    "max_pool2d_backward": 0.8, "relu_forward": 0.6, "relu_forward_inplace": 0.5, "relu_backward": 0.5,
+    "leaky_relu_forward": 0.6, "leaky_relu_backward": 0.7, "sgd_step": 1.3,
+    "negative_abs": 0.4, "sigmoid_from_exp": 0.6, "sigmoid_backward": 0.5, "silu_from_exp": 0.6, "silu_backward": 0.5,
+    "scale_planes": 0.6, "scale_planes_backward": 1.0,
     "channel_stats": 1.1, "scale_shift": 1.1, "grad_sums": 1.0, "grad_input": 1.2,  # batch norm's
     "lrn_scale": 0.5, "lrn_backward": 0.6, "winograd": 10.0, "deform_im2col": 4.0, "gemm_items": 0.5,
     "im2col_chunks_forward": 5.5, "im2col_chunks_backward": 6.5, "im2col_chunks": 12.0,  # (both: the warm-up's)

@@ -41,6 +41,8 @@ CPU = {
     "sigmoid_backward": "(gy, s)",  # -> gy * s * (1 - s)
     "silu_forward": "(x)",  # -> (y = x * s, s = sigmoid(x))
     "silu_backward": "(gy, x, s)",  # -> gy * s * (1 + x * (1 - s))
+    "channel_scale_forward": "(x, s)",  # x (N, C, ...) * s (N, C, 1, ...) -> y
+    "channel_scale_backward": "(gy, x, s)",  # -> (gx = gy * s or None, gs = per-plane sum(gy * x) or None)
     "local_response_norm_forward": "(x, size, alpha, beta, k)",  # -> (y, scale, factor = scale^-beta)
     "local_response_norm_backward": "(gy, x, scale, factor, size, alpha, beta)",  # -> gx
     "batch_norm_stats": "(x)",  # -> (mean, biased variance) per channel, float64

@@ -34,6 +34,25 @@ SILU = Op("silu", needs=("silu_forward", "silu_backward"), routes={
     "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
 })  # noqa: E241
 
+# ---- mul (functional/math.py Mul): the kernels take x (N, C, ...) times one value per plane, s (N, C, 1, ...),
+# in either order (squeeze-excitation's gates); every other product is the array code's
+MulCall = namedtuple("MulCall", "device dtype planes_first planes_second")  # which operand is the (N, C, ...) one
+
+
+def one_value_per_plane(x_shape, s_shape):
+    return len(x_shape) > 2 and s_shape == x_shape[:2] + (1,) * (len(x_shape) - 2)
+
+
+def _describe_mul(a, b):
+    return device(a), same_dtype(a, b), one_value_per_plane(a.shape, b.shape), one_value_per_plane(b.shape, a.shape)
+
+
+MUL = Op("mul", describe=_describe_mul, record=MulCall, needs=("channel_scale_forward", "channel_scale_backward"),
+         routes={
+    "kernel":      Route(KERNELS,    ("cpu",),        KERNEL_DTYPES, lambda c: c.planes_first or c.planes_second),
+    "reference":   Route(ARRAY_CODE, ("cpu", "gpu"),  ANY,           None),
+})  # noqa: E241,E128
+
 # ---- max_pool2d (functional/pool.py MaxPool2d)
 MAX_POOL2D = Op("max_pool2d", needs=("max_pool2d_forward", "max_pool2d_backward"), routes={
     "kernel":      Route(KERNELS,    ("cpu", "gpu"),  KERNEL_DTYPES, None),  # forward with argmax, backward scatter

@@ -232,13 +232,13 @@ def test_a_block_inside_a_list_item_is_indented_as_its_markers(tmp_path, monkeyp
     reads it back; a result not yet run says the command that measures it."""
     publish_results = load_tool("publish_results")
     page = tmp_path / "page.md"
-    page.write_text("- an item:\n\n  <!-- results: sgd-threads -->\n  <!-- /results -->\n")
+    page.write_text("- an item:\n\n  <!-- results: elementwise-threads -->\n  <!-- /results -->\n")
     monkeypatch.setattr(publish_results, "PAGES", [page])
     monkeypatch.setattr(publish_results, "REPO", tmp_path)
-    monkeypatch.setattr(publish_results, "BLOCKS", {"sgd-threads": publish_results.sgd_threads})
+    monkeypatch.setattr(publish_results, "BLOCKS", {"elementwise-threads": publish_results.elementwise_threads})
     monkeypatch.setattr(publish_results, "RESULTS", tmp_path)
-    assert publish_results.publish() == ["page.md: block 'sgd-threads' rewritten from benchmarks/results"]
-    assert page.read_text() == ("- an item:\n\n  <!-- results: sgd-threads -->\n"
+    assert publish_results.publish() == ["page.md: block 'elementwise-threads' rewritten from benchmarks/results"]
+    assert page.read_text() == ("- an item:\n\n  <!-- results: elementwise-threads -->\n"
                                 "  Not measured: `python benchmarks/shares.py`.\n  <!-- /results -->\n")
     assert publish_results.publish(check=True) == []
 

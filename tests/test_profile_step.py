@@ -35,7 +35,8 @@ def test_route_of_tells_kernels_from_array_code():
     assert profile_step.route_of(F.relu(x).creator) == "kernel"
     half = sn.tensor(np.ones((2, 3), np.float16), requires_grad=True)  # the kernels are float32/float64 only
     assert profile_step.route_of(F.relu(half).creator) == "reference"
-    assert profile_step.route_of((x * 2).creator) == "-"
+    assert profile_step.route_of((x + 2).creator) == "-"  # an op without kernels
+    assert profile_step.route_of((x * 2).creator) == "reference"  # mul's kernels take one value per plane
 
 
 def test_detail_rows_carry_input_shapes_and_the_cli_prints_the_table(capsys, tmp_path):

@@ -518,20 +518,20 @@ def shares_chunks():
                      f"{shared} KB chunks, Numba's threads ms", "x"], rows))
 
 
-def sgd_threads():
+def elementwise_threads():
     data = result("shares")
     if data is None:
         return SHARES
-    step = data["sgd"]
-    return (f"{shares_how(data)}: AlexNet's {step['parameters'] / 1e6:.0f} M parameters, **{ms(step['default_ms'])} "
-            f"ms** a step on {step['threads']} threads against {ms(step['one_thread_ms'])} ms on one.\n")
+    rows = [f"{row['what']}: **{ms(row['default_ms'])} ms** on {row['threads']} threads against "
+            f"{ms(row['one_thread_ms'])} ms on one" for row in data["elementwise"]]
+    return f"{shares_how(data)}: " + "; ".join(rows) + ".\n"
 
 
 BLOCKS = {"headline": headline, "conv-layers": conv_layers, "auto-reasons": auto_reasons,
           "depthwise-layers": depthwise_layers, "resnet50-step": resnet50_step, "zoo-steps": zoo_steps,
           "lenet-runs": lenet_runs, "lenet-epochs": lenet_epochs, "distributed-runs": distributed_runs,
           "thread-runs": thread_runs, "shares-gemms": shares_gemms, "shares-chunks": shares_chunks,
-          "sgd-threads": sgd_threads,
+          "elementwise-threads": elementwise_threads,
           "mutation-runs": mutation_runs, "winograd-error": winograd_errors, "winograd-speed": winograd_speed}
 
 

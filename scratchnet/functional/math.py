@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor, as_tensor
+from ..kernels.routes import MUL, one_value_per_plane
 from . import validate
 
 
@@ -181,6 +182,9 @@ class Sub(Function):
 
 
 class Mul(Function):
+    """a * b. A feature map times one value per plane (squeeze-excitation's gates, (N, C, H, W) * (N, C, 1, 1), in
+    either order) takes the CPU's kernels (kernels/cpu_scale.py: backward in one pass, not two products and a
+    reduction; the table: kernels/routes.py's MUL); every other product the array code below."""
     saved_inputs = {"a": 0, "b": 1}
 
     def forward(self, a, b):
@@ -188,9 +192,18 @@ class Mul(Function):
         self.a = a if self.needs_input_grad[1] else None
         self.b = b if self.needs_input_grad[0] else None
         self.shapes = a.shape, b.shape
+        self.kernels = MUL.choose(a, b).impl
+        if self.kernels is not None:
+            self.planes_first = one_value_per_plane(a.shape, b.shape)  # else b is the feature map
+            return self.kernels.channel_scale_forward(a, b) if self.planes_first else \
+                self.kernels.channel_scale_forward(b, a)
         return a * b
 
     def backward(self, gy):
+        if self.kernels is not None:  # the map's gradient needs the gates, the gates' the map
+            if self.planes_first:
+                return self.kernels.channel_scale_backward(gy, self.a, self.b)
+            return self.kernels.channel_scale_backward(gy, self.b, self.a)[::-1]
         ga = sum_to(gy * self.b, self.shapes[0]) if self.needs_input_grad[0] else None
         gb = sum_to(gy * self.a, self.shapes[1]) if self.needs_input_grad[1] else None
         return ga, gb

@@ -72,6 +72,36 @@ def test_leaky_relu_kernels_equal_the_array_code(slope, dtype, rng):
     assert y.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activations_over_blocks_equal_the_array_code(dtype, rng):
+    """An array of several BLOCKs goes to the threads block by block (kernels/cpu_rows.py), NumPy's exp too, and
+    the last block is a few elements longer than the others: still the array code's numbers, element for
+    element, special values at both ends of a block included."""
+    from scratchnet.kernels.cpu_rows import BLOCK
+    size = 3 * BLOCK + 5
+    x, gy = (rng.standard_normal(size) * 30).astype(dtype), rng.standard_normal(size).astype(dtype)
+    for at in (0, BLOCK - 3, BLOCK, 2 * BLOCK + 1, size - 6):
+        x[at:at + 6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30]
+    s = _stable_sigmoid(x)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(cpu.sigmoid_forward(x), s)
+        np.testing.assert_array_equal(cpu.sigmoid_backward(gy, s), gy * s * (1 - s))
+        y, s_kept = cpu.silu_forward(x)
+        np.testing.assert_array_equal(y, x * s)
+        np.testing.assert_array_equal(s_kept, s)
+        np.testing.assert_array_equal(cpu.silu_backward(gy, x, s), gy * s * (1 + x * (1 - s)))
+        y, mask = cpu.leaky_relu_forward(x, 0.1)
+        np.testing.assert_array_equal(y, np.where(x > 0, x, x * dtype(0.1)))
+        np.testing.assert_array_equal(cpu.leaky_relu_backward(gy, mask, 0.1), np.where(mask, gy, gy * dtype(0.1)))
+    y, mask = cpu.relu_forward(x)
+    np.testing.assert_array_equal(mask, ~(x <= 0))
+    np.testing.assert_array_equal(y, np.where(mask, x, dtype(0)))
+    np.testing.assert_array_equal(cpu.relu_backward(gy, mask), np.where(mask, gy, dtype(0)))
+    in_place = x.copy()
+    cpu.relu_forward(in_place, inplace=True)
+    np.testing.assert_array_equal(in_place, y)
+
+
 def _lrn(x, gy, size):
     """(y, gx) of the LocalResponseNorm Function (AlexNet's constants), forward and backward on raw arrays."""
     fn = LocalResponseNorm(size, 5e-4, 0.75, 2.0)

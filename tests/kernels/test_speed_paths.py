@@ -10,6 +10,7 @@ lost from a table, or skipped by the op that chose it, fails a test. The array c
 dispatch.reference_only) is checked against torch, and the fused SGD step against it bit for bit.
 """
 import contextlib
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -82,6 +83,88 @@ def test_relu_kernel_takes_non_contiguous_input(rng):
     np.testing.assert_array_equal(mask, ~(x <= 0))
     gy = rng.standard_normal(x.shape).astype(np.float32).transpose(0, 2, 1).copy().transpose(0, 2, 1)
     np.testing.assert_array_equal(cpu.relu_backward(gy, mask), np.where(x > 0, gy, 0))
+
+
+def _assert_plane_sums(g_gates, gy, feature_map):
+    """The gates' gradient is each plane's sum of gy * x: against the float64 array code, within the rounding of
+    float32's one conversion (a few units of the largest) or of a float64 sum (growing as the plane's size's
+    square root)."""
+    exact = (gy.astype(np.float64) * feature_map).sum(axis=tuple(range(2, gy.ndim)), keepdims=True)
+    assert g_gates.shape == exact.shape and g_gates.dtype == gy.dtype
+    plane = math.prod(gy.shape[2:])
+    relative = 8 * float(np.finfo(gy.dtype).eps) * (math.sqrt(plane) if gy.dtype == np.float64 else 1)
+    assert_within_scale(g_gates, exact, relative, what="the gates' gradient")
+
+
+def _mul_grads(a, b, gy, needs):
+    """(y, ga, gb) of a * b on tensors, backward with gy; ``needs``: which of a, b require grad."""
+    ta, tb = (sn.tensor(v, requires_grad=need) for v, need in zip((a, b), needs))
+    y = ta * tb
+    y.backward(gy)
+    return y.numpy(), ta.grad, tb.grad
+
+
+@pytest.mark.parametrize("forced", FORCED)
+@pytest.mark.parametrize("dtype, route", ROUTE_CASES)
+@pytest.mark.parametrize("gates_first", [False, True], ids=["map_times_gates", "gates_times_map"])
+@pytest.mark.parametrize("needs", [(True, True), (True, False), (False, True)], ids=["both", "first", "second"])
+@pytest.mark.parametrize("shape", [(3, 5, 4, 6), (2, 3, 7)], ids=["NCHW", "NCL"])
+def test_mul_by_one_value_per_plane_takes_its_kernels(shape, needs, gates_first, dtype, route, forced, rng, spy):
+    """A feature map times one value per plane (squeeze-excitation's gates), in either order, 4-d and 3-d: the
+    kernels for float32 and float64 (the array code for float16 and under reference_only). The product and the
+    map's gradient are the array code's bit for bit; the gates' gradient (each plane's sum, in float64) is the
+    exact sum rounded, against the float64 array code and torch. Only the gradients asked for are computed."""
+    route = "reference" if forced else route
+    calls = spy("channel_scale_forward", "channel_scale_backward")
+    feature_map = rng.standard_normal(shape).astype(dtype)
+    gates = rng.standard_normal(shape[:2] + (1,) * (len(shape) - 2)).astype(dtype)
+    a, b = (gates, feature_map) if gates_first else (feature_map, gates)
+    gy = rng.standard_normal(shape).astype(dtype)
+    with run(forced), dispatch.recording() as taken:
+        y, ga, gb = _mul_grads(a, b, gy, needs)
+    assert taken == {("mul", route): 1}
+    kernel_calls = 1 if route == "kernel" else 0
+    assert calls == Counter({"channel_scale_forward": kernel_calls, "channel_scale_backward": kernel_calls}) - Counter()
+    np.testing.assert_array_equal(y, a * b)
+    g_map, g_gates = (gb, ga) if gates_first else (ga, gb)
+    map_needs, gates_needs = needs[::-1] if gates_first else needs
+    assert (g_map is None) != map_needs and (g_gates is None) != gates_needs
+    if map_needs:
+        np.testing.assert_array_equal(g_map, gy * gates)
+        assert g_map.dtype == dtype
+    if gates_needs:
+        _assert_plane_sums(g_gates, gy, feature_map)
+        tm, tg = torch.tensor(feature_map), torch.tensor(gates, requires_grad=True)
+        (tm * tg).backward(torch.tensor(gy))
+        assert_within_scale(g_gates, tg.grad.numpy(), 8 * float(np.finfo(dtype).eps), what="against torch")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mul_by_one_value_per_plane_over_blocks(dtype, rng):
+    """A map of several BLOCKs goes to the threads plane by plane (kernels/cpu_scale.py): the same numbers."""
+    from scratchnet.kernels.cpu_rows import BLOCK
+    shape = (3, 7, BLOCK // 64 + 3, 64)  # 21 planes over 3 blocks, no block a whole number of planes
+    feature_map, gates = rng.standard_normal(shape).astype(dtype), rng.standard_normal((3, 7, 1, 1)).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    y, g_map, g_gates = _mul_grads(feature_map, gates, gy, (True, True))
+    np.testing.assert_array_equal(y, feature_map * gates)
+    np.testing.assert_array_equal(g_map, gy * gates)
+    _assert_plane_sums(g_gates, gy, feature_map)
+
+
+@pytest.mark.parametrize("shapes", [((3, 5, 4, 6), (1, 5, 1, 1)), ((3, 5, 4, 6), (3, 5, 4, 6)), ((3, 5, 4, 6), ()),
+                                    ((3, 5, 4, 6), (3, 5, 1, 6)), ((3, 5), (3, 5)), ((3, 5, 1, 1), (3, 5, 1, 1))],
+                         ids=str)
+def test_mul_takes_the_array_code_for_other_shapes(shapes, rng):
+    """Broadcasting over the batch, equal shapes, a scalar, a row per plane, no planes: the array code's
+    product (a (N, C, 1, 1) by (N, C, 1, 1) product has planes of one value: either way is the same numbers)."""
+    a, b = (rng.standard_normal(shape).astype(np.float32) for shape in shapes)
+    with dispatch.recording() as taken:
+        y, _, _ = _mul_grads(a, b, rng.standard_normal(np.broadcast_shapes(*shapes)).astype(np.float32),
+                             (True, True))
+    np.testing.assert_array_equal(y, a * b)
+    expected = "kernel" if shapes[1] == shapes[0][:2] + (1, 1) else "reference"
+    assert taken == {("mul", expected): 1}
 
 
 # The fused elementwise kernels (kernels/cpu_activation.py, kernels/cpu_norm.py's LRN): (op, ours, torch's,
@@ -269,10 +352,10 @@ def test_fused_sgd_step_is_the_array_code_bit_for_bit(config, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_sgd_step_over_blocks_is_the_array_code_bit_for_bit(dtype):
-    """A parameter of several SGD_BLOCKs is stepped block by block on the threads: the
+    """A parameter of several BLOCKs is stepped block by block on the threads: the
     same numbers as the array code, element for element."""
-    from scratchnet.kernels.cpu import SGD_BLOCK
-    shapes = [(5, SGD_BLOCK // 2 + 3), (SGD_BLOCK // 2,)]  # two blocks, the second one element short; one block
+    from scratchnet.kernels.cpu_rows import BLOCK
+    shapes = [(5, BLOCK // 2 + 3), (BLOCK // 2,)]  # two blocks, the second one element short; one block
     config = dict(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
     fused, fused_buffers, taken = _sgd_run(config, dtype, steps=2, shapes=shapes)
     plain, plain_buffers, _ = _sgd_run(config, dtype, forced=True, steps=2, shapes=shapes)
