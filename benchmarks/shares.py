@@ -166,7 +166,8 @@ def elementwise(sn, np, rounds, repeat):
         cpu.silu_backward(gy, x, cpu.silu_forward(x)[1])
 
     passes = {"relu": relu, "silu": silu}
-    works = [("SGD step, AlexNet's 61 M parameters", None, optimizer.step)]
+    count = sum(p.data.size for p in params)
+    works = [(f"SGD step, AlexNet's {count / 1e6:.0f} M parameters", None, optimizer.step)]
     for what, shape, name in ACTIVATIONS:
         x, gy = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
         works.append((what, shape, functools.partial(passes[name], x, gy)))
