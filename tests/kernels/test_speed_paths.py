@@ -139,6 +139,17 @@ def test_mul_by_one_value_per_plane_takes_its_kernels(shape, needs, gates_first,
         assert_within_scale(g_gates, tg.grad.numpy(), 8 * float(np.finfo(dtype).eps), what="against torch")
 
 
+@pytest.mark.parametrize("gates_first", [False, True], ids=["map_times_gates", "gates_times_map"])
+def test_mul_by_one_value_per_plane_gradchecks_through_the_kernels(gates_first, rng):
+    """float64 numeric gradient check of both operands, where the product takes the per-plane kernels."""
+    feature_map, gates = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 1, 1))
+    pair = (gates, feature_map) if gates_first else (feature_map, gates)
+    inputs = [sn.tensor(v, requires_grad=True) for v in pair]
+    with dispatch.recording() as taken:
+        assert sn.gradcheck(lambda a, b: a * b, inputs)
+    assert set(taken) == {("mul", "kernel")}
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_mul_by_one_value_per_plane_over_blocks(dtype, rng):
     """A map of several BLOCKs goes to the threads plane by plane (kernels/cpu_scale.py): the same numbers."""
