@@ -6,7 +6,7 @@
 
 LAYERS holds a layer for each of 'auto''s CPU rules (scratchnet/functional/conv_routes.py's AUTO), so
 that every rule's route is timed against the im2col route and torch on a layer it picks (docs/kernels.md
-renders them under the rules). For every layer and every route that handles it (the routes' table,
+renders them under the rules), and the zoo's small im2col layer, LeNet-5's C3, beside AlexNet's large one. For every layer and every route that handles it (the routes' table,
 plus 'auto') it times the forward (under no_grad) and the forward+backward, float32, best of
 --repeat after a warm-up. torch and scratchnet each run in their OWN subprocess (torch is never
 imported where scratchnet is timed), --rounds times alternately, keeping each number's best; both
@@ -41,6 +41,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 # name, batch, in-channels, size, out-channels, kernel, stride, padding, groups (issue 9)
 LAYERS = [
     ("LeNet-5 C1 5x5 1->6 @32", 64, 1, 32, 6, 5, 1, 0, 1),  # a single-channel input: the depthwise route
+    ("LeNet-5 C3 5x5 6->16 @14", 64, 6, 14, 16, 5, 1, 0, 1),  # im2col on a small layer: its columns kept
     ("LeNet-5 C5 5x5 16->120 @5", 64, 16, 5, 120, 5, 1, 0, 1),  # one window, the whole input: the window route
     ("AlexNet conv1 11x11/4 3->96 @227", 16, 3, 227, 96, 11, 4, 0, 1),
     ("VGG 3x3 64->64 @56", 8, 64, 56, 64, 3, 1, 1, 1),

@@ -149,14 +149,15 @@ def _col2im_one_thread(col, x, sy, sx, ph, pw, dy, dx):
 # bit for bit.
 
 @njit(parallel=True, nogil=True, cache=True)
-def _im2col_chunks_forward(address, x, w, y, cols, outs, starts, kh, kw, sy, sx, ph, pw, dy, dx):
+def _im2col_chunks_forward(address, x, w, y, cols, outs, starts, keep, kh, kw, sy, sx, ph, pw, dy, dx):
     """y[lo:hi] = the convolution of x[lo:hi] with w (g, C_out/g, C/g*kh*kw) for each chunk lo:hi of starts;
-    cols and outs: each thread's columns and GEMM output, (threads, size of the largest chunk's)."""
-    threads = cols.shape[0]
+    outs: each thread's GEMM output, (threads, size of the largest chunk's); cols: each thread's columns, or
+    where ``keep``, each chunk's (chunks, that size), left there for the weight gradient."""
+    threads = outs.shape[0]
     for t in prange(threads):  # (a call per chunk: the parallel loop stays small, and so its compile time)
         for index in range(t, starts.size - 1, threads):
-            _forward_chunk(address, x, w, y, cols[t], outs[t], starts[index], starts[index + 1], kh, kw, sy, sx,
-                           ph, pw, dy, dx)
+            _forward_chunk(address, x, w, y, cols[index] if keep else cols[t], outs[t], starts[index],
+                           starts[index + 1], kh, kw, sy, sx, ph, pw, dy, dx)
 
 
 @njit(cache=True, nogil=True)
@@ -179,22 +180,24 @@ def _forward_chunk(address, x, w, y, cf, of, lo, hi, kh, kw, sy, sx, ph, pw, dy,
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _im2col_chunks_backward(address, gy, x, w_t, gx, parts, cols, gys, starts, c, h, wd, g, k, kh, kw, sy, sx, ph, pw,
-                            dy, dx, input_gradient, weight_gradient):
+def _im2col_chunks_backward(address, gy, x, w_t, gx, parts, cols, gys, kept, starts, c, h, wd, g, k, kh, kw, sy, sx,
+                            ph, pw, dy, dx, input_gradient, weight_gradient):
     """For each chunk lo:hi of starts, its gy gathered once as (g, C_out/g, images*oh*ow), then where asked
     gx[lo:hi] (w_t (g, k = C/g*kh*kw, C_out/g) times it, col2im) and parts[chunk] (the chunk's columns times
     that gy's transpose: (g, k, C_out/g)); the input is (N, c, h, wd); cols and gys: each thread's columns and
-    gathered gy. An array not asked for may be empty (x, w_t and gx, or parts)."""
+    gathered gy; kept: each chunk's columns as the forward left them, or empty (then built here from x). An
+    array not asked for may be empty (x, w_t and gx, or parts)."""
     threads = cols.shape[0]
     for t in prange(threads):
         for index in range(t, starts.size - 1, threads):
-            _backward_chunk(address, gy, x, w_t, gx, parts, cols[t], gys[t], index, starts[index], starts[index + 1],
-                            c, h, wd, g, k, kh, kw, sy, sx, ph, pw, dy, dx, input_gradient, weight_gradient)
+            _backward_chunk(address, gy, x, w_t, gx, parts, cols[t], gys[t], kept, index, starts[index],
+                            starts[index + 1], c, h, wd, g, k, kh, kw, sy, sx, ph, pw, dy, dx, input_gradient,
+                            weight_gradient)
 
 
 @njit(cache=True, nogil=True)
-def _backward_chunk(address, gy, x, w_t, gx, parts, cf, gf, index, lo, hi, c, h, wd, g, k, kh, kw, sy, sx, ph, pw,
-                    dy, dx, input_gradient, weight_gradient):
+def _backward_chunk(address, gy, x, w_t, gx, parts, cf, gf, kept, index, lo, hi, c, h, wd, g, k, kh, kw, sy, sx, ph,
+                    pw, dy, dx, input_gradient, weight_gradient):
     c_out, oh, ow = gy.shape[1], gy.shape[2], gy.shape[3]
     co_g, images, pixels, image = c_out // g, hi - lo, oh * ow, c * h * wd
     m = images * pixels
@@ -212,12 +215,16 @@ def _backward_chunk(address, gy, x, w_t, gx, parts, cf, gf, index, lo, hi, c, h,
         for plane in range(images * c):
             _col2im_plane(cf, gxc, col_shape, x_shape, plane, sy, sx, ph, pw, dy, dx)
     if weight_gradient:
-        xc = x.reshape(-1)[lo * image:hi * image]
-        for cij in range(c * kh * kw):
-            _im2col_row(xc, cf, x_shape, col_shape, cij, sy, sx, ph, pw, dy, dx, zero)
+        columns = cf
+        if kept.shape[0]:
+            columns = kept[index]
+        else:
+            xc = x.reshape(-1)[lo * image:hi * image]
+            for cij in range(c * kh * kw):
+                _im2col_row(xc, cf, x_shape, col_shape, cij, sy, sx, ph, pw, dy, dx, zero)
         pf = parts[index].reshape(-1)
         for gi in range(g):  # (C/g*kh*kw, images*oh*ow) @ (images*oh*ow, C_out/g): gy's transpose
-            _gemm(address, NO_TRANS, TRANS, k, co_g, m, one, cf[gi * k * m:].ctypes.data, m,
+            _gemm(address, NO_TRANS, TRANS, k, co_g, m, one, columns[gi * k * m:].ctypes.data, m,
                   gf[gi * co_g * m:].ctypes.data, m, zero, pf[gi * k * co_g:].ctypes.data, co_g)
 
 
@@ -543,9 +550,10 @@ def _images(kernel_function, col, x_shape, stride, padding, dilation):
     return x
 
 
-def im2col_chunks_forward(x, w_groups, kernel, starts, threads, stride, padding, dilation, out_hw):
+def im2col_chunks_forward(x, w_groups, kernel, starts, threads, stride, padding, dilation, out_hw, keep=False):
     """conv2d's forward on the im2col route, the batch chunks lo:hi of ``starts`` shared between ``threads`` of
-    Numba's threads (w_groups: (g, C_out/g, C/g*kh*kw)); None where this cannot run (_chunks_gemm_address)."""
+    Numba's threads (w_groups: (g, C_out/g, C/g*kh*kw)): (y, each chunk's columns where ``keep``, else None);
+    None where this cannot run (_chunks_gemm_address)."""
     g, co_g, k = w_groups.shape
     images = np.diff(starts)  # each chunk's
     address = _chunks_gemm_address("im2col_chunks_forward", x.dtype, (co_g, k), images, out_hw)
@@ -553,19 +561,22 @@ def im2col_chunks_forward(x, w_groups, kernel, starts, threads, stride, padding,
         return None
     n, c = x.shape[:2]
     largest = int(images.max())
-    cols = np.empty((threads, largest * c * kernel[0] * kernel[1] * out_hw[0] * out_hw[1]), x.dtype)
+    cols = np.empty((len(images) if keep else threads, largest * c * kernel[0] * kernel[1] * out_hw[0] * out_hw[1]),
+                    x.dtype)
     outs = np.empty((threads, largest * g * co_g * out_hw[0] * out_hw[1]), x.dtype)
     y = np.empty((n, g * co_g) + tuple(out_hw), x.dtype)
     with blas.one_blas_thread():
-        _im2col_chunks_forward(address, _c(x), _c(w_groups), y, cols, outs, starts, *kernel,
+        _im2col_chunks_forward(address, _c(x), _c(w_groups), y, cols, outs, starts, keep, *kernel,
                                *_geometry(stride, padding, dilation))
-    return y
+    return y, (cols if keep else None)
 
 
-def im2col_chunks_backward(gy, x, w_t, x_shape, w_shape, groups, starts, threads, stride, padding, dilation):
+def im2col_chunks_backward(gy, x, w_t, x_shape, w_shape, groups, starts, threads, stride, padding, dilation,
+                           columns=None):
     """conv2d's gradients on the im2col route as im2col_chunks_forward shares its forward: (gx or None, parts or
     None), gx where w_t (g, C/g*kh*kw, C_out/g) is given, the weight gradient's per-chunk products (chunks, g,
-    C/g*kh*kw, C_out/g) where x is; None where this cannot run (_chunks_gemm_address)."""
+    C/g*kh*kw, C_out/g) where x is, from ``columns`` where given (what im2col_chunks_forward kept for the same
+    starts) instead of x's columns built again; None where this cannot run (_chunks_gemm_address)."""
     c, h, wd = x_shape[1:]
     c_out, c_group, kh, kw = w_shape
     k, co_g, pixels = c_group * kh * kw, c_out // groups, gy.shape[2] * gy.shape[3]
@@ -581,9 +592,9 @@ def im2col_chunks_backward(gy, x, w_t, x_shape, w_shape, groups, starts, threads
     gys = np.empty((threads, largest * c_out * pixels), gy.dtype)
     with blas.one_blas_thread():
         _im2col_chunks_backward(address, _c(gy), empty if x is None else _c(x),
-                                empty.reshape(0, 0, 0) if w_t is None else _c(w_t), gx, parts, cols, gys, starts,
-                                c, h, wd, groups, k, kh, kw, *_geometry(stride, padding, dilation), w_t is not None,
-                                x is not None)
+                                empty.reshape(0, 0, 0) if w_t is None else _c(w_t), gx, parts, cols, gys,
+                                empty.reshape(0, 0) if columns is None else columns, starts, c, h, wd, groups, k, kh,
+                                kw, *_geometry(stride, padding, dilation), w_t is not None, x is not None)
     return (gx if w_t is not None else None), (parts if x is not None else None)
 
 
@@ -892,10 +903,10 @@ def _warm_up_chunks(dtype):
     x, w_groups, y = np.zeros((2, 2, 4, 4), dtype), np.zeros((1, 2, 18), dtype), np.zeros((2, 2, 2, 2), dtype)
     starts, geometry = np.arange(3, dtype=np.int64), (1, 1, 0, 0, 1, 1)  # 3x3, stride 1, no padding
     cols, buffers = np.zeros((2, 18 * 4), dtype), np.zeros((2, 2 * 4), dtype)  # per thread: columns, y or gy
-    _im2col_chunks_forward(address, x, w_groups, y, cols, buffers, starts, 3, 3, *geometry)
+    _im2col_chunks_forward(address, x, w_groups, y, cols, buffers, starts, False, 3, 3, *geometry)
     _im2col_chunks_backward(address, y, x, np.zeros((1, 18, 2), dtype), np.zeros_like(x),
-                            np.zeros((2, 1, 18, 2), dtype), cols, buffers, starts, 2, 4, 4, 1, 18, 3, 3, *geometry,
-                            True, True)
+                            np.zeros((2, 1, 18, 2), dtype), cols, buffers, cols[:0], starts, 2, 4, 4, 1, 18, 3, 3,
+                            *geometry, True, True)
 
 
 def _widened(x, w, y, channels):

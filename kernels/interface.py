@@ -56,9 +56,12 @@ CPU = {
     "col2im_one_thread": "(col, x_shape, stride, padding, dilation)",  # -> x
     # the im2col route's batch chunks lo:hi (starts: each lo, then the last hi) shared between Numba's threads,
     # columns, GEMM (NumPy's BLAS at one thread) and placement by one thread each; None where they cannot run
-    "im2col_chunks_forward": "(x, w_groups, kernel, starts, threads, stride, padding, dilation, out_hw)",  # -> y
+    # -> (y, each chunk's columns where keep, else None)
+    "im2col_chunks_forward": "(x, w_groups, kernel, starts, threads, stride, padding, dilation, out_hw, keep=False)",
     # -> (gx or None, the weight gradient's product per chunk or None): gx where w_t is given, those where x is
-    "im2col_chunks_backward": "(gy, x, w_t, x_shape, w_shape, groups, starts, threads, stride, padding, dilation)",
+    # (from the columns the forward kept, where given)
+    "im2col_chunks_backward": "(gy, x, w_t, x_shape, w_shape, groups, starts, threads, stride, padding, dilation, "
+                              "columns=None)",
     # np.matmul(a, b, out) on a stack of GEMMs, the items shared between Numba's threads (kernels/cpu_gemm.py)
     "stacked_matmul": "(a, b, out=None)",
     "winograd_forward": "(x, w, padding, *, tile=None)",  # 3x3 stride 1 -> y

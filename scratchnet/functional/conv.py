@@ -5,7 +5,9 @@ reference, the im2col kernels, 1x1 as a GEMM, Winograd, the direct depthwise
 and CUDA kernels) and runs that route's forward, backward_input and
 backward_weight. ConvTranspose2d is the same three functions with the roles
 swapped: its forward is the convolution's input gradient. Forward keeps ``x``
-(not a kh*kw-times larger column buffer) and backward rebuilds what it needs.
+(not a kh*kw-times larger column buffer) and backward rebuilds what it needs;
+a route may offer ``forward_and_save``, whose second result its backward takes
+as ``kept`` (the im2col route: a small layer's columns, conv_routes.py).
 
 The double backward of a convolution is convolutions again: the input gradient
 is a transposed convolution of gy by w (ConvTranspose2d), the weight gradient
@@ -66,7 +68,10 @@ class Conv2d(Function):
         self.geo = Geometry(self.stride, self.padding, self.dilation, self.groups, tuple(out_hw))
         chosen = choose(self.algo, x, w, self.geo)
         self.route, self.impl = chosen.name, chosen.impl
-        y = self.impl.forward(x, w, self.geo)
+        if self.needs_input_grad[1] and hasattr(self.impl, "forward_and_save"):  # (work its weight gradient reuses)
+            y, self.kept = self.impl.forward_and_save(x, w, self.geo)
+        else:
+            y, self.kept = self.impl.forward(x, w, self.geo), None
         if b is not None:
             y += b.reshape(1, -1, 1, 1)  # routes return a fresh array
         self.x = x if self.needs_input_grad[1] else None  # w's gradient needs x
@@ -76,11 +81,12 @@ class Conv2d(Function):
 
     def backward(self, gy):
         route, needs = self.impl, self.needs_input_grad
+        kept = {} if self.kept is None else {"kept": self.kept}
         if needs[0] and needs[1] and hasattr(route, "backward"):  # a route that computes both at once
-            gx, gw = route.backward(gy, self.x, self.w, self.geo)
+            gx, gw = route.backward(gy, self.x, self.w, self.geo, **kept)
         else:
             gx = route.backward_input(gy, self.w, self.x_shape, self.geo) if needs[0] else None
-            gw = route.backward_weight(gy, self.x, self.w_shape, self.geo) if needs[1] else None
+            gw = route.backward_weight(gy, self.x, self.w_shape, self.geo, **kept) if needs[1] else None
         if len(needs) == 2:
             return gx, gw
         return gx, gw, (bias_gradient(gy) if needs[2] else None)

@@ -191,6 +191,14 @@ THREAD_COLUMN_BYTES = 512 << 10
 SMALL_GEMM = 10**6
 COLUMN_CHUNK_BYTES = 16 << 20  # the GPU's
 
+# The weight gradient multiplies gy by the very columns the forward built. A small layer's are kept from
+# the forward (each chunk's, by the CPU's chunk kernels) rather than built again, where the weight needs a
+# gradient: at most KEEP_COLUMN_BYTES for the whole batch, little memory next to the step's, where building
+# the columns is a large part of the layer (LeNet's C3 at batch 64: 3.8 MB, and its im2col is ~0.16 ms of each
+# thread's 0.6). Larger layers keep only x, as every other route: their columns are kh*kw times x.
+KEEP_COLUMN_BYTES = 8 << 20
+Kept = namedtuple("Kept", "starts columns")  # a forward's chunks and their columns, for the same call's backward
+
 
 def _chunks(n, bytes_per_image, most):
     """[(lo, hi)]: the batch in chunks of at most ``most`` column bytes, evened out (8 images at 5 a chunk: 4 + 4,
@@ -265,15 +273,30 @@ class Im2col:
 
     @staticmethod
     def forward(x, w, geo):
+        return Im2col._forward(x, w, geo, False)[0]
+
+    @staticmethod
+    def forward_and_save(x, w, geo):
+        """(y, what the weight gradient can use: a Kept of a small layer's columns, else None)."""
+        return Im2col._forward(x, w, geo, True)
+
+    @staticmethod
+    def _forward(x, w, geo, keep):
         (n, c), (c_out, c_group, kh, kw), g = x.shape[:2], w.shape, geo.groups
         oh, ow = geo.out_hw
         w_groups = w.reshape(g, c_out // g, c_group * kh * kw)
-        plan = _plan_chunks(x, c * kh * kw * oh * ow * x.itemsize, c_out // g * c_group * kh * kw * oh * ow)
+        bytes_per_image = c * kh * kw * oh * ow * x.itemsize
+        plan = _plan_chunks(x, bytes_per_image, c_out // g * c_group * kh * kw * oh * ow)
         if plan.threads > 1:  # the chunks on Numba's threads, where they can run
-            y = kernels.for_array(x).im2col_chunks_forward(x, w_groups, (kh, kw), _starts(plan.chunks), plan.threads,
-                                                           geo.stride, geo.padding, geo.dilation, geo.out_hw)
-            if y is not None:
-                return y
+            # kept where they fit and the weight gradient takes these chunks (a weight no larger than one: _backward)
+            first = plan.chunks[0][1] - plan.chunks[0][0]
+            keep = keep and n * bytes_per_image <= KEEP_COLUMN_BYTES and w.nbytes <= first * bytes_per_image
+            starts = _starts(plan.chunks)
+            done = kernels.for_array(x).im2col_chunks_forward(x, w_groups, (kh, kw), starts, plan.threads, geo.stride,
+                                                              geo.padding, geo.dilation, geo.out_hw, keep)
+            if done is not None:
+                y, columns = done
+                return y, (None if columns is None else Kept(starts, columns))
         y = backend.get_array_module(x).empty((n, c_out, oh, ow), dtype=x.dtype)
 
         def chunk(index, lo, hi, kern, matmul):
@@ -281,28 +304,29 @@ class Im2col:
             y_chunk = matmul(w_groups, col.reshape(g, c_group * kh * kw, -1))  # (g, C_out/g, images*oh*ow)
             y[lo:hi] = y_chunk.reshape(c_out, hi - lo, oh, ow).transpose(1, 0, 2, 3)
         _each_chunk(x, plan, chunk)
-        return y
+        return y, None
 
     @staticmethod
     def backward_input(gy, w, x_shape, geo):
         return Im2col._backward(gy, None, w, x_shape, w.shape, geo)[0]
 
     @staticmethod
-    def backward_weight(gy, x, w_shape, geo):
-        return Im2col._backward(gy, x, None, x.shape, w_shape, geo)[1]
+    def backward_weight(gy, x, w_shape, geo, kept=None):
+        return Im2col._backward(gy, x, None, x.shape, w_shape, geo, kept)[1]
 
     @staticmethod
-    def backward(gy, x, w, geo):
+    def backward(gy, x, w, geo, kept=None):
         """(gx, gw) in one pass over the chunks, each chunk's gy gathered once for both GEMMs (the numbers of
         backward_input and backward_weight, bit for bit). A weight larger than a chunk's columns gives the weight
         gradient chunks of its own size (see _backward), so then the two gradients take a pass each."""
         if math.prod(w.shape) * w.itemsize > THREAD_COLUMN_BYTES:
-            return Im2col.backward_input(gy, w, x.shape, geo), Im2col.backward_weight(gy, x, w.shape, geo)
-        return Im2col._backward(gy, x, w, x.shape, w.shape, geo)
+            return Im2col.backward_input(gy, w, x.shape, geo), Im2col.backward_weight(gy, x, w.shape, geo, kept)
+        return Im2col._backward(gy, x, w, x.shape, w.shape, geo, kept)
 
     @staticmethod
-    def _backward(gy, x, w, x_shape, w_shape, geo):
-        """(gx or None, gw or None): gx where w is given, gw where x is given."""
+    def _backward(gy, x, w, x_shape, w_shape, geo, kept=None):
+        """(gx or None, gw or None): gx where w is given, gw where x is given (from the forward's columns where
+        ``kept`` holds them for these very chunks: the same numbers as x's columns built again)."""
         xp = backend.get_array_module(gy)
         n, c, (c_out, c_group, kh, kw), g = x_shape[0], x_shape[1], w_shape, geo.groups
         oh, ow = geo.out_hw
@@ -314,9 +338,11 @@ class Im2col:
                             0 if x is None else math.prod(w_shape) * gy.itemsize)
         done = None
         if plan.threads > 1:  # the chunks on Numba's threads, where they can run
-            done = kernels.for_array(gy).im2col_chunks_backward(gy, x, w_t, tuple(x_shape), tuple(w_shape), g,
-                                                                _starts(plan.chunks), plan.threads, geo.stride,
-                                                                geo.padding, geo.dilation)
+            starts = _starts(plan.chunks)
+            reuse = x is not None and kept is not None and np.array_equal(kept.starts, starts)
+            done = kernels.for_array(gy).im2col_chunks_backward(gy, x, w_t, tuple(x_shape), tuple(w_shape), g, starts,
+                                                                plan.threads, geo.stride, geo.padding, geo.dilation,
+                                                                kept.columns if reuse else None)
         if done is not None:
             gx, parts = done  # parts: the weight gradient's products per chunk (g, c_group*kh*kw, C_out/g)
         else:
