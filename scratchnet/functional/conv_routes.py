@@ -191,11 +191,11 @@ THREAD_COLUMN_BYTES = 512 << 10
 SMALL_GEMM = 10**6
 COLUMN_CHUNK_BYTES = 16 << 20  # the GPU's
 
-# The weight gradient multiplies gy by the very columns the forward built. A small layer's are kept from
-# the forward (each chunk's, by the CPU's chunk kernels) rather than built again, where the weight needs a
-# gradient: at most KEEP_COLUMN_BYTES for the whole batch, little memory next to the step's, where building
-# the columns is a large part of the layer (LeNet's C3 at batch 64: 3.8 MB, and its im2col is ~0.16 ms of each
-# thread's 0.6). Larger layers keep only x, as every other route: their columns are kh*kw times x.
+# The weight gradient multiplies gy by the very columns the forward built. On the CPU a small layer's are kept
+# from the forward (each chunk's) rather than built again, where the weight needs a gradient: at most
+# KEEP_COLUMN_BYTES for the whole batch, little memory next to the step's, where building the columns is a
+# large part of the layer (LeNet's C3 at batch 64: 3.8 MB; forward and backward 1.07 vs 1.20 ms on two threads,
+# 2.14 vs 2.44 on one). Larger layers keep only x, as every other route: their columns are kh*kw times x.
 KEEP_COLUMN_BYTES = 8 << 20
 Kept = namedtuple("Kept", "starts columns")  # a forward's chunks and their columns, for the same call's backward
 
@@ -287,24 +287,28 @@ class Im2col:
         w_groups = w.reshape(g, c_out // g, c_group * kh * kw)
         bytes_per_image = c * kh * kw * oh * ow * x.itemsize
         plan = _plan_chunks(x, bytes_per_image, c_out // g * c_group * kh * kw * oh * ow)
+        starts, xp = _starts(plan.chunks) if n else None, backend.get_array_module(x)
+        # kept on the CPU where they fit and the weight gradient takes these chunks (a weight no larger than a
+        # chunk's columns: _backward)
+        keep = (keep and xp is np and 0 < n * bytes_per_image <= KEEP_COLUMN_BYTES
+                and w.nbytes <= (plan.chunks[0][1] - plan.chunks[0][0]) * bytes_per_image)
         if plan.threads > 1:  # the chunks on Numba's threads, where they can run
-            # kept where they fit and the weight gradient takes these chunks (a weight no larger than one: _backward)
-            first = plan.chunks[0][1] - plan.chunks[0][0]
-            keep = keep and n * bytes_per_image <= KEEP_COLUMN_BYTES and w.nbytes <= first * bytes_per_image
-            starts = _starts(plan.chunks)
             done = kernels.for_array(x).im2col_chunks_forward(x, w_groups, (kh, kw), starts, plan.threads, geo.stride,
                                                               geo.padding, geo.dilation, geo.out_hw, keep)
             if done is not None:
                 y, columns = done
-                return y, (None if columns is None else Kept(starts, columns))
-        y = backend.get_array_module(x).empty((n, c_out, oh, ow), dtype=x.dtype)
+                return y, (Kept(starts, columns) if keep else None)
+        y = xp.empty((n, c_out, oh, ow), dtype=x.dtype)
+        columns = [None] * len(plan.chunks)  # each chunk's, where kept
 
         def chunk(index, lo, hi, kern, matmul):
             col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
             y_chunk = matmul(w_groups, col.reshape(g, c_group * kh * kw, -1))  # (g, C_out/g, images*oh*ow)
             y[lo:hi] = y_chunk.reshape(c_out, hi - lo, oh, ow).transpose(1, 0, 2, 3)
+            if keep:
+                columns[index] = col
         _each_chunk(x, plan, chunk)
-        return y, None
+        return y, (Kept(starts, columns) if keep else None)
 
     @staticmethod
     def backward_input(gy, w, x_shape, geo):
@@ -337,12 +341,13 @@ class Im2col:
         plan = _plan_chunks(gy, c * kh * kw * oh * ow * gy.itemsize, c_out // g * c_group * kh * kw * oh * ow,
                             0 if x is None else math.prod(w_shape) * gy.itemsize)
         done = None
+        reuse = x is not None and kept is not None and n > 0 and np.array_equal(kept.starts, _starts(plan.chunks))
         if plan.threads > 1:  # the chunks on Numba's threads, where they can run
-            starts = _starts(plan.chunks)
-            reuse = x is not None and kept is not None and np.array_equal(kept.starts, starts)
-            done = kernels.for_array(gy).im2col_chunks_backward(gy, x, w_t, tuple(x_shape), tuple(w_shape), g, starts,
-                                                                plan.threads, geo.stride, geo.padding, geo.dilation,
-                                                                kept.columns if reuse else None)
+            in_one = reuse and isinstance(kept.columns, np.ndarray)  # (the chunk kernels': one array, a row each)
+            done = kernels.for_array(gy).im2col_chunks_backward(gy, x, w_t, tuple(x_shape), tuple(w_shape), g,
+                                                                _starts(plan.chunks), plan.threads, geo.stride,
+                                                                geo.padding, geo.dilation,
+                                                                kept.columns if in_one else None)
         if done is not None:
             gx, parts = done  # parts: the weight gradient's products per chunk (g, c_group*kh*kw, C_out/g)
         else:
@@ -356,7 +361,10 @@ class Im2col:
                     gx[lo:hi] = kern.col2im(gcol, (hi - lo,) + tuple(x_shape[1:]), geo.stride, geo.padding,
                                             geo.dilation)
                 if x is not None:
-                    col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
+                    if reuse:  # (a row of the chunk kernels' array holds the largest chunk's: this one's first)
+                        col = kept.columns[index].reshape(-1)[:(hi - lo) * c * kh * kw * oh * ow]
+                    else:
+                        col = kern.im2col(x[lo:hi], (kh, kw), geo.stride, geo.padding, geo.dilation, geo.out_hw)
                     parts[index] = matmul(col.reshape(g, c_group * kh * kw, -1), gy_chunk.transpose(0, 2, 1))
             _each_chunk(gy, plan, chunk)
         if x is None:

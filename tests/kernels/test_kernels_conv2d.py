@@ -322,22 +322,28 @@ def test_im2col_computes_both_gradients_in_one_pass(case, count, threads, monkey
     np.testing.assert_array_equal(gw_apart, conv_routes.Im2col.backward_weight(gy, x, w.shape, geo))
 
 
-def _spy_on_kept_columns(monkeypatch):
-    """The ``columns`` argument of every call of the CPU chunk kernels' backward (None: built again from x)."""
-    given, cpu = [], kernels.for_device("cpu")
+def _spy_on_column_builds(monkeypatch):
+    """Every chunk whose columns are built (the chunk kernels' backward, by its ``columns`` argument, None: built
+    again from x; the pool's one-thread and whole-thread im2col kernels, each call one chunk): a list of names."""
+    built, cpu = [], kernels.for_device("cpu")
     backward = cpu.im2col_chunks_backward
-    monkeypatch.setattr(cpu, "im2col_chunks_backward", lambda *a, _k=backward: given.append(a[11]) or _k(*a))
-    return given
+    monkeypatch.setattr(cpu, "im2col_chunks_backward", lambda *a, _k=backward: built.append(
+        "chunks_backward" if a[11] is None else "chunks_backward_on_kept") or _k(*a))
+    for name in ("im2col", "im2col_one_thread"):
+        monkeypatch.setattr(cpu, name, lambda *a, _k=getattr(cpu, name), _n=name: built.append(_n) or _k(*a))
+    return built
 
 
+@pytest.mark.parametrize("count", [1, 2], ids=["1-thread", "2-threads"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", ["dense", "dense-strided-dilated", "grouped", "3x3-pad2-odd", "single-channel-strided"])
-def test_im2col_keeps_a_small_layers_columns_for_the_weight_gradient(case, dtype, threads, monkeypatch, rng):
+def test_im2col_keeps_a_small_layers_columns_for_the_weight_gradient(case, dtype, count, threads, monkeypatch, rng):
     """Where the weight needs a gradient and the batch's columns fit KEEP_COLUMN_BYTES, conv2d's im2col route
-    keeps each chunk's columns from the forward (exactly im2col's of that chunk) and the weight gradient
-    multiplies them instead of building them again: the output and both gradients are those of a run that
-    keeps nothing, bit for bit, with the input's gradient or without it."""
-    threads(2)
+    keeps each chunk's columns from the forward (exactly im2col's of that chunk: on two threads from the chunk
+    kernels, on one from the pool's chunks) and the weight gradient multiplies them instead of building them
+    again: the output and both gradients are those of a run that keeps nothing, bit for bit, with the input's
+    gradient or without it."""
+    threads(count)
     x_shape, w_shape, options = CASES[case]
     x_shape = (12,) + x_shape[1:]
     geo = _call(case, "cpu", dtype).geo
@@ -345,26 +351,29 @@ def test_im2col_keeps_a_small_layers_columns_for_the_weight_gradient(case, dtype
     gy = rng.standard_normal((12, w_shape[0]) + geo.out_hw).astype(dtype)
     per_image = x_shape[1] * math.prod(w_shape[2:]) * math.prod(geo.out_hw) * x_data.itemsize
     monkeypatch.setattr(conv_routes, "THREAD_COLUMN_BYTES", 2 * per_image)  # six chunks of two images
-    given = _spy_on_kept_columns(monkeypatch)
+    built = _spy_on_column_builds(monkeypatch)
+    starts = conv_routes._starts(conv_routes._chunks(12, per_image, 2 * per_image))
     results = {}
     for limit in (12 * per_image, 12 * per_image - 1):  # the batch's columns fit, and do not
         monkeypatch.setattr(conv_routes, "KEEP_COLUMN_BYTES", limit)
         for input_gradient in (True, False):
-            given.clear()
             x, w = sn.tensor(x_data, requires_grad=input_gradient), sn.tensor(w_data, requires_grad=True)
             y = F.conv2d(x, w, conv_algo="im2col", **options)
             kept = y.creator.kept
             if limit == 12 * per_image:
-                starts = conv_routes._starts(conv_routes._chunks(12, per_image, 2 * per_image))
                 np.testing.assert_array_equal(kept.starts, starts)
                 for index, (lo, hi) in enumerate(zip(starts[:-1], starts[1:])):
                     columns = kernels.for_device("cpu").im2col(x_data[lo:hi], w_shape[2:], geo.stride, geo.padding,
                                                                geo.dilation, geo.out_hw)
-                    np.testing.assert_array_equal(kept.columns[index], columns.reshape(-1))
+                    np.testing.assert_array_equal(np.ravel(kept.columns[index])[:columns.size], columns.reshape(-1))
             else:
                 assert kept is None
+            built.clear()
             y.backward(sn.tensor(gy))
-            assert len(given) == 1 and given[0] is (kept and kept.columns)  # one pass, on the kept columns if any
+            if count == 2:  # one pass of the chunk kernels, on the kept columns where there are
+                assert built == ["chunks_backward_on_kept" if kept else "chunks_backward"]
+            else:  # the pool's chunks, each built again where none are kept
+                assert built == ([] if kept else ["im2col"] * 6)
             results[limit, input_gradient] = (y.numpy(), w.grad.numpy()) + ((x.grad.numpy(),) if input_gradient
                                                                             else ())
     for input_gradient in (True, False):
@@ -374,9 +383,9 @@ def test_im2col_keeps_a_small_layers_columns_for_the_weight_gradient(case, dtype
 
 
 def test_im2col_keeps_columns_only_where_the_weight_gradient_reads_them(threads, monkeypatch, rng):
-    """No columns kept where the weight needs no gradient or autograd is off, on one thread (the pool's
-    chunks) or where the weight gradient takes chunks of its own (a weight larger than a chunk's columns);
-    columns given for other chunks than the backward's are built again."""
+    """No columns kept where the weight needs no gradient or autograd is off, or where the weight gradient
+    takes chunks of its own (a weight larger than an image's columns); columns kept for other chunks than the
+    backward's, or kept on one thread and read on two, are built again (the same numbers)."""
     x_data, w_data = rng.standard_normal((8, 6, 14, 14)), rng.standard_normal((16, 6, 5, 5))  # LeNet's C3
     threads(2)
     x_shape, w_shape, options = CASES["whole-window"]  # a weight larger than an image's columns
@@ -394,15 +403,21 @@ def test_im2col_keeps_columns_only_where_the_weight_gradient_reads_them(threads,
     other = conv_routes.Kept(y.creator.kept.starts[:-1], y.creator.kept.columns)  # chunks that are not these
     gy = rng.standard_normal(y.shape)
     geo = y.creator.geo
-    np.testing.assert_array_equal(conv_routes.Im2col.backward_weight(gy, x_data, w_data.shape, geo, other),
-                                  conv_routes.Im2col.backward_weight(gy, x_data, w_data.shape, geo))
+    expected = conv_routes.Im2col.backward_weight(gy, x_data, w_data.shape, geo)
+    np.testing.assert_array_equal(conv_routes.Im2col.backward_weight(gy, x_data, w_data.shape, geo, other), expected)
     threads(1)
-    assert F.conv2d(sn.tensor(x_data), sn.tensor(w_data, requires_grad=True), conv_algo="im2col").creator.kept is None
-
-
-def test_im2col_with_kept_columns_gradchecks(threads, monkeypatch, rng):
-    """A float64 numeric gradient check of conv2d through the kept columns, four chunks of one image."""
+    on_one = F.conv2d(sn.tensor(x_data), sn.tensor(w_data, requires_grad=True), conv_algo="im2col").creator.kept
+    assert isinstance(on_one.columns, list)  # the pool's chunks' own arrays
     threads(2)
+    built = _spy_on_column_builds(monkeypatch)
+    np.testing.assert_array_equal(conv_routes.Im2col.backward_weight(gy, x_data, w_data.shape, geo, on_one), expected)
+    assert built == ["chunks_backward"]
+
+
+@pytest.mark.parametrize("count", [1, 2], ids=["1-thread", "2-threads"])
+def test_im2col_with_kept_columns_gradchecks(count, threads, monkeypatch, rng):
+    """A float64 numeric gradient check of conv2d through the kept columns, four chunks of one image."""
+    threads(count)
     x, w = rng.standard_normal((4, 2, 6, 5)), rng.standard_normal((4, 2, 3, 2))
     monkeypatch.setattr(conv_routes, "THREAD_COLUMN_BYTES", 2 * 3 * 2 * 4 * 4 * 8)  # one image's columns
     y = F.conv2d(sn.tensor(x), sn.tensor(w, requires_grad=True), conv_algo="im2col")
