@@ -336,7 +336,8 @@ def _spy_on_column_builds(monkeypatch):
 
 @pytest.mark.parametrize("count", [1, 2], ids=["1-thread", "2-threads"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", ["dense", "dense-strided-dilated", "grouped", "3x3-pad2-odd", "single-channel-strided"])
+@pytest.mark.parametrize("case", ["dense", "dense-strided-dilated", "grouped", "3x3-pad2-odd",
+                                  "single-channel-strided"])
 def test_im2col_keeps_a_small_layers_columns_for_the_weight_gradient(case, dtype, count, threads, monkeypatch, rng):
     """Where the weight needs a gradient and the batch's columns fit KEEP_COLUMN_BYTES, conv2d's im2col route
     keeps each chunk's columns from the forward (exactly im2col's of that chunk: on two threads from the chunk
