@@ -8,12 +8,13 @@ LAYERS holds a layer for each of 'auto''s CPU rules (scratchnet/functional/conv_
 that every rule's route is timed against the im2col route and torch on a layer it picks (docs/kernels.md
 renders them under the rules), and the zoo's small im2col layer, LeNet-5's C3, beside AlexNet's large
 one. For every layer and every route that handles it (the routes' table, plus 'auto') it times the
-forward (under no_grad) and the forward+backward, float32, best of --repeat after a warm-up. torch and scratchnet each run in their OWN subprocess (torch is never
-imported where scratchnet is timed), --rounds times alternately, keeping each number's best; both
-children run with this workplace's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides removed from
-their environment, and with their libraries' default thread settings (scratchnet's policy is
-sn.set_num_threads's default) or --threads N on both. The PyTorch side runs under --torch-python
-(default: $SCRATCHNET_TORCH_PYTHON, else this Python: benchmarks/timing.py's torch_python). Fairness: on both sides the input and the weight require grad and
+forward (under no_grad) and the forward+backward, float32, best of --repeat after a warm-up. torch and
+scratchnet each run in their OWN subprocess (torch is never imported where scratchnet is timed),
+--rounds times alternately, keeping each number's best; both children run with this workplace's
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE overrides removed from their environment, and with their libraries'
+default thread settings (scratchnet's policy is sn.set_num_threads's default) or --threads N on both.
+The PyTorch side runs under --torch-python (default: $SCRATCHNET_TORCH_PYTHON, else this Python:
+benchmarks/timing.py's torch_python). Fairness: on both sides the input and the weight require grad and
 there is no bias, so the backward computes both the input and the weight gradient.
 
 ratio = torch time / scratchnet time (higher is better; > 1: scratchnet is faster). The summary
