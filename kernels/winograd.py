@@ -53,19 +53,25 @@ from .cpu_gemm import stacked_matmul  # the stack on Numba's threads, as the tra
 POINTS = {2: (0, 1, -1), 4: (0, 1, -1, Fraction(1, 2), -2)}
 
 
-def choose_tile(out_hw, batch):
-    """The tile with the least work, alpha^2 * (tiles * batch + FILTER_WORK) per channel pair (ties: the more
-    accurate F(2x2)).
+def choose_tile(out_hw, batch, channels=None):
+    """The tile with the least work, alpha^2 * (tiles * batch * (1 + TRANSFORM_WORK * (1/C + 1/K)) + FILTER_WORK)
+    per channel pair (ties: the more accurate F(2x2)); ``channels``: (C, K), in and out (None: the GEMM and the
+    filter side alone).
 
-    The batched GEMM does alpha^2 products per tile, image and channel pair; the filter side (the
-    filter transforms of the forward and the input gradient, the weight gradient's summed products
-    and their G-transform) touches alpha^2 floats per channel pair once per call, worth about
-    FILTER_WORK GEMM columns. Large batches and maps: F(4x4) (56x56: 7056 against F(2x2)'s 12544
-    products per image); small ones, where the filter side is most of the work, F(2x2): ResNet-18's
-    512 @7 at batch 8 (forward and both gradients: 30 ms against F(4x4)'s 38, one quiet 2-core run).
+    The batched GEMM does alpha^2 products per tile, image and channel pair; the input and output
+    transforms touch alpha^2 floats per tile and image once per input and output channel, each worth
+    about TRANSFORM_WORK of the GEMM's multiply-adds, which counts in narrow layers (DenseNet's
+    128->32); the filter side (the filter transforms of the forward and the input gradient, the weight
+    gradient's summed products and their G-transform) touches alpha^2 floats per channel pair once per
+    call, worth about FILTER_WORK GEMM columns. Large batches and maps: F(4x4) (56x56: 7056 against
+    F(2x2)'s 12544 products per image); small ones, where the filter side is most of the work, F(2x2):
+    ResNet-18's 512 @7 at batch 8 (forward and both gradients: 30 ms against F(4x4)'s 38, one quiet
+    2-core run).
     """
+    transforms = 0.0 if channels is None else TRANSFORM_WORK * (1 / channels[0] + 1 / channels[1])
+
     def work(m):
-        return (m + 2) ** 2 * (-(-out_hw[0] // m) * -(-out_hw[1] // m) * batch + FILTER_WORK)
+        return (m + 2) ** 2 * (-(-out_hw[0] // m) * -(-out_hw[1] // m) * batch * (1 + transforms) + FILTER_WORK)
     return min(sorted(POINTS), key=work)
 
 
@@ -159,6 +165,10 @@ MIN_BLOCKS = 8  # the fused kernels' fewest blocks, where the batch allows (see 
 # The filter side's cost in GEMM columns (see choose_tile), fitted on ResNet-18's 512 @7 and 256 @14 at batch
 # 8 and 16 (F(2x2) faster by 20-25% at 7x7, 5% at 14x14) and ResNet-20's 64 @8 at batch 32 (F(4x4) faster)
 FILTER_WORK = 100
+# A transformed element's cost in the GEMM's multiply-adds (see choose_tile): between 5.2, below which
+# DenseNet's 128->32 @14 at batch 8 would keep F(2x2) (F(4x4) takes 0.90 of its time there, and 0.81 @7 at
+# batch 16), and 25.8, above which ResNet-18's 256 @14 at batch 8 would leave F(2x2) (the faster there by 5%)
+TRANSFORM_WORK = 12
 
 
 @njit(cache=True, fastmath={"contract"}, inline="always")
@@ -660,10 +670,10 @@ def _weight_from_products(prod, tile, w_shape):
 
 # ---- argument checks ----
 
-def _tile(tile, out_hw, batch):
+def _tile(tile, out_hw, batch, channels):
     """tile=m picks F(m x m, 3 x 3); None: choose_tile."""
     if tile is None:
-        tile = choose_tile(out_hw, batch)
+        tile = choose_tile(out_hw, batch, channels)
     if tile not in _TILES:
         raise ValueError(f"winograd: tile must be one of {sorted(_TILES)} (F(m x m, 3 x 3)), got {tile!r}")
     return _TILES[tile]
@@ -710,10 +720,11 @@ def _check(name, x, w, padding, tile, grad_shape=None):
         if len(grad_shape) != 4 or grad_shape[1] != w.shape[1] or x.shape != expect:
             raise ValueError(f"winograd.{name}: gy {x.shape} does not match input shape {tuple(grad_shape)}, "
                              f"w {w.shape} and padding {padding} (expected gy {expect})")
-        return x, w, padding, _tile(tile, grad_shape[2:], grad_shape[0])
+        return x, w, padding, _tile(tile, grad_shape[2:], grad_shape[0], w.shape[:2])
     if min(x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]) < 3:
         raise ValueError(f"winograd.forward: input {x.shape[2:]} with padding {padding} is smaller than the 3x3 filter")
-    return x, w, padding, _tile(tile, (x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2), x.shape[0])
+    return x, w, padding, _tile(tile, (x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2), x.shape[0],
+                                w.shape[:2])
 
 
 def _check_weight(gy, x, w_shape, padding, tile):
@@ -724,4 +735,4 @@ def _check_weight(gy, x, w_shape, padding, tile):
     if w_shape[1] != x.shape[1] or gy.shape != expect:
         raise ValueError(f"winograd.backward_weight: gy {gy.shape}, x {x.shape} and weight shape {tuple(w_shape)} "
                          f"do not fit (padding {padding}; expected gy {expect})")
-    return x, gy, padding, _tile(tile, gy.shape[2:], gy.shape[0])
+    return x, gy, padding, _tile(tile, gy.shape[2:], gy.shape[0], w_shape[:2])

@@ -175,6 +175,15 @@ def test_default_tile_has_the_least_work(rng):
     assert [winograd.choose_tile((s, s), 32) for s in (32, 16, 8, 7)] == [4, 4, 4, 4]  # ResNet-20; 7x7 at 32
     assert [winograd.choose_tile((s, s), 8) for s in (56, 28, 14, 7)] == [4, 4, 2, 2]  # ResNet-18 at batch 8
     assert winograd.choose_tile((7, 7), 16) == 2
+    # the transforms' work, per input and output channel: it counts in narrow layers
+    resnet18 = [((56, 56), (64, 64)), ((28, 28), (128, 128)), ((14, 14), (256, 256)), ((7, 7), (512, 512))]
+    assert [winograd.choose_tile(size, 8, channels) for size, channels in resnet18] == [4, 4, 2, 2]
+    assert [winograd.choose_tile(size, 16, channels) for size, channels in resnet18] == [4, 4, 4, 2]
+    assert [winograd.choose_tile((s, s), 32, (c, c)) for s, c in ((32, 16), (16, 32), (8, 64))] == [4, 4, 4]
+    densenet = [(s, s) for s in (56, 28, 14, 7)]  # 128 -> 32 at every size
+    assert [winograd.choose_tile(size, 8, (128, 32)) for size in densenet] == [4, 4, 4, 2]
+    assert [winograd.choose_tile(size, 16, (32, 128)) for size in densenet] == [4, 4, 4, 4]
+    assert [winograd.choose_tile(size, 8) for size in densenet] == [4, 4, 2, 2]  # the GEMM and filters alone
     x, w, gy = data(rng, 2, 3, 4, 4, 4, (0, 0))
     assert_like_torch(winograd_conv(x, w, gy, (0, 0), None), x, w, gy, (0, 0))
 
