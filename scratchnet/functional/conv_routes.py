@@ -341,12 +341,12 @@ class Im2col:
         plan = _plan_chunks(gy, c * kh * kw * oh * ow * gy.itemsize, c_out // g * c_group * kh * kw * oh * ow,
                             0 if x is None else math.prod(w_shape) * gy.itemsize)
         done = None
-        reuse = x is not None and kept is not None and n > 0 and np.array_equal(kept.starts, _starts(plan.chunks))
+        starts = _starts(plan.chunks) if n else None
+        reuse = x is not None and kept is not None and n > 0 and np.array_equal(kept.starts, starts)
         if plan.threads > 1:  # the chunks on Numba's threads, where they can run
             in_one = reuse and isinstance(kept.columns, np.ndarray)  # (the chunk kernels': one array, a row each)
-            done = kernels.for_array(gy).im2col_chunks_backward(gy, x, w_t, tuple(x_shape), tuple(w_shape), g,
-                                                                _starts(plan.chunks), plan.threads, geo.stride,
-                                                                geo.padding, geo.dilation,
+            done = kernels.for_array(gy).im2col_chunks_backward(gy, x, w_t, tuple(x_shape), tuple(w_shape), g, starts,
+                                                                plan.threads, geo.stride, geo.padding, geo.dilation,
                                                                 kept.columns if in_one else None)
         if done is not None:
             gx, parts = done  # parts: the weight gradient's products per chunk (g, c_group*kh*kw, C_out/g)
